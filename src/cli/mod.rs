@@ -1,0 +1,487 @@
+//! The command line: parses arguments, loads the config, opens the store, and runs the
+//! console, the headless engine, or one scripting command. Errors are one line on stderr
+//! with a non-zero exit; a refused command writes nothing.
+
+mod output;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, Config};
+use crate::domain::validate::sanitize;
+use crate::domain::RequestState;
+use crate::engine::commands::CreateRequest;
+use crate::engine::{self, Command, Ctx};
+use crate::providers::sim::SimProvider;
+use crate::store::{EventFilter, NodeFilter, RequestFilter, Store};
+use clap::{Args, Parser, Subcommand};
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailfleet",
+    version,
+    about = "Terminal operations console for fleets of email-sending servers",
+    after_help = after_help()
+)]
+pub struct Cli {
+    /// Database: an SQLite file path (default: mailfleet.db in the XDG data dir).
+    #[arg(long, global = true, env = "MAILFLEET_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Settings file, layered over the built-in defaults and your config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Who you are in the history (default: $USER).
+    #[arg(long = "as", global = true, value_name = "USER")]
+    pub as_user: Option<String>,
+    /// Refuse every change.
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+fn after_help() -> String {
+    let log = config::state_dir()
+        .map(|d| d.join("mailfleet.log").display().to_string())
+        .unwrap_or_else(|| "(no state directory on this system)".into());
+    format!("Logs are written to {log} (level from MAILFLEET_LOG, default info).")
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the engine headless: provision, roll back, detect stuck requests.
+    Work {
+        /// Exit once no request can make progress.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Provisioning requests.
+    #[command(subcommand)]
+    Request(RequestCmd),
+    /// Sending nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// The event outbox, oldest first.
+    Events {
+        /// Keep printing new events as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// How many of the newest events to print first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Only events whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only events of this request (id prefix).
+        #[arg(long)]
+        request: Option<String>,
+    },
+    /// Compare the provider's inventory with the store: orphans and missing instances.
+    Reconcile {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCmd {
+    /// Ask for a new sending node.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        plan: String,
+        /// Hostname label, e.g. node-us-east-045.
+        #[arg(long)]
+        label: String,
+        /// Mail domain for the node's hostname and records.
+        #[arg(long)]
+        domain: Option<String>,
+        /// A request that must complete first (id prefix); repeatable.
+        #[arg(long = "depends-on", value_name = "ID")]
+        depends_on: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List requests.
+    List {
+        #[arg(long, value_parser = parse_state)]
+        state: Option<RequestState>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one request.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request waiting for approval.
+    Approve(Decision),
+    /// Reject a request (a reason is required).
+    Reject(Decision),
+    /// Stop a completed service.
+    Suspend(Decision),
+    /// Restart a suspended service.
+    Reactivate(Decision),
+    /// Tear down an unfinished or failed request.
+    Rollback(Decision),
+    /// Tear down a completed or suspended service.
+    Deprovision(Decision),
+}
+
+#[derive(Debug, Args)]
+pub struct Decision {
+    pub id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One node.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_state(s: &str) -> Result<RequestState, String> {
+    s.parse()
+}
+
+/// The entry point: runs the CLI and turns any error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = color_eyre::install();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let chain: Vec<String> = e
+                .chain()
+                .map(|c| sanitize(&c.to_string()).into_owned())
+                .collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything a command needs.
+pub struct Env {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub actor: String,
+    pub clock: SharedClock,
+}
+
+impl Env {
+    pub fn ctx(&self) -> Arc<Ctx> {
+        let provider = Arc::new(SimProvider::new(
+            self.store.clone(),
+            self.cfg.providers.sim.clone(),
+            self.clock.clone(),
+        ));
+        Ctx::new(
+            self.store.clone(),
+            provider,
+            self.clock.clone(),
+            self.cfg.clone(),
+        )
+    }
+}
+
+fn actor(cli: &Cli) -> Result<String> {
+    let who = cli
+        .as_user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    if who.is_empty() || who.len() > 64 || who.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(eyre!(
+            "--as: {:?} is not a user name (1-64 characters, no spaces or control characters)",
+            sanitize(&who)
+        ));
+    }
+    Ok(who)
+}
+
+fn db_path(cli: &Cli) -> Result<PathBuf> {
+    match &cli.db {
+        Some(p) => {
+            let s = p.to_string_lossy();
+            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                return Err(eyre!(
+                    "--db: PostgreSQL is not supported yet; use an SQLite file path"
+                ));
+            }
+            Ok(PathBuf::from(
+                s.strip_prefix("sqlite://").unwrap_or(&s).to_string(),
+            ))
+        }
+        None => config::default_db_path()
+            .ok_or_else(|| eyre!("--db: no data directory on this system; pass --db PATH")),
+    }
+}
+
+fn init_logging(to_stderr: bool) {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let file = config::state_dir().and_then(|d| {
+        std::fs::create_dir_all(&d).ok()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("mailfleet.log"))
+            .ok()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    let _ = match (file, to_stderr) {
+        (Some(f), true) => builder
+            .with_writer(std::sync::Mutex::new(f).and(std::io::stderr))
+            .try_init(),
+        (Some(f), false) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
+        (None, true) => builder.with_writer(std::io::stderr).try_init(),
+        (None, false) => Ok(()),
+    };
+}
+
+async fn open(cli: &Cli) -> Result<Env> {
+    let cfg = Arc::new(config::load(cli.config.as_deref())?);
+    let actor = actor(cli)?;
+    let path = db_path(cli)?;
+    let store = if cli.read_only {
+        Store::open_read_only(&path, &cfg.store).await?
+    } else {
+        Store::open(&path, &cfg.store).await?
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    if !cli.read_only {
+        store
+            .sync_catalog(&cfg, clock.now())
+            .await
+            .wrap_err("recording the catalog")?;
+    }
+    Ok(Env {
+        cfg,
+        store,
+        actor,
+        clock,
+    })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(matches!(cli.command, Some(Cmd::Work { .. })));
+    let Some(command) = &cli.command else {
+        println!("The console arrives with the next release. Meanwhile: mailfleet work, mailfleet request --help.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let env = open(&cli).await?;
+    match command {
+        Cmd::Work { until_idle } => {
+            refuse_read_only(&cli)?;
+            work(&env, *until_idle).await?;
+        }
+        Cmd::Request(rc) => request(&cli, &env, rc).await?,
+        Cmd::Node(nc) => node(&env, nc).await?,
+        Cmd::Events {
+            follow,
+            json,
+            limit,
+            name,
+            tenant,
+            request,
+        } => {
+            let request_id = match request {
+                Some(p) => Some(env.store.resolve_request_id(p).await?),
+                None => None,
+            };
+            let filter = EventFilter {
+                name: name.clone(),
+                tenant: tenant.clone(),
+                request_id,
+                limit: *limit,
+                ..Default::default()
+            };
+            output::events(&env.store, filter, *follow, *json).await?;
+        }
+        Cmd::Reconcile { json } => {
+            let report = engine::reconcile::reconcile(&env.ctx()).await?;
+            output::reconcile(&report, *json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refuse_read_only(cli: &Cli) -> Result<()> {
+    if cli.read_only {
+        return Err(eyre!("--read-only: this command changes the fleet"));
+    }
+    Ok(())
+}
+
+async fn work(env: &Env, until_idle: bool) -> Result<()> {
+    let ctx = env.ctx();
+    tracing::info!(owner = %ctx.owner, db = %env.store.path().display(), "engine starting");
+    if until_idle {
+        engine::run_until_idle(ctx).await;
+        return Ok(());
+    }
+    let handle = engine::spawn(ctx);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight steps");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
+    let store = &env.store;
+    let decide = |d: &Decision, make: fn(String, Option<String>) -> Command| {
+        (make(d.id.clone(), d.reason.clone()), d.json)
+    };
+    let (command, json) = match rc {
+        RequestCmd::List {
+            state,
+            tenant,
+            json,
+        } => {
+            let rows = store
+                .list_requests(&RequestFilter {
+                    state: *state,
+                    tenant: tenant.clone(),
+                    limit: None,
+                })
+                .await?;
+            return output::request_list(store, &rows, *json, env.clock.now()).await;
+        }
+        RequestCmd::Show { id, json } => {
+            let id = store.resolve_request_id(id).await?;
+            let detail = store.request_detail(&id).await?;
+            return output::request_show(&detail, *json, env.clock.now());
+        }
+        RequestCmd::Create {
+            tenant,
+            region,
+            plan,
+            label,
+            domain,
+            depends_on,
+            json,
+        } => (
+            Command::Create(CreateRequest {
+                tenant: tenant.clone(),
+                region: region.clone(),
+                plan: plan.clone(),
+                label: label.clone(),
+                domain: domain.clone(),
+                depends_on: depends_on.clone(),
+            }),
+            *json,
+        ),
+        RequestCmd::Approve(d) => decide(d, |id, reason| Command::Approve { id, reason }),
+        RequestCmd::Reject(d) => decide(d, |id, reason| Command::Reject {
+            id,
+            reason: reason.unwrap_or_default(),
+        }),
+        RequestCmd::Suspend(d) => decide(d, |id, reason| Command::Suspend { id, reason }),
+        RequestCmd::Reactivate(d) => decide(d, |id, reason| Command::Reactivate { id, reason }),
+        RequestCmd::Rollback(d) => decide(d, |id, reason| Command::Rollback { id, reason }),
+        RequestCmd::Deprovision(d) => decide(d, |id, reason| Command::Deprovision { id, reason }),
+    };
+    refuse_read_only(cli)?;
+    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    let id = match &outcome {
+        engine::Outcome::Created(r) => r.id.clone(),
+        engine::Outcome::Changed { id, .. } | engine::Outcome::TeardownSignalled { id } => {
+            id.clone()
+        }
+    };
+    if json {
+        let detail = store.request_detail(&id).await?;
+        output::print_json(&output::request_json(
+            &detail.request,
+            &detail.steps,
+            &detail.depends_on,
+        ))?;
+    } else {
+        println!("{}", outcome.describe());
+    }
+    Ok(())
+}
+
+async fn node(env: &Env, nc: &NodeCmd) -> Result<()> {
+    match nc {
+        NodeCmd::List {
+            status,
+            tenant,
+            json,
+        } => {
+            let rows = env
+                .store
+                .list_nodes(&NodeFilter {
+                    status: status.clone(),
+                    tenant: tenant.clone(),
+                    limit: None,
+                })
+                .await?;
+            output::node_list(&rows, *json, env.clock.now())
+        }
+        NodeCmd::Show { id, json } => {
+            let id = env.store.resolve_node_id(id).await?;
+            let node = env.store.get_node(&id).await?;
+            output::node_show(&node, *json)
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! How the CLI prints: aligned tables for people, JSON for scripts. Every string from the
+//! store is sanitized before it reaches a terminal.
+
+use crate::clock::{age, parse_ts};
+use crate::domain::ids::short;
+use crate::domain::validate::sanitize;
+use crate::engine::reconcile::Report;
+use crate::store::{EventFilter, EventRow, NodeRow, RequestDetail, RequestRow, StepRow, Store};
+use chrono::{DateTime, Utc};
+use color_eyre::eyre::Result;
+use serde_json::{json, Value};
+use std::io::Write;
+
+pub fn print_json(v: &Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn steps_json(steps: &[&StepRow]) -> Value {
+    Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                json!({"name": s.step, "status": s.status, "attempts": s.attempts,
+                       "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})
+            })
+            .collect(),
+    )
+}
+
+pub fn request_json(r: &RequestRow, steps: &[StepRow], deps: &[String]) -> Value {
+    let steps: Vec<&StepRow> = steps.iter().filter(|s| s.request_id == r.id).collect();
+    json!({
+        "id": r.id, "state": r.state, "tenant": r.tenant, "region": r.region, "plan": r.plan,
+        "label": r.label, "domain": r.domain, "cluster": r.cluster, "requested_by": r.requested_by,
+        "steps": steps_json(&steps), "depends_on": deps, "error": r.error, "wait_reason": r.wait_reason,
+        "needs_attention": r.needs_attention, "teardown": r.teardown,
+        "approval": r.approval_rule.as_ref().map(|rule| json!({"rule": rule, "reason": r.approval_reason})),
+        "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "storage_gb": r.storage_gb},
+        "created_at": r.created_at, "updated_at": r.updated_at,
+    })
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == n {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push('\n');
+        out.push_str(line(row).trim_end());
+    }
+    out
+}
+
+fn ago(now: DateTime<Utc>, ts: &str) -> String {
+    parse_ts(ts)
+        .map(|t| age(now, t))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn clean(s: &str) -> String {
+    sanitize(s).into_owned()
+}
+
+pub async fn request_list(
+    store: &Store,
+    rows: &[RequestRow],
+    as_json: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let steps = store.steps_of(&ids).await?;
+    if as_json {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let deps = store.deps_of(&r.id).await?;
+            out.push(request_json(r, &steps, &deps));
+        }
+        return print_json(&Value::Array(out));
+    }
+    let body = rows
+        .iter()
+        .map(|r| {
+            let done = steps
+                .iter()
+                .filter(|s| s.request_id == r.id && s.status == "done")
+                .count();
+            let note = r
+                .error
+                .as_deref()
+                .or(r.wait_reason.as_deref())
+                .unwrap_or("");
+            vec![
+                short(&r.id).to_string(),
+                r.state.clone(),
+                clean(&r.tenant),
+                clean(&r.region),
+                clean(&r.plan),
+                clean(&r.label),
+                format!("{done}/4"),
+                ago(now, &r.created_at),
+                clean(note),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["ID", "STATE", "TENANT", "REGION", "PLAN", "LABEL", "STEPS", "AGE", "NOTE"],
+            body
+        )
+    );
+    Ok(())
+}
+
+pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Result<()> {
+    let r = &d.request;
+    if as_json {
+        let mut v = request_json(r, &d.steps, &d.depends_on);
+        v["tasks"] = serde_json::to_value(&d.tasks)?;
+        v["transitions"] = serde_json::to_value(&d.transitions)?;
+        v["resources_held"] = serde_json::to_value(&d.resources)?;
+        v["events"] = Value::Array(d.events.iter().map(event_json).collect());
+        v["node"] = serde_json::to_value(&d.node)?;
+        return print_json(&v);
+    }
+    println!(
+        "request {}  {}  ({} ago)",
+        r.id,
+        r.state,
+        ago(now, &r.created_at)
+    );
+    println!(
+        "  tenant {}  region {}  plan {}  label {}",
+        clean(&r.tenant),
+        clean(&r.region),
+        clean(&r.plan),
+        clean(&r.label)
+    );
+    if let Some(c) = &r.cluster {
+        println!("  cluster {}", clean(c));
+    }
+    println!("  requested by {}", clean(&r.requested_by));
+    if let Some(rule) = &r.approval_rule {
+        println!(
+            "  approval: {}",
+            clean(r.approval_reason.as_deref().unwrap_or(rule))
+        );
+    }
+    if let Some(w) = &r.wait_reason {
+        println!("  waiting: {}", clean(w));
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {}", clean(e));
+    }
+    if r.needs_attention {
+        println!("  NEEDS ATTENTION: a compensation could not finish; it is retried periodically");
+    }
+    if !d.depends_on.is_empty() {
+        println!(
+            "  depends on {}",
+            d.depends_on
+                .iter()
+                .map(|i| short(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("steps:");
+    for s in &d.steps {
+        println!("  {:<10} {:<8} attempts {}", s.step, s.status, s.attempts);
+        for t in d.tasks.iter().filter(|t| t.step == s.step) {
+            println!(
+                "    {:<18} {:<8} {}",
+                t.name,
+                t.status,
+                clean(t.detail.as_deref().unwrap_or(""))
+            );
+        }
+    }
+    println!("transitions:");
+    for t in &d.transitions {
+        println!(
+            "  {}  {} → {}  by {}{}",
+            t.at,
+            t.from_state.as_deref().unwrap_or("∅"),
+            t.to_state,
+            clean(&t.actor),
+            t.reason
+                .as_deref()
+                .map(|r| format!(": {}", clean(r)))
+                .unwrap_or_default()
+        );
+    }
+    println!("resources:");
+    for res in &d.resources {
+        println!(
+            "  {:<9} {:<9} {}  {}",
+            res.kind,
+            res.status,
+            clean(res.provider_ref.as_deref().unwrap_or("-")),
+            clean(res.detail.as_deref().unwrap_or(""))
+        );
+    }
+    println!("events: {}", d.events.len());
+    for e in &d.events {
+        println!("  {}  {}", e.at, e.name);
+    }
+    Ok(())
+}
+
+pub fn node_list(rows: &[NodeRow], as_json: bool, now: DateTime<Utc>) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(rows)?);
+    }
+    let body = rows
+        .iter()
+        .map(|n| {
+            vec![
+                short(&n.id).to_string(),
+                clean(&n.label),
+                clean(n.ip_address.as_deref().unwrap_or("-")),
+                clean(&n.region),
+                clean(&n.tenant),
+                n.status.clone(),
+                n.reputation_score.to_string(),
+                n.last_heartbeat
+                    .as_deref()
+                    .map(|t| ago(now, t))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "ID",
+                "LABEL",
+                "IP",
+                "REGION",
+                "TENANT",
+                "STATUS",
+                "REP",
+                "HEARTBEAT"
+            ],
+            body
+        )
+    );
+    Ok(())
+}
+
+pub fn node_show(n: &NodeRow, as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(n)?);
+    }
+    println!("node {}  {}  {}", n.id, clean(&n.label), n.status);
+    println!(
+        "  hostname {}  ip {}",
+        clean(&n.hostname),
+        clean(n.ip_address.as_deref().unwrap_or("-"))
+    );
+    println!(
+        "  tenant {}  region {}  plan {}",
+        clean(&n.tenant),
+        clean(&n.region),
+        clean(&n.plan)
+    );
+    if let Some(r) = &n.status_reason {
+        println!("  reason: {}", clean(r));
+    }
+    if let Some(req) = &n.request_id {
+        println!("  request {}", req);
+    }
+    Ok(())
+}
+
+pub fn event_json(e: &EventRow) -> Value {
+    let payload: Value =
+        serde_json::from_str(&e.payload).unwrap_or(Value::String(e.payload.clone()));
+    json!({"seq": e.seq, "id": e.id, "name": e.name, "at": e.at, "request_id": e.request_id,
+           "node_id": e.node_id, "tenant": e.tenant, "actor": e.actor, "payload": payload})
+}
+
+fn print_event(e: &EventRow, as_json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        serde_json::to_writer(&mut out, &event_json(e))?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{}  {:<28} {}  {}  by {}",
+            e.at,
+            e.name,
+            e.request_id.as_deref().map(short).unwrap_or("-"),
+            clean(e.tenant.as_deref().unwrap_or("-")),
+            clean(&e.actor)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub async fn events(store: &Store, filter: EventFilter, follow: bool, as_json: bool) -> Result<()> {
+    let mut first = store.list_events(&filter).await?;
+    first.reverse();
+    let mut last = first.last().map(|e| e.seq).unwrap_or(0);
+    for e in &first {
+        print_event(e, as_json)?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    if first.is_empty() {
+        // Start after whatever exists now, so following shows only what comes next.
+        let newest = store
+            .list_events(&EventFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        last = newest.first().map(|e| e.seq).unwrap_or(0);
+    }
+    loop {
+        let next = store
+            .list_events(&EventFilter {
+                after: Some(last),
+                limit: 500,
+                ..filter.clone()
+            })
+            .await?;
+        for e in &next {
+            print_event(e, as_json)?;
+            last = e.seq;
+        }
+        if next.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
+}
+
+pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(report)?);
+    }
+    if report.orphans.is_empty() && report.missing.is_empty() {
+        println!("provider inventory and store agree: no orphans, nothing missing");
+        return Ok(());
+    }
+    for o in &report.orphans {
+        println!(
+            "orphan   {} {} {} {} (created for {})",
+            o.provider,
+            o.instance_id,
+            o.label,
+            o.ip.as_deref().unwrap_or("-"),
+            o.idempotency_key.as_deref().map(short).unwrap_or("?")
+        );
+    }
+    for m in &report.missing {
+        println!(
+            "missing  {} held by request {} ({})",
+            m.instance_id,
+            short(&m.request_id),
+            m.request_state
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Pure domain types and rules: the request state machine, steps, resources, retry policy,
+//! approval rules, validation. No I/O, no async, no clock.
+
+pub mod approval;
+pub mod capacity;
+pub mod ids;
+pub mod resource;
+pub mod retry;
+pub mod state;
+pub mod step;
+pub mod validate;
+
+pub use resource::{Lifecycle, LifecycleEvent, ResourceKind};
+pub use retry::RetryPolicy;
+pub use state::{event_names, transition, RequestEvent, RequestState, TransitionError, ALL_STATES};
+pub use step::{Step, StepStatus, STEPS};

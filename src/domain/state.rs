@@ -1,0 +1,285 @@
+//! The request state machine: states, the events that move a request between them, and the
+//! pure `transition` function. No I/O and no clock here; the engine decides *when* an event
+//! happens, this module decides whether it may.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a provisioning request stands. The first eleven are the seed's; `rejected`,
+/// `awaiting_input` and `deprovisioned` are the ones users expect beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Queued,
+    PendingApproval,
+    Allocating,
+    Configuring,
+    Activating,
+    AwaitingInput,
+    Verifying,
+    Completed,
+    Suspended,
+    Failed,
+    RollingBack,
+    RolledBack,
+    Deprovisioned,
+    Rejected,
+}
+
+/// Something that happens to a request. Which events are legal depends on the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestEvent {
+    /// An approval rule matched at admission.
+    RequireApproval,
+    /// An approver said yes; the request goes back to the queue.
+    Approve,
+    /// Refused at admission, by an approver, or because a prerequisite failed.
+    Reject,
+    /// Prerequisites, a tenant slot and capacity are there: step 1 starts.
+    Admit,
+    /// The current step finished; the next one starts (or the request completes).
+    StepSucceeded,
+    /// The current step exhausted its retries, or made no progress for too long.
+    StepFailed,
+    /// A manual provider needs an administrator to enter access details.
+    AwaitInput,
+    /// The administrator entered them.
+    InputProvided,
+    /// An operator stopped the service.
+    Suspend,
+    /// An operator restarted a suspended service.
+    Reactivate,
+    /// Tear down an unfinished or failed request.
+    Rollback,
+    /// Tear down a completed (or suspended) service on request.
+    Deprovision,
+    /// Every compensation ran. `remaining` counts resources still held: anything above zero
+    /// makes this event illegal, so a request is never reported released while it holds
+    /// something.
+    TeardownFinished { remaining: u32, deprovision: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("a {state} request cannot {event}")]
+    Illegal {
+        state: RequestState,
+        event: &'static str,
+    },
+    #[error("a completed request is torn down with deprovision, not rollback")]
+    UseDeprovision,
+    #[error("teardown is not finished: {remaining} resource(s) still held")]
+    StillHolding { remaining: u32 },
+}
+
+pub const ALL_STATES: [RequestState; 14] = [
+    RequestState::Queued,
+    RequestState::PendingApproval,
+    RequestState::Allocating,
+    RequestState::Configuring,
+    RequestState::Activating,
+    RequestState::AwaitingInput,
+    RequestState::Verifying,
+    RequestState::Completed,
+    RequestState::Suspended,
+    RequestState::Failed,
+    RequestState::RollingBack,
+    RequestState::RolledBack,
+    RequestState::Deprovisioned,
+    RequestState::Rejected,
+];
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::PendingApproval => "pending_approval",
+            Self::Allocating => "allocating",
+            Self::Configuring => "configuring",
+            Self::Activating => "activating",
+            Self::AwaitingInput => "awaiting_input",
+            Self::Verifying => "verifying",
+            Self::Completed => "completed",
+            Self::Suspended => "suspended",
+            Self::Failed => "failed",
+            Self::RollingBack => "rolling_back",
+            Self::RolledBack => "rolled_back",
+            Self::Deprovisioned => "deprovisioned",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// No event leaves these states.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::RolledBack | Self::Deprovisioned | Self::Rejected
+        )
+    }
+
+    /// The pipeline step this state runs, if any.
+    pub fn step(self) -> Option<super::Step> {
+        use super::Step;
+        match self {
+            Self::Allocating => Some(Step::Allocate),
+            Self::Configuring => Some(Step::Configure),
+            Self::Activating | Self::AwaitingInput => Some(Step::Activate),
+            Self::Verifying => Some(Step::Verify),
+            _ => None,
+        }
+    }
+
+    /// States in which the engine has work to do without anyone's input.
+    pub fn is_engine_driven(self) -> bool {
+        matches!(
+            self,
+            Self::Queued
+                | Self::Allocating
+                | Self::Configuring
+                | Self::Activating
+                | Self::Verifying
+                | Self::Failed
+                | Self::RollingBack
+        )
+    }
+
+    /// States that count against a tenant's in-flight limit.
+    pub fn is_in_flight(self) -> bool {
+        matches!(
+            self,
+            Self::Allocating | Self::Configuring | Self::Activating | Self::Verifying
+        )
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RequestState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL_STATES
+            .iter()
+            .copied()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ALL_STATES.iter().map(|s| s.as_str()).collect();
+                format!("unknown state {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl RequestEvent {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::RequireApproval => "require approval",
+            Self::Approve => "be approved",
+            Self::Reject => "be rejected",
+            Self::Admit => "be admitted",
+            Self::StepSucceeded => "complete a step",
+            Self::StepFailed => "fail a step",
+            Self::AwaitInput => "wait for input",
+            Self::InputProvided => "take input",
+            Self::Suspend => "be suspended",
+            Self::Reactivate => "be reactivated",
+            Self::Rollback => "be rolled back",
+            Self::Deprovision => "be deprovisioned",
+            Self::TeardownFinished { .. } => "finish a teardown",
+        }
+    }
+}
+
+/// The whole state machine. Every (state, event) pair gives the next state or says why not.
+pub fn transition(
+    state: RequestState,
+    event: RequestEvent,
+) -> Result<RequestState, TransitionError> {
+    use RequestEvent as E;
+    use RequestState as S;
+    let next = match (state, event) {
+        (S::Queued, E::RequireApproval) => S::PendingApproval,
+        (S::Queued, E::Admit) => S::Allocating,
+        (S::Queued | S::PendingApproval, E::Reject) => S::Rejected,
+        (S::PendingApproval, E::Approve) => S::Queued,
+
+        (S::Allocating, E::StepSucceeded) => S::Configuring,
+        (S::Configuring, E::StepSucceeded) => S::Activating,
+        (S::Activating, E::StepSucceeded) => S::Verifying,
+        (S::Verifying, E::StepSucceeded) => S::Completed,
+        (S::Activating, E::AwaitInput) => S::AwaitingInput,
+        (S::AwaitingInput, E::InputProvided) => S::Activating,
+        (S::Allocating | S::Configuring | S::Activating | S::Verifying, E::StepFailed) => S::Failed,
+
+        (
+            S::Allocating
+            | S::Configuring
+            | S::Activating
+            | S::AwaitingInput
+            | S::Verifying
+            | S::Failed,
+            E::Rollback,
+        ) => S::RollingBack,
+        (S::Completed | S::Suspended, E::Rollback) => return Err(TransitionError::UseDeprovision),
+        (S::Completed | S::Suspended, E::Deprovision) => S::RollingBack,
+        (S::Completed, E::Suspend) => S::Suspended,
+        (S::Suspended, E::Reactivate) => S::Completed,
+
+        (S::RollingBack, E::TeardownFinished { remaining, .. }) if remaining > 0 => {
+            return Err(TransitionError::StillHolding { remaining })
+        }
+        (
+            S::RollingBack,
+            E::TeardownFinished {
+                deprovision: false, ..
+            },
+        ) => S::RolledBack,
+        (
+            S::RollingBack,
+            E::TeardownFinished {
+                deprovision: true, ..
+            },
+        ) => S::Deprovisioned,
+
+        (state, event) => {
+            return Err(TransitionError::Illegal {
+                state,
+                event: event.verb(),
+            })
+        }
+    };
+    Ok(next)
+}
+
+/// The outbox events a transition publishes, in order. Every transition publishes at least
+/// one, so nothing changes state without leaving history.
+pub fn event_names(from: Option<RequestState>, to: RequestState) -> &'static [&'static str] {
+    use RequestState as S;
+    const STEP: &str = "provisioning.step-completed";
+    match (from, to) {
+        (None, _) => &["provisioning.started"],
+        (Some(S::Queued), S::PendingApproval) => &["approval.requested"],
+        (Some(S::PendingApproval), S::Queued) => &["approval.granted"],
+        (Some(S::PendingApproval), S::Rejected) => &["approval.rejected"],
+        (_, S::Rejected) => &["provisioning.rejected"],
+        (Some(S::Queued), S::Allocating) => &["provisioning.admitted"],
+        (Some(S::Allocating), S::Configuring) => &[STEP, "resource.allocated"],
+        (Some(S::Configuring), S::Activating) => &[STEP],
+        (Some(S::Activating), S::Verifying) => &[STEP, "service.activated"],
+        (Some(S::Verifying), S::Completed) => &[STEP, "provisioning.completed"],
+        (Some(S::AwaitingInput), S::Activating) => &["provisioning.input-provided"],
+        (_, S::AwaitingInput) => &["provisioning.awaiting-input"],
+        (Some(S::Suspended), S::Completed) => &["service.reactivated"],
+        (_, S::Suspended) => &["service.suspended"],
+        (_, S::Failed) => &["provisioning.failed"],
+        (Some(S::Completed | S::Suspended), S::RollingBack) => &["service.deprovisioning"],
+        (_, S::RollingBack) => &["provisioning.rolling-back"],
+        (_, S::RolledBack) => &["provisioning.rolled-back"],
+        (_, S::Deprovisioned) => &["service.deprovisioned"],
+        _ => &["provisioning.changed"],
+    }
+}

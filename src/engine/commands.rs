@@ -1,0 +1,298 @@
+//! Operators' commands: validated here, executed by the engine (in-process, or directly by
+//! the CLI through the same function). A refused command writes nothing.
+
+use super::pipeline::{call, Stop};
+use super::Ctx;
+use crate::domain::approval::{first_match, ApprovalRule, RequestFacts};
+use crate::domain::ids::short;
+use crate::domain::validate::{validate_domain, validate_label, NameError};
+use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
+use crate::store::{Claim, NewRequest, RequestRow, StoreError, TeardownAsked};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub tenant: String,
+    pub region: String,
+    pub plan: String,
+    pub label: String,
+    pub domain: Option<String>,
+    /// Id prefixes, resolved as git resolves them.
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Create(CreateRequest),
+    Approve { id: String, reason: Option<String> },
+    Reject { id: String, reason: String },
+    Suspend { id: String, reason: Option<String> },
+    Reactivate { id: String, reason: Option<String> },
+    Rollback { id: String, reason: Option<String> },
+    Deprovision { id: String, reason: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Created(Box<RequestRow>),
+    Changed {
+        id: String,
+        state: RequestState,
+    },
+    /// A worker holds the request; it rolls back after its current call.
+    TeardownSignalled {
+        id: String,
+    },
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Created(r) => format!("request {} created ({})", short(&r.id), r.state),
+            Outcome::Changed { id, state } => format!("request {} is now {state}", short(id)),
+            Outcome::TeardownSignalled { id } => {
+                format!(
+                    "request {}: rollback requested; the worker stops after its current call",
+                    short(id)
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Provider(String),
+    #[error("the engine has stopped")]
+    EngineStopped,
+}
+
+pub async fn execute(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    command: Command,
+) -> Result<Outcome, CommandError> {
+    let now = ctx.clock.now();
+    let store = &ctx.store;
+    match command {
+        Command::Create(c) => create(ctx, actor, c).await,
+        Command::Approve { id, reason } => {
+            let id = store.resolve_request_id(&id).await?;
+            let state = store
+                .decide(&id, RequestEvent::Approve, actor, reason, now)
+                .await?;
+            Ok(Outcome::Changed { id, state })
+        }
+        Command::Reject { id, reason } => {
+            let id = store.resolve_request_id(&id).await?;
+            if reason.trim().is_empty() {
+                return Err(CommandError::Invalid(
+                    "reason: a rejection needs a reason (--reason TEXT)".into(),
+                ));
+            }
+            let state = store
+                .decide(&id, RequestEvent::Reject, actor, Some(reason), now)
+                .await?;
+            Ok(Outcome::Changed { id, state })
+        }
+        Command::Rollback { id, reason } => teardown(ctx, actor, &id, false, reason).await,
+        Command::Deprovision { id, reason } => teardown(ctx, actor, &id, true, reason).await,
+        Command::Suspend { id, reason } => {
+            service(ctx, actor, &id, RequestEvent::Suspend, reason).await
+        }
+        Command::Reactivate { id, reason } => {
+            service(ctx, actor, &id, RequestEvent::Reactivate, reason).await
+        }
+    }
+}
+
+async fn teardown(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    id: &str,
+    deprovision: bool,
+    reason: Option<String>,
+) -> Result<Outcome, CommandError> {
+    let id = ctx.store.resolve_request_id(id).await?;
+    match ctx
+        .store
+        .request_teardown(&id, deprovision, actor, reason, ctx.clock.now())
+        .await?
+    {
+        TeardownAsked::Started => Ok(Outcome::Changed {
+            id,
+            state: RequestState::RollingBack,
+        }),
+        TeardownAsked::Signalled => Ok(Outcome::TeardownSignalled { id }),
+    }
+}
+
+/// Suspend and reactivate call the provider, so the command takes the request's lease for
+/// the call and writes the state change only once the provider has done it.
+async fn service(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    id: &str,
+    event: RequestEvent,
+    reason: Option<String>,
+) -> Result<Outcome, CommandError> {
+    let store = &ctx.store;
+    let id = store.resolve_request_id(id).await?;
+    let req = store
+        .get_request(&id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let state = req.state();
+    if transition(state, event).is_err() {
+        return Err(CommandError::Invalid(format!(
+            "request {} is {state}: it cannot {}",
+            short(&id),
+            event.verb()
+        )));
+    }
+    let instance = store
+        .live_resources(&id)
+        .await?
+        .into_iter()
+        .find(|r| r.kind == ResourceKind::Instance.as_str())
+        .and_then(|r| r.provider_ref)
+        .ok_or_else(|| {
+            CommandError::Invalid(format!(
+                "request {} has no instance to {}",
+                short(&id),
+                event.verb()
+            ))
+        })?;
+    let fence = store
+        .lease_for_command(&id, &ctx.owner, ctx.clock.now(), ctx.cfg.engine.lease_ttl)
+        .await?;
+    let claim = Claim {
+        id: id.clone(),
+        fence,
+        state,
+    };
+    let p = &ctx.provider;
+    let (task, result) = if event == RequestEvent::Suspend {
+        (
+            "suspend",
+            call(ctx, &claim, None, "suspend", None, || p.suspend(&instance)).await,
+        )
+    } else {
+        (
+            "reactivate",
+            call(ctx, &claim, None, "reactivate", None, || {
+                p.resume(&instance)
+            })
+            .await,
+        )
+    };
+    let mut f = super::pipeline::fenced(ctx, &claim);
+    f.actor = actor.to_string();
+    match result {
+        Ok(()) => {
+            let state = store.apply_service_change(&f, event, reason).await?;
+            Ok(Outcome::Changed { id, state })
+        }
+        Err(stop) => {
+            let _ = store.release_lease(&id, fence, None).await;
+            Err(match stop {
+                Stop::Store(e) => CommandError::Store(e),
+                Stop::Failed(m) | Stop::Cancelled(m) => {
+                    CommandError::Provider(format!("{task} of request {} failed: {m}", short(&id)))
+                }
+            })
+        }
+    }
+}
+
+async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome, CommandError> {
+    let cfg = &ctx.cfg;
+    let names = |v: Vec<&str>| v.join(", ");
+    if cfg.tenant(&c.tenant).is_none() {
+        return Err(CommandError::Invalid(format!(
+            "tenant: unknown tenant {:?}; known: {}",
+            crate::domain::validate::sanitize(&c.tenant),
+            names(cfg.tenants.iter().map(|t| t.name.as_str()).collect())
+        )));
+    }
+    let Some(plan) = cfg.plan(&c.plan) else {
+        return Err(CommandError::Invalid(format!(
+            "plan: unknown plan {:?}; known: {}",
+            crate::domain::validate::sanitize(&c.plan),
+            names(cfg.plans.iter().map(|p| p.name.as_str()).collect())
+        )));
+    };
+    if !cfg.regions().contains(&c.region.as_str()) {
+        return Err(CommandError::Invalid(format!(
+            "region: unknown region {:?}; known: {}",
+            crate::domain::validate::sanitize(&c.region),
+            names(cfg.regions())
+        )));
+    }
+    validate_label("label", &c.label)?;
+    if let Some(d) = &c.domain {
+        validate_domain("domain", d)?;
+    }
+    let mut deps = Vec::new();
+    for prefix in &c.depends_on {
+        let id = ctx
+            .store
+            .resolve_request_id(prefix)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(p) => {
+                    CommandError::Invalid(format!("depends-on: no request matches {p:?}"))
+                }
+                other => other.into(),
+            })?;
+        if !deps.contains(&id) {
+            deps.push(id);
+        }
+    }
+    let rules: Vec<ApprovalRule> = cfg
+        .approval_rules
+        .iter()
+        .map(|r| ApprovalRule {
+            name: r.name.clone(),
+            priority: r.priority,
+            tenant: r.tenant.clone(),
+            min_cpu: r.min_cpu,
+            min_memory_gb: r.min_memory_gb,
+            min_storage_gb: r.min_storage_gb,
+            types: r.types.clone(),
+            regions: r.regions.clone(),
+        })
+        .collect();
+    let facts = RequestFacts {
+        tenant: &c.tenant,
+        region: &c.region,
+        kind: &plan.kind,
+        cpu: plan.cpu,
+        memory_gb: plan.memory_gb,
+        storage_gb: plan.storage_gb,
+    };
+    let approval = first_match(&rules, &facts);
+    let new = NewRequest {
+        tenant: c.tenant.clone(),
+        region: c.region.clone(),
+        plan: plan.name.clone(),
+        kind: plan.kind.clone(),
+        cpu: plan.cpu,
+        memory_gb: plan.memory_gb,
+        storage_gb: plan.storage_gb,
+        label: c.label.clone(),
+        domain: c.domain.clone(),
+        depends_on: deps,
+        requested_by: actor.to_string(),
+        approval,
+    };
+    let row = ctx.store.create_request(new, ctx.clock.now()).await?;
+    Ok(Outcome::Created(Box::new(row)))
+}

@@ -1,0 +1,489 @@
+//! One worker running one claimed request: its pipeline steps, one sub-task at a time, each
+//! provider call retried with backoff; then completion, failure or teardown.
+
+use super::retry::{with_retry, RetryNote};
+use super::{teardown, Ctx, WorkerError};
+use crate::domain::{RequestState, ResourceKind, Step};
+use crate::providers::{InstanceStatus, Probe, ProviderError};
+use crate::store::{Claim, Fenced, RequestRow, ResourceWrite, StoreError};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Domain used for hostnames when a request names none.
+pub const DEFAULT_DOMAIN: &str = "fleet.example.net";
+
+/// The firewall profile that opens SMTP (25), submission (587) and SSH.
+pub const SMTP_FIREWALL: &str = "smtp";
+
+/// Signals from the heartbeat to the worker.
+#[derive(Clone)]
+pub(crate) struct Signals {
+    /// A teardown the operator asked for while this worker ran.
+    pub cancel: watch::Receiver<Option<String>>,
+}
+
+impl Signals {
+    fn cancelled(&self) -> Option<String> {
+        self.cancel.borrow().clone()
+    }
+}
+
+/// Why a step stopped early.
+pub(crate) enum Stop {
+    Failed(String),
+    Cancelled(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) fn fenced(ctx: &Ctx, claim: &Claim) -> Fenced {
+    Fenced {
+        id: claim.id.clone(),
+        fence: claim.fence,
+        actor: ctx.owner.clone(),
+        now: ctx.clock.now(),
+        lease_until: ctx.lease_until(),
+    }
+}
+
+pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
+    let (cancel_tx, cancel_rx) = watch::channel(None);
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let hb = {
+        let (ctx, claim) = (ctx.clone(), claim.clone());
+        tokio::spawn(async move {
+            let every = ctx.cfg.engine.lease_ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match ctx.store.heartbeat(&fenced(&ctx, &claim)).await {
+                    Ok(cancel) => {
+                        if cancel.is_some() {
+                            let _ = cancel_tx.send(cancel);
+                        }
+                    }
+                    Err(StoreError::FenceLost(_)) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    };
+    let _hb = AbortOnDrop(hb);
+    let signals = Signals { cancel: cancel_rx };
+    let result = tokio::select! {
+        r = drive(&ctx, &claim, &signals) => r,
+        _ = lost_rx.wait_for(|lost| *lost) => Err(WorkerError::Store(StoreError::FenceLost(claim.id.clone()))),
+    };
+    match result {
+        Ok(()) => {}
+        Err(WorkerError::Store(StoreError::FenceLost(_))) => {
+            tracing::info!(request = %claim.id, "lease lost; another worker has the request");
+        }
+        Err(e) => {
+            tracing::warn!(request = %claim.id, error = %e, "worker stopped; the request will be retried");
+            let later = ctx.clock.now() + chrono::Duration::seconds(5);
+            let _ = ctx
+                .store
+                .release_lease(&claim.id, claim.fence, Some(later))
+                .await;
+        }
+    }
+}
+
+async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), WorkerError> {
+    let mut state = claim.state;
+    loop {
+        if ctx.stopping() && state != RequestState::RollingBack {
+            ctx.store
+                .release_lease(&claim.id, claim.fence, Some(ctx.clock.now()))
+                .await?;
+            return Ok(());
+        }
+        match state {
+            RequestState::Allocating
+            | RequestState::Configuring
+            | RequestState::Activating
+            | RequestState::Verifying => {
+                let Some(step) = state.step() else {
+                    return Ok(());
+                };
+                let req = ctx
+                    .store
+                    .get_request(&claim.id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(claim.id.clone()))?;
+                let run = StepRun {
+                    ctx,
+                    claim,
+                    req,
+                    step,
+                    signals,
+                };
+                match run.run().await {
+                    Ok(()) => {
+                        state = ctx.store.complete_step(&fenced(ctx, claim), step).await?;
+                        if state == RequestState::Completed {
+                            return Ok(());
+                        }
+                    }
+                    Err(Stop::Cancelled(what)) => {
+                        let reason = format!("{what} requested by an operator during {step}");
+                        ctx.store
+                            .start_teardown(&fenced(ctx, claim), reason, false)
+                            .await?;
+                        state = RequestState::RollingBack;
+                    }
+                    Err(Stop::Failed(msg)) => {
+                        ctx.store.fail_step(&fenced(ctx, claim), step, msg).await?;
+                        state = RequestState::Failed;
+                    }
+                    Err(Stop::Store(e)) => return Err(e.into()),
+                }
+            }
+            RequestState::Failed => {
+                let reason = "automatic rollback after a failed step".to_string();
+                ctx.store
+                    .start_teardown(&fenced(ctx, claim), reason, false)
+                    .await?;
+                state = RequestState::RollingBack;
+            }
+            RequestState::RollingBack => {
+                teardown::run(ctx, claim).await?;
+                return Ok(());
+            }
+            _ => {
+                ctx.store
+                    .release_lease(&claim.id, claim.fence, None)
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Calls a provider operation with the engine's retry policy, recording each retry on the
+/// request. Shared by steps and compensations.
+pub(crate) async fn call<T, Op, Fut>(
+    ctx: &Ctx,
+    claim: &Claim,
+    step: Option<Step>,
+    task: &'static str,
+    signals: Option<&Signals>,
+    op: Op,
+) -> Result<T, Stop>
+where
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    if let Some(c) = signals.and_then(Signals::cancelled) {
+        return Err(Stop::Cancelled(c));
+    }
+    let hook = |note: RetryNote| async move {
+        let cancel = ctx
+            .store
+            .note_retry(&fenced(ctx, claim), step, task, note.describe())
+            .await?;
+        match (cancel, signals.is_some()) {
+            (Some(c), true) => Err(Stop::Cancelled(c)),
+            _ => Ok(()),
+        }
+    };
+    match with_retry(
+        &ctx.policy,
+        ctx.cfg.engine.call_timeout,
+        || ctx.jitter(),
+        hook,
+        op,
+    )
+    .await?
+    {
+        Ok(v) => Ok(v),
+        Err(e) => Err(Stop::Failed(format!("{task}: {e}"))),
+    }
+}
+
+struct StepRun<'a> {
+    ctx: &'a Arc<Ctx>,
+    claim: &'a Claim,
+    req: RequestRow,
+    step: Step,
+    signals: &'a Signals,
+}
+
+impl StepRun<'_> {
+    async fn run(&self) -> Result<(), Stop> {
+        match self.step {
+            Step::Allocate => self.allocate().await,
+            Step::Configure => self.configure().await,
+            Step::Activate => self.activate().await,
+            Step::Verify => self.verify().await,
+        }
+    }
+
+    fn hostname(&self) -> String {
+        format!(
+            "{}.{}",
+            self.req.label,
+            self.req.domain.as_deref().unwrap_or(DEFAULT_DOMAIN)
+        )
+    }
+
+    async fn call<T, Op, Fut>(&self, task: &'static str, op: Op) -> Result<T, Stop>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        call(
+            self.ctx,
+            self.claim,
+            Some(self.step),
+            task,
+            Some(self.signals),
+            op,
+        )
+        .await
+    }
+
+    async fn done(
+        &self,
+        task: &'static str,
+        detail: String,
+        resource: Option<ResourceWrite>,
+    ) -> Result<(), Stop> {
+        let f = fenced(self.ctx, self.claim);
+        match self
+            .ctx
+            .store
+            .task_done(&f, self.step, task, Some(detail), resource)
+            .await?
+        {
+            Some(c) => Err(Stop::Cancelled(c)),
+            None => Ok(()),
+        }
+    }
+
+    /// The instance and IP that the allocate step recorded.
+    async fn instance(&self) -> Result<(String, Ipv4Addr), Stop> {
+        let live = self.ctx.store.live_resources(&self.claim.id).await?;
+        let get = |k: ResourceKind| {
+            live.iter()
+                .find(|r| r.kind == k.as_str())
+                .and_then(|r| r.provider_ref.clone())
+        };
+        let id = get(ResourceKind::Instance)
+            .ok_or_else(|| Stop::Failed("no instance recorded for this request".into()))?;
+        let ip = get(ResourceKind::Ip)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| Stop::Failed("no IP recorded for this request".into()))?;
+        Ok((id, ip))
+    }
+
+    fn resource(
+        &self,
+        kind: ResourceKind,
+        provider_ref: Option<String>,
+        detail: String,
+    ) -> ResourceWrite {
+        ResourceWrite {
+            kind: Some(kind),
+            allocated: true,
+            provider: Some(self.ctx.provider.name().to_string()),
+            provider_ref,
+            detail: Some(detail),
+        }
+    }
+
+    async fn allocate(&self) -> Result<(), Stop> {
+        let p = &self.ctx.provider;
+        let req = &self.req;
+        let spec = crate::providers::InstanceSpec {
+            idempotency_key: req.id.clone(),
+            label: req.label.clone(),
+            hostname: self.hostname(),
+            region: req.region.clone(),
+            cluster: req.cluster.clone().unwrap_or_default(),
+            plan: req.plan.clone(),
+            cpu: req.cpu,
+            memory_gb: req.memory_gb,
+            storage_gb: req.storage_gb,
+        };
+        // The intent goes on record before the call: a crash after the provider made the
+        // instance still leaves a trace that the teardown follows (by idempotency key).
+        let intent = ResourceWrite {
+            allocated: false,
+            detail: Some(format!(
+                "creating {} ({}) in {}",
+                spec.label, spec.plan, spec.cluster
+            )),
+            ..self.resource(ResourceKind::Instance, None, String::new())
+        };
+        let f = fenced(self.ctx, self.claim);
+        if let Some(c) = self
+            .ctx
+            .store
+            .record_resource(&f, self.step, "create_instance", intent)
+            .await?
+        {
+            return Err(Stop::Cancelled(c));
+        }
+        let inst = self.call("create_instance", || p.create(&spec)).await?;
+        let detail = format!("instance {} in {}", inst.id, spec.cluster);
+        self.done(
+            "create_instance",
+            detail.clone(),
+            Some(self.resource(ResourceKind::Instance, Some(inst.id.clone()), detail)),
+        )
+        .await?;
+        let ip = self
+            .wait_for(&inst.id, "wait_for_ip", |s, ip| {
+                ip.is_some() && s != InstanceStatus::Building
+            })
+            .await?;
+        let ip =
+            ip.ok_or_else(|| Stop::Failed("wait_for_ip: the provider reported no IP".into()))?;
+        self.done(
+            "wait_for_ip",
+            format!("{ip} assigned"),
+            Some(self.resource(ResourceKind::Ip, Some(ip.to_string()), format!("IPv4 {ip}"))),
+        )
+        .await
+    }
+
+    /// Polls the instance until `ready` says so; returns its IP.
+    async fn wait_for(
+        &self,
+        id: &str,
+        task: &'static str,
+        ready: impl Fn(InstanceStatus, Option<Ipv4Addr>) -> bool,
+    ) -> Result<Option<Ipv4Addr>, Stop> {
+        loop {
+            let inst = self.call(task, || self.ctx.provider.status(id)).await?;
+            if ready(inst.status, inst.ip) {
+                return Ok(inst.ip);
+            }
+            if inst.status == InstanceStatus::Deleted {
+                return Err(Stop::Failed(format!(
+                    "{task}: instance {id} was deleted at the provider"
+                )));
+            }
+            if let Some(c) = self.signals.cancelled() {
+                return Err(Stop::Cancelled(c));
+            }
+            tokio::time::sleep(self.ctx.cfg.engine.poll_interval).await;
+        }
+    }
+
+    async fn configure(&self) -> Result<(), Stop> {
+        let p = &self.ctx.provider;
+        let (id, ip) = self.instance().await?;
+        let host = self.hostname();
+        self.call("firewall", || p.set_firewall(&id, SMTP_FIREWALL))
+            .await?;
+        let d = format!("profile {SMTP_FIREWALL}: 22, 25, 587 open");
+        self.done(
+            "firewall",
+            d.clone(),
+            Some(self.resource(ResourceKind::Firewall, Some(SMTP_FIREWALL.into()), d)),
+        )
+        .await?;
+        self.call("rdns", || p.set_rdns(&id, ip, Some(&host)))
+            .await?;
+        let d = format!("PTR {ip} → {host}");
+        self.done(
+            "rdns",
+            d.clone(),
+            Some(self.resource(ResourceKind::Rdns, Some(host.clone()), d)),
+        )
+        .await?;
+        let user_data = cloud_init(&host);
+        self.call("mail_stack", || p.bootstrap(&id, &user_data))
+            .await?;
+        self.done(
+            "mail_stack",
+            "postfix, ufw and fail2ban installed by cloud-init".into(),
+            None,
+        )
+        .await
+    }
+
+    async fn activate(&self) -> Result<(), Stop> {
+        let p = &self.ctx.provider;
+        let (id, ip) = self.instance().await?;
+        self.call("start_services", || p.resume(&id)).await?;
+        self.done("start_services", "postfix started".into(), None)
+            .await?;
+        self.wait_for(&id, "wait_active", |s, _| s == InstanceStatus::Running)
+            .await?;
+        self.done(
+            "wait_active",
+            "the provider reports the instance running".into(),
+            None,
+        )
+        .await?;
+        let node = crate::store::NewNode {
+            provider_id: id.clone(),
+            hostname: self.hostname(),
+            ip: ip.to_string(),
+        };
+        let node_id = self
+            .ctx
+            .store
+            .register_node(&fenced(self.ctx, self.claim), node)
+            .await?;
+        let d = format!(
+            "node {} registered as warming",
+            crate::domain::ids::short(&node_id)
+        );
+        self.done(
+            "register_node",
+            d.clone(),
+            Some(self.resource(ResourceKind::Node, Some(node_id), d)),
+        )
+        .await
+    }
+
+    async fn verify(&self) -> Result<(), Stop> {
+        let p = &self.ctx.provider;
+        let (id, _) = self.instance().await?;
+        for (task, probe) in [
+            ("smtp_probe", Probe::Smtp),
+            ("submission_probe", Probe::Submission),
+            ("test_message", Probe::TestMessage),
+        ] {
+            let answer = self.call(task, || p.probe(&id, probe)).await?;
+            self.done(
+                task,
+                crate::domain::validate::sanitize(&answer).into_owned(),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The cloud-init user data that installs a node's mail stack.
+pub fn cloud_init(hostname: &str) -> String {
+    format!(
+        "#cloud-config\nhostname: {hostname}\nfqdn: {hostname}\npackage_update: true\npackages: [postfix, ufw, fail2ban]\n\
+         runcmd:\n  - [ufw, allow, '22,25,587/tcp']\n  - [ufw, --force, enable]\n  - [postconf, -e, 'myhostname = {hostname}']\n  \
+         - [systemctl, enable, --now, postfix, fail2ban]\n"
+    )
+}

@@ -1,0 +1,136 @@
+//! Rolling back and deprovisioning: compensations in reverse order, each with its own
+//! retries. A request becomes rolled_back (or deprovisioned) only once everything it held is
+//! released; a compensation that cannot finish leaves it rolling_back, marked for attention,
+//! to be tried again later.
+
+use super::pipeline::{call, fenced, Stop};
+use super::{Ctx, WorkerError};
+use crate::domain::ResourceKind;
+use crate::providers::{ErrorKind, InstanceStatus};
+use crate::store::{Claim, ResourceRow};
+use std::sync::Arc;
+
+/// The order compensations run in: the node leaves the fleet, its PTR is reset, the
+/// instance is deleted (its firewall and IP go with it), then capacity and quota return.
+fn rank(kind: &str) -> u8 {
+    match ResourceKind::parse(kind) {
+        Some(ResourceKind::Node) => 0,
+        Some(ResourceKind::Rdns) => 1,
+        Some(ResourceKind::Instance) => 2,
+        Some(ResourceKind::Firewall) => 3,
+        Some(ResourceKind::Ip) => 4,
+        Some(ResourceKind::Capacity) => 5,
+        Some(ResourceKind::Quota) => 6,
+        None => 7,
+    }
+}
+
+pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError> {
+    let mut live = ctx.store.live_resources(&claim.id).await?;
+    live.sort_by_key(|r| (rank(&r.kind), -r.seq));
+    let instance_ref = live
+        .iter()
+        .find(|r| r.kind == ResourceKind::Instance.as_str())
+        .and_then(|r| r.provider_ref.clone());
+    let ip = live
+        .iter()
+        .find(|r| r.kind == ResourceKind::Ip.as_str())
+        .and_then(|r| r.provider_ref.clone());
+    for r in &live {
+        let Some(kind) = ResourceKind::parse(&r.kind) else {
+            continue;
+        };
+        match compensate(ctx, claim, r, kind, instance_ref.as_deref(), ip.as_deref()).await {
+            Ok(detail) => {
+                ctx.store
+                    .release_resource(&fenced(ctx, claim), kind, Some(detail))
+                    .await?
+            }
+            Err(Stop::Store(e)) => return Err(e.into()),
+            Err(Stop::Failed(msg) | Stop::Cancelled(msg)) => {
+                let retry_at = ctx.clock.now()
+                    + chrono::Duration::from_std(ctx.policy.cap).unwrap_or_default();
+                let error = format!("rollback stalled releasing {}: {msg}", r.kind);
+                ctx.store
+                    .teardown_stalled(&fenced(ctx, claim), error, retry_at)
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+    ctx.store.finish_teardown(&fenced(ctx, claim)).await?;
+    Ok(())
+}
+
+async fn compensate(
+    ctx: &Ctx,
+    claim: &Claim,
+    r: &ResourceRow,
+    kind: ResourceKind,
+    instance: Option<&str>,
+    ip: Option<&str>,
+) -> Result<String, Stop> {
+    let p = &ctx.provider;
+    match kind {
+        ResourceKind::Node => {
+            ctx.store
+                .decommission_node(&fenced(ctx, claim), "decommissioned by teardown")
+                .await?;
+            Ok("node decommissioned".into())
+        }
+        ResourceKind::Rdns => {
+            let (Some(id), Some(ip)) = (instance, ip.and_then(|i| i.parse().ok())) else {
+                return Ok("nothing to reset".into());
+            };
+            let reset = call(ctx, claim, None, "reset_rdns", None, || async move {
+                match p.set_rdns(id, ip, None).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            })
+            .await;
+            reset.map(|()| format!("PTR of {ip} reset"))
+        }
+        ResourceKind::Instance => {
+            let id = match &r.provider_ref {
+                Some(id) => id.clone(),
+                // Only the intent was recorded: ask the provider whether the create went
+                // through, by idempotency key.
+                None => match call(ctx, claim, None, "find_instance", None, || {
+                    p.find(&claim.id)
+                })
+                .await?
+                {
+                    Some(inst) if inst.status != InstanceStatus::Deleted => inst.id,
+                    _ => return Ok("the create call never made an instance".into()),
+                },
+            };
+            call(ctx, claim, None, "delete_instance", None, || p.delete(&id)).await?;
+            let gone = call(ctx, claim, None, "confirm_deleted", None, || async {
+                match p.status(&id).await {
+                    Ok(inst) => Ok(inst.status == InstanceStatus::Deleted),
+                    Err(e) if e.kind == ErrorKind::NotFound => Ok(true),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+            if gone {
+                Ok(format!("instance {id} deleted"))
+            } else {
+                Err(Stop::Failed(format!(
+                    "instance {id} still exists after delete"
+                )))
+            }
+        }
+        ResourceKind::Firewall => Ok("detached with the instance".into()),
+        ResourceKind::Ip => Ok(format!(
+            "{} returned with the instance",
+            r.provider_ref.as_deref().unwrap_or("IP")
+        )),
+        ResourceKind::Capacity => Ok(format!(
+            "capacity returned to {}",
+            r.cluster.as_deref().unwrap_or("cluster")
+        )),
+        ResourceKind::Quota => Ok(format!("quota returned to {}", r.tenant)),
+    }
+}

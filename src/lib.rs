@@ -1,0 +1,10 @@
+//! mailfleet: a terminal operations console, and the engine behind it, for fleets of
+//! email-sending servers.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod providers;
+pub mod store;

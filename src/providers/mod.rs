@@ -1,0 +1,121 @@
+//! Cloud providers behind one trait. `sim` is the embedded default cloud; real providers
+//! (Hostwinds, manual) implement the same trait.
+
+pub mod sim;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// What to create. The idempotency key is the request id: creating twice with the same key
+/// returns the first instance instead of a second one.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub idempotency_key: String,
+    pub label: String,
+    pub hostname: String,
+    pub region: String,
+    pub cluster: String,
+    pub plan: String,
+    pub cpu: i64,
+    pub memory_gb: i64,
+    pub storage_gb: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Building,
+    Running,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub idempotency_key: Option<String>,
+    pub label: String,
+    pub region: String,
+    pub status: InstanceStatus,
+    /// Set once the provider has assigned it.
+    pub ip: Option<Ipv4Addr>,
+    pub firewall: Option<String>,
+    pub rdns: Option<String>,
+}
+
+/// A check the verify step runs against a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// TCP 25 reachable and the SMTP banner answers.
+    Smtp,
+    /// TCP 587 reachable and STARTTLS offered.
+    Submission,
+    /// A test message accepted for the internal sink.
+    TestMessage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying: timeouts, 5xx, rate limits.
+    Transient,
+    /// The instance does not exist (or no longer does).
+    NotFound,
+    /// The request was refused as it stands; retrying will not help.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{provider}: {message}")]
+pub struct ProviderError {
+    pub provider: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(provider: &str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            provider: provider.to_string(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &str;
+    /// Starts creating an instance; it is `Building` until it has an IP. Idempotent.
+    async fn create(&self, spec: &InstanceSpec) -> ProviderResult<Instance>;
+    /// The instance created with this idempotency key, if any (deleted ones included).
+    async fn find(&self, idempotency_key: &str) -> ProviderResult<Option<Instance>>;
+    async fn status(&self, id: &str) -> ProviderResult<Instance>;
+    /// Deletes an instance; deleting one already gone succeeds.
+    async fn delete(&self, id: &str) -> ProviderResult<()>;
+    async fn suspend(&self, id: &str) -> ProviderResult<()>;
+    async fn resume(&self, id: &str) -> ProviderResult<()>;
+    async fn resize(
+        &self,
+        id: &str,
+        plan: &str,
+        cpu: i64,
+        memory_gb: i64,
+        storage_gb: i64,
+    ) -> ProviderResult<()>;
+    async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()>;
+    /// Sets (or with `None`, resets) the PTR record of the instance's IP.
+    async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()>;
+    /// Installs the mail stack (cloud-init user data or an SSH script).
+    async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()>;
+    /// Runs a verify check; returns what the server answered.
+    async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String>;
+    /// Every live instance the provider has.
+    async fn inventory(&self) -> ProviderResult<Vec<Instance>>;
+}

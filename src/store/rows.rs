@@ -1,0 +1,174 @@
+//! Rows as the store hands them out. Timestamps stay RFC 3339 text; states are parsed into
+//! domain types by the accessors.
+
+use crate::domain::{RequestState, Step, StepStatus};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct RequestRow {
+    pub id: String,
+    pub tenant: String,
+    pub region: String,
+    pub plan: String,
+    pub kind: String,
+    pub cpu: i64,
+    pub memory_gb: i64,
+    pub storage_gb: i64,
+    pub label: String,
+    pub domain: Option<String>,
+    pub state: String,
+    pub requested_by: String,
+    pub cluster: Option<String>,
+    pub approval_rule: Option<String>,
+    pub approval_reason: Option<String>,
+    pub wait_reason: Option<String>,
+    pub teardown: Option<String>,
+    pub cancel_requested: Option<String>,
+    pub error: Option<String>,
+    pub needs_attention: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<String>,
+    pub fence: i64,
+    pub next_run_at: String,
+    pub progress_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl RequestRow {
+    /// The state as the domain type. The column only ever holds names written from
+    /// `RequestState::as_str`, so a parse failure means a corrupted row: shown as failed.
+    pub fn state(&self) -> RequestState {
+        self.state.parse().unwrap_or(RequestState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct StepRow {
+    pub request_id: String,
+    pub step: String,
+    pub position: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl StepRow {
+    pub fn step(&self) -> Option<Step> {
+        Step::parse(&self.step)
+    }
+    pub fn status(&self) -> StepStatus {
+        StepStatus::parse(&self.status).unwrap_or(StepStatus::Pending)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TaskRow {
+    pub request_id: String,
+    pub step: String,
+    pub name: String,
+    pub position: i64,
+    pub status: String,
+    pub detail: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TransitionRow {
+    pub id: i64,
+    pub request_id: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ResourceRow {
+    pub id: String,
+    pub request_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub status: String,
+    pub provider: Option<String>,
+    pub provider_ref: Option<String>,
+    pub tenant: String,
+    pub cluster: Option<String>,
+    pub cpu: i64,
+    pub memory_gb: i64,
+    pub storage_gb: i64,
+    pub slots: i64,
+    pub detail: Option<String>,
+    pub created_at: String,
+    pub released_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct NodeRow {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub provider_id: Option<String>,
+    pub tenant: String,
+    pub label: String,
+    pub hostname: String,
+    pub ip_address: Option<String>,
+    pub region: String,
+    pub cluster: Option<String>,
+    pub plan: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub resume_status: Option<String>,
+    pub reputation_score: i64,
+    pub current_load: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_heartbeat: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub name: String,
+    pub request_id: Option<String>,
+    pub node_id: Option<String>,
+    pub tenant: Option<String>,
+    pub actor: String,
+    pub payload: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Everything about one request, for `request show` and the detail pane.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestDetail {
+    pub request: RequestRow,
+    pub depends_on: Vec<String>,
+    pub steps: Vec<StepRow>,
+    pub tasks: Vec<TaskRow>,
+    pub transitions: Vec<TransitionRow>,
+    pub resources: Vec<ResourceRow>,
+    pub events: Vec<EventRow>,
+    pub node: Option<NodeRow>,
+}
+
+/// Use of a tenant's quota or a cluster's capacity, summed over live reservations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub nodes: i64,
+    pub cpu: i64,
+    pub memory_gb: i64,
+    pub storage_gb: i64,
+}

@@ -110,6 +110,11 @@ impl Ctx {
         })
     }
 
+    /// What admission checks: tenant limits, quotas, clusters.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
     pub(crate) fn jitter(&self) -> f64 {
         self.rng.lock().unwrap_or_else(|p| p.into_inner()).gen()
     }

@@ -100,7 +100,7 @@ impl Store {
         );
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&sql)
             .bind(kind)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.read().await)
             .await?;
         Ok(rows
             .into_iter()

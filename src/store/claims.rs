@@ -312,7 +312,7 @@ impl Store {
         );
         Ok(sqlx::query_as(&sql)
             .bind(&at)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *self.read().await)
             .await?)
     }
 
@@ -322,7 +322,7 @@ impl Store {
             "SELECT COUNT(*) FROM requests WHERE state = 'queued' AND next_run_at <= ?",
         )
         .bind(ts(now))
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.read().await)
         .await?)
     }
 }

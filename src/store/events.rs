@@ -105,14 +105,14 @@ impl Store {
             q = q.bind(i);
         }
         q = q.bind(if f.limit > 0 { f.limit } else { 100 });
-        Ok(q.fetch_all(self.pool()).await?)
+        Ok(q.fetch_all(&mut *self.read().await).await?)
     }
 
     pub async fn list_audit(&self, limit: i64) -> Result<Vec<super::AuditRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM audit ORDER BY id DESC LIMIT ?")
                 .bind(limit)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *self.read().await)
                 .await?,
         )
     }

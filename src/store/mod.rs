@@ -23,8 +23,8 @@ pub use steps::{Fenced, ResourceWrite};
 
 use crate::config::{StoreConfig, Synchronous};
 use futures::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,8 +76,68 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Read connections. Deliberately not an sqlx pool: a pool puts a tokio timer around every
+/// acquire, which tokio's paused clock (in tests) fires at once while the query runs on
+/// SQLite's thread. A handful of connections behind async mutexes needs no timer.
+struct Readers {
+    conns: Vec<tokio::sync::Mutex<Conn>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    async fn get(&self) -> tokio::sync::MutexGuard<'_, Conn> {
+        for c in &self.conns {
+            if let Ok(g) = c.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.conns.len();
+        self.conns[i].lock().await
+    }
+}
+
+/// Holds tokio's paused clock still while a query runs on SQLite's own thread. Tokio does
+/// not advance a paused clock while a blocking task runs, so this parks one until dropped.
+/// Off (and free) unless a test asks for it with `Store::hold_clock_during_io`.
+pub(crate) struct ClockHold(Option<std::sync::mpsc::Sender<()>>);
+
+impl ClockHold {
+    fn new(on: bool) -> ClockHold {
+        if !on {
+            return ClockHold(None);
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        }));
+        ClockHold(Some(tx))
+    }
+}
+
+/// A read connection, with the clock held while it is in use (when asked).
+pub(crate) struct ReadGuard<'a> {
+    conn: tokio::sync::MutexGuard<'a, Conn>,
+    _hold: ClockHold,
+}
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for ReadGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+const READERS: usize = 4;
+
 struct Inner {
-    read: SqlitePool,
+    hold_clock: Arc<std::sync::atomic::AtomicBool>,
+    read: Readers,
     writer: Option<mpsc::Sender<Job>>,
     changes: watch::Receiver<u64>,
     path: PathBuf,
@@ -132,6 +192,7 @@ impl Store {
             .log_statements(tracing::log::LevelFilter::Trace);
 
         let (changes_tx, changes_rx) = watch::channel(0u64);
+        let hold_clock = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = if read_only {
             None
         } else {
@@ -147,24 +208,30 @@ impl Store {
                 .execute(&mut conn)
                 .await?;
             let (tx, rx) = mpsc::channel::<Job>(4096);
-            tokio::spawn(writer_task(conn, rx, changes_tx));
+            tokio::spawn(writer_task(conn, rx, changes_tx, hold_clock.clone()));
             Some(tx)
         };
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .acquire_timeout(std::time::Duration::from_secs(3600))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(|e| classify_open_error(e, &shown))?;
+        let mut conns = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = base
+                .clone()
+                .read_only(true)
+                .connect()
+                .await
+                .map_err(|e| classify_open_error(e, &shown))?;
+            conns.push(tokio::sync::Mutex::new(conn));
+        }
+        let read = Readers {
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
         if read_only {
-            let mut conn = read.acquire().await?;
+            let mut conn = read.get().await;
             check_is_ours(&mut conn, &shown).await?;
         }
         Ok(Store {
             inner: Arc::new(Inner {
+                hold_clock,
                 read,
                 writer,
                 changes: changes_rx,
@@ -186,8 +253,20 @@ impl Store {
         self.inner.changes.clone()
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.inner.read
+    /// A read connection (read-only; sees every committed write).
+    pub(crate) async fn read(&self) -> ReadGuard<'_> {
+        let hold = ClockHold::new(self.inner.hold_clock.load(std::sync::atomic::Ordering::Relaxed));
+        ReadGuard {
+            conn: self.inner.read.get().await,
+            _hold: hold,
+        }
+    }
+
+    /// For tests on tokio's paused clock (current-thread runtime): keeps the clock from
+    /// jumping ahead to the next timer while a query runs on SQLite's thread, so timeouts
+    /// and backoff measure engine time, not database waits.
+    pub fn hold_clock_during_io(&self, on: bool) {
+        self.inner.hold_clock.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` inside the writer's transaction (in its own savepoint) and returns its result
@@ -216,7 +295,7 @@ impl Store {
     /// SQLite's `PRAGMA data_version`: changes when *another* connection (this process's
     /// writer or another process) commits. The console's store watcher polls it.
     pub async fn data_version(&self) -> Result<i64, StoreError> {
-        let mut conn = self.inner.read.acquire().await?;
+        let mut conn = self.read().await;
         let v: i64 = sqlx::query_scalar("PRAGMA data_version")
             .fetch_one(&mut *conn)
             .await?;
@@ -281,7 +360,12 @@ async fn check_is_ours(conn: &mut Conn, path: &str) -> Result<(), StoreError> {
     }
 }
 
-async fn writer_task(mut conn: Conn, mut rx: mpsc::Receiver<Job>, changes: watch::Sender<u64>) {
+async fn writer_task(
+    mut conn: Conn,
+    mut rx: mpsc::Receiver<Job>,
+    changes: watch::Sender<u64>,
+    hold_clock: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -291,7 +375,9 @@ async fn writer_task(mut conn: Conn, mut rx: mpsc::Receiver<Job>, changes: watch
                 Err(_) => break,
             }
         }
+        let hold = ClockHold::new(hold_clock.load(std::sync::atomic::Ordering::Relaxed));
         let committed = run_batch(&mut conn, &mut batch).await;
+        drop(hold);
         if committed {
             changes.send_modify(|v| *v = v.wrapping_add(1));
         }

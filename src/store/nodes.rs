@@ -166,14 +166,14 @@ impl Store {
             q = q.bind(t);
         }
         Ok(q.bind(f.limit.unwrap_or(i64::MAX))
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.read().await)
             .await?)
     }
 
     pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
         sqlx::query_as("SELECT * FROM nodes WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.read().await)
             .await?
             .ok_or_else(|| StoreError::NotFound(short(id).to_string()))
     }

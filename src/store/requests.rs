@@ -313,7 +313,7 @@ impl Store {
     pub async fn get_request(&self, id: &str) -> Result<Option<RequestRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM requests WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.read().await)
             .await?)
     }
 
@@ -334,7 +334,7 @@ impl Store {
             q = q.bind(t);
         }
         Ok(q.bind(f.limit.unwrap_or(i64::MAX))
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.read().await)
             .await?)
     }
 
@@ -350,7 +350,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(id);
             }
-            out.extend(q.fetch_all(self.pool()).await?);
+            out.extend(q.fetch_all(&mut *self.read().await).await?);
         }
         Ok(out)
     }
@@ -360,57 +360,54 @@ impl Store {
             "SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.read().await)
         .await?)
     }
 
     pub async fn request_detail(&self, id: &str) -> Result<RequestDetail, StoreError> {
-        let pool = self.pool();
-        let request = self
-            .get_request(id)
+        // One connection for all the reads; a guard per field would hold several at once.
+        let mut c = self.read().await;
+        let request: RequestRow = sqlx::query_as("SELECT * FROM requests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *c)
             .await?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        Ok(RequestDetail {
-            depends_on: self.deps_of(id).await?,
-            steps: sqlx::query_as(
-                "SELECT * FROM request_steps WHERE request_id = ? ORDER BY position",
-            )
+        let depends_on = sqlx::query_scalar("SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on")
             .bind(id)
-            .fetch_all(pool)
-            .await?,
-            tasks: sqlx::query_as(
-                "SELECT * FROM step_tasks WHERE request_id = ? ORDER BY step, position",
-            )
+            .fetch_all(&mut *c)
+            .await?;
+        let steps = sqlx::query_as("SELECT * FROM request_steps WHERE request_id = ? ORDER BY position")
             .bind(id)
-            .fetch_all(pool)
-            .await?,
-            transitions: sqlx::query_as(
-                "SELECT * FROM transitions WHERE request_id = ? ORDER BY id",
-            )
+            .fetch_all(&mut *c)
+            .await?;
+        let tasks = sqlx::query_as("SELECT * FROM step_tasks WHERE request_id = ? ORDER BY step, position")
             .bind(id)
-            .fetch_all(pool)
-            .await?,
-            resources: sqlx::query_as("SELECT * FROM resources WHERE request_id = ? ORDER BY seq")
-                .bind(id)
-                .fetch_all(pool)
-                .await?,
-            events: sqlx::query_as("SELECT * FROM events WHERE request_id = ? ORDER BY seq")
-                .bind(id)
-                .fetch_all(pool)
-                .await?,
-            node: sqlx::query_as("SELECT * FROM nodes WHERE request_id = ?")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?,
-            request,
-        })
+            .fetch_all(&mut *c)
+            .await?;
+        let transitions = sqlx::query_as("SELECT * FROM transitions WHERE request_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await?;
+        let resources = sqlx::query_as("SELECT * FROM resources WHERE request_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await?;
+        let events = sqlx::query_as("SELECT * FROM events WHERE request_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&mut *c)
+            .await?;
+        let node = sqlx::query_as("SELECT * FROM nodes WHERE request_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?;
+        Ok(RequestDetail { request, depends_on, steps, tasks, transitions, resources, events, node })
     }
 
     /// Counts requests per state.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state")
-                .fetch_all(self.pool())
+                .fetch_all(&mut *self.read().await)
                 .await?,
         )
     }
@@ -554,7 +551,7 @@ async fn resolve_prefix(
     let ids: Vec<String> = sqlx::query_scalar(&sql)
         .bind(format!("{p}%"))
         .bind(format!("%{p}"))
-        .fetch_all(store.pool())
+        .fetch_all(&mut *store.read().await)
         .await?;
     match ids.as_slice() {
         [] => Err(StoreError::NotFound(p)),

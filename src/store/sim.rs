@@ -131,7 +131,7 @@ impl Store {
     pub async fn sim_get(&self, id: &str) -> Result<Option<SimInstanceRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM sim_instances WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *self.read().await)
             .await?)
     }
 
@@ -139,7 +139,7 @@ impl Store {
         Ok(
             sqlx::query_as("SELECT * FROM sim_instances WHERE idempotency_key = ?")
                 .bind(key)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *self.read().await)
                 .await?,
         )
     }
@@ -148,7 +148,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT * FROM sim_instances WHERE deleted_at IS NULL ORDER BY created_at",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.read().await)
         .await?)
     }
 

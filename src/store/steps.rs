@@ -444,7 +444,7 @@ impl Store {
     pub async fn live_resources(&self, id: &str) -> Result<Vec<super::ResourceRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM resources WHERE request_id = ? AND status <> 'released' ORDER BY seq DESC")
             .bind(id)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.read().await)
             .await?)
     }
 
@@ -454,13 +454,13 @@ impl Store {
             "SELECT res.* FROM resources res JOIN requests r ON r.id = res.request_id
              WHERE res.kind = 'instance' AND res.status <> 'released' ORDER BY res.created_at",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.read().await)
         .await?;
         let states: std::collections::HashMap<String, String> = sqlx::query_as(
             "SELECT id, state FROM requests WHERE id IN
                (SELECT request_id FROM resources WHERE kind = 'instance' AND status <> 'released')",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.read().await)
         .await?
         .into_iter()
         .collect();

@@ -1,0 +1,784 @@
+//! End-to-end tests of the `mailfleet` binary as a script would use it: every test runs the
+//! real executable in its own temporary directory, with its own database and a config that
+//! makes the simulated cloud fast, and with HOME and the XDG directories pointed into that
+//! directory so a developer's own settings never leak in.
+
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Settings that make the simulated cloud and the engine quick.
+const FAST_CONFIG: &str = r#"[engine]
+tick = "20ms"
+retry_backoff = ["10ms"]
+poll_interval = "10ms"
+[providers.sim]
+delay_ms = [0, 2]
+boot_ms = [0, 5]
+"#;
+
+/// A run that takes longer than this is treated as hung (a guard, not a timing assertion).
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// One isolated mailfleet installation: a temp dir with a database and a config.
+struct Fleet {
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("fast.toml"), FAST_CONFIG).expect("write config");
+        Fleet { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.path("m.db")
+    }
+
+    /// The binary with a clean environment and no arguments yet.
+    fn bare(&self) -> Command {
+        let home = self.dir.path();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailfleet"));
+        cmd.current_dir(home)
+            .env_remove("MAILFLEET_CONFIG")
+            .env_remove("MAILFLEET_DB")
+            .env_remove("MAILFLEET_LOG")
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("xdg-config"))
+            .env("XDG_DATA_HOME", home.join("xdg-data"))
+            .env("XDG_STATE_HOME", home.join("xdg-state"))
+            .env("USER", "tester")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the binary with exactly `args` (no `--db` or `--config` added).
+    fn run_raw(&self, args: &[&str]) -> Output {
+        let mut cmd = self.bare();
+        cmd.args(args);
+        run_guarded(cmd, args)
+    }
+
+    /// Runs the binary on this fleet's database and fast config.
+    fn run(&self, args: &[&str]) -> Output {
+        let db = self.db();
+        let config = self.path("fast.toml");
+        let mut cmd = self.bare();
+        cmd.arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .args(args);
+        run_guarded(cmd, args)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "mailfleet {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    }
+
+    /// Runs a command that must succeed and print one JSON document.
+    fn json(&self, args: &[&str]) -> Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("mailfleet {args:?} printed invalid JSON ({e}):\n{text}"))
+    }
+
+    /// Creates a request and returns its full id.
+    fn create(&self, tenant: &str, region: &str, plan: &str, label: &str) -> String {
+        self.create_with(&[
+            "request", "create", "--tenant", tenant, "--region", region, "--plan", plan, "--label",
+            label,
+        ])
+    }
+
+    fn create_with(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let v = self.json(&all);
+        let id = v["id"].as_str().expect("created request has an id");
+        assert_eq!(id.len(), 36, "ids are full UUIDs: {id}");
+        id.to_string()
+    }
+
+    fn show(&self, id: &str) -> Value {
+        self.json(&["request", "show", id, "--json"])
+    }
+
+    fn state(&self, id: &str) -> String {
+        self.show(id)["state"]
+            .as_str()
+            .expect("state is a string")
+            .to_string()
+    }
+
+    fn work(&self) {
+        self.ok(&["work", "--until-idle"]);
+    }
+
+    /// Every event in the outbox, one JSON object per line, oldest first.
+    fn events(&self) -> Vec<Value> {
+        let text = self.ok(&["events", "--json", "--limit", "1000"]);
+        text.lines()
+            .map(|line| {
+                let v: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("event line is not JSON ({e}): {line}"));
+                assert!(v.is_object(), "each event line is an object: {line}");
+                v
+            })
+            .collect()
+    }
+
+    /// What a script can read back: all requests and all events.
+    fn snapshot(&self) -> (Value, Vec<Value>) {
+        (self.json(&["request", "list", "--json"]), self.events())
+    }
+
+    /// A fleet holding one completed request, so refusals have something to leave alone.
+    fn with_completed_request() -> (Fleet, String) {
+        let fleet = Fleet::new();
+        let id = fleet.create("acme", "dallas", "ssd-1", "node-done");
+        fleet.work();
+        assert_eq!(fleet.state(&id), "completed");
+        (fleet, id)
+    }
+}
+
+/// Runs `cmd` to completion, reading its output, and kills it if it hangs.
+fn run_guarded(mut cmd: Command, args: &[&str]) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start mailfleet");
+    let mut stdout = child.stdout.take().expect("stdout pipe");
+    let mut stderr = child.stderr.take().expect("stderr pipe");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + HANG_GUARD;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for mailfleet") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mailfleet {args:?} did not finish within {HANG_GUARD:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// Checks a refused command: non-zero exit, exactly one line on stderr, which contains
+/// every one of `words` (case-insensitive). Returns that line.
+fn assert_one_line_error(out: &Output, args: &[&str], words: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "mailfleet {args:?} should have failed; stdout: {}; stderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "mailfleet {args:?} should print exactly one line on stderr, got: {stderr:?}"
+    );
+    let line = lines[0];
+    assert!(!line.trim().is_empty(), "the error line is empty");
+    let lower = line.to_lowercase();
+    for word in words {
+        assert!(
+            lower.contains(&word.to_lowercase()),
+            "the error for {args:?} should mention {word:?}: {line}"
+        );
+    }
+    line.to_string()
+}
+
+/// Runs `args` against the fleet, expects a one-line refusal mentioning `words`, and checks
+/// that no request or event changed.
+fn assert_refused_without_writing(fleet: &Fleet, args: &[&str], words: &[&str]) -> String {
+    let before = fleet.snapshot();
+    let out = fleet.run(args);
+    let line = assert_one_line_error(&out, args, words);
+    let after = fleet.snapshot();
+    assert_eq!(before.0, after.0, "{args:?} changed the requests");
+    assert_eq!(before.1, after.1, "{args:?} wrote events");
+    line
+}
+
+fn event_names_of(events: &[Value], request: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["request_id"] == request)
+        .map(|e| e["name"].as_str().expect("event name").to_string())
+        .collect()
+}
+
+fn seq_of(events: &[Value], request: &str, name: &str) -> i64 {
+    let found: Vec<i64> = events
+        .iter()
+        .filter(|e| e["request_id"] == request && e["name"] == name)
+        .map(|e| e["seq"].as_i64().expect("seq is an integer"))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {name} event for {request}, found {found:?}"
+    );
+    found[0]
+}
+
+/// The transitions of a request that went to `to_state`.
+fn transitions_to<'a>(detail: &'a Value, to_state: &str) -> Vec<&'a Value> {
+    detail["transitions"]
+        .as_array()
+        .expect("transitions is an array")
+        .iter()
+        .filter(|t| t["to_state"] == to_state)
+        .collect()
+}
+
+fn node_of(fleet: &Fleet, request: &str) -> Value {
+    let nodes = fleet.json(&["node", "list", "--json"]);
+    let mine: Vec<&Value> = nodes
+        .as_array()
+        .expect("node list is an array")
+        .iter()
+        .filter(|n| n["request_id"] == request)
+        .collect();
+    assert_eq!(mine.len(), 1, "one node for {request}: {nodes:#}");
+    mine[0].clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A request's whole life
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn script_drives_a_request_through_its_whole_life() {
+    let fleet = Fleet::new();
+    let created = fleet.json(&[
+        "request",
+        "create",
+        "--tenant",
+        "acme",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "node-life",
+        "--json",
+    ]);
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["state"], "queued");
+
+    fleet.work();
+    let detail = fleet.show(&id);
+    for field in [
+        "id",
+        "state",
+        "tenant",
+        "region",
+        "plan",
+        "label",
+        "steps",
+        "depends_on",
+        "error",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            detail.get(field).is_some(),
+            "request JSON lacks {field}: {detail:#}"
+        );
+    }
+    assert_eq!(detail["id"], id.as_str());
+    assert_eq!(detail["state"], "completed");
+    assert_eq!(detail["tenant"], "acme");
+    assert_eq!(detail["region"], "dallas");
+    assert_eq!(detail["plan"], "ssd-1");
+    assert_eq!(detail["label"], "node-life");
+    assert_eq!(detail["depends_on"], json!([]));
+    assert_eq!(detail["error"], Value::Null);
+    let steps = detail["steps"].as_array().expect("steps is an array");
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|s| s["name"].as_str().expect("step name"))
+        .collect();
+    assert_eq!(names, ["allocate", "configure", "activate", "verify"]);
+    for step in steps {
+        assert_eq!(step["status"], "done", "step not done: {step}");
+        assert!(
+            step["attempts"].as_i64().expect("attempts is an integer") >= 1,
+            "a done step was attempted: {step}"
+        );
+    }
+
+    // Suspend: the request and its node both show it.
+    fleet.ok(&["--as", "alice", "request", "suspend", &id]);
+    assert_eq!(fleet.state(&id), "suspended");
+    assert_eq!(node_of(&fleet, &id)["status"], "paused");
+
+    fleet.ok(&["--as", "alice", "request", "reactivate", &id]);
+    assert_eq!(fleet.state(&id), "completed");
+    assert_ne!(node_of(&fleet, &id)["status"], "paused");
+
+    // A completed service is torn down with deprovision, not rollback.
+    assert_refused_without_writing(
+        &fleet,
+        &["--as", "alice", "request", "rollback", &id],
+        &["deprovision"],
+    );
+    assert_eq!(fleet.state(&id), "completed");
+
+    fleet.ok(&[
+        "--as",
+        "alice",
+        "request",
+        "deprovision",
+        &id,
+        "--reason",
+        "x",
+    ]);
+    fleet.work();
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "deprovisioned");
+
+    let report = fleet.json(&["reconcile", "--json"]);
+    assert_eq!(report, json!({"orphans": [], "missing": []}));
+
+    let events = fleet.events();
+    let names = event_names_of(&events, &id);
+    for wanted in [
+        "provisioning.started",
+        "provisioning.completed",
+        "service.suspended",
+        "service.reactivated",
+        "service.deprovisioned",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "no {wanted} event in {names:?}"
+        );
+    }
+
+    // Every operator action is recorded with the operator's name.
+    let suspended = transitions_to(&detail, "suspended");
+    assert_eq!(suspended.len(), 1, "{detail:#}");
+    assert_eq!(suspended[0]["actor"], "alice");
+    let reactivated: Vec<&Value> = transitions_to(&detail, "completed")
+        .into_iter()
+        .filter(|t| t["from_state"] == "suspended")
+        .collect();
+    assert_eq!(reactivated.len(), 1, "{detail:#}");
+    assert_eq!(reactivated[0]["actor"], "alice");
+    let torn_down = transitions_to(&detail, "rolling_back");
+    assert_eq!(torn_down.len(), 1, "{detail:#}");
+    assert_eq!(torn_down[0]["actor"], "alice");
+    assert_eq!(torn_down[0]["reason"], "x");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approval
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn approval_gate_then_approve() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    assert_eq!(fleet.state(&id), "pending_approval");
+
+    let approved = fleet.json(&["--as", "ops-lead", "request", "approve", &id, "--json"]);
+    assert_eq!(approved["state"], "queued");
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "queued");
+    let to_queued: Vec<&Value> = transitions_to(&detail, "queued")
+        .into_iter()
+        .filter(|t| t["from_state"] == "pending_approval")
+        .collect();
+    assert_eq!(to_queued.len(), 1, "{detail:#}");
+    assert_eq!(to_queued[0]["actor"], "ops-lead");
+
+    fleet.work();
+    assert_eq!(fleet.state(&id), "completed");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "reject", &id, "--reason", "too late"],
+        &["reject"],
+    );
+    assert_eq!(fleet.state(&id), "completed");
+}
+
+#[test]
+fn reject_needs_a_reason() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    assert_eq!(fleet.state(&id), "pending_approval");
+    assert_refused_without_writing(&fleet, &["request", "reject", &id], &["reason"]);
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "reject", &id, "--reason", "   "],
+        &["reason"],
+    );
+    assert_eq!(fleet.state(&id), "pending_approval");
+}
+
+#[test]
+fn rejection_with_a_reason_ends_rejected_with_the_reason_as_error() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    fleet.ok(&[
+        "--as",
+        "ops-lead",
+        "request",
+        "reject",
+        &id,
+        "--reason",
+        "too big for eu",
+    ]);
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "rejected");
+    assert_eq!(detail["error"], "too big for eu");
+    let rejected = transitions_to(&detail, "rejected");
+    assert_eq!(rejected.len(), 1, "{detail:#}");
+    assert_eq!(rejected[0]["actor"], "ops-lead");
+
+    // The engine leaves a rejected request alone.
+    fleet.work();
+    assert_eq!(fleet.state(&id), "rejected");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: one line on stderr, a non-zero exit, nothing written
+// ---------------------------------------------------------------------------------------------
+
+fn create_args<'a>(
+    tenant: &'a str,
+    region: &'a str,
+    plan: &'a str,
+    label: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "request", "create", "--tenant", tenant, "--region", region, "--plan", plan, "--label",
+        label,
+    ]
+}
+
+#[test]
+fn unknown_tenant_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("nosuchco", "dallas", "ssd-1", "node-x"),
+        &["tenant", "nosuchco"],
+    );
+}
+
+#[test]
+fn unknown_plan_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "dallas", "ssd-999", "node-x"),
+        &["plan", "ssd-999"],
+    );
+}
+
+#[test]
+fn unknown_region_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "atlantis", "ssd-1", "node-x"),
+        &["region", "atlantis"],
+    );
+}
+
+#[test]
+fn empty_label_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "dallas", "ssd-1", ""),
+        &["label"],
+    );
+}
+
+#[test]
+fn label_of_64_characters_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let long = "a".repeat(64);
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "dallas", "ssd-1", &long),
+        &["label", "63"],
+    );
+    // 63 characters is still a valid label.
+    let longest = "a".repeat(63);
+    fleet.create("acme", "dallas", "ssd-1", &longest);
+}
+
+#[test]
+fn label_that_is_not_a_hostname_label_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "dallas", "ssd-1", "Bad_Label"),
+        &["label", "Bad_Label"],
+    );
+}
+
+#[test]
+fn label_with_control_characters_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let line = assert_refused_without_writing(
+        &fleet,
+        &create_args("acme", "dallas", "ssd-1", "node\x1b[2J"),
+        &["label", "control"],
+    );
+    assert!(
+        !line.contains('\x1b'),
+        "the escape sequence reached the terminal: {line:?}"
+    );
+}
+
+#[test]
+fn unknown_request_id_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let line =
+        assert_refused_without_writing(&fleet, &["request", "approve", "ffffffff"], &["ffffffff"]);
+    let lower = line.to_lowercase();
+    assert!(
+        lower.contains("no request matches") || lower.contains("unknown"),
+        "the error should say no request matches: {line}"
+    );
+}
+
+#[test]
+fn action_illegal_in_the_state_is_refused_without_writing() {
+    let (fleet, id) = Fleet::with_completed_request();
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "approve", &id],
+        &["completed", "approv"],
+    );
+    assert_eq!(fleet.state(&id), "completed");
+}
+
+#[test]
+fn db_that_is_not_a_database_is_refused_and_left_untouched() {
+    let fleet = Fleet::new();
+    let text = fleet.path("notes.txt");
+    std::fs::write(&text, "hello, not sqlite\n").expect("write text file");
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| !n.starts_with("xdg-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let files_before = listing(fleet.dir.path());
+    let text_arg = text.to_str().expect("utf-8 path");
+    let config = fleet.path("fast.toml");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let mut create = vec!["--db", text_arg, "--config", config_arg];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for args in [
+        create,
+        vec!["--db", text_arg, "--config", config_arg, "request", "list"],
+        vec![
+            "--db",
+            text_arg,
+            "--config",
+            config_arg,
+            "work",
+            "--until-idle",
+        ],
+        vec!["--db", text_arg, "--read-only", "request", "list"],
+    ] {
+        let out = fleet.run_raw(&args);
+        assert_one_line_error(&out, &args, &["notes.txt", "not", "database"]);
+        assert_eq!(
+            std::fs::read(&text).expect("read text file"),
+            b"hello, not sqlite\n",
+            "{args:?} changed the file"
+        );
+        assert!(
+            !fleet.path("notes.txt-wal").exists() && !fleet.path("notes.txt-shm").exists(),
+            "{args:?} left SQLite side files next to the text file"
+        );
+        assert_eq!(
+            listing(fleet.dir.path()),
+            files_before,
+            "{args:?} created files"
+        );
+    }
+}
+
+#[test]
+fn config_with_a_mistyped_key_is_refused_without_writing() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let bad = fleet.path("bad.toml");
+    std::fs::write(&bad, "[engine]\nmax_in_fligt = 5\n").expect("write config");
+    let db = fleet.db();
+    let db_arg = db.to_str().expect("utf-8 path");
+    let bad_arg = bad.to_str().expect("utf-8 path");
+    let before = fleet.snapshot();
+    let mut create = vec!["--db", db_arg, "--config", bad_arg];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for args in [
+        create,
+        vec!["--db", db_arg, "--config", bad_arg, "work", "--until-idle"],
+    ] {
+        let out = fleet.run_raw(&args);
+        assert_one_line_error(&out, &args, &["max_in_fligt", "line 2"]);
+    }
+    assert_eq!(
+        before,
+        fleet.snapshot(),
+        "a refused command wrote something"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ids
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn short_ids_resolve_and_ambiguity_is_reported() {
+    let fleet = Fleet::new();
+    // Three requests in quick succession: UUIDv7 ids begin with the time, so at least two
+    // of them share their first 8 hex digits (one 65-second boundary can split at most one
+    // neighbouring pair).
+    let ids: Vec<String> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|label| fleet.create("acme", "dallas", "ssd-1", label))
+        .collect();
+
+    let table = fleet.ok(&["request", "list"]);
+    for (id, label) in ids.iter().zip(["node-a", "node-b", "node-c"]) {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().any(|cell| cell == label))
+            .unwrap_or_else(|| panic!("no row for {label} in:\n{table}"));
+        let short = row.split_whitespace().next().expect("id column");
+        assert_eq!(short.len(), 8, "short id {short:?} in row {row:?}");
+        assert!(id.ends_with(short), "{short} is not the end of {id}");
+        assert_eq!(fleet.show(short)["id"], id.as_str(), "short id {short}");
+        assert_eq!(fleet.show(id)["id"], id.as_str(), "full id {id}");
+    }
+
+    let prefix = ids
+        .windows(2)
+        .find(|pair| pair[0][..8] == pair[1][..8])
+        .map(|pair| pair[0][..8].to_string())
+        .unwrap_or_else(|| panic!("no two ids share their first 8 hex digits: {ids:?}"));
+    let out = fleet.run(&["request", "show", &prefix]);
+    assert_one_line_error(&out, &["request", "show", &prefix], &["ambiguous"]);
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "reject", &prefix, "--reason", "which one?"],
+        &["ambiguous"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn read_only_refuses_changes() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let mut create = vec!["--read-only"];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    assert_refused_without_writing(&fleet, &create, &["read-only"]);
+    assert_refused_without_writing(
+        &fleet,
+        &["--read-only", "request", "suspend", &id],
+        &["read-only"],
+    );
+    assert_refused_without_writing(
+        &fleet,
+        &["--read-only", "work", "--until-idle"],
+        &["read-only"],
+    );
+    assert_eq!(fleet.state(&id), "completed");
+
+    // Reading still works.
+    let listed = fleet.json(&["--read-only", "request", "list", "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dependencies
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dependency_waits_for_its_prerequisite() {
+    let fleet = Fleet::new();
+    let a = fleet.create("acme", "dallas", "ssd-1", "node-first");
+    let b = fleet.create_with(&[
+        "request",
+        "create",
+        "--tenant",
+        "acme",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "node-second",
+        "--depends-on",
+        &a,
+    ]);
+    let before = fleet.show(&b);
+    assert_eq!(before["state"], "queued");
+    assert_eq!(before["depends_on"], json!([a.as_str()]));
+
+    fleet.work();
+    assert_eq!(fleet.state(&a), "completed");
+    assert_eq!(fleet.state(&b), "completed");
+
+    let events = fleet.events();
+    let a_completed = seq_of(&events, &a, "provisioning.completed");
+    let b_admitted = seq_of(&events, &b, "provisioning.admitted");
+    assert!(
+        b_admitted > a_completed,
+        "B was admitted (seq {b_admitted}) before A completed (seq {a_completed})"
+    );
+}

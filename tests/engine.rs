@@ -1,0 +1,314 @@
+//! Engine behaviour: rollback order, the fairness limit, backoff between retries, stuck
+//! detection, graceful shutdown. Time-dependent tests run on tokio's paused clock.
+
+mod support;
+
+use async_trait::async_trait;
+use mailfleet::clock::{parse_ts, SharedClock, TokioClock};
+use mailfleet::engine;
+use mailfleet::providers::sim::SimProvider;
+use mailfleet::providers::{ErrorKind, Instance, InstanceSpec, InstanceStatus, Probe, Provider, ProviderError, ProviderResult};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+/// The sim cloud with scripted misbehaviour and a log of every call.
+struct Scripted {
+    inner: SimProvider,
+    log: Mutex<Vec<String>>,
+    fail_probes: bool,
+    fail_creates: AtomicU32,
+    never_ready: bool,
+}
+
+impl Scripted {
+    fn new(inner: SimProvider) -> Self {
+        Self { inner, log: Mutex::new(Vec::new()), fail_probes: false, fail_creates: AtomicU32::new(0), never_ready: false }
+    }
+    fn note(&self, s: String) {
+        self.log.lock().expect("log").push(s);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        "sim"
+    }
+    async fn create(&self, spec: &InstanceSpec) -> ProviderResult<Instance> {
+        self.note(format!("create {}", spec.label));
+        if self.fail_creates.load(Ordering::SeqCst) > 0 {
+            self.fail_creates.fetch_sub(1, Ordering::SeqCst);
+            return Err(ProviderError::new("sim", ErrorKind::Transient, "503 Service Unavailable"));
+        }
+        self.inner.create(spec).await
+    }
+    async fn find(&self, key: &str) -> ProviderResult<Option<Instance>> {
+        self.note("find".into());
+        self.inner.find(key).await
+    }
+    async fn status(&self, id: &str) -> ProviderResult<Instance> {
+        let mut inst = self.inner.status(id).await?;
+        if self.never_ready && inst.status != InstanceStatus::Deleted {
+            inst.status = InstanceStatus::Building;
+            inst.ip = None;
+        }
+        Ok(inst)
+    }
+    async fn delete(&self, id: &str) -> ProviderResult<()> {
+        self.note("delete".into());
+        self.inner.delete(id).await
+    }
+    async fn suspend(&self, id: &str) -> ProviderResult<()> {
+        self.inner.suspend(id).await
+    }
+    async fn resume(&self, id: &str) -> ProviderResult<()> {
+        self.inner.resume(id).await
+    }
+    async fn resize(&self, id: &str, plan: &str, cpu: i64, m: i64, s: i64) -> ProviderResult<()> {
+        self.inner.resize(id, plan, cpu, m, s).await
+    }
+    async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {
+        self.note(format!("firewall {profile}"));
+        self.inner.set_firewall(id, profile).await
+    }
+    async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()> {
+        self.note(format!("rdns {}", name.unwrap_or("reset")));
+        self.inner.set_rdns(id, ip, name).await
+    }
+    async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()> {
+        self.note("bootstrap".into());
+        self.inner.bootstrap(id, user_data).await
+    }
+    async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String> {
+        self.note(format!("probe {probe:?}"));
+        if self.fail_probes {
+            return Err(ProviderError::new("sim", ErrorKind::Invalid, "554 5.7.1 relay access denied"));
+        }
+        self.inner.probe(id, probe).await
+    }
+    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
+        self.inner.inventory().await
+    }
+}
+
+fn scripted(store: &mailfleet::store::Store, cfg: &mailfleet::config::Config, clock: SharedClock, f: impl FnOnce(&mut Scripted)) -> Arc<Scripted> {
+    let mut s = Scripted::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock));
+    f(&mut s);
+    Arc::new(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = system_clock();
+    let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_probes = true);
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    engine::run_until_idle(ctx.clone()).await;
+
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back");
+    let path: Vec<&str> = d.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(
+        path,
+        ["queued", "allocating", "configuring", "activating", "verifying", "failed", "rolling_back", "rolled_back"]
+    );
+    assert!(d.request.error.as_deref().unwrap_or("").contains("relay access denied"), "{:?}", d.request.error);
+    assert!(d.resources.iter().all(|r| r.status == "released"), "everything released: {:?}", d.resources);
+    // The provider saw the teardown in reverse: PTR reset before the instance is deleted.
+    let calls = provider.calls();
+    let setup_end = calls.iter().position(|c| c.starts_with("probe")).expect("probed");
+    let teardown: Vec<&String> = calls[setup_end + 1..].iter().collect();
+    assert_eq!(teardown, ["rdns reset", "delete"]);
+    assert_eq!(d.node.expect("node").status, "decommissioned");
+    // Quota and capacity are back where they started.
+    assert!(store.tenant_usage().await.expect("usage").get("acme").is_none());
+    assert!(store.cluster_usage().await.expect("usage").is_empty());
+    let report = mailfleet::engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tenant_has_more_than_five_requests_in_flight() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for i in 0..14 {
+        create(&ctx, "acme", "dallas", "ssd-1", &format!("node-{i}")).await;
+    }
+    for i in 0..3 {
+        create(&ctx, "globex", "dallas", "ssd-1", &format!("g-{i}")).await;
+    }
+    engine::run_until_idle(ctx.clone()).await;
+    let rows = all_requests(&store).await;
+    assert!(rows.iter().all(|r| r.state == "completed"), "all completed");
+    // Replay every transition in commit order and count in-flight requests per tenant.
+    let mut tenant_of = std::collections::HashMap::new();
+    let mut transitions = Vec::new();
+    for r in &rows {
+        tenant_of.insert(r.id.clone(), r.tenant.clone());
+        transitions.extend(store.request_detail(&r.id).await.expect("detail").transitions);
+    }
+    transitions.sort_by_key(|t| t.id);
+    let mut flying: std::collections::HashMap<String, i32> = Default::default();
+    let mut max_acme = 0;
+    for t in &transitions {
+        let tenant = &tenant_of[&t.request_id];
+        let entered = t.to_state == "allocating";
+        let left = t.from_state.as_deref() == Some("verifying") || t.to_state == "failed";
+        let n = flying.entry(tenant.clone()).or_default();
+        if entered {
+            *n += 1;
+        }
+        if left {
+            *n -= 1;
+        }
+        assert!(*n <= 5, "{tenant} had {n} in flight");
+        if tenant == "acme" {
+            max_acme = max_acme.max(*n);
+        }
+    }
+    assert_eq!(max_acme, 5, "the limit was reached, so the test did test it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_say_why() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for i in 0..7 {
+        create(&ctx, "acme", "dallas", "ssd-1", &format!("node-{i}")).await;
+    }
+    let adm = ctx_admission(&ctx);
+    let out = store
+        .claim("tester", chrono::Utc::now(), Duration::from_secs(30), 100, &adm)
+        .await
+        .expect("claim");
+    assert_eq!(out.admitted, 5);
+    assert_eq!(out.waiting, 2);
+    let waiting: Vec<String> = all_requests(&store).await.into_iter().filter_map(|r| r.wait_reason).collect();
+    assert_eq!(waiting, vec!["tenant limit: acme has 5/5 in flight".to_string(); 2]);
+}
+
+fn ctx_admission(ctx: &mailfleet::engine::Ctx) -> mailfleet::store::Admission {
+    ctx.admission().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_out_the_backoff_and_are_counted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        r#"
+[engine]
+retry_backoff = ["5s", "10s", "20s", "40s"]
+retry_jitter = 0.0
+tick = "1s"
+poll_interval = "1s"
+[providers.sim]
+delay_ms = [0, 0]
+boot_ms = [0, 0]
+"#,
+    );
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock: SharedClock = Arc::new(TokioClock::new(chrono::Utc::now()));
+    let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_creates = AtomicU32::new(2));
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "completed");
+    let allocate = d.steps.iter().find(|s| s.step == "allocate").expect("allocate");
+    assert_eq!(allocate.attempts, 3, "first attempt and two retries");
+    let at = |to: &str| parse_ts(&d.transitions.iter().find(|t| t.to_state == to).expect(to).at).expect("ts");
+    let waited = at("configuring") - at("allocating");
+    assert!(waited >= chrono::Duration::seconds(15), "5 s then 10 s of backoff, waited {waited}");
+    assert!(waited < chrono::Duration::seconds(60), "but not much longer: {waited}");
+    assert_eq!(provider.calls().iter().filter(|c| c.starts_with("create")).count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_without_progress_for_30_minutes_is_failed_and_rolled_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        r#"
+[engine]
+tick = "10s"
+poll_interval = "30s"
+stuck_after = "30m"
+[providers.sim]
+delay_ms = [0, 0]
+boot_ms = [0, 0]
+"#,
+    );
+    let store = open(&db_path(&dir), &cfg).await;
+    let start = chrono::Utc::now();
+    let clock: SharedClock = Arc::new(TokioClock::new(start));
+    let provider = scripted(&store, &cfg, clock.clone(), |s| s.never_ready = true);
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back");
+    let failed = d.transitions.iter().find(|t| t.to_state == "failed").expect("failed");
+    assert!(failed.reason.as_deref().unwrap_or("").starts_with("stuck: no progress for 30m in step allocate"), "{failed:?}");
+    let when = parse_ts(&failed.at).expect("ts") - start;
+    assert!(when >= chrono::Duration::minutes(30), "not before 30 minutes: {when}");
+    assert!(when < chrono::Duration::minutes(32), "soon after: {when}");
+    assert!(provider.calls().contains(&"delete".to_string()), "the half-built instance was deleted");
+    assert!(d.resources.iter().all(|r| r.status == "released"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_releases_every_lease() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&FAST.replace("boot_ms = [5, 40]", "boot_ms = [400, 600]"));
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for i in 0..4 {
+        create(&ctx, "acme", "dallas", "ssd-1", &format!("node-{i}")).await;
+    }
+    let handle = engine::spawn(ctx.clone());
+    wait_for(&store, Duration::from_secs(10), "work in flight", |rows| rows.iter().any(|r| r.lease_owner.is_some())).await;
+    handle.shutdown().await;
+    let rows = all_requests(&store).await;
+    assert!(rows.iter().all(|r| r.lease_owner.is_none()), "no lease left behind");
+    // Another engine picks up where this one stopped.
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    assert!(all_requests(&store).await.iter().all(|r| r.state == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_a_running_request_stops_its_worker_and_tears_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&FAST.replace("boot_ms = [5, 40]", "boot_ms = [60000, 60000]"));
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let handle = engine::spawn(ctx.clone());
+    wait_for(&store, Duration::from_secs(10), "instance creating", |rows| {
+        rows.iter().any(|r| r.state == "allocating" && r.lease_owner.is_some())
+    })
+    .await;
+    let out = handle
+        .send("alice", engine::Command::Rollback { id: req.id.clone(), reason: Some("wrong region".into()) })
+        .await
+        .expect("rollback accepted");
+    assert!(matches!(out, engine::Outcome::TeardownSignalled { .. }), "{out:?}");
+    wait_for(&store, Duration::from_secs(10), "rolled back", |rows| rows[0].state == "rolled_back").await;
+    handle.shutdown().await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert!(d.resources.iter().all(|r| r.status == "released"));
+    let audit = store.list_audit(50).await.expect("audit");
+    assert!(audit.iter().any(|a| a.actor == "alice" && a.action == "request.rollback"));
+}
+

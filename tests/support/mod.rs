@@ -1,0 +1,101 @@
+//! Shared test harness: temp databases, fast configs, engines on the simulated cloud, and
+//! helpers that wait for the store to reach a condition.
+#![allow(dead_code)]
+
+use mailfleet::clock::{SharedClock, SystemClock};
+use mailfleet::config::{self, Config};
+use mailfleet::engine::commands::CreateRequest;
+use mailfleet::engine::{self, Command, Ctx, Outcome};
+use mailfleet::providers::sim::SimProvider;
+use mailfleet::providers::Provider;
+use mailfleet::store::{RequestFilter, RequestRow, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Engine settings that make the simulated cloud quick, for tests in real time.
+pub const FAST: &str = r#"
+[engine]
+tick = "20ms"
+retry_backoff = ["10ms", "20ms", "40ms"]
+retry_cap = "100ms"
+poll_interval = "10ms"
+lease_ttl = "600ms"
+shutdown_grace = "2s"
+[providers.sim]
+delay_ms = [0, 3]
+boot_ms = [5, 40]
+"#;
+
+pub fn config(overrides: &str) -> Config {
+    config::from_layers(&[
+        ("(built-in defaults)".to_string(), config::DEFAULT_TOML.to_string()),
+        ("test".to_string(), overrides.to_string()),
+    ])
+    .expect("test config is valid")
+}
+
+pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("mailfleet.db")
+}
+
+pub async fn open(path: &Path, cfg: &Config) -> Store {
+    let store = Store::open(path, &cfg.store).await.expect("open store");
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        store.hold_clock_during_io(true);
+    }
+    store.sync_catalog(cfg, chrono::Utc::now()).await.expect("catalog");
+    store
+}
+
+pub fn sim_ctx(store: &Store, cfg: &Config, clock: SharedClock) -> Arc<Ctx> {
+    let provider: Arc<dyn Provider> = Arc::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock.clone()));
+    Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
+}
+
+pub fn ctx_with(store: &Store, cfg: &Config, clock: SharedClock, provider: Arc<dyn Provider>) -> Arc<Ctx> {
+    Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
+}
+
+pub fn system_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+pub async fn create(ctx: &Arc<Ctx>, tenant: &str, region: &str, plan: &str, label: &str) -> RequestRow {
+    let cmd = Command::Create(CreateRequest {
+        tenant: tenant.into(),
+        region: region.into(),
+        plan: plan.into(),
+        label: label.into(),
+        domain: None,
+        depends_on: vec![],
+    });
+    match engine::commands::execute(ctx, "tester", cmd).await.expect("create") {
+        Outcome::Created(r) => *r,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+pub async fn all_requests(store: &Store) -> Vec<RequestRow> {
+    store.list_requests(&RequestFilter::default()).await.expect("list")
+}
+
+/// Polls the store until `done` holds for the list of requests, or panics after `limit`.
+pub async fn wait_for(store: &Store, limit: Duration, what: &str, done: impl Fn(&[RequestRow]) -> bool) -> Vec<RequestRow> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let rows = all_requests(store).await;
+        if done(&rows) {
+            return rows;
+        }
+        if start.elapsed() > limit {
+            let states: Vec<String> = rows.iter().map(|r| format!("{} {}", r.label, r.state)).collect();
+            panic!("timed out waiting for {what}; states: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn all_terminal_or_completed(rows: &[RequestRow]) -> bool {
+    rows.iter().all(|r| matches!(r.state.as_str(), "completed" | "rolled_back" | "rejected" | "deprovisioned"))
+}

@@ -133,7 +133,7 @@ CREATE TABLE resources (
     released_at  TEXT,
     UNIQUE (request_id, kind)
 );
-CREATE INDEX resources_live ON resources (status, kind);
+CREATE INDEX resources_held ON resources (kind, tenant, cluster) WHERE status <> 'released';
 CREATE INDEX resources_by_ref ON resources (provider_ref);
 
 CREATE TABLE nodes (

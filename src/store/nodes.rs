@@ -3,11 +3,12 @@
 
 use super::events::{emit, EventTarget};
 use super::steps::Fenced;
-use super::{Conn, NodeRow, Store, StoreError};
+use super::{rows, Conn, NodeRow, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
 use crate::domain::RequestEvent;
 use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -26,103 +27,60 @@ pub struct NodeFilter {
 
 /// Moves the node of a request with its service: suspended → paused, reactivated → back
 /// to the status it had.
-pub(crate) async fn follow_service(
-    conn: &mut Conn,
+pub(crate) fn follow_service(
+    conn: &Conn,
     request_id: &str,
     event: RequestEvent,
     actor: &str,
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let node: Option<(String, String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, tenant, status, resume_status FROM nodes WHERE request_id = ?")
-            .bind(request_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let node: Option<(String, String, String, Option<String>)> = conn
+        .prepare_cached("SELECT id, tenant, status, resume_status FROM nodes WHERE request_id = ?")?
+        .query_row([request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
     let Some((node_id, tenant, status, resume)) = node else {
         return Ok(());
     };
     let at = ts(now);
-    let (new_status, new_resume, why, name) = match event {
-        RequestEvent::Suspend => (
-            "paused".to_string(),
-            Some(status.clone()),
-            format!(
-                "service suspended by {actor}{}",
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
-            ),
-            "node.paused",
-        ),
-        _ => (
-            resume.unwrap_or_else(|| "warming".into()),
-            None,
-            format!("service reactivated by {actor}"),
-            "node.resumed",
-        ),
+    let (new_status, new_resume, why, name) = if event == RequestEvent::Suspend {
+        let why = format!("service suspended by {actor}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+        ("paused".to_string(), Some(status.clone()), why, "node.paused")
+    } else {
+        let back = resume.unwrap_or_else(|| "warming".into());
+        (back, None, format!("service reactivated by {actor}"), "node.resumed")
     };
-    sqlx::query("UPDATE nodes SET status = ?, resume_status = ?, status_reason = ?, updated_at = ? WHERE id = ?")
-        .bind(&new_status)
-        .bind(&new_resume)
-        .bind(&why)
-        .bind(&at)
-        .bind(&node_id)
-        .execute(&mut *conn)
-        .await?;
-    let target = EventTarget {
-        request_id: Some(request_id),
-        node_id: Some(&node_id),
-        tenant: Some(&tenant),
-    };
-    emit(
-        conn,
-        name,
-        &target,
-        actor,
-        &json!({"node_id": node_id, "from": status, "to": new_status, "reason": why}),
-        &at,
-    )
-    .await?;
-    Ok(())
+    conn.prepare_cached("UPDATE nodes SET status = ?, resume_status = ?, status_reason = ?, updated_at = ? WHERE id = ?")?
+        .execute(params![new_status, new_resume, why, at, node_id])?;
+    let target = EventTarget { request_id: Some(request_id), node_id: Some(&node_id), tenant: Some(&tenant) };
+    let payload = json!({"node_id": node_id, "from": status, "to": new_status, "reason": why});
+    emit(conn, name, &target, actor, &payload, &at)
 }
 
 impl Store {
-    /// Registers the request's node as warming and records it as a resource of the request.
-    /// Idempotent: a resumed step finds the node already there.
+    /// Registers the request's node as warming. Idempotent: a resumed step finds the node
+    /// already there.
     pub async fn register_node(&self, f: &Fenced, n: NewNode) -> Result<String, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                let at = ts(f.now);
-                let existing: Option<String> = sqlx::query_scalar("SELECT id FROM nodes WHERE request_id = ?")
-                    .bind(&f.id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                let node_id = match existing {
-                    Some(id) => id,
-                    None => {
-                        let id = new_id();
-                        sqlx::query(
-                            "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
-                                 plan, status, status_reason, created_at, updated_at, last_heartbeat)
-                             SELECT ?, r.id, ?, r.tenant, r.label, ?, ?, r.region, r.cluster, r.plan, 'warming',
-                                 'registered by the activate step', ?, ?, ?
-                             FROM requests r WHERE r.id = ?",
-                        )
-                        .bind(&id)
-                        .bind(&n.provider_id)
-                        .bind(&n.hostname)
-                        .bind(&n.ip)
-                        .bind(&at)
-                        .bind(&at)
-                        .bind(&at)
-                        .bind(&f.id)
-                        .execute(&mut *conn)
-                        .await?;
-                        id
-                    }
-                };
-                Ok(node_id)
-            })
+            let at = ts(f.now);
+            let existing: Option<String> = conn
+                .prepare_cached("SELECT id FROM nodes WHERE request_id = ?")?
+                .query_row([&f.id], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let id = new_id();
+            conn.prepare_cached(
+                "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
+                     plan, status, status_reason, created_at, updated_at, last_heartbeat)
+                 SELECT ?1, r.id, ?2, r.tenant, r.label, ?3, ?4, r.region, r.cluster, r.plan, 'warming',
+                     'registered by the activate step', ?5, ?5, ?5
+                 FROM requests r WHERE r.id = ?6",
+            )?
+            .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id])?;
+            Ok(id)
         })
         .await
     }
@@ -132,49 +90,44 @@ impl Store {
         let f = f.clone();
         let reason = reason.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                let at = ts(f.now);
-                sqlx::query(
-                    "UPDATE nodes SET status = 'decommissioned', status_reason = ?, updated_at = ?
-                     WHERE request_id = ? AND status <> 'decommissioned'",
-                )
-                .bind(&reason)
-                .bind(&at)
-                .bind(&f.id)
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            })
+            conn.prepare_cached(
+                "UPDATE nodes SET status = 'decommissioned', status_reason = ?, updated_at = ?
+                 WHERE request_id = ? AND status <> 'decommissioned'",
+            )?
+            .execute(params![reason, ts(f.now), f.id])?;
+            Ok(())
         })
         .await
     }
 
     pub async fn list_nodes(&self, f: &NodeFilter) -> Result<Vec<NodeRow>, StoreError> {
-        let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
-        if f.status.is_some() {
-            sql.push_str(" AND status = ?");
-        }
-        if f.tenant.is_some() {
-            sql.push_str(" AND tenant = ?");
-        }
-        sql.push_str(" ORDER BY created_at, id LIMIT ?");
-        let mut q = sqlx::query_as::<_, NodeRow>(&sql);
-        if let Some(s) = &f.status {
-            q = q.bind(s);
-        }
-        if let Some(t) = &f.tenant {
-            q = q.bind(t);
-        }
-        Ok(q.bind(f.limit.unwrap_or(i64::MAX))
-            .fetch_all(&mut *self.read().await)
-            .await?)
+        let f = f.clone();
+        self.read(move |c| {
+            let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = &f.status {
+                sql.push_str(" AND status = ?");
+                args.push(s.clone().into());
+            }
+            if let Some(t) = &f.tenant {
+                sql.push_str(" AND tenant = ?");
+                args.push(t.clone().into());
+            }
+            sql.push_str(" ORDER BY created_at, id LIMIT ?");
+            args.push(f.limit.unwrap_or(i64::MAX).into());
+            rows(c, &sql, rusqlite::params_from_iter(args), NodeRow::from_row)
+        })
+        .await
     }
 
     pub async fn get_node(&self, id: &str) -> Result<NodeRow, StoreError> {
-        sqlx::query_as("SELECT * FROM nodes WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.read().await)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(short(id).to_string()))
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM nodes WHERE id = ?")?
+                .query_row([&id], NodeRow::from_row)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(short(&id).to_string()))
+        })
+        .await
     }
 }

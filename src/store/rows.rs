@@ -4,7 +4,18 @@
 use crate::domain::{RequestState, Step, StepStatus};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// Implements `from_row` by reading each field from the column of the same name.
+macro_rules! from_row {
+    ($t:ident { $($f:ident),* $(,)? }) => {
+        impl $t {
+            pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self { $($f: r.get(stringify!($f))?),* })
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestRow {
     pub id: String,
     pub tenant: String,
@@ -43,7 +54,7 @@ impl RequestRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepRow {
     pub request_id: String,
     pub step: String,
@@ -64,7 +75,7 @@ impl StepRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskRow {
     pub request_id: String,
     pub step: String,
@@ -75,7 +86,7 @@ pub struct TaskRow {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransitionRow {
     pub id: i64,
     pub request_id: String,
@@ -86,7 +97,7 @@ pub struct TransitionRow {
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResourceRow {
     pub id: String,
     pub request_id: String,
@@ -106,7 +117,7 @@ pub struct ResourceRow {
     pub released_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeRow {
     pub id: String,
     pub request_id: Option<String>,
@@ -128,7 +139,7 @@ pub struct NodeRow {
     pub last_heartbeat: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRow {
     pub seq: i64,
     pub id: String,
@@ -141,7 +152,7 @@ pub struct EventRow {
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
     pub id: i64,
     pub at: String,
@@ -172,3 +183,12 @@ pub struct Usage {
     pub memory_gb: i64,
     pub storage_gb: i64,
 }
+
+from_row!(RequestRow { id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain, state, requested_by, cluster, approval_rule, approval_reason, wait_reason, teardown, cancel_requested, error, needs_attention, lease_owner, lease_expires_at, fence, next_run_at, progress_at, created_at, updated_at });
+from_row!(StepRow { request_id, step, position, status, attempts, started_at, finished_at, error });
+from_row!(TaskRow { request_id, step, name, position, status, detail, updated_at });
+from_row!(TransitionRow { id, request_id, from_state, to_state, actor, reason, at });
+from_row!(ResourceRow { id, request_id, seq, kind, status, provider, provider_ref, tenant, cluster, cpu, memory_gb, storage_gb, slots, detail, created_at, released_at });
+from_row!(NodeRow { id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster, plan, status, status_reason, resume_status, reputation_score, current_load, created_at, updated_at, last_heartbeat });
+from_row!(EventRow { seq, id, name, request_id, node_id, tenant, actor, payload, at });
+from_row!(AuditRow { id, at, actor, action, target, detail });

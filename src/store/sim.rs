@@ -1,12 +1,13 @@
 //! The simulated cloud's inventory tables. Only `providers::sim` calls these.
 
-use super::{Store, StoreError};
+use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimInstanceRow {
     pub id: String,
     pub idempotency_key: String,
@@ -26,6 +27,36 @@ pub struct SimInstanceRow {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+}
+
+impl SimInstanceRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            idempotency_key: r.get("idempotency_key")?,
+            cluster: r.get("cluster")?,
+            region: r.get("region")?,
+            label: r.get("label")?,
+            plan: r.get("plan")?,
+            cpu: r.get("cpu")?,
+            memory_gb: r.get("memory_gb")?,
+            storage_gb: r.get("storage_gb")?,
+            ip: r.get("ip")?,
+            power: r.get("power")?,
+            firewall: r.get("firewall")?,
+            rdns: r.get("rdns")?,
+            mail_stack: r.get("mail_stack")?,
+            ready_at: r.get("ready_at")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+            deleted_at: r.get("deleted_at")?,
+        })
+    }
+}
+
+fn by(conn: &Conn, column: &str, value: &str) -> Result<Option<SimInstanceRow>, StoreError> {
+    let sql = format!("SELECT * FROM sim_instances WHERE {column} = ?");
+    Ok(conn.prepare_cached(&sql)?.query_row([value], SimInstanceRow::from_row).optional()?)
 }
 
 #[derive(Debug, Clone)]
@@ -56,131 +87,104 @@ pub enum SimCreated {
 
 impl Store {
     /// Creates an instance unless one with the same idempotency key exists; picks a free IP.
-    pub async fn sim_create(
-        &self,
-        c: SimCreate,
-        now: DateTime<Utc>,
-    ) -> Result<SimCreated, StoreError> {
+    pub async fn sim_create(&self, c: SimCreate, now: DateTime<Utc>) -> Result<SimCreated, StoreError> {
         self.write(move |conn| {
-            Box::pin(async move {
-                let existing: Option<SimInstanceRow> = sqlx::query_as("SELECT * FROM sim_instances WHERE idempotency_key = ?")
-                    .bind(&c.idempotency_key)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if let Some(row) = existing {
-                    return Ok(SimCreated::Existing(row));
+            if let Some(row) = by(conn, "idempotency_key", &c.idempotency_key)? {
+                return Ok(SimCreated::Existing(row));
+            }
+            let taken = |ip: &Ipv4Addr| -> Result<bool, StoreError> {
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM sim_instances WHERE ip = ? AND deleted_at IS NULL")?
+                    .query_row([ip.to_string()], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            };
+            let mut chosen = None;
+            for ip in &c.ip_candidates {
+                if !taken(ip)? {
+                    chosen = Some(*ip);
+                    break;
                 }
-                let mut chosen = None;
-                for ip in &c.ip_candidates {
-                    let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sim_instances WHERE ip = ? AND deleted_at IS NULL")
-                        .bind(ip.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    if taken.is_none() {
-                        chosen = Some(*ip);
-                        break;
-                    }
-                }
-                if chosen.is_none() {
-                    let used: std::collections::HashSet<String> =
-                        sqlx::query_scalar("SELECT ip FROM sim_instances WHERE deleted_at IS NULL")
-                            .fetch_all(&mut *conn)
-                            .await?
-                            .into_iter()
-                            .collect();
-                    chosen = c
-                        .ip_pools
-                        .iter()
-                        .flat_map(|(lo, hi)| *lo..=*hi)
-                        .map(Ipv4Addr::from)
-                        .find(|ip| !used.contains(&ip.to_string()));
-                }
-                let Some(ip) = chosen else {
-                    return Ok(SimCreated::PoolExhausted);
-                };
-                let at = ts(now);
-                sqlx::query(
-                    "INSERT INTO sim_instances (id, idempotency_key, cluster, region, label, plan, cpu, memory_gb, storage_gb,
-                         ip, power, ready_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', ?, ?, ?)",
-                )
-                .bind(&c.id)
-                .bind(&c.idempotency_key)
-                .bind(&c.cluster)
-                .bind(&c.region)
-                .bind(&c.label)
-                .bind(&c.plan)
-                .bind(c.cpu)
-                .bind(c.memory_gb)
-                .bind(c.storage_gb)
-                .bind(ip.to_string())
-                .bind(ts(c.ready_at))
-                .bind(&at)
-                .bind(&at)
-                .execute(&mut *conn)
-                .await?;
-                let row: SimInstanceRow = sqlx::query_as("SELECT * FROM sim_instances WHERE id = ?")
-                    .bind(&c.id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(SimCreated::New(row))
-            })
+            }
+            if chosen.is_none() {
+                let used: std::collections::HashSet<String> =
+                    rows(conn, "SELECT ip FROM sim_instances WHERE deleted_at IS NULL", [], |r| r.get(0))?.into_iter().collect();
+                chosen = c
+                    .ip_pools
+                    .iter()
+                    .flat_map(|(lo, hi)| *lo..=*hi)
+                    .map(Ipv4Addr::from)
+                    .find(|ip| !used.contains(&ip.to_string()));
+            }
+            let Some(ip) = chosen else {
+                return Ok(SimCreated::PoolExhausted);
+            };
+            let at = ts(now);
+            conn.prepare_cached(
+                "INSERT INTO sim_instances (id, idempotency_key, cluster, region, label, plan, cpu, memory_gb, storage_gb,
+                     ip, power, ready_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'building', ?11, ?12, ?12)",
+            )?
+            .execute(params![
+                c.id,
+                c.idempotency_key,
+                c.cluster,
+                c.region,
+                c.label,
+                c.plan,
+                c.cpu,
+                c.memory_gb,
+                c.storage_gb,
+                ip.to_string(),
+                ts(c.ready_at),
+                at
+            ])?;
+            let row = by(conn, "id", &c.id)?.ok_or_else(|| StoreError::NotFound(c.id.clone()))?;
+            Ok(SimCreated::New(row))
         })
         .await
     }
 
     pub async fn sim_get(&self, id: &str) -> Result<Option<SimInstanceRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM sim_instances WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.read().await)
-            .await?)
+        let id = id.to_string();
+        self.read(move |c| by(c, "id", &id)).await
     }
 
     pub async fn sim_find_by_key(&self, key: &str) -> Result<Option<SimInstanceRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM sim_instances WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *self.read().await)
-                .await?,
-        )
+        let key = key.to_string();
+        self.read(move |c| by(c, "idempotency_key", &key)).await
     }
 
     pub async fn sim_list_live(&self) -> Result<Vec<SimInstanceRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM sim_instances WHERE deleted_at IS NULL ORDER BY created_at",
-        )
-        .fetch_all(&mut *self.read().await)
-        .await?)
+        self.read(|c| rows(c, "SELECT * FROM sim_instances WHERE deleted_at IS NULL ORDER BY created_at", [], SimInstanceRow::from_row))
+            .await
     }
 
     /// Sets one of the instance's mutable fields; returns false if there is no live instance.
-    pub async fn sim_update(
-        &self,
-        id: &str,
-        change: SimChange,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    pub async fn sim_update(&self, id: &str, change: SimChange, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                let at = ts(now);
-                let q = match &change {
-                    SimChange::Power(p) => sqlx::query("UPDATE sim_instances SET power = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL").bind(p.clone()),
-                    SimChange::Firewall(f) => sqlx::query("UPDATE sim_instances SET firewall = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL").bind(f.clone()),
-                    SimChange::Rdns(r) => sqlx::query("UPDATE sim_instances SET rdns = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL").bind(r.clone()),
-                    SimChange::MailStack => sqlx::query("UPDATE sim_instances SET mail_stack = 1, updated_at = ? WHERE id = ? AND deleted_at IS NULL"),
-                    SimChange::Resize { cpu, memory_gb, storage_gb, plan } => sqlx::query(
-                        "UPDATE sim_instances SET cpu = ?, memory_gb = ?, storage_gb = ?, plan = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
-                    )
-                    .bind(*cpu)
-                    .bind(*memory_gb)
-                    .bind(*storage_gb)
-                    .bind(plan.clone()),
-                    SimChange::Delete => sqlx::query("UPDATE sim_instances SET deleted_at = ?, power = 'stopped', updated_at = ? WHERE id = ? AND deleted_at IS NULL")
-                        .bind(at.clone()),
-                };
-                let n = q.bind(&at).bind(&id).execute(&mut *conn).await?.rows_affected();
-                Ok(n > 0)
-            })
+            let at = ts(now);
+            let live = "WHERE id = ?3 AND deleted_at IS NULL";
+            let n = match &change {
+                SimChange::Power(p) => conn.execute(&format!("UPDATE sim_instances SET power = ?1, updated_at = ?2 {live}"), params![p, at, id])?,
+                SimChange::Firewall(f) => {
+                    conn.execute(&format!("UPDATE sim_instances SET firewall = ?1, updated_at = ?2 {live}"), params![f, at, id])?
+                }
+                SimChange::Rdns(r) => conn.execute(&format!("UPDATE sim_instances SET rdns = ?1, updated_at = ?2 {live}"), params![r, at, id])?,
+                SimChange::MailStack => {
+                    conn.execute(&format!("UPDATE sim_instances SET mail_stack = ?1, updated_at = ?2 {live}"), params![1, at, id])?
+                }
+                SimChange::Resize { cpu, memory_gb, storage_gb, plan } => conn.execute(
+                    "UPDATE sim_instances SET cpu = ?4, memory_gb = ?5, storage_gb = ?6, plan = ?1, updated_at = ?2
+                     WHERE id = ?3 AND deleted_at IS NULL",
+                    params![plan, at, id, cpu, memory_gb, storage_gb],
+                )?,
+                SimChange::Delete => conn.execute(
+                    &format!("UPDATE sim_instances SET deleted_at = ?1, power = 'stopped', updated_at = ?2 {live}"),
+                    params![at, at, id],
+                )?,
+            };
+            Ok(n > 0)
         })
         .await
     }

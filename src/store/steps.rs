@@ -4,11 +4,12 @@
 
 use super::events::audit;
 use super::requests::{apply_change, wake_waiters, Change};
-use super::{Conn, Store, StoreError};
+use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
 use crate::domain::{RequestEvent, RequestState, ResourceKind, Step};
 use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 
 /// Who is writing, and until when its lease should now run.
 #[derive(Debug, Clone)]
@@ -32,81 +33,60 @@ pub struct ResourceWrite {
 }
 
 /// Checks the fence and extends the lease; returns a pending teardown request, if any.
-async fn touch(conn: &mut Conn, f: &Fenced, progress: bool) -> Result<Option<String>, StoreError> {
+fn touch(conn: &Conn, f: &Fenced, progress: bool) -> Result<Option<String>, StoreError> {
     let at = ts(f.now);
-    let row: Option<Option<String>> = sqlx::query_scalar(
-        "UPDATE requests SET lease_expires_at = ?, updated_at = ?,
-            progress_at = CASE WHEN ? THEN ? ELSE progress_at END
-         WHERE id = ? AND fence = ? RETURNING cancel_requested",
-    )
-    .bind(ts(f.lease_until))
-    .bind(&at)
-    .bind(progress)
-    .bind(&at)
-    .bind(&f.id)
-    .bind(f.fence)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<Option<String>> = conn
+        .prepare_cached(
+            "UPDATE requests SET lease_expires_at = ?1, updated_at = ?2,
+                progress_at = CASE WHEN ?3 THEN ?2 ELSE progress_at END
+             WHERE id = ?4 AND fence = ?5 RETURNING cancel_requested",
+        )?
+        .query_row(params![ts(f.lease_until), at, progress, f.id, f.fence], |r| r.get(0))
+        .optional()?;
     row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
 }
 
-async fn set_task(
-    conn: &mut Conn,
-    f: &Fenced,
-    step: Step,
-    task: &str,
-    status: &str,
-    detail: Option<&str>,
-) -> Result<(), StoreError> {
+fn set_task(conn: &Conn, f: &Fenced, step: Step, task: &str, status: &str, detail: Option<&str>) -> Result<(), StoreError> {
     let pos = step.tasks().iter().position(|t| *t == task).unwrap_or(0) as i64 + 1;
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (request_id, step, name) DO UPDATE SET status = excluded.status, detail = excluded.detail,
              updated_at = excluded.updated_at",
-    )
-    .bind(&f.id)
-    .bind(step.as_str())
-    .bind(task)
-    .bind(pos)
-    .bind(status)
-    .bind(detail)
-    .bind(ts(f.now))
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![f.id, step.as_str(), task, pos, status, detail, ts(f.now)])?;
     Ok(())
 }
 
-async fn upsert_resource(conn: &mut Conn, f: &Fenced, r: &ResourceWrite) -> Result<(), StoreError> {
+fn upsert_resource(conn: &Conn, f: &Fenced, r: &ResourceWrite) -> Result<(), StoreError> {
     let Some(kind) = r.kind else {
         return Ok(());
     };
-    let (tenant, cluster): (String, Option<String>) =
-        sqlx::query_as("SELECT tenant, cluster FROM requests WHERE id = ?")
-            .bind(&f.id)
-            .fetch_one(&mut *conn)
-            .await?;
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO resources (id, request_id, seq, kind, status, provider, provider_ref, tenant, cluster, detail, created_at)
-         VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resources WHERE request_id = ?), ?, ?, ?, ?, ?, ?, ?, ?)
+         SELECT ?1, r.id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM resources WHERE request_id = r.id), ?2, ?3, ?4, ?5,
+                r.tenant, r.cluster, ?6, ?7
+         FROM requests r WHERE r.id = ?8
          ON CONFLICT (request_id, kind) DO UPDATE SET
              status = CASE WHEN resources.status = 'released' THEN 'released' ELSE excluded.status END,
              provider_ref = COALESCE(excluded.provider_ref, resources.provider_ref),
              detail = COALESCE(excluded.detail, resources.detail)",
-    )
-    .bind(new_id())
-    .bind(&f.id)
-    .bind(&f.id)
-    .bind(kind.as_str())
-    .bind(if r.allocated { "allocated" } else { "intent" })
-    .bind(&r.provider)
-    .bind(&r.provider_ref)
-    .bind(&tenant)
-    .bind(&cluster)
-    .bind(&r.detail)
-    .bind(ts(f.now))
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        new_id(),
+        kind.as_str(),
+        if r.allocated { "allocated" } else { "intent" },
+        r.provider,
+        r.provider_ref,
+        r.detail,
+        ts(f.now),
+        f.id
+    ])?;
     Ok(())
+}
+
+fn change(conn: &Conn, f: &Fenced, event: RequestEvent, reason: Option<&str>) -> Result<RequestState, StoreError> {
+    let c = Change { id: &f.id, event, fence: Some(f.fence), actor: &f.actor, reason, at: f.now };
+    Ok(apply_change(conn, &c)?.to)
 }
 
 impl Store {
@@ -122,68 +102,42 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                let cancel = touch(conn, &f, true).await?;
-                if let Some(r) = &resource {
-                    upsert_resource(conn, &f, r).await?;
-                }
-                set_task(conn, &f, step, task, "done", detail.as_deref()).await?;
-                Ok(cancel)
-            })
+            let cancel = touch(conn, &f, true)?;
+            if let Some(r) = &resource {
+                upsert_resource(conn, &f, r)?;
+            }
+            set_task(conn, &f, step, task, "done", detail.as_deref())?;
+            Ok(cancel)
         })
         .await
     }
 
     /// Records an intent (or any resource) without finishing a sub-task: written before a
     /// provider call so a crash after the call can still find what it made.
-    pub async fn record_resource(
-        &self,
-        f: &Fenced,
-        step: Step,
-        task: &'static str,
-        r: ResourceWrite,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn record_resource(&self, f: &Fenced, step: Step, task: &'static str, r: ResourceWrite) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                let cancel = touch(conn, &f, false).await?;
-                upsert_resource(conn, &f, &r).await?;
-                set_task(conn, &f, step, task, "running", r.detail.as_deref()).await?;
-                Ok(cancel)
-            })
+            let cancel = touch(conn, &f, false)?;
+            upsert_resource(conn, &f, &r)?;
+            set_task(conn, &f, step, task, "running", r.detail.as_deref())?;
+            Ok(cancel)
         })
         .await
     }
 
     /// A provider call failed and will be tried again after a wait.
-    pub async fn note_retry(
-        &self,
-        f: &Fenced,
-        step: Option<Step>,
-        task: &str,
-        detail: String,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn note_retry(&self, f: &Fenced, step: Option<Step>, task: &str, detail: String) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         let task = task.to_string();
         self.write(move |conn| {
-            Box::pin(async move {
-                let cancel = touch(conn, &f, false).await?;
-                if let Some(step) = step {
-                    sqlx::query("UPDATE request_steps SET attempts = attempts + 1, error = ? WHERE request_id = ? AND step = ?")
-                        .bind(&detail)
-                        .bind(&f.id)
-                        .bind(step.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                    set_task(conn, &f, step, &task, "retrying", Some(&detail)).await?;
-                }
-                sqlx::query("UPDATE requests SET error = ? WHERE id = ?")
-                    .bind(&detail)
-                    .bind(&f.id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(cancel)
-            })
+            let cancel = touch(conn, &f, false)?;
+            if let Some(step) = step {
+                conn.prepare_cached("UPDATE request_steps SET attempts = attempts + 1, error = ? WHERE request_id = ? AND step = ?")?
+                    .execute(params![detail, f.id, step.as_str()])?;
+                set_task(conn, &f, step, &task, "retrying", Some(&detail))?;
+            }
+            conn.prepare_cached("UPDATE requests SET error = ? WHERE id = ?")?.execute(params![detail, f.id])?;
+            Ok(cancel)
         })
         .await
     }
@@ -191,8 +145,7 @@ impl Store {
     /// Extends the lease without progress (the heartbeat).
     pub async fn heartbeat(&self, f: &Fenced) -> Result<Option<String>, StoreError> {
         let f = f.clone();
-        self.write(move |conn| Box::pin(async move { touch(conn, &f, false).await }))
-            .await
+        self.write(move |conn| touch(conn, &f, false)).await
     }
 
     /// The step finished: moves the request to the next state and starts the next step.
@@ -200,41 +153,28 @@ impl Store {
     pub async fn complete_step(&self, f: &Fenced, step: Step) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, true).await?;
-                let at = ts(f.now);
-                let changed = apply_change(
-                    conn,
-                    &Change { id: &f.id, event: RequestEvent::StepSucceeded, fence: Some(f.fence), actor: &f.actor, reason: None, at: f.now },
-                )
-                .await?;
-                sqlx::query("UPDATE request_steps SET status = 'done', finished_at = ?, error = NULL WHERE request_id = ? AND step = ?")
-                    .bind(&at)
-                    .bind(&f.id)
-                    .bind(step.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                if let Some(next) = changed.to.step() {
-                    sqlx::query(
-                        "UPDATE request_steps SET status = 'running', started_at = ?, attempts = attempts + 1
-                         WHERE request_id = ? AND step = ?",
-                    )
-                    .bind(&at)
-                    .bind(&f.id)
-                    .bind(next.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                sqlx::query("UPDATE requests SET error = NULL WHERE id = ?").bind(&f.id).execute(&mut *conn).await?;
-                if changed.to == RequestState::Completed {
-                    sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")
-                        .bind(&f.id)
-                        .execute(&mut *conn)
-                        .await?;
-                    wake_waiters(conn, &f.id, &at).await?;
-                }
-                Ok(changed.to)
-            })
+            touch(conn, &f, true)?;
+            let at = ts(f.now);
+            let to = change(conn, &f, RequestEvent::StepSucceeded, None)?;
+            let next = to.step().map(|s| s.as_str()).unwrap_or("");
+            conn.prepare_cached(
+                "UPDATE request_steps SET
+                    status = CASE step WHEN ?1 THEN 'done' ELSE 'running' END,
+                    finished_at = CASE step WHEN ?1 THEN ?3 ELSE finished_at END,
+                    started_at = CASE step WHEN ?1 THEN started_at ELSE ?3 END,
+                    attempts = CASE step WHEN ?1 THEN attempts ELSE attempts + 1 END,
+                    error = CASE step WHEN ?1 THEN NULL ELSE error END
+                 WHERE request_id = ?4 AND step IN (?1, ?2)",
+            )?
+            .execute(params![step.as_str(), next, at, f.id])?;
+            if to == RequestState::Completed {
+                conn.prepare_cached("UPDATE requests SET error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
+                    .execute([&f.id])?;
+                wake_waiters(conn, &f.id, &at)?;
+            } else {
+                conn.prepare_cached("UPDATE requests SET error = NULL WHERE id = ?")?.execute([&f.id])?;
+            }
+            Ok(to)
         })
         .await
     }
@@ -243,108 +183,60 @@ impl Store {
     pub async fn fail_step(&self, f: &Fenced, step: Step, error: String) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, true).await?;
-                apply_change(
-                    conn,
-                    &Change { id: &f.id, event: RequestEvent::StepFailed, fence: Some(f.fence), actor: &f.actor, reason: Some(&error), at: f.now },
-                )
-                .await?;
-                sqlx::query("UPDATE request_steps SET status = 'failed', finished_at = ?, error = ? WHERE request_id = ? AND step = ?")
-                    .bind(ts(f.now))
-                    .bind(&error)
-                    .bind(&f.id)
-                    .bind(step.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE requests SET error = ? WHERE id = ?").bind(&error).bind(&f.id).execute(&mut *conn).await?;
-                Ok(())
-            })
+            touch(conn, &f, true)?;
+            change(conn, &f, RequestEvent::StepFailed, Some(&error))?;
+            conn.prepare_cached("UPDATE request_steps SET status = 'failed', finished_at = ?, error = ? WHERE request_id = ? AND step = ?")?
+                .execute(params![ts(f.now), error, f.id, step.as_str()])?;
+            conn.prepare_cached("UPDATE requests SET error = ? WHERE id = ?")?.execute(params![error, f.id])?;
+            Ok(())
         })
         .await
     }
 
-    /// Starts a teardown from a failed request, or from a running one an operator asked to
-    /// stop (`cancel` holds what they asked for).
-    pub async fn start_teardown(
-        &self,
-        f: &Fenced,
-        reason: String,
-        deprovision: bool,
-    ) -> Result<(), StoreError> {
+    /// Starts a teardown: of a failed request, or of a running one an operator asked to stop.
+    pub async fn start_teardown(&self, f: &Fenced, reason: String, deprovision: bool) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, true).await?;
-                let event = if deprovision { RequestEvent::Deprovision } else { RequestEvent::Rollback };
-                apply_change(conn, &Change { id: &f.id, event, fence: Some(f.fence), actor: &f.actor, reason: Some(&reason), at: f.now }).await?;
-                sqlx::query("UPDATE requests SET teardown = ?, cancel_requested = NULL WHERE id = ?")
-                    .bind(if deprovision { "deprovision" } else { "rollback" })
-                    .bind(&f.id)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE request_steps SET status = 'failed', finished_at = ? WHERE request_id = ? AND status = 'running'")
-                    .bind(ts(f.now))
-                    .bind(&f.id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+            touch(conn, &f, true)?;
+            let event = if deprovision { RequestEvent::Deprovision } else { RequestEvent::Rollback };
+            change(conn, &f, event, Some(&reason))?;
+            conn.prepare_cached("UPDATE requests SET teardown = ?, cancel_requested = NULL WHERE id = ?")?
+                .execute(params![if deprovision { "deprovision" } else { "rollback" }, f.id])?;
+            conn.prepare_cached("UPDATE request_steps SET status = 'failed', finished_at = ? WHERE request_id = ? AND status = 'running'")?
+                .execute(params![ts(f.now), f.id])?;
+            Ok(())
         })
         .await
     }
 
     /// A compensation finished: the resource is released.
-    pub async fn release_resource(
-        &self,
-        f: &Fenced,
-        kind: ResourceKind,
-        detail: Option<String>,
-    ) -> Result<(), StoreError> {
+    pub async fn release_resource(&self, f: &Fenced, kind: ResourceKind, detail: Option<String>) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, true).await?;
-                sqlx::query(
-                    "UPDATE resources SET status = 'released', released_at = ?, detail = COALESCE(?, detail)
-                     WHERE request_id = ? AND kind = ? AND status <> 'released'",
-                )
-                .bind(ts(f.now))
-                .bind(&detail)
-                .bind(&f.id)
-                .bind(kind.as_str())
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            })
+            touch(conn, &f, true)?;
+            conn.prepare_cached(
+                "UPDATE resources SET status = 'released', released_at = ?, detail = COALESCE(?, detail)
+                 WHERE request_id = ? AND kind = ? AND status <> 'released'",
+            )?
+            .execute(params![ts(f.now), detail, f.id, kind.as_str()])?;
+            Ok(())
         })
         .await
     }
 
     /// A compensation could not finish: the request stays rolling_back, marked for a
     /// person's attention, and is tried again at `retry_at`.
-    pub async fn teardown_stalled(
-        &self,
-        f: &Fenced,
-        error: String,
-        retry_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn teardown_stalled(&self, f: &Fenced, error: String, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, false).await?;
-                sqlx::query(
-                    "UPDATE requests SET error = ?, needs_attention = 1, lease_owner = NULL, lease_expires_at = NULL,
-                        next_run_at = ? WHERE id = ?",
-                )
-                .bind(&error)
-                .bind(ts(retry_at))
-                .bind(&f.id)
-                .execute(&mut *conn)
-                .await?;
-                audit(conn, &ts(f.now), &f.actor, "request.teardown-stalled", Some(&f.id), Some(&error)).await?;
-                Ok(())
-            })
+            touch(conn, &f, false)?;
+            conn.prepare_cached(
+                "UPDATE requests SET error = ?, needs_attention = 1, lease_owner = NULL, lease_expires_at = NULL,
+                    next_run_at = ? WHERE id = ?",
+            )?
+            .execute(params![error, ts(retry_at), f.id])?;
+            audit(conn, &ts(f.now), &f.actor, "request.teardown-stalled", Some(&f.id), Some(&error))?;
+            Ok(())
         })
         .await
     }
@@ -354,123 +246,60 @@ impl Store {
     pub async fn finish_teardown(&self, f: &Fenced) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, true).await?;
-                let changed = apply_change(
-                    conn,
-                    &Change {
-                        id: &f.id,
-                        event: RequestEvent::TeardownFinished { remaining: 0, deprovision: false },
-                        fence: Some(f.fence),
-                        actor: &f.actor,
-                        reason: None,
-                        at: f.now,
-                    },
-                )
-                .await?;
-                sqlx::query(
-                    "UPDATE requests SET needs_attention = 0, lease_owner = NULL, lease_expires_at = NULL,
-                        error = CASE WHEN teardown = 'deprovision' THEN NULL ELSE error END WHERE id = ?",
-                )
-                .bind(&f.id)
-                .execute(&mut *conn)
-                .await?;
-                wake_waiters(conn, &f.id, &ts(f.now)).await?;
-                Ok(changed.to)
-            })
+            touch(conn, &f, true)?;
+            let to = change(conn, &f, RequestEvent::TeardownFinished { remaining: 0, deprovision: false }, None)?;
+            conn.prepare_cached(
+                "UPDATE requests SET needs_attention = 0, lease_owner = NULL, lease_expires_at = NULL,
+                    error = CASE WHEN teardown = 'deprovision' THEN NULL ELSE error END WHERE id = ?",
+            )?
+            .execute([&f.id])?;
+            wake_waiters(conn, &f.id, &ts(f.now))?;
+            Ok(to)
         })
         .await
     }
 
     /// Suspend or reactivate, after the provider did it: the state change and the node's.
-    pub async fn apply_service_change(
-        &self,
-        f: &Fenced,
-        event: RequestEvent,
-        reason: Option<String>,
-    ) -> Result<RequestState, StoreError> {
+    pub async fn apply_service_change(&self, f: &Fenced, event: RequestEvent, reason: Option<String>) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                touch(conn, &f, false).await?;
-                let changed = apply_change(
-                    conn,
-                    &Change {
-                        id: &f.id,
-                        event,
-                        fence: Some(f.fence),
-                        actor: &f.actor,
-                        reason: reason.as_deref(),
-                        at: f.now,
-                    },
-                )
-                .await?;
-                let name = if event == RequestEvent::Suspend {
-                    "suspend"
-                } else {
-                    "reactivate"
-                };
-                audit(
-                    conn,
-                    &ts(f.now),
-                    &f.actor,
-                    &format!("request.{name}"),
-                    Some(&f.id),
-                    reason.as_deref(),
-                )
-                .await?;
-                super::nodes::follow_service(
-                    conn,
-                    &f.id,
-                    event,
-                    &f.actor,
-                    reason.as_deref(),
-                    f.now,
-                )
-                .await?;
-                sqlx::query(
-                    "UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-                )
-                .bind(&f.id)
-                .execute(&mut *conn)
-                .await?;
-                Ok(changed.to)
-            })
+            touch(conn, &f, false)?;
+            let to = change(conn, &f, event, reason.as_deref())?;
+            let name = if event == RequestEvent::Suspend { "suspend" } else { "reactivate" };
+            audit(conn, &ts(f.now), &f.actor, &format!("request.{name}"), Some(&f.id), reason.as_deref())?;
+            super::nodes::follow_service(conn, &f.id, event, &f.actor, reason.as_deref(), f.now)?;
+            conn.prepare_cached("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
+                .execute([&f.id])?;
+            Ok(to)
         })
         .await
     }
 
-    /// Unleased, unreleased resources of a request, newest first: what a teardown must undo.
+    /// Unreleased resources of a request, newest first: what a teardown must undo.
     pub async fn live_resources(&self, id: &str) -> Result<Vec<super::ResourceRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM resources WHERE request_id = ? AND status <> 'released' ORDER BY seq DESC")
-            .bind(id)
-            .fetch_all(&mut *self.read().await)
-            .await?)
+        let id = id.to_string();
+        self.read(move |c| {
+            rows(
+                c,
+                "SELECT * FROM resources WHERE request_id = ? AND status <> 'released' ORDER BY seq DESC",
+                [id],
+                super::ResourceRow::from_row,
+            )
+        })
+        .await
     }
 
-    /// Every live instance resource across all requests (for reconcile).
+    /// Every live instance resource with its request's state (for reconcile).
     pub async fn live_instances(&self) -> Result<Vec<(super::ResourceRow, String)>, StoreError> {
-        let rows: Vec<super::ResourceRow> = sqlx::query_as(
-            "SELECT res.* FROM resources res JOIN requests r ON r.id = res.request_id
-             WHERE res.kind = 'instance' AND res.status <> 'released' ORDER BY res.created_at",
-        )
-        .fetch_all(&mut *self.read().await)
-        .await?;
-        let states: std::collections::HashMap<String, String> = sqlx::query_as(
-            "SELECT id, state FROM requests WHERE id IN
-               (SELECT request_id FROM resources WHERE kind = 'instance' AND status <> 'released')",
-        )
-        .fetch_all(&mut *self.read().await)
-        .await?
-        .into_iter()
-        .collect();
-        let out = rows
-            .into_iter()
-            .map(|r| {
-                let st = states.get(&r.request_id).cloned().unwrap_or_default();
-                (r, st)
-            })
-            .collect();
-        Ok(out)
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT res.*, r.state AS request_state FROM resources res JOIN requests r ON r.id = res.request_id
+                 WHERE res.kind = 'instance' AND res.status <> 'released' ORDER BY res.created_at",
+                [],
+                |r| Ok((super::ResourceRow::from_row(r)?, r.get("request_state")?)),
+            )
+        })
+        .await
     }
 }

@@ -41,9 +41,6 @@ pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
 
 pub async fn open(path: &Path, cfg: &Config) -> Store {
     let store = Store::open(path, &cfg.store).await.expect("open store");
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-        store.hold_clock_during_io(true);
-    }
     store.sync_catalog(cfg, chrono::Utc::now()).await.expect("catalog");
     store
 }

@@ -1,0 +1,129 @@
+//! `cargo bench --bench engine`: 1,000 requests through all four steps on SQLite with a
+//! zero-delay simulated cloud, against a bare loop of one-row INSERT + COMMIT on the same
+//! disk with the same durability settings. Prints its figures, then one JSON line.
+
+use mailfleet::clock::{SharedClock, SystemClock};
+use mailfleet::config;
+use mailfleet::engine::{self, commands::CreateRequest, Command, Ctx};
+use mailfleet::providers::sim::SimProvider;
+use mailfleet::store::{RequestFilter, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REQUESTS: usize = 1000;
+const BARE_COMMITS: usize = 3000;
+
+const BENCH_CONFIG: &str = r#"
+[engine]
+max_in_flight_per_tenant = 1000
+max_concurrent = 256
+tick = "5ms"
+poll_interval = "1ms"
+[providers.sim]
+delay_ms = [0, 0]
+boot_ms = [0, 0]
+ip_pools = ["100.64.0.0/16"]
+[[clusters]]
+name = "bench"
+provider = "sim"
+region = "dallas"
+default = true
+capacity = { cpu = 100000, memory_gb = 100000, storage_gb = 10000000, vm_slots = 100000 }
+[[tenants]]
+name = "acme"
+quota = { nodes = 100000, cpu = 100000, memory_gb = 100000, storage_gb = 10000000 }
+"#;
+
+/// One-row INSERT + COMMIT in a loop, with the journal mode and synchronous setting the
+/// store uses, through the same SQLite library.
+fn bare_commit_rate(dir: &std::path::Path, sync: config::Synchronous) -> f64 {
+    let conn = rusqlite::Connection::open(dir.join("bare.db")).expect("bare db");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    let sync = match sync {
+        config::Synchronous::Full => "FULL",
+        config::Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).expect("sync");
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)").expect("table");
+    let start = Instant::now();
+    for i in 0..BARE_COMMITS {
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        conn.prepare_cached("INSERT INTO t (v) VALUES (?)")
+            .and_then(|mut s| s.execute([format!("row {i}")]))
+            .expect("insert");
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+    BARE_COMMITS as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir_in(std::env::var("MAILFLEET_BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tmp");
+    let cfg = config::from_layers(&[
+        ("(built-in defaults)".into(), config::DEFAULT_TOML.into()),
+        ("bench".into(), BENCH_CONFIG.into()),
+    ])
+    .expect("bench config");
+    let store = Store::open(&dir.path().join("engine.db"), &cfg.store).await.expect("store");
+    let clock: SharedClock = Arc::new(SystemClock);
+    store.sync_catalog(&cfg, clock.now()).await.expect("catalog");
+    let provider = Arc::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock.clone()));
+    let ctx = Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()));
+
+    let created = Instant::now();
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..REQUESTS {
+        let ctx = ctx.clone();
+        creates.spawn(async move {
+            let cmd = Command::Create(CreateRequest {
+                tenant: "acme".into(),
+                region: "dallas".into(),
+                plan: "ssd-1".into(),
+                label: format!("bench-{i}"),
+                domain: None,
+                depends_on: vec![],
+            });
+            engine::commands::execute(&ctx, "bench", cmd).await.expect("create");
+        });
+    }
+    while creates.join_next().await.is_some() {}
+    let create_secs = created.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    engine::run_until_idle(ctx.clone()).await;
+    let pipeline_secs = started.elapsed().as_secs_f64();
+    let rows = store.list_requests(&RequestFilter::default()).await.expect("list");
+    let st = store.writer_stats();
+    let (batches, jobs, busy) = (
+        st.batches.load(std::sync::atomic::Ordering::Relaxed),
+        st.jobs.load(std::sync::atomic::Ordering::Relaxed),
+        st.busy_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
+    );
+    let completed = rows.iter().filter(|r| r.state == "completed").count();
+    assert_eq!(completed, REQUESTS, "every pipeline completed");
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let bare = bare_commit_rate(dir.path(), cfg.store.synchronous);
+    let pipelines_per_sec = REQUESTS as f64 / pipeline_secs;
+    let ratio = pipelines_per_sec / bare;
+    let target = 1.0 / 8.0;
+    println!("engine bench: {REQUESTS} requests, SQLite synchronous={:?}, zero-delay sim cloud", cfg.store.synchronous);
+    println!("  create:         {:>9.1} requests/s ({create_secs:.2} s)", REQUESTS as f64 / create_secs);
+    println!("  full pipelines: {pipelines_per_sec:>9.1} /s ({pipeline_secs:.2} s for all 4 steps of {REQUESTS})");
+    println!("  writer:         {batches} transactions for {jobs} writes ({:.1} writes each), busy {busy:.2} s", jobs as f64 / batches.max(1) as f64);
+    println!("  bare commits:   {bare:>9.1} /s (one-row INSERT + COMMIT, same disk and settings)");
+    println!("  ratio:          {ratio:>9.3} (target >= {target:.3}: {})", if ratio >= target { "met" } else { "NOT met" });
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "engine", "requests": REQUESTS, "pipelines_per_sec": pipelines_per_sec,
+            "bare_commits_per_sec": bare, "ratio": ratio, "target_ratio": target, "target_met": ratio >= target,
+            "create_per_sec": REQUESTS as f64 / create_secs,
+        })
+    );
+}

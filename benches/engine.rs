@@ -38,13 +38,15 @@ quota = { nodes = 100000, cpu = 100000, memory_gb = 100000, storage_gb = 1000000
 /// store uses, through the same SQLite library.
 fn bare_commit_rate(dir: &std::path::Path, sync: config::Synchronous) -> f64 {
     let conn = rusqlite::Connection::open(dir.join("bare.db")).expect("bare db");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
     let sync = match sync {
         config::Synchronous::Full => "FULL",
         config::Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync).expect("sync");
-    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)").expect("table");
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .expect("table");
     let start = Instant::now();
     for i in 0..BARE_COMMITS {
         conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
@@ -57,21 +59,35 @@ fn bare_commit_rate(dir: &std::path::Path, sync: config::Synchronous) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run());
 }
 
 async fn run() {
-    let dir = tempfile::tempdir_in(std::env::var("MAILFLEET_BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tmp");
+    let dir =
+        tempfile::tempdir_in(std::env::var("MAILFLEET_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tmp");
     let cfg = config::from_layers(&[
         ("(built-in defaults)".into(), config::DEFAULT_TOML.into()),
         ("bench".into(), BENCH_CONFIG.into()),
     ])
     .expect("bench config");
-    let store = Store::open(&dir.path().join("engine.db"), &cfg.store).await.expect("store");
+    let store = Store::open(&dir.path().join("engine.db"), &cfg.store)
+        .await
+        .expect("store");
     let clock: SharedClock = Arc::new(SystemClock);
-    store.sync_catalog(&cfg, clock.now()).await.expect("catalog");
-    let provider = Arc::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock.clone()));
+    store
+        .sync_catalog(&cfg, clock.now())
+        .await
+        .expect("catalog");
+    let provider = Arc::new(SimProvider::new(
+        store.clone(),
+        cfg.providers.sim.clone(),
+        clock.clone(),
+    ));
     let ctx = Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()));
 
     let created = Instant::now();
@@ -87,7 +103,9 @@ async fn run() {
                 domain: None,
                 depends_on: vec![],
             });
-            engine::commands::execute(&ctx, "bench", cmd).await.expect("create");
+            engine::commands::execute(&ctx, "bench", cmd)
+                .await
+                .expect("create");
         });
     }
     while creates.join_next().await.is_some() {}
@@ -96,7 +114,10 @@ async fn run() {
     let started = Instant::now();
     engine::run_until_idle(ctx.clone()).await;
     let pipeline_secs = started.elapsed().as_secs_f64();
-    let rows = store.list_requests(&RequestFilter::default()).await.expect("list");
+    let rows = store
+        .list_requests(&RequestFilter::default())
+        .await
+        .expect("list");
     let st = store.writer_stats();
     let (batches, jobs, busy) = (
         st.batches.load(std::sync::atomic::Ordering::Relaxed),
@@ -112,12 +133,21 @@ async fn run() {
     let pipelines_per_sec = REQUESTS as f64 / pipeline_secs;
     let ratio = pipelines_per_sec / bare;
     let target = 1.0 / 8.0;
-    println!("engine bench: {REQUESTS} requests, SQLite synchronous={:?}, zero-delay sim cloud", cfg.store.synchronous);
-    println!("  create:         {:>9.1} requests/s ({create_secs:.2} s)", REQUESTS as f64 / create_secs);
+    println!(
+        "engine bench: {REQUESTS} requests, SQLite synchronous={:?}, zero-delay sim cloud",
+        cfg.store.synchronous
+    );
+    println!(
+        "  create:         {:>9.1} requests/s ({create_secs:.2} s)",
+        REQUESTS as f64 / create_secs
+    );
     println!("  full pipelines: {pipelines_per_sec:>9.1} /s ({pipeline_secs:.2} s for all 4 steps of {REQUESTS})");
     println!("  writer:         {batches} transactions for {jobs} writes ({:.1} writes each), busy {busy:.2} s", jobs as f64 / batches.max(1) as f64);
     println!("  bare commits:   {bare:>9.1} /s (one-row INSERT + COMMIT, same disk and settings)");
-    println!("  ratio:          {ratio:>9.3} (target >= {target:.3}: {})", if ratio >= target { "met" } else { "NOT met" });
+    println!(
+        "  ratio:          {ratio:>9.3} (target >= {target:.3}: {})",
+        if ratio >= target { "met" } else { "NOT met" }
+    );
     println!(
         "{}",
         serde_json::json!({

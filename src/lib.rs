@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 //! mailfleet: a terminal operations console, and the engine behind it, for fleets of
 //! email-sending servers.
 

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use mailfleet::clock::{parse_ts, SharedClock, TokioClock};
 use mailfleet::engine;
 use mailfleet::providers::sim::SimProvider;
-use mailfleet::providers::{ErrorKind, Instance, InstanceSpec, InstanceStatus, Probe, Provider, ProviderError, ProviderResult};
+use mailfleet::providers::{
+    ErrorKind, Instance, InstanceSpec, InstanceStatus, Probe, Provider, ProviderError,
+    ProviderResult,
+};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +28,13 @@ struct Scripted {
 
 impl Scripted {
     fn new(inner: SimProvider) -> Self {
-        Self { inner, log: Mutex::new(Vec::new()), fail_probes: false, fail_creates: AtomicU32::new(0), never_ready: false }
+        Self {
+            inner,
+            log: Mutex::new(Vec::new()),
+            fail_probes: false,
+            fail_creates: AtomicU32::new(0),
+            never_ready: false,
+        }
     }
     fn note(&self, s: String) {
         self.log.lock().expect("log").push(s);
@@ -44,7 +53,11 @@ impl Provider for Scripted {
         self.note(format!("create {}", spec.label));
         if self.fail_creates.load(Ordering::SeqCst) > 0 {
             self.fail_creates.fetch_sub(1, Ordering::SeqCst);
-            return Err(ProviderError::new("sim", ErrorKind::Transient, "503 Service Unavailable"));
+            return Err(ProviderError::new(
+                "sim",
+                ErrorKind::Transient,
+                "503 Service Unavailable",
+            ));
         }
         self.inner.create(spec).await
     }
@@ -88,7 +101,11 @@ impl Provider for Scripted {
     async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String> {
         self.note(format!("probe {probe:?}"));
         if self.fail_probes {
-            return Err(ProviderError::new("sim", ErrorKind::Invalid, "554 5.7.1 relay access denied"));
+            return Err(ProviderError::new(
+                "sim",
+                ErrorKind::Invalid,
+                "554 5.7.1 relay access denied",
+            ));
         }
         self.inner.probe(id, probe).await
     }
@@ -97,8 +114,17 @@ impl Provider for Scripted {
     }
 }
 
-fn scripted(store: &mailfleet::store::Store, cfg: &mailfleet::config::Config, clock: SharedClock, f: impl FnOnce(&mut Scripted)) -> Arc<Scripted> {
-    let mut s = Scripted::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock));
+fn scripted(
+    store: &mailfleet::store::Store,
+    cfg: &mailfleet::config::Config,
+    clock: SharedClock,
+    f: impl FnOnce(&mut Scripted),
+) -> Arc<Scripted> {
+    let mut s = Scripted::new(SimProvider::new(
+        store.clone(),
+        cfg.providers.sim.clone(),
+        clock,
+    ));
     f(&mut s);
     Arc::new(s)
 }
@@ -119,21 +145,54 @@ async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
     let path: Vec<&str> = d.transitions.iter().map(|t| t.to_state.as_str()).collect();
     assert_eq!(
         path,
-        ["queued", "allocating", "configuring", "activating", "verifying", "failed", "rolling_back", "rolled_back"]
+        [
+            "queued",
+            "allocating",
+            "configuring",
+            "activating",
+            "verifying",
+            "failed",
+            "rolling_back",
+            "rolled_back"
+        ]
     );
-    assert!(d.request.error.as_deref().unwrap_or("").contains("relay access denied"), "{:?}", d.request.error);
-    assert!(d.resources.iter().all(|r| r.status == "released"), "everything released: {:?}", d.resources);
+    assert!(
+        d.request
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("relay access denied"),
+        "{:?}",
+        d.request.error
+    );
+    assert!(
+        d.resources.iter().all(|r| r.status == "released"),
+        "everything released: {:?}",
+        d.resources
+    );
     // The provider saw the teardown in reverse: PTR reset before the instance is deleted.
     let calls = provider.calls();
-    let setup_end = calls.iter().position(|c| c.starts_with("probe")).expect("probed");
+    let setup_end = calls
+        .iter()
+        .position(|c| c.starts_with("probe"))
+        .expect("probed");
     let teardown: Vec<&String> = calls[setup_end + 1..].iter().collect();
     assert_eq!(teardown, ["rdns reset", "delete"]);
     assert_eq!(d.node.expect("node").status, "decommissioned");
     // Quota and capacity are back where they started.
-    assert!(store.tenant_usage().await.expect("usage").get("acme").is_none());
+    assert!(!store
+        .tenant_usage()
+        .await
+        .expect("usage")
+        .contains_key("acme"));
     assert!(store.cluster_usage().await.expect("usage").is_empty());
-    let report = mailfleet::engine::reconcile::reconcile(&ctx).await.expect("reconcile");
-    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report:?}");
+    let report = mailfleet::engine::reconcile::reconcile(&ctx)
+        .await
+        .expect("reconcile");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +215,13 @@ async fn no_tenant_has_more_than_five_requests_in_flight() {
     let mut transitions = Vec::new();
     for r in &rows {
         tenant_of.insert(r.id.clone(), r.tenant.clone());
-        transitions.extend(store.request_detail(&r.id).await.expect("detail").transitions);
+        transitions.extend(
+            store
+                .request_detail(&r.id)
+                .await
+                .expect("detail")
+                .transitions,
+        );
     }
     transitions.sort_by_key(|t| t.id);
     let mut flying: std::collections::HashMap<String, i32> = Default::default();
@@ -177,7 +242,10 @@ async fn no_tenant_has_more_than_five_requests_in_flight() {
             max_acme = max_acme.max(*n);
         }
     }
-    assert_eq!(max_acme, 5, "the limit was reached, so the test did test it");
+    assert_eq!(
+        max_acme, 5,
+        "the limit was reached, so the test did test it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,13 +259,26 @@ async fn waiting_requests_say_why() {
     }
     let adm = ctx_admission(&ctx);
     let out = store
-        .claim("tester", chrono::Utc::now(), Duration::from_secs(30), 100, &adm)
+        .claim(
+            "tester",
+            chrono::Utc::now(),
+            Duration::from_secs(30),
+            100,
+            &adm,
+        )
         .await
         .expect("claim");
     assert_eq!(out.admitted, 5);
     assert_eq!(out.waiting, 2);
-    let waiting: Vec<String> = all_requests(&store).await.into_iter().filter_map(|r| r.wait_reason).collect();
-    assert_eq!(waiting, vec!["tenant limit: acme has 5/5 in flight".to_string(); 2]);
+    let waiting: Vec<String> = all_requests(&store)
+        .await
+        .into_iter()
+        .filter_map(|r| r.wait_reason)
+        .collect();
+    assert_eq!(
+        waiting,
+        vec!["tenant limit: acme has 5/5 in flight".to_string(); 2]
+    );
 }
 
 fn ctx_admission(ctx: &mailfleet::engine::Ctx) -> mailfleet::store::Admission {
@@ -221,19 +302,47 @@ boot_ms = [0, 0]
     );
     let store = open(&db_path(&dir), &cfg).await;
     let clock: SharedClock = Arc::new(TokioClock::new(chrono::Utc::now()));
-    let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_creates = AtomicU32::new(2));
+    let provider = scripted(&store, &cfg, clock.clone(), |s| {
+        s.fail_creates = AtomicU32::new(2)
+    });
     let ctx = ctx_with(&store, &cfg, clock, provider.clone());
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     engine::run_until_idle(ctx.clone()).await;
     let d = store.request_detail(&req.id).await.expect("detail");
     assert_eq!(d.request.state, "completed");
-    let allocate = d.steps.iter().find(|s| s.step == "allocate").expect("allocate");
+    let allocate = d
+        .steps
+        .iter()
+        .find(|s| s.step == "allocate")
+        .expect("allocate");
     assert_eq!(allocate.attempts, 3, "first attempt and two retries");
-    let at = |to: &str| parse_ts(&d.transitions.iter().find(|t| t.to_state == to).expect(to).at).expect("ts");
+    let at = |to: &str| {
+        parse_ts(
+            &d.transitions
+                .iter()
+                .find(|t| t.to_state == to)
+                .expect(to)
+                .at,
+        )
+        .expect("ts")
+    };
     let waited = at("configuring") - at("allocating");
-    assert!(waited >= chrono::Duration::seconds(15), "5 s then 10 s of backoff, waited {waited}");
-    assert!(waited < chrono::Duration::seconds(60), "but not much longer: {waited}");
-    assert_eq!(provider.calls().iter().filter(|c| c.starts_with("create")).count(), 3);
+    assert!(
+        waited >= chrono::Duration::seconds(15),
+        "5 s then 10 s of backoff, waited {waited}"
+    );
+    assert!(
+        waited < chrono::Duration::seconds(60),
+        "but not much longer: {waited}"
+    );
+    assert_eq!(
+        provider
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count(),
+        3
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,12 +368,29 @@ boot_ms = [0, 0]
     engine::run_until_idle(ctx.clone()).await;
     let d = store.request_detail(&req.id).await.expect("detail");
     assert_eq!(d.request.state, "rolled_back");
-    let failed = d.transitions.iter().find(|t| t.to_state == "failed").expect("failed");
-    assert!(failed.reason.as_deref().unwrap_or("").starts_with("stuck: no progress for 30m in step allocate"), "{failed:?}");
+    let failed = d
+        .transitions
+        .iter()
+        .find(|t| t.to_state == "failed")
+        .expect("failed");
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("stuck: no progress for 30m in step allocate"),
+        "{failed:?}"
+    );
     let when = parse_ts(&failed.at).expect("ts") - start;
-    assert!(when >= chrono::Duration::minutes(30), "not before 30 minutes: {when}");
+    assert!(
+        when >= chrono::Duration::minutes(30),
+        "not before 30 minutes: {when}"
+    );
     assert!(when < chrono::Duration::minutes(32), "soon after: {when}");
-    assert!(provider.calls().contains(&"delete".to_string()), "the half-built instance was deleted");
+    assert!(
+        provider.calls().contains(&"delete".to_string()),
+        "the half-built instance was deleted"
+    );
     assert!(d.resources.iter().all(|r| r.status == "released"));
 }
 
@@ -278,13 +404,22 @@ async fn graceful_shutdown_releases_every_lease() {
         create(&ctx, "acme", "dallas", "ssd-1", &format!("node-{i}")).await;
     }
     let handle = engine::spawn(ctx.clone());
-    wait_for(&store, Duration::from_secs(10), "work in flight", |rows| rows.iter().any(|r| r.lease_owner.is_some())).await;
+    wait_for(&store, Duration::from_secs(10), "work in flight", |rows| {
+        rows.iter().any(|r| r.lease_owner.is_some())
+    })
+    .await;
     handle.shutdown().await;
     let rows = all_requests(&store).await;
-    assert!(rows.iter().all(|r| r.lease_owner.is_none()), "no lease left behind");
+    assert!(
+        rows.iter().all(|r| r.lease_owner.is_none()),
+        "no lease left behind"
+    );
     // Another engine picks up where this one stopped.
     engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
-    assert!(all_requests(&store).await.iter().all(|r| r.state == "completed"));
+    assert!(all_requests(&store)
+        .await
+        .iter()
+        .all(|r| r.state == "completed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,20 +430,39 @@ async fn rollback_of_a_running_request_stops_its_worker_and_tears_down() {
     let ctx = sim_ctx(&store, &cfg, system_clock());
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     let handle = engine::spawn(ctx.clone());
-    wait_for(&store, Duration::from_secs(10), "instance creating", |rows| {
-        rows.iter().any(|r| r.state == "allocating" && r.lease_owner.is_some())
-    })
+    wait_for(
+        &store,
+        Duration::from_secs(10),
+        "instance creating",
+        |rows| {
+            rows.iter()
+                .any(|r| r.state == "allocating" && r.lease_owner.is_some())
+        },
+    )
     .await;
     let out = handle
-        .send("alice", engine::Command::Rollback { id: req.id.clone(), reason: Some("wrong region".into()) })
+        .send(
+            "alice",
+            engine::Command::Rollback {
+                id: req.id.clone(),
+                reason: Some("wrong region".into()),
+            },
+        )
         .await
         .expect("rollback accepted");
-    assert!(matches!(out, engine::Outcome::TeardownSignalled { .. }), "{out:?}");
-    wait_for(&store, Duration::from_secs(10), "rolled back", |rows| rows[0].state == "rolled_back").await;
+    assert!(
+        matches!(out, engine::Outcome::TeardownSignalled { .. }),
+        "{out:?}"
+    );
+    wait_for(&store, Duration::from_secs(10), "rolled back", |rows| {
+        rows[0].state == "rolled_back"
+    })
+    .await;
     handle.shutdown().await;
     let d = store.request_detail(&req.id).await.expect("detail");
     assert!(d.resources.iter().all(|r| r.status == "released"));
     let audit = store.list_audit(50).await.expect("audit");
-    assert!(audit.iter().any(|a| a.actor == "alice" && a.action == "request.rollback"));
+    assert!(audit
+        .iter()
+        .any(|a| a.actor == "alice" && a.action == "request.rollback"));
 }
-

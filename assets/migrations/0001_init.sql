@@ -69,7 +69,12 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_by_state ON requests (state, next_run_at);
 CREATE INDEX requests_by_tenant ON requests (tenant, state);
-CREATE INDEX requests_by_updated ON requests (updated_at);
+CREATE INDEX requests_by_label ON requests (tenant, label);
+-- What the scheduler looks at: requests the engine has work for, by when.
+CREATE INDEX requests_due ON requests (next_run_at)
+    WHERE state IN ('queued','allocating','configuring','activating','verifying','failed','rolling_back');
+CREATE INDEX requests_in_flight ON requests (progress_at)
+    WHERE state IN ('allocating','configuring','activating','verifying');
 
 CREATE TABLE request_deps (
     request_id TEXT NOT NULL REFERENCES requests (id),
@@ -133,7 +138,9 @@ CREATE TABLE resources (
     released_at  TEXT,
     UNIQUE (request_id, kind)
 );
-CREATE INDEX resources_held ON resources (kind, tenant, cluster) WHERE status <> 'released';
+-- Quota and capacity in use are sums over what is held; these cover those sums.
+CREATE INDEX resources_held_by_tenant ON resources (kind, tenant, cpu, memory_gb, storage_gb) WHERE status <> 'released';
+CREATE INDEX resources_held_by_cluster ON resources (kind, cluster, cpu, memory_gb, storage_gb) WHERE status <> 'released';
 CREATE INDEX resources_by_ref ON resources (provider_ref);
 
 CREATE TABLE nodes (

@@ -109,6 +109,9 @@ pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
 
 async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), WorkerError> {
     let mut state = claim.state;
+    // Read once: while this worker holds the lease, nobody else changes what it runs.
+    let mut req: Option<RequestRow> = None;
+    let found = Found::default();
     loop {
         if ctx.stopping() && state != RequestState::RollingBack {
             ctx.store
@@ -124,17 +127,19 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                 let Some(step) = state.step() else {
                     return Ok(());
                 };
-                let req = ctx
-                    .store
-                    .get_request(&claim.id)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(claim.id.clone()))?;
+                if req.is_none() {
+                    req = ctx.store.get_request(&claim.id).await?;
+                }
+                let Some(req) = req.as_ref() else {
+                    return Err(StoreError::NotFound(claim.id.clone()).into());
+                };
                 let run = StepRun {
                     ctx,
                     claim,
                     req,
                     step,
                     signals,
+                    found: &found,
                 };
                 match run.run().await {
                     Ok(()) => {
@@ -219,12 +224,19 @@ where
     }
 }
 
+/// What earlier steps of this worker found: the instance and its IP.
+#[derive(Default)]
+struct Found {
+    instance: std::sync::Mutex<Option<(String, Ipv4Addr)>>,
+}
+
 struct StepRun<'a> {
     ctx: &'a Arc<Ctx>,
     claim: &'a Claim,
-    req: RequestRow,
+    req: &'a RequestRow,
     step: Step,
     signals: &'a Signals,
+    found: &'a Found,
 }
 
 impl StepRun<'_> {
@@ -281,6 +293,16 @@ impl StepRun<'_> {
 
     /// The instance and IP that the allocate step recorded.
     async fn instance(&self) -> Result<(String, Ipv4Addr), Stop> {
+        if let Some(found) = self
+            .found
+            .instance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(found);
+        }
+        // A resumed request: what allocate recorded is in the store.
         let live = self.ctx.store.live_resources(&self.claim.id).await?;
         let get = |k: ResourceKind| {
             live.iter()
@@ -312,7 +334,7 @@ impl StepRun<'_> {
 
     async fn allocate(&self) -> Result<(), Stop> {
         let p = &self.ctx.provider;
-        let req = &self.req;
+        let req = self.req;
         let spec = crate::providers::InstanceSpec {
             idempotency_key: req.id.clone(),
             label: req.label.clone(),

@@ -152,21 +152,33 @@ impl SimProvider {
         }
     }
 
-    async fn change(&self, id: &str, change: SimChange) -> ProviderResult<()> {
+    /// Applies a change; when the instance is missing or not in a state for it, reads it to
+    /// say why (`what` names the call).
+    async fn change(&self, id: &str, what: &str, change: SimChange) -> ProviderResult<()> {
         let ok = self
             .store
-            .sim_update(id, change, self.clock.now())
+            .sim_update(id, change.clone(), self.clock.now())
             .await
             .map_err(Self::store_err)?;
         if ok {
-            Ok(())
-        } else {
-            Err(ProviderError::new(
-                NAME,
-                ErrorKind::NotFound,
-                format!("404 Not Found: no instance {id}"),
-            ))
+            return Ok(());
         }
+        let inst = self.live(id).await?;
+        if let SimChange::Rdns { ip, .. } = &change {
+            if inst.ip.map(|i| i.to_string()).as_deref() != Some(ip.as_str()) {
+                return Err(ProviderError::new(
+                    NAME,
+                    ErrorKind::Invalid,
+                    format!("{what}: {ip} is not assigned to instance {id}"),
+                ));
+            }
+        }
+        Self::running(&inst, what)?;
+        Err(ProviderError::new(
+            NAME,
+            ErrorKind::Transient,
+            format!("{what}: instance {id} did not take the change"),
+        ))
     }
 
     fn running(inst: &Instance, what: &str) -> ProviderResult<()> {
@@ -257,7 +269,7 @@ impl Provider for SimProvider {
 
     async fn delete(&self, id: &str) -> ProviderResult<()> {
         self.call("delete").await?;
-        match self.change(id, SimChange::Delete).await {
+        match self.change(id, "delete", SimChange::Delete).await {
             Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
             other => other,
         }
@@ -270,16 +282,14 @@ impl Provider for SimProvider {
             return Ok(());
         }
         Self::running(&inst, "suspend")?;
-        self.change(id, SimChange::Power("stopped".into())).await
+        self.change(id, "suspend", SimChange::Power("stopped".into()))
+            .await
     }
 
     async fn resume(&self, id: &str) -> ProviderResult<()> {
         self.call("resume").await?;
-        let inst = self.live(id).await?;
-        if inst.status == InstanceStatus::Building {
-            return Self::running(&inst, "resume");
-        }
-        self.change(id, SimChange::Power("running".into())).await
+        self.change(id, "resume", SimChange::Power("running".into()))
+            .await
     }
 
     async fn resize(
@@ -291,44 +301,32 @@ impl Provider for SimProvider {
         storage_gb: i64,
     ) -> ProviderResult<()> {
         self.call("resize").await?;
-        self.live(id).await?;
-        self.change(
-            id,
-            SimChange::Resize {
-                cpu,
-                memory_gb,
-                storage_gb,
-                plan: plan.to_string(),
-            },
-        )
-        .await
+        let resize = SimChange::Resize {
+            cpu,
+            memory_gb,
+            storage_gb,
+            plan: plan.to_string(),
+        };
+        self.change(id, "resize", resize).await
     }
 
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {
         self.call("set_firewall").await?;
-        self.live(id).await?;
-        self.change(id, SimChange::Firewall(profile.to_string()))
+        self.change(id, "set_firewall", SimChange::Firewall(profile.to_string()))
             .await
     }
 
     async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()> {
         self.call("set_rdns").await?;
-        let inst = self.live(id).await?;
-        if inst.ip != Some(ip) {
-            return Err(ProviderError::new(
-                NAME,
-                ErrorKind::Invalid,
-                format!("set_rdns: {ip} is not assigned to instance {id}"),
-            ));
-        }
-        self.change(id, SimChange::Rdns(name.map(str::to_string)))
-            .await
+        let rdns = SimChange::Rdns {
+            ip: ip.to_string(),
+            name: name.map(str::to_string),
+        };
+        self.change(id, "set_rdns", rdns).await
     }
 
     async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()> {
         self.call("bootstrap").await?;
-        let inst = self.live(id).await?;
-        Self::running(&inst, "bootstrap")?;
         if user_data.trim().is_empty() {
             return Err(ProviderError::new(
                 NAME,
@@ -336,7 +334,7 @@ impl Provider for SimProvider {
                 "bootstrap: empty user data",
             ));
         }
-        self.change(id, SimChange::MailStack).await
+        self.change(id, "bootstrap", SimChange::MailStack).await
     }
 
     async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String> {

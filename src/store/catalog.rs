@@ -79,7 +79,11 @@ impl Store {
         self.usage_by("capacity", "cluster").await
     }
 
-    async fn usage_by(&self, kind: &'static str, key: &'static str) -> Result<HashMap<String, Usage>, StoreError> {
+    async fn usage_by(
+        &self,
+        kind: &'static str,
+        key: &'static str,
+    ) -> Result<HashMap<String, Usage>, StoreError> {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {key}, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)

@@ -60,7 +60,6 @@ const RUNNABLE: &str =
     "('queued','allocating','configuring','activating','verifying','failed','rolling_back')";
 const IN_FLIGHT: &str = "('allocating','configuring','activating','verifying')";
 
-
 fn dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_default()
 }
@@ -109,10 +108,7 @@ impl Store {
                 }
                 let state: RequestState = state.parse().map_err(StoreError::Rejected)?;
                 if state == RequestState::Queued {
-                    if books.is_none() {
-                        books = Some(Books::load(conn)?);
-                    }
-                    let Some(books) = books.as_mut() else { continue };
+                    let books = books.get_or_insert_with(Books::default);
                     let who = Who { id: &id, tenant: &tenant, region: &region };
                     match admit(conn, &adm, books, &who, need, now)? {
                         Admit::Yes => out.admitted += 1,
@@ -144,14 +140,26 @@ impl Store {
     /// Fails every request whose step has made no progress since `cutoff`. The fence moves
     /// and the lease is dropped, so a hung worker can no longer write; the next claim rolls
     /// the request back.
-    pub async fn fail_stuck(&self, now: DateTime<Utc>, stuck_after: Duration, actor: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn fail_stuck(
+        &self,
+        now: DateTime<Utc>,
+        stuck_after: Duration,
+        actor: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let actor = actor.to_string();
         let cutoff = ts(now - dur(stuck_after));
-        let sql = format!("SELECT id, state FROM requests WHERE state IN {IN_FLIGHT} AND progress_at < ? LIMIT 100");
+        // Progress is a state change (progress_at) or a finished sub-task (its updated_at).
+        let sql = format!(
+            "SELECT r.id, r.state FROM requests r WHERE r.state IN {IN_FLIGHT} AND r.progress_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM step_tasks t WHERE t.request_id = r.id AND t.updated_at >= ?1)
+             LIMIT 100"
+        );
         // Looking is a read; only when something is stuck does it take the writer.
         let probe = sql.clone();
         let c2 = cutoff.clone();
-        let any = self.read(move |c| Ok(!rows(c, &probe, [c2], |r| r.get::<_, String>(0))?.is_empty())).await?;
+        let any = self
+            .read(move |c| Ok(!rows(c, &probe, [c2], |r| r.get::<_, String>(0))?.is_empty()))
+            .await?;
         if !any {
             return Ok(Vec::new());
         }
@@ -188,7 +196,13 @@ impl Store {
 
     /// Takes a request that no worker holds, for a command that must call the provider
     /// (suspend, reactivate). Refuses while a worker holds it.
-    pub async fn lease_for_command(&self, id: &str, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<i64, StoreError> {
+    pub async fn lease_for_command(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<i64, StoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
         self.write(move |conn| {
             let fence: Option<i64> = conn
@@ -204,7 +218,12 @@ impl Store {
     }
 
     /// Gives a request back, to run again at `next_run_at` (unchanged if `None`).
-    pub async fn release_lease(&self, id: &str, fence: i64, next_run_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    pub async fn release_lease(
+        &self,
+        id: &str,
+        fence: i64,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
             conn.prepare_cached(
@@ -246,34 +265,62 @@ impl Store {
     }
 }
 
-/// What is reserved and in flight, loaded once per claim and kept current as it admits.
+/// What is reserved and in flight, read per tenant and cluster the first time a claim needs
+/// it, and kept current as the claim admits.
+#[derive(Default)]
 struct Books {
     in_flight: HashMap<String, i64>,
     quota_used: HashMap<String, Amounts>,
     cluster_used: HashMap<String, Amounts>,
 }
 
+fn held(conn: &Conn, kind: &str, key: &str, value: &str) -> Result<Amounts, StoreError> {
+    let sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)
+         FROM resources WHERE kind = ?1 AND {key} = ?2 AND status <> 'released'"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![kind, value], |r| {
+            Ok(Amounts {
+                units: r.get(0)?,
+                cpu: r.get(1)?,
+                memory_gb: r.get(2)?,
+                storage_gb: r.get(3)?,
+            })
+        })?)
+}
+
 impl Books {
-    fn load(conn: &Conn) -> Result<Books, StoreError> {
-        let sql = format!("SELECT tenant, COUNT(*) FROM requests WHERE state IN {IN_FLIGHT} GROUP BY tenant");
-        let in_flight = rows(conn, &sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let sums = |kind: &str, key: &str| {
-            format!(
-                "SELECT {key}, COUNT(*), SUM(cpu), SUM(memory_gb), SUM(storage_gb) FROM resources
-                 WHERE kind = '{kind}' AND status <> 'released' AND {key} IS NOT NULL GROUP BY {key}"
-            )
-        };
-        let read = |sql: String| -> Result<HashMap<String, Amounts>, StoreError> {
-            let list = rows(conn, &sql, [], |r| {
-                Ok((r.get::<_, String>(0)?, Amounts { units: r.get(1)?, cpu: r.get(2)?, memory_gb: r.get(3)?, storage_gb: r.get(4)? }))
-            })?;
-            Ok(list.into_iter().collect())
-        };
-        Ok(Books {
-            in_flight: in_flight.into_iter().collect(),
-            quota_used: read(sums("quota", "tenant"))?,
-            cluster_used: read(sums("capacity", "cluster"))?,
-        })
+    fn in_flight(&mut self, conn: &Conn, tenant: &str) -> Result<i64, StoreError> {
+        if let Some(n) = self.in_flight.get(tenant) {
+            return Ok(*n);
+        }
+        let sql =
+            format!("SELECT COUNT(*) FROM requests WHERE tenant = ? AND state IN {IN_FLIGHT}");
+        let n: i64 = conn
+            .prepare_cached(&sql)?
+            .query_row([tenant], |r| r.get(0))?;
+        self.in_flight.insert(tenant.to_string(), n);
+        Ok(n)
+    }
+
+    fn quota(&mut self, conn: &Conn, tenant: &str) -> Result<Amounts, StoreError> {
+        if let Some(a) = self.quota_used.get(tenant) {
+            return Ok(*a);
+        }
+        let a = held(conn, "quota", "tenant", tenant)?;
+        self.quota_used.insert(tenant.to_string(), a);
+        Ok(a)
+    }
+
+    fn cluster(&mut self, conn: &Conn, cluster: &str) -> Result<Amounts, StoreError> {
+        if let Some(a) = self.cluster_used.get(cluster) {
+            return Ok(*a);
+        }
+        let a = held(conn, "capacity", "cluster", cluster)?;
+        self.cluster_used.insert(cluster.to_string(), a);
+        Ok(a)
     }
 }
 
@@ -289,7 +336,14 @@ struct Who<'a> {
     region: &'a str,
 }
 
-fn admit(conn: &Conn, adm: &Admission, books: &mut Books, who: &Who<'_>, need: Amounts, now: DateTime<Utc>) -> Result<Admit, StoreError> {
+fn admit(
+    conn: &Conn,
+    adm: &Admission,
+    books: &mut Books,
+    who: &Who<'_>,
+    need: Amounts,
+    now: DateTime<Utc>,
+) -> Result<Admit, StoreError> {
     let Who { id, tenant, region } = *who;
     let at = ts(now);
     let deps = rows(
@@ -298,45 +352,71 @@ fn admit(conn: &Conn, adm: &Admission, books: &mut Books, who: &Who<'_>, need: A
         [id],
         |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
     )?;
-    if let Some((dep, st)) = deps.iter().find(|(_, s)| matches!(s.as_str(), "rolled_back" | "rejected" | "deprovisioned")) {
+    if let Some((dep, st)) = deps
+        .iter()
+        .find(|(_, s)| matches!(s.as_str(), "rolled_back" | "rejected" | "deprovisioned"))
+    {
         let reason = format!("prerequisite {} ended {st}", short(dep));
-        apply_change(conn, &Change { id, event: RequestEvent::Reject, fence: None, actor: "engine", reason: Some(&reason), at: now })?;
+        apply_change(
+            conn,
+            &Change {
+                id,
+                event: RequestEvent::Reject,
+                fence: None,
+                actor: "engine",
+                reason: Some(&reason),
+                at: now,
+            },
+        )?;
         conn.prepare_cached("UPDATE requests SET error = ?, wait_reason = NULL WHERE id = ?")?
             .execute(params![reason, id])?;
         wake_waiters(conn, id, &at)?;
         return Ok(Admit::Rejected);
     }
     if let Some((dep, st)) = deps.iter().find(|(_, s)| s != "completed") {
-        return Ok(Admit::Wait(format!("waiting for prerequisite {} ({st})", short(dep))));
+        return Ok(Admit::Wait(format!(
+            "waiting for prerequisite {} ({st})",
+            short(dep)
+        )));
     }
-    let flying = books.in_flight.get(tenant).copied().unwrap_or(0);
+    let flying = books.in_flight(conn, tenant)?;
     if flying >= adm.max_in_flight_per_tenant {
-        return Ok(Admit::Wait(format!("tenant limit: {tenant} has {flying}/{} in flight", adm.max_in_flight_per_tenant)));
+        return Ok(Admit::Wait(format!(
+            "tenant limit: {tenant} has {flying}/{} in flight",
+            adm.max_in_flight_per_tenant
+        )));
     }
     let Some(limit) = adm.quotas.get(tenant).copied() else {
         return Ok(Admit::Wait(format!("tenant {tenant} is not in the config")));
     };
-    let used = books.quota_used.get(tenant).copied().unwrap_or_default();
+    let used = books.quota(conn, tenant)?;
     if let Err(why) = check_quota(tenant, limit, used, need) {
         return Ok(Admit::Wait(format!("quota: {why}")));
     }
-    let views: Vec<ClusterView<'_>> = adm
-        .clusters
-        .iter()
-        .map(|c| ClusterView {
+    let mut views: Vec<ClusterView<'_>> = Vec::new();
+    for c in adm.clusters.iter().filter(|c| c.region == region) {
+        views.push(ClusterView {
             name: &c.name,
             provider: &c.provider,
             region: &c.region,
             default: c.default,
             health: c.health,
             capacity: c.capacity,
-            used: books.cluster_used.get(&c.name).copied().unwrap_or_default(),
-        })
-        .collect();
+            used: books.cluster(conn, &c.name)?,
+        });
+    }
     let cluster = match select_cluster(&views, None, region, need) {
         Ok(c) => c.name.to_string(),
-        Err(NoCluster::NoneInRegion) => return Ok(Admit::Wait(format!("capacity: no cluster serves region {region}"))),
-        Err(NoCluster::NoneHealthy) => return Ok(Admit::Wait(format!("capacity: every cluster in {region} is degraded or offline"))),
+        Err(NoCluster::NoneInRegion) => {
+            return Ok(Admit::Wait(format!(
+                "capacity: no cluster serves region {region}"
+            )))
+        }
+        Err(NoCluster::NoneHealthy) => {
+            return Ok(Admit::Wait(format!(
+                "capacity: every cluster in {region} is degraded or offline"
+            )))
+        }
         Err(NoCluster::NoRoom) => {
             return Ok(Admit::Wait(format!(
                 "capacity: no cluster in {region} has room for {} cpu, {} GB RAM, {} GB disk",
@@ -363,11 +443,21 @@ fn admit(conn: &Conn, adm: &Admission, books: &mut Books, who: &Who<'_>, need: A
         ])?;
     }
     books.quota_used.insert(tenant.to_string(), used.plus(need));
-    let cu = books.cluster_used.get(&cluster).copied().unwrap_or_default();
+    let cu = books.cluster(conn, &cluster)?;
     books.cluster_used.insert(cluster.clone(), cu.plus(need));
     *books.in_flight.entry(tenant.to_string()).or_insert(0) += 1;
     let reason = format!("cluster {cluster}");
-    apply_change(conn, &Change { id, event: RequestEvent::Admit, fence: None, actor: "engine", reason: Some(&reason), at: now })?;
+    apply_change(
+        conn,
+        &Change {
+            id,
+            event: RequestEvent::Admit,
+            fence: None,
+            actor: "engine",
+            reason: Some(&reason),
+            at: now,
+        },
+    )?;
     conn.prepare_cached("UPDATE requests SET cluster = ?, wait_reason = NULL WHERE id = ?")?
         .execute(params![cluster, id])?;
     conn.prepare_cached(
@@ -380,6 +470,13 @@ fn admit(conn: &Conn, adm: &Admission, books: &mut Books, who: &Who<'_>, need: A
          ON CONFLICT (request_id, step, name) DO UPDATE SET status = 'done', detail = excluded.detail, updated_at = excluded.updated_at",
     )?
     .execute(params![id, format!("quota and capacity reserved on {cluster}"), at])?;
-    audit(conn, &at, "engine", "request.admit", Some(id), Some(&cluster))?;
+    audit(
+        conn,
+        &at,
+        "engine",
+        "request.admit",
+        Some(id),
+        Some(&cluster),
+    )?;
     Ok(Admit::Yes)
 }

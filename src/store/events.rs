@@ -24,7 +24,16 @@ pub(crate) fn emit(
         "INSERT INTO events (id, name, request_id, node_id, tenant, actor, payload, at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![new_id(), name, target.request_id, target.node_id, target.tenant, actor, payload.to_string(), at])?;
+    .execute(params![
+        new_id(),
+        name,
+        target.request_id,
+        target.node_id,
+        target.tenant,
+        actor,
+        payload.to_string(),
+        at
+    ])?;
     Ok(())
 }
 
@@ -36,8 +45,10 @@ pub(crate) fn audit(
     target: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)")?
-        .execute(params![at, actor, action, target, detail])?;
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+    )?
+    .execute(params![at, actor, action, target, detail])?;
     Ok(())
 }
 
@@ -79,15 +90,31 @@ impl Store {
                 sql.push_str(" AND seq < ?");
                 args.push(b.into());
             }
-            sql.push_str(if f.after.is_some() { " ORDER BY seq ASC LIMIT ?" } else { " ORDER BY seq DESC LIMIT ?" });
+            sql.push_str(if f.after.is_some() {
+                " ORDER BY seq ASC LIMIT ?"
+            } else {
+                " ORDER BY seq DESC LIMIT ?"
+            });
             args.push((if f.limit > 0 { f.limit } else { 100 }).into());
-            rows(c, &sql, rusqlite::params_from_iter(args), EventRow::from_row)
+            rows(
+                c,
+                &sql,
+                rusqlite::params_from_iter(args),
+                EventRow::from_row,
+            )
         })
         .await
     }
 
     pub async fn list_audit(&self, limit: i64) -> Result<Vec<super::AuditRow>, StoreError> {
-        self.read(move |c| rows(c, "SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit], super::AuditRow::from_row))
-            .await
+        self.read(move |c| {
+            rows(
+                c,
+                "SELECT * FROM audit ORDER BY id DESC LIMIT ?",
+                [limit],
+                super::AuditRow::from_row,
+            )
+        })
+        .await
     }
 }

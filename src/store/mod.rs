@@ -103,7 +103,9 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.inner.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -126,13 +128,18 @@ fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, Stor
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| classify_open_error(e, path))?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| classify_open_error(e, path))?;
     conn.busy_timeout(cfg.busy_timeout)?;
     // Touch the file: a file that is not a database fails here, before anything is written.
-    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| classify_open_error(e, path))?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| classify_open_error(e, path))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| classify_open_error(e, path))?;
@@ -150,8 +157,12 @@ fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, Stor
 /// Refuses a database that holds tables but is not mailfleet's, so we never write into
 /// another program's file.
 fn check_is_ours(conn: &Conn, path: &Path) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
-    let tables: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )?;
+    let tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     if tables.is_empty() {
         return Ok(());
     }
@@ -168,7 +179,12 @@ fn check_is_ours(conn: &Conn, path: &Path) -> Result<(), StoreError> {
         path,
         format!(
             "it is an SQLite database of another program (tables: {}); refusing to write to it",
-            tables.iter().take(4).cloned().collect::<Vec<_>>().join(", ")
+            tables
+                .iter()
+                .take(4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     ))
 }
@@ -177,7 +193,11 @@ fn migrate(conn: &Conn) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
     for (version, sql) in MIGRATIONS {
         let done: Option<i64> = conn
-            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
             .optional()?;
         if done.is_none() {
             conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -196,7 +216,10 @@ fn migrate(conn: &Conn) -> Result<(), StoreError> {
             }
         }
     }
-    conn.execute("INSERT INTO meta (key, value) VALUES ('app', 'mailfleet') ON CONFLICT (key) DO NOTHING", [])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('app', 'mailfleet') ON CONFLICT (key) DO NOTHING",
+        [],
+    )?;
     Ok(())
 }
 
@@ -211,28 +234,35 @@ impl Store {
         Self::open_with(path, cfg, true).await
     }
 
-    async fn open_with(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Store, StoreError> {
+    async fn open_with(
+        path: &Path,
+        cfg: &StoreConfig,
+        read_only: bool,
+    ) -> Result<Store, StoreError> {
         let (path, settings) = (path.to_path_buf(), cfg.clone());
         let p2 = path.clone();
-        let writer_conn = tokio::task::spawn_blocking(move || -> Result<Option<Conn>, StoreError> {
-            if read_only {
-                if !p2.exists() {
-                    return Err(not_db(&p2, "the file does not exist"));
+        let writer_conn =
+            tokio::task::spawn_blocking(move || -> Result<Option<Conn>, StoreError> {
+                if read_only {
+                    if !p2.exists() {
+                        return Err(not_db(&p2, "the file does not exist"));
+                    }
+                    let conn = connect(&p2, &settings, true)?;
+                    check_is_ours(&conn, &p2)?;
+                    return Ok(None);
                 }
-                let conn = connect(&p2, &settings, true)?;
+                if let Some(parent) = p2.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        not_db(&p2, format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                let conn = connect(&p2, &settings, false)?;
                 check_is_ours(&conn, &p2)?;
-                return Ok(None);
-            }
-            if let Some(parent) = p2.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| not_db(&p2, format!("cannot create {}: {e}", parent.display())))?;
-            }
-            let conn = connect(&p2, &settings, false)?;
-            check_is_ours(&conn, &p2)?;
-            migrate(&conn)?;
-            Ok(Some(conn))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+                migrate(&conn)?;
+                Ok(Some(conn))
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??;
         let (changes_tx, changes) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());
         let writer = writer_conn.map(|conn| {
@@ -277,7 +307,11 @@ impl Store {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => connect(&inner.path, &inner.settings, true)?,
@@ -303,19 +337,31 @@ impl Store {
         let writer = self.inner.writer.as_ref().ok_or(StoreError::ReadOnly)?;
         let (reply, rx) = oneshot::channel();
         let run: JobFn = Box::new(move |conn| f(conn).map(|v| Box::new(v) as Payload));
-        writer.send(Job { run, reply }).await.map_err(|_| StoreError::Closed)?;
+        writer
+            .send(Job { run, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let payload = rx.await.map_err(|_| StoreError::Closed)??;
-        payload.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Closed)
+        payload
+            .downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Closed)
     }
 
     /// SQLite's `PRAGMA data_version`: changes when another connection (this process's
     /// writer or another process) commits. The console's store watcher polls it.
     pub async fn data_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)).await
+        self.read(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
+            .await
     }
 }
 
-async fn writer_task(conn: Conn, mut rx: mpsc::Receiver<Job>, changes: watch::Sender<u64>, stats: Arc<WriterStats>) {
+async fn writer_task(
+    conn: Conn,
+    mut rx: mpsc::Receiver<Job>,
+    changes: watch::Sender<u64>,
+    stats: Arc<WriterStats>,
+) {
     let mut conn = Some(conn);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -336,7 +382,9 @@ async fn writer_task(conn: Conn, mut rx: mpsc::Receiver<Job>, changes: watch::Se
             (c, committed)
         })
         .await;
-        stats.busy_us.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        stats
+            .busy_us
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         match done {
             Ok((c, committed)) => {
                 conn = Some(c);
@@ -354,7 +402,9 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch {
-            let _ = job.reply.send(Err(StoreError::Rejected(format!("database busy: {msg}"))));
+            let _ = job
+                .reply
+                .send(Err(StoreError::Rejected(format!("database busy: {msg}"))));
         }
         return false;
     }
@@ -362,7 +412,11 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) -> bool {
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         // A lone job needs no savepoint: if it fails, the whole transaction rolls back.
-        let outcome = if single { (job.run)(conn) } else { run_in_savepoint(conn, job.run) };
+        let outcome = if single {
+            (job.run)(conn)
+        } else {
+            run_in_savepoint(conn, job.run)
+        };
         results.push((job.reply, outcome));
     }
     let any_ok = results.iter().any(|(_, r)| r.is_ok());
@@ -391,12 +445,16 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) -> bool {
 }
 
 fn run_in_savepoint(conn: &Conn, run: JobFn) -> Result<Payload, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    let exec = |sql: &str| -> Result<(), StoreError> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
+    exec("SAVEPOINT job")?;
     let outcome = run(conn);
-    match &outcome {
-        Ok(_) => conn.execute_batch("RELEASE job")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
+    if outcome.is_err() {
+        exec("ROLLBACK TO job")?;
     }
+    exec("RELEASE job")?;
     outcome
 }
 
@@ -413,6 +471,8 @@ pub(crate) fn rows<T>(
     map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let out = stmt.query_map(params, map)?.collect::<Result<Vec<T>, _>>()?;
+    let out = stmt
+        .query_map(params, map)?
+        .collect::<Result<Vec<T>, _>>()?;
     Ok(out)
 }

@@ -37,22 +37,41 @@ pub(crate) fn follow_service(
 ) -> Result<(), StoreError> {
     let node: Option<(String, String, String, Option<String>)> = conn
         .prepare_cached("SELECT id, tenant, status, resume_status FROM nodes WHERE request_id = ?")?
-        .query_row([request_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([request_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let Some((node_id, tenant, status, resume)) = node else {
         return Ok(());
     };
     let at = ts(now);
     let (new_status, new_resume, why, name) = if event == RequestEvent::Suspend {
-        let why = format!("service suspended by {actor}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
-        ("paused".to_string(), Some(status.clone()), why, "node.paused")
+        let why = format!(
+            "service suspended by {actor}{}",
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        (
+            "paused".to_string(),
+            Some(status.clone()),
+            why,
+            "node.paused",
+        )
     } else {
         let back = resume.unwrap_or_else(|| "warming".into());
-        (back, None, format!("service reactivated by {actor}"), "node.resumed")
+        (
+            back,
+            None,
+            format!("service reactivated by {actor}"),
+            "node.resumed",
+        )
     };
     conn.prepare_cached("UPDATE nodes SET status = ?, resume_status = ?, status_reason = ?, updated_at = ? WHERE id = ?")?
         .execute(params![new_status, new_resume, why, at, node_id])?;
-    let target = EventTarget { request_id: Some(request_id), node_id: Some(&node_id), tenant: Some(&tenant) };
+    let target = EventTarget {
+        request_id: Some(request_id),
+        node_id: Some(&node_id),
+        tenant: Some(&tenant),
+    };
     let payload = json!({"node_id": node_id, "from": status, "to": new_status, "reason": why});
     emit(conn, name, &target, actor, &payload, &at)
 }

@@ -55,8 +55,19 @@ pub(crate) struct Changed {
 /// request, appends the transition row and the outbox events.
 pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, StoreError> {
     let row: Option<(String, i64, String, String, Option<String>, String)> = conn
-        .prepare_cached("SELECT state, fence, tenant, label, teardown, region FROM requests WHERE id = ?")?
-        .query_row([c.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .prepare_cached(
+            "SELECT state, fence, tenant, label, teardown, region FROM requests WHERE id = ?",
+        )?
+        .query_row([c.id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .optional()?;
     let Some((state, fence, tenant, label, teardown, region)) = row else {
         return Err(StoreError::NotFound(c.id.to_string()));
@@ -70,7 +81,9 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
     let event = match c.event {
         RequestEvent::TeardownFinished { .. } => {
             let remaining: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM resources WHERE request_id = ? AND status <> 'released'")?
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM resources WHERE request_id = ? AND status <> 'released'",
+                )?
                 .query_row([c.id], |r| r.get(0))?;
             RequestEvent::TeardownFinished {
                 remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
@@ -81,8 +94,10 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
     };
     let to = transition(from, event).map_err(|e| illegal(c.id, from, e))?;
     let at = ts(c.at);
-    conn.prepare_cached("UPDATE requests SET state = ?, updated_at = ?, progress_at = ? WHERE id = ?")?
-        .execute(params![to.as_str(), at, at, c.id])?;
+    conn.prepare_cached(
+        "UPDATE requests SET state = ?, updated_at = ?, progress_at = ? WHERE id = ?",
+    )?
+    .execute(params![to.as_str(), at, at, c.id])?;
     conn.prepare_cached("INSERT INTO transitions (request_id, from_state, to_state, actor, reason, at) VALUES (?, ?, ?, ?, ?, ?)")?
         .execute(params![c.id, from.as_str(), to.as_str(), c.actor, c.reason, at])?;
     let payload = json!({
@@ -90,7 +105,11 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
         "from": from.as_str(), "to": to.as_str(), "step": from.step().map(|s| s.as_str()),
         "reason": c.reason,
     });
-    let target = EventTarget { request_id: Some(c.id), node_id: None, tenant: Some(&tenant) };
+    let target = EventTarget {
+        request_id: Some(c.id),
+        node_id: None,
+        tenant: Some(&tenant),
+    };
     for name in event_names(Some(from), to) {
         emit(conn, name, &target, c.actor, &payload, &at)?;
     }
@@ -100,11 +119,17 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
 pub(crate) fn illegal(id: &str, from: RequestState, e: TransitionError) -> StoreError {
     let id = short(id);
     StoreError::Rejected(match e {
-        TransitionError::UseDeprovision => format!("request {id} is {from}: tear it down with deprovision, not rollback"),
-        TransitionError::StillHolding { remaining } => {
-            format!("request {id} still holds {remaining} resource(s); it cannot be marked released")
+        TransitionError::UseDeprovision => {
+            format!("request {id} is {from}: tear it down with deprovision, not rollback")
         }
-        TransitionError::Illegal { event, .. } => format!("request {id} is {from}: it cannot {event}"),
+        TransitionError::StillHolding { remaining } => {
+            format!(
+                "request {id} still holds {remaining} resource(s); it cannot be marked released"
+            )
+        }
+        TransitionError::Illegal { event, .. } => {
+            format!("request {id} is {from}: it cannot {event}")
+        }
     })
 }
 
@@ -122,14 +147,21 @@ pub(crate) fn wake_waiters(conn: &Conn, id: &str, at: &str) -> Result<(), StoreE
     Ok(())
 }
 
-fn insert_request(conn: &Conn, id: &str, new: &NewRequest, now: DateTime<Utc>) -> Result<(), StoreError> {
+fn insert_request(
+    conn: &Conn,
+    id: &str,
+    new: &NewRequest,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let at = ts(now);
     let clash: Option<(String, String)> = conn
         .prepare_cached(
             "SELECT id, state FROM requests WHERE tenant = ? AND label = ?
                AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') LIMIT 1",
         )?
-        .query_row(params![new.tenant, new.label], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![new.tenant, new.label], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     if let Some((other, state)) = clash {
         return Err(StoreError::Rejected(format!(
@@ -146,8 +178,13 @@ fn insert_request(conn: &Conn, id: &str, new: &NewRequest, now: DateTime<Utc>) -
             .optional()?;
         match st.as_deref() {
             None => return Err(StoreError::NotFound(dep.clone())),
-            Some(s @ ("rolled_back" | "rejected" | "deprovisioned" | "rolling_back" | "failed")) => {
-                return Err(StoreError::Rejected(format!("prerequisite {} is {s}: it will never complete", short(dep))))
+            Some(
+                s @ ("rolled_back" | "rejected" | "deprovisioned" | "rolling_back" | "failed"),
+            ) => {
+                return Err(StoreError::Rejected(format!(
+                    "prerequisite {} is {s}: it will never complete",
+                    short(dep)
+                )))
             }
             Some(_) => {}
         }
@@ -187,16 +224,36 @@ fn insert_request(conn: &Conn, id: &str, new: &NewRequest, now: DateTime<Utc>) -
         "request_id": id, "tenant": new.tenant, "region": new.region, "plan": new.plan,
         "label": new.label, "domain": new.domain, "depends_on": new.depends_on,
     });
-    let target = EventTarget { request_id: Some(id), node_id: None, tenant: Some(&new.tenant) };
+    let target = EventTarget {
+        request_id: Some(id),
+        node_id: None,
+        tenant: Some(&new.tenant),
+    };
     for name in event_names(None, RequestState::Queued) {
         emit(conn, name, &target, &new.requested_by, &payload, &at)?;
     }
     let what = format!("{} {} {} {}", new.tenant, new.region, new.plan, new.label);
-    audit(conn, &at, &new.requested_by, "request.create", Some(id), Some(&what))?;
+    audit(
+        conn,
+        &at,
+        &new.requested_by,
+        "request.create",
+        Some(id),
+        Some(&what),
+    )?;
     if let Some(m) = &new.approval {
-        conn.prepare_cached("UPDATE requests SET approval_rule = ?, approval_reason = ? WHERE id = ?")?
-            .execute(params![m.rule, m.reason, id])?;
-        let change = Change { id, event: RequestEvent::RequireApproval, fence: None, actor: "engine", reason: Some(&m.reason), at: now };
+        conn.prepare_cached(
+            "UPDATE requests SET approval_rule = ?, approval_reason = ? WHERE id = ?",
+        )?
+        .execute(params![m.rule, m.reason, id])?;
+        let change = Change {
+            id,
+            event: RequestEvent::RequireApproval,
+            fence: None,
+            actor: "engine",
+            reason: Some(&m.reason),
+            at: now,
+        };
         apply_change(conn, &change)?;
     }
     Ok(())
@@ -213,7 +270,11 @@ impl Store {
     /// Admits a new request: one transaction writes the request, its steps, its first
     /// transition and event, the audit entry, and (if a rule matched) the move to
     /// pending_approval.
-    pub async fn create_request(&self, new: NewRequest, now: DateTime<Utc>) -> Result<RequestRow, StoreError> {
+    pub async fn create_request(
+        &self,
+        new: NewRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RequestRow, StoreError> {
         let id = new_id();
         self.write(move |conn| {
             insert_request(conn, &id, &new, now)?;
@@ -231,7 +292,12 @@ impl Store {
         self.resolve_prefix("node", "nodes", prefix).await
     }
 
-    async fn resolve_prefix(&self, what: &'static str, table: &'static str, prefix: &str) -> Result<String, StoreError> {
+    async fn resolve_prefix(
+        &self,
+        what: &'static str,
+        table: &'static str,
+        prefix: &str,
+    ) -> Result<String, StoreError> {
         let p = prefix.trim().to_ascii_lowercase();
         if !valid_prefix(&p) {
             return Err(StoreError::Rejected(format!(
@@ -241,8 +307,12 @@ impl Store {
         }
         let ids = self
             .read(move |c| {
-                let sql = format!("SELECT id FROM {table} WHERE id LIKE ?1 OR id LIKE ?2 ORDER BY id LIMIT 2");
-                rows(c, &sql, params![format!("{p}%"), format!("%{p}")], |r| r.get::<_, String>(0))
+                let sql = format!(
+                    "SELECT id FROM {table} WHERE id LIKE ?1 OR id LIKE ?2 ORDER BY id LIMIT 2"
+                );
+                rows(c, &sql, params![format!("{p}%"), format!("%{p}")], |r| {
+                    r.get::<_, String>(0)
+                })
             })
             .await?;
         match ids.as_slice() {
@@ -277,7 +347,12 @@ impl Store {
             }
             sql.push_str(" ORDER BY created_at, id LIMIT ?");
             args.push(f.limit.unwrap_or(i64::MAX).into());
-            rows(c, &sql, rusqlite::params_from_iter(args), RequestRow::from_row)
+            rows(
+                c,
+                &sql,
+                rusqlite::params_from_iter(args),
+                RequestRow::from_row,
+            )
         })
         .await
     }
@@ -302,7 +377,12 @@ impl Store {
     pub async fn deps_of(&self, id: &str) -> Result<Vec<String>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {
-            rows(c, "SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on", [id], |r| r.get(0))
+            rows(
+                c,
+                "SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on",
+                [id],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -313,19 +393,42 @@ impl Store {
             let request = get_request(c, &id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
             Ok(RequestDetail {
                 request,
-                depends_on: rows(c, "SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on", [&id], |r| {
-                    r.get(0)
-                })?,
-                steps: rows(c, "SELECT * FROM request_steps WHERE request_id = ? ORDER BY position", [&id], super::StepRow::from_row)?,
+                depends_on: rows(
+                    c,
+                    "SELECT depends_on FROM request_deps WHERE request_id = ? ORDER BY depends_on",
+                    [&id],
+                    |r| r.get(0),
+                )?,
+                steps: rows(
+                    c,
+                    "SELECT * FROM request_steps WHERE request_id = ? ORDER BY position",
+                    [&id],
+                    super::StepRow::from_row,
+                )?,
                 tasks: rows(
                     c,
                     "SELECT * FROM step_tasks WHERE request_id = ? ORDER BY step, position",
                     [&id],
                     super::TaskRow::from_row,
                 )?,
-                transitions: rows(c, "SELECT * FROM transitions WHERE request_id = ? ORDER BY id", [&id], super::TransitionRow::from_row)?,
-                resources: rows(c, "SELECT * FROM resources WHERE request_id = ? ORDER BY seq", [&id], super::ResourceRow::from_row)?,
-                events: rows(c, "SELECT * FROM events WHERE request_id = ? ORDER BY seq", [&id], super::EventRow::from_row)?,
+                transitions: rows(
+                    c,
+                    "SELECT * FROM transitions WHERE request_id = ? ORDER BY id",
+                    [&id],
+                    super::TransitionRow::from_row,
+                )?,
+                resources: rows(
+                    c,
+                    "SELECT * FROM resources WHERE request_id = ? ORDER BY seq",
+                    [&id],
+                    super::ResourceRow::from_row,
+                )?,
+                events: rows(
+                    c,
+                    "SELECT * FROM events WHERE request_id = ? ORDER BY seq",
+                    [&id],
+                    super::EventRow::from_row,
+                )?,
                 node: c
                     .prepare_cached("SELECT * FROM nodes WHERE request_id = ?")?
                     .query_row([&id], super::NodeRow::from_row)
@@ -337,8 +440,15 @@ impl Store {
 
     /// Counts requests per state.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.read(|c| rows(c, "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state", [], |r| Ok((r.get(0)?, r.get(1)?))))
-            .await
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .await
     }
 
     /// An approver's decision, or any other command that is only a state change.
@@ -352,7 +462,14 @@ impl Store {
     ) -> Result<RequestState, StoreError> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |conn| {
-            let change = Change { id: &id, event, fence: None, actor: &actor, reason: reason.as_deref(), at: now };
+            let change = Change {
+                id: &id,
+                event,
+                fence: None,
+                actor: &actor,
+                reason: reason.as_deref(),
+                at: now,
+            };
             let changed = apply_change(conn, &change)?;
             let at = ts(now);
             conn.prepare_cached(
@@ -360,7 +477,14 @@ impl Store {
                     error = CASE WHEN ? = 'rejected' THEN ? ELSE error END WHERE id = ?",
             )?
             .execute(params![at, changed.to.as_str(), reason, id])?;
-            audit(conn, &at, &actor, &format!("request.{}", action_name(event)), Some(&id), reason.as_deref())?;
+            audit(
+                conn,
+                &at,
+                &actor,
+                &format!("request.{}", action_name(event)),
+                Some(&id),
+                reason.as_deref(),
+            )?;
             if changed.to.is_terminal() {
                 wake_waiters(conn, &id, &at)?;
             }

@@ -184,11 +184,117 @@ pub struct Usage {
     pub storage_gb: i64,
 }
 
-from_row!(RequestRow { id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain, state, requested_by, cluster, approval_rule, approval_reason, wait_reason, teardown, cancel_requested, error, needs_attention, lease_owner, lease_expires_at, fence, next_run_at, progress_at, created_at, updated_at });
-from_row!(StepRow { request_id, step, position, status, attempts, started_at, finished_at, error });
-from_row!(TaskRow { request_id, step, name, position, status, detail, updated_at });
-from_row!(TransitionRow { id, request_id, from_state, to_state, actor, reason, at });
-from_row!(ResourceRow { id, request_id, seq, kind, status, provider, provider_ref, tenant, cluster, cpu, memory_gb, storage_gb, slots, detail, created_at, released_at });
-from_row!(NodeRow { id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster, plan, status, status_reason, resume_status, reputation_score, current_load, created_at, updated_at, last_heartbeat });
-from_row!(EventRow { seq, id, name, request_id, node_id, tenant, actor, payload, at });
-from_row!(AuditRow { id, at, actor, action, target, detail });
+from_row!(RequestRow {
+    id,
+    tenant,
+    region,
+    plan,
+    kind,
+    cpu,
+    memory_gb,
+    storage_gb,
+    label,
+    domain,
+    state,
+    requested_by,
+    cluster,
+    approval_rule,
+    approval_reason,
+    wait_reason,
+    teardown,
+    cancel_requested,
+    error,
+    needs_attention,
+    lease_owner,
+    lease_expires_at,
+    fence,
+    next_run_at,
+    progress_at,
+    created_at,
+    updated_at
+});
+from_row!(StepRow {
+    request_id,
+    step,
+    position,
+    status,
+    attempts,
+    started_at,
+    finished_at,
+    error
+});
+from_row!(TaskRow {
+    request_id,
+    step,
+    name,
+    position,
+    status,
+    detail,
+    updated_at
+});
+from_row!(TransitionRow {
+    id,
+    request_id,
+    from_state,
+    to_state,
+    actor,
+    reason,
+    at
+});
+from_row!(ResourceRow {
+    id,
+    request_id,
+    seq,
+    kind,
+    status,
+    provider,
+    provider_ref,
+    tenant,
+    cluster,
+    cpu,
+    memory_gb,
+    storage_gb,
+    slots,
+    detail,
+    created_at,
+    released_at
+});
+from_row!(NodeRow {
+    id,
+    request_id,
+    provider_id,
+    tenant,
+    label,
+    hostname,
+    ip_address,
+    region,
+    cluster,
+    plan,
+    status,
+    status_reason,
+    resume_status,
+    reputation_score,
+    current_load,
+    created_at,
+    updated_at,
+    last_heartbeat
+});
+from_row!(EventRow {
+    seq,
+    id,
+    name,
+    request_id,
+    node_id,
+    tenant,
+    actor,
+    payload,
+    at
+});
+from_row!(AuditRow {
+    id,
+    at,
+    actor,
+    action,
+    target,
+    detail
+});

@@ -56,7 +56,10 @@ impl SimInstanceRow {
 
 fn by(conn: &Conn, column: &str, value: &str) -> Result<Option<SimInstanceRow>, StoreError> {
     let sql = format!("SELECT * FROM sim_instances WHERE {column} = ?");
-    Ok(conn.prepare_cached(&sql)?.query_row([value], SimInstanceRow::from_row).optional()?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([value], SimInstanceRow::from_row)
+        .optional()?)
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +90,11 @@ pub enum SimCreated {
 
 impl Store {
     /// Creates an instance unless one with the same idempotency key exists; picks a free IP.
-    pub async fn sim_create(&self, c: SimCreate, now: DateTime<Utc>) -> Result<SimCreated, StoreError> {
+    pub async fn sim_create(
+        &self,
+        c: SimCreate,
+        now: DateTime<Utc>,
+    ) -> Result<SimCreated, StoreError> {
         self.write(move |conn| {
             if let Some(row) = by(conn, "idempotency_key", &c.idempotency_key)? {
                 return Ok(SimCreated::Existing(row));
@@ -155,34 +162,55 @@ impl Store {
     }
 
     pub async fn sim_list_live(&self) -> Result<Vec<SimInstanceRow>, StoreError> {
-        self.read(|c| rows(c, "SELECT * FROM sim_instances WHERE deleted_at IS NULL ORDER BY created_at", [], SimInstanceRow::from_row))
-            .await
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT * FROM sim_instances WHERE deleted_at IS NULL ORDER BY created_at",
+                [],
+                SimInstanceRow::from_row,
+            )
+        })
+        .await
     }
 
-    /// Sets one of the instance's mutable fields; returns false if there is no live instance.
-    pub async fn sim_update(&self, id: &str, change: SimChange, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Changes a live instance; returns false if there is none that meets the change's
+    /// condition (the caller reads the instance to say why).
+    pub async fn sim_update(
+        &self,
+        id: &str,
+        change: SimChange,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
             let at = ts(now);
             let live = "WHERE id = ?3 AND deleted_at IS NULL";
+            // Only an instance that finished building can run services.
+            let built = "AND power <> 'stopped' AND ready_at <= ?2";
             let n = match &change {
-                SimChange::Power(p) => conn.execute(&format!("UPDATE sim_instances SET power = ?1, updated_at = ?2 {live}"), params![p, at, id])?,
-                SimChange::Firewall(f) => {
-                    conn.execute(&format!("UPDATE sim_instances SET firewall = ?1, updated_at = ?2 {live}"), params![f, at, id])?
+                SimChange::Power(p) => {
+                    let cond = if p == "running" { "AND ready_at <= ?2" } else { "" };
+                    conn.prepare_cached(&format!("UPDATE sim_instances SET power = ?1, updated_at = ?2 {live} {cond}"))?
+                        .execute(params![p, at, id])?
                 }
-                SimChange::Rdns(r) => conn.execute(&format!("UPDATE sim_instances SET rdns = ?1, updated_at = ?2 {live}"), params![r, at, id])?,
-                SimChange::MailStack => {
-                    conn.execute(&format!("UPDATE sim_instances SET mail_stack = ?1, updated_at = ?2 {live}"), params![1, at, id])?
-                }
-                SimChange::Resize { cpu, memory_gb, storage_gb, plan } => conn.execute(
-                    "UPDATE sim_instances SET cpu = ?4, memory_gb = ?5, storage_gb = ?6, plan = ?1, updated_at = ?2
-                     WHERE id = ?3 AND deleted_at IS NULL",
-                    params![plan, at, id, cpu, memory_gb, storage_gb],
-                )?,
-                SimChange::Delete => conn.execute(
-                    &format!("UPDATE sim_instances SET deleted_at = ?1, power = 'stopped', updated_at = ?2 {live}"),
-                    params![at, at, id],
-                )?,
+                SimChange::Firewall(f) => conn
+                    .prepare_cached(&format!("UPDATE sim_instances SET firewall = ?1, updated_at = ?2 {live}"))?
+                    .execute(params![f, at, id])?,
+                SimChange::Rdns { ip, name } => conn
+                    .prepare_cached(&format!("UPDATE sim_instances SET rdns = ?1, updated_at = ?2 {live} AND ip = ?4"))?
+                    .execute(params![name, at, id, ip])?,
+                SimChange::MailStack => conn
+                    .prepare_cached(&format!("UPDATE sim_instances SET mail_stack = ?1, updated_at = ?2 {live} {built}"))?
+                    .execute(params![1, at, id])?,
+                SimChange::Resize { cpu, memory_gb, storage_gb, plan } => conn
+                    .prepare_cached(
+                        "UPDATE sim_instances SET cpu = ?4, memory_gb = ?5, storage_gb = ?6, plan = ?1, updated_at = ?2
+                         WHERE id = ?3 AND deleted_at IS NULL",
+                    )?
+                    .execute(params![plan, at, id, cpu, memory_gb, storage_gb])?,
+                SimChange::Delete => conn
+                    .prepare_cached(&format!("UPDATE sim_instances SET deleted_at = ?1, power = 'stopped', updated_at = ?2 {live}"))?
+                    .execute(params![at, at, id])?,
             };
             Ok(n > 0)
         })
@@ -194,7 +222,11 @@ impl Store {
 pub enum SimChange {
     Power(String),
     Firewall(String),
-    Rdns(Option<String>),
+    /// Set (or reset) the PTR of `ip`, which must be the instance's.
+    Rdns {
+        ip: String,
+        name: Option<String>,
+    },
     MailStack,
     Resize {
         cpu: i64,

@@ -32,21 +32,34 @@ pub struct ResourceWrite {
     pub detail: Option<String>,
 }
 
-/// Checks the fence and extends the lease; returns a pending teardown request, if any.
-fn touch(conn: &Conn, f: &Fenced, progress: bool) -> Result<Option<String>, StoreError> {
-    let at = ts(f.now);
+/// Checks the fence (inside the write's transaction, so the check and the write are one);
+/// returns a pending teardown request, if any. Progress is recorded by the sub-task rows
+/// and state changes themselves; the lease is extended by the heartbeat.
+fn touch(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
     let row: Option<Option<String>> = conn
-        .prepare_cached(
-            "UPDATE requests SET lease_expires_at = ?1, updated_at = ?2,
-                progress_at = CASE WHEN ?3 THEN ?2 ELSE progress_at END
-             WHERE id = ?4 AND fence = ?5 RETURNING cancel_requested",
-        )?
-        .query_row(params![ts(f.lease_until), at, progress, f.id, f.fence], |r| r.get(0))
+        .prepare_cached("SELECT cancel_requested FROM requests WHERE id = ?1 AND fence = ?2")?
+        .query_row(params![f.id, f.fence], |r| r.get(0))
         .optional()?;
     row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
 }
 
-fn set_task(conn: &Conn, f: &Fenced, step: Step, task: &str, status: &str, detail: Option<&str>) -> Result<(), StoreError> {
+/// Extends the lease: the heartbeat.
+fn extend_lease(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
+    let row: Option<Option<String>> = conn
+        .prepare_cached("UPDATE requests SET lease_expires_at = ?1 WHERE id = ?2 AND fence = ?3 RETURNING cancel_requested")?
+        .query_row(params![ts(f.lease_until), f.id, f.fence], |r| r.get(0))
+        .optional()?;
+    row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
+}
+
+fn set_task(
+    conn: &Conn,
+    f: &Fenced,
+    step: Step,
+    task: &str,
+    status: &str,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
     let pos = step.tasks().iter().position(|t| *t == task).unwrap_or(0) as i64 + 1;
     conn.prepare_cached(
         "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -84,8 +97,20 @@ fn upsert_resource(conn: &Conn, f: &Fenced, r: &ResourceWrite) -> Result<(), Sto
     Ok(())
 }
 
-fn change(conn: &Conn, f: &Fenced, event: RequestEvent, reason: Option<&str>) -> Result<RequestState, StoreError> {
-    let c = Change { id: &f.id, event, fence: Some(f.fence), actor: &f.actor, reason, at: f.now };
+fn change(
+    conn: &Conn,
+    f: &Fenced,
+    event: RequestEvent,
+    reason: Option<&str>,
+) -> Result<RequestState, StoreError> {
+    let c = Change {
+        id: &f.id,
+        event,
+        fence: Some(f.fence),
+        actor: &f.actor,
+        reason,
+        at: f.now,
+    };
     Ok(apply_change(conn, &c)?.to)
 }
 
@@ -102,7 +127,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            let cancel = touch(conn, &f, true)?;
+            let cancel = touch(conn, &f)?;
             if let Some(r) = &resource {
                 upsert_resource(conn, &f, r)?;
             }
@@ -114,10 +139,16 @@ impl Store {
 
     /// Records an intent (or any resource) without finishing a sub-task: written before a
     /// provider call so a crash after the call can still find what it made.
-    pub async fn record_resource(&self, f: &Fenced, step: Step, task: &'static str, r: ResourceWrite) -> Result<Option<String>, StoreError> {
+    pub async fn record_resource(
+        &self,
+        f: &Fenced,
+        step: Step,
+        task: &'static str,
+        r: ResourceWrite,
+    ) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            let cancel = touch(conn, &f, false)?;
+            let cancel = touch(conn, &f)?;
             upsert_resource(conn, &f, &r)?;
             set_task(conn, &f, step, task, "running", r.detail.as_deref())?;
             Ok(cancel)
@@ -126,11 +157,17 @@ impl Store {
     }
 
     /// A provider call failed and will be tried again after a wait.
-    pub async fn note_retry(&self, f: &Fenced, step: Option<Step>, task: &str, detail: String) -> Result<Option<String>, StoreError> {
+    pub async fn note_retry(
+        &self,
+        f: &Fenced,
+        step: Option<Step>,
+        task: &str,
+        detail: String,
+    ) -> Result<Option<String>, StoreError> {
         let f = f.clone();
         let task = task.to_string();
         self.write(move |conn| {
-            let cancel = touch(conn, &f, false)?;
+            let cancel = touch(conn, &f)?;
             if let Some(step) = step {
                 conn.prepare_cached("UPDATE request_steps SET attempts = attempts + 1, error = ? WHERE request_id = ? AND step = ?")?
                     .execute(params![detail, f.id, step.as_str()])?;
@@ -145,7 +182,7 @@ impl Store {
     /// Extends the lease without progress (the heartbeat).
     pub async fn heartbeat(&self, f: &Fenced) -> Result<Option<String>, StoreError> {
         let f = f.clone();
-        self.write(move |conn| touch(conn, &f, false)).await
+        self.write(move |conn| extend_lease(conn, &f)).await
     }
 
     /// The step finished: moves the request to the next state and starts the next step.
@@ -153,7 +190,7 @@ impl Store {
     pub async fn complete_step(&self, f: &Fenced, step: Step) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, true)?;
+            touch(conn, &f)?;
             let at = ts(f.now);
             let to = change(conn, &f, RequestEvent::StepSucceeded, None)?;
             let next = to.step().map(|s| s.as_str()).unwrap_or("");
@@ -183,7 +220,7 @@ impl Store {
     pub async fn fail_step(&self, f: &Fenced, step: Step, error: String) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, true)?;
+            touch(conn, &f)?;
             change(conn, &f, RequestEvent::StepFailed, Some(&error))?;
             conn.prepare_cached("UPDATE request_steps SET status = 'failed', finished_at = ?, error = ? WHERE request_id = ? AND step = ?")?
                 .execute(params![ts(f.now), error, f.id, step.as_str()])?;
@@ -194,10 +231,15 @@ impl Store {
     }
 
     /// Starts a teardown: of a failed request, or of a running one an operator asked to stop.
-    pub async fn start_teardown(&self, f: &Fenced, reason: String, deprovision: bool) -> Result<(), StoreError> {
+    pub async fn start_teardown(
+        &self,
+        f: &Fenced,
+        reason: String,
+        deprovision: bool,
+    ) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, true)?;
+            touch(conn, &f)?;
             let event = if deprovision { RequestEvent::Deprovision } else { RequestEvent::Rollback };
             change(conn, &f, event, Some(&reason))?;
             conn.prepare_cached("UPDATE requests SET teardown = ?, cancel_requested = NULL WHERE id = ?")?
@@ -210,10 +252,15 @@ impl Store {
     }
 
     /// A compensation finished: the resource is released.
-    pub async fn release_resource(&self, f: &Fenced, kind: ResourceKind, detail: Option<String>) -> Result<(), StoreError> {
+    pub async fn release_resource(
+        &self,
+        f: &Fenced,
+        kind: ResourceKind,
+        detail: Option<String>,
+    ) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, true)?;
+            touch(conn, &f)?;
             conn.prepare_cached(
                 "UPDATE resources SET status = 'released', released_at = ?, detail = COALESCE(?, detail)
                  WHERE request_id = ? AND kind = ? AND status <> 'released'",
@@ -226,10 +273,15 @@ impl Store {
 
     /// A compensation could not finish: the request stays rolling_back, marked for a
     /// person's attention, and is tried again at `retry_at`.
-    pub async fn teardown_stalled(&self, f: &Fenced, error: String, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn teardown_stalled(
+        &self,
+        f: &Fenced,
+        error: String,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, false)?;
+            touch(conn, &f)?;
             conn.prepare_cached(
                 "UPDATE requests SET error = ?, needs_attention = 1, lease_owner = NULL, lease_expires_at = NULL,
                     next_run_at = ? WHERE id = ?",
@@ -246,7 +298,7 @@ impl Store {
     pub async fn finish_teardown(&self, f: &Fenced) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, true)?;
+            touch(conn, &f)?;
             let to = change(conn, &f, RequestEvent::TeardownFinished { remaining: 0, deprovision: false }, None)?;
             conn.prepare_cached(
                 "UPDATE requests SET needs_attention = 0, lease_owner = NULL, lease_expires_at = NULL,
@@ -260,16 +312,34 @@ impl Store {
     }
 
     /// Suspend or reactivate, after the provider did it: the state change and the node's.
-    pub async fn apply_service_change(&self, f: &Fenced, event: RequestEvent, reason: Option<String>) -> Result<RequestState, StoreError> {
+    pub async fn apply_service_change(
+        &self,
+        f: &Fenced,
+        event: RequestEvent,
+        reason: Option<String>,
+    ) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
-            touch(conn, &f, false)?;
+            touch(conn, &f)?;
             let to = change(conn, &f, event, reason.as_deref())?;
-            let name = if event == RequestEvent::Suspend { "suspend" } else { "reactivate" };
-            audit(conn, &ts(f.now), &f.actor, &format!("request.{name}"), Some(&f.id), reason.as_deref())?;
+            let name = if event == RequestEvent::Suspend {
+                "suspend"
+            } else {
+                "reactivate"
+            };
+            audit(
+                conn,
+                &ts(f.now),
+                &f.actor,
+                &format!("request.{name}"),
+                Some(&f.id),
+                reason.as_deref(),
+            )?;
             super::nodes::follow_service(conn, &f.id, event, &f.actor, reason.as_deref(), f.now)?;
-            conn.prepare_cached("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
-                .execute([&f.id])?;
+            conn.prepare_cached(
+                "UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+            )?
+            .execute([&f.id])?;
             Ok(to)
         })
         .await

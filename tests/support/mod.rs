@@ -29,7 +29,10 @@ boot_ms = [5, 40]
 
 pub fn config(overrides: &str) -> Config {
     config::from_layers(&[
-        ("(built-in defaults)".to_string(), config::DEFAULT_TOML.to_string()),
+        (
+            "(built-in defaults)".to_string(),
+            config::DEFAULT_TOML.to_string(),
+        ),
         ("test".to_string(), overrides.to_string()),
     ])
     .expect("test config is valid")
@@ -41,16 +44,28 @@ pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
 
 pub async fn open(path: &Path, cfg: &Config) -> Store {
     let store = Store::open(path, &cfg.store).await.expect("open store");
-    store.sync_catalog(cfg, chrono::Utc::now()).await.expect("catalog");
+    store
+        .sync_catalog(cfg, chrono::Utc::now())
+        .await
+        .expect("catalog");
     store
 }
 
 pub fn sim_ctx(store: &Store, cfg: &Config, clock: SharedClock) -> Arc<Ctx> {
-    let provider: Arc<dyn Provider> = Arc::new(SimProvider::new(store.clone(), cfg.providers.sim.clone(), clock.clone()));
+    let provider: Arc<dyn Provider> = Arc::new(SimProvider::new(
+        store.clone(),
+        cfg.providers.sim.clone(),
+        clock.clone(),
+    ));
     Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
 }
 
-pub fn ctx_with(store: &Store, cfg: &Config, clock: SharedClock, provider: Arc<dyn Provider>) -> Arc<Ctx> {
+pub fn ctx_with(
+    store: &Store,
+    cfg: &Config,
+    clock: SharedClock,
+    provider: Arc<dyn Provider>,
+) -> Arc<Ctx> {
     Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
 }
 
@@ -58,7 +73,13 @@ pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-pub async fn create(ctx: &Arc<Ctx>, tenant: &str, region: &str, plan: &str, label: &str) -> RequestRow {
+pub async fn create(
+    ctx: &Arc<Ctx>,
+    tenant: &str,
+    region: &str,
+    plan: &str,
+    label: &str,
+) -> RequestRow {
     let cmd = Command::Create(CreateRequest {
         tenant: tenant.into(),
         region: region.into(),
@@ -67,18 +88,29 @@ pub async fn create(ctx: &Arc<Ctx>, tenant: &str, region: &str, plan: &str, labe
         domain: None,
         depends_on: vec![],
     });
-    match engine::commands::execute(ctx, "tester", cmd).await.expect("create") {
+    match engine::commands::execute(ctx, "tester", cmd)
+        .await
+        .expect("create")
+    {
         Outcome::Created(r) => *r,
         other => panic!("unexpected outcome {other:?}"),
     }
 }
 
 pub async fn all_requests(store: &Store) -> Vec<RequestRow> {
-    store.list_requests(&RequestFilter::default()).await.expect("list")
+    store
+        .list_requests(&RequestFilter::default())
+        .await
+        .expect("list")
 }
 
 /// Polls the store until `done` holds for the list of requests, or panics after `limit`.
-pub async fn wait_for(store: &Store, limit: Duration, what: &str, done: impl Fn(&[RequestRow]) -> bool) -> Vec<RequestRow> {
+pub async fn wait_for(
+    store: &Store,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[RequestRow]) -> bool,
+) -> Vec<RequestRow> {
     let start = tokio::time::Instant::now();
     loop {
         let rows = all_requests(store).await;
@@ -86,7 +118,10 @@ pub async fn wait_for(store: &Store, limit: Duration, what: &str, done: impl Fn(
             return rows;
         }
         if start.elapsed() > limit {
-            let states: Vec<String> = rows.iter().map(|r| format!("{} {}", r.label, r.state)).collect();
+            let states: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{} {}", r.label, r.state))
+                .collect();
             panic!("timed out waiting for {what}; states: {states:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -94,5 +129,10 @@ pub async fn wait_for(store: &Store, limit: Duration, what: &str, done: impl Fn(
 }
 
 pub fn all_terminal_or_completed(rows: &[RequestRow]) -> bool {
-    rows.iter().all(|r| matches!(r.state.as_str(), "completed" | "rolled_back" | "rejected" | "deprovisioned"))
+    rows.iter().all(|r| {
+        matches!(
+            r.state.as_str(),
+            "completed" | "rolled_back" | "rejected" | "deprovisioned"
+        )
+    })
 }

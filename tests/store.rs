@@ -1,0 +1,374 @@
+//! The store against temp SQLite files: fencing, group-commit isolation, refusing files that
+//! are not ours, id resolution, and claims that never hand one request to two workers.
+
+mod support;
+
+use chrono::Utc;
+use mailfleet::domain::{RequestEvent, ResourceKind, Step};
+use mailfleet::store::{Fenced, ResourceWrite, Store, StoreError};
+use std::time::Duration;
+use support::*;
+
+fn fenced(id: &str, fence: i64) -> Fenced {
+    let now = Utc::now();
+    Fenced {
+        id: id.to_string(),
+        fence,
+        actor: "tester".into(),
+        now,
+        lease_until: now + chrono::Duration::seconds(30),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_was_taken_over_cannot_write() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let adm = ctx.admission().clone();
+    let first = store
+        .claim("a", Utc::now(), Duration::from_millis(1), 10, &adm)
+        .await
+        .expect("claim");
+    assert_eq!(first.claims.len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The lease expired; another worker claims and gets a higher fence.
+    let second = store
+        .claim("b", Utc::now(), Duration::from_secs(30), 10, &adm)
+        .await
+        .expect("claim");
+    assert_eq!(second.claims.len(), 1);
+    assert!(second.claims[0].fence > first.claims[0].fence);
+    let stale = fenced(&req.id, first.claims[0].fence);
+    let err = store
+        .complete_step(&stale, Step::Allocate)
+        .await
+        .expect_err("stale fence refused");
+    assert!(matches!(err, StoreError::FenceLost(_)), "{err}");
+    let err = store
+        .task_done(&stale, Step::Allocate, "create_instance", None, None)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, StoreError::FenceLost(_)));
+    // Nothing the stale worker tried is visible; the new one can write.
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "allocating");
+    assert!(d.tasks.iter().all(|t| t.name != "create_instance"));
+    store
+        .task_done(
+            &fenced(&req.id, second.claims[0].fence),
+            Step::Allocate,
+            "create_instance",
+            None,
+            None,
+        )
+        .await
+        .expect("current fence writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_claiming_at_once_never_share_a_request() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&FAST.replace("[engine]", "[engine]\nmax_in_flight_per_tenant = 100"));
+    let a = open(&db_path(&dir), &cfg).await;
+    let b = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&a, &cfg, system_clock());
+    for i in 0..40 {
+        create(
+            &ctx,
+            ["acme", "globex"][i % 2],
+            "dallas",
+            "ssd-1",
+            &format!("n{i}"),
+        )
+        .await;
+    }
+    let adm = ctx.admission().clone();
+    let mut claimed = Vec::new();
+    for _ in 0..5 {
+        let (x, y) = tokio::join!(
+            a.claim("a", Utc::now(), Duration::from_secs(30), 5, &adm),
+            b.claim("b", Utc::now(), Duration::from_secs(30), 5, &adm)
+        );
+        claimed.extend(x.expect("a").claims.into_iter().map(|c| c.id));
+        claimed.extend(y.expect("b").claims.into_iter().map(|c| c.id));
+    }
+    let n = claimed.len();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), n, "a request was claimed twice");
+    assert_eq!(n, 40, "between them they claimed everything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_write_does_not_undo_its_batch_neighbours() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let ok = create(&ctx, "acme", "dallas", "ssd-1", "ok").await;
+    let bad = create(&ctx, "acme", "dallas", "ssd-1", "bad").await;
+    // Many concurrent writes land in shared transactions; the illegal ones must fail alone.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let store = store.clone();
+        let (ok, bad) = (ok.id.clone(), bad.id.clone());
+        set.spawn(async move {
+            if i % 2 == 0 {
+                store
+                    .decide(&bad, RequestEvent::Approve, "x", None, Utc::now())
+                    .await
+                    .map(|_| ())
+            } else {
+                store
+                    .decide(
+                        &ok,
+                        RequestEvent::Reject,
+                        "x",
+                        Some("dup".into()),
+                        Utc::now(),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+        });
+    }
+    let mut failures = 0;
+    while let Some(r) = set.join_next().await {
+        if r.expect("join").is_err() {
+            failures += 1;
+        }
+    }
+    // Every approve of a queued request fails; only the first rejection of `ok` succeeds.
+    assert_eq!(failures, 15 + 14);
+    assert_eq!(
+        store
+            .get_request(&ok.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .state,
+        "rejected"
+    );
+    assert!(
+        store
+            .writer_stats()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 30,
+        "writes were grouped"
+    );
+    assert_eq!(
+        store
+            .get_request(&bad.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .state,
+        "queued"
+    );
+    let d = store.request_detail(&bad.id).await.expect("detail");
+    assert_eq!(
+        d.transitions.len(),
+        1,
+        "no stray transition from a failed write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_cannot_finish_while_a_resource_is_held() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let adm = ctx.admission().clone();
+    let claim = store
+        .claim("a", Utc::now(), Duration::from_secs(30), 1, &adm)
+        .await
+        .expect("claim")
+        .claims
+        .remove(0);
+    let f = fenced(&req.id, claim.fence);
+    let instance = ResourceWrite {
+        kind: Some(ResourceKind::Instance),
+        allocated: true,
+        provider: Some("sim".into()),
+        provider_ref: Some("sim-1".into()),
+        detail: None,
+    };
+    store
+        .task_done(&f, Step::Allocate, "create_instance", None, Some(instance))
+        .await
+        .expect("record");
+    store
+        .fail_step(&f, Step::Allocate, "boom".into())
+        .await
+        .expect("fail");
+    store
+        .start_teardown(&f, "test".into(), false)
+        .await
+        .expect("teardown");
+    store
+        .release_resource(&f, ResourceKind::Quota, None)
+        .await
+        .expect("release");
+    let err = store
+        .finish_teardown(&f)
+        .await
+        .expect_err("still holds capacity and the instance");
+    assert!(
+        err.to_string().contains("still holds 2 resource(s)"),
+        "{err}"
+    );
+    store
+        .release_resource(&f, ResourceKind::Capacity, None)
+        .await
+        .expect("release");
+    store
+        .release_resource(&f, ResourceKind::Instance, None)
+        .await
+        .expect("release");
+    assert_eq!(
+        store.finish_teardown(&f).await.expect("now it may"),
+        mailfleet::domain::RequestState::RolledBack
+    );
+}
+
+#[tokio::test]
+async fn files_that_are_not_ours_are_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config("");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello, not sqlite\n").expect("write");
+    let err = Store::open(&text, &cfg.store).await.expect_err("refused");
+    assert!(err.to_string().contains("not an SQLite database"), "{err}");
+    assert_eq!(std::fs::read(&text).expect("read"), b"hello, not sqlite\n");
+
+    let other = dir.path().join("other.db");
+    let conn = rusqlite::Connection::open(&other).expect("other db");
+    conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        .expect("table");
+    drop(conn);
+    let err = Store::open(&other, &cfg.store).await.expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("another program (tables: invoices)"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&other).expect("reopen");
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(tables, 1, "no table of ours was added");
+}
+
+#[tokio::test]
+async fn read_only_store_refuses_writes_and_missing_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config("");
+    let err = Store::open_read_only(&db_path(&dir), &cfg.store)
+        .await
+        .expect_err("missing");
+    assert!(err.to_string().contains("does not exist"));
+    drop(open(&db_path(&dir), &cfg).await);
+    let ro = Store::open_read_only(&db_path(&dir), &cfg.store)
+        .await
+        .expect("opens");
+    let err = ro
+        .sync_catalog(&cfg, Utc::now())
+        .await
+        .expect_err("read-only");
+    assert!(matches!(err, StoreError::ReadOnly));
+    assert!(ro
+        .list_requests(&Default::default())
+        .await
+        .expect("reads work")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn ids_resolve_by_prefix_or_short_form_and_ambiguity_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let a = create(&ctx, "acme", "dallas", "ssd-1", "a").await;
+    let b = create(&ctx, "acme", "dallas", "ssd-1", "b").await;
+    let short_a = &a.id[a.id.len() - 8..];
+    assert_eq!(
+        store.resolve_request_id(short_a).await.expect("short"),
+        a.id
+    );
+    assert_eq!(store.resolve_request_id(&b.id).await.expect("full"), b.id);
+    assert_eq!(
+        store.resolve_request_id(&b.id[..30]).await.expect("prefix"),
+        b.id
+    );
+    let common: String =
+        a.id.chars()
+            .zip(b.id.chars())
+            .take_while(|(x, y)| x == y)
+            .map(|(x, _)| x)
+            .collect();
+    assert!(
+        common.len() >= 8,
+        "UUIDv7 ids made together share their time prefix"
+    );
+    let err = store
+        .resolve_request_id(&common)
+        .await
+        .expect_err("ambiguous");
+    assert!(err.to_string().contains("ambiguous"), "{err}");
+    assert!(matches!(
+        store.resolve_request_id("ffffffff").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.resolve_request_id("7f3a%").await,
+        Err(StoreError::Rejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_transition_leaves_its_event_in_the_same_commit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "eu-west-1", "ssd-16", "big").await;
+    store
+        .decide(
+            &req.id,
+            RequestEvent::Approve,
+            "ops-lead",
+            Some("ok".into()),
+            Utc::now(),
+        )
+        .await
+        .expect("approve");
+    let d = store.request_detail(&req.id).await.expect("detail");
+    let states: Vec<&str> = d.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(states, ["queued", "pending_approval", "queued"]);
+    let names: Vec<&str> = d.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "provisioning.started",
+            "approval.requested",
+            "approval.granted"
+        ]
+    );
+    assert_eq!(d.transitions[2].actor, "ops-lead");
+    assert_eq!(d.transitions[2].reason.as_deref(), Some("ok"));
+    let audit = store.list_audit(10).await.expect("audit");
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "request.approve" && a.actor == "ops-lead"));
+}

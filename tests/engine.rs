@@ -129,12 +129,12 @@ fn scripted(
     Arc::new(s)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = config(FAST);
     let store = open(&db_path(&dir), &cfg).await;
-    let clock = system_clock();
+    let clock = tokio_clock();
     let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_probes = true);
     let ctx = ctx_with(&store, &cfg, clock, provider.clone());
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
@@ -195,12 +195,12 @@ async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn no_tenant_has_more_than_five_requests_in_flight() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = config(FAST);
     let store = open(&db_path(&dir), &cfg).await;
-    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let ctx = sim_ctx(&store, &cfg, tokio_clock());
     for i in 0..14 {
         create(&ctx, "acme", "dallas", "ssd-1", &format!("node-{i}")).await;
     }

@@ -69,6 +69,11 @@ pub fn ctx_with(
     Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
 }
 
+/// Wall time that moves with tokio's clock, for tests on paused time.
+pub fn tokio_clock() -> SharedClock {
+    Arc::new(mailfleet::clock::TokioClock::new(chrono::Utc::now()))
+}
+
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
 }

@@ -379,6 +379,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     pub tenants: Vec<TenantConfig>,
     pub approval_rules: Vec<ApprovalRuleConfig>,
+    /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
+    pub keys: std::collections::BTreeMap<String, String>,
 }
 
 /// How the provisioning engine schedules, retries and times out work.

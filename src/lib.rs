@@ -12,3 +12,4 @@ pub mod domain;
 pub mod engine;
 pub mod providers;
 pub mod store;
+pub mod tui;

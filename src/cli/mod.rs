@@ -310,7 +310,8 @@ async fn open(cli: &Cli) -> Result<Env> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(matches!(cli.command, Some(Cmd::Work { .. })));
     let Some(command) = &cli.command else {
-        println!("The console arrives with the next release. Meanwhile: mailfleet work, mailfleet request --help.");
+        let env = open(&cli).await?;
+        crate::tui::run(env, cli.read_only).await?;
         return Ok(ExitCode::SUCCESS);
     };
     let env = open(&cli).await?;

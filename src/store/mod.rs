@@ -12,16 +12,20 @@
 
 mod catalog;
 mod claims;
+mod console;
 mod events;
 mod nodes;
+mod probe;
 mod requests;
 mod rows;
 pub mod sim;
 mod steps;
 
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
+pub use console::{ConsoleSnapshot, ListingRow, StepSummary};
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
+pub use probe::VersionProbe;
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use rows::*;
 pub use steps::{Fenced, ResourceWrite};
@@ -295,6 +299,10 @@ impl Store {
         self.inner.changes.clone()
     }
 
+    pub(crate) fn settings(&self) -> &StoreConfig {
+        &self.inner.settings
+    }
+
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.stats
     }
@@ -346,13 +354,6 @@ impl Store {
             .downcast::<T>()
             .map(|b| *b)
             .map_err(|_| StoreError::Closed)
-    }
-
-    /// SQLite's `PRAGMA data_version`: changes when another connection (this process's
-    /// writer or another process) commits. The console's store watcher polls it.
-    pub async fn data_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
-            .await
     }
 }
 

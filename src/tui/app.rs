@@ -1,0 +1,651 @@
+//! Console state and `update`: the only place UI state changes. Drawing reads this; the
+//! runner executes the effects `update` asks for (engine commands, loads).
+
+use super::action::{Action, View, VIEWS};
+use super::form::Form;
+use super::keymap::Keymap;
+use super::table::{self, TableState};
+use super::theme::Theme;
+use crate::config::Config;
+use crate::domain::ids::short;
+use crate::domain::RequestState;
+use crate::engine::Command;
+use crate::store::{ConsoleSnapshot, EventRow, RequestDetail};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tui_input::Input;
+
+/// What `update` asks the runner to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send(Vec<Command>),
+    LoadDetail(String),
+    LoadEvents { older_than: Option<i64> },
+    Quit { drain: bool },
+}
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Normal,
+    Filter(Input),
+    Command(Input),
+    Form(Box<Form>),
+    Confirm(Confirm),
+    Reason(Reason),
+    Help,
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub on_yes: Pending,
+}
+
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Commands(Vec<Command>),
+    Quit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub input: Input,
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventsState {
+    pub rows: Vec<EventRow>,
+    pub follow: bool,
+    pub exhausted: bool,
+    pub filter: String,
+}
+
+pub struct App {
+    pub view: View,
+    pub keymap: Keymap,
+    pub cfg: Arc<Config>,
+    pub read_only: bool,
+    pub actor: String,
+    pub db_label: String,
+    pub theme: Theme,
+    pub now: DateTime<Utc>,
+    pub tick: u64,
+    pub snap: Arc<ConsoleSnapshot>,
+    /// Index of each request's node in `snap.nodes`.
+    pub node_of: HashMap<String, usize>,
+    pub tables: Vec<TableState>,
+    pub events: EventsState,
+    pub pipeline_state: usize,
+    pub mode: Mode,
+    pub detail: Option<(String, Option<Box<RequestDetail>>)>,
+    pub status: Option<Status>,
+    pub mouse: bool,
+    pub quit: bool,
+    /// Rows the current view showed at the last draw: what PgUp/PgDn move by.
+    pub page: usize,
+}
+
+/// The states the pipeline view draws, in its order.
+pub const PIPELINE: [RequestState; 14] = crate::domain::ALL_STATES;
+
+impl App {
+    pub fn new(
+        cfg: Arc<Config>,
+        keymap: Keymap,
+        actor: String,
+        db_label: String,
+        read_only: bool,
+        theme: Theme,
+    ) -> App {
+        App {
+            view: View::Fleet,
+            keymap,
+            cfg,
+            read_only,
+            actor,
+            db_label,
+            theme,
+            now: Utc::now(),
+            tick: 0,
+            snap: Arc::new(ConsoleSnapshot::default()),
+            node_of: HashMap::new(),
+            tables: VIEWS
+                .iter()
+                .map(|v| TableState::new(table::default_sort(*v)))
+                .collect(),
+            events: EventsState {
+                follow: true,
+                ..Default::default()
+            },
+            pipeline_state: 0,
+            mode: Mode::Normal,
+            detail: None,
+            status: None,
+            mouse: false,
+            quit: false,
+            page: 20,
+        }
+    }
+
+    pub fn table(&self) -> &TableState {
+        &self.tables[self.view.index()]
+    }
+
+    fn table_mut(&mut self) -> &mut TableState {
+        let i = self.view.index();
+        &mut self.tables[i]
+    }
+
+    /// New data from the store: rebuild every view's rows (filter and sort happen here,
+    /// never while drawing), keeping each selection on the same item.
+    pub fn set_snapshot(&mut self, snap: Arc<ConsoleSnapshot>) {
+        self.node_of = snap
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.request_id.clone().map(|r| (r, i)))
+            .collect();
+        self.snap = snap;
+        for v in VIEWS {
+            self.refresh(v);
+        }
+    }
+
+    pub fn set_events(&mut self, rows: Vec<EventRow>, appended: bool) {
+        if appended {
+            if rows.is_empty() {
+                self.events.exhausted = true;
+            }
+            self.events.rows.extend(rows);
+        } else {
+            self.events.exhausted = false;
+            self.events.rows = rows;
+        }
+        self.refresh(View::Events);
+    }
+
+    pub fn set_detail(&mut self, d: RequestDetail) {
+        if let Some((id, slot)) = &mut self.detail {
+            if *id == d.request.id {
+                *slot = Some(Box::new(d));
+            }
+        }
+    }
+
+    fn refresh(&mut self, v: View) {
+        let i = v.index();
+        let mut t = std::mem::take(&mut self.tables[i]);
+        let keep = t.selected_key(self, v);
+        t.visible = table::rows(self, v, &t);
+        table::sort(self, v, &mut t);
+        t.reselect(self, v, keep);
+        self.tables[i] = t;
+    }
+
+    pub fn say(&mut self, text: impl Into<String>, error: bool) {
+        self.status = Some(Status {
+            text: text.into(),
+            error,
+        });
+    }
+
+    /// The id of the selected row's request, in views that list requests.
+    pub fn selected_request(&self) -> Option<String> {
+        let t = self.table();
+        let idx = *t.visible.get(t.selected)?;
+        match self.view {
+            View::Requests | View::Approvals => self.snap.requests.get(idx).map(|r| r.id.clone()),
+            View::Pipeline => self.snap.requests.get(idx).map(|r| r.id.clone()),
+            View::Fleet | View::Warmup => {
+                self.snap.nodes.get(idx).and_then(|n| n.request_id.clone())
+            }
+            View::Blacklist => {
+                let node = self.snap.listings.get(idx)?.node_id.clone()?;
+                self.snap
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == node)
+                    .and_then(|n| n.request_id.clone())
+            }
+            View::Events => self.events.rows.get(idx).and_then(|e| e.request_id.clone()),
+        }
+    }
+
+    /// The requests an action applies to: the marked rows, or else the selected one.
+    fn targets(&self) -> Vec<String> {
+        let marks = &self.table().marks;
+        if marks.is_empty() {
+            self.selected_request().into_iter().collect()
+        } else {
+            marks.iter().cloned().collect()
+        }
+    }
+
+    fn request(&self, id: &str) -> Option<&crate::store::RequestRow> {
+        self.snap.requests.iter().find(|r| r.id == id)
+    }
+
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        if action.mutates() && self.read_only {
+            self.say(
+                format!("read-only: {} is disabled", action.describe()),
+                true,
+            );
+            return vec![];
+        }
+        let page = self.page.max(1);
+        match action {
+            Action::Quit => return self.ask_quit(),
+            Action::Help => self.mode = Mode::Help,
+            Action::NextView => return self.show(VIEWS[(self.view.index() + 1) % VIEWS.len()]),
+            Action::PrevView => {
+                return self.show(VIEWS[(self.view.index() + VIEWS.len() - 1) % VIEWS.len()])
+            }
+            Action::ShowFleet => return self.show(View::Fleet),
+            Action::ShowRequests => return self.show(View::Requests),
+            Action::ShowApprovals => return self.show(View::Approvals),
+            Action::ShowBlacklist => return self.show(View::Blacklist),
+            Action::ShowWarmup => return self.show(View::Warmup),
+            Action::ShowEvents => return self.show(View::Events),
+            Action::ShowPipeline => return self.show(View::Pipeline),
+            Action::CommandLine => self.mode = Mode::Command(Input::default()),
+            Action::Filter => {
+                let current = if self.view == View::Events {
+                    self.events.filter.clone()
+                } else {
+                    self.table().filter.clone()
+                };
+                self.mode = Mode::Filter(Input::new(current));
+            }
+            Action::Up => return self.move_by(-1),
+            Action::Down => return self.move_by(1),
+            Action::PageUp => return self.move_by(-(page as i64)),
+            Action::PageDown => return self.move_by(page as i64),
+            Action::Top => return self.move_by(i64::MIN / 2),
+            Action::Bottom => return self.move_by(i64::MAX / 2),
+            Action::Left | Action::Right if self.view == View::Pipeline => {
+                let n = PIPELINE.len();
+                self.pipeline_state = if action == Action::Left {
+                    (self.pipeline_state + n - 1) % n
+                } else {
+                    (self.pipeline_state + 1) % n
+                };
+                self.refresh(View::Pipeline);
+            }
+            Action::Left | Action::Right => {}
+            Action::Open => {
+                if let Some(id) = self.selected_request() {
+                    self.detail = Some((id.clone(), None));
+                    return vec![Effect::LoadDetail(id)];
+                }
+            }
+            Action::Back => {
+                if self.detail.take().is_none() {
+                    let t = self.table_mut();
+                    if !t.marks.is_empty() {
+                        t.marks.clear();
+                    } else if !t.filter.is_empty() {
+                        t.filter.clear();
+                        self.refresh(self.view);
+                    }
+                }
+            }
+            Action::SortPrev | Action::SortNext | Action::SortReverse => {
+                let cols = table::columns(self.view).len().max(1);
+                let t = self.table_mut();
+                match action {
+                    Action::SortPrev => t.sort_col = (t.sort_col + cols - 1) % cols,
+                    Action::SortNext => t.sort_col = (t.sort_col + 1) % cols,
+                    _ => t.asc = !t.asc,
+                }
+                self.refresh(self.view);
+            }
+            Action::Mark => {
+                if let Some(id) = self.selected_request() {
+                    let t = self.table_mut();
+                    if !t.marks.remove(&id) {
+                        t.marks.insert(id);
+                    }
+                }
+                return self.move_by(1);
+            }
+            Action::Provision => self.mode = Mode::Form(Box::new(Form::new(&self.cfg))),
+            Action::Approve => {
+                return self.confirm_each(
+                    "Approve",
+                    |id| Command::Approve { id, reason: None },
+                    &[RequestState::PendingApproval],
+                )
+            }
+            Action::Reject => {
+                let ids = self.applicable(&[RequestState::Queued, RequestState::PendingApproval]);
+                if ids.is_empty() {
+                    self.say("reject: select (or mark) a queued or pending request", true);
+                } else {
+                    self.mode = Mode::Reason(Reason {
+                        input: Input::default(),
+                        ids,
+                    });
+                }
+            }
+            Action::Suspend => {
+                return self.confirm_each(
+                    "Suspend",
+                    |id| Command::Suspend { id, reason: None },
+                    &[RequestState::Completed],
+                )
+            }
+            Action::Reactivate => {
+                return self.confirm_each(
+                    "Reactivate",
+                    |id| Command::Reactivate { id, reason: None },
+                    &[RequestState::Suspended],
+                )
+            }
+            Action::Rollback => return self.ask_rollback(),
+            Action::Follow => {
+                self.events.follow = !self.events.follow;
+                let on = self.events.follow;
+                self.say(
+                    if on {
+                        "following new events"
+                    } else {
+                        "stopped following"
+                    },
+                    false,
+                );
+                if on {
+                    return vec![Effect::LoadEvents { older_than: None }];
+                }
+            }
+            Action::ToggleMouse => {
+                self.mouse = !self.mouse;
+                let on = self.mouse;
+                self.say(if on { "mouse on" } else { "mouse off" }, false);
+            }
+        }
+        vec![]
+    }
+
+    fn show(&mut self, v: View) -> Vec<Effect> {
+        self.view = v;
+        self.detail = None;
+        if v == View::Events {
+            return vec![Effect::LoadEvents { older_than: None }];
+        }
+        vec![]
+    }
+
+    fn move_by(&mut self, delta: i64) -> Vec<Effect> {
+        let view = self.view;
+        let t = self.table_mut();
+        let n = t.visible.len() as i64;
+        if n == 0 {
+            return vec![];
+        }
+        let next = (t.selected as i64).saturating_add(delta).clamp(0, n - 1) as usize;
+        t.selected = next;
+        if view == View::Events
+            && next + 1 >= t.visible.len()
+            && !self.events.exhausted
+            && self.events.filter.is_empty()
+        {
+            let oldest = self.events.rows.last().map(|e| e.seq);
+            return vec![Effect::LoadEvents { older_than: oldest }];
+        }
+        if view == View::Events && delta != 0 && next > 0 {
+            self.events.follow = false;
+        }
+        vec![]
+    }
+
+    /// The targeted requests that are in one of `states`.
+    fn applicable(&self, states: &[RequestState]) -> Vec<String> {
+        self.targets()
+            .into_iter()
+            .filter(|id| {
+                self.request(id)
+                    .is_some_and(|r| states.contains(&r.state()))
+            })
+            .collect()
+    }
+
+    fn confirm_each(
+        &mut self,
+        verb: &str,
+        make: fn(String) -> Command,
+        states: &[RequestState],
+    ) -> Vec<Effect> {
+        let ids = self.applicable(states);
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        if ids.is_empty() {
+            self.say(
+                format!(
+                    "{}: select (or mark) a {} request",
+                    verb.to_lowercase(),
+                    names.join(" or ")
+                ),
+                true,
+            );
+            return vec![];
+        }
+        let commands: Vec<Command> = ids.iter().cloned().map(make).collect();
+        if ids.len() == 1 && verb != "Suspend" {
+            return vec![Effect::Send(commands)];
+        }
+        let lines = ids.iter().map(|id| self.describe_request(id)).collect();
+        self.mode = Mode::Confirm(Confirm {
+            title: format!("{verb} {} request(s)?", ids.len()),
+            lines,
+            on_yes: Pending::Commands(commands),
+        });
+        vec![]
+    }
+
+    fn describe_request(&self, id: &str) -> String {
+        match self.request(id) {
+            Some(r) => format!(
+                "{}  {}  {}  {}  {}",
+                short(id),
+                r.tenant,
+                r.label,
+                r.plan,
+                r.state
+            ),
+            None => short(id).to_string(),
+        }
+    }
+
+    /// Rollback (or deprovision) names exactly what will be destroyed.
+    fn ask_rollback(&mut self) -> Vec<Effect> {
+        let ids = self.targets();
+        if ids.is_empty() {
+            self.say("roll back: select a request", true);
+            return vec![];
+        }
+        let mut lines = Vec::new();
+        let mut commands = Vec::new();
+        for id in &ids {
+            let Some(r) = self.request(id) else { continue };
+            let state = r.state();
+            let deprovision = matches!(state, RequestState::Completed | RequestState::Suspended);
+            let legal = crate::domain::transition(
+                state,
+                if deprovision {
+                    crate::domain::RequestEvent::Deprovision
+                } else {
+                    crate::domain::RequestEvent::Rollback
+                },
+            )
+            .is_ok();
+            if !legal {
+                continue;
+            }
+            let verb = if deprovision {
+                "deprovision"
+            } else {
+                "roll back"
+            };
+            lines.push(format!("{verb} {} ({}, {})", short(id), r.label, r.state));
+            if let Some(n) = self.node_of.get(id).and_then(|i| self.snap.nodes.get(*i)) {
+                lines.push(format!(
+                    "  destroys instance {}",
+                    n.provider_id.as_deref().unwrap_or("-")
+                ));
+                lines.push(format!(
+                    "  releases IP {}",
+                    n.ip_address.as_deref().unwrap_or("-")
+                ));
+                lines.push(format!("  removes DNS: PTR and records of {}", n.hostname));
+            } else {
+                lines.push(
+                    "  releases whatever it holds (quota, capacity, any instance being built)"
+                        .into(),
+                );
+            }
+            commands.push(if deprovision {
+                Command::Deprovision {
+                    id: id.clone(),
+                    reason: Some(format!("from the console by {}", self.actor)),
+                }
+            } else {
+                Command::Rollback {
+                    id: id.clone(),
+                    reason: Some(format!("from the console by {}", self.actor)),
+                }
+            });
+        }
+        if commands.is_empty() {
+            self.say(
+                "roll back: nothing selected can be rolled back or deprovisioned",
+                true,
+            );
+            return vec![];
+        }
+        self.mode = Mode::Confirm(Confirm {
+            title: format!(
+                "Destroy {} request(s)? This cannot be undone.",
+                commands.len()
+            ),
+            lines,
+            on_yes: Pending::Commands(commands),
+        });
+        vec![]
+    }
+
+    fn ask_quit(&mut self) -> Vec<Effect> {
+        let in_flight = self
+            .snap
+            .requests
+            .iter()
+            .filter(|r| r.state().is_in_flight() || r.state() == RequestState::RollingBack)
+            .count();
+        if in_flight == 0 {
+            self.quit = true;
+            return vec![Effect::Quit { drain: false }];
+        }
+        self.mode = Mode::Confirm(Confirm {
+            title: "Quit?".into(),
+            lines: vec![
+                format!("{in_flight} request(s) are in flight."),
+                "The engine stops claiming work and lets running steps finish (up to the shutdown grace).".into(),
+                "Another mailfleet (or `mailfleet work`) picks up the rest.".into(),
+            ],
+            on_yes: Pending::Quit,
+        });
+        vec![]
+    }
+
+    /// Answers a confirmation.
+    pub fn confirm(&mut self, yes: bool) -> Vec<Effect> {
+        let Mode::Confirm(c) = std::mem::replace(&mut self.mode, Mode::Normal) else {
+            return vec![];
+        };
+        if !yes {
+            self.say("cancelled", false);
+            return vec![];
+        }
+        self.table_mut().marks.clear();
+        match c.on_yes {
+            Pending::Commands(cmds) => vec![Effect::Send(cmds)],
+            Pending::Quit => {
+                self.quit = true;
+                vec![Effect::Quit { drain: true }]
+            }
+        }
+    }
+
+    /// Finishes the reject reason prompt.
+    pub fn submit_reason(&mut self) -> Vec<Effect> {
+        let Mode::Reason(r) = &self.mode else {
+            return vec![];
+        };
+        let reason = r.input.value().trim().to_string();
+        if reason.is_empty() {
+            self.say("a rejection needs a reason", true);
+            return vec![];
+        }
+        let cmds = r
+            .ids
+            .iter()
+            .map(|id| Command::Reject {
+                id: id.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        self.mode = Mode::Normal;
+        self.table_mut().marks.clear();
+        vec![Effect::Send(cmds)]
+    }
+
+    /// Applies the filter typed so far (as you type).
+    pub fn apply_filter(&mut self, text: &str) -> Vec<Effect> {
+        if self.view == View::Events {
+            self.events.filter = text.to_string();
+            return vec![Effect::LoadEvents { older_than: None }];
+        }
+        self.table_mut().filter = text.to_string();
+        self.table_mut().selected = 0;
+        self.refresh(self.view);
+        vec![]
+    }
+
+    /// Runs a `:` command: a view name, `q`/`quit`, `help`.
+    pub fn run_command(&mut self, text: &str) -> Vec<Effect> {
+        let word = text.trim().trim_start_matches(':');
+        self.mode = Mode::Normal;
+        if let Some(v) = View::parse(word) {
+            return self.show(v);
+        }
+        match word {
+            "q" | "quit" => self.update(Action::Quit),
+            "help" => self.update(Action::Help),
+            "" => vec![],
+            other => {
+                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :q", crate::domain::validate::sanitize(other)), true);
+                vec![]
+            }
+        }
+    }
+
+    /// Completes a `:` command from what was typed.
+    pub fn complete(text: &str) -> Option<String> {
+        let word = text.trim().trim_start_matches(':');
+        let mut all: Vec<&str> = VIEWS.iter().map(|v| v.name()).collect();
+        all.extend(["quit", "help"]);
+        let hits: Vec<&&str> = all.iter().filter(|n| n.starts_with(word)).collect();
+        match hits.as_slice() {
+            [one] => Some(one.to_string()),
+            _ => None,
+        }
+    }
+}

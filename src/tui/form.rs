@@ -1,0 +1,195 @@
+//! The provision form: tenant, region and plan chosen from the config; label, domain and
+//! prerequisites typed. Every field is checked as it changes and nothing is submitted until
+//! all are valid.
+
+use crate::config::Config;
+use crate::domain::ids::valid_prefix;
+use crate::domain::validate::{validate_domain, validate_label};
+use crate::engine::commands::CreateRequest;
+use tui_input::Input;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Choice,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    pub choices: Vec<String>,
+    pub choice: usize,
+    pub input: Input,
+    pub error: Option<String>,
+}
+
+impl Field {
+    fn choice(name: &'static str, choices: Vec<String>) -> Field {
+        Field {
+            name,
+            kind: FieldKind::Choice,
+            choices,
+            choice: 0,
+            input: Input::default(),
+            error: None,
+        }
+    }
+
+    fn text(name: &'static str) -> Field {
+        Field {
+            name,
+            kind: FieldKind::Text,
+            choices: vec![],
+            choice: 0,
+            input: Input::default(),
+            error: None,
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match self.kind {
+            FieldKind::Choice => self.choices.get(self.choice).cloned().unwrap_or_default(),
+            FieldKind::Text => self.input.value().trim().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub fields: Vec<Field>,
+    pub focus: usize,
+    /// Set when submit was tried with an invalid field.
+    pub tried: bool,
+}
+
+pub const TENANT: usize = 0;
+pub const REGION: usize = 1;
+pub const PLAN: usize = 2;
+pub const LABEL: usize = 3;
+pub const DOMAIN: usize = 4;
+pub const DEPENDS: usize = 5;
+
+impl Form {
+    pub fn new(cfg: &Config) -> Form {
+        let mut f = Form {
+            fields: vec![
+                Field::choice(
+                    "tenant",
+                    cfg.tenants.iter().map(|t| t.name.clone()).collect(),
+                ),
+                Field::choice(
+                    "region",
+                    cfg.regions().into_iter().map(str::to_string).collect(),
+                ),
+                Field::choice(
+                    "plan",
+                    cfg.plans
+                        .iter()
+                        .map(|p| {
+                            format!("{} ({}c {}G {}G)", p.name, p.cpu, p.memory_gb, p.storage_gb)
+                        })
+                        .collect(),
+                ),
+                Field::text("label"),
+                Field::text("domain"),
+                Field::text("depends-on"),
+            ],
+            focus: LABEL,
+            tried: false,
+        };
+        f.validate();
+        f
+    }
+
+    pub fn focused(&mut self) -> &mut Field {
+        let i = self.focus.min(self.fields.len() - 1);
+        &mut self.fields[i]
+    }
+
+    pub fn next(&mut self) {
+        self.focus = (self.focus + 1) % self.fields.len();
+    }
+
+    pub fn prev(&mut self) {
+        self.focus = (self.focus + self.fields.len() - 1) % self.fields.len();
+    }
+
+    /// Cycles a choice field.
+    pub fn cycle(&mut self, forward: bool) {
+        let f = self.focused();
+        if f.kind == FieldKind::Choice && !f.choices.is_empty() {
+            let n = f.choices.len();
+            f.choice = if forward {
+                (f.choice + 1) % n
+            } else {
+                (f.choice + n - 1) % n
+            };
+        }
+    }
+
+    /// Checks every field; true when all are valid.
+    pub fn validate(&mut self) -> bool {
+        let label = self.fields[LABEL].value();
+        self.fields[LABEL].error = if label.is_empty() {
+            Some("required".into())
+        } else {
+            validate_label("label", &label).err().map(|e| e.to_string())
+        };
+        let domain = self.fields[DOMAIN].value();
+        self.fields[DOMAIN].error = if domain.is_empty() {
+            None
+        } else {
+            validate_domain("domain", &domain)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let deps = self.fields[DEPENDS].value();
+        self.fields[DEPENDS].error = deps
+            .split([',', ' '])
+            .filter(|d| !d.is_empty())
+            .find(|d| !valid_prefix(&d.to_ascii_lowercase()))
+            .map(|d| {
+                format!(
+                    "{:?} is not a request id",
+                    crate::domain::validate::sanitize(d)
+                )
+            });
+        for i in [TENANT, REGION, PLAN] {
+            self.fields[i].error = if self.fields[i].choices.is_empty() {
+                Some("nothing configured".into())
+            } else {
+                None
+            };
+        }
+        self.fields.iter().all(|f| f.error.is_none())
+    }
+
+    /// The request to create, if every field is valid.
+    pub fn request(&mut self) -> Option<CreateRequest> {
+        if !self.validate() {
+            self.tried = true;
+            self.focus = self
+                .fields
+                .iter()
+                .position(|f| f.error.is_some())
+                .unwrap_or(self.focus);
+            return None;
+        }
+        let plan = self.fields[PLAN].value();
+        let domain = self.fields[DOMAIN].value();
+        Some(CreateRequest {
+            tenant: self.fields[TENANT].value(),
+            region: self.fields[REGION].value(),
+            plan: plan.split(' ').next().unwrap_or_default().to_string(),
+            label: self.fields[LABEL].value(),
+            domain: (!domain.is_empty()).then_some(domain),
+            depends_on: self.fields[DEPENDS]
+                .value()
+                .split([',', ' '])
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,466 @@
+//! The console: a full-screen, keyboard-driven view of the fleet, its requests and their
+//! history, with the engine running in the same process.
+//!
+//! One loop: terminal keys become Actions, `App::update` applies them and asks for effects
+//! (engine commands, loads), background tasks bring data back as messages, and the screen is
+//! drawn only when something changed — on input, new data, or the 1 s clock for ages.
+
+pub mod action;
+pub mod app;
+pub mod form;
+pub mod keymap;
+pub mod table;
+pub mod theme;
+pub mod views;
+
+use crate::engine::{self, Command, CommandMsg};
+use crate::store::{ConsoleSnapshot, EventFilter, EventRow, RequestDetail, Store};
+use action::Action;
+use app::{App, Effect, Mode};
+use color_eyre::eyre::{eyre, Result};
+use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, MouseEventKind};
+use futures::StreamExt;
+use keymap::{Key, Keymap};
+use ratatui::backend::Backend;
+use ratatui::Terminal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tui_input::backend::crossterm::EventHandler;
+
+/// What reaches the loop.
+#[derive(Debug)]
+pub enum Msg {
+    Input(Event),
+    Snapshot(Arc<ConsoleSnapshot>),
+    Events(Vec<EventRow>, bool),
+    Detail(Box<RequestDetail>),
+    Outcome(String, bool),
+    /// The store changed: reload what is on screen besides the snapshot.
+    Changed,
+    Tick,
+}
+
+/// Runs the console until the person quits.
+pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
+    let keymap = Keymap::new(&env.cfg.keys).map_err(|e| eyre!("config: {e}"))?;
+    let theme = theme::Theme::from_env();
+    let db_label = env.store.path().display().to_string();
+    let mut app = App::new(
+        env.cfg.clone(),
+        keymap,
+        env.actor.clone(),
+        db_label,
+        read_only,
+        theme,
+    );
+    let engine = (!read_only).then(|| engine::spawn(env.ctx()));
+    let commands = engine.as_ref().map(|e| e.sender());
+
+    let mut terminal = ratatui::try_init()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tasks = spawn_sources(&env.store, tx.clone());
+    let result = run_loop(&mut terminal, &mut app, &env.store, commands, tx, rx).await;
+    for t in tasks {
+        t.abort();
+    }
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    if let Some(engine) = engine {
+        eprintln!("mailfleet: stopping the engine (finishing in-flight steps)…");
+        engine.shutdown().await;
+    }
+    result
+}
+
+/// The input reader, the store watcher and the clock.
+fn spawn_sources(
+    store: &Store,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let input = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut events = EventStream::new();
+            while let Some(Ok(ev)) = events.next().await {
+                if tx.send(Msg::Input(ev)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let watcher = {
+        let (tx, store) = (tx.clone(), store.clone());
+        tokio::spawn(async move { watch(store, tx).await })
+    };
+    let clock = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if tx.send(Msg::Tick).is_err() {
+                return;
+            }
+        }
+    });
+    vec![input, watcher, clock]
+}
+
+/// Reloads the snapshot when anything commits (checked five times a second), at most one
+/// load at a time, off the loop so a large fleet never blocks input.
+async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
+    let mut probe = store.version_probe();
+    let mut local = store.changes();
+    loop {
+        match probe.changed(&store).await {
+            Ok(true) => match store.console_snapshot().await {
+                Ok(snap) => {
+                    if tx.send(Msg::Snapshot(Arc::new(snap))).is_err()
+                        || tx.send(Msg::Changed).is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "loading the console snapshot failed"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "watching the store failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = local.changed() => tokio::time::sleep(Duration::from_millis(30)).await,
+        }
+    }
+}
+
+/// The loop itself, on any backend (a real terminal, or a test's).
+pub async fn run_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    store: &Store,
+    commands: Option<mpsc::Sender<CommandMsg>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) -> Result<()> {
+    let mut dirty = true;
+    let mut mouse = false;
+    loop {
+        if dirty {
+            app.now = chrono::Utc::now();
+            terminal.draw(|f| views::draw(f, app))?;
+            dirty = false;
+        }
+        if mouse != app.mouse {
+            mouse = app.mouse;
+            let _ = if mouse {
+                crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture)
+            } else {
+                crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture)
+            };
+        }
+        let Some(first) = rx.recv().await else {
+            return Ok(());
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for msg in batch {
+            let effects = handle(app, msg, &mut dirty);
+            for e in effects {
+                if let Effect::Quit { .. } = e {
+                    return Ok(());
+                }
+                perform(app, e, store, commands.as_ref(), &tx);
+            }
+        }
+        if app.quit {
+            return Ok(());
+        }
+    }
+}
+
+/// Applies one message to the app; returns the effects it asked for.
+pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
+    match msg {
+        Msg::Input(Event::Key(k)) if k.kind != KeyEventKind::Release => {
+            *dirty = true;
+            key(app, k)
+        }
+        Msg::Input(Event::Mouse(m)) if app.mouse => {
+            *dirty = true;
+            match m.kind {
+                MouseEventKind::ScrollDown => app.update(Action::Down),
+                MouseEventKind::ScrollUp => app.update(Action::Up),
+                _ => vec![],
+            }
+        }
+        Msg::Input(Event::Resize(..)) => {
+            *dirty = true;
+            vec![]
+        }
+        Msg::Input(_) => vec![],
+        Msg::Snapshot(s) => {
+            app.set_snapshot(s);
+            *dirty = true;
+            vec![]
+        }
+        Msg::Events(rows, appended) => {
+            app.set_events(rows, appended);
+            *dirty = true;
+            vec![]
+        }
+        Msg::Detail(d) => {
+            app.set_detail(*d);
+            *dirty = true;
+            vec![]
+        }
+        Msg::Outcome(text, error) => {
+            app.say(text, error);
+            *dirty = true;
+            vec![]
+        }
+        Msg::Changed => {
+            let mut out = vec![];
+            if let Some((id, _)) = &app.detail {
+                out.push(Effect::LoadDetail(id.clone()));
+            }
+            if app.view == action::View::Events && app.events.follow {
+                out.push(Effect::LoadEvents { older_than: None });
+            }
+            out
+        }
+        Msg::Tick => {
+            app.tick += 1;
+            *dirty = true;
+            vec![]
+        }
+    }
+}
+
+/// A key, as the current mode reads it.
+pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let ev = Event::Key(k);
+    match &mut app.mode {
+        Mode::Normal => match app.keymap.action(&Key::from_event(&k)) {
+            Some(a) => app.update(a),
+            None => vec![],
+        },
+        Mode::Help => {
+            app.mode = Mode::Normal;
+            vec![]
+        }
+        Mode::Filter(input) => match k.code {
+            KeyCode::Esc => {
+                app.mode = Mode::Normal;
+                app.apply_filter("")
+            }
+            KeyCode::Enter => {
+                app.mode = Mode::Normal;
+                vec![]
+            }
+            _ => {
+                input.handle_event(&ev);
+                let text = input.value().to_string();
+                app.apply_filter(&text)
+            }
+        },
+        Mode::Command(input) => match k.code {
+            KeyCode::Esc => {
+                app.mode = Mode::Normal;
+                vec![]
+            }
+            KeyCode::Tab => {
+                if let Some(done) = App::complete(input.value()) {
+                    *input = tui_input::Input::new(done);
+                }
+                vec![]
+            }
+            KeyCode::Enter => {
+                let text = input.value().to_string();
+                app.run_command(&text)
+            }
+            _ => {
+                input.handle_event(&ev);
+                vec![]
+            }
+        },
+        Mode::Form(form) => match k.code {
+            KeyCode::Esc => {
+                app.mode = Mode::Normal;
+                app.say("provision form abandoned; nothing was written", false);
+                vec![]
+            }
+            KeyCode::Tab | KeyCode::Down => {
+                form.next();
+                vec![]
+            }
+            KeyCode::BackTab | KeyCode::Up => {
+                form.prev();
+                vec![]
+            }
+            KeyCode::Left | KeyCode::Right if form.focused().kind == form::FieldKind::Choice => {
+                form.cycle(k.code == KeyCode::Right);
+                form.validate();
+                vec![]
+            }
+            KeyCode::Enter => match form.request() {
+                Some(req) => {
+                    app.mode = Mode::Normal;
+                    app.say(format!("provisioning {}…", req.label), false);
+                    vec![Effect::Send(vec![Command::Create(req)])]
+                }
+                None => vec![],
+            },
+            _ => {
+                if form.focused().kind == form::FieldKind::Text {
+                    form.focused().input.handle_event(&ev);
+                    form.validate();
+                }
+                vec![]
+            }
+        },
+        Mode::Confirm(_) => match k.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => app.confirm(true),
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => app.confirm(false),
+            _ => vec![],
+        },
+        Mode::Reason(r) => match k.code {
+            KeyCode::Esc => {
+                app.mode = Mode::Normal;
+                app.say("rejection abandoned", false);
+                vec![]
+            }
+            KeyCode::Enter => app.submit_reason(),
+            _ => {
+                r.input.handle_event(&ev);
+                vec![]
+            }
+        },
+    }
+}
+
+/// Carries out an effect in the background; its result comes back as a message.
+pub fn perform(
+    app: &App,
+    effect: Effect,
+    store: &Store,
+    commands: Option<&mpsc::Sender<CommandMsg>>,
+    tx: &mpsc::UnboundedSender<Msg>,
+) {
+    let tx = tx.clone();
+    match effect {
+        Effect::Send(cmds) => {
+            let Some(sender) = commands.cloned() else {
+                let _ = tx.send(Msg::Outcome("read-only: no engine to send to".into(), true));
+                return;
+            };
+            let actor = app.actor.clone();
+            tokio::spawn(async move {
+                let n = cmds.len();
+                let (mut done, mut last_ok, mut first_err) = (0, String::new(), None);
+                for command in cmds {
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    if sender
+                        .send(CommandMsg {
+                            actor: actor.clone(),
+                            command,
+                            reply,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        first_err.get_or_insert("the engine has stopped".to_string());
+                        break;
+                    }
+                    match rx.await {
+                        Ok(Ok(outcome)) => {
+                            done += 1;
+                            last_ok = outcome.describe();
+                        }
+                        Ok(Err(e)) => {
+                            first_err.get_or_insert(e.to_string());
+                        }
+                        Err(_) => {
+                            first_err.get_or_insert("the engine has stopped".to_string());
+                        }
+                    }
+                }
+                let msg = match (n, first_err) {
+                    (1, None) => Msg::Outcome(last_ok, false),
+                    (_, None) => Msg::Outcome(format!("done: {done} of {n}"), false),
+                    (1, Some(e)) => Msg::Outcome(e, true),
+                    (_, Some(e)) => {
+                        Msg::Outcome(format!("{done} of {n} done; first error: {e}"), true)
+                    }
+                };
+                let _ = tx.send(msg);
+            });
+        }
+        Effect::LoadDetail(id) => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match store.request_detail(&id).await {
+                    Ok(d) => {
+                        let _ = tx.send(Msg::Detail(Box::new(d)));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Outcome(e.to_string(), true));
+                    }
+                }
+            });
+        }
+        Effect::LoadEvents { older_than } => {
+            let store = store.clone();
+            let (filter, request) = events_filter(&app.events.filter, older_than);
+            tokio::spawn(async move {
+                let filter = match request {
+                    None => filter,
+                    Some(prefix) => match store.resolve_request_id(&prefix).await {
+                        Ok(id) => EventFilter {
+                            request_id: Some(id),
+                            ..filter
+                        },
+                        Err(_) => EventFilter {
+                            request_id: Some(prefix),
+                            ..filter
+                        },
+                    },
+                };
+                if let Ok(rows) = store.list_events(&filter).await {
+                    let _ = tx.send(Msg::Events(rows, older_than.is_some()));
+                }
+            });
+        }
+        Effect::Quit { .. } => {}
+    }
+}
+
+/// The events filter: `tenant:NAME`, `request:ID`, or part of an event name. A request id
+/// needs resolving first: it comes back beside the filter.
+fn events_filter(text: &str, before: Option<i64>) -> (EventFilter, Option<String>) {
+    let base = EventFilter {
+        before,
+        limit: 300,
+        ..Default::default()
+    };
+    let t = text.trim();
+    if let Some(tenant) = t.strip_prefix("tenant:") {
+        return (
+            EventFilter {
+                tenant: Some(tenant.to_string()),
+                ..base
+            },
+            None,
+        );
+    }
+    if let Some(req) = t.strip_prefix("request:") {
+        return (base, Some(req.to_string()));
+    }
+    (
+        EventFilter {
+            name: (!t.is_empty()).then(|| t.to_string()),
+            ..base
+        },
+        None,
+    )
+}

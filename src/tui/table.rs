@@ -1,0 +1,492 @@
+//! The lists every view shows: which rows (filter), in what order (sort), and the text of
+//! a row's cells. Rows are indices into the snapshot; filtering and sorting run when data or
+//! the filter changes, and cells are made only for the rows on screen.
+
+use super::action::View;
+use super::app::{App, PIPELINE};
+use crate::clock::{age, parse_ts};
+use crate::domain::ids::short;
+use crate::domain::validate::sanitize;
+use crate::domain::RequestState;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Default)]
+pub struct TableState {
+    pub selected: usize,
+    pub offset: usize,
+    pub filter: String,
+    pub sort_col: usize,
+    pub asc: bool,
+    pub visible: Vec<usize>,
+    /// Marked requests, by id.
+    pub marks: BTreeSet<String>,
+}
+
+impl TableState {
+    pub fn new((col, asc): (usize, bool)) -> Self {
+        Self {
+            sort_col: col,
+            asc,
+            ..Default::default()
+        }
+    }
+
+    pub fn selected_key(&self, app: &App, v: View) -> Option<String> {
+        self.visible.get(self.selected).map(|i| key(app, v, *i))
+    }
+
+    pub fn reselect(&mut self, app: &App, v: View, keep: Option<String>) {
+        if let Some(k) = keep {
+            if let Some(pos) = self.visible.iter().position(|i| key(app, v, *i) == k) {
+                self.selected = pos;
+                return;
+            }
+        }
+        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Keeps the selection on screen for a window of `height` rows; returns the first row.
+    pub fn scroll(&mut self, height: usize) -> usize {
+        if height == 0 {
+            return 0;
+        }
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + height {
+            self.offset = self.selected + 1 - height;
+        }
+        self.offset = self.offset.min(
+            self.visible
+                .len()
+                .saturating_sub(height.min(self.visible.len())),
+        );
+        self.offset
+    }
+}
+
+/// A column: its title, width, and how important it is when the screen is narrow (lower
+/// numbers stay longest).
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub title: &'static str,
+    pub width: u16,
+    pub priority: u8,
+}
+
+const fn col(title: &'static str, width: u16, priority: u8) -> Column {
+    Column {
+        title,
+        width,
+        priority,
+    }
+}
+
+const FLEET_COLUMNS: &[Column] = &[
+    col("LABEL", 18, 0),
+    col("IP", 15, 1),
+    col("REGION", 10, 3),
+    col("TENANT", 8, 4),
+    col("STATUS", 14, 0),
+    col("REP", 4, 2),
+    col("WARM-UP", 8, 6),
+    col("LOAD", 5, 5),
+    col("HEARTBEAT", 9, 2),
+];
+const REQUESTS_COLUMNS: &[Column] = &[
+    col("ID", 8, 0),
+    col("TENANT", 8, 3),
+    col("LABEL", 18, 1),
+    col("STATE", 16, 0),
+    col("STEPS", 7, 2),
+    col("ATT", 3, 5),
+    col("AGE", 4, 4),
+    col("NOTE", 30, 6),
+];
+const APPROVALS_COLUMNS: &[Column] = &[
+    col("AGE", 5, 0),
+    col("ID", 8, 0),
+    col("TENANT", 8, 1),
+    col("REQUESTER", 10, 3),
+    col("RESOURCES", 18, 2),
+    col("RULE", 30, 4),
+];
+const BLACKLIST_COLUMNS: &[Column] = &[
+    col("IP", 15, 0),
+    col("NODE", 16, 1),
+    col("ZONE", 22, 0),
+    col("MEANING", 10, 2),
+    col("LISTED", 7, 3),
+    col("FOR", 5, 4),
+    col("REASON", 30, 5),
+];
+const WARMUP_COLUMNS: &[Column] = &[
+    col("LABEL", 18, 0),
+    col("IP", 15, 1),
+    col("TENANT", 8, 3),
+    col("REGION", 10, 4),
+    col("STATUS", 10, 0),
+    col("SINCE", 6, 2),
+    col("PLAN", 30, 5),
+];
+const EVENTS_COLUMNS: &[Column] = &[
+    col("TIME", 19, 0),
+    col("EVENT", 28, 0),
+    col("REQUEST", 8, 1),
+    col("TENANT", 8, 2),
+    col("ACTOR", 24, 3),
+];
+
+pub fn columns(v: View) -> &'static [Column] {
+    match v {
+        View::Fleet => FLEET_COLUMNS,
+        View::Requests | View::Pipeline => REQUESTS_COLUMNS,
+        View::Approvals => APPROVALS_COLUMNS,
+        View::Blacklist => BLACKLIST_COLUMNS,
+        View::Warmup => WARMUP_COLUMNS,
+        View::Events => EVENTS_COLUMNS,
+    }
+}
+
+pub fn default_sort(v: View) -> (usize, bool) {
+    match v {
+        View::Fleet => (0, true),
+        View::Requests | View::Pipeline => (6, true),
+        View::Approvals => (0, false),
+        View::Blacklist | View::Warmup | View::Events => (usize::MAX, true),
+    }
+}
+
+/// Which columns fit in `width`, dropping the least important first.
+pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
+    let mut keep: Vec<usize> = (0..cols.len()).collect();
+    let need = |keep: &[usize]| keep.iter().map(|i| cols[*i].width + 1).sum::<u16>();
+    while need(&keep) > width && keep.len() > 1 {
+        let drop = keep
+            .iter()
+            .enumerate()
+            .max_by_key(|(pos, i)| (cols[**i].priority, *pos))
+            .map(|(pos, _)| pos)
+            .unwrap_or(0);
+        keep.remove(drop);
+    }
+    keep
+}
+
+fn key(app: &App, v: View, i: usize) -> String {
+    match v {
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.clone()),
+        View::Requests | View::Approvals | View::Pipeline => {
+            app.snap.requests.get(i).map(|r| r.id.clone())
+        }
+        View::Blacklist => app.snap.listings.get(i).map(|l| l.id.clone()),
+        View::Events => app.events.rows.get(i).map(|e| e.id.clone()),
+    }
+    .unwrap_or_default()
+}
+
+/// The rows a view shows before sorting: its own selection, then the filter (substring,
+/// case-insensitive; a leading `!` keeps the rows that do not match).
+pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
+    let s = &app.snap;
+    let base: Vec<usize> = match v {
+        View::Fleet => (0..s.nodes.len()).collect(),
+        View::Warmup => (0..s.nodes.len())
+            .filter(|i| s.nodes[*i].status == "warming")
+            .collect(),
+        View::Requests => (0..s.requests.len()).collect(),
+        View::Approvals => (0..s.requests.len())
+            .filter(|i| s.requests[*i].state == "pending_approval")
+            .collect(),
+        View::Pipeline => {
+            let want = PIPELINE[app.pipeline_state.min(PIPELINE.len() - 1)];
+            (0..s.requests.len())
+                .filter(|i| s.requests[*i].state() == want)
+                .collect()
+        }
+        View::Blacklist => (0..s.listings.len()).collect(),
+        View::Events => (0..app.events.rows.len()).collect(),
+    };
+    if t.filter.is_empty() || v == View::Events {
+        return base;
+    }
+    let (invert, needle) = match t.filter.strip_prefix('!') {
+        Some(rest) => (true, rest.to_lowercase()),
+        None => (false, t.filter.to_lowercase()),
+    };
+    base.into_iter()
+        .filter(|i| haystack(app, v, *i).contains(&needle) != invert)
+        .collect()
+}
+
+fn haystack(app: &App, v: View, i: usize) -> String {
+    let s = &app.snap;
+    match v {
+        View::Fleet | View::Warmup => s.nodes.get(i).map(|n| {
+            format!(
+                "{} {} {} {} {} {}",
+                n.label,
+                n.ip_address.as_deref().unwrap_or(""),
+                n.region,
+                n.tenant,
+                n.status,
+                n.status_reason.as_deref().unwrap_or("")
+            )
+        }),
+        View::Requests | View::Approvals | View::Pipeline => s.requests.get(i).map(|r| {
+            format!(
+                "{} {} {} {} {} {} {}",
+                short(&r.id),
+                r.tenant,
+                r.label,
+                r.state,
+                r.region,
+                r.approval_rule.as_deref().unwrap_or(""),
+                r.error
+                    .as_deref()
+                    .or(r.wait_reason.as_deref())
+                    .unwrap_or("")
+            )
+        }),
+        View::Blacklist => s.listings.get(i).map(|l| {
+            format!(
+                "{} {} {} {}",
+                l.ip_address,
+                l.node_label.as_deref().unwrap_or(""),
+                l.zone,
+                l.meaning.as_deref().unwrap_or("")
+            )
+        }),
+        View::Events => None,
+    }
+    .unwrap_or_default()
+    .to_lowercase()
+}
+
+/// Sorts by the table's column. `usize::MAX` keeps the load order.
+pub fn sort(app: &App, v: View, t: &mut TableState) {
+    if t.sort_col == usize::MAX || t.sort_col >= columns(v).len() {
+        return;
+    }
+    let c = t.sort_col;
+    let s = &app.snap;
+    let cmp = |a: &usize, b: &usize| -> Ordering {
+        match v {
+            View::Fleet | View::Warmup => {
+                let (x, y) = (&s.nodes[*a], &s.nodes[*b]);
+                match (v, c) {
+                    (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
+                    (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
+                    (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
+                    (View::Fleet, 1) | (View::Warmup, 1) => {
+                        ip_key(&x.ip_address).cmp(&ip_key(&y.ip_address))
+                    }
+                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+                }
+            }
+            View::Requests | View::Approvals | View::Pipeline => {
+                let (x, y) = (&s.requests[*a], &s.requests[*b]);
+                match (v, c) {
+                    (View::Approvals, 0) | (View::Requests | View::Pipeline, 6) => {
+                        y.created_at.cmp(&x.created_at)
+                    }
+                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+                }
+            }
+            _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+        }
+    };
+    t.visible
+        .sort_by(|a, b| if t.asc { cmp(a, b) } else { cmp(b, a) });
+}
+
+fn ip_key(ip: &Option<String>) -> u32 {
+    ip.as_deref()
+        .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+        .map(u32::from)
+        .unwrap_or(0)
+}
+
+fn ago(app: &App, ts: &str) -> String {
+    parse_ts(ts)
+        .map(|t| age(app.now, t))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The four step cells of a request: ✓ done, a spinner for the running one, ✗ failed, · pending.
+pub fn step_cells(app: &App, r: &crate::store::RequestRow) -> String {
+    const SPIN: [char; 4] = ['◐', '◓', '◑', '◒'];
+    let state = r.state();
+    let failed = app.snap.steps.get(&r.id).and_then(|s| s.failed_step);
+    let current = state.step().map(|s| s.position()).unwrap_or(0);
+    (1..=4)
+        .map(|p| {
+            if Some(p) == failed {
+                '✗'
+            } else if state == RequestState::Completed
+                || state == RequestState::Suspended
+                || (current > 0 && p < current)
+            {
+                '✓'
+            } else if p == current && state.is_in_flight() {
+                SPIN[(app.tick as usize) % SPIN.len()]
+            } else if p == current && state == RequestState::AwaitingInput {
+                '?'
+            } else if failed.is_some_and(|f| p < f) {
+                '✓'
+            } else {
+                '·'
+            }
+        })
+        .collect()
+}
+
+/// The text of one cell, sanitized: nothing from outside reaches the terminal raw.
+pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
+    let s = &app.snap;
+    let text: String = match v {
+        View::Fleet | View::Warmup => {
+            let Some(n) = s.nodes.get(i) else {
+                return String::new();
+            };
+            match (v, c) {
+                (_, 0) => n.label.clone(),
+                (_, 1) => n.ip_address.clone().unwrap_or_else(|| "-".into()),
+                (View::Fleet, 2) | (View::Warmup, 3) => n.region.clone(),
+                (View::Fleet, 3) | (View::Warmup, 2) => n.tenant.clone(),
+                (_, 4) => n.status.clone(),
+                (View::Fleet, 5) => n.reputation_score.to_string(),
+                (View::Fleet, 6) => {
+                    if n.status == "warming" {
+                        "warming".into()
+                    } else {
+                        "-".into()
+                    }
+                }
+                (View::Fleet, 7) => format!("{}%", n.current_load),
+                (View::Fleet, 8) => n
+                    .last_heartbeat
+                    .as_deref()
+                    .map(|t| ago(app, t))
+                    .unwrap_or_else(|| "-".into()),
+                (View::Warmup, 5) => ago(app, &n.created_at),
+                (View::Warmup, 6) => {
+                    format!("{} — plans and daily caps arrive with warm-up", n.plan)
+                }
+                _ => String::new(),
+            }
+        }
+        View::Requests | View::Pipeline | View::Approvals => {
+            let Some(r) = s.requests.get(i) else {
+                return String::new();
+            };
+            if v == View::Approvals {
+                match c {
+                    0 => ago(app, &r.created_at),
+                    1 => short(&r.id).to_string(),
+                    2 => r.tenant.clone(),
+                    3 => r.requested_by.clone(),
+                    4 => format!("{}: {}c {}G {}G", r.plan, r.cpu, r.memory_gb, r.storage_gb),
+                    5 => r
+                        .approval_reason
+                        .clone()
+                        .or(r.approval_rule.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                }
+            } else {
+                match c {
+                    0 => short(&r.id).to_string(),
+                    1 => r.tenant.clone(),
+                    2 => r.label.clone(),
+                    3 => {
+                        if r.needs_attention {
+                            format!("{} !", r.state)
+                        } else {
+                            r.state.clone()
+                        }
+                    }
+                    4 => step_cells(app, r),
+                    5 => s
+                        .steps
+                        .get(&r.id)
+                        .map(|x| x.attempts.to_string())
+                        .unwrap_or_else(|| "0".into()),
+                    6 => ago(app, &r.created_at),
+                    7 => r
+                        .error
+                        .clone()
+                        .or(r.wait_reason.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                }
+            }
+        }
+        View::Blacklist => {
+            let Some(l) = s.listings.get(i) else {
+                return String::new();
+            };
+            match c {
+                0 => l.ip_address.clone(),
+                1 => l.node_label.clone().unwrap_or_else(|| "-".into()),
+                2 => l.zone.clone(),
+                3 => l.meaning.clone().or(l.code.clone()).unwrap_or_default(),
+                4 => ago(app, &l.listed_at),
+                5 => match (&l.delisted_at, parse_ts(&l.listed_at)) {
+                    (Some(d), Some(from)) => {
+                        parse_ts(d).map(|to| age(to, from)).unwrap_or_default()
+                    }
+                    (None, Some(from)) => age(app.now, from),
+                    _ => String::new(),
+                },
+                6 => {
+                    let state = if l.delisted_at.is_some() {
+                        "delisted"
+                    } else {
+                        "LISTED"
+                    };
+                    format!("{state}: {}", l.details.as_deref().unwrap_or(""))
+                }
+                _ => String::new(),
+            }
+        }
+        View::Events => {
+            let Some(e) = app.events.rows.get(i) else {
+                return String::new();
+            };
+            match c {
+                0 => e.at.get(..19).unwrap_or(&e.at).replace('T', " "),
+                1 => e.name.clone(),
+                2 => e
+                    .request_id
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("-")
+                    .to_string(),
+                3 => e.tenant.clone().unwrap_or_else(|| "-".into()),
+                4 => e.actor.clone(),
+                _ => String::new(),
+            }
+        }
+    };
+    sanitize(&text).into_owned()
+}
+
+/// The status-like cell of a row, to colour it.
+pub fn status_of(app: &App, v: View, i: usize) -> String {
+    match v {
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.status.clone()),
+        View::Requests | View::Pipeline | View::Approvals => {
+            app.snap.requests.get(i).map(|r| r.state.clone())
+        }
+        View::Blacklist => app.snap.listings.get(i).map(|l| {
+            if l.delisted_at.is_none() {
+                "listed".into()
+            } else {
+                "delisted".into()
+            }
+        }),
+        View::Events => None,
+    }
+    .unwrap_or_default()
+}

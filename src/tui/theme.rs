@@ -1,0 +1,82 @@
+//! Colours. Only the 16 named ANSI colours are used, so any terminal shows them; NO_COLOR
+//! (any value) turns colour off entirely.
+
+use ratatui::style::{Color, Modifier, Style};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Theme {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    pub fn plain() -> Theme {
+        Theme { color: false }
+    }
+
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    pub fn title(&self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    pub fn dim(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::DarkGray)
+        } else {
+            Style::default().add_modifier(Modifier::DIM)
+        }
+    }
+
+    pub fn header(&self) -> Style {
+        Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+    }
+
+    pub fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+
+    pub fn error(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    pub fn ok(&self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    pub fn warn(&self) -> Style {
+        self.fg(Color::Yellow)
+    }
+
+    pub fn key(&self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    /// A node status or request state, coloured by how worried to be.
+    pub fn status(&self, s: &str) -> Style {
+        let c = match s {
+            "active" | "completed" | "done" | "rolled_back" | "deprovisioned" => Color::Green,
+            "warming" | "allocating" | "configuring" | "activating" | "verifying" | "running"
+            | "provisioning" => Color::Cyan,
+            "queued" | "pending_approval" | "awaiting_input" | "maintenance" | "suspended"
+            | "pending" => Color::Yellow,
+            "paused" | "unhealthy" | "failed" | "rolling_back" | "rejected" | "listed" => {
+                Color::Red
+            }
+            "decommissioned" => Color::DarkGray,
+            _ => Color::Reset,
+        };
+        self.fg(c)
+    }
+}

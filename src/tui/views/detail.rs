@@ -1,0 +1,162 @@
+//! The request detail pane: why it waits, the steps with their sub-tasks, every transition,
+//! what it holds, and its events.
+
+use crate::clock::{age, parse_ts};
+use crate::domain::validate::sanitize;
+use crate::tui::app::App;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+
+fn local(ts: &str) -> String {
+    parse_ts(ts)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| ts.to_string())
+}
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let th = app.theme;
+    let Some((id, detail)) = &app.detail else {
+        return;
+    };
+    let block = Block::default().borders(Borders::ALL).title(Span::styled(
+        format!(" request {} (esc closes) ", crate::domain::ids::short(id)),
+        th.title(),
+    ));
+    let Some(d) = detail else {
+        f.render_widget(Paragraph::new("loading…").block(block), area);
+        return;
+    };
+    let r = &d.request;
+    let c = |s: &str| sanitize(s).into_owned();
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(c(&r.state), th.status(&r.state)),
+            Span::raw(format!(
+                "  {} · {} · {} · {}",
+                c(&r.tenant),
+                c(&r.label),
+                c(&r.region),
+                c(&r.plan)
+            )),
+        ]),
+        Line::from(format!(
+            "requested by {} {} ago{}",
+            c(&r.requested_by),
+            parse_ts(&r.created_at)
+                .map(|t| age(app.now, t))
+                .unwrap_or_default(),
+            r.cluster
+                .as_deref()
+                .map(|x| format!(" · cluster {}", c(x)))
+                .unwrap_or_default()
+        )),
+    ];
+    if r.state == "queued" || r.state == "pending_approval" {
+        let why = match (&r.wait_reason, &r.approval_reason) {
+            (Some(w), _) => format!("waiting: {}", c(w)),
+            (None, Some(a)) if r.state == "pending_approval" => {
+                format!("waiting for approval: {}", c(a))
+            }
+            _ => "waiting: next in line for admission".to_string(),
+        };
+        lines.push(Line::from(Span::styled(why, th.warn())));
+    }
+    if let Some(e) = &r.error {
+        lines.push(Line::from(Span::styled(
+            format!("error: {}", c(e)),
+            th.error(),
+        )));
+    }
+    if r.needs_attention {
+        lines.push(Line::from(Span::styled(
+            "needs attention: a compensation could not finish; it is retried periodically",
+            th.error(),
+        )));
+    }
+    if !d.depends_on.is_empty() {
+        lines.push(Line::from(format!(
+            "depends on {}",
+            d.depends_on
+                .iter()
+                .map(|x| crate::domain::ids::short(x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    lines.push(Line::from(Span::styled("steps", th.header())));
+    for s in &d.steps {
+        let when = s.started_at.as_deref().map(local).unwrap_or_default();
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {:<10}", s.step), th.status(&s.status)),
+            Span::styled(format!("{:<8}", s.status), th.status(&s.status)),
+            Span::raw(format!("attempts {}  {}", s.attempts, when)),
+        ]));
+        for t in d.tasks.iter().filter(|t| t.step == s.step) {
+            lines.push(Line::from(vec![
+                Span::styled(format!("    {:<17}", t.name), th.status(&t.status)),
+                Span::raw(format!(
+                    "{} {}",
+                    local(&t.updated_at),
+                    c(t.detail.as_deref().unwrap_or(""))
+                )),
+            ]));
+        }
+    }
+    lines.push(Line::from(Span::styled("transitions", th.header())));
+    for t in &d.transitions {
+        lines.push(Line::from(format!(
+            "  {}  {} → {}  by {}{}",
+            local(&t.at),
+            t.from_state.as_deref().unwrap_or("∅"),
+            t.to_state,
+            c(&t.actor),
+            t.reason
+                .as_deref()
+                .map(|x| format!(": {}", c(x)))
+                .unwrap_or_default()
+        )));
+    }
+    lines.push(Line::from(Span::styled("resources", th.header())));
+    for res in &d.resources {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("  {:<9}", res.kind),
+                th.status(if res.status == "released" {
+                    "decommissioned"
+                } else {
+                    "active"
+                }),
+            ),
+            Span::raw(format!(
+                "{:<9} {} {}",
+                res.status,
+                c(res.provider_ref.as_deref().unwrap_or("-")),
+                c(res.detail.as_deref().unwrap_or(""))
+            )),
+        ]));
+    }
+    lines.push(Line::from(Span::styled(
+        format!("events ({})", d.events.len()),
+        th.header(),
+    )));
+    for e in d.events.iter().rev().take(20) {
+        lines.push(Line::from(format!(
+            "  {}  {}  by {}",
+            local(&e.at),
+            e.name,
+            c(&e.actor)
+        )));
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}

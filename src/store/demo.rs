@@ -1,0 +1,285 @@
+//! The demo database's SQL: the `('demo', 'true')` mark, and bulk inserts of the rows that
+//! `crate::demo` generates. A batch is written in one transaction with cached statements;
+//! rows go in the order the foreign keys need (requests before what refers to them).
+
+use super::{Conn, Store, StoreError};
+use crate::demo::DemoBatch;
+use rusqlite::{params, OptionalExtension};
+
+const DEMO_KEY: &str = "demo";
+
+fn demo_flag(conn: &Conn) -> Result<bool, StoreError> {
+    let has_meta: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if has_meta == 0 {
+        return Ok(false);
+    }
+    let value: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?")?
+        .query_row([DEMO_KEY], |r| r.get(0))
+        .optional()?;
+    Ok(value.as_deref() == Some("true"))
+}
+
+impl Store {
+    /// Whether this database was made by `mailfleet demo` (meta holds `('demo', 'true')`).
+    pub async fn is_demo(&self) -> Result<bool, StoreError> {
+        self.read(demo_flag).await
+    }
+
+    /// Marks this database as a demo one, which `mailfleet demo` may overwrite.
+    pub async fn mark_demo(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?, 'true')
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([DEMO_KEY])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the database holds no request yet.
+    pub(crate) async fn demo_is_empty(&self) -> Result<bool, StoreError> {
+        self.read(|c| {
+            let any: i64 = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM requests)")?
+                .query_row([], |r| r.get(0))?;
+            Ok(any == 0)
+        })
+        .await
+    }
+
+    /// Writes one batch of generated rows in one transaction.
+    pub(crate) async fn demo_insert_batch(&self, batch: DemoBatch) -> Result<(), StoreError> {
+        self.write(move |conn| insert_batch(conn, &batch)).await
+    }
+}
+
+fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
+    if !b.requests.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO requests (id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain,
+                state, requested_by, cluster, approval_rule, approval_reason, wait_reason, teardown, error,
+                needs_attention, fence, next_run_at, progress_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                ?20, ?21, ?22, ?23, ?24)",
+        )?;
+        for r in &b.requests {
+            st.execute(params![
+                r.id,
+                r.tenant,
+                r.region,
+                r.plan,
+                r.kind,
+                r.cpu,
+                r.memory_gb,
+                r.storage_gb,
+                r.label,
+                r.domain,
+                r.state,
+                r.requested_by,
+                r.cluster,
+                r.approval_rule,
+                r.approval_reason,
+                r.wait_reason,
+                r.teardown,
+                r.error,
+                r.needs_attention,
+                r.fence,
+                r.next_run_at,
+                r.progress_at,
+                r.created_at,
+                r.updated_at
+            ])?;
+        }
+    }
+    if !b.deps.is_empty() {
+        let mut st =
+            conn.prepare_cached("INSERT INTO request_deps (request_id, depends_on) VALUES (?, ?)")?;
+        for (request, prerequisite) in &b.deps {
+            st.execute(params![request, prerequisite])?;
+        }
+    }
+    if !b.steps.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO request_steps (request_id, step, position, status, attempts, started_at, finished_at, error)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for s in &b.steps {
+            st.execute(params![
+                s.request_id,
+                s.step,
+                s.position,
+                s.status,
+                s.attempts,
+                s.started_at,
+                s.finished_at,
+                s.error
+            ])?;
+        }
+    }
+    if !b.tasks.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for t in &b.tasks {
+            st.execute(params![
+                t.request_id,
+                t.step,
+                t.name,
+                t.position,
+                t.status,
+                t.detail,
+                t.updated_at
+            ])?;
+        }
+    }
+    if !b.resources.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO resources (id, request_id, seq, kind, status, provider, provider_ref, tenant, cluster,
+                cpu, memory_gb, storage_gb, slots, detail, created_at, released_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for r in &b.resources {
+            st.execute(params![
+                r.id,
+                r.request_id,
+                r.seq,
+                r.kind,
+                r.status,
+                r.provider,
+                r.provider_ref,
+                r.tenant,
+                r.cluster,
+                r.cpu,
+                r.memory_gb,
+                r.storage_gb,
+                r.slots,
+                r.detail,
+                r.created_at,
+                r.released_at
+            ])?;
+        }
+    }
+    if !b.nodes.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
+                plan, status, status_reason, resume_status, reputation_score, current_load, created_at,
+                updated_at, last_heartbeat)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for n in &b.nodes {
+            st.execute(params![
+                n.id,
+                n.request_id,
+                n.provider_id,
+                n.tenant,
+                n.label,
+                n.hostname,
+                n.ip_address,
+                n.region,
+                n.cluster,
+                n.plan,
+                n.status,
+                n.status_reason,
+                n.resume_status,
+                n.reputation_score,
+                n.current_load,
+                n.created_at,
+                n.updated_at,
+                n.last_heartbeat
+            ])?;
+        }
+    }
+    if !b.sims.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO sim_instances (id, idempotency_key, cluster, region, label, plan, cpu, memory_gb,
+                storage_gb, ip, power, firewall, rdns, mail_stack, ready_at, created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for s in &b.sims {
+            st.execute(params![
+                s.id,
+                s.idempotency_key,
+                s.cluster,
+                s.region,
+                s.label,
+                s.plan,
+                s.cpu,
+                s.memory_gb,
+                s.storage_gb,
+                s.ip,
+                s.power,
+                s.firewall,
+                s.rdns,
+                s.mail_stack,
+                s.ready_at,
+                s.created_at,
+                s.updated_at,
+                s.deleted_at
+            ])?;
+        }
+    }
+    if !b.listings.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO ip_blacklist_events (id, node_id, ip_address, blacklist_provider, code, meaning,
+                listed_at, delisted_at, details)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for l in &b.listings {
+            st.execute(params![
+                l.id,
+                l.node_id,
+                l.ip_address,
+                l.provider,
+                l.code,
+                l.meaning,
+                l.listed_at,
+                l.delisted_at,
+                l.details
+            ])?;
+        }
+    }
+    if !b.transitions.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO transitions (request_id, from_state, to_state, actor, reason, at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )?;
+        for t in &b.transitions {
+            st.execute(params![t.request_id, t.from, t.to, t.actor, t.reason, t.at])?;
+        }
+    }
+    if !b.events.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO events (id, name, request_id, node_id, tenant, actor, payload, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for e in &b.events {
+            st.execute(params![
+                e.id,
+                e.name,
+                e.request_id,
+                e.node_id,
+                e.tenant,
+                e.actor,
+                e.payload,
+                e.at
+            ])?;
+        }
+    }
+    if !b.audit.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        )?;
+        for a in &b.audit {
+            st.execute(params![a.at, a.actor, a.action, a.target, a.detail])?;
+        }
+    }
+    Ok(())
+}

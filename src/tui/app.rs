@@ -92,6 +92,25 @@ pub struct App {
     pub quit: bool,
     /// Rows the current view showed at the last draw: what PgUp/PgDn move by.
     pub page: usize,
+    /// Figures the header and the pipeline show, counted when data arrives (not per frame).
+    pub counts: Counts,
+    /// False until the first snapshot arrives: the screen says "loading", not "0 nodes".
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Nodes per status, sorted by status.
+    pub node_status: Vec<(String, usize)>,
+    /// Requests per state, in `PIPELINE` order.
+    pub states: [usize; 14],
+    pub needs_attention: usize,
+}
+
+impl Counts {
+    pub fn state(&self, s: RequestState) -> usize {
+        PIPELINE.iter().position(|p| *p == s).map(|i| self.states[i]).unwrap_or(0)
+    }
 }
 
 /// The states the pipeline view draws, in its order.
@@ -133,6 +152,8 @@ impl App {
             mouse: false,
             quit: false,
             page: 20,
+            counts: Counts::default(),
+            loaded: false,
         }
     }
 
@@ -154,7 +175,23 @@ impl App {
             .enumerate()
             .filter_map(|(i, n)| n.request_id.clone().map(|r| (r, i)))
             .collect();
+        let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
+        for n in &snap.nodes {
+            *by_status.entry(n.status.as_str()).or_default() += 1;
+        }
+        let mut counts = Counts {
+            node_status: by_status.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..Default::default()
+        };
+        for r in &snap.requests {
+            if let Some(i) = PIPELINE.iter().position(|s| *s == r.state()) {
+                counts.states[i] += 1;
+            }
+            counts.needs_attention += usize::from(r.needs_attention);
+        }
+        self.counts = counts;
         self.snap = snap;
+        self.loaded = true;
         for v in VIEWS {
             self.refresh(v);
         }

@@ -67,6 +67,12 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         }
     }
     counts.sort();
+    if !app.loaded {
+        spans.push(Span::styled("loading the fleet… ", th.warn()));
+        spans.push(Span::styled(format!("· {} @ {}", app.actor, app.db_label), th.dim()));
+        f.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    }
     spans.push(Span::raw(format!("{} nodes ", app.snap.nodes.len())));
     for (status, n) in counts {
         spans.push(Span::styled(format!("{status} {n} "), th.status(&status)));

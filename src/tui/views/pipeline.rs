@@ -43,12 +43,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
         Constraint::Min(3),
     ])
     .areas(area);
-    let mut counts = [0usize; 14];
-    for r in &app.snap.requests {
-        if let Some(i) = PIPELINE.iter().position(|s| *s == r.state()) {
-            counts[i] += 1;
-        }
-    }
+    let counts = app.counts.states;
     let selected = PIPELINE[app.pipeline_state.min(PIPELINE.len() - 1)];
     let mut lines = vec![Line::from(Span::styled(" queued → (approval) → allocating → … → completed; any step → failed → rolling_back → rolled_back", th.dim()))];
     for row in ROWS {

@@ -38,6 +38,7 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
         .title(Span::styled(title, th.title()));
     if total == 0 {
         let empty = match v {
+            _ if !app.loaded => "Loading…",
             View::Approvals => "Nothing awaits approval.",
             View::Blacklist => "No blocklist listings recorded.",
             View::Warmup => "No node is warming up.",

@@ -32,7 +32,10 @@ impl Screen {
             if ok(&s) {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}; screen:\n{s}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}; screen:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -44,9 +47,23 @@ fn provision_from_the_form_and_watch_it_complete() {
     let cfg = dir.path().join("fast.toml");
     std::fs::write(&cfg, FAST).expect("config");
     let pty = native_pty_system();
-    let pair = pty.openpty(PtySize { rows: 30, cols: 120, pixel_width: 0, pixel_height: 0 }).expect("pty");
+    let pair = pty
+        .openpty(PtySize {
+            rows: 30,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("pty");
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_mailfleet"));
-    cmd.args(["--db", dir.path().join("m.db").to_str().expect("utf-8"), "--config", cfg.to_str().expect("utf-8"), "--as", "alice"]);
+    cmd.args([
+        "--db",
+        dir.path().join("m.db").to_str().expect("utf-8"),
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--as",
+        "alice",
+    ]);
     cmd.env("XDG_STATE_HOME", dir.path());
     cmd.env("XDG_CONFIG_HOME", dir.path());
     cmd.env("TERM", "xterm-256color");
@@ -68,7 +85,9 @@ fn provision_from_the_form_and_watch_it_complete() {
         }
     });
     let screen = Screen { parser };
-    screen.wait_for("the console", |s| s.contains("1 Fleet") && s.contains("Nothing here yet"));
+    screen.wait_for("the console", |s| {
+        s.contains("1 Fleet") && s.contains("Nothing here yet")
+    });
 
     let mut send = |bytes: &[u8]| {
         writer.write_all(bytes).expect("write");
@@ -78,13 +97,21 @@ fn provision_from_the_form_and_watch_it_complete() {
     send(b"p");
     screen.wait_for("the form", |s| s.contains("Provision a node"));
     send(b"node-pty-1");
-    screen.wait_for("the label accepted", |s| s.contains("node-pty-1") && s.contains('✓'));
+    screen.wait_for("the label accepted", |s| {
+        s.contains("node-pty-1") && s.contains('✓')
+    });
     send(b"\r");
     send(b"2");
-    let done = screen.wait_for("the request to complete", |s| s.lines().any(|l| l.contains("node-pty-1") && l.contains("completed")));
+    let done = screen.wait_for("the request to complete", |s| {
+        s.lines()
+            .any(|l| l.contains("node-pty-1") && l.contains("completed"))
+    });
     assert!(done.contains("✓✓✓✓"), "all four steps done:\n{done}");
     send(b"1");
-    screen.wait_for("the node in the fleet", |s| s.lines().any(|l| l.contains("node-pty-1") && l.contains("warming")));
+    screen.wait_for("the node in the fleet", |s| {
+        s.lines()
+            .any(|l| l.contains("node-pty-1") && l.contains("warming"))
+    });
     send(b"q");
     let start = Instant::now();
     loop {
@@ -92,7 +119,10 @@ fn provision_from_the_form_and_watch_it_complete() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the console did not quit");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the console did not quit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

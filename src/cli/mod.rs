@@ -51,6 +51,15 @@ fn after_help() -> String {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Fill a fresh demo database (a temp file, or --db) and open the console on it.
+    Demo {
+        /// Nodes in the demo fleet (1 to 100000).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        nodes: u32,
+        /// Seed for the fleet's randomness: the same seed gives the same fleet.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Run the engine headless: provision, roll back, detect stuck requests.
     Work {
         /// Exit once no request can make progress.
@@ -284,9 +293,12 @@ fn init_logging(to_stderr: bool) {
 }
 
 async fn open(cli: &Cli) -> Result<Env> {
+    open_at(cli, db_path(cli)?).await
+}
+
+async fn open_at(cli: &Cli, path: PathBuf) -> Result<Env> {
     let cfg = Arc::new(config::load(cli.config.as_deref())?);
     let actor = actor(cli)?;
-    let path = db_path(cli)?;
     let store = if cli.read_only {
         Store::open_read_only(&path, &cfg.store).await?
     } else {
@@ -314,8 +326,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         crate::tui::run(env, cli.read_only).await?;
         return Ok(ExitCode::SUCCESS);
     };
+    if let Cmd::Demo { nodes, seed } = command {
+        return demo(&cli, *nodes as usize, *seed).await;
+    }
     let env = open(&cli).await?;
     match command {
+        Cmd::Demo { .. } => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;
@@ -348,6 +364,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::reconcile(&report, *json)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailfleet demo`: a fresh demo database, then the console on it.
+async fn demo(cli: &Cli, nodes: usize, seed: u64) -> Result<ExitCode> {
+    let path = match &cli.db {
+        Some(_) => db_path(cli)?,
+        None => std::env::temp_dir().join(format!("mailfleet-demo-{}.db", std::process::id())),
+    };
+    crate::demo::prepare_path(&path).await?;
+    let env = open_at(cli, path.clone()).await?;
+    eprintln!(
+        "mailfleet: building a demo fleet of {nodes} nodes in {} …",
+        path.display()
+    );
+    let spec = crate::demo::DemoSpec { nodes, seed };
+    let summary = crate::demo::generate(&env.store, &env.cfg, &spec, env.clock.now()).await?;
+    tracing::info!(
+        nodes = summary.nodes,
+        requests = summary.requests,
+        events = summary.events,
+        "demo fleet ready"
+    );
+    crate::tui::run(env, cli.read_only).await?;
+    eprintln!("mailfleet: the demo database is {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,7 @@
 mod catalog;
 mod claims;
 mod console;
+mod demo;
 mod events;
 mod nodes;
 mod probe;

@@ -109,7 +109,11 @@ pub struct Counts {
 
 impl Counts {
     pub fn state(&self, s: RequestState) -> usize {
-        PIPELINE.iter().position(|p| *p == s).map(|i| self.states[i]).unwrap_or(0)
+        PIPELINE
+            .iter()
+            .position(|p| *p == s)
+            .map(|i| self.states[i])
+            .unwrap_or(0)
     }
 }
 
@@ -180,7 +184,10 @@ impl App {
             *by_status.entry(n.status.as_str()).or_default() += 1;
         }
         let mut counts = Counts {
-            node_status: by_status.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            node_status: by_status
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             ..Default::default()
         };
         for r in &snap.requests {

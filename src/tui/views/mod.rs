@@ -69,7 +69,10 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
     counts.sort();
     if !app.loaded {
         spans.push(Span::styled("loading the fleet… ", th.warn()));
-        spans.push(Span::styled(format!("· {} @ {}", app.actor, app.db_label), th.dim()));
+        spans.push(Span::styled(
+            format!("· {} @ {}", app.actor, app.db_label),
+            th.dim(),
+        ));
         f.render_widget(Paragraph::new(Line::from(spans)), area);
         return;
     }

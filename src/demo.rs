@@ -1,0 +1,2903 @@
+//! The demo fleet behind `mailfleet demo`. This module owns what a demo database contains: a
+//! realistic, internally consistent fleet of sending nodes with 30 days of history, and the
+//! rule that only a database marked as a demo may be overwritten.
+//!
+//! Everything follows from the seed and `now`: the same pair gives the same database, ids
+//! included (they are UUIDv7 built from each row's own time and the seeded generator). The
+//! rows are what the engine itself would have written: every transition is legal and has
+//! its outbox events, resources match the state, and the simulated cloud's inventory holds
+//! exactly the instances the requests own, so the engine can pick up the in-flight requests
+//! and `reconcile` finds nothing to report.
+//!
+//! Generation runs on a blocking thread and streams batches to the store, which writes each
+//! in one transaction (the SQL is in `store::demo`). Outbox events, transitions and audit
+//! rows are written last, sorted by time, so their sequence numbers follow the clock.
+
+use crate::clock::ts;
+use crate::config::{format_duration, ClusterHealth, Config, StoreConfig};
+use crate::domain::approval::{first_match, ApprovalRule, RequestFacts, RuleMatch};
+use crate::domain::ids::short;
+use crate::domain::{event_names, RequestState, ResourceKind, Step, STEPS};
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What demo to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSpec {
+    /// Nodes in service (from completed or suspended requests).
+    pub nodes: usize,
+    pub seed: u64,
+}
+
+impl Default for DemoSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 200,
+            seed: 42,
+        }
+    }
+}
+
+/// What a demo holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemoSummary {
+    /// Nodes in service (as asked for).
+    pub nodes: usize,
+    pub requests: usize,
+    pub events: usize,
+    /// Blocklist listings, current and past.
+    pub listings: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{path} is not a demo database; refusing to overwrite it")]
+    NotADemo { path: String },
+    #[error("cannot remove {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("the database already holds requests; a demo needs a fresh database")]
+    NotEmpty,
+    #[error("the config cannot make a demo fleet: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the demo generator stopped unexpectedly")]
+    Generator,
+}
+
+/// Makes `path` ready for a fresh demo: nothing there is fine; a demo database is removed
+/// (with its `-wal` and `-shm` files); anything else is refused and left untouched.
+pub async fn prepare_path(path: &Path) -> Result<(), DemoError> {
+    let shown = path.display().to_string();
+    let not_demo = || DemoError::NotADemo {
+        path: shown.clone(),
+    };
+    match tokio::fs::symlink_metadata(path).await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(DemoError::Io {
+                path: shown.clone(),
+                error,
+            })
+        }
+        Ok(meta) if !meta.is_file() => return Err(not_demo()),
+        Ok(_) => {}
+    }
+    let demo = match Store::open_read_only(path, &StoreConfig::default()).await {
+        Ok(store) => store.is_demo().await.unwrap_or(false),
+        Err(_) => false,
+    };
+    if !demo {
+        return Err(not_demo());
+    }
+    for file in [
+        path.to_path_buf(),
+        suffixed(path, "-wal"),
+        suffixed(path, "-shm"),
+    ] {
+        match tokio::fs::remove_file(&file).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(DemoError::Io {
+                    path: file.display().to_string(),
+                    error,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Fills a freshly opened store (whose catalog is already synced from `cfg`) with a demo
+/// fleet, and marks it as a demo database.
+pub async fn generate(
+    store: &Store,
+    cfg: &Config,
+    spec: &DemoSpec,
+    now: DateTime<Utc>,
+) -> Result<DemoSummary, DemoError> {
+    let world = World::from_config(cfg, now)?;
+    if !store.demo_is_empty().await? {
+        return Err(DemoError::NotEmpty);
+    }
+    store.mark_demo().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<DemoBatch>(2);
+    let spec = *spec;
+    let generator = tokio::task::spawn_blocking(move || Generator::new(world, spec).run(&tx));
+    let mut failed = None;
+    while let Some(batch) = rx.recv().await {
+        if let Err(e) = store.demo_insert_batch(batch).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let out = generator.await.map_err(|_| DemoError::Generator);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    out?
+}
+
+// ---------------------------------------------------------------------------
+// Rows, as the store writes them
+// ---------------------------------------------------------------------------
+
+/// One transaction's worth of generated rows.
+#[derive(Debug, Default)]
+pub(crate) struct DemoBatch {
+    pub requests: Vec<RequestIns>,
+    /// (request, prerequisite)
+    pub deps: Vec<(String, String)>,
+    pub steps: Vec<StepIns>,
+    pub tasks: Vec<TaskIns>,
+    pub resources: Vec<ResourceIns>,
+    pub nodes: Vec<NodeIns>,
+    pub sims: Vec<SimIns>,
+    pub listings: Vec<ListingIns>,
+    pub transitions: Vec<TransitionIns>,
+    pub events: Vec<EventIns>,
+    pub audit: Vec<AuditIns>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RequestIns {
+    pub id: String,
+    pub tenant: String,
+    pub region: String,
+    pub plan: String,
+    pub kind: String,
+    pub cpu: u32,
+    pub memory_gb: u32,
+    pub storage_gb: u32,
+    pub label: String,
+    pub domain: String,
+    pub state: &'static str,
+    pub requested_by: &'static str,
+    pub cluster: Option<String>,
+    pub approval_rule: Option<String>,
+    pub approval_reason: Option<String>,
+    pub wait_reason: Option<String>,
+    pub teardown: Option<&'static str>,
+    pub error: Option<String>,
+    pub needs_attention: bool,
+    pub fence: i64,
+    pub next_run_at: String,
+    pub progress_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct StepIns {
+    pub request_id: String,
+    pub step: &'static str,
+    pub position: i64,
+    pub status: &'static str,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TaskIns {
+    pub request_id: String,
+    pub step: &'static str,
+    pub name: &'static str,
+    pub position: i64,
+    pub status: &'static str,
+    pub detail: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct ResourceIns {
+    pub id: String,
+    pub request_id: String,
+    pub seq: i64,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub provider: Option<&'static str>,
+    pub provider_ref: Option<String>,
+    pub tenant: String,
+    pub cluster: Option<String>,
+    pub cpu: u32,
+    pub memory_gb: u32,
+    pub storage_gb: u32,
+    pub slots: u32,
+    pub detail: Option<String>,
+    pub created_at: String,
+    pub released_at: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct NodeIns {
+    pub id: String,
+    pub request_id: String,
+    pub provider_id: String,
+    pub tenant: String,
+    pub label: String,
+    pub hostname: String,
+    pub ip_address: String,
+    pub region: String,
+    pub cluster: Option<String>,
+    pub plan: String,
+    pub status: &'static str,
+    pub status_reason: Option<String>,
+    pub resume_status: Option<&'static str>,
+    pub reputation_score: i64,
+    pub current_load: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_heartbeat: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SimIns {
+    pub id: String,
+    pub idempotency_key: String,
+    pub cluster: String,
+    pub region: String,
+    pub label: String,
+    pub plan: String,
+    pub cpu: u32,
+    pub memory_gb: u32,
+    pub storage_gb: u32,
+    pub ip: String,
+    pub power: &'static str,
+    pub firewall: Option<&'static str>,
+    pub rdns: Option<String>,
+    pub mail_stack: bool,
+    pub ready_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ListingIns {
+    pub id: String,
+    pub node_id: String,
+    pub ip_address: String,
+    pub provider: &'static str,
+    pub code: &'static str,
+    pub meaning: &'static str,
+    pub listed_at: String,
+    pub delisted_at: Option<String>,
+    pub details: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TransitionIns {
+    pub request_id: String,
+    pub from: Option<&'static str>,
+    pub to: &'static str,
+    pub actor: &'static str,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct EventIns {
+    pub id: String,
+    pub name: &'static str,
+    pub request_id: Option<String>,
+    pub node_id: Option<String>,
+    pub tenant: Option<String>,
+    pub actor: &'static str,
+    pub payload: String,
+    pub at: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct AuditIns {
+    pub at: String,
+    pub actor: &'static str,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Fixed vocabulary
+// ---------------------------------------------------------------------------
+
+const SEC: i64 = 1_000;
+const MIN: i64 = 60 * SEC;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+/// Requests per store write in the first phase; timeline entries per write in the second.
+const REQUESTS_PER_BATCH: usize = 5_000;
+const TIMELINE_PER_BATCH: usize = 40_000;
+
+/// Who acts. Index 0 is the engine.
+const ACTORS: [&str; 5] = ["engine@demo", "alice", "bob", "ops-lead", "sre-oncall"];
+const ENGINE: u8 = 0;
+const ALICE: u8 = 1;
+const BOB: u8 = 2;
+const OPS_LEAD: u8 = 3;
+const SRE: u8 = 4;
+
+/// Warm-up: the daily sending cap on each day of the 16-day plan.
+const WARMUP_CAPS: [u32; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 40_000, 55_000,
+    70_000, 100_000,
+];
+const WARMUP_DAYS: i64 = 16;
+
+/// Blocklist zones: (zone, weight, [(code, tag, meaning)]).
+struct Zone {
+    zone: &'static str,
+    weight: f64,
+    codes: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const ZONES: [Zone; 4] = [
+    Zone {
+        zone: "zen.spamhaus.org",
+        weight: 0.45,
+        codes: &[
+            (
+                "127.0.0.2",
+                "SBL",
+                "Spamhaus SBL: a verified source of spam",
+            ),
+            (
+                "127.0.0.3",
+                "CSS",
+                "Spamhaus CSS: low-reputation (snowshoe) sending",
+            ),
+            (
+                "127.0.0.4",
+                "XBL",
+                "Spamhaus XBL: exploited host (botnet or open proxy)",
+            ),
+        ],
+    },
+    Zone {
+        zone: "bl.spamcop.net",
+        weight: 0.25,
+        codes: &[(
+            "127.0.0.2",
+            "SpamCop",
+            "SpamCop: reported by spam recipients",
+        )],
+    },
+    Zone {
+        zone: "b.barracudacentral.org",
+        weight: 0.15,
+        codes: &[(
+            "127.0.0.2",
+            "BRBL",
+            "Barracuda Reputation Block List: poor sender reputation",
+        )],
+    },
+    Zone {
+        zone: "psbl.surriel.com",
+        weight: 0.15,
+        codes: &[("127.0.0.2", "PSBL", "PSBL: mail seen at spam traps")],
+    },
+];
+
+fn zone_details(zone: usize, ip: &str) -> String {
+    match zone {
+        0 => format!("https://check.spamhaus.org/listed/?searchterm={ip}"),
+        1 => format!("Blocked - see https://www.spamcop.net/bl.shtml?{ip}"),
+        2 => format!(
+            "Client host blocked using Barracuda Reputation, see http://www.barracudanetworks.com/reputation/?r=1&ip={ip}"
+        ),
+        _ => format!("Listed in PSBL, see https://psbl.org/listing?ip={ip}"),
+    }
+}
+
+/// What a flaky cloud answers when a call fails.
+const TRANSIENT: [&str; 5] = [
+    "503 Service Unavailable: the API is overloaded, try again",
+    "504 Gateway Timeout: upstream did not answer in time",
+    "429 Too Many Requests: rate limit of 10 calls/s exceeded",
+    "500 Internal Server Error: hypervisor did not acknowledge the task",
+    "409 Conflict: another task is running on this instance",
+];
+
+const SUSPEND_REASONS: [&str; 4] = [
+    "invoice overdue (30 days)",
+    "abuse report: phishing complaint from a recipient ISP",
+    "customer asked to pause sending",
+    "compliance review of the sending domain",
+];
+const REACTIVATE_REASONS: [&str; 3] = [
+    "invoice paid",
+    "abuse case closed",
+    "customer resumed sending",
+];
+const DEPROVISION_REASONS: [&str; 4] = [
+    "customer cancelled the service",
+    "consolidating onto larger plans",
+    "moving this sender to another region",
+    "end of contract",
+];
+const APPROVE_REASONS: [&str; 3] = [
+    "approved: within this quarter's budget",
+    "approved: capacity confirmed with finance",
+    "approved for the launch campaign",
+];
+const REJECT_REASONS: [&str; 3] = [
+    "over budget for this quarter; order ssd-8 instead",
+    "duplicate of an existing order",
+    "capacity in this region is reserved for the migration",
+];
+const ROLLBACK_REASONS: [&str; 3] = [
+    "ordered in the wrong region",
+    "label typo; ordering again",
+    "customer cancelled before delivery",
+];
+const MAINTENANCE_REASONS: [&str; 4] = [
+    "kernel upgrade",
+    "postfix queue migration",
+    "disk replacement by the provider",
+    "TLS certificate rotation",
+];
+const AWAIT_REASON: &str =
+    "manual provider: an administrator must enter the console password and SSH port";
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+fn at(ms: i64) -> String {
+    ts(DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}
+
+fn uuid7(rng: &mut StdRng, ms: i64) -> String {
+    let mut bytes = [0u8; 10];
+    rng.fill(&mut bytes);
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(ms).unwrap_or(0), &bytes)
+        .into_uuid()
+        .to_string()
+}
+
+fn between(rng: &mut StdRng, lo: i64, hi: i64) -> i64 {
+    if hi > lo {
+        rng.gen_range(lo..=hi)
+    } else {
+        lo
+    }
+}
+
+fn weighted(rng: &mut StdRng, weights: &[f64]) -> usize {
+    let total: f64 = weights.iter().sum();
+    if weights.is_empty() || total <= 0.0 {
+        return 0;
+    }
+    let mut x = rng.gen::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    weights.len() - 1
+}
+
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[rng.gen_range(0..items.len())]
+}
+
+/// The n-th demo address: the documentation ranges first (.1–.199 of each, leaving the
+/// rest of the simulated cloud's pools free for new instances), then 100.64.0.0/10.
+fn demo_ip(n: u32) -> Ipv4Addr {
+    const DOC: [[u8; 3]; 3] = [[198, 51, 100], [203, 0, 113], [192, 0, 2]];
+    const PER: u32 = 199;
+    let block = (n / PER) as usize;
+    if let Some(prefix) = DOC.get(block) {
+        let host = (n % PER) as u8 + 1;
+        return Ipv4Addr::new(prefix[0], prefix[1], prefix[2], host);
+    }
+    // 100.64.0.0/10, skipping .0 and .255 in the last octet.
+    let k = n - PER * DOC.len() as u32;
+    let per_24 = 254;
+    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
+    Ipv4Addr::from(base + (k / per_24) * 256 + (k % per_24) + 1)
+}
+
+fn state_of(step: Step) -> RequestState {
+    match step {
+        Step::Allocate => RequestState::Allocating,
+        Step::Configure => RequestState::Configuring,
+        Step::Activate => RequestState::Activating,
+        Step::Verify => RequestState::Verifying,
+    }
+}
+
+fn step_index(step: Step) -> usize {
+    match step {
+        Step::Allocate => 0,
+        Step::Configure => 1,
+        Step::Activate => 2,
+        Step::Verify => 3,
+    }
+}
+
+/// The provider call a sub-task makes, as the engine names it in errors.
+fn call_of(task: &str) -> &'static str {
+    match task {
+        "create_instance" => "create",
+        "firewall" => "set_firewall",
+        "rdns" => "set_rdns",
+        "mail_stack" => "bootstrap",
+        "start_services" => "resume",
+        "smtp_probe" | "submission_probe" | "test_message" => "probe",
+        _ => "status",
+    }
+}
+
+/// Compensation order of a teardown (as the engine runs them).
+fn release_rank(kind: ResourceKind) -> u8 {
+    match kind {
+        ResourceKind::Node => 0,
+        ResourceKind::Rdns => 1,
+        ResourceKind::Instance => 2,
+        ResourceKind::Firewall => 3,
+        ResourceKind::Ip => 4,
+        ResourceKind::Capacity => 5,
+        ResourceKind::Quota => 6,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The world, from the config
+// ---------------------------------------------------------------------------
+
+type Amounts = [i64; 4];
+
+struct TenantW {
+    name: String,
+    domain: String,
+    quota: Amounts,
+    weight: f64,
+}
+
+struct RegionW {
+    name: String,
+    code: String,
+    /// Default cluster first, online ones before the others.
+    clusters: Vec<usize>,
+    weight: f64,
+}
+
+struct ClusterW {
+    name: String,
+    capacity: Amounts,
+}
+
+struct PlanW {
+    name: String,
+    kind: String,
+    cpu: u32,
+    memory_gb: u32,
+    storage_gb: u32,
+    weight: f64,
+    /// Position from the smallest plan.
+    rank: usize,
+}
+
+impl PlanW {
+    fn need(&self) -> Amounts {
+        [
+            1,
+            i64::from(self.cpu),
+            i64::from(self.memory_gb),
+            i64::from(self.storage_gb),
+        ]
+    }
+}
+
+struct World {
+    tenants: Vec<TenantW>,
+    regions: Vec<RegionW>,
+    clusters: Vec<ClusterW>,
+    plans: Vec<PlanW>,
+    /// Plan indices from the smallest.
+    by_size: Vec<usize>,
+    rules: Vec<ApprovalRule>,
+    limit: usize,
+    max_retries: u32,
+    backoff_ms: Vec<i64>,
+    now: i64,
+}
+
+impl World {
+    fn from_config(cfg: &Config, now: DateTime<Utc>) -> Result<World, DemoError> {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if cfg.tenants.is_empty() {
+            return Err(DemoError::Config("it defines no tenants".into()));
+        }
+        if cfg.plans.is_empty() {
+            return Err(DemoError::Config("it defines no plans".into()));
+        }
+        if cfg.clusters.is_empty() {
+            return Err(DemoError::Config("it defines no clusters".into()));
+        }
+        let tenants = cfg
+            .tenants
+            .iter()
+            .map(|t| TenantW {
+                name: t.name.clone(),
+                domain: format!("{}-mail.example.net", t.name),
+                quota: [
+                    as_i64(t.quota.nodes),
+                    as_i64(t.quota.cpu),
+                    as_i64(t.quota.memory_gb),
+                    as_i64(t.quota.storage_gb),
+                ],
+                weight: (t.quota.nodes.max(1)) as f64,
+            })
+            .collect();
+        let clusters: Vec<ClusterW> = cfg
+            .clusters
+            .iter()
+            .map(|c| ClusterW {
+                name: c.name.clone(),
+                capacity: [
+                    as_i64(c.capacity.vm_slots),
+                    as_i64(c.capacity.cpu),
+                    as_i64(c.capacity.memory_gb),
+                    as_i64(c.capacity.storage_gb),
+                ],
+            })
+            .collect();
+        let mut regions: Vec<RegionW> = Vec::new();
+        for name in cfg.regions() {
+            let mut members: Vec<usize> = cfg
+                .clusters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.region == name)
+                .map(|(i, _)| i)
+                .collect();
+            members.sort_by_key(|i| {
+                let c = &cfg.clusters[*i];
+                (c.health != ClusterHealth::Online, !c.default)
+            });
+            let weight = members
+                .iter()
+                .map(|i| cfg.clusters[*i].capacity.vm_slots as f64)
+                .sum::<f64>()
+                .max(1.0);
+            let mut code: String = name
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .take(3)
+                .collect();
+            if code.is_empty() {
+                code = "reg".into();
+            }
+            if regions.iter().any(|r| r.code == code) {
+                code = format!("{code}{}", regions.len() + 1);
+            }
+            regions.push(RegionW {
+                name: name.to_string(),
+                code,
+                clusters: members,
+                weight,
+            });
+        }
+        let mut by_size: Vec<usize> = (0..cfg.plans.len()).collect();
+        by_size.sort_by_key(|i| {
+            let p = &cfg.plans[*i];
+            (p.cpu, p.memory_gb, p.storage_gb, *i)
+        });
+        // Most senders are small: weights from the smallest plan up.
+        const SIZE_WEIGHTS: [f64; 5] = [30.0, 35.0, 22.0, 10.0, 3.0];
+        let mut plans: Vec<PlanW> = cfg
+            .plans
+            .iter()
+            .map(|p| PlanW {
+                name: p.name.clone(),
+                kind: p.kind.clone(),
+                cpu: p.cpu,
+                memory_gb: p.memory_gb,
+                storage_gb: p.storage_gb,
+                weight: 0.0,
+                rank: 0,
+            })
+            .collect();
+        for (rank, i) in by_size.iter().enumerate() {
+            plans[*i].rank = rank;
+            plans[*i].weight = SIZE_WEIGHTS.get(rank).copied().unwrap_or(2.0);
+        }
+        let rules = cfg
+            .approval_rules
+            .iter()
+            .map(|r| ApprovalRule {
+                name: r.name.clone(),
+                priority: r.priority,
+                tenant: r.tenant.clone(),
+                min_cpu: r.min_cpu,
+                min_memory_gb: r.min_memory_gb,
+                min_storage_gb: r.min_storage_gb,
+                types: r.types.clone(),
+                regions: r.regions.clone(),
+            })
+            .collect();
+        let mut backoff_ms: Vec<i64> = cfg
+            .engine
+            .retry_backoff
+            .iter()
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .collect();
+        if backoff_ms.is_empty() {
+            backoff_ms.push(5 * SEC);
+        }
+        Ok(World {
+            tenants,
+            regions,
+            clusters,
+            plans,
+            by_size,
+            rules,
+            limit: usize::try_from(cfg.engine.max_in_flight_per_tenant)
+                .unwrap_or(1)
+                .max(1),
+            max_retries: cfg.engine.max_retries,
+            backoff_ms,
+            now: now.timestamp_millis(),
+        })
+    }
+
+    fn approval(&self, tenant: usize, region: usize, plan: usize) -> Option<RuleMatch> {
+        let p = &self.plans[plan];
+        let facts = RequestFacts {
+            tenant: &self.tenants[tenant].name,
+            region: &self.regions[region].name,
+            kind: &p.kind,
+            cpu: p.cpu,
+            memory_gb: p.memory_gb,
+            storage_gb: p.storage_gb,
+        };
+        first_match(&self.rules, &facts)
+    }
+
+    fn smaller(&self, plan: usize) -> Option<usize> {
+        let rank = self.plans[plan].rank;
+        rank.checked_sub(1).map(|r| self.by_size[r])
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pass A: what each request becomes
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeFate {
+    Active,
+    Warming,
+    Listed,
+    Bounce,
+    Maintenance,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unwind {
+    AfterFailure,
+    Deprovision,
+    Stalled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Node(NodeFate),
+    Suspended,
+    Deprovisioned,
+    RolledBack { operator: bool },
+    RejectedByApprover,
+    RejectedPrereq,
+    Queued { tenant_limit: bool },
+    PendingApproval,
+    InFlight(Step),
+    AwaitingInput,
+    Failed,
+    RollingBack(Unwind),
+}
+
+impl Fate {
+    /// Whether the request holds quota and capacity now.
+    fn holds(self) -> bool {
+        matches!(
+            self,
+            Fate::Node(_)
+                | Fate::Suspended
+                | Fate::InFlight(_)
+                | Fate::AwaitingInput
+                | Fate::Failed
+                | Fate::RollingBack(_)
+        )
+    }
+
+    /// Whether it got past admission (and so an IP, unless it stopped before).
+    fn admitted(self) -> bool {
+        !matches!(
+            self,
+            Fate::Queued { .. }
+                | Fate::PendingApproval
+                | Fate::RejectedByApprover
+                | Fate::RejectedPrereq
+        )
+    }
+
+    /// Whether its timeline ends at a point anchored just before `now`.
+    fn anchored(self) -> bool {
+        matches!(
+            self,
+            Fate::InFlight(_)
+                | Fate::Failed
+                | Fate::RollingBack(Unwind::AfterFailure | Unwind::Stalled)
+        )
+    }
+}
+
+struct Slot {
+    fate: Fate,
+    tenant: usize,
+    region: usize,
+    plan: usize,
+    cluster: usize,
+    /// Creation time (exact, except for anchored fates and dependents).
+    approx: i64,
+    seed: u64,
+    /// Slot index of the prerequisite.
+    dep: Option<usize>,
+    label: String,
+    ip: Option<Ipv4Addr>,
+}
+
+struct Shaper<'w> {
+    w: &'w World,
+    tenant_used: Vec<Amounts>,
+    cluster_used: Vec<Amounts>,
+}
+
+fn fits(used: Amounts, need: Amounts, cap: Amounts, share: f64) -> bool {
+    (0..4).all(|i| ((used[i] + need[i]) as f64) <= cap[i] as f64 * share)
+}
+
+fn add(a: &mut Amounts, b: Amounts) {
+    for i in 0..4 {
+        a[i] += b[i];
+    }
+}
+
+impl Shaper<'_> {
+    fn tenant(&self, rng: &mut StdRng) -> usize {
+        let weights: Vec<f64> = self.w.tenants.iter().map(|t| t.weight).collect();
+        weighted(rng, &weights)
+    }
+
+    fn region(&self, rng: &mut StdRng) -> usize {
+        let weights: Vec<f64> = self.w.regions.iter().map(|r| r.weight).collect();
+        weighted(rng, &weights)
+    }
+
+    /// A plan and cluster for a request; requests that hold resources now stay within 80%
+    /// of their tenant's quota and 85% of the cluster while that is possible, so that the
+    /// demo leaves room for new orders.
+    fn shape(
+        &mut self,
+        rng: &mut StdRng,
+        tenant: usize,
+        region: usize,
+        holds: bool,
+        avoid_approval: bool,
+    ) -> (usize, usize) {
+        let w = self.w;
+        let weights: Vec<f64> = w.plans.iter().map(|p| p.weight).collect();
+        let mut plan = weighted(rng, &weights);
+        if avoid_approval {
+            while w.approval(tenant, region, plan).is_some() {
+                match w.smaller(plan) {
+                    Some(p) => plan = p,
+                    None => break,
+                }
+            }
+        }
+        if holds {
+            while !fits(
+                self.tenant_used[tenant],
+                w.plans[plan].need(),
+                w.tenants[tenant].quota,
+                0.8,
+            ) {
+                match w.smaller(plan) {
+                    Some(p) => plan = p,
+                    None => break,
+                }
+            }
+        }
+        let need = w.plans[plan].need();
+        let members = &w.regions[region].clusters;
+        let cluster = if holds {
+            members
+                .iter()
+                .copied()
+                .find(|c| fits(self.cluster_used[*c], need, w.clusters[*c].capacity, 0.85))
+                .unwrap_or(members[0])
+        } else if rng.gen_bool(0.7) || members.len() == 1 {
+            members[0]
+        } else {
+            members[rng.gen_range(0..members.len())]
+        };
+        if holds {
+            add(&mut self.tenant_used[tenant], need);
+            add(&mut self.cluster_used[cluster], need);
+        }
+        (plan, cluster)
+    }
+}
+
+fn scaled(n: usize, per: usize, min: usize, max: usize) -> usize {
+    (n / per).clamp(min, max.max(min))
+}
+
+fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
+    let n = spec.nodes;
+    let now = w.now;
+    let share = |p: f64, min: usize| ((n as f64 * p).round() as usize).max(min);
+
+    // The fleet: nodes in service.
+    let mut fleet: Vec<Fate> = Vec::with_capacity(n);
+    let mut left = n;
+    for (count, fate) in [
+        (share(0.02, 2), Fate::Suspended),
+        (share(0.15, 1), Fate::Node(NodeFate::Warming)),
+        (share(0.03, 1), Fate::Node(NodeFate::Listed)),
+        (share(0.02, 1), Fate::Node(NodeFate::Bounce)),
+        (share(0.02, 1), Fate::Node(NodeFate::Maintenance)),
+        (share(0.015, 1), Fate::Node(NodeFate::Unhealthy)),
+    ] {
+        let k = count.min(left);
+        left -= k;
+        fleet.extend(std::iter::repeat_n(fate, k));
+    }
+    fleet.extend(std::iter::repeat_n(Fate::Node(NodeFate::Active), left));
+
+    // Requests in flight: at most the tenants' limits allow, filled tenant by tenant so the
+    // first tenant sits at its limit.
+    let per_state = if n >= 5_000 { 3 } else { 2 };
+    let room = w.limit * w.tenants.len();
+    let in_flight_total = (per_state * 4).min(room);
+    let mut in_flight: Vec<(Fate, usize)> = Vec::new();
+    let mut tenant_load = vec![0usize; w.tenants.len()];
+    for i in 0..in_flight_total {
+        let step = STEPS[i % 4];
+        let tenant = tenant_load.iter().position(|l| *l < w.limit).unwrap_or(0);
+        tenant_load[tenant] += 1;
+        in_flight.push((Fate::InFlight(step), tenant));
+    }
+    let full: Vec<usize> = (0..w.tenants.len())
+        .filter(|t| tenant_load[*t] >= w.limit)
+        .collect();
+
+    let rolled_back = (n / 25).max(2);
+    let rejected = (n / 50).max(2);
+    let mut others: Vec<Fate> = Vec::new();
+    others.extend(std::iter::repeat_n(
+        Fate::AwaitingInput,
+        scaled(n, 2_000, 2, 10),
+    ));
+    others.extend(std::iter::repeat_n(Fate::Failed, scaled(n, 5_000, 2, 5)));
+    for unwind in [Unwind::AfterFailure, Unwind::Deprovision] {
+        others.extend(std::iter::repeat_n(
+            Fate::RollingBack(unwind),
+            scaled(n, 5_000, 1, 5),
+        ));
+    }
+    others.push(Fate::RollingBack(Unwind::Stalled));
+    for i in 0..rolled_back {
+        others.push(Fate::RolledBack {
+            operator: i % 4 == 1,
+        });
+    }
+    others.extend(std::iter::repeat_n(Fate::Deprovisioned, (n / 33).max(2)));
+    let combos: Vec<(usize, usize, usize)> = (0..w.tenants.len())
+        .flat_map(|t| (0..w.regions.len()).map(move |r| (t, r)))
+        .flat_map(|(t, r)| (0..w.plans.len()).map(move |p| (t, r, p)))
+        .filter(|(t, r, p)| w.approval(*t, *r, *p).is_some())
+        .collect();
+    if !combos.is_empty() {
+        others.extend(std::iter::repeat_n(
+            Fate::PendingApproval,
+            scaled(n, 100, 2, 100),
+        ));
+    }
+    let by_approver = if combos.is_empty() { 0 } else { rejected / 2 };
+    others.extend(std::iter::repeat_n(Fate::RejectedByApprover, by_approver));
+    let rejected_prereq = rejected - by_approver;
+    let queued = scaled(n, 50, 4, 300);
+
+    let mut shaper = Shaper {
+        w,
+        tenant_used: vec![[0; 4]; w.tenants.len()],
+        cluster_used: vec![[0; 4]; w.clusters.len()],
+    };
+    let mut slots: Vec<Slot> = Vec::new();
+    let push = |slots: &mut Vec<Slot>,
+                rng: &mut StdRng,
+                fate: Fate,
+                tenant: usize,
+                region: usize,
+                plan: usize,
+                cluster: usize| {
+        let approx = match fate {
+            Fate::Node(NodeFate::Warming) => now - between(rng, 4 * HOUR, 15 * DAY + 12 * HOUR),
+            Fate::Node(_) | Fate::Suspended | Fate::RollingBack(Unwind::Deprovision) => {
+                now - between(rng, 16 * DAY + 12 * HOUR, 30 * DAY)
+            }
+            Fate::Deprovisioned => now - between(rng, 2 * DAY, 30 * DAY),
+            Fate::RolledBack { .. } | Fate::RejectedByApprover => {
+                now - between(rng, 4 * HOUR, 30 * DAY)
+            }
+            Fate::PendingApproval => now - between(rng, 10 * MIN, 2 * DAY),
+            Fate::AwaitingInput => now - between(rng, 4 * HOUR, 3 * DAY),
+            Fate::Queued { .. } => now - between(rng, 30 * SEC, 15 * MIN),
+            _ => now - 5 * MIN,
+        };
+        slots.push(Slot {
+            fate,
+            tenant,
+            region,
+            plan,
+            cluster,
+            approx,
+            seed: rng.gen(),
+            dep: None,
+            label: String::new(),
+            ip: None,
+        });
+    };
+
+    // Holders first, so the budget goes to what holds resources now.
+    for (fate, tenant) in &in_flight {
+        let region = shaper.region(rng);
+        let (plan, cluster) = shaper.shape(rng, *tenant, region, true, true);
+        push(&mut slots, rng, *fate, *tenant, region, plan, cluster);
+    }
+    for fate in fleet.iter().chain(others.iter().filter(|f| f.holds())) {
+        let tenant = shaper.tenant(rng);
+        let region = shaper.region(rng);
+        let (plan, cluster) = shaper.shape(rng, tenant, region, true, false);
+        push(&mut slots, rng, *fate, tenant, region, plan, cluster);
+    }
+    for fate in others.iter().filter(|f| !f.holds()) {
+        match fate {
+            Fate::PendingApproval | Fate::RejectedByApprover => {
+                let (tenant, region, plan) = pick(rng, &combos);
+                let cluster = w.regions[region].clusters[0];
+                push(&mut slots, rng, *fate, tenant, region, plan, cluster);
+            }
+            _ => {
+                let tenant = shaper.tenant(rng);
+                let region = shaper.region(rng);
+                let (plan, cluster) = shaper.shape(rng, tenant, region, false, false);
+                push(&mut slots, rng, *fate, tenant, region, plan, cluster);
+            }
+        }
+    }
+    // Prerequisites: dependents wait for (or were rejected because of) another request.
+    // Their exact creation time follows from the prerequisite's (see `build`).
+    let rolled: Vec<usize> = (0..slots.len())
+        .filter(|i| matches!(slots[*i].fate, Fate::RolledBack { .. }))
+        .collect();
+    let waitable: Vec<usize> = (0..slots.len())
+        .filter(|i| matches!(slots[*i].fate, Fate::InFlight(_) | Fate::PendingApproval))
+        .collect();
+    for _ in 0..rejected_prereq {
+        let Some(target) = (!rolled.is_empty()).then(|| pick(rng, &rolled)) else {
+            break;
+        };
+        let tenant = slots[target].tenant;
+        let after = slots[target].approx + 10 * SEC;
+        let region = shaper.region(rng);
+        let (plan, cluster) = shaper.shape(rng, tenant, region, false, true);
+        push(
+            &mut slots,
+            rng,
+            Fate::RejectedPrereq,
+            tenant,
+            region,
+            plan,
+            cluster,
+        );
+        if let Some(last) = slots.last_mut() {
+            last.dep = Some(target);
+            last.approx = after;
+        }
+    }
+    for q in 0..queued {
+        let limited = !full.is_empty() && (q % 2 == 0 || waitable.is_empty());
+        let (tenant, dep) = if limited {
+            (pick(rng, &full), None)
+        } else if waitable.is_empty() {
+            (shaper.tenant(rng), None)
+        } else {
+            let target = waitable[(q / 2) % waitable.len()];
+            (slots[target].tenant, Some(target))
+        };
+        let region = shaper.region(rng);
+        let (plan, cluster) = shaper.shape(rng, tenant, region, false, true);
+        let fate = Fate::Queued {
+            tenant_limit: limited,
+        };
+        push(&mut slots, rng, fate, tenant, region, plan, cluster);
+        if let Some(last) = slots.last_mut() {
+            last.dep = dep;
+        }
+    }
+    slots
+}
+
+// ---------------------------------------------------------------------------
+// Pass C: one request's whole life
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum AuditKind {
+    Create,
+    Admit,
+    Approve,
+    Reject,
+    Suspend,
+    Reactivate,
+    Deprovision,
+}
+
+impl AuditKind {
+    fn action(self) -> &'static str {
+        match self {
+            AuditKind::Create => "request.create",
+            AuditKind::Admit => "request.admit",
+            AuditKind::Approve => "request.approve",
+            AuditKind::Reject => "request.reject",
+            AuditKind::Suspend => "request.suspend",
+            AuditKind::Reactivate => "request.reactivate",
+            AuditKind::Deprovision => "request.deprovision",
+        }
+    }
+}
+
+struct Tr {
+    from: Option<RequestState>,
+    to: RequestState,
+    actor: u8,
+    reason: Option<Cow<'static, str>>,
+    at: i64,
+    audit: Option<AuditKind>,
+}
+
+/// A history entry that is not a transition: a node event, an audit row, or both.
+struct Extra {
+    at: i64,
+    actor: u8,
+    event: Option<(&'static str, String)>,
+    audit: Option<(&'static str, Option<String>, Option<String>)>,
+}
+
+#[derive(Clone)]
+struct StepP {
+    status: &'static str,
+    attempts: i64,
+    started: Option<i64>,
+    finished: Option<i64>,
+    error: Option<String>,
+}
+
+struct TaskP {
+    step: Step,
+    index: usize,
+    status: &'static str,
+    detail: String,
+    at: i64,
+}
+
+struct ResP {
+    id: String,
+    kind: ResourceKind,
+    seq: i64,
+    allocated: bool,
+    provider_ref: Option<String>,
+    detail: String,
+    created: i64,
+    released: Option<i64>,
+}
+
+struct SimP {
+    id: String,
+    power: &'static str,
+    firewall: bool,
+    rdns: bool,
+    mail_stack: bool,
+    ready: i64,
+    created: i64,
+    updated: i64,
+    deleted: Option<i64>,
+}
+
+struct NodeP {
+    id: String,
+    status: &'static str,
+    reason: Option<String>,
+    resume: Option<&'static str>,
+    reputation: i64,
+    load: i64,
+    created: i64,
+    updated: i64,
+    heartbeat: i64,
+}
+
+struct ListP {
+    id: String,
+    zone: usize,
+    code: usize,
+    listed: i64,
+    delisted: Option<i64>,
+    details: Option<String>,
+}
+
+/// How a step ends in a request's history.
+#[derive(Debug, Clone, Copy)]
+enum Halt {
+    Complete,
+    /// `done` sub-tasks finished; the next one is under way (`retrying` after a failure).
+    Partial {
+        done: usize,
+        retrying: bool,
+    },
+    /// `done` sub-tasks finished; the next one exhausted its retries.
+    Fail {
+        done: usize,
+    },
+    /// `done` sub-tasks finished; an operator asked for a rollback.
+    Cancel {
+        done: usize,
+    },
+    /// A manual provider needs input (activate only).
+    Input,
+    /// No progress for the stuck limit (configure's mail stack).
+    Stuck,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TearEnd {
+    Finish,
+    Partial,
+    Stall,
+}
+
+/// What dependents need to know about their prerequisite.
+#[derive(Clone)]
+struct DepInfo {
+    id: String,
+    state: RequestState,
+    created: i64,
+    end: i64,
+}
+
+struct Flow<'a> {
+    w: &'a World,
+    s: &'a Slot,
+    rng: StdRng,
+    t: i64,
+    id: String,
+    created: i64,
+    requested_by: u8,
+    approval: Option<RuleMatch>,
+    state: RequestState,
+    trs: Vec<Tr>,
+    steps: [StepP; 4],
+    tasks: Vec<TaskP>,
+    res: Vec<ResP>,
+    sim: Option<SimP>,
+    node: Option<NodeP>,
+    extras: Vec<Extra>,
+    listings: Vec<ListP>,
+    dep: Option<DepInfo>,
+    error: Option<String>,
+    wait_reason: Option<String>,
+    teardown: Option<&'static str>,
+    needs_attention: bool,
+    next_run_at: i64,
+    updated: i64,
+    fence: i64,
+    seq: i64,
+}
+
+impl<'a> Flow<'a> {
+    fn new(w: &'a World, s: &'a Slot, base: i64, dep: Option<DepInfo>) -> Flow<'a> {
+        let mut rng = StdRng::seed_from_u64(s.seed);
+        let id = uuid7(&mut rng, base);
+        let requested_by = match rng.gen_range(0..20) {
+            0..=6 => ALICE,
+            7..=12 => BOB,
+            13..=15 => OPS_LEAD,
+            _ => SRE,
+        };
+        let approval = w.approval(s.tenant, s.region, s.plan);
+        let pending = StepP {
+            status: "pending",
+            attempts: 0,
+            started: None,
+            finished: None,
+            error: None,
+        };
+        Flow {
+            w,
+            s,
+            rng,
+            t: base,
+            id,
+            created: base,
+            requested_by,
+            approval,
+            state: RequestState::Queued,
+            trs: Vec::new(),
+            steps: [pending.clone(), pending.clone(), pending.clone(), pending],
+            tasks: Vec::new(),
+            res: Vec::new(),
+            sim: None,
+            node: None,
+            extras: Vec::new(),
+            listings: Vec::new(),
+            dep,
+            error: None,
+            wait_reason: None,
+            teardown: None,
+            needs_attention: false,
+            next_run_at: base,
+            updated: base,
+            fence: 0,
+            seq: 0,
+        }
+    }
+
+    fn gap(&mut self, lo: i64, hi: i64) {
+        self.t += between(&mut self.rng, lo, hi);
+    }
+
+    fn tenant(&self) -> &'a str {
+        &self.w.tenants[self.s.tenant].name
+    }
+
+    fn cluster(&self) -> &'a str {
+        &self.w.clusters[self.s.cluster].name
+    }
+
+    fn plan(&self) -> &'a PlanW {
+        &self.w.plans[self.s.plan]
+    }
+
+    fn host(&self) -> String {
+        format!("{}.{}", self.s.label, self.w.tenants[self.s.tenant].domain)
+    }
+
+    fn ip(&self) -> String {
+        self.s
+            .ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "192.0.2.254".into())
+    }
+
+    fn tr(
+        &mut self,
+        to: RequestState,
+        actor: u8,
+        reason: Option<Cow<'static, str>>,
+        audit: Option<AuditKind>,
+    ) {
+        let from = if self.trs.is_empty() {
+            None
+        } else {
+            Some(self.state)
+        };
+        self.trs.push(Tr {
+            from,
+            to,
+            actor,
+            reason,
+            at: self.t,
+            audit,
+        });
+        self.state = to;
+        self.updated = self.t;
+    }
+
+    fn extra_event(&mut self, at: i64, actor: u8, name: &'static str, payload: serde_json::Value) {
+        self.extras.push(Extra {
+            at,
+            actor,
+            event: Some((name, payload.to_string())),
+            audit: None,
+        });
+    }
+
+    fn extra_audit(
+        &mut self,
+        at: i64,
+        actor: u8,
+        action: &'static str,
+        target: Option<String>,
+        detail: Option<String>,
+    ) {
+        self.extras.push(Extra {
+            at,
+            actor,
+            event: None,
+            audit: Some((action, target, detail)),
+        });
+    }
+
+    // --- admission -------------------------------------------------------------------
+
+    fn create(&mut self) {
+        self.tr(
+            RequestState::Queued,
+            self.requested_by,
+            Some(Cow::Borrowed("created")),
+            Some(AuditKind::Create),
+        );
+        if let Some(m) = self.approval.clone() {
+            self.tr(
+                RequestState::PendingApproval,
+                ENGINE,
+                Some(Cow::Owned(m.reason)),
+                None,
+            );
+        }
+    }
+
+    fn approver(&mut self) -> u8 {
+        if self.rng.gen_bool(0.7) {
+            OPS_LEAD
+        } else {
+            ALICE
+        }
+    }
+
+    fn approve(&mut self) {
+        if self.state != RequestState::PendingApproval {
+            return;
+        }
+        self.gap(10 * MIN, 3 * HOUR);
+        let who = self.approver();
+        let why = pick(&mut self.rng, &APPROVE_REASONS);
+        self.tr(
+            RequestState::Queued,
+            who,
+            Some(Cow::Borrowed(why)),
+            Some(AuditKind::Approve),
+        );
+        self.next_run_at = self.t;
+    }
+
+    fn admit(&mut self) {
+        self.approve();
+        // Usually a tick away; sometimes the tenant had to wait for a slot.
+        if self.rng.gen_bool(0.1) {
+            self.gap(MIN, 12 * MIN);
+        } else {
+            self.gap(300, 4 * SEC);
+        }
+        self.next_run_at = self.t - between(&mut self.rng, 0, 400);
+        let cluster = self.cluster();
+        self.tr(
+            RequestState::Allocating,
+            ENGINE,
+            Some(Cow::Owned(format!("cluster {cluster}"))),
+            Some(AuditKind::Admit),
+        );
+        self.fence += 1;
+        for kind in [ResourceKind::Quota, ResourceKind::Capacity] {
+            self.add_res(kind, None, String::new(), self.t);
+        }
+        let t = self.t;
+        self.steps[0] = StepP {
+            status: "running",
+            attempts: 1,
+            started: Some(t),
+            finished: None,
+            error: None,
+        };
+        self.tasks.push(TaskP {
+            step: Step::Allocate,
+            index: 0,
+            status: "done",
+            detail: format!("quota and capacity reserved on {cluster}"),
+            at: t,
+        });
+    }
+
+    fn add_res(
+        &mut self,
+        kind: ResourceKind,
+        provider_ref: Option<String>,
+        detail: String,
+        at: i64,
+    ) {
+        self.seq += 1;
+        let id = uuid7(&mut self.rng, at);
+        let allocated = !(kind == ResourceKind::Instance && provider_ref.is_none());
+        self.res.push(ResP {
+            id,
+            kind,
+            seq: self.seq,
+            allocated,
+            provider_ref,
+            detail,
+            created: at,
+            released: None,
+        });
+    }
+
+    // --- the pipeline ----------------------------------------------------------------
+
+    fn retry_note(&mut self, task: &str, retry: u32) -> String {
+        let i = (retry as usize).saturating_sub(1);
+        let base = self.w.backoff_ms[i.min(self.w.backoff_ms.len() - 1)];
+        let jittered = (base as f64 * self.rng.gen_range(0.8..1.2)) as i64;
+        let wait = format_duration(Duration::from_millis(u64::try_from(jittered).unwrap_or(0)));
+        let why = self.failure(task);
+        format!(
+            "retry {retry}/{} in {wait}: sim: {}: {why}",
+            self.w.max_retries,
+            call_of(task)
+        )
+    }
+
+    fn failure(&mut self, task: &str) -> String {
+        let ip = self.ip();
+        match task {
+            "smtp_probe" => format!("connect {ip}:25: connection refused"),
+            "submission_probe" => format!("connect {ip}:587: timed out (firewall)"),
+            "test_message" => format!("connect {ip}:25: connection refused"),
+            _ => pick(&mut self.rng, &TRANSIENT).to_string(),
+        }
+    }
+
+    fn task_time(&mut self, step: Step, index: usize) -> i64 {
+        let (lo, hi) = match (step, index) {
+            (Step::Allocate, _) => (400, 2_500),
+            (Step::Configure, 2) => (25 * SEC, 95 * SEC),
+            (Step::Configure, _) => (200, 1_500),
+            (Step::Activate, 0) => (300, 2_000),
+            (Step::Activate, 1) => (800, 4_000),
+            (Step::Activate, _) => (20, 200),
+            (Step::Verify, 2) => (400, 3_000),
+            (Step::Verify, _) => (200, 1_500),
+        };
+        between(&mut self.rng, lo, hi)
+    }
+
+    /// Runs one sub-task to completion, with its effects.
+    fn task(&mut self, step: Step, index: usize) {
+        let si = step_index(step);
+        if self.rng.gen_bool(0.04) {
+            // A transient failure, retried after the backoff.
+            let base = self.w.backoff_ms[0];
+            self.t += base + between(&mut self.rng, 0, base / 5) + 300;
+            self.steps[si].attempts += 1;
+        }
+        let started = self.t;
+        let d = self.task_time(step, index);
+        self.t += d;
+        let cluster = self.cluster();
+        let host = self.host();
+        let ip = self.ip();
+        let detail = match (step, index) {
+            (Step::Allocate, 1) => {
+                let sim_id = format!("sim-{:012x}", self.rng.gen::<u64>() & 0xffff_ffff_ffff);
+                let boot = between(&mut self.rng, 2 * SEC, 8 * SEC);
+                self.sim = Some(SimP {
+                    id: sim_id.clone(),
+                    power: "building",
+                    firewall: false,
+                    rdns: false,
+                    mail_stack: false,
+                    ready: self.t + boot,
+                    created: self.t,
+                    updated: self.t,
+                    deleted: None,
+                });
+                let detail = format!("instance {sim_id} in {cluster}");
+                self.add_res(
+                    ResourceKind::Instance,
+                    Some(sim_id),
+                    detail.clone(),
+                    started,
+                );
+                detail
+            }
+            (Step::Allocate, _) => {
+                // Polls until the instance is built and has its address.
+                let ready = self.sim.as_ref().map(|s| s.ready).unwrap_or(self.t);
+                self.t = self.t.max(ready) + between(&mut self.rng, 0, 1_000);
+                self.add_res(
+                    ResourceKind::Ip,
+                    Some(ip.clone()),
+                    format!("IPv4 {ip}"),
+                    self.t,
+                );
+                format!("{ip} assigned")
+            }
+            (Step::Configure, 0) => {
+                let t = self.t;
+                if let Some(sim) = self.sim.as_mut() {
+                    sim.firewall = true;
+                    sim.updated = t;
+                }
+                let detail = "profile smtp: 22, 25, 587 open".to_string();
+                self.add_res(
+                    ResourceKind::Firewall,
+                    Some("smtp".into()),
+                    detail.clone(),
+                    t,
+                );
+                detail
+            }
+            (Step::Configure, 1) => {
+                let t = self.t;
+                if let Some(sim) = self.sim.as_mut() {
+                    sim.rdns = true;
+                    sim.updated = t;
+                }
+                let detail = format!("PTR {ip} → {host}");
+                self.add_res(ResourceKind::Rdns, Some(host.clone()), detail.clone(), t);
+                detail
+            }
+            (Step::Configure, _) => {
+                let t = self.t;
+                if let Some(sim) = self.sim.as_mut() {
+                    sim.mail_stack = true;
+                    sim.updated = t;
+                }
+                "postfix, ufw and fail2ban installed by cloud-init".to_string()
+            }
+            (Step::Activate, 0) => {
+                let t = self.t;
+                if let Some(sim) = self.sim.as_mut() {
+                    sim.power = "running";
+                    sim.updated = t;
+                }
+                "postfix started".to_string()
+            }
+            (Step::Activate, 1) => "the provider reports the instance running".to_string(),
+            (Step::Activate, _) => {
+                let t = self.t;
+                let node_id = uuid7(&mut self.rng, t);
+                let detail = format!("node {} registered as warming", short(&node_id));
+                self.node = Some(NodeP {
+                    id: node_id.clone(),
+                    status: "warming",
+                    reason: Some("registered by the activate step".into()),
+                    resume: None,
+                    reputation: 100,
+                    load: 0,
+                    created: t,
+                    updated: t,
+                    heartbeat: t,
+                });
+                self.add_res(ResourceKind::Node, Some(node_id), detail.clone(), t);
+                detail
+            }
+            (Step::Verify, 0) => format!("220 {host} ESMTP Postfix (Ubuntu)"),
+            (Step::Verify, 1) => format!("250-{host} STARTTLS offered on 587"),
+            (Step::Verify, _) => {
+                let queued_as = self
+                    .sim
+                    .as_ref()
+                    .map(|s| s.id.get(4..).unwrap_or("").to_uppercase())
+                    .unwrap_or_default();
+                format!("250 2.0.0 Ok: queued as {queued_as}")
+            }
+        };
+        self.tasks.push(TaskP {
+            step,
+            index,
+            status: "done",
+            detail,
+            at: self.t,
+        });
+    }
+
+    fn complete_step(&mut self, step: Step) {
+        let si = step_index(step);
+        let t = self.t;
+        self.steps[si].status = "done";
+        self.steps[si].finished = Some(t);
+        self.steps[si].error = None;
+        let next = STEPS.get(si + 1).copied();
+        if let Some(next) = next {
+            let ni = step_index(next);
+            self.steps[ni].status = "running";
+            self.steps[ni].started = Some(t);
+            self.steps[ni].attempts += 1;
+            self.tr(state_of(next), ENGINE, None, None);
+        } else {
+            self.tr(RequestState::Completed, ENGINE, None, None);
+        }
+        self.error = None;
+    }
+
+    fn run_step(&mut self, step: Step, halt: Halt) {
+        let first = if step == Step::Allocate { 1 } else { 0 };
+        let count = step.tasks().len();
+        let done = match halt {
+            Halt::Complete => count - first,
+            Halt::Partial { done, .. } | Halt::Fail { done } | Halt::Cancel { done } => {
+                done.min(count - first - 1)
+            }
+            Halt::Input => 0,
+            Halt::Stuck => 2,
+        };
+        for index in first..first + done {
+            self.gap(5, 80);
+            self.task(step, index);
+        }
+        let next = first + done;
+        let si = step_index(step);
+        match halt {
+            Halt::Complete => {
+                self.gap(5, 60);
+                self.complete_step(step);
+            }
+            Halt::Partial { retrying, .. } => {
+                self.gap(50, 600);
+                if step == Step::Allocate && next == 1 {
+                    self.intent();
+                } else if retrying {
+                    let task = step.tasks()[next];
+                    let note = self.retry_note(task, 1);
+                    self.steps[si].attempts += 1;
+                    self.steps[si].error = Some(note.clone());
+                    self.error = Some(note.clone());
+                    self.tasks.push(TaskP {
+                        step,
+                        index: next,
+                        status: "retrying",
+                        detail: note,
+                        at: self.t,
+                    });
+                }
+            }
+            Halt::Fail { .. } => {
+                if step == Step::Allocate && next == 1 {
+                    self.intent();
+                }
+                let task = step.tasks()[next];
+                let mut last = String::new();
+                for retry in 1..=self.w.max_retries {
+                    self.gap(100, 2_000);
+                    last = self.retry_note(task, retry);
+                    let i = (retry as usize - 1).min(self.w.backoff_ms.len() - 1);
+                    self.t += self.w.backoff_ms[i];
+                }
+                self.gap(100, 2_000);
+                let why = self.failure(task);
+                let msg = format!("{task}: sim: {}: {why}", call_of(task));
+                self.steps[si].attempts += i64::from(self.w.max_retries);
+                if !last.is_empty() {
+                    self.tasks.push(TaskP {
+                        step,
+                        index: next,
+                        status: "retrying",
+                        detail: last.clone(),
+                        at: self.t,
+                    });
+                    self.steps[si].error = Some(last);
+                }
+                self.fail(step, msg);
+            }
+            Halt::Stuck => {
+                // The mail stack never reported back.
+                self.t += 30 * MIN + between(&mut self.rng, 0, 40 * SEC);
+                let msg = format!("stuck: no progress for 30m in step {}", step.as_str());
+                self.fence += 1;
+                self.fail(step, msg);
+            }
+            Halt::Cancel { .. } => {
+                self.gap(200, 5_000);
+                let who = pick(&mut self.rng, &[ALICE, BOB, OPS_LEAD, SRE]);
+                let why = pick(&mut self.rng, &ROLLBACK_REASONS);
+                self.extra_audit(
+                    self.t,
+                    who,
+                    "request.rollback",
+                    Some(self.id.clone()),
+                    Some(why.to_string()),
+                );
+                self.gap(300, 8 * SEC);
+                let reason = format!("rollback requested by an operator during {}", step.as_str());
+                self.tr(
+                    RequestState::RollingBack,
+                    ENGINE,
+                    Some(Cow::Owned(reason)),
+                    None,
+                );
+                self.teardown = Some("rollback");
+                let t = self.t;
+                for s in self.steps.iter_mut().filter(|s| s.status == "running") {
+                    s.status = "failed";
+                    s.finished = Some(t);
+                }
+            }
+            Halt::Input => {
+                self.gap(300, 2 * SEC);
+                self.tr(
+                    RequestState::AwaitingInput,
+                    ENGINE,
+                    Some(Cow::Borrowed(AWAIT_REASON)),
+                    None,
+                );
+            }
+        }
+    }
+
+    /// The create call is under way: its intent is on record, the instance not yet.
+    fn intent(&mut self) {
+        let detail = format!(
+            "creating {} ({}) in {}",
+            self.s.label,
+            self.plan().name,
+            self.cluster()
+        );
+        let t = self.t;
+        self.add_res(ResourceKind::Instance, None, detail.clone(), t);
+        self.tasks.push(TaskP {
+            step: Step::Allocate,
+            index: 1,
+            status: "running",
+            detail,
+            at: t,
+        });
+    }
+
+    fn fail(&mut self, step: Step, msg: String) {
+        let si = step_index(step);
+        self.steps[si].status = "failed";
+        self.steps[si].finished = Some(self.t);
+        self.steps[si].error = Some(msg.clone());
+        self.error = Some(msg.clone());
+        self.tr(RequestState::Failed, ENGINE, Some(Cow::Owned(msg)), None);
+        self.next_run_at = self.t;
+    }
+
+    fn full_pipeline(&mut self) {
+        self.admit();
+        for step in STEPS {
+            self.run_step(step, Halt::Complete);
+        }
+    }
+
+    /// Runs the steps before `step`, then `step` up to `halt`.
+    fn pipeline_until(&mut self, step: Step, halt: Halt) {
+        self.admit();
+        for s in STEPS {
+            if s == step {
+                self.run_step(s, halt);
+                return;
+            }
+            self.run_step(s, Halt::Complete);
+        }
+    }
+
+    fn random_failure(&mut self, steps: &[Step]) -> (Step, usize) {
+        let weights: Vec<f64> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Allocate | Step::Configure => 3.0,
+                Step::Activate | Step::Verify => 2.0,
+            })
+            .collect();
+        let step = steps[weighted(&mut self.rng, &weights)];
+        let max = if step == Step::Allocate { 1 } else { 2 };
+        (step, self.rng.gen_range(0..=max))
+    }
+
+    // --- teardown ----------------------------------------------------------------------
+
+    fn auto_rollback(&mut self) {
+        self.gap(20, 600);
+        self.tr(
+            RequestState::RollingBack,
+            ENGINE,
+            Some(Cow::Borrowed("automatic rollback after a failed step")),
+            None,
+        );
+        self.teardown = Some("rollback");
+        self.next_run_at = self.t;
+    }
+
+    fn deprovision(&mut self, when: i64) {
+        self.t = when;
+        let who = pick(&mut self.rng, &[ALICE, BOB, OPS_LEAD]);
+        let why = pick(&mut self.rng, &DEPROVISION_REASONS);
+        self.tr(
+            RequestState::RollingBack,
+            who,
+            Some(Cow::Borrowed(why)),
+            Some(AuditKind::Deprovision),
+        );
+        self.teardown = Some("deprovision");
+        self.fence += 1;
+        self.next_run_at = self.t;
+        self.gap(100, 900);
+        self.fence += 1;
+    }
+
+    fn release(&mut self, i: usize) {
+        let t = self.t;
+        let kind = self.res[i].kind;
+        let ip = self.ip();
+        let detail = match kind {
+            ResourceKind::Node => {
+                if let Some(node) = self.node.as_mut() {
+                    node.status = "decommissioned";
+                    node.reason = Some("decommissioned by teardown".into());
+                    node.resume = None;
+                    node.load = 0;
+                    node.updated = t;
+                }
+                "node decommissioned".to_string()
+            }
+            ResourceKind::Rdns => {
+                if let Some(sim) = self.sim.as_mut() {
+                    sim.rdns = false;
+                    sim.updated = t;
+                }
+                format!("PTR of {ip} reset")
+            }
+            ResourceKind::Instance => match self.res[i].provider_ref.clone() {
+                Some(id) => {
+                    if let Some(sim) = self.sim.as_mut() {
+                        sim.deleted = Some(t);
+                        sim.power = "stopped";
+                        sim.updated = t;
+                    }
+                    format!("instance {id} deleted")
+                }
+                None => "the create call never made an instance".to_string(),
+            },
+            ResourceKind::Firewall => "detached with the instance".to_string(),
+            ResourceKind::Ip => format!("{ip} returned with the instance"),
+            ResourceKind::Capacity => format!("capacity returned to {}", self.cluster()),
+            ResourceKind::Quota => format!("quota returned to {}", self.tenant()),
+        };
+        self.res[i].released = Some(t);
+        self.res[i].detail = detail;
+    }
+
+    fn tear_down(&mut self, end: TearEnd) {
+        let mut held: Vec<usize> = (0..self.res.len())
+            .filter(|i| self.res[*i].released.is_none())
+            .collect();
+        held.sort_by_key(|i| (release_rank(self.res[*i].kind), -self.res[*i].seq));
+        let stall_at = held
+            .iter()
+            .position(|i| self.res[*i].kind == ResourceKind::Instance);
+        let upto = match end {
+            TearEnd::Finish => held.len(),
+            TearEnd::Partial => self.rng.gen_range(0..held.len().max(1)),
+            TearEnd::Stall => stall_at.unwrap_or(0),
+        };
+        for i in held.iter().take(upto) {
+            self.gap(150, 2_500);
+            self.release(*i);
+        }
+        match end {
+            TearEnd::Finish => {
+                self.gap(50, 400);
+                let deprovision = self.teardown == Some("deprovision");
+                let to = if deprovision {
+                    RequestState::Deprovisioned
+                } else {
+                    RequestState::RolledBack
+                };
+                self.tr(to, ENGINE, None, None);
+                if deprovision {
+                    self.error = None;
+                }
+            }
+            TearEnd::Partial => {}
+            TearEnd::Stall => {
+                // Delete was refused on every retry.
+                for i in 0..self.w.max_retries as usize {
+                    self.gap(100, 2_000);
+                    self.t += self.w.backoff_ms[i.min(self.w.backoff_ms.len() - 1)];
+                }
+                self.gap(100, 2_000);
+                let error = format!(
+                    "rollback stalled releasing instance: delete_instance: sim: delete: {}",
+                    TRANSIENT[4]
+                );
+                self.error = Some(error.clone());
+                self.needs_attention = true;
+                self.next_run_at = self.t + 5 * MIN;
+                self.extra_audit(
+                    self.t,
+                    ENGINE,
+                    "request.teardown-stalled",
+                    Some(self.id.clone()),
+                    Some(error),
+                );
+            }
+        }
+    }
+
+    // --- a node's life in the fleet --------------------------------------------------
+
+    fn node_id(&self) -> String {
+        self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default()
+    }
+
+    fn node_status(&self) -> &'static str {
+        self.node.as_ref().map(|n| n.status).unwrap_or("warming")
+    }
+
+    fn set_node(&mut self, status: &'static str, reason: Option<String>, when: i64) {
+        if let Some(node) = self.node.as_mut() {
+            node.status = status;
+            node.reason = reason;
+            node.updated = when;
+        }
+    }
+
+    /// Warm-up milestones before `until`.
+    fn warmup(&mut self, until: i64) {
+        let Some(registered) = self.node.as_ref().map(|n| n.created) else {
+            return;
+        };
+        let node_id = self.node_id();
+        let label = self.s.label.clone();
+        for day in [5i64, 10, WARMUP_DAYS] {
+            let when = registered + day * DAY + between(&mut self.rng, 0, 10 * MIN);
+            if when >= until {
+                return;
+            }
+            let cap = WARMUP_CAPS[(day - 1) as usize];
+            if day == WARMUP_DAYS {
+                self.extra_event(
+                    when,
+                    ENGINE,
+                    "warmup.completed",
+                    json!({"node_id": node_id, "label": label, "days": day, "daily_cap": cap}),
+                );
+                self.set_node("active", Some("warm-up finished".into()), when);
+            } else {
+                self.extra_event(
+                    when,
+                    ENGINE,
+                    "warmup.advanced",
+                    json!({"node_id": node_id, "label": label, "day": day, "daily_cap": cap}),
+                );
+            }
+        }
+    }
+
+    fn pause(&mut self, when: i64, actor: u8, reason: String) {
+        let from = self.node_status();
+        let node_id = self.node_id();
+        self.extra_event(
+            when,
+            actor,
+            "node.paused",
+            json!({"node_id": node_id, "from": from, "to": "paused", "reason": reason}),
+        );
+        self.set_node("paused", Some(reason), when);
+        if let Some(node) = self.node.as_mut() {
+            node.resume = Some(from);
+        }
+    }
+
+    fn resume(&mut self, when: i64, actor: u8, reason: String) {
+        let to = self
+            .node
+            .as_ref()
+            .and_then(|n| n.resume)
+            .unwrap_or("active");
+        let node_id = self.node_id();
+        self.extra_event(
+            when,
+            actor,
+            "node.resumed",
+            json!({"node_id": node_id, "from": "paused", "to": to, "reason": reason}),
+        );
+        self.set_node(to, Some(reason), when);
+        if let Some(node) = self.node.as_mut() {
+            node.resume = None;
+        }
+    }
+
+    /// A blocklist listing from `listed`, lifted at `delisted` if given.
+    fn listing(&mut self, listed: i64, delisted: Option<i64>) {
+        let weights: Vec<f64> = ZONES.iter().map(|z| z.weight).collect();
+        let zone = weighted(&mut self.rng, &weights);
+        let code = self.rng.gen_range(0..ZONES[zone].codes.len());
+        let (code_text, tag, meaning) = ZONES[zone].codes[code];
+        let ip = self.ip();
+        let details = self.rng.gen_bool(0.6).then(|| zone_details(zone, &ip));
+        let id = uuid7(&mut self.rng, listed);
+        self.listings.push(ListP {
+            id,
+            zone,
+            code,
+            listed,
+            delisted,
+            details: details.clone(),
+        });
+        let node_id = self.node_id();
+        let z = ZONES[zone].zone;
+        self.extra_event(
+            listed,
+            ENGINE,
+            "node.blacklisted",
+            json!({"node_id": node_id, "ip": ip, "label": self.s.label, "provider": z,
+                   "code": code_text, "meaning": meaning, "details": details}),
+        );
+        self.pause(listed, ENGINE, format!("listed on {z} ({tag})"));
+        if let Some(d) = delisted {
+            self.extra_event(
+                d,
+                ENGINE,
+                "node.delisted",
+                json!({"node_id": node_id, "ip": ip, "provider": z, "code": code_text,
+                       "listed_hours": (d - listed) / HOUR}),
+            );
+            self.resume(d, ENGINE, format!("delisted from {z}"));
+        }
+    }
+
+    fn suspend(&mut self, when: i64) {
+        self.t = when;
+        let who = pick(&mut self.rng, &[ALICE, BOB, OPS_LEAD, SRE]);
+        let why = pick(&mut self.rng, &SUSPEND_REASONS);
+        self.fence += 1;
+        self.tr(
+            RequestState::Suspended,
+            who,
+            Some(Cow::Borrowed(why)),
+            Some(AuditKind::Suspend),
+        );
+        let actor = ACTORS[who as usize];
+        self.pause(when, who, format!("service suspended by {actor}: {why}"));
+        if let Some(sim) = self.sim.as_mut() {
+            sim.power = "stopped";
+            sim.updated = when;
+        }
+        if let Some(node) = self.node.as_mut() {
+            node.heartbeat = when;
+        }
+    }
+
+    fn reactivate(&mut self, when: i64) {
+        self.t = when;
+        let who = pick(&mut self.rng, &[ALICE, BOB, OPS_LEAD]);
+        let why = pick(&mut self.rng, &REACTIVATE_REASONS);
+        self.fence += 1;
+        self.tr(
+            RequestState::Completed,
+            who,
+            Some(Cow::Borrowed(why)),
+            Some(AuditKind::Reactivate),
+        );
+        let actor = ACTORS[who as usize];
+        self.resume(when, who, format!("service reactivated by {actor}"));
+        if let Some(sim) = self.sim.as_mut() {
+            sim.power = "running";
+            sim.updated = when;
+        }
+    }
+
+    fn heartbeat_recent(&mut self) -> i64 {
+        self.w.now - between(&mut self.rng, 0, 29 * SEC)
+    }
+
+    fn finish_node(&mut self, reputation: (i64, i64), load: (i64, i64), heartbeat: i64) {
+        let rep = between(&mut self.rng, reputation.0, reputation.1);
+        let ld = between(&mut self.rng, load.0, load.1);
+        if let Some(node) = self.node.as_mut() {
+            node.reputation = rep;
+            node.load = ld;
+            node.heartbeat = heartbeat;
+        }
+    }
+
+    fn node_life(&mut self, fate: NodeFate) {
+        let now = self.w.now;
+        let Some(registered) = self.node.as_ref().map(|n| n.created) else {
+            return;
+        };
+        let warmed = registered + WARMUP_DAYS * DAY + 10 * MIN;
+        match fate {
+            NodeFate::Active => {
+                self.warmup(now);
+                let mid = (warmed + now) / 2;
+                if self.rng.gen_bool(0.08) && mid - warmed > 2 * DAY {
+                    let listed = between(&mut self.rng, warmed + HOUR, mid - DAY);
+                    let delisted = (listed + between(&mut self.rng, 3 * HOUR, 4 * DAY)).min(mid);
+                    self.listing(listed, Some(delisted));
+                }
+                if self.rng.gen_bool(0.03) && now - DAY - mid > 6 * HOUR {
+                    let s = between(&mut self.rng, mid, now - DAY - 6 * HOUR);
+                    self.suspend(s);
+                    let r = s + between(&mut self.rng, 2 * HOUR, 20 * HOUR);
+                    self.reactivate(r);
+                }
+                let hb = self.heartbeat_recent();
+                self.finish_node((80, 100), (20, 95), hb);
+            }
+            NodeFate::Warming => {
+                self.warmup(now);
+                let hb = self.heartbeat_recent();
+                self.finish_node((70, 95), (5, 40), hb);
+            }
+            NodeFate::Listed => {
+                let listed = between(
+                    &mut self.rng,
+                    (registered + 2 * HOUR).max(now - 10 * DAY),
+                    now - 10 * MIN,
+                );
+                self.warmup(listed);
+                self.listing(listed, None);
+                let hb = self.heartbeat_recent();
+                self.finish_node((40, 65), (0, 0), hb);
+            }
+            NodeFate::Bounce => {
+                let when = between(
+                    &mut self.rng,
+                    (registered + 2 * HOUR).max(now - 3 * DAY),
+                    now - 10 * MIN,
+                );
+                self.warmup(when);
+                let reason = if self.rng.gen_bool(0.7) {
+                    format!("bounce rate {:.1}% > 5%", self.rng.gen_range(5.2..9.8))
+                } else {
+                    format!(
+                        "complaint rate {:.2}% > 0.3%",
+                        self.rng.gen_range(0.31..0.6)
+                    )
+                };
+                self.pause(when, ENGINE, reason);
+                let hb = self.heartbeat_recent();
+                self.finish_node((45, 70), (0, 0), hb);
+            }
+            NodeFate::Maintenance => {
+                let when = now - between(&mut self.rng, 5 * MIN, 6 * HOUR);
+                self.warmup(when);
+                let who = pick(&mut self.rng, &[SRE, OPS_LEAD]);
+                let why = pick(&mut self.rng, &MAINTENANCE_REASONS);
+                let reason = format!("{why} ({})", ACTORS[who as usize]);
+                let from = self.node_status();
+                self.set_node("maintenance", Some(reason.clone()), when);
+                if let Some(node) = self.node.as_mut() {
+                    node.resume = Some(from);
+                }
+                let node_id = self.node_id();
+                self.extra_audit(when, who, "node.maintenance", Some(node_id), Some(reason));
+                let hb = self.heartbeat_recent();
+                self.finish_node((75, 100), (0, 10), hb);
+            }
+            NodeFate::Unhealthy => {
+                let hb = now - between(&mut self.rng, 95 * SEC, 20 * MIN);
+                let when = hb + 90 * SEC;
+                self.warmup(when);
+                let node_id = self.node_id();
+                let from = self.node_status();
+                self.extra_event(
+                    when,
+                    ENGINE,
+                    "node.unhealthy",
+                    json!({"node_id": node_id, "from": from, "missed_heartbeats": 3,
+                           "last_heartbeat": at(hb)}),
+                );
+                self.set_node("unhealthy", Some("missed 3 heartbeats (90 s)".into()), when);
+                if let Some(node) = self.node.as_mut() {
+                    node.resume = Some(from);
+                }
+                self.finish_node((60, 90), (0, 0), hb);
+            }
+        }
+    }
+
+    // --- the whole life, by fate -----------------------------------------------------
+
+    fn live(mut self) -> Flow<'a> {
+        let now = self.w.now;
+        self.create();
+        match self.s.fate {
+            Fate::Node(fate) => {
+                self.full_pipeline();
+                self.node_life(fate);
+            }
+            Fate::Suspended => {
+                self.full_pipeline();
+                let done = self.t;
+                let when = between(&mut self.rng, done + HOUR, now - 30 * MIN);
+                self.warmup(when);
+                self.suspend(when);
+                let rep = between(&mut self.rng, 50, 90);
+                if let Some(node) = self.node.as_mut() {
+                    node.reputation = rep;
+                }
+            }
+            Fate::Deprovisioned | Fate::RollingBack(Unwind::Deprovision) => {
+                self.full_pipeline();
+                let done = self.t;
+                let when = if self.s.fate == Fate::Deprovisioned {
+                    between(&mut self.rng, done + 6 * HOUR, now - HOUR)
+                } else {
+                    now - between(&mut self.rng, 25 * SEC, 60 * SEC)
+                };
+                self.warmup(when);
+                let hb = when - between(&mut self.rng, 0, 29 * SEC);
+                self.finish_node((70, 100), (0, 0), hb);
+                self.deprovision(when);
+                let end = if self.s.fate == Fate::Deprovisioned {
+                    TearEnd::Finish
+                } else {
+                    TearEnd::Partial
+                };
+                self.tear_down(end);
+            }
+            Fate::RolledBack { operator } => {
+                if operator {
+                    let (step, done) = self.random_failure(&STEPS);
+                    self.pipeline_until(step, Halt::Cancel { done });
+                } else if self.rng.gen_bool(0.1) {
+                    self.pipeline_until(Step::Configure, Halt::Stuck);
+                    self.gap(100, 3 * SEC);
+                    self.fence += 1;
+                    self.auto_rollback();
+                } else {
+                    let (step, done) = self.random_failure(&STEPS);
+                    self.pipeline_until(step, Halt::Fail { done });
+                    self.auto_rollback();
+                }
+                self.tear_down(TearEnd::Finish);
+            }
+            Fate::RejectedByApprover => {
+                self.gap(10 * MIN, 3 * HOUR);
+                let who = self.approver();
+                let why = pick(&mut self.rng, &REJECT_REASONS);
+                self.tr(
+                    RequestState::Rejected,
+                    who,
+                    Some(Cow::Borrowed(why)),
+                    Some(AuditKind::Reject),
+                );
+                self.error = Some(why.to_string());
+                self.next_run_at = self.t;
+            }
+            Fate::RejectedPrereq => {
+                let (dep_short, dep_end) = self
+                    .dep
+                    .as_ref()
+                    .map(|d| (short(&d.id).to_string(), d.end))
+                    .unwrap_or_default();
+                self.t = self.t.max(dep_end) + between(&mut self.rng, 200, 3 * SEC);
+                let why = format!("prerequisite {dep_short} ended rolled_back");
+                self.tr(
+                    RequestState::Rejected,
+                    ENGINE,
+                    Some(Cow::Owned(why.clone())),
+                    None,
+                );
+                self.error = Some(why);
+                self.next_run_at = self.t;
+            }
+            Fate::Queued { tenant_limit } => {
+                let checked = now - between(&mut self.rng, 0, 4_500);
+                self.next_run_at = checked.max(self.created) + 5 * SEC;
+                self.wait_reason = if tenant_limit {
+                    Some(format!(
+                        "tenant limit: {} has {}/{} in flight",
+                        self.tenant(),
+                        self.w.limit,
+                        self.w.limit
+                    ))
+                } else {
+                    self.dep
+                        .as_ref()
+                        .map(|d| format!("waiting for prerequisite {} ({})", short(&d.id), d.state))
+                };
+            }
+            Fate::PendingApproval => {}
+            Fate::InFlight(step) => {
+                let halt = if step == Step::Allocate {
+                    Halt::Partial {
+                        done: self.rng.gen_range(0..=1),
+                        retrying: false,
+                    }
+                } else {
+                    Halt::Partial {
+                        done: self.rng.gen_range(0..=2),
+                        retrying: self.rng.gen_bool(0.3),
+                    }
+                };
+                self.pipeline_until(step, halt);
+            }
+            Fate::AwaitingInput => self.pipeline_until(Step::Activate, Halt::Input),
+            Fate::Failed => {
+                let (step, done) = self.random_failure(&STEPS);
+                self.pipeline_until(step, Halt::Fail { done });
+            }
+            Fate::RollingBack(Unwind::AfterFailure) => {
+                let (step, done) = self.random_failure(&STEPS);
+                self.pipeline_until(step, Halt::Fail { done });
+                self.auto_rollback();
+                self.tear_down(TearEnd::Partial);
+            }
+            Fate::RollingBack(Unwind::Stalled) => {
+                let (step, done) =
+                    self.random_failure(&[Step::Configure, Step::Activate, Step::Verify]);
+                self.pipeline_until(step, Halt::Fail { done });
+                self.auto_rollback();
+                self.tear_down(TearEnd::Stall);
+            }
+        }
+        self
+    }
+}
+
+/// Builds a request's life. Anchored fates are built twice: once to learn how long their
+/// history is, then for real so that it ends just before `now`.
+fn build<'a>(w: &'a World, s: &'a Slot, dep: Option<DepInfo>) -> Flow<'a> {
+    let base = match (&s.fate, &dep) {
+        (Fate::RejectedPrereq, Some(d)) => {
+            let mut rng = StdRng::seed_from_u64(s.seed ^ 0x0dd5_eed5);
+            let room = ((d.end - d.created) / 2).max(1);
+            d.created + between(&mut rng, room.min(5 * SEC), room.min(30 * SEC))
+        }
+        (Fate::Queued { .. }, Some(d)) => {
+            let mut rng = StdRng::seed_from_u64(s.seed ^ 0x0dd5_eed5);
+            let earliest = d.created + 5 * SEC;
+            (w.now - between(&mut rng, 20 * SEC, 10 * MIN)).max(earliest.min(w.now - SEC))
+        }
+        _ if s.fate.anchored() => {
+            let probe = Flow::new(w, s, 0, dep.clone()).live();
+            let length = probe.t.max(probe.next_run_at.min(probe.t));
+            let mut rng = StdRng::seed_from_u64(s.seed ^ 0x00a1_1c40);
+            let gap = match s.fate {
+                Fate::RollingBack(Unwind::Stalled) => between(&mut rng, 30 * SEC, 4 * MIN),
+                Fate::Failed => between(&mut rng, 2 * SEC, 30 * SEC),
+                _ => between(&mut rng, SEC, 15 * SEC),
+            };
+            w.now - gap - length
+        }
+        _ => s.approx,
+    };
+    Flow::new(w, s, base, dep).live()
+}
+
+// ---------------------------------------------------------------------------
+// Turning a life into rows
+// ---------------------------------------------------------------------------
+
+/// What the second phase needs of a request: its identity and its history.
+struct Summary {
+    id: String,
+    tenant: usize,
+    region: usize,
+    plan: usize,
+    cluster: usize,
+    label: String,
+    node_id: Option<String>,
+    dep: Option<String>,
+    state: RequestState,
+    created: i64,
+    trs: Vec<Tr>,
+    extras: Vec<Extra>,
+}
+
+fn render(f: Flow<'_>, b: &mut DemoBatch) -> Summary {
+    let w = f.w;
+    let s = f.s;
+    let tenant = &w.tenants[s.tenant];
+    let region = &w.regions[s.region];
+    let plan = &w.plans[s.plan];
+    let cluster = &w.clusters[s.cluster];
+    let admitted = !f.res.is_empty();
+    let host = format!("{}.{}", s.label, tenant.domain);
+    let ip =
+        s.ip.map(|ip| ip.to_string())
+            .unwrap_or_else(|| "192.0.2.254".into());
+    let last = f.trs.last().map(|t| t.at).unwrap_or(f.created);
+    b.requests.push(RequestIns {
+        id: f.id.clone(),
+        tenant: tenant.name.clone(),
+        region: region.name.clone(),
+        plan: plan.name.clone(),
+        kind: plan.kind.clone(),
+        cpu: plan.cpu,
+        memory_gb: plan.memory_gb,
+        storage_gb: plan.storage_gb,
+        label: s.label.clone(),
+        domain: tenant.domain.clone(),
+        state: f.state.as_str(),
+        requested_by: ACTORS[f.requested_by as usize],
+        cluster: admitted.then(|| cluster.name.clone()),
+        approval_rule: f.approval.as_ref().map(|m| m.rule.clone()),
+        approval_reason: f.approval.as_ref().map(|m| m.reason.clone()),
+        wait_reason: f.wait_reason.clone(),
+        teardown: f.teardown,
+        error: f.error.clone(),
+        needs_attention: f.needs_attention,
+        fence: f.fence,
+        next_run_at: at(f.next_run_at),
+        progress_at: at(last),
+        created_at: at(f.created),
+        updated_at: at(f.updated.max(last)),
+    });
+    if let Some(d) = &f.dep {
+        b.deps.push((f.id.clone(), d.id.clone()));
+    }
+    for (i, step) in STEPS.iter().enumerate() {
+        let p = &f.steps[i];
+        b.steps.push(StepIns {
+            request_id: f.id.clone(),
+            step: step.as_str(),
+            position: step.position(),
+            status: p.status,
+            attempts: p.attempts,
+            started_at: p.started.map(at),
+            finished_at: p.finished.map(at),
+            error: p.error.clone(),
+        });
+    }
+    for t in &f.tasks {
+        b.tasks.push(TaskIns {
+            request_id: f.id.clone(),
+            step: t.step.as_str(),
+            name: t.step.tasks()[t.index],
+            position: t.index as i64 + 1,
+            status: t.status,
+            detail: Some(t.detail.clone()),
+            updated_at: at(t.at),
+        });
+    }
+    for r in &f.res {
+        let carries = matches!(r.kind, ResourceKind::Quota | ResourceKind::Capacity);
+        b.resources.push(ResourceIns {
+            id: r.id.clone(),
+            request_id: f.id.clone(),
+            seq: r.seq,
+            kind: r.kind.as_str(),
+            status: match (r.released.is_some(), r.allocated) {
+                (true, _) => "released",
+                (false, true) => "allocated",
+                (false, false) => "intent",
+            },
+            provider: (!carries).then_some("sim"),
+            provider_ref: r.provider_ref.clone(),
+            tenant: tenant.name.clone(),
+            cluster: (r.kind != ResourceKind::Quota).then(|| cluster.name.clone()),
+            cpu: if carries { plan.cpu } else { 0 },
+            memory_gb: if carries { plan.memory_gb } else { 0 },
+            storage_gb: if carries { plan.storage_gb } else { 0 },
+            slots: u32::from(carries),
+            detail: (!r.detail.is_empty()).then(|| r.detail.clone()),
+            created_at: at(r.created),
+            released_at: r.released.map(at),
+        });
+    }
+    if let Some(sim) = &f.sim {
+        b.sims.push(SimIns {
+            id: sim.id.clone(),
+            idempotency_key: f.id.clone(),
+            cluster: cluster.name.clone(),
+            region: region.name.clone(),
+            label: s.label.clone(),
+            plan: plan.name.clone(),
+            cpu: plan.cpu,
+            memory_gb: plan.memory_gb,
+            storage_gb: plan.storage_gb,
+            ip: ip.clone(),
+            power: sim.power,
+            firewall: sim.firewall.then_some("smtp"),
+            rdns: sim.rdns.then(|| host.clone()),
+            mail_stack: sim.mail_stack,
+            ready_at: at(sim.ready),
+            created_at: at(sim.created),
+            updated_at: at(sim.updated),
+            deleted_at: sim.deleted.map(at),
+        });
+    }
+    if let Some(node) = &f.node {
+        b.nodes.push(NodeIns {
+            id: node.id.clone(),
+            request_id: f.id.clone(),
+            provider_id: f.sim.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+            tenant: tenant.name.clone(),
+            label: s.label.clone(),
+            hostname: host.clone(),
+            ip_address: ip.clone(),
+            region: region.name.clone(),
+            cluster: Some(cluster.name.clone()),
+            plan: plan.name.clone(),
+            status: node.status,
+            status_reason: node.reason.clone(),
+            resume_status: node.resume,
+            reputation_score: node.reputation,
+            current_load: node.load,
+            created_at: at(node.created),
+            updated_at: at(node.updated),
+            last_heartbeat: Some(at(node.heartbeat)),
+        });
+        for l in &f.listings {
+            let (code, _, meaning) = ZONES[l.zone].codes[l.code];
+            b.listings.push(ListingIns {
+                id: l.id.clone(),
+                node_id: node.id.clone(),
+                ip_address: ip.clone(),
+                provider: ZONES[l.zone].zone,
+                code,
+                meaning,
+                listed_at: at(l.listed),
+                delisted_at: l.delisted.map(at),
+                details: l.details.clone(),
+            });
+        }
+    }
+    Summary {
+        id: f.id,
+        tenant: s.tenant,
+        region: s.region,
+        plan: s.plan,
+        cluster: s.cluster,
+        label: s.label.clone(),
+        node_id: f.node.map(|n| n.id),
+        dep: f.dep.map(|d| d.id),
+        state: f.state,
+        created: f.created,
+        trs: f.trs,
+        extras: f.extras,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The generator
+// ---------------------------------------------------------------------------
+
+struct Generator {
+    w: World,
+    spec: DemoSpec,
+}
+
+impl Generator {
+    fn new(w: World, spec: DemoSpec) -> Self {
+        Self { w, spec }
+    }
+
+    fn run(self, tx: &tokio::sync::mpsc::Sender<DemoBatch>) -> Result<DemoSummary, DemoError> {
+        let w = &self.w;
+        let mut rng = StdRng::seed_from_u64(self.spec.seed);
+        let mut slots = plan_slots(w, &self.spec, &mut rng);
+
+        // Pass B: labels in order of creation, addresses in order of allocation.
+        let mut order: Vec<usize> = (0..slots.len()).collect();
+        order.sort_by_key(|i| (slots[*i].approx, *i));
+        let mut per_region = vec![0usize; w.regions.len()];
+        let mut next_ip = 0u32;
+        for i in &order {
+            let s = &mut slots[*i];
+            per_region[s.region] += 1;
+            s.label = format!(
+                "node-{}-{:04}",
+                w.regions[s.region].code, per_region[s.region]
+            );
+            if s.fate.admitted() {
+                s.ip = Some(demo_ip(next_ip));
+                next_ip += 1;
+            }
+        }
+
+        // Pass C: every request's life, prerequisites before their dependents.
+        let mut build_order: Vec<usize> = (0..slots.len())
+            .filter(|i| slots[*i].dep.is_none())
+            .collect();
+        build_order.extend((0..slots.len()).filter(|i| slots[*i].dep.is_some()));
+        let mut summaries: Vec<Summary> = Vec::with_capacity(slots.len());
+        let mut summary_of: Vec<Option<usize>> = vec![None; slots.len()];
+        let mut batch = DemoBatch::default();
+        let mut in_batch = 0;
+        let mut listings = 0;
+        for i in build_order {
+            let s = &slots[i];
+            let dep = s.dep.and_then(|d| summary_of[d]).map(|k| {
+                let d = &summaries[k];
+                DepInfo {
+                    id: d.id.clone(),
+                    state: d.state,
+                    created: d.created,
+                    end: d.trs.last().map(|t| t.at).unwrap_or(d.created),
+                }
+            });
+            let flow = build(w, s, dep);
+            listings += flow.listings.len();
+            let summary = render(flow, &mut batch);
+            summary_of[i] = Some(summaries.len());
+            summaries.push(summary);
+            in_batch += 1;
+            if in_batch >= REQUESTS_PER_BATCH {
+                send(tx, std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            send(tx, std::mem::take(&mut batch))?;
+        }
+
+        // Phase 2: the history, in time order.
+        let mut timeline: Vec<(i64, u32, u16)> = Vec::new();
+        for (r, s) in summaries.iter().enumerate() {
+            let r = u32::try_from(r).unwrap_or(u32::MAX);
+            for (k, t) in s.trs.iter().enumerate() {
+                timeline.push((t.at, r, u16::try_from(k).unwrap_or(u16::MAX)));
+            }
+            for (k, e) in s.extras.iter().enumerate() {
+                let k = s.trs.len() + k;
+                timeline.push((e.at, r, u16::try_from(k).unwrap_or(u16::MAX)));
+            }
+        }
+        timeline.sort_unstable();
+        let mut id_rng = StdRng::seed_from_u64(self.spec.seed ^ 0xe7e7_e7e7);
+        let mut events = 0usize;
+        let mut batch = DemoBatch::default();
+        for (n, (when, r, k)) in timeline.iter().enumerate() {
+            let s = &summaries[*r as usize];
+            let k = *k as usize;
+            let stamp = at(*when);
+            if let Some(t) = s.trs.get(k) {
+                events += history_of_transition(w, s, t, &stamp, &mut id_rng, &mut batch);
+            } else if let Some(e) = s.extras.get(k - s.trs.len()) {
+                let actor = ACTORS[e.actor as usize];
+                if let Some((name, payload)) = &e.event {
+                    batch.events.push(EventIns {
+                        id: uuid7(&mut id_rng, *when),
+                        name,
+                        request_id: Some(s.id.clone()),
+                        node_id: s.node_id.clone(),
+                        tenant: Some(w.tenants[s.tenant].name.clone()),
+                        actor,
+                        payload: payload.clone(),
+                        at: stamp.clone(),
+                    });
+                    events += 1;
+                }
+                if let Some((action, target, detail)) = &e.audit {
+                    batch.audit.push(AuditIns {
+                        at: stamp,
+                        actor,
+                        action,
+                        target: target.clone(),
+                        detail: detail.clone(),
+                    });
+                }
+            }
+            if (n + 1) % TIMELINE_PER_BATCH == 0 {
+                send(tx, std::mem::take(&mut batch))?;
+            }
+        }
+        send(tx, batch)?;
+        Ok(DemoSummary {
+            nodes: self.spec.nodes,
+            requests: summaries.len(),
+            events,
+            listings,
+        })
+    }
+}
+
+fn send(tx: &tokio::sync::mpsc::Sender<DemoBatch>, batch: DemoBatch) -> Result<(), DemoError> {
+    tx.blocking_send(batch).map_err(|_| DemoError::Generator)
+}
+
+/// The rows one transition leaves: itself, its outbox events (with the payload the store
+/// writes) and, for operators' actions, the audit entry. Returns the number of events.
+fn history_of_transition(
+    w: &World,
+    s: &Summary,
+    t: &Tr,
+    stamp: &str,
+    rng: &mut StdRng,
+    b: &mut DemoBatch,
+) -> usize {
+    let tenant = &w.tenants[s.tenant];
+    let actor = ACTORS[t.actor as usize];
+    b.transitions.push(TransitionIns {
+        request_id: s.id.clone(),
+        from: t.from.map(RequestState::as_str),
+        to: t.to.as_str(),
+        actor,
+        reason: t.reason.as_ref().map(|r| r.to_string()),
+        at: stamp.to_string(),
+    });
+    let payload = match t.from {
+        None => json!({
+            "request_id": s.id, "tenant": tenant.name, "region": w.regions[s.region].name,
+            "plan": w.plans[s.plan].name, "label": s.label, "domain": tenant.domain,
+            "depends_on": s.dep.iter().collect::<Vec<_>>(),
+        }),
+        Some(from) => json!({
+            "request_id": s.id, "tenant": tenant.name, "label": s.label,
+            "region": w.regions[s.region].name, "from": from.as_str(), "to": t.to.as_str(),
+            "step": from.step().map(|st| st.as_str()), "reason": t.reason.as_deref(),
+        }),
+    }
+    .to_string();
+    let names = event_names(t.from, t.to);
+    for name in names {
+        b.events.push(EventIns {
+            id: uuid7(rng, t.at),
+            name,
+            request_id: Some(s.id.clone()),
+            node_id: None,
+            tenant: Some(tenant.name.clone()),
+            actor,
+            payload: payload.clone(),
+            at: stamp.to_string(),
+        });
+    }
+    if let Some(kind) = t.audit {
+        let detail = match kind {
+            AuditKind::Create => Some(format!(
+                "{} {} {} {}",
+                tenant.name, w.regions[s.region].name, w.plans[s.plan].name, s.label
+            )),
+            AuditKind::Admit => Some(w.clusters[s.cluster].name.clone()),
+            _ => t.reason.as_ref().map(|r| r.to_string()),
+        };
+        b.audit.push(AuditIns {
+            at: stamp.to_string(),
+            actor,
+            action: kind.action(),
+            target: Some(s.id.clone()),
+            detail,
+        });
+    }
+    names.len()
+}

@@ -135,7 +135,8 @@ pub async fn generate(
         return Err(DemoError::NotEmpty);
     }
     store.mark_demo().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<DemoBatch>(2);
+    let cache_before = store.demo_cache_size(BULK_CACHE_KIB).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<DemoBatch>(1);
     let spec = *spec;
     let generator = tokio::task::spawn_blocking(move || Generator::new(world, spec).run(&tx));
     let mut failed = None;
@@ -147,9 +148,11 @@ pub async fn generate(
     }
     drop(rx);
     let out = generator.await.map_err(|_| DemoError::Generator);
+    let restored = store.demo_cache_size(cache_before).await;
     if let Some(e) = failed {
         return Err(e.into());
     }
+    restored?;
     out?
 }
 
@@ -343,8 +346,10 @@ const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
 
 /// Requests per store write in the first phase; timeline entries per write in the second.
-const REQUESTS_PER_BATCH: usize = 5_000;
-const TIMELINE_PER_BATCH: usize = 40_000;
+const REQUESTS_PER_BATCH: usize = 2_000;
+const TIMELINE_PER_BATCH: usize = 20_000;
+/// The writer's page cache while a demo is written (KiB, as a negative `cache_size`).
+const BULK_CACHE_KIB: i64 = -64 * 1024;
 
 /// Who acts. Index 0 is the engine.
 const ACTORS: [&str; 5] = ["engine@demo", "alice", "bob", "ops-lead", "sre-oncall"];
@@ -1806,7 +1811,7 @@ impl<'a> Flow<'a> {
             }
             Halt::Fail { .. } => {
                 if step == Step::Allocate && next == 1 {
-                    self.intent();
+                    self.intent_resource();
                 }
                 let task = step.tasks()[next];
                 let mut last = String::new();
@@ -1877,8 +1882,8 @@ impl<'a> Flow<'a> {
         }
     }
 
-    /// The create call is under way: its intent is on record, the instance not yet.
-    fn intent(&mut self) {
+    /// The instance's intent, recorded before the create call.
+    fn intent_resource(&mut self) -> String {
         let detail = format!(
             "creating {} ({}) in {}",
             self.s.label,
@@ -1887,6 +1892,13 @@ impl<'a> Flow<'a> {
         );
         let t = self.t;
         self.add_res(ResourceKind::Instance, None, detail.clone(), t);
+        detail
+    }
+
+    /// The create call is under way: its intent is on record, the instance not yet.
+    fn intent(&mut self) {
+        let detail = self.intent_resource();
+        let t = self.t;
         self.tasks.push(TaskP {
             step: Step::Allocate,
             index: 1,
@@ -2735,11 +2747,14 @@ impl Generator {
             }
         }
 
-        // Pass C: every request's life, prerequisites before their dependents.
-        let mut build_order: Vec<usize> = (0..slots.len())
+        // Pass C: every request's life, in order of creation (ids are time-ordered, so
+        // inserts append to the indexes), prerequisites before their dependents.
+        let mut build_order: Vec<usize> = order
+            .iter()
+            .copied()
             .filter(|i| slots[*i].dep.is_none())
             .collect();
-        build_order.extend((0..slots.len()).filter(|i| slots[*i].dep.is_some()));
+        build_order.extend(order.iter().copied().filter(|i| slots[*i].dep.is_some()));
         let mut summaries: Vec<Summary> = Vec::with_capacity(slots.len());
         let mut summary_of: Vec<Option<usize>> = vec![None; slots.len()];
         let mut batch = DemoBatch::default();

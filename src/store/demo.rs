@@ -54,6 +54,18 @@ impl Store {
         .await
     }
 
+    /// Sets the writer's page cache (SQLite's `cache_size`: pages if positive, KiB if
+    /// negative) and returns the previous setting. A large cache keeps bulk inserts into
+    /// big indexes off the disk.
+    pub(crate) async fn demo_cache_size(&self, size: i64) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            let before: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+            conn.pragma_update(None, "cache_size", size)?;
+            Ok(before)
+        })
+        .await
+    }
+
     /// Writes one batch of generated rows in one transaction.
     pub(crate) async fn demo_insert_batch(&self, batch: DemoBatch) -> Result<(), StoreError> {
         self.write(move |conn| insert_batch(conn, &batch)).await

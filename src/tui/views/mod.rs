@@ -59,55 +59,23 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
     if app.read_only {
         spans.push(Span::styled("[READ-ONLY] ", th.error()));
     }
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for n in &app.snap.nodes {
-        match counts.iter_mut().find(|(s, _)| *s == n.status) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((n.status.clone(), 1)),
-        }
-    }
-    counts.sort();
     if !app.loaded {
         spans.push(Span::styled("loading the fleet… ", th.warn()));
-        spans.push(Span::styled(
-            format!("· {} @ {}", app.actor, app.db_label),
-            th.dim(),
-        ));
-        f.render_widget(Paragraph::new(Line::from(spans)), area);
-        return;
+    } else {
+        // Counted when the data arrived: drawing never walks the fleet.
+        spans.push(Span::raw(format!("{} nodes ", app.snap.nodes.len())));
+        for (status, n) in &app.counts.node_status {
+            spans.push(Span::styled(format!("{status} {n} "), th.status(status)));
+        }
+        let pending = app.counts.state(crate::domain::RequestState::PendingApproval);
+        if pending > 0 {
+            spans.push(Span::styled(format!("· {pending} awaiting approval "), th.warn()));
+        }
+        if app.counts.needs_attention > 0 {
+            spans.push(Span::styled(format!("· {} need attention ", app.counts.needs_attention), th.error()));
+        }
     }
-    spans.push(Span::raw(format!("{} nodes ", app.snap.nodes.len())));
-    for (status, n) in counts {
-        spans.push(Span::styled(format!("{status} {n} "), th.status(&status)));
-    }
-    let pending = app
-        .snap
-        .requests
-        .iter()
-        .filter(|r| r.state == "pending_approval")
-        .count();
-    if pending > 0 {
-        spans.push(Span::styled(
-            format!("· {pending} awaiting approval "),
-            th.warn(),
-        ));
-    }
-    let attention = app
-        .snap
-        .requests
-        .iter()
-        .filter(|r| r.needs_attention)
-        .count();
-    if attention > 0 {
-        spans.push(Span::styled(
-            format!("· {attention} need attention "),
-            th.error(),
-        ));
-    }
-    spans.push(Span::styled(
-        format!("· {} @ {}", app.actor, app.db_label),
-        th.dim(),
-    ));
+    spans.push(Span::styled(format!("· {} @ {}", app.actor, app.db_label), th.dim()));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 

@@ -1,0 +1,508 @@
+//! The demo database: every state present, a history the state machine allows, resources
+//! and the simulated cloud in agreement, the overwrite guard, an engine that can carry on
+//! from the generated fleet, and determinism.
+
+mod support;
+
+use chrono::{DateTime, Utc};
+use mailfleet::config::Config;
+use mailfleet::demo::{generate, prepare_path, DemoError, DemoSpec, DemoSummary};
+use mailfleet::domain::{transition, RequestEvent, RequestState, ALL_STATES};
+use mailfleet::engine;
+use mailfleet::engine::reconcile::reconcile;
+use mailfleet::store::Store;
+use rusqlite::{Connection, OpenFlags};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+const EVENTS: [RequestEvent; 14] = [
+    RequestEvent::RequireApproval,
+    RequestEvent::Approve,
+    RequestEvent::Reject,
+    RequestEvent::Admit,
+    RequestEvent::StepSucceeded,
+    RequestEvent::StepFailed,
+    RequestEvent::AwaitInput,
+    RequestEvent::InputProvided,
+    RequestEvent::Suspend,
+    RequestEvent::Reactivate,
+    RequestEvent::Rollback,
+    RequestEvent::Deprovision,
+    RequestEvent::TeardownFinished {
+        remaining: 0,
+        deprovision: false,
+    },
+    RequestEvent::TeardownFinished {
+        remaining: 0,
+        deprovision: true,
+    },
+];
+
+fn legal(from: RequestState, to: RequestState) -> bool {
+    EVENTS.iter().any(|e| transition(from, *e) == Ok(to))
+}
+
+fn state(s: &str) -> RequestState {
+    s.parse().expect("a known state")
+}
+
+async fn demo(path: &Path, cfg: &Config, spec: DemoSpec, now: DateTime<Utc>) -> (Store, DemoSummary) {
+    let store = open(path, cfg).await;
+    let summary = generate(&store, cfg, &spec, now).await.expect("demo");
+    (store, summary)
+}
+
+fn read_only(path: &Path) -> Connection {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read-only")
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut st = conn.prepare(sql).expect(sql);
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).expect(sql);
+    rows.collect::<Result<_, _>>().expect(sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_demo_has_every_state_and_a_consistent_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let cfg = config("");
+    let now = Utc::now();
+    let (store, summary) = demo(&path, &cfg, DemoSpec::default(), now).await;
+    assert_eq!(summary.nodes, 200);
+    let conn = read_only(&path);
+    let now_ts = mailfleet::clock::ts(now);
+
+    // 200 nodes in service, one per completed or suspended request.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM nodes n JOIN requests r ON r.id = n.request_id
+             WHERE r.state IN ('completed', 'suspended')"
+        ),
+        200
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM requests r WHERE r.state IN ('completed', 'suspended')
+               AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.request_id = r.id)"
+        ),
+        0
+    );
+    // Every other node belongs to a request past its activate step, or was torn down.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM nodes n JOIN requests r ON r.id = n.request_id
+             WHERE r.state NOT IN ('completed', 'suspended', 'verifying', 'rolling_back')
+               AND n.status <> 'decommissioned'"
+        ),
+        0
+    );
+    // A realistic mix of node statuses, all distinct IPs.
+    let statuses: HashMap<String, i64> = {
+        let mut st = conn
+            .prepare("SELECT status, COUNT(*) FROM nodes n JOIN requests r ON r.id = n.request_id WHERE r.state IN ('completed','suspended') GROUP BY status")
+            .expect("statuses");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("statuses");
+        rows.collect::<Result<_, _>>().expect("statuses")
+    };
+    for s in ["active", "warming", "paused", "maintenance", "unhealthy"] {
+        assert!(statuses.get(s).copied().unwrap_or(0) >= 1, "no {s} node: {statuses:?}");
+    }
+    let warming = statuses.get("warming").copied().unwrap_or(0);
+    assert!((20..=40).contains(&warming), "warming {warming}");
+    assert!(statuses.get("active").copied().unwrap_or(0) > 120, "{statuses:?}");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(DISTINCT ip_address) FROM nodes"),
+        count(&conn, "SELECT COUNT(*) FROM nodes")
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM nodes WHERE ip_address NOT LIKE '198.51.100.%' AND ip_address NOT LIKE '203.0.113.%'"
+        ),
+        0,
+        "a 200-node fleet fits in the documentation ranges"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            &format!(
+                "SELECT COUNT(*) FROM nodes n JOIN requests r ON r.id = n.request_id
+                 WHERE r.state = 'completed' AND n.status IN ('active', 'warming', 'paused', 'maintenance')
+                   AND n.last_heartbeat < '{}'",
+                mailfleet::clock::ts(now - chrono::Duration::seconds(30))
+            )
+        ),
+        0,
+        "running nodes sent a heartbeat in the last 30 s"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM nodes WHERE status = 'unhealthy' AND last_heartbeat > '{}'", mailfleet::clock::ts(now - chrono::Duration::seconds(90)))
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM nodes WHERE reputation_score NOT BETWEEN 40 AND 100 OR current_load NOT BETWEEN 0 AND 95"),
+        0
+    );
+
+    // Every state, at least twice.
+    let by_state: HashMap<String, i64> = store
+        .count_by_state()
+        .await
+        .expect("count")
+        .into_iter()
+        .collect();
+    for s in ALL_STATES {
+        let n = by_state.get(s.as_str()).copied().unwrap_or(0);
+        assert!(n >= 2, "{s}: only {n} request(s); {by_state:?}");
+    }
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'queued' AND wait_reason IS NULL"),
+        0,
+        "every queued request says why it waits"
+    );
+    assert!(
+        count(&conn, "SELECT COUNT(*) FROM request_deps d JOIN requests r ON r.id = d.request_id WHERE r.state = 'queued'") >= 1
+    );
+    assert!(count(&conn, "SELECT COUNT(*) FROM requests WHERE wait_reason LIKE 'tenant limit: % has 5/5 in flight'") >= 1);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'pending_approval' AND (plan <> 'ssd-16' OR region <> 'eu-west-1' OR approval_rule IS NULL OR approval_reason NOT LIKE 'High-Resource VPS Approval: %')"),
+        0
+    );
+    assert!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'rolling_back' AND needs_attention = 1 AND error IS NOT NULL") >= 1);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state IN ('failed', 'rejected') AND error IS NULL"), 0);
+    assert!(
+        count(&conn, "SELECT COUNT(*) FROM step_tasks t JOIN requests r ON r.id = t.request_id WHERE r.state IN ('allocating','configuring','activating','verifying')") >= 4,
+        "in-flight requests show their sub-tasks"
+    );
+    // The fleet's history covers 30 days.
+    let oldest = strings(&conn, "SELECT MIN(created_at) FROM requests").remove(0);
+    assert!(oldest < mailfleet::clock::ts(now - chrono::Duration::days(25)), "{oldest}");
+    assert!(oldest >= mailfleet::clock::ts(now - chrono::Duration::days(30)), "{oldest}");
+
+    // Each request's transitions: legal, in order, from creation to its current state.
+    let mut trs: BTreeMap<String, Vec<(Option<String>, String, String)>> = BTreeMap::new();
+    {
+        let mut st = conn
+            .prepare("SELECT request_id, from_state, to_state, at FROM transitions ORDER BY request_id, id")
+            .expect("transitions");
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("transitions");
+        for row in rows {
+            let (id, from, to, at) = row.expect("row");
+            trs.entry(id).or_default().push((from, to, at));
+        }
+    }
+    let requests: Vec<(String, String)> = {
+        let mut st = conn.prepare("SELECT id, state FROM requests").expect("requests");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("requests");
+        rows.collect::<Result<_, _>>().expect("requests")
+    };
+    assert_eq!(requests.len(), summary.requests);
+    assert_eq!(trs.len(), requests.len(), "every request has transitions");
+    for (id, current) in &requests {
+        let chain = &trs[id];
+        assert_eq!(chain[0].0, None, "{id} starts with creation");
+        assert_eq!(chain[0].1, "queued", "{id} starts queued");
+        for pair in chain.windows(2) {
+            let (prev, next) = (&pair[0], &pair[1]);
+            let from = next.0.as_deref().expect("from_state after the first");
+            assert_eq!(from, prev.1, "{id}: chain broken");
+            assert!(legal(state(from), state(&next.1)), "{id}: {from} → {} is illegal", next.1);
+            assert!(next.2 >= prev.2, "{id}: transitions out of time order");
+        }
+        let last = chain.last().expect("last");
+        assert_eq!(&last.1, current, "{id}: last transition is not its state");
+        assert!(last.2 <= now_ts, "{id}: a transition in the future");
+    }
+
+    // Every transition left its outbox events, at the same time.
+    let mut events: HashMap<(String, String, String), i64> = HashMap::new();
+    {
+        let mut st = conn
+            .prepare("SELECT request_id, at, name FROM events WHERE request_id IS NOT NULL")
+            .expect("events");
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .expect("events");
+        for row in rows {
+            *events.entry(row.expect("event")).or_default() += 1;
+        }
+    }
+    for (id, chain) in &trs {
+        for (from, to, at) in chain {
+            let names = mailfleet::domain::event_names(from.as_deref().map(state), state(to));
+            assert!(!names.is_empty());
+            for name in names {
+                let key = (id.clone(), at.clone(), name.to_string());
+                let n = events.get_mut(&key).unwrap_or_else(|| panic!("no {name} event for {id} at {at}"));
+                assert!(*n > 0, "{name} for {id} at {at} used twice");
+                *n -= 1;
+            }
+        }
+    }
+    let total_events = count(&conn, "SELECT COUNT(*) FROM events");
+    assert_eq!(total_events as usize, summary.events);
+    // The outbox's order is the clock's.
+    let ats = strings(&conn, "SELECT at FROM events ORDER BY seq");
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "event seq is not time order");
+    for name in ["node.blacklisted", "node.paused", "node.delisted", "warmup.advanced", "warmup.completed"] {
+        assert!(
+            count(&conn, &format!("SELECT COUNT(*) FROM events WHERE name = '{name}'")) >= 1,
+            "no {name} event"
+        );
+    }
+
+    // Resources match the state.
+    let kinds = |sql: &str| -> HashMap<String, Vec<(String, String)>> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut st = conn.prepare(sql).expect(sql);
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .expect(sql);
+        for row in rows {
+            let (id, kind, status) = row.expect("row");
+            out.entry(id).or_default().push((kind, status));
+        }
+        out
+    };
+    let held = kinds("SELECT request_id, kind, status FROM resources");
+    for (id, current) in &requests {
+        let res = held.get(id).cloned().unwrap_or_default();
+        match current.as_str() {
+            "rolled_back" | "deprovisioned" => {
+                assert!(res.iter().all(|(_, s)| s == "released"), "{id} ({current}) holds {res:?}")
+            }
+            "rejected" | "queued" | "pending_approval" => {
+                assert!(res.is_empty(), "{id} ({current}) has resources {res:?}")
+            }
+            "completed" | "suspended" => {
+                let mut k: Vec<&str> = res.iter().map(|(k, _)| k.as_str()).collect();
+                k.sort_unstable();
+                assert_eq!(
+                    k,
+                    ["capacity", "firewall", "instance", "ip", "node", "quota", "rdns"],
+                    "{id}"
+                );
+                assert!(res.iter().all(|(_, s)| s == "allocated"), "{id}: {res:?}");
+            }
+            _ => assert!(res.iter().any(|(k, s)| k == "quota" && s != "released") || current == "rolling_back", "{id} ({current}) holds no quota"),
+        }
+    }
+
+    // Blocklist: about a tenth of the fleet listed in 30 days; open listings pause their node.
+    let listed_nodes = count(&conn, "SELECT COUNT(DISTINCT node_id) FROM ip_blacklist_events");
+    assert!((8..=40).contains(&listed_nodes), "{listed_nodes} nodes listed");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events") as usize, summary.listings);
+    assert!(count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events WHERE delisted_at IS NULL") >= 1);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events b JOIN nodes n ON n.id = b.node_id WHERE b.delisted_at IS NULL AND (n.status <> 'paused' OR n.status_reason NOT LIKE 'listed on %')"),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events b JOIN nodes n ON n.id = b.node_id WHERE b.ip_address <> n.ip_address"),
+        0
+    );
+    assert!(count(&conn, "SELECT COUNT(*) FROM nodes WHERE status = 'paused' AND status_reason LIKE 'service suspended by %'") >= 2);
+    assert!(count(&conn, "SELECT COUNT(*) FROM audit WHERE actor IN ('alice', 'bob', 'ops-lead', 'sre-oncall') AND action IN ('request.suspend', 'request.approve', 'request.deprovision', 'request.reject')") >= 4);
+
+    // The simulated cloud holds exactly what the requests own.
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let report = reconcile(&ctx).await.expect("reconcile");
+    assert!(report.orphans.is_empty(), "orphans: {:?}", report.orphans);
+    assert!(report.missing.is_empty(), "missing: {:?}", report.missing);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM sim_instances s JOIN nodes n ON n.provider_id = s.id WHERE s.deleted_at IS NULL AND s.ip <> n.ip_address"),
+        0
+    );
+    assert!(store.is_demo().await.expect("is_demo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_to_overwrite_a_real_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(FAST);
+
+    // A real database with one request.
+    let real = dir.path().join("real.db");
+    let store = open(&real, &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    create(&ctx, "acme", "dallas", "ssd-1", "node-real-001").await;
+    assert!(!store.is_demo().await.expect("is_demo"));
+    let before = std::fs::read(&real).expect("read");
+    let err = prepare_path(&real).await.expect_err("must refuse");
+    assert!(matches!(err, DemoError::NotADemo { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!("{} is not a demo database; refusing to overwrite it", real.display())
+    );
+    assert_eq!(std::fs::read(&real).expect("read"), before, "the file changed");
+    assert_eq!(all_requests(&store).await.len(), 1);
+
+    // Some other file.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, "not a database").expect("write");
+    assert!(matches!(prepare_path(&other).await, Err(DemoError::NotADemo { .. })));
+    assert_eq!(std::fs::read_to_string(&other).expect("read"), "not a database");
+
+    // Nothing there yet: fine.
+    let fresh = dir.path().join("fresh.db");
+    prepare_path(&fresh).await.expect("a missing file is fine");
+
+    // A demo database is removed, with its WAL files.
+    let old = dir.path().join("demo.db");
+    let (demo_store, _) = demo(&old, &cfg, DemoSpec { nodes: 5, seed: 1 }, Utc::now()).await;
+    assert!(demo_store.is_demo().await.expect("is_demo"));
+    drop(demo_store);
+    prepare_path(&old).await.expect("a demo database may go");
+    assert!(!old.exists());
+    for suffix in ["-wal", "-shm"] {
+        let mut p = old.clone().into_os_string();
+        p.push(suffix);
+        assert!(!Path::new(&p).exists(), "{suffix} left behind");
+    }
+    // ... and a fresh demo can take its place.
+    let (again, summary) = demo(&old, &cfg, DemoSpec { nodes: 5, seed: 1 }, Utc::now()).await;
+    assert_eq!(summary.nodes, 5);
+    assert!(again.is_demo().await.expect("is_demo"));
+
+    // A store that already holds requests is not filled.
+    assert!(matches!(
+        generate(&store, &cfg, &DemoSpec::default(), Utc::now()).await,
+        Err(DemoError::NotEmpty)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_can_run_on_a_demo_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let cfg = config(FAST);
+    let (store, _) = demo(&path, &cfg, DemoSpec { nodes: 30, seed: 7 }, Utc::now()).await;
+    let before = all_requests(&store).await;
+    let in_flight: Vec<String> = before
+        .iter()
+        .filter(|r| matches!(r.state.as_str(), "allocating" | "configuring" | "activating" | "verifying"))
+        .map(|r| r.id.clone())
+        .collect();
+    assert!(in_flight.len() >= 8, "{} in flight", in_flight.len());
+    let unwinding: Vec<String> = before
+        .iter()
+        .filter(|r| matches!(r.state.as_str(), "failed" | "rolling_back") && !r.needs_attention)
+        .map(|r| r.id.clone())
+        .collect();
+    assert!(unwinding.len() >= 3);
+
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    tokio::time::timeout(Duration::from_secs(120), engine::run_until_idle(ctx.clone()))
+        .await
+        .expect("the engine went idle");
+
+    let after: HashMap<String, String> = all_requests(&store)
+        .await
+        .into_iter()
+        .map(|r| (r.id, r.state))
+        .collect();
+    let stuck: Vec<&String> = after
+        .values()
+        .filter(|s| matches!(s.as_str(), "allocating" | "configuring" | "activating" | "verifying" | "failed"))
+        .collect();
+    assert!(stuck.is_empty(), "left mid-pipeline: {stuck:?}");
+    for id in &in_flight {
+        assert_eq!(after[id], "completed", "in-flight request {id} did not complete");
+    }
+    for id in &unwinding {
+        assert!(matches!(after[id].as_str(), "rolled_back" | "deprovisioned"), "{id}: {}", after[id]);
+    }
+    // Queued requests held back by the tenant limit got their turn.
+    let limited: HashSet<String> = before
+        .iter()
+        .filter(|r| r.wait_reason.as_deref().is_some_and(|w| w.starts_with("tenant limit")))
+        .map(|r| r.id.clone())
+        .collect();
+    assert!(!limited.is_empty());
+    for id in &limited {
+        assert_eq!(after[id], "completed", "{id}");
+    }
+    let report = reconcile(&ctx).await.expect("reconcile");
+    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_makes_the_same_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config("");
+    let now = Utc::now();
+    let spec = DemoSpec { nodes: 60, seed: 99 };
+    let fingerprint = |path: &Path| {
+        let conn = read_only(path);
+        (
+            strings(&conn, "SELECT id || ' ' || label || ' ' || state || ' ' || created_at FROM requests ORDER BY id"),
+            strings(&conn, "SELECT label || ' ' || ip_address || ' ' || status FROM nodes ORDER BY label"),
+            strings(&conn, "SELECT id || ' ' || name || ' ' || at FROM events ORDER BY seq"),
+        )
+    };
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let c = dir.path().join("c.db");
+    let (_sa, summary_a) = demo(&a, &cfg, spec, now).await;
+    let (_sb, summary_b) = demo(&b, &cfg, spec, now).await;
+    let (_sc, _) = demo(&c, &cfg, DemoSpec { seed: 100, ..spec }, now).await;
+    assert_eq!(summary_a, summary_b);
+    let (fa, fb, fc) = (fingerprint(&a), fingerprint(&b), fingerprint(&c));
+    assert_eq!(fa, fb, "same seed and time, different demo");
+    assert_ne!(fa.1, fc.1, "another seed should make another fleet");
+}
+
+/// Measures a large demo: `cargo test --release --test demo -- --ignored --nocapture`
+/// (`DEMO_NODES` sets the size, `DEMO_DB` keeps the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes a while; run with --release to measure"]
+async fn a_demo_of_100k_nodes() {
+    let nodes: usize = std::env::var("DEMO_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // DEMO_DB keeps the database for a look afterwards.
+    let path = std::env::var_os("DEMO_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| db_path(&dir));
+    prepare_path(&path).await.expect("prepare");
+    let cfg = config("");
+    let store = open(&path, &cfg).await;
+    let started = Instant::now();
+    let summary = generate(&store, &cfg, &DemoSpec { nodes, seed: 42 }, Utc::now())
+        .await
+        .expect("demo");
+    let took = started.elapsed();
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "demo: {} nodes, {} requests, {} events, {} listings in {:.1} s ({} MB)",
+        summary.nodes,
+        summary.requests,
+        summary.events,
+        summary.listings,
+        took.as_secs_f64(),
+        size / 1_000_000
+    );
+    assert_eq!(summary.nodes, nodes);
+    assert!(summary.events >= nodes * 10, "{} events", summary.events);
+}

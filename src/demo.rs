@@ -156,6 +156,84 @@ pub async fn generate(
     out?
 }
 
+/// Plan indices from the smallest.
+fn plans_by_size(cfg: &Config) -> Vec<usize> {
+    let mut by_size: Vec<usize> = (0..cfg.plans.len()).collect();
+    by_size.sort_by_key(|i| {
+        let p = &cfg.plans[*i];
+        (p.cpu, p.memory_gb, p.storage_gb, *i)
+    });
+    by_size
+}
+
+/// How often the plan of this size rank is ordered: most senders are small.
+fn size_weight(rank: usize) -> f64 {
+    const SIZE_WEIGHTS: [f64; 5] = [30.0, 35.0, 22.0, 10.0, 3.0];
+    SIZE_WEIGHTS.get(rank).copied().unwrap_or(2.0)
+}
+
+/// The config a demo of `spec.nodes` nodes runs best with: tenant quotas and cluster
+/// capacities scaled up (never down) so that the fleet fits with room for new orders. The
+/// default config fits the default demo unchanged; a 100,000-node demo needs this for the
+/// engine to admit anything new.
+pub fn config_for(cfg: &Config, spec: &DemoSpec) -> Config {
+    let mut out = cfg.clone();
+    // What the fleet holds, on the usual plan mix, plus what is in flight; kept within the
+    // 80% of a quota (or cluster) that the generator aims for.
+    let mut average = [1.0, 0.0, 0.0, 0.0];
+    let mut total = 0.0;
+    for (rank, i) in plans_by_size(cfg).into_iter().enumerate() {
+        let (p, w) = (&cfg.plans[i], size_weight(rank));
+        average[1] += f64::from(p.cpu) * w;
+        average[2] += f64::from(p.memory_gb) * w;
+        average[3] += f64::from(p.storage_gb) * w;
+        total += w;
+    }
+    for a in average.iter_mut().skip(1) {
+        *a /= total.max(1.0);
+    }
+    let held = spec.nodes as f64 * 1.1 / 0.8;
+    let factor = |have: [u64; 4]| -> u64 {
+        (0..4)
+            .map(|d| (held * average[d] / have[d].max(1) as f64).ceil())
+            .fold(1.0, f64::max) as u64
+    };
+    let sum = |v: &mut dyn Iterator<Item = [u64; 4]>| {
+        v.fold([0u64; 4], |a, b| {
+            [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
+        })
+    };
+    let quotas = sum(&mut cfg.tenants.iter().map(|t| {
+        [
+            t.quota.nodes,
+            t.quota.cpu,
+            t.quota.memory_gb,
+            t.quota.storage_gb,
+        ]
+    }));
+    let by = factor(quotas);
+    for t in &mut out.tenants {
+        let q = &mut t.quota;
+        q.nodes = q.nodes.saturating_mul(by);
+        q.cpu = q.cpu.saturating_mul(by);
+        q.memory_gb = q.memory_gb.saturating_mul(by);
+        q.storage_gb = q.storage_gb.saturating_mul(by);
+    }
+    let capacities = sum(&mut cfg.clusters.iter().map(|c| {
+        let cap = &c.capacity;
+        [cap.vm_slots, cap.cpu, cap.memory_gb, cap.storage_gb]
+    }));
+    let by = factor(capacities);
+    for c in &mut out.clusters {
+        let cap = &mut c.capacity;
+        cap.vm_slots = cap.vm_slots.saturating_mul(by);
+        cap.cpu = cap.cpu.saturating_mul(by);
+        cap.memory_gb = cap.memory_gb.saturating_mul(by);
+        cap.storage_gb = cap.storage_gb.saturating_mul(by);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // Rows, as the store writes them
 // ---------------------------------------------------------------------------
@@ -344,6 +422,8 @@ const SEC: i64 = 1_000;
 const MIN: i64 = 60 * SEC;
 const HOUR: i64 = 60 * MIN;
 const DAY: i64 = 24 * HOUR;
+/// How far back the history goes (a little under 30 days, so all of it is "the last 30").
+const HISTORY: i64 = 30 * DAY - HOUR;
 
 /// Requests per store write in the first phase; timeline entries per write in the second.
 const REQUESTS_PER_BATCH: usize = 2_000;
@@ -724,13 +804,7 @@ impl World {
                 weight,
             });
         }
-        let mut by_size: Vec<usize> = (0..cfg.plans.len()).collect();
-        by_size.sort_by_key(|i| {
-            let p = &cfg.plans[*i];
-            (p.cpu, p.memory_gb, p.storage_gb, *i)
-        });
-        // Most senders are small: weights from the smallest plan up.
-        const SIZE_WEIGHTS: [f64; 5] = [30.0, 35.0, 22.0, 10.0, 3.0];
+        let by_size = plans_by_size(cfg);
         let mut plans: Vec<PlanW> = cfg
             .plans
             .iter()
@@ -746,7 +820,7 @@ impl World {
             .collect();
         for (rank, i) in by_size.iter().enumerate() {
             plans[*i].rank = rank;
-            plans[*i].weight = SIZE_WEIGHTS.get(rank).copied().unwrap_or(2.0);
+            plans[*i].weight = size_weight(rank);
         }
         let rules = cfg
             .approval_rules
@@ -1073,11 +1147,11 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
         let approx = match fate {
             Fate::Node(NodeFate::Warming) => now - between(rng, 4 * HOUR, 15 * DAY + 12 * HOUR),
             Fate::Node(_) | Fate::Suspended | Fate::RollingBack(Unwind::Deprovision) => {
-                now - between(rng, 16 * DAY + 12 * HOUR, 30 * DAY)
+                now - between(rng, 16 * DAY + 12 * HOUR, HISTORY)
             }
-            Fate::Deprovisioned => now - between(rng, 2 * DAY, 30 * DAY),
+            Fate::Deprovisioned => now - between(rng, 2 * DAY, HISTORY),
             Fate::RolledBack { .. } | Fate::RejectedByApprover => {
-                now - between(rng, 4 * HOUR, 30 * DAY)
+                now - between(rng, 4 * HOUR, HISTORY)
             }
             Fate::PendingApproval => now - between(rng, 10 * MIN, 2 * DAY),
             Fate::AwaitingInput => now - between(rng, 4 * HOUR, 3 * DAY),

@@ -6,7 +6,7 @@ mod support;
 
 use chrono::{DateTime, Utc};
 use mailfleet::config::Config;
-use mailfleet::demo::{generate, prepare_path, DemoError, DemoSpec, DemoSummary};
+use mailfleet::demo::{config_for, generate, prepare_path, DemoError, DemoSpec, DemoSummary};
 use mailfleet::domain::{transition, RequestEvent, RequestState, ALL_STATES};
 use mailfleet::engine;
 use mailfleet::engine::reconcile::reconcile;
@@ -48,7 +48,12 @@ fn state(s: &str) -> RequestState {
     s.parse().expect("a known state")
 }
 
-async fn demo(path: &Path, cfg: &Config, spec: DemoSpec, now: DateTime<Utc>) -> (Store, DemoSummary) {
+async fn demo(
+    path: &Path,
+    cfg: &Config,
+    spec: DemoSpec,
+    now: DateTime<Utc>,
+) -> (Store, DemoSummary) {
     let store = open(path, cfg).await;
     let summary = generate(&store, cfg, &spec, now).await.expect("demo");
     (store, summary)
@@ -117,11 +122,17 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         rows.collect::<Result<_, _>>().expect("statuses")
     };
     for s in ["active", "warming", "paused", "maintenance", "unhealthy"] {
-        assert!(statuses.get(s).copied().unwrap_or(0) >= 1, "no {s} node: {statuses:?}");
+        assert!(
+            statuses.get(s).copied().unwrap_or(0) >= 1,
+            "no {s} node: {statuses:?}"
+        );
     }
     let warming = statuses.get("warming").copied().unwrap_or(0);
     assert!((20..=40).contains(&warming), "warming {warming}");
-    assert!(statuses.get("active").copied().unwrap_or(0) > 120, "{statuses:?}");
+    assert!(
+        statuses.get("active").copied().unwrap_or(0) > 120,
+        "{statuses:?}"
+    );
     assert_eq!(
         count(&conn, "SELECT COUNT(DISTINCT ip_address) FROM nodes"),
         count(&conn, "SELECT COUNT(*) FROM nodes")
@@ -150,7 +161,10 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
     assert_eq!(
         count(
             &conn,
-            &format!("SELECT COUNT(*) FROM nodes WHERE status = 'unhealthy' AND last_heartbeat > '{}'", mailfleet::clock::ts(now - chrono::Duration::seconds(90)))
+            &format!(
+                "SELECT COUNT(*) FROM nodes WHERE status = 'unhealthy' AND last_heartbeat > '{}'",
+                mailfleet::clock::ts(now - chrono::Duration::seconds(90))
+            )
         ),
         0
     );
@@ -171,7 +185,10 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         assert!(n >= 2, "{s}: only {n} request(s); {by_state:?}");
     }
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'queued' AND wait_reason IS NULL"),
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM requests WHERE state = 'queued' AND wait_reason IS NULL"
+        ),
         0,
         "every queued request says why it waits"
     );
@@ -184,15 +201,27 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         0
     );
     assert!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'rolling_back' AND needs_attention = 1 AND error IS NOT NULL") >= 1);
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state IN ('failed', 'rejected') AND error IS NULL"), 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM requests WHERE state IN ('failed', 'rejected') AND error IS NULL"
+        ),
+        0
+    );
     assert!(
         count(&conn, "SELECT COUNT(*) FROM step_tasks t JOIN requests r ON r.id = t.request_id WHERE r.state IN ('allocating','configuring','activating','verifying')") >= 4,
         "in-flight requests show their sub-tasks"
     );
     // The fleet's history covers 30 days.
     let oldest = strings(&conn, "SELECT MIN(created_at) FROM requests").remove(0);
-    assert!(oldest < mailfleet::clock::ts(now - chrono::Duration::days(25)), "{oldest}");
-    assert!(oldest >= mailfleet::clock::ts(now - chrono::Duration::days(30)), "{oldest}");
+    assert!(
+        oldest < mailfleet::clock::ts(now - chrono::Duration::days(25)),
+        "{oldest}"
+    );
+    assert!(
+        oldest >= mailfleet::clock::ts(now - chrono::Duration::days(30)),
+        "{oldest}"
+    );
 
     // Each request's transitions: legal, in order, from creation to its current state.
     let mut trs: BTreeMap<String, Vec<(Option<String>, String, String)>> = BTreeMap::new();
@@ -201,7 +230,9 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
             .prepare("SELECT request_id, from_state, to_state, at FROM transitions ORDER BY request_id, id")
             .expect("transitions");
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .expect("transitions");
         for row in rows {
             let (id, from, to, at) = row.expect("row");
@@ -209,7 +240,9 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         }
     }
     let requests: Vec<(String, String)> = {
-        let mut st = conn.prepare("SELECT id, state FROM requests").expect("requests");
+        let mut st = conn
+            .prepare("SELECT id, state FROM requests")
+            .expect("requests");
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("requests");
@@ -225,7 +258,11 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
             let (prev, next) = (&pair[0], &pair[1]);
             let from = next.0.as_deref().expect("from_state after the first");
             assert_eq!(from, prev.1, "{id}: chain broken");
-            assert!(legal(state(from), state(&next.1)), "{id}: {from} → {} is illegal", next.1);
+            assert!(
+                legal(state(from), state(&next.1)),
+                "{id}: {from} → {} is illegal",
+                next.1
+            );
             assert!(next.2 >= prev.2, "{id}: transitions out of time order");
         }
         let last = chain.last().expect("last");
@@ -240,7 +277,13 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
             .prepare("SELECT request_id, at, name FROM events WHERE request_id IS NOT NULL")
             .expect("events");
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .expect("events");
         for row in rows {
             *events.entry(row.expect("event")).or_default() += 1;
@@ -252,7 +295,9 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
             assert!(!names.is_empty());
             for name in names {
                 let key = (id.clone(), at.clone(), name.to_string());
-                let n = events.get_mut(&key).unwrap_or_else(|| panic!("no {name} event for {id} at {at}"));
+                let n = events
+                    .get_mut(&key)
+                    .unwrap_or_else(|| panic!("no {name} event for {id} at {at}"));
                 assert!(*n > 0, "{name} for {id} at {at} used twice");
                 *n -= 1;
             }
@@ -262,10 +307,22 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
     assert_eq!(total_events as usize, summary.events);
     // The outbox's order is the clock's.
     let ats = strings(&conn, "SELECT at FROM events ORDER BY seq");
-    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "event seq is not time order");
-    for name in ["node.blacklisted", "node.paused", "node.delisted", "warmup.advanced", "warmup.completed"] {
+    assert!(
+        ats.windows(2).all(|w| w[0] <= w[1]),
+        "event seq is not time order"
+    );
+    for name in [
+        "node.blacklisted",
+        "node.paused",
+        "node.delisted",
+        "warmup.advanced",
+        "warmup.completed",
+    ] {
         assert!(
-            count(&conn, &format!("SELECT COUNT(*) FROM events WHERE name = '{name}'")) >= 1,
+            count(
+                &conn,
+                &format!("SELECT COUNT(*) FROM events WHERE name = '{name}'")
+            ) >= 1,
             "no {name} event"
         );
     }
@@ -275,7 +332,13 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut st = conn.prepare(sql).expect(sql);
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .expect(sql);
         for row in rows {
             let (id, kind, status) = row.expect("row");
@@ -288,7 +351,10 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         let res = held.get(id).cloned().unwrap_or_default();
         match current.as_str() {
             "rolled_back" | "deprovisioned" => {
-                assert!(res.iter().all(|(_, s)| s == "released"), "{id} ({current}) holds {res:?}")
+                assert!(
+                    res.iter().all(|(_, s)| s == "released"),
+                    "{id} ({current}) holds {res:?}"
+                )
             }
             "rejected" | "queued" | "pending_approval" => {
                 assert!(res.is_empty(), "{id} ({current}) has resources {res:?}")
@@ -303,15 +369,33 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
                 );
                 assert!(res.iter().all(|(_, s)| s == "allocated"), "{id}: {res:?}");
             }
-            _ => assert!(res.iter().any(|(k, s)| k == "quota" && s != "released") || current == "rolling_back", "{id} ({current}) holds no quota"),
+            _ => assert!(
+                res.iter().any(|(k, s)| k == "quota" && s != "released")
+                    || current == "rolling_back",
+                "{id} ({current}) holds no quota"
+            ),
         }
     }
 
     // Blocklist: about a tenth of the fleet listed in 30 days; open listings pause their node.
-    let listed_nodes = count(&conn, "SELECT COUNT(DISTINCT node_id) FROM ip_blacklist_events");
-    assert!((8..=40).contains(&listed_nodes), "{listed_nodes} nodes listed");
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events") as usize, summary.listings);
-    assert!(count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events WHERE delisted_at IS NULL") >= 1);
+    let listed_nodes = count(
+        &conn,
+        "SELECT COUNT(DISTINCT node_id) FROM ip_blacklist_events",
+    );
+    assert!(
+        (8..=40).contains(&listed_nodes),
+        "{listed_nodes} nodes listed"
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events") as usize,
+        summary.listings
+    );
+    assert!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM ip_blacklist_events WHERE delisted_at IS NULL"
+        ) >= 1
+    );
     assert_eq!(
         count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events b JOIN nodes n ON n.id = b.node_id WHERE b.delisted_at IS NULL AND (n.status <> 'paused' OR n.status_reason NOT LIKE 'listed on %')"),
         0
@@ -351,16 +435,29 @@ async fn demo_refuses_to_overwrite_a_real_database() {
     assert!(matches!(err, DemoError::NotADemo { .. }));
     assert_eq!(
         err.to_string(),
-        format!("{} is not a demo database; refusing to overwrite it", real.display())
+        format!(
+            "{} is not a demo database; refusing to overwrite it",
+            real.display()
+        )
     );
-    assert_eq!(std::fs::read(&real).expect("read"), before, "the file changed");
+    assert_eq!(
+        std::fs::read(&real).expect("read"),
+        before,
+        "the file changed"
+    );
     assert_eq!(all_requests(&store).await.len(), 1);
 
     // Some other file.
     let other = dir.path().join("notes.txt");
     std::fs::write(&other, "not a database").expect("write");
-    assert!(matches!(prepare_path(&other).await, Err(DemoError::NotADemo { .. })));
-    assert_eq!(std::fs::read_to_string(&other).expect("read"), "not a database");
+    assert!(matches!(
+        prepare_path(&other).await,
+        Err(DemoError::NotADemo { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&other).expect("read"),
+        "not a database"
+    );
 
     // Nothing there yet: fine.
     let fresh = dir.path().join("fresh.db");
@@ -399,7 +496,12 @@ async fn the_engine_can_run_on_a_demo_fleet() {
     let before = all_requests(&store).await;
     let in_flight: Vec<String> = before
         .iter()
-        .filter(|r| matches!(r.state.as_str(), "allocating" | "configuring" | "activating" | "verifying"))
+        .filter(|r| {
+            matches!(
+                r.state.as_str(),
+                "allocating" | "configuring" | "activating" | "verifying"
+            )
+        })
         .map(|r| r.id.clone())
         .collect();
     assert!(in_flight.len() >= 8, "{} in flight", in_flight.len());
@@ -411,9 +513,12 @@ async fn the_engine_can_run_on_a_demo_fleet() {
     assert!(unwinding.len() >= 3);
 
     let ctx = sim_ctx(&store, &cfg, system_clock());
-    tokio::time::timeout(Duration::from_secs(120), engine::run_until_idle(ctx.clone()))
-        .await
-        .expect("the engine went idle");
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine::run_until_idle(ctx.clone()),
+    )
+    .await
+    .expect("the engine went idle");
 
     let after: HashMap<String, String> = all_requests(&store)
         .await
@@ -422,19 +527,35 @@ async fn the_engine_can_run_on_a_demo_fleet() {
         .collect();
     let stuck: Vec<&String> = after
         .values()
-        .filter(|s| matches!(s.as_str(), "allocating" | "configuring" | "activating" | "verifying" | "failed"))
+        .filter(|s| {
+            matches!(
+                s.as_str(),
+                "allocating" | "configuring" | "activating" | "verifying" | "failed"
+            )
+        })
         .collect();
     assert!(stuck.is_empty(), "left mid-pipeline: {stuck:?}");
     for id in &in_flight {
-        assert_eq!(after[id], "completed", "in-flight request {id} did not complete");
+        assert_eq!(
+            after[id], "completed",
+            "in-flight request {id} did not complete"
+        );
     }
     for id in &unwinding {
-        assert!(matches!(after[id].as_str(), "rolled_back" | "deprovisioned"), "{id}: {}", after[id]);
+        assert!(
+            matches!(after[id].as_str(), "rolled_back" | "deprovisioned"),
+            "{id}: {}",
+            after[id]
+        );
     }
     // Queued requests held back by the tenant limit got their turn.
     let limited: HashSet<String> = before
         .iter()
-        .filter(|r| r.wait_reason.as_deref().is_some_and(|w| w.starts_with("tenant limit")))
+        .filter(|r| {
+            r.wait_reason
+                .as_deref()
+                .is_some_and(|w| w.starts_with("tenant limit"))
+        })
         .map(|r| r.id.clone())
         .collect();
     assert!(!limited.is_empty());
@@ -442,7 +563,10 @@ async fn the_engine_can_run_on_a_demo_fleet() {
         assert_eq!(after[id], "completed", "{id}");
     }
     let report = reconcile(&ctx).await.expect("reconcile");
-    assert!(report.orphans.is_empty() && report.missing.is_empty(), "{report:?}");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +574,10 @@ async fn the_same_seed_makes_the_same_demo() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config("");
     let now = Utc::now();
-    let spec = DemoSpec { nodes: 60, seed: 99 };
+    let spec = DemoSpec {
+        nodes: 60,
+        seed: 99,
+    };
     let fingerprint = |path: &Path| {
         let conn = read_only(path);
         (
@@ -471,6 +598,69 @@ async fn the_same_seed_makes_the_same_demo() {
     assert_ne!(fa.1, fc.1, "another seed should make another fleet");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_demo_leaves_room_for_new_orders() {
+    let base = config(FAST);
+    assert_eq!(
+        config_for(&base, &DemoSpec::default()),
+        base,
+        "the default demo fits as is"
+    );
+    let spec = DemoSpec {
+        nodes: 2_000,
+        seed: 5,
+    };
+    let cfg = config_for(&base, &spec);
+    cfg.validate().expect("a scaled config is still valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, summary) = demo(&db_path(&dir), &cfg, spec, Utc::now()).await;
+    assert!(
+        summary.events >= spec.nodes * 10,
+        "{} events",
+        summary.events
+    );
+    let usage = store.tenant_usage().await.expect("usage");
+    for t in &cfg.tenants {
+        let used = usage.get(&t.name).map(|u| u.nodes).unwrap_or(0);
+        assert!(
+            used > 0 && (used as u64) < t.quota.nodes,
+            "{}: {used}/{}",
+            t.name,
+            t.quota.nodes
+        );
+    }
+    let clusters = store.cluster_usage().await.expect("usage");
+    for c in &cfg.clusters {
+        let used = clusters.get(&c.name).map(|u| u.cpu).unwrap_or(0);
+        assert!(
+            (used as u64) < c.capacity.cpu,
+            "{}: cpu {used}/{}",
+            c.name,
+            c.capacity.cpu
+        );
+    }
+    // A new order goes through alongside the demo's own backlog.
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let new = create(&ctx, "initech", "seattle", "ssd-2", "node-new-0001").await;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine::run_until_idle(ctx.clone()),
+    )
+    .await
+    .expect("the engine went idle");
+    let row = store
+        .get_request(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(row.state, "completed", "{row:?}");
+    let report = reconcile(&ctx).await.expect("reconcile");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+}
+
 /// Measures a large demo: `cargo test --release --test demo -- --ignored --nocapture`
 /// (`DEMO_NODES` sets the size, `DEMO_DB` keeps the file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,10 +676,11 @@ async fn a_demo_of_100k_nodes() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| db_path(&dir));
     prepare_path(&path).await.expect("prepare");
-    let cfg = config("");
+    let spec = DemoSpec { nodes, seed: 42 };
+    let cfg = config_for(&config(""), &spec);
     let store = open(&path, &cfg).await;
     let started = Instant::now();
-    let summary = generate(&store, &cfg, &DemoSpec { nodes, seed: 42 }, Utc::now())
+    let summary = generate(&store, &cfg, &spec, Utc::now())
         .await
         .expect("demo");
     let took = started.elapsed();

@@ -67,15 +67,26 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
         for (status, n) in &app.counts.node_status {
             spans.push(Span::styled(format!("{status} {n} "), th.status(status)));
         }
-        let pending = app.counts.state(crate::domain::RequestState::PendingApproval);
+        let pending = app
+            .counts
+            .state(crate::domain::RequestState::PendingApproval);
         if pending > 0 {
-            spans.push(Span::styled(format!("· {pending} awaiting approval "), th.warn()));
+            spans.push(Span::styled(
+                format!("· {pending} awaiting approval "),
+                th.warn(),
+            ));
         }
         if app.counts.needs_attention > 0 {
-            spans.push(Span::styled(format!("· {} need attention ", app.counts.needs_attention), th.error()));
+            spans.push(Span::styled(
+                format!("· {} need attention ", app.counts.needs_attention),
+                th.error(),
+            ));
         }
     }
-    spans.push(Span::styled(format!("· {} @ {}", app.actor, app.db_label), th.dim()));
+    spans.push(Span::styled(
+        format!("· {} @ {}", app.actor, app.db_label),
+        th.dim(),
+    ));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 

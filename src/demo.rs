@@ -600,8 +600,19 @@ fn weighted(rng: &mut StdRng, weights: &[f64]) -> usize {
     weights.len() - 1
 }
 
-fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
-    items[rng.gen_range(0..items.len())]
+/// One of a fixed list (never empty: checked when compiling).
+fn pick<T: Copy, const N: usize>(rng: &mut StdRng, items: &[T; N]) -> T {
+    const { assert!(N > 0) };
+    items[rng.gen_range(0..N)]
+}
+
+/// One of a list, if it has any.
+fn choose<T: Copy>(rng: &mut StdRng, items: &[T]) -> Option<T> {
+    if items.is_empty() {
+        None
+    } else {
+        Some(items[rng.gen_range(0..items.len())])
+    }
 }
 
 /// The n-th demo address: the documentation ranges first (.1–.199 of each, leaving the
@@ -1187,9 +1198,11 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
     for fate in others.iter().filter(|f| !f.holds()) {
         match fate {
             Fate::PendingApproval | Fate::RejectedByApprover => {
-                let (tenant, region, plan) = pick(rng, &combos);
-                let cluster = w.regions[region].clusters[0];
-                push(&mut slots, rng, *fate, tenant, region, plan, cluster);
+                // Only planned when some order needs approval.
+                if let Some((tenant, region, plan)) = choose(rng, &combos) {
+                    let cluster = w.regions[region].clusters[0];
+                    push(&mut slots, rng, *fate, tenant, region, plan, cluster);
+                }
             }
             _ => {
                 let tenant = shaper.tenant(rng);
@@ -1208,7 +1221,7 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
         .filter(|i| matches!(slots[*i].fate, Fate::InFlight(_) | Fate::PendingApproval))
         .collect();
     for _ in 0..rejected_prereq {
-        let Some(target) = (!rolled.is_empty()).then(|| pick(rng, &rolled)) else {
+        let Some(target) = choose(rng, &rolled) else {
             break;
         };
         let tenant = slots[target].tenant;
@@ -1230,9 +1243,14 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
         }
     }
     for q in 0..queued {
-        let limited = !full.is_empty() && (q % 2 == 0 || waitable.is_empty());
-        let (tenant, dep) = if limited {
-            (pick(rng, &full), None)
+        let at_limit = if q % 2 == 0 || waitable.is_empty() {
+            choose(rng, &full)
+        } else {
+            None
+        };
+        let limited = at_limit.is_some();
+        let (tenant, dep) = if let Some(tenant) = at_limit {
+            (tenant, None)
         } else if waitable.is_empty() {
             (shaper.tenant(rng), None)
         } else {
@@ -2585,7 +2603,7 @@ fn build<'a>(w: &'a World, s: &'a Slot, dep: Option<DepInfo>) -> Flow<'a> {
         }
         _ if s.fate.anchored() => {
             let probe = Flow::new(w, s, 0, dep.clone()).live();
-            let length = probe.t.max(probe.next_run_at.min(probe.t));
+            let length = probe.t;
             let mut rng = StdRng::seed_from_u64(s.seed ^ 0x00a1_1c40);
             let gap = match s.fate {
                 Fate::RollingBack(Unwind::Stalled) => between(&mut rng, 30 * SEC, 4 * MIN),

@@ -112,6 +112,43 @@ fn provision_from_the_form_and_watch_it_complete() {
         s.lines()
             .any(|l| l.contains("node-pty-1") && l.contains("warming"))
     });
+    // A change written by another process shows up on its own.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .args([
+            "--db",
+            dir.path().join("m.db").to_str().expect("utf-8"),
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--as",
+            "bob",
+        ])
+        .args([
+            "request",
+            "create",
+            "--tenant",
+            "globex",
+            "--region",
+            "seattle",
+            "--plan",
+            "ssd-2",
+            "--label",
+            "from-another-shell",
+        ])
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .env_remove("MAILFLEET_DB")
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send(b"2");
+    screen.wait_for("the other process's request", |s| {
+        s.contains("from-another-shell")
+    });
     send(b"q");
     let start = Instant::now();
     loop {

@@ -106,7 +106,7 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         count(
             &conn,
             "SELECT COUNT(*) FROM nodes n JOIN requests r ON r.id = n.request_id
-             WHERE r.state NOT IN ('completed', 'suspended', 'verifying', 'rolling_back')
+             WHERE r.state NOT IN ('completed', 'suspended', 'verifying', 'failed', 'rolling_back')
                AND n.status <> 'decommissioned'"
         ),
         0

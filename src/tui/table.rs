@@ -469,7 +469,10 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
             }
         }
     };
-    sanitize(&text).into_owned()
+    match sanitize(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
+    }
 }
 
 /// The status-like cell of a row, to colour it.

@@ -602,6 +602,23 @@ pub struct ApprovalRuleConfig {
 
 impl Config {
     /// The plan called `name`.
+    /// The approval rules as the domain reads them.
+    pub fn approval_rules(&self) -> Vec<crate::domain::approval::ApprovalRule> {
+        self.approval_rules
+            .iter()
+            .map(|r| crate::domain::approval::ApprovalRule {
+                name: r.name.clone(),
+                priority: r.priority,
+                tenant: r.tenant.clone(),
+                min_cpu: r.min_cpu,
+                min_memory_gb: r.min_memory_gb,
+                min_storage_gb: r.min_storage_gb,
+                types: r.types.clone(),
+                regions: r.regions.clone(),
+            })
+            .collect()
+    }
+
     pub fn plan(&self, name: &str) -> Option<&PlanConfig> {
         self.plans.iter().find(|p| p.name == name)
     }

@@ -833,20 +833,7 @@ impl World {
             plans[*i].rank = rank;
             plans[*i].weight = size_weight(rank);
         }
-        let rules = cfg
-            .approval_rules
-            .iter()
-            .map(|r| ApprovalRule {
-                name: r.name.clone(),
-                priority: r.priority,
-                tenant: r.tenant.clone(),
-                min_cpu: r.min_cpu,
-                min_memory_gb: r.min_memory_gb,
-                min_storage_gb: r.min_storage_gb,
-                types: r.types.clone(),
-                regions: r.regions.clone(),
-            })
-            .collect();
+        let rules = cfg.approval_rules();
         let mut backoff_ms: Vec<i64> = cfg
             .engine
             .retry_backoff

@@ -3,7 +3,7 @@
 
 use super::pipeline::{call, Stop};
 use super::Ctx;
-use crate::domain::approval::{first_match, ApprovalRule, RequestFacts};
+use crate::domain::approval::{first_match, RequestFacts};
 use crate::domain::ids::short;
 use crate::domain::validate::{validate_domain, validate_label, NameError};
 use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
@@ -256,20 +256,7 @@ async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome
             deps.push(id);
         }
     }
-    let rules: Vec<ApprovalRule> = cfg
-        .approval_rules
-        .iter()
-        .map(|r| ApprovalRule {
-            name: r.name.clone(),
-            priority: r.priority,
-            tenant: r.tenant.clone(),
-            min_cpu: r.min_cpu,
-            min_memory_gb: r.min_memory_gb,
-            min_storage_gb: r.min_storage_gb,
-            types: r.types.clone(),
-            regions: r.regions.clone(),
-        })
-        .collect();
+    let rules = cfg.approval_rules();
     let facts = RequestFacts {
         tenant: &c.tenant,
         region: &c.region,

@@ -374,12 +374,15 @@ async fn demo(cli: &Cli, nodes: usize, seed: u64) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("mailfleet-demo-{}.db", std::process::id())),
     };
     crate::demo::prepare_path(&path).await?;
-    let env = open_at(cli, path.clone()).await?;
+    let mut env = open_at(cli, path.clone()).await?;
     eprintln!(
         "mailfleet: building a demo fleet of {nodes} nodes in {} …",
         path.display()
     );
     let spec = crate::demo::DemoSpec { nodes, seed };
+    // Big demo fleets get quotas and capacity to match, so new orders still fit.
+    env.cfg = Arc::new(crate::demo::config_for(&env.cfg, &spec));
+    env.store.sync_catalog(&env.cfg, env.clock.now()).await?;
     let summary = crate::demo::generate(&env.store, &env.cfg, &spec, env.clock.now()).await?;
     tracing::info!(
         nodes = summary.nodes,

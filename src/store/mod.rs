@@ -380,7 +380,9 @@ async fn writer_task(
         stats.jobs.fetch_add(batch.len() as u64, Relaxed);
         let started = std::time::Instant::now();
         let done = tokio::task::spawn_blocking(move || {
-            let committed = run_batch(&c, batch);
+            let before = c.total_changes();
+            // Only a batch that changed rows counts as a change: an empty claim does not.
+            let committed = run_batch(&c, batch) && c.total_changes() != before;
             (c, committed)
         })
         .await;

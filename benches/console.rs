@@ -248,6 +248,10 @@ fn main() {
         json.insert(format!("{name}_ratio"), ratio.into());
     }
 
+    if std::env::var_os("MAILFLEET_BENCH_FRAMES_ONLY").is_some() {
+        println!("{}", serde_json::Value::Object(json));
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let (empty_first, empty_data) = median_first_frame(&rt, &cfg, &dir.path().join("empty.db"));
     println!(

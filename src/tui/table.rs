@@ -476,17 +476,17 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
 }
 
 /// The status-like cell of a row, to colour it.
-pub fn status_of(app: &App, v: View, i: usize) -> String {
+pub fn status_of(app: &App, v: View, i: usize) -> &str {
     match v {
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.status.clone()),
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.status.as_str()),
         View::Requests | View::Pipeline | View::Approvals => {
-            app.snap.requests.get(i).map(|r| r.state.clone())
+            app.snap.requests.get(i).map(|r| r.state.as_str())
         }
         View::Blacklist => app.snap.listings.get(i).map(|l| {
             if l.delisted_at.is_none() {
-                "listed".into()
+                "listed"
             } else {
-                "delisted".into()
+                "delisted"
             }
         }),
         View::Events => None,

@@ -66,7 +66,8 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
         .skip(offset)
         .take(height)
         .map(|(pos, &i)| {
-            let marked = selected_id(app, v, i).is_some_and(|id| t.marks.contains(&id));
+            let marked = !t.marks.is_empty()
+                && selected_id(app, v, i).is_some_and(|id| t.marks.contains(&id));
             let cells = keep.iter().map(|c| {
                 let text = cell(app, v, i, *c);
                 let text = if *c == keep[0] && marked {
@@ -75,7 +76,7 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
                     text
                 };
                 if Some(*c) == status_col {
-                    Span::styled(text, th.status(&status_of(app, v, i)))
+                    Span::styled(text, th.status(status_of(app, v, i)))
                 } else {
                     Span::raw(text)
                 }

@@ -4,14 +4,14 @@
 
 use chrono::Utc;
 use mailfleet::config;
-use mailfleet::store::{ConsoleSnapshot, NodeRow, RequestRow, StepSummary, Store};
+use mailfleet::store::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, StepSummary, Store};
 use mailfleet::tui::action::Action;
 use mailfleet::tui::app::App;
 use mailfleet::tui::keymap::Keymap;
 use mailfleet::tui::theme::Theme;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,76 +27,72 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
         "active",
         "maintenance",
     ];
+    let tenants: Vec<Arc<str>> = ["acme", "globex", "initech"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let regions: Vec<Arc<str>> = ["dallas", "seattle", "amsterdam", "eu-west-1"]
+        .into_iter()
+        .map(Arc::from)
+        .collect();
+    let (plan, completed, configuring, bench): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) = (
+        "ssd-1".into(),
+        "completed".into(),
+        "configuring".into(),
+        "bench".into(),
+    );
+    let statuses: Vec<Arc<str>> = statuses.into_iter().map(Arc::from).collect();
     let mut nodes = Vec::with_capacity(n);
     let mut requests = Vec::with_capacity(n);
-    let mut steps = HashMap::with_capacity(n);
     for i in 0..n {
         let rid = format!("01a20000-0000-7000-8000-{i:012x}");
-        requests.push(RequestRow {
+        requests.push(ConsoleRequest {
             id: rid.clone(),
-            tenant: ["acme", "globex", "initech"][i % 3].into(),
-            region: ["dallas", "seattle", "amsterdam", "eu-west-1"][i % 4].into(),
-            plan: "ssd-1".into(),
-            kind: "vps".into(),
+            tenant: tenants[i % 3].clone(),
+            region: regions[i % 4].clone(),
+            plan: plan.clone(),
             cpu: 1,
             memory_gb: 1,
             storage_gb: 30,
             label: format!("node-{i:06}"),
-            domain: None,
             state: if i % 10 == 0 {
-                "configuring".into()
+                configuring.clone()
             } else {
-                "completed".into()
+                completed.clone()
             },
-            requested_by: "bench".into(),
-            cluster: Some("sim-dallas".into()),
+            requested_by: bench.clone(),
             approval_rule: None,
             approval_reason: None,
             wait_reason: None,
-            teardown: None,
-            cancel_requested: None,
             error: None,
             needs_attention: false,
-            lease_owner: None,
-            lease_expires_at: None,
-            fence: 1,
-            next_run_at: now.clone(),
-            progress_at: now.clone(),
             created_at: now.clone(),
-            updated_at: now.clone(),
-        });
-        steps.insert(
-            rid.clone(),
-            StepSummary {
+            steps: StepSummary {
                 attempts: 4,
                 failed_step: None,
             },
-        );
-        nodes.push(NodeRow {
+        });
+        nodes.push(ConsoleNode {
             id: format!("01a20000-0000-7000-9000-{i:012x}"),
             request_id: Some(rid),
             provider_id: Some(format!("sim-{i}")),
-            tenant: ["acme", "globex", "initech"][i % 3].into(),
+            tenant: tenants[i % 3].clone(),
             label: format!("node-{i:06}"),
             hostname: format!("node-{i:06}.fleet.example.net"),
             ip_address: Some(std::net::Ipv4Addr::from(0x6440_0000u32 + i as u32).to_string()),
-            region: ["dallas", "seattle", "amsterdam", "eu-west-1"][i % 4].into(),
-            cluster: Some("sim-dallas".into()),
-            plan: "ssd-1".into(),
-            status: statuses[i % statuses.len()].into(),
+            region: regions[i % 4].clone(),
+            plan: plan.clone(),
+            status: statuses[i % statuses.len()].clone(),
             status_reason: None,
-            resume_status: None,
             reputation_score: (i % 60) as i64 + 40,
             current_load: (i % 95) as i64,
             created_at: now.clone(),
-            updated_at: now.clone(),
             last_heartbeat: Some(now.clone()),
         });
     }
     ConsoleSnapshot {
         nodes,
         requests,
-        steps,
         listings: vec![],
     }
 }

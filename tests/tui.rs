@@ -5,14 +5,14 @@
 mod support;
 
 use chrono::{DateTime, TimeZone, Utc};
-use mailfleet::store::{ConsoleSnapshot, ListingRow, NodeRow, RequestRow, StepSummary};
+use mailfleet::store::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, StepSummary};
 use mailfleet::tui::action::{Action, View, VIEWS};
 use mailfleet::tui::app::{App, Effect, Mode};
 use mailfleet::tui::keymap::Keymap;
 use mailfleet::tui::theme::Theme;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
@@ -31,40 +31,30 @@ fn id(n: u32) -> String {
     format!("01a20000-0000-7000-8000-0000{n:08x}")
 }
 
-fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> RequestRow {
-    RequestRow {
+fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> ConsoleRequest {
+    ConsoleRequest {
         id: id(n),
         tenant: tenant.into(),
         region: "dallas".into(),
         plan: "ssd-1".into(),
-        kind: "vps".into(),
         cpu: 1,
         memory_gb: 1,
         storage_gb: 30,
         label: label.into(),
-        domain: None,
         state: state.into(),
         requested_by: "alice".into(),
-        cluster: Some("sim-dallas".into()),
         approval_rule: None,
         approval_reason: None,
         wait_reason: None,
-        teardown: None,
-        cancel_requested: None,
         error: None,
         needs_attention: false,
-        lease_owner: None,
-        lease_expires_at: None,
-        fence: 1,
-        next_run_at: at(min_ago),
-        progress_at: at(min_ago),
         created_at: at(min_ago),
-        updated_at: at(min_ago),
+        steps: StepSummary::default(),
     }
 }
 
-fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> NodeRow {
-    NodeRow {
+fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
+    ConsoleNode {
         id: id(1000 + n),
         request_id: Some(id(req)),
         provider_id: Some(format!("sim-{n:04}")),
@@ -73,15 +63,12 @@ fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> NodeRow {
         hostname: format!("{label}.fleet.example.net"),
         ip_address: Some(ip.into()),
         region: "dallas".into(),
-        cluster: Some("sim-dallas".into()),
         plan: "ssd-1".into(),
         status: status.into(),
         status_reason: None,
-        resume_status: None,
         reputation_score: 90 + n as i64,
         current_load: 10 * n as i64,
         created_at: at(600),
-        updated_at: at(1),
         last_heartbeat: Some(mailfleet::clock::ts(now() - chrono::Duration::seconds(12))),
     }
 }
@@ -101,6 +88,18 @@ fn fixture() -> ConsoleSnapshot {
     requests[4].approval_reason =
         Some("High-Resource VPS Approval: cpu 16 ≥ 16, region eu-west-1".into());
     requests[4].plan = "ssd-16".into();
+    requests[0].steps = StepSummary {
+        attempts: 4,
+        failed_step: None,
+    };
+    requests[2].steps = StepSummary {
+        attempts: 2,
+        failed_step: None,
+    };
+    requests[5].steps = StepSummary {
+        attempts: 6,
+        failed_step: Some(4),
+    };
     requests[5].error =
         Some("verify: smtp_probe: connect 198.51.100.9:25: connection refused".into());
     requests[6].needs_attention = true;
@@ -109,28 +108,6 @@ fn fixture() -> ConsoleSnapshot {
         node(1, 1, "node-dal-001", "198.51.100.7", "active"),
         node(2, 2, "node-dal-002", "198.51.100.8", "warming"),
     ];
-    let mut steps = HashMap::new();
-    steps.insert(
-        id(1),
-        StepSummary {
-            attempts: 4,
-            failed_step: None,
-        },
-    );
-    steps.insert(
-        id(3),
-        StepSummary {
-            attempts: 2,
-            failed_step: None,
-        },
-    );
-    steps.insert(
-        id(6),
-        StepSummary {
-            attempts: 6,
-            failed_step: Some(4),
-        },
-    );
     let listings = vec![ListingRow {
         id: id(9000),
         node_id: Some(id(1002)),
@@ -146,7 +123,6 @@ fn fixture() -> ConsoleSnapshot {
     ConsoleSnapshot {
         nodes,
         requests,
-        steps,
         listings,
     }
 }
@@ -372,7 +348,7 @@ fn state_of(app: &App, label: &str) -> Option<String> {
         .requests
         .iter()
         .find(|r| r.label == label)
-        .map(|r| r.state.clone())
+        .map(|r| r.state.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,67 @@
 //! What the console reads: one consistent snapshot of the fleet, requests and listings, taken
-//! in a single read transaction so counts and rows agree.
+//! in a single read transaction so counts and rows agree. Rows carry only what the console
+//! shows, and repeated words (tenants, regions, plans, states) are shared, so 100,000 nodes
+//! stay small in memory.
 
-use super::{rows, NodeRow, RequestRow, Store, StoreError};
+use super::{rows, Store, StoreError};
+use crate::domain::RequestState;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Per request: attempts over all steps, and which step (1–4) failed, if one did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepSummary {
     pub attempts: i64,
     pub failed_step: Option<i64>,
+}
+
+/// A request as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleRequest {
+    pub id: String,
+    pub tenant: Arc<str>,
+    pub region: Arc<str>,
+    pub plan: Arc<str>,
+    pub cpu: i64,
+    pub memory_gb: i64,
+    pub storage_gb: i64,
+    pub label: String,
+    pub state: Arc<str>,
+    pub requested_by: Arc<str>,
+    pub approval_rule: Option<Arc<str>>,
+    pub approval_reason: Option<String>,
+    pub wait_reason: Option<String>,
+    pub error: Option<String>,
+    pub needs_attention: bool,
+    pub created_at: String,
+    pub steps: StepSummary,
+}
+
+impl ConsoleRequest {
+    pub fn state(&self) -> RequestState {
+        self.state.parse().unwrap_or(RequestState::Failed)
+    }
+}
+
+/// A node as the console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleNode {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub provider_id: Option<String>,
+    pub tenant: Arc<str>,
+    pub label: String,
+    pub hostname: String,
+    pub ip_address: Option<String>,
+    pub region: Arc<str>,
+    pub plan: Arc<str>,
+    pub status: Arc<str>,
+    pub status_reason: Option<String>,
+    pub reputation_score: i64,
+    pub current_load: i64,
+    pub created_at: String,
+    pub last_heartbeat: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,10 +80,43 @@ pub struct ListingRow {
 
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleSnapshot {
-    pub nodes: Vec<NodeRow>,
-    pub requests: Vec<RequestRow>,
-    pub steps: HashMap<String, StepSummary>,
+    pub nodes: Vec<ConsoleNode>,
+    pub requests: Vec<ConsoleRequest>,
     pub listings: Vec<ListingRow>,
+}
+
+/// Shares one copy of each repeated word.
+#[derive(Default)]
+struct Words(HashMap<String, Arc<str>>);
+
+impl Words {
+    fn get(&mut self, s: String) -> Arc<str> {
+        if let Some(w) = self.0.get(&s) {
+            return w.clone();
+        }
+        let w: Arc<str> = Arc::from(s.as_str());
+        self.0.insert(s, w.clone());
+        w
+    }
+}
+
+/// Like `rows`, into a vector sized once from `count_sql`, so a large fleet is never copied
+/// while the vector grows.
+fn sized_rows<T>(
+    c: &super::Conn,
+    count_sql: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let n: i64 = c.query_row(count_sql, [], |r| r.get(0))?;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut stmt = c.prepare(sql)?;
+    let mut found = stmt.query(params)?;
+    while let Some(row) = found.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -39,17 +124,69 @@ impl Store {
         self.read(|c| {
             c.execute_batch("BEGIN")?;
             let out = (|| {
-                let nodes = rows(c, "SELECT * FROM nodes ORDER BY created_at, id", [], NodeRow::from_row)?;
-                let requests = rows(c, "SELECT * FROM requests ORDER BY created_at, id", [], RequestRow::from_row)?;
-                let steps = rows(
+                let mut words = Words::default();
+                // Rows become console rows as they are read: no second copy of the fleet.
+                let nodes = sized_rows(
                     c,
-                    "SELECT request_id, SUM(attempts), MIN(CASE WHEN status = 'failed' THEN position END)
-                     FROM request_steps GROUP BY request_id",
+                    "SELECT COUNT(*) FROM nodes",
+                    "SELECT id, request_id, provider_id, tenant, label, hostname, ip_address, region, plan, status,
+                            status_reason, reputation_score, current_load, created_at, last_heartbeat
+                     FROM nodes ORDER BY created_at, id",
                     [],
-                    |r| Ok((r.get::<_, String>(0)?, StepSummary { attempts: r.get(1)?, failed_step: r.get(2)? })),
-                )?
-                .into_iter()
-                .collect();
+                    |r| {
+                        Ok(ConsoleNode {
+                            id: r.get(0)?,
+                            request_id: r.get(1)?,
+                            provider_id: r.get(2)?,
+                            tenant: words.get(r.get(3)?),
+                            label: r.get(4)?,
+                            hostname: r.get(5)?,
+                            ip_address: r.get(6)?,
+                            region: words.get(r.get(7)?),
+                            plan: words.get(r.get(8)?),
+                            status: words.get(r.get(9)?),
+                            status_reason: r.get(10)?,
+                            reputation_score: r.get(11)?,
+                            current_load: r.get(12)?,
+                            created_at: r.get(13)?,
+                            last_heartbeat: r.get(14)?,
+                        })
+                    },
+                )?;
+                let requests = sized_rows(
+                    c,
+                    "SELECT COUNT(*) FROM requests",
+                    "SELECT r.id, r.tenant, r.region, r.plan, r.state, r.requested_by, r.cpu, r.memory_gb, r.storage_gb,
+                            r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error, r.needs_attention,
+                            r.created_at, COALESCE(s.attempts, 0), s.failed
+                     FROM requests r LEFT JOIN (
+                         SELECT request_id, SUM(attempts) AS attempts,
+                                MIN(CASE WHEN status = 'failed' THEN position END) AS failed
+                         FROM request_steps GROUP BY request_id) s ON s.request_id = r.id
+                     ORDER BY r.created_at, r.id",
+                    [],
+                    |r| {
+                        Ok(ConsoleRequest {
+                            id: r.get(0)?,
+                            tenant: words.get(r.get(1)?),
+                            region: words.get(r.get(2)?),
+                            plan: words.get(r.get(3)?),
+                            state: words.get(r.get(4)?),
+                            requested_by: words.get(r.get(5)?),
+                            cpu: r.get(6)?,
+                            memory_gb: r.get(7)?,
+                            storage_gb: r.get(8)?,
+                            label: r.get(9)?,
+                            approval_rule: r.get::<_, Option<String>>(10)?.map(|x| words.get(x)),
+                            approval_reason: r.get(11)?,
+                            wait_reason: r.get(12)?,
+                            error: r.get(13)?,
+                            needs_attention: r.get(14)?,
+                            created_at: r.get(15)?,
+                            steps: StepSummary { attempts: r.get(16)?, failed_step: r.get(17)? },
+                        })
+                    },
+                )?;
                 let listings = rows(
                     c,
                     "SELECT b.id, b.node_id, n.label, b.ip_address, b.blacklist_provider, b.code, b.meaning, b.listed_at,
@@ -72,7 +209,7 @@ impl Store {
                         })
                     },
                 )?;
-                Ok(ConsoleSnapshot { nodes, requests, steps, listings })
+                Ok(ConsoleSnapshot { nodes, requests, listings })
             })();
             let _ = c.execute_batch("COMMIT");
             out

@@ -23,7 +23,7 @@ pub mod sim;
 mod steps;
 
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
-pub use console::{ConsoleSnapshot, ListingRow, StepSummary};
+pub use console::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, StepSummary};
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
 pub use probe::VersionProbe;

@@ -181,7 +181,7 @@ impl App {
             .collect();
         let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
         for n in &snap.nodes {
-            *by_status.entry(n.status.as_str()).or_default() += 1;
+            *by_status.entry(&n.status).or_default() += 1;
         }
         let mut counts = Counts {
             node_status: by_status
@@ -274,7 +274,7 @@ impl App {
         }
     }
 
-    fn request(&self, id: &str) -> Option<&crate::store::RequestRow> {
+    fn request(&self, id: &str) -> Option<&crate::store::ConsoleRequest> {
         self.snap.requests.iter().find(|r| r.id == id)
     }
 

@@ -192,11 +192,11 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
     let base: Vec<usize> = match v {
         View::Fleet => (0..s.nodes.len()).collect(),
         View::Warmup => (0..s.nodes.len())
-            .filter(|i| s.nodes[*i].status == "warming")
+            .filter(|i| &*s.nodes[*i].status == "warming")
             .collect(),
         View::Requests => (0..s.requests.len()).collect(),
         View::Approvals => (0..s.requests.len())
-            .filter(|i| s.requests[*i].state == "pending_approval")
+            .filter(|i| &*s.requests[*i].state == "pending_approval")
             .collect(),
         View::Pipeline => {
             let want = PIPELINE[app.pipeline_state.min(PIPELINE.len() - 1)];
@@ -314,10 +314,10 @@ fn ago(app: &App, ts: &str) -> String {
 }
 
 /// The four step cells of a request: ✓ done, a spinner for the running one, ✗ failed, · pending.
-pub fn step_cells(app: &App, r: &crate::store::RequestRow) -> String {
+pub fn step_cells(app: &App, r: &crate::store::ConsoleRequest) -> String {
     const SPIN: [char; 4] = ['◐', '◓', '◑', '◒'];
     let state = r.state();
-    let failed = app.snap.steps.get(&r.id).and_then(|s| s.failed_step);
+    let failed = r.steps.failed_step;
     let current = state.step().map(|s| s.position()).unwrap_or(0);
     (1..=4)
         .map(|p| {
@@ -352,12 +352,12 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
             match (v, c) {
                 (_, 0) => n.label.clone(),
                 (_, 1) => n.ip_address.clone().unwrap_or_else(|| "-".into()),
-                (View::Fleet, 2) | (View::Warmup, 3) => n.region.clone(),
-                (View::Fleet, 3) | (View::Warmup, 2) => n.tenant.clone(),
-                (_, 4) => n.status.clone(),
+                (View::Fleet, 2) | (View::Warmup, 3) => n.region.to_string(),
+                (View::Fleet, 3) | (View::Warmup, 2) => n.tenant.to_string(),
+                (_, 4) => n.status.to_string(),
                 (View::Fleet, 5) => n.reputation_score.to_string(),
                 (View::Fleet, 6) => {
-                    if n.status == "warming" {
+                    if &*n.status == "warming" {
                         "warming".into()
                     } else {
                         "-".into()
@@ -384,34 +384,30 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 match c {
                     0 => ago(app, &r.created_at),
                     1 => short(&r.id).to_string(),
-                    2 => r.tenant.clone(),
-                    3 => r.requested_by.clone(),
+                    2 => r.tenant.to_string(),
+                    3 => r.requested_by.to_string(),
                     4 => format!("{}: {}c {}G {}G", r.plan, r.cpu, r.memory_gb, r.storage_gb),
                     5 => r
                         .approval_reason
                         .clone()
-                        .or(r.approval_rule.clone())
+                        .or(r.approval_rule.as_deref().map(str::to_string))
                         .unwrap_or_default(),
                     _ => String::new(),
                 }
             } else {
                 match c {
                     0 => short(&r.id).to_string(),
-                    1 => r.tenant.clone(),
+                    1 => r.tenant.to_string(),
                     2 => r.label.clone(),
                     3 => {
                         if r.needs_attention {
                             format!("{} !", r.state)
                         } else {
-                            r.state.clone()
+                            r.state.to_string()
                         }
                     }
                     4 => step_cells(app, r),
-                    5 => s
-                        .steps
-                        .get(&r.id)
-                        .map(|x| x.attempts.to_string())
-                        .unwrap_or_else(|| "0".into()),
+                    5 => r.steps.attempts.to_string(),
                     6 => ago(app, &r.created_at),
                     7 => r
                         .error
@@ -478,9 +474,9 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
 /// The status-like cell of a row, to colour it.
 pub fn status_of(app: &App, v: View, i: usize) -> &str {
     match v {
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.status.as_str()),
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| &*n.status),
         View::Requests | View::Pipeline | View::Approvals => {
-            app.snap.requests.get(i).map(|r| r.state.as_str())
+            app.snap.requests.get(i).map(|r| &*r.state)
         }
         View::Blacklist => app.snap.listings.get(i).map(|l| {
             if l.delisted_at.is_none() {

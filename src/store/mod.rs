@@ -291,10 +291,6 @@ impl Store {
         &self.inner.path
     }
 
-    pub fn is_read_only(&self) -> bool {
-        self.inner.writer.is_none()
-    }
-
     /// A counter that moves after every commit this process makes.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.clone()

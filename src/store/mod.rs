@@ -291,7 +291,7 @@ impl Store {
         &self.inner.path
     }
 
-    /// A counter that moves after every commit this process makes.
+    /// A counter that moves after every commit of this process that changed rows.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.clone()
     }

@@ -18,6 +18,7 @@ mod events;
 mod nodes;
 mod probe;
 mod requests;
+#[macro_use]
 mod rows;
 pub mod sim;
 mod steps;

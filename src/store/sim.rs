@@ -29,30 +29,26 @@ pub struct SimInstanceRow {
     pub deleted_at: Option<String>,
 }
 
-impl SimInstanceRow {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get("id")?,
-            idempotency_key: r.get("idempotency_key")?,
-            cluster: r.get("cluster")?,
-            region: r.get("region")?,
-            label: r.get("label")?,
-            plan: r.get("plan")?,
-            cpu: r.get("cpu")?,
-            memory_gb: r.get("memory_gb")?,
-            storage_gb: r.get("storage_gb")?,
-            ip: r.get("ip")?,
-            power: r.get("power")?,
-            firewall: r.get("firewall")?,
-            rdns: r.get("rdns")?,
-            mail_stack: r.get("mail_stack")?,
-            ready_at: r.get("ready_at")?,
-            created_at: r.get("created_at")?,
-            updated_at: r.get("updated_at")?,
-            deleted_at: r.get("deleted_at")?,
-        })
-    }
-}
+from_row!(SimInstanceRow {
+    id,
+    idempotency_key,
+    cluster,
+    region,
+    label,
+    plan,
+    cpu,
+    memory_gb,
+    storage_gb,
+    ip,
+    power,
+    firewall,
+    rdns,
+    mail_stack,
+    ready_at,
+    created_at,
+    updated_at,
+    deleted_at
+});
 
 fn by(conn: &Conn, column: &str, value: &str) -> Result<Option<SimInstanceRow>, StoreError> {
     let sql = format!("SELECT * FROM sim_instances WHERE {column} = ?");

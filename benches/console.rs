@@ -4,7 +4,9 @@
 
 use chrono::Utc;
 use mailfleet::config;
-use mailfleet::store::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, StepSummary, Store};
+use mailfleet::store::{
+    ConsoleNode, ConsoleRequest, ConsoleSnapshot, NodeWarmup, StepSummary, Store,
+};
 use mailfleet::tui::action::Action;
 use mailfleet::tui::app::App;
 use mailfleet::tui::keymap::Keymap;
@@ -42,6 +44,7 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
         "bench".into(),
     );
     let statuses: Vec<Arc<str>> = statuses.into_iter().map(Arc::from).collect();
+    let (warm_plan, warming): (Arc<str>, Arc<str>) = (Arc::from("standard"), Arc::from("warming"));
     let mut nodes = Vec::with_capacity(n);
     let mut requests = Vec::with_capacity(n);
     for i in 0..n {
@@ -88,6 +91,13 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
             current_load: (i % 95) as i64,
             created_at: now.clone(),
             last_heartbeat: Some(now.clone()),
+            warmup: (&*statuses[i % statuses.len()] == "warming").then(|| NodeWarmup {
+                plan: warm_plan.clone(),
+                day: (i % 42) as i64 + 1,
+                days: 42,
+                cap: 10 + (i % 42) as i64 * 12,
+                status: warming.clone(),
+            }),
         });
     }
     ConsoleSnapshot {

@@ -119,10 +119,11 @@ async fn run() {
         .await
         .expect("list");
     let st = store.writer_stats();
-    let (batches, jobs, busy) = (
+    let (batches, jobs, busy, commit) = (
         st.batches.load(std::sync::atomic::Ordering::Relaxed),
         st.jobs.load(std::sync::atomic::Ordering::Relaxed),
         st.busy_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
+        st.commit_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
     );
     let completed = rows.iter().filter(|r| r.state == "completed").count();
     assert_eq!(completed, REQUESTS, "every pipeline completed");
@@ -142,7 +143,7 @@ async fn run() {
         REQUESTS as f64 / create_secs
     );
     println!("  full pipelines: {pipelines_per_sec:>9.1} /s ({pipeline_secs:.2} s for all 4 steps of {REQUESTS})");
-    println!("  writer:         {batches} transactions for {jobs} writes ({:.1} writes each), busy {busy:.2} s", jobs as f64 / batches.max(1) as f64);
+    println!("  writer:         {batches} transactions for {jobs} writes ({:.1} writes each), busy {busy:.2} s, of which committing {commit:.2} s", jobs as f64 / batches.max(1) as f64);
     println!("  bare commits:   {bare:>9.1} /s (one-row INSERT + COMMIT, same disk and settings)");
     println!(
         "  ratio:          {ratio:>9.3} (target >= {target:.3}: {})",

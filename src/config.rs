@@ -379,6 +379,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     pub tenants: Vec<TenantConfig>,
     pub approval_rules: Vec<ApprovalRuleConfig>,
+    pub approvals: ApprovalsConfig,
+    pub warmup: WarmupConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -441,6 +443,24 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(1),
             max_concurrent: 64,
             tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Warm-up: which plan new nodes follow, and plans of one's own beside the built-in ones
+/// (`assets/warmup_plans.toml`). A custom plan with a built-in plan's name replaces it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmupConfig {
+    pub default_plan: String,
+    pub plans: Vec<crate::domain::warmup::PlanSpec>,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            default_plan: crate::domain::warmup::DEFAULT_PLAN.to_string(),
+            plans: Vec::new(),
         }
     }
 }
@@ -565,6 +585,33 @@ pub struct Capacity {
 pub struct TenantConfig {
     pub name: String,
     pub quota: Quota,
+    /// Who may approve this tenant's requests, besides `[approvals] approvers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+}
+
+/// Who may decide pending requests, and how long a request may wait before its age turns
+/// amber (`warn_after`) and then red (`breach_after`) in the console.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Approvers for every tenant. Empty (and no tenant list either): any operator may
+    /// approve, though never a request they made themselves.
+    pub approvers: Vec<String>,
+    #[serde(with = "duration_serde")]
+    pub warn_after: Duration,
+    #[serde(with = "duration_serde")]
+    pub breach_after: Duration,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            approvers: Vec::new(),
+            warn_after: Duration::from_secs(3600),
+            breach_after: Duration::from_secs(4 * 3600),
+        }
+    }
 }
 
 /// The most a tenant may use.
@@ -633,6 +680,20 @@ impl Config {
         self.tenants.iter().find(|t| t.name == name)
     }
 
+    /// Whether `who` holds the approver role for `tenant`'s requests. With no approver
+    /// named anywhere, the role is open to every operator.
+    pub fn may_approve(&self, who: &str, tenant: &str) -> bool {
+        let tenant_list = self
+            .tenant(tenant)
+            .map(|t| t.approvers.as_slice())
+            .unwrap_or(&[]);
+        let nobody_named = self.approvals.approvers.is_empty()
+            && self.tenants.iter().all(|t| t.approvers.is_empty());
+        nobody_named
+            || self.approvals.approvers.iter().any(|a| a == who)
+            || tenant_list.iter().any(|a| a == who)
+    }
+
     /// Every region with at least one cluster, sorted, without repeats.
     pub fn regions(&self) -> Vec<&str> {
         let mut regions: Vec<&str> = self.clusters.iter().map(|c| c.region.as_str()).collect();
@@ -650,8 +711,91 @@ impl Config {
     }
 
     /// Checks rules that span fields; the error names the first offending key.
+    /// Every warm-up plan: the built-in ones, then the config's (replacing a built-in one of
+    /// the same name). Validation has already built each, so none is dropped here.
+    pub fn warmup_plans(&self) -> Vec<crate::domain::warmup::WarmupPlan> {
+        let mut plans: Vec<crate::domain::warmup::WarmupPlan> = Vec::new();
+        for spec in crate::domain::warmup::builtin_specs()
+            .iter()
+            .chain(&self.warmup.plans)
+        {
+            if let Ok(plan) = spec.build() {
+                plans.retain(|p| p.name != plan.name);
+                plans.push(plan);
+            }
+        }
+        plans
+    }
+
+    /// The plan new nodes follow.
+    pub fn default_warmup_plan(&self) -> Option<crate::domain::warmup::WarmupPlan> {
+        self.warmup_plans()
+            .into_iter()
+            .find(|p| p.name == self.warmup.default_plan)
+    }
+
+    fn validate_approvals(&self) -> Result<(), ConfigError> {
+        let a = &self.approvals;
+        if a.warn_after.is_zero() || a.breach_after <= a.warn_after {
+            return Err(ConfigError::invalid(
+                "approvals.breach_after",
+                "must be longer than approvals.warn_after, and both above zero",
+            ));
+        }
+        let lists = std::iter::once(("approvals.approvers".to_string(), &a.approvers)).chain(
+            self.tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("tenants[{i}].approvers"), &t.approvers)),
+        );
+        for (key, list) in lists {
+            if let Some(bad) = list
+                .iter()
+                .find(|n| n.trim().is_empty() || n.chars().any(char::is_control))
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{bad:?} is not a user name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_warmup(&self) -> Result<(), ConfigError> {
+        check_names(
+            "warmup.plans",
+            self.warmup.plans.iter().map(|p| p.name.as_str()),
+        )?;
+        for (i, spec) in self.warmup.plans.iter().enumerate() {
+            spec.build()
+                .map_err(|why| ConfigError::invalid(format!("warmup.plans[{i}]"), why))?;
+        }
+        if !self
+            .warmup_plans()
+            .iter()
+            .any(|p| p.name == self.warmup.default_plan)
+        {
+            return Err(ConfigError::invalid(
+                "warmup.default_plan",
+                format!(
+                    "{:?} is not a warm-up plan (plans: {})",
+                    self.warmup.default_plan,
+                    self.warmup_plans()
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_engine()?;
+        self.validate_warmup()?;
+        self.validate_approvals()?;
         if self.store.busy_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "store.busy_timeout",

@@ -7,7 +7,9 @@
 //! rows are what the engine itself would have written: every transition is legal and has
 //! its outbox events, resources match the state, and the simulated cloud's inventory holds
 //! exactly the instances the requests own, so the engine can pick up the in-flight requests
-//! and `reconcile` finds nothing to report.
+//! and `reconcile` finds nothing to report. Warm-up follows the real plans and day-boundary
+//! rule (`domain::warmup`): nodes registered in the last 16 days are walked day by day, each
+//! closed day decided by `decide` on its own counts; older ones are past warm-up.
 //!
 //! Generation runs on a blocking thread and streams batches to the store, which writes each
 //! in one transaction (the SQL is in `store::demo`). Outbox events, transitions and audit
@@ -17,6 +19,7 @@ use crate::clock::ts;
 use crate::config::{format_duration, ClusterHealth, Config, StoreConfig};
 use crate::domain::approval::{first_match, ApprovalRule, RequestFacts, RuleMatch};
 use crate::domain::ids::short;
+use crate::domain::warmup::{decide, DayCounts, Decision, Thresholds, WarmupPlan};
 use crate::domain::{event_names, RequestState, ResourceKind, Step, STEPS};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -248,6 +251,8 @@ pub(crate) struct DemoBatch {
     pub tasks: Vec<TaskIns>,
     pub resources: Vec<ResourceIns>,
     pub nodes: Vec<NodeIns>,
+    pub node_warmup: Vec<NodeWarmupIns>,
+    pub warmup_days: Vec<WarmupDayIns>,
     pub sims: Vec<SimIns>,
     pub listings: Vec<ListingIns>,
     pub transitions: Vec<TransitionIns>,
@@ -349,6 +354,36 @@ pub(crate) struct NodeIns {
 }
 
 #[derive(Debug)]
+pub(crate) struct NodeWarmupIns {
+    pub node_id: String,
+    pub plan: String,
+    pub day: i64,
+    pub days: i64,
+    pub cap: i64,
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub day_started_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct WarmupDayIns {
+    pub node_id: String,
+    pub date: String,
+    pub day: i64,
+    pub cap: i64,
+    pub scheduled: i64,
+    pub sent: i64,
+    pub delivered: i64,
+    pub deferred: i64,
+    pub bounced: i64,
+    pub complaints: i64,
+    pub decision: Option<&'static str>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug)]
 pub(crate) struct SimIns {
     pub id: String,
     pub idempotency_key: String,
@@ -439,12 +474,25 @@ const BOB: u8 = 2;
 const OPS_LEAD: u8 = 3;
 const SRE: u8 = 4;
 
-/// Warm-up: the daily sending cap on each day of the 16-day plan.
-const WARMUP_CAPS: [u32; 16] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 40_000, 55_000,
-    70_000, 100_000,
+/// How often the demo puts a node on each warm-up plan, by name; plans not named here
+/// (custom ones from the config) are not picked.
+const WARMUP_MIX: [(&str, f64); 4] = [
+    ("standard", 0.68),
+    ("aggressive", 0.20),
+    ("conservative", 0.07),
+    ("dedicated-ip", 0.05),
 ];
-const WARMUP_DAYS: i64 = 16;
+/// Nodes registered before the last 16 days are past warm-up in the demo: they finished
+/// at their 16th day boundary, without a day-by-day log. (Every built-in plan is longer
+/// than that; the demo's 30 days of history cannot hold a whole plan.)
+const SETTLED_DAYS: i64 = 16;
+/// The engine runs a day boundary within this long after UTC midnight.
+const BOUNDARY_LAG: i64 = 30 * SEC;
+/// The longest day-by-day warm-up log the demo writes for one node.
+const WALK_MAX_DAYS: usize = 30;
+/// Mixed into a request's seed for its warm-up, so that the rest of its life does not
+/// depend on how many days it warmed.
+const WARMUP_SALT: u64 = 0x3a7d_0c5e_9b21_f00d;
 
 /// Blocklist zones: (zone, weight, [(code, tag, meaning)]).
 struct Zone {
@@ -735,6 +783,11 @@ struct World {
     limit: usize,
     max_retries: u32,
     backoff_ms: Vec<i64>,
+    /// Warm-up plans (the built-in ones and the config's), how often each is picked, and
+    /// the thresholds of the day boundary.
+    warm_plans: Vec<WarmupPlan>,
+    warm_weights: Vec<f64>,
+    thresholds: Thresholds,
     now: i64,
 }
 
@@ -843,6 +896,29 @@ impl World {
         if backoff_ms.is_empty() {
             backoff_ms.push(5 * SEC);
         }
+        let warm_plans = cfg.warmup_plans();
+        let mut warm_weights: Vec<f64> = warm_plans
+            .iter()
+            .map(|p| {
+                WARMUP_MIX
+                    .iter()
+                    .find(|(name, _)| *name == p.name)
+                    .map_or(0.0, |(_, w)| *w)
+            })
+            .collect();
+        if warm_weights.iter().sum::<f64>() <= 0.0 {
+            // No built-in plan by its usual name: the default plan for everyone.
+            for (p, w) in warm_plans.iter().zip(warm_weights.iter_mut()) {
+                *w = if p.name == cfg.warmup.default_plan {
+                    1.0
+                } else {
+                    0.0
+                };
+            }
+        }
+        if warm_plans.is_empty() || warm_weights.iter().sum::<f64>() <= 0.0 {
+            return Err(DemoError::Config("it has no usable warm-up plan".into()));
+        }
         Ok(World {
             tenants,
             regions,
@@ -855,6 +931,9 @@ impl World {
                 .max(1),
             max_retries: cfg.engine.max_retries,
             backoff_ms,
+            warm_plans,
+            warm_weights,
+            thresholds: Thresholds::default(),
             now: now.timestamp_millis(),
         })
     }
@@ -886,6 +965,8 @@ impl World {
 enum NodeFate {
     Active,
     Warming,
+    /// Warming, held once and then paused by the day boundary (so that every demo has one).
+    WarmupPaused,
     Listed,
     Bounce,
     Maintenance,
@@ -1064,6 +1145,7 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
     for (count, fate) in [
         (share(0.02, 2), Fate::Suspended),
         (share(0.15, 1), Fate::Node(NodeFate::Warming)),
+        (share(0.005, 1), Fate::Node(NodeFate::WarmupPaused)),
         (share(0.03, 1), Fate::Node(NodeFate::Listed)),
         (share(0.02, 1), Fate::Node(NodeFate::Bounce)),
         (share(0.02, 1), Fate::Node(NodeFate::Maintenance)),
@@ -1144,6 +1226,7 @@ fn plan_slots(w: &World, spec: &DemoSpec, rng: &mut StdRng) -> Vec<Slot> {
                 cluster: usize| {
         let approx = match fate {
             Fate::Node(NodeFate::Warming) => now - between(rng, 4 * HOUR, 15 * DAY + 12 * HOUR),
+            Fate::Node(NodeFate::WarmupPaused) => now - between(rng, 3 * DAY, 15 * DAY + 12 * HOUR),
             Fate::Node(_) | Fate::Suspended | Fate::RollingBack(Unwind::Deprovision) => {
                 now - between(rng, 16 * DAY + 12 * HOUR, HISTORY)
             }
@@ -1355,6 +1438,117 @@ struct NodeP {
     heartbeat: i64,
 }
 
+/// A node's warm-up: where it is on its plan, and its day-by-day log.
+struct WarmP {
+    /// Index into `World::warm_plans`.
+    plan: usize,
+    day: u32,
+    cap: u64,
+    status: &'static str,
+    reason: Option<String>,
+    started: i64,
+    day_started: i64,
+    updated: i64,
+    days: Vec<WarmDayP>,
+}
+
+/// One UTC day of a warming node; `decision` is `None` while the day is open.
+struct WarmDayP {
+    /// The day's UTC midnight.
+    date: i64,
+    day: u32,
+    cap: u64,
+    scheduled: u64,
+    counts: DayCounts,
+    decision: Option<&'static str>,
+    reason: Option<String>,
+}
+
+/// Where a walk through a node's warm-up days ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalkEnd {
+    /// The node still sends: the walk reaches `now`, and today stays open.
+    Now,
+    /// The node is listed on `ZONES[zone]` at the stop and sends nothing after; the next
+    /// day boundary pauses its warm-up (today stays open if that boundary is still ahead).
+    Listed(usize),
+    /// The node is taken out of service at the stop; its last day never closes.
+    Stopped,
+}
+
+/// How a node's warm-up days tend to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mood {
+    /// Any health, including nodes bad enough to be paused.
+    Any,
+    /// Healthy, or with bounce spikes or deferral waves that hold it now and then.
+    Calm,
+    /// Held once, then paused by bad numbers.
+    PauseOnce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Clean,
+    Bouncy,
+    Deferrals,
+    Risky,
+}
+
+/// The kind of day a warming node has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayKind {
+    Clean,
+    BounceSpike,
+    Deferrals,
+    Pause,
+}
+
+/// A day's counts for a node with `cap` that sent during `share` of the day: a little
+/// under the cap, with rates by the kind of day. A clean day stays within the hold
+/// thresholds and a spike within the pause ones (checked in whole messages); deferral
+/// waves and bad days go past them, though tiny volumes round either way.
+fn day_counts(rng: &mut StdRng, cap: u64, share: f64, kind: DayKind) -> (u64, DayCounts) {
+    let share = share.clamp(0.0, 1.0);
+    let sent = ((cap as f64 * share * rng.gen_range(0.86..0.99)).round() as u64).min(cap);
+    let scheduled = ((cap as f64 * share).ceil() as u64).clamp(sent, cap.max(sent));
+    let part = |r: f64| (sent as f64 * r).round() as u64;
+    let over = |r: f64| (sent as f64 * r).ceil() as u64;
+    let mut bounced = part(rng.gen_range(0.005..0.02)).min(sent * 3 / 100);
+    let mut deferred = part(rng.gen_range(0.01..0.05)).min(sent / 10);
+    let mut complaints = part(rng.gen_range(0.0..0.0005)).min(sent / 1000);
+    match kind {
+        DayKind::Clean => {}
+        DayKind::BounceSpike => bounced = part(rng.gen_range(0.032..0.048)).min(sent * 5 / 100),
+        DayKind::Deferrals => deferred = over(rng.gen_range(0.12..0.30)),
+        DayKind::Pause => {
+            if rng.gen_bool(0.5) {
+                complaints = over(rng.gen_range(0.0015..0.004));
+            } else {
+                bounced = over(rng.gen_range(0.055..0.09));
+            }
+        }
+    }
+    let bounced = bounced.min(sent);
+    let deferred = deferred.min(sent - bounced);
+    let counts = DayCounts {
+        sent,
+        delivered: sent - bounced - deferred,
+        deferred,
+        bounced,
+        complaints,
+    };
+    (scheduled, counts)
+}
+
+/// `YYYY-MM-DD` of a UTC time.
+fn date_of(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 struct ListP {
     id: String,
     zone: usize,
@@ -1421,6 +1615,7 @@ struct Flow<'a> {
     node: Option<NodeP>,
     extras: Vec<Extra>,
     listings: Vec<ListP>,
+    warm: Option<WarmP>,
     dep: Option<DepInfo>,
     error: Option<String>,
     wait_reason: Option<String>,
@@ -1468,6 +1663,7 @@ impl<'a> Flow<'a> {
             node: None,
             extras: Vec::new(),
             listings: Vec::new(),
+            warm: None,
             dep,
             error: None,
             wait_reason: None,
@@ -2177,35 +2373,261 @@ impl<'a> Flow<'a> {
         }
     }
 
-    /// Warm-up milestones before `until`.
-    fn warmup(&mut self, until: i64) {
+    // --- warm-up ---------------------------------------------------------------------
+
+    /// The generator of this node's warm-up (its plan first), apart from the rest of its
+    /// life.
+    fn warm_rng(&self) -> StdRng {
+        StdRng::seed_from_u64(self.s.seed ^ WARMUP_SALT)
+    }
+
+    /// For a node past warm-up: its plan and when it completed (its 16th day boundary).
+    fn settled_at(&self, registered: i64) -> (StdRng, usize, i64) {
+        let mut rng = self.warm_rng();
+        let plan = weighted(&mut rng, &self.w.warm_weights);
+        let first = (registered.div_euclid(DAY) + 1) * DAY;
+        let when = first + (SETTLED_DAYS - 1) * DAY + between(&mut rng, SEC, BOUNDARY_LAG);
+        (rng, plan, when)
+    }
+
+    /// When this node would finish warm-up if it is past it (see `settle_warmup`).
+    fn settles_at(&self) -> i64 {
+        let registered = self.node.as_ref().map_or(self.t, |n| n.created);
+        self.settled_at(registered).2
+    }
+
+    /// A node registered long enough ago to be past warm-up: its plan completed, with one
+    /// `warmup.completed` event and no day-by-day log. Returns when it completed.
+    fn settle_warmup(&mut self) -> i64 {
+        let Some(registered) = self.node.as_ref().map(|n| n.created) else {
+            return self.t;
+        };
+        let (_, plan_index, when) = self.settled_at(registered);
+        let plan = &self.w.warm_plans[plan_index];
+        let (days, cap) = (plan.days(), plan.cap(plan.days()));
+        self.warm = Some(WarmP {
+            plan: plan_index,
+            day: days,
+            cap,
+            status: "completed",
+            reason: None,
+            started: registered,
+            day_started: when,
+            updated: when,
+            days: Vec::new(),
+        });
+        let node_id = self.node_id();
+        let label = self.s.label.clone();
+        self.extra_event(
+            when,
+            ENGINE,
+            "warmup.completed",
+            json!({"node_id": node_id, "label": label, "days": days, "daily_cap": cap}),
+        );
+        self.set_node("active", Some("warm-up finished".into()), when);
+        when
+    }
+
+    /// Walks a warming node's days from its registration to `stop` (at most `now`), as
+    /// the engine's day boundaries would have: each closed day's counts go through
+    /// `decide`, whose decision advances, holds, pauses or completes the node, with the
+    /// events the engine writes.
+    fn walk_warmup(&mut self, stop: i64, end: WalkEnd, mood: Mood) {
         let Some(registered) = self.node.as_ref().map(|n| n.created) else {
             return;
         };
+        let w = self.w;
+        let now = w.now;
+        let stop = stop.min(now);
+        let (mut rng, plan_index, _) = self.settled_at(registered);
+        let plan = &w.warm_plans[plan_index];
+        let health = match mood {
+            Mood::PauseOnce => Health::Risky,
+            Mood::Any | Mood::Calm => {
+                let weights = [0.70, 0.13, 0.11, if mood == Mood::Any { 0.06 } else { 0.0 }];
+                [
+                    Health::Clean,
+                    Health::Bouncy,
+                    Health::Deferrals,
+                    Health::Risky,
+                ][weighted(&mut rng, &weights)]
+            }
+        };
+        // Boundaries close while the engine runs them: up to `now`, or the stop for a
+        // node taken out of service.
+        let limit = if end == WalkEnd::Stopped { stop } else { now };
+        let first = (registered.div_euclid(DAY) + 1) * DAY;
+        let closing = if first + BOUNDARY_LAG <= limit {
+            usize::try_from((limit - BOUNDARY_LAG - first) / DAY + 1).unwrap_or(0)
+        } else {
+            0
+        };
+        let closing = closing.min(WALK_MAX_DAYS);
+        // A node meant to pause does so on a full day, after one held day.
+        let (forced_hold, forced_pause) = if mood == Mood::PauseOnce && closing > 0 {
+            let pause = if closing >= 2 {
+                rng.gen_range(1..closing)
+            } else {
+                0
+            };
+            let hold = (pause > 0).then(|| rng.gen_range(0..pause));
+            (hold, Some(pause))
+        } else {
+            (None, None)
+        };
         let node_id = self.node_id();
         let label = self.s.label.clone();
-        for day in [5i64, 10, WARMUP_DAYS] {
-            let when = registered + day * DAY + between(&mut self.rng, 0, 10 * MIN);
-            if when >= until {
-                return;
+        let mut warm = WarmP {
+            plan: plan_index,
+            day: 1,
+            cap: plan.cap(1),
+            status: "warming",
+            reason: None,
+            started: registered,
+            day_started: registered,
+            updated: registered,
+            days: Vec::new(),
+        };
+        let mut wave = 0u32;
+        let mut date = registered.div_euclid(DAY) * DAY;
+        loop {
+            let index = warm.days.len();
+            let boundary = date + DAY;
+            let closes = index < closing;
+            if !closes && (index >= WALK_MAX_DAYS || end == WalkEnd::Stopped) {
+                break;
             }
-            let cap = WARMUP_CAPS[(day - 1) as usize];
-            if day == WARMUP_DAYS {
-                self.extra_event(
-                    when,
-                    ENGINE,
-                    "warmup.completed",
-                    json!({"node_id": node_id, "label": label, "days": day, "daily_cap": cap}),
-                );
-                self.set_node("active", Some("warm-up finished".into()), when);
+            let kind = if forced_pause == Some(index) {
+                DayKind::Pause
+            } else if forced_hold == Some(index) {
+                DayKind::Deferrals
             } else {
-                self.extra_event(
-                    when,
-                    ENGINE,
-                    "warmup.advanced",
-                    json!({"node_id": node_id, "label": label, "day": day, "daily_cap": cap}),
-                );
+                match health {
+                    Health::Clean => DayKind::Clean,
+                    Health::Bouncy if rng.gen_bool(0.3) => DayKind::BounceSpike,
+                    Health::Bouncy => DayKind::Clean,
+                    Health::Deferrals => {
+                        if wave == 0 && rng.gen_bool(0.22) {
+                            wave = rng.gen_range(1..=3);
+                        }
+                        if wave > 0 {
+                            wave -= 1;
+                            DayKind::Deferrals
+                        } else {
+                            DayKind::Clean
+                        }
+                    }
+                    Health::Risky if mood == Mood::PauseOnce => DayKind::Clean,
+                    Health::Risky if index >= 1 && rng.gen_bool(0.12) => DayKind::Pause,
+                    Health::Risky if rng.gen_bool(0.15) => DayKind::BounceSpike,
+                    Health::Risky => DayKind::Clean,
+                }
+            };
+            let sending = boundary.min(stop) - registered.max(date);
+            let share = sending.max(0) as f64 / DAY as f64;
+            let (scheduled, counts) = day_counts(&mut rng, warm.cap, share, kind);
+            let mut row = WarmDayP {
+                date,
+                day: warm.day,
+                cap: warm.cap,
+                scheduled,
+                counts,
+                decision: None,
+                reason: None,
+            };
+            if !closes {
+                // Today, still open: what the node sent so far.
+                warm.days.push(row);
+                break;
             }
+            let decided = boundary + between(&mut rng, SEC, BOUNDARY_LAG);
+            let listed_on = match end {
+                WalkEnd::Listed(zone) if decided > stop => Some(ZONES[zone].zone),
+                _ => None,
+            };
+            let decision = decide(plan, warm.day, &counts, listed_on, &w.thresholds);
+            warm.updated = decided;
+            let mut done = false;
+            match decision {
+                Decision::Advance { day, cap } => {
+                    row.decision = Some("advanced");
+                    warm.day = day;
+                    warm.cap = cap;
+                    warm.status = "warming";
+                    warm.reason = None;
+                    warm.day_started = decided;
+                    self.extra_event(
+                        decided,
+                        ENGINE,
+                        "warmup.advanced",
+                        json!({"node_id": node_id, "label": label, "day": day, "daily_cap": cap}),
+                    );
+                }
+                Decision::Hold { reason } => {
+                    row.decision = Some("held");
+                    row.reason = Some(reason.clone());
+                    warm.status = "held";
+                    warm.day_started = decided;
+                    self.extra_event(
+                        decided,
+                        ENGINE,
+                        "warmup.held",
+                        json!({"node_id": node_id, "label": label, "day": warm.day,
+                               "daily_cap": warm.cap, "reason": reason}),
+                    );
+                    warm.reason = Some(reason);
+                }
+                Decision::Pause { reason } => {
+                    row.decision = Some("paused");
+                    row.reason = Some(reason.clone());
+                    warm.status = "paused";
+                    // A listing paused the node when it came; the boundary only stops
+                    // its warm-up.
+                    if listed_on.is_none() {
+                        self.pause(decided, ENGINE, reason.clone());
+                    }
+                    warm.reason = Some(reason);
+                    done = true;
+                }
+                Decision::Complete => {
+                    row.decision = Some("completed");
+                    warm.status = "completed";
+                    warm.reason = None;
+                    warm.day_started = decided;
+                    self.extra_event(
+                        decided,
+                        ENGINE,
+                        "warmup.completed",
+                        json!({"node_id": node_id, "label": label, "days": plan.days(),
+                               "daily_cap": warm.cap}),
+                    );
+                    self.set_node("active", Some("warm-up finished".into()), decided);
+                    done = true;
+                }
+            }
+            warm.days.push(row);
+            if done || listed_on.is_some() {
+                break;
+            }
+            date = boundary;
+        }
+        self.warm = Some(warm);
+    }
+
+    /// Any node without a warm-up yet (one registered by a request still in the pipeline
+    /// or rolled back): its days from registration until it was torn down, or until now.
+    fn finish_warmup(&mut self) {
+        if self.warm.is_some() {
+            return;
+        }
+        let Some(node) = self.node.as_ref() else {
+            return;
+        };
+        if node.status == "decommissioned" {
+            let stop = node.updated;
+            self.walk_warmup(stop, WalkEnd::Stopped, Mood::Calm);
+        } else {
+            self.walk_warmup(self.w.now, WalkEnd::Now, Mood::Calm);
         }
     }
 
@@ -2243,11 +2665,22 @@ impl<'a> Flow<'a> {
         }
     }
 
-    /// A blocklist listing from `listed`, lifted at `delisted` if given.
-    fn listing(&mut self, listed: i64, delisted: Option<i64>) {
+    /// A blocklist zone and one of its codes.
+    fn pick_zone(&mut self) -> (usize, usize) {
         let weights: Vec<f64> = ZONES.iter().map(|z| z.weight).collect();
         let zone = weighted(&mut self.rng, &weights);
         let code = self.rng.gen_range(0..ZONES[zone].codes.len());
+        (zone, code)
+    }
+
+    /// A blocklist listing from `listed`, lifted at `delisted` if given.
+    fn listing(&mut self, listed: i64, delisted: Option<i64>) {
+        let (zone, code) = self.pick_zone();
+        self.listing_on(zone, code, listed, delisted);
+    }
+
+    /// A listing on `ZONES[zone]` with its `code`.
+    fn listing_on(&mut self, zone: usize, code: usize, listed: i64, delisted: Option<i64>) {
         let (code_text, tag, meaning) = ZONES[zone].codes[code];
         let ip = self.ip();
         let details = self.rng.gen_bool(0.6).then(|| zone_details(zone, &ip));
@@ -2342,10 +2775,9 @@ impl<'a> Flow<'a> {
         let Some(registered) = self.node.as_ref().map(|n| n.created) else {
             return;
         };
-        let warmed = registered + WARMUP_DAYS * DAY + 10 * MIN;
         match fate {
             NodeFate::Active => {
-                self.warmup(now);
+                let warmed = self.settle_warmup() + 10 * MIN;
                 let mid = (warmed + now) / 2;
                 if self.rng.gen_bool(0.08) && mid - warmed > 2 * DAY {
                     let listed = between(&mut self.rng, warmed + HOUR, mid - DAY);
@@ -2361,10 +2793,19 @@ impl<'a> Flow<'a> {
                 let hb = self.heartbeat_recent();
                 self.finish_node((80, 100), (20, 95), hb);
             }
-            NodeFate::Warming => {
-                self.warmup(now);
+            NodeFate::Warming | NodeFate::WarmupPaused => {
+                let mood = if fate == NodeFate::Warming {
+                    Mood::Any
+                } else {
+                    Mood::PauseOnce
+                };
+                self.walk_warmup(now, WalkEnd::Now, mood);
                 let hb = self.heartbeat_recent();
-                self.finish_node((70, 95), (5, 40), hb);
+                if self.node_status() == "paused" {
+                    self.finish_node((45, 75), (0, 0), hb);
+                } else {
+                    self.finish_node((70, 95), (5, 40), hb);
+                }
             }
             NodeFate::Listed => {
                 let listed = between(
@@ -2372,18 +2813,24 @@ impl<'a> Flow<'a> {
                     (registered + 2 * HOUR).max(now - 10 * DAY),
                     now - 10 * MIN,
                 );
-                self.warmup(listed);
-                self.listing(listed, None);
+                // Listed while still warming: the warm-up pauses at the next boundary.
+                let (zone, code) = self.pick_zone();
+                if listed > self.settles_at() {
+                    self.settle_warmup();
+                } else {
+                    self.walk_warmup(listed, WalkEnd::Listed(zone), Mood::Calm);
+                }
+                self.listing_on(zone, code, listed, None);
                 let hb = self.heartbeat_recent();
                 self.finish_node((40, 65), (0, 0), hb);
             }
             NodeFate::Bounce => {
+                let warmed = self.settle_warmup() + HOUR;
                 let when = between(
                     &mut self.rng,
-                    (registered + 2 * HOUR).max(now - 3 * DAY),
+                    (registered + 2 * HOUR).max(now - 3 * DAY).max(warmed),
                     now - 10 * MIN,
                 );
-                self.warmup(when);
                 let reason = if self.rng.gen_bool(0.7) {
                     format!("bounce rate {:.1}% > 5%", self.rng.gen_range(5.2..9.8))
                 } else {
@@ -2397,8 +2844,8 @@ impl<'a> Flow<'a> {
                 self.finish_node((45, 70), (0, 0), hb);
             }
             NodeFate::Maintenance => {
+                self.settle_warmup();
                 let when = now - between(&mut self.rng, 5 * MIN, 6 * HOUR);
-                self.warmup(when);
                 let who = pick(&mut self.rng, &[SRE, OPS_LEAD]);
                 let why = pick(&mut self.rng, &MAINTENANCE_REASONS);
                 let reason = format!("{why} ({})", ACTORS[who as usize]);
@@ -2415,7 +2862,7 @@ impl<'a> Flow<'a> {
             NodeFate::Unhealthy => {
                 let hb = now - between(&mut self.rng, 95 * SEC, 20 * MIN);
                 let when = hb + 90 * SEC;
-                self.warmup(when);
+                self.settle_warmup();
                 let node_id = self.node_id();
                 let from = self.node_status();
                 self.extra_event(
@@ -2447,8 +2894,8 @@ impl<'a> Flow<'a> {
             Fate::Suspended => {
                 self.full_pipeline();
                 let done = self.t;
-                let when = between(&mut self.rng, done + HOUR, now - 30 * MIN);
-                self.warmup(when);
+                let warmed = self.settle_warmup();
+                let when = between(&mut self.rng, done.max(warmed) + HOUR, now - 30 * MIN);
                 self.suspend(when);
                 let rep = between(&mut self.rng, 50, 90);
                 if let Some(node) = self.node.as_mut() {
@@ -2463,7 +2910,12 @@ impl<'a> Flow<'a> {
                 } else {
                     now - between(&mut self.rng, 25 * SEC, 60 * SEC)
                 };
-                self.warmup(when);
+                // Taken down while still warming: its days until then.
+                if when > self.settles_at() {
+                    self.settle_warmup();
+                } else {
+                    self.walk_warmup(when, WalkEnd::Stopped, Mood::Calm);
+                }
                 let hb = when - between(&mut self.rng, 0, 29 * SEC);
                 self.finish_node((70, 100), (0, 0), hb);
                 self.deprovision(when);
@@ -2601,7 +3053,9 @@ fn build<'a>(w: &'a World, s: &'a Slot, dep: Option<DepInfo>) -> Flow<'a> {
         }
         _ => s.approx,
     };
-    Flow::new(w, s, base, dep).live()
+    let mut flow = Flow::new(w, s, base, dep).live();
+    flow.finish_warmup();
+    flow
 }
 
 // ---------------------------------------------------------------------------
@@ -2758,6 +3212,38 @@ fn render(f: Flow<'_>, b: &mut DemoBatch) -> Summary {
             updated_at: at(node.updated),
             last_heartbeat: Some(at(node.heartbeat)),
         });
+        if let Some(warm) = &f.warm {
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            b.node_warmup.push(NodeWarmupIns {
+                node_id: node.id.clone(),
+                plan: w.warm_plans[warm.plan].name.clone(),
+                day: i64::from(warm.day),
+                days: i64::from(w.warm_plans[warm.plan].days()),
+                cap: as_i64(warm.cap),
+                status: warm.status,
+                reason: warm.reason.clone(),
+                started_at: at(warm.started),
+                day_started_at: at(warm.day_started),
+                updated_at: at(warm.updated),
+            });
+            for d in &warm.days {
+                let c = &d.counts;
+                b.warmup_days.push(WarmupDayIns {
+                    node_id: node.id.clone(),
+                    date: date_of(d.date),
+                    day: i64::from(d.day),
+                    cap: as_i64(d.cap),
+                    scheduled: as_i64(d.scheduled),
+                    sent: as_i64(c.sent),
+                    delivered: as_i64(c.delivered),
+                    deferred: as_i64(c.deferred),
+                    bounced: as_i64(c.bounced),
+                    complaints: as_i64(c.complaints),
+                    decision: d.decision,
+                    reason: d.reason.clone(),
+                });
+            }
+        }
         for l in &f.listings {
             let (code, _, meaning) = ZONES[l.zone].codes[l.code];
             b.listings.push(ListingIns {

@@ -1,12 +1,16 @@
 //! The demo database: every state present, a history the state machine allows, resources
 //! and the simulated cloud in agreement, the overwrite guard, an engine that can carry on
-//! from the generated fleet, and determinism.
+//! from the generated fleet, a warm-up history the day-boundary rule would have written,
+//! and determinism.
 
 mod support;
 
 use chrono::{DateTime, Utc};
 use mailfleet::config::Config;
 use mailfleet::demo::{config_for, generate, prepare_path, DemoError, DemoSpec, DemoSummary};
+use mailfleet::domain::warmup::{
+    builtin_specs, decide, DayCounts, Decision, Thresholds, WarmupPlan,
+};
 use mailfleet::domain::{transition, RequestEvent, RequestState, ALL_STATES};
 use mailfleet::engine;
 use mailfleet::engine::reconcile::reconcile;
@@ -584,6 +588,8 @@ async fn the_same_seed_makes_the_same_demo() {
             strings(&conn, "SELECT id || ' ' || label || ' ' || state || ' ' || created_at FROM requests ORDER BY id"),
             strings(&conn, "SELECT label || ' ' || ip_address || ' ' || status FROM nodes ORDER BY label"),
             strings(&conn, "SELECT id || ' ' || name || ' ' || at FROM events ORDER BY seq"),
+            strings(&conn, "SELECT node_id || ' ' || plan || ' ' || day || ' ' || cap || ' ' || status || ' ' || COALESCE(reason, '-') || ' ' || day_started_at FROM node_warmup ORDER BY node_id"),
+            strings(&conn, "SELECT node_id || ' ' || date || ' ' || day || ' ' || cap || ' ' || scheduled || ' ' || sent || ' ' || delivered || ' ' || deferred || ' ' || bounced || ' ' || complaints || ' ' || COALESCE(decision, 'open') || ' ' || COALESCE(reason, '-') FROM warmup_days ORDER BY node_id, date"),
         )
     };
     let a = dir.path().join("a.db");
@@ -594,8 +600,13 @@ async fn the_same_seed_makes_the_same_demo() {
     let (_sc, _) = demo(&c, &cfg, DemoSpec { seed: 100, ..spec }, now).await;
     assert_eq!(summary_a, summary_b);
     let (fa, fb, fc) = (fingerprint(&a), fingerprint(&b), fingerprint(&c));
+    assert!(!fa.3.is_empty() && !fa.4.is_empty(), "no warm-up rows");
     assert_eq!(fa, fb, "same seed and time, different demo");
     assert_ne!(fa.1, fc.1, "another seed should make another fleet");
+    assert_ne!(
+        fa.4, fc.4,
+        "another seed should make another warm-up history"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,4 +707,388 @@ async fn a_demo_of_100k_nodes() {
     );
     assert_eq!(summary.nodes, nodes);
     assert!(summary.events >= nodes * 10, "{} events", summary.events);
+}
+
+/// One `warmup_days` row, as written.
+#[derive(Debug)]
+struct WarmDay {
+    date: String,
+    day: u32,
+    cap: u64,
+    scheduled: u64,
+    counts: DayCounts,
+    decision: Option<String>,
+    reason: Option<String>,
+}
+
+/// The decision as `warmup_days` records it.
+fn recorded(d: &Decision) -> (&'static str, Option<String>) {
+    match d {
+        Decision::Advance { .. } => ("advanced", None),
+        Decision::Hold { reason } => ("held", Some(reason.clone())),
+        Decision::Pause { reason } => ("paused", Some(reason.clone())),
+        Decision::Complete => ("completed", None),
+    }
+}
+
+fn next_date(date: &str) -> String {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("a date");
+    (d + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_warmup_history_follows_the_plans_and_the_day_boundary_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(&dir);
+    let cfg = config("");
+    let now = Utc::now();
+    let (_store, _) = demo(&path, &cfg, DemoSpec::default(), now).await;
+    let conn = read_only(&path);
+    let plans: HashMap<String, WarmupPlan> = builtin_specs()
+        .iter()
+        .map(|s| {
+            let p = s.build().expect("a built-in plan builds");
+            (p.name.clone(), p)
+        })
+        .collect();
+    let th = Thresholds::default();
+
+    // Every node has a warm-up, on a built-in plan, started when it was registered.
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM nodes n WHERE NOT EXISTS (SELECT 1 FROM node_warmup w WHERE w.node_id = n.id)"),
+        0,
+        "a node without a warm-up"
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM node_warmup w JOIN nodes n ON n.id = w.node_id WHERE w.started_at <> n.created_at"),
+        0
+    );
+    let mix: HashMap<String, i64> = {
+        let mut st = conn
+            .prepare("SELECT plan, COUNT(*) FROM node_warmup GROUP BY plan")
+            .expect("mix");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("mix");
+        rows.collect::<Result<_, _>>().expect("mix")
+    };
+    let standard = mix.get("standard").copied().unwrap_or(0);
+    assert!(
+        mix.iter()
+            .all(|(plan, n)| plan == "standard" || *n < standard),
+        "mostly standard: {mix:?}"
+    );
+    assert!(mix.len() >= 3, "a mix of plans: {mix:?}");
+
+    // Where each node is: its plan's cap for its day.
+    struct Warm {
+        plan: String,
+        day: u32,
+        days: u32,
+        cap: u64,
+        status: String,
+        reason: Option<String>,
+        node_status: String,
+        node_reason: Option<String>,
+        resume: Option<String>,
+        started: String,
+    }
+    let warm: BTreeMap<String, Warm> = {
+        let mut st = conn
+            .prepare(
+                "SELECT w.node_id, w.plan, w.day, w.days, w.cap, w.status, w.reason, n.status,
+                        n.status_reason, n.resume_status, w.started_at
+                 FROM node_warmup w JOIN nodes n ON n.id = w.node_id",
+            )
+            .expect("node_warmup");
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Warm {
+                        plan: r.get(1)?,
+                        day: r.get(2)?,
+                        days: r.get(3)?,
+                        cap: r.get(4)?,
+                        status: r.get(5)?,
+                        reason: r.get(6)?,
+                        node_status: r.get(7)?,
+                        node_reason: r.get(8)?,
+                        resume: r.get(9)?,
+                        started: r.get(10)?,
+                    },
+                ))
+            })
+            .expect("node_warmup");
+        rows.collect::<Result<_, _>>().expect("node_warmup")
+    };
+    for (id, w) in &warm {
+        let plan = plans
+            .get(&w.plan)
+            .unwrap_or_else(|| panic!("{id}: unknown plan {}", w.plan));
+        assert_eq!(w.days, plan.days(), "{id}");
+        assert_eq!(w.cap, plan.cap(w.day), "{id}: cap of day {}", w.day);
+        match w.status.as_str() {
+            "completed" => assert_eq!(w.day, w.days, "{id}"),
+            "warming" => assert!(w.reason.is_none() && w.day < w.days, "{id}"),
+            "held" | "paused" => assert!(w.reason.is_some(), "{id}: {} without a reason", w.status),
+            other => panic!("{id}: warm-up status {other}"),
+        }
+        // A node warming in service is warming or held in its warm-up.
+        if w.node_status == "warming" {
+            assert!(
+                matches!(w.status.as_str(), "warming" | "held"),
+                "{id}: {}",
+                w.status
+            );
+        }
+        // Paused by its numbers: the node says why, and resumes into warming.
+        if w.status == "paused" && w.node_status != "decommissioned" {
+            assert_eq!(w.node_status, "paused", "{id}");
+            assert_eq!(w.resume.as_deref(), Some("warming"), "{id}");
+            let reason = w.reason.as_deref().unwrap_or_default();
+            if !reason.starts_with("IP listed on ") {
+                assert_eq!(w.node_reason.as_deref(), Some(reason), "{id}");
+            }
+        }
+    }
+
+    // Each warming node's days: one a UTC day from its registration, each closed one
+    // decided by the rule on its own counts, chained day to day, and ending where the
+    // node is now.
+    let mut logs: BTreeMap<String, Vec<WarmDay>> = BTreeMap::new();
+    {
+        let mut st = conn
+            .prepare(
+                "SELECT node_id, date, day, cap, scheduled, sent, delivered, deferred, bounced,
+                        complaints, decision, reason
+                 FROM warmup_days ORDER BY node_id, date",
+            )
+            .expect("warmup_days");
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    WarmDay {
+                        date: r.get(1)?,
+                        day: r.get(2)?,
+                        cap: r.get(3)?,
+                        scheduled: r.get(4)?,
+                        counts: DayCounts {
+                            sent: r.get(5)?,
+                            delivered: r.get(6)?,
+                            deferred: r.get(7)?,
+                            bounced: r.get(8)?,
+                            complaints: r.get(9)?,
+                        },
+                        decision: r.get(10)?,
+                        reason: r.get(11)?,
+                    },
+                ))
+            })
+            .expect("warmup_days");
+        for row in rows {
+            let (id, day) = row.expect("row");
+            logs.entry(id).or_default().push(day);
+        }
+    }
+    assert!(!logs.is_empty(), "no warm-up days");
+    let listings: Vec<(String, String, String)> = {
+        let mut st = conn
+            .prepare("SELECT node_id, blacklist_provider, listed_at FROM ip_blacklist_events")
+            .expect("listings");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("listings");
+        rows.collect::<Result<_, _>>().expect("listings")
+    };
+    let today = now.format("%Y-%m-%d").to_string();
+    let oldest = (now - chrono::Duration::days(31))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (mut held, mut paused_by_numbers) = (0, 0);
+    for (id, days) in &logs {
+        let w = warm
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}: days but no warm-up"));
+        assert_ne!(
+            w.status, "completed",
+            "{id}: a settled node has no day-by-day log"
+        );
+        let plan = &plans[&w.plan];
+        assert_eq!(
+            days[0].date,
+            w.started[..10],
+            "{id}: the log starts on registration day"
+        );
+        assert_eq!((days[0].day, days[0].cap), (1, plan.cap(1)), "{id}");
+        assert!(
+            days.len() <= 31 && days[0].date >= oldest,
+            "{id}: {} days",
+            days.len()
+        );
+        for pair in days.windows(2) {
+            assert_eq!(
+                pair[1].date,
+                next_date(&pair[0].date),
+                "{id}: a day missing"
+            );
+            let (before, after) = (&pair[0], &pair[1]);
+            match before.decision.as_deref() {
+                Some("advanced") => {
+                    assert_eq!(
+                        (after.day, after.cap),
+                        (before.day + 1, plan.cap(before.day + 1)),
+                        "{id}"
+                    )
+                }
+                Some("held") => {
+                    assert_eq!((after.day, after.cap), (before.day, before.cap), "{id}")
+                }
+                other => panic!("{id}: a day after {other:?} on {}", before.date),
+            }
+        }
+        for d in days {
+            let c = &d.counts;
+            assert!(
+                c.sent <= d.cap && c.sent <= d.scheduled && d.scheduled <= d.cap,
+                "{id}: {d:?}"
+            );
+            assert_eq!(c.delivered + c.deferred + c.bounced, c.sent, "{id}: {d:?}");
+            let Some(decision) = d.decision.as_deref() else {
+                continue;
+            };
+            // A day that ended after a listing came is paused by it.
+            let reason = d.reason.as_deref().unwrap_or_default();
+            let listed_on = reason.strip_prefix("IP listed on ");
+            if let Some(zone) = listed_on {
+                let end = format!("{}T", next_date(&d.date));
+                assert!(
+                    listings
+                        .iter()
+                        .any(|(n, z, at)| n == id && z == zone && *at < end),
+                    "{id}: paused for a listing on {zone} that did not happen by {}",
+                    d.date
+                );
+            }
+            let again = decide(plan, d.day, c, listed_on, &th);
+            assert_eq!(
+                recorded(&again),
+                (decision, d.reason.clone()),
+                "{id} on {}: {d:?}",
+                d.date
+            );
+            held += usize::from(decision == "held");
+            paused_by_numbers += usize::from(decision == "paused" && listed_on.is_none());
+        }
+        // Where the log ends is where the node is.
+        let last = days.last().expect("a day");
+        match last.decision.as_deref() {
+            None => {
+                assert!(
+                    matches!(w.status.as_str(), "warming" | "held"),
+                    "{id}: open day while {}",
+                    w.status
+                );
+                assert_eq!((last.day, last.cap), (w.day, w.cap), "{id}");
+                assert!(
+                    last.date == today || next_date(&last.date) == today,
+                    "{id}: open on {}",
+                    last.date
+                );
+            }
+            Some("advanced") => {
+                assert_eq!(
+                    (w.status.as_str(), w.day),
+                    ("warming", last.day + 1),
+                    "{id}"
+                );
+            }
+            Some("held") => {
+                assert_eq!((w.status.as_str(), w.day), ("held", last.day), "{id}");
+                assert_eq!(w.reason, last.reason, "{id}");
+            }
+            Some("paused") => {
+                assert_eq!((w.status.as_str(), w.day), ("paused", last.day), "{id}");
+                assert_eq!(w.reason, last.reason, "{id}");
+            }
+            Some(other) => assert_eq!(
+                (w.status.as_str(), other),
+                ("completed", "completed"),
+                "{id}"
+            ),
+        }
+    }
+    // Open days only for nodes still sending, and only today's (or yesterday's, in the
+    // seconds before its boundary ran).
+    assert!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM warmup_days WHERE decision IS NULL"
+        ) >= 20,
+        "warming nodes show today so far"
+    );
+    assert!(held >= 1, "no held day");
+    assert!(paused_by_numbers >= 1, "no warm-up paused by its numbers");
+
+    // The events say what the days decided.
+    let decisions = |d: &str| {
+        count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM warmup_days WHERE decision = '{d}'"),
+        )
+    };
+    let events = |name: &str| {
+        count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM events WHERE name = '{name}'"),
+        )
+    };
+    assert_eq!(events("warmup.advanced"), decisions("advanced"));
+    assert_eq!(events("warmup.held"), decisions("held"));
+    assert_eq!(
+        events("warmup.completed"),
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM node_warmup WHERE status = 'completed'"
+        )
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM events e JOIN warmup_days d ON d.node_id = e.node_id
+             WHERE e.name = 'warmup.advanced' AND d.decision = 'advanced'
+               AND json_extract(e.payload, '$.day') = d.day + 1
+               AND substr(e.at, 1, 10) = date(d.date, '+1 day')"
+        ),
+        decisions("advanced"),
+        "every advance has its event, the next day, naming the new day"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM events e JOIN warmup_days d ON d.node_id = e.node_id
+             WHERE e.name = 'warmup.held' AND d.decision = 'held'
+               AND substr(e.at, 1, 10) = date(d.date, '+1 day')
+               AND json_extract(e.payload, '$.day') = d.day
+               AND json_extract(e.payload, '$.daily_cap') = d.cap
+               AND json_extract(e.payload, '$.reason') = d.reason"
+        ),
+        decisions("held"),
+        "every hold has its event with the reason"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM warmup_days d WHERE d.decision = 'paused'
+               AND d.reason NOT LIKE 'IP listed on %'
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.node_id = d.node_id
+                   AND e.name = 'node.paused' AND json_extract(e.payload, '$.reason') = d.reason
+                   AND substr(e.at, 1, 10) = date(d.date, '+1 day'))"
+        ),
+        0,
+        "a warm-up pause without its node.paused event"
+    );
 }

@@ -42,8 +42,20 @@ async fn a_worker_whose_lease_was_taken_over_cannot_write() {
     assert_eq!(second.claims.len(), 1);
     assert!(second.claims[0].fence > first.claims[0].fence);
     let stale = fenced(&req.id, first.claims[0].fence);
+    let last = mailfleet::store::LastTask {
+        task: "wait_for_ip",
+        detail: "198.51.100.7 assigned".into(),
+        resource: Some(ResourceWrite {
+            kind: Some(ResourceKind::Ip),
+            allocated: true,
+            provider: Some("sim".into()),
+            provider_ref: Some("198.51.100.7".into()),
+            detail: None,
+        }),
+        node: None,
+    };
     let err = store
-        .complete_step(&stale, Step::Allocate)
+        .complete_step(&stale, Step::Allocate, last)
         .await
         .expect_err("stale fence refused");
     assert!(matches!(err, StoreError::FenceLost(_)), "{err}");
@@ -55,7 +67,15 @@ async fn a_worker_whose_lease_was_taken_over_cannot_write() {
     // Nothing the stale worker tried is visible; the new one can write.
     let d = store.request_detail(&req.id).await.expect("detail");
     assert_eq!(d.request.state, "allocating");
-    assert!(d.tasks.iter().all(|t| t.name != "create_instance"));
+    assert!(d
+        .tasks
+        .iter()
+        .all(|t| t.name != "create_instance" && t.name != "wait_for_ip"));
+    assert!(
+        d.resources.iter().all(|r| r.kind != "ip"),
+        "{:?}",
+        d.resources
+    );
     store
         .task_done(
             &fenced(&req.id, second.claims[0].fence),

@@ -70,6 +70,13 @@ fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
         current_load: 10 * n as i64,
         created_at: at(600),
         last_heartbeat: Some(mailfleet::clock::ts(now() - chrono::Duration::seconds(12))),
+        warmup: (status == "warming").then(|| mailfleet::store::NodeWarmup {
+            plan: "standard".into(),
+            day: 12,
+            days: 42,
+            cap: 95,
+            status: "warming".into(),
+        }),
     }
 }
 
@@ -426,12 +433,24 @@ async fn headless_console_provisions_approves_suspends_and_quits() {
     .await;
     app.update(Action::ShowApprovals);
     assert_eq!(app.table().visible.len(), 1);
+    // alice asked for it, so alice may not approve it: the refusal is on screen.
+    let effects = app.update(Action::Approve);
+    pump(&mut app, &store, &handle, effects).await;
+    let said = app.status.as_ref().expect("a status line");
+    assert!(said.error, "{}", said.text);
+    assert!(said.text.contains("alice requested it"), "{}", said.text);
+    refresh(&mut app, &store).await;
+    assert_eq!(state_of(&app, "big-1").as_deref(), Some("pending_approval"));
+    // A second person approves it.
+    app.actor = "bob".into();
     let effects = app.update(Action::Approve);
     pump(&mut app, &store, &handle, effects).await;
     until(&mut app, &store, "big-1 completed", |a| {
         state_of(a, "big-1").as_deref() == Some("completed")
     })
     .await;
+
+    app.actor = "alice".into();
 
     // Suspend node-1 from the Fleet view, after a confirmation.
     app.update(Action::ShowFleet);
@@ -470,7 +489,7 @@ async fn headless_console_provisions_approves_suspends_and_quits() {
     assert!(d
         .transitions
         .iter()
-        .any(|t| t.to_state == "queued" && t.actor == "alice"));
+        .any(|t| t.to_state == "queued" && t.actor == "bob"));
 
     // q with nothing in flight quits at once.
     refresh(&mut app, &store).await;
@@ -479,4 +498,157 @@ async fn headless_console_provisions_approves_suspends_and_quits() {
         vec![Effect::Quit { drain: false }]
     );
     handle.shutdown().await;
+}
+
+/// The labels of the Requests view's rows, top to bottom, as drawn.
+fn request_labels(app: &mut App) -> Vec<String> {
+    render(app, 110, 22)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("node-") || w.starts_with("big-"))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn shift_letter_sorts_by_a_column_and_again_reverses() {
+    let mut app = app_with(fixture());
+    app.update(Action::ShowRequests);
+    // L is the LABEL column's letter in the Requests view (no key is bound to L).
+    key(&mut app, crossterm::event::KeyCode::Char('L'));
+    let asc = request_labels(&mut app);
+    let mut sorted = asc.clone();
+    sorted.sort();
+    assert_eq!(asc, sorted, "sorted by label, ascending");
+    assert_eq!(asc.len(), 7);
+    key(&mut app, crossterm::event::KeyCode::Char('L'));
+    let desc = request_labels(&mut app);
+    sorted.reverse();
+    assert_eq!(desc, sorted, "the same letter again reverses");
+    // R is bound (roll back), so REGION-like clashes move to the next free letter; in the
+    // Fleet view, REGION sorts on E. Pressing R never sorts: it asks to roll back.
+    let letters = mailfleet::tui::table::sort_letters(View::Fleet, |c| app.keymap.is_bound(c));
+    assert_eq!(letters[2], Some('E'));
+    assert!(!letters.contains(&Some('R')) && !letters.contains(&Some('G')));
+    let shown = render(&mut app, 110, 22);
+    assert!(shown.contains("sorted by label ↓"), "{shown}");
+}
+
+#[test]
+fn with_the_mouse_on_a_click_selects_a_row_and_a_second_click_opens_it() {
+    use crossterm::event::{Event, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+    let mut app = app_with(fixture());
+    app.update(Action::ShowRequests);
+    app.update(Action::ToggleMouse);
+    assert!(app.mouse);
+    let screen = render(&mut app, 110, 22);
+    // Find the screen line that shows node-dal-001 and click on it.
+    let y = screen
+        .lines()
+        .position(|l| l.contains("node-dal-001"))
+        .expect("row on screen") as u16;
+    let click = |app: &mut App| {
+        let mut dirty = false;
+        mailfleet::tui::handle(
+            app,
+            mailfleet::tui::Msg::Input(Event::Mouse(MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column: 20,
+                row: y,
+                modifiers: KeyModifiers::NONE,
+            })),
+            &mut dirty,
+        )
+    };
+    assert_ne!(app.selected_request().as_deref(), Some(id(1).as_str()));
+    assert!(click(&mut app).is_empty());
+    assert_eq!(
+        app.selected_request().as_deref(),
+        Some(id(1).as_str()),
+        "the clicked row is selected"
+    );
+    assert!(app.detail.is_none());
+    let effects = click(&mut app);
+    assert!(
+        matches!(&app.detail, Some((d, _)) if *d == id(1)),
+        "a second click opens the row"
+    );
+    assert!(!effects.is_empty(), "opening loads the detail");
+    // A click outside the rows does nothing.
+    let before = app.table().selected;
+    let mut dirty = false;
+    mailfleet::tui::handle(
+        &mut app,
+        mailfleet::tui::Msg::Input(Event::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: 20,
+            row: 0,
+            modifiers: KeyModifiers::NONE,
+        })),
+        &mut dirty,
+    );
+    assert_eq!(app.table().selected, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_pane_takes_the_keys_to_scroll_and_gives_them_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let id = create(&ctx, "acme", "dallas", "ssd-1", "scroll-me")
+        .await
+        .id;
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    let mut app = app_with(ConsoleSnapshot::default());
+    refresh(&mut app, &store).await;
+    // The new node starts the default warm-up plan (standard: 42 days from 10/day), and
+    // the Fleet view says so.
+    let w = app.snap.nodes[0]
+        .warmup
+        .clone()
+        .expect("the node is warming");
+    assert_eq!((&*w.plan, w.day, w.days, w.cap), ("standard", 1, 42, 10));
+    assert!(render(&mut app, 110, 30).contains("d1/42 10/d"));
+    app.update(Action::ShowRequests);
+    let effects = app.update(Action::Open);
+    assert!(!effects.is_empty());
+    app.set_detail(store.request_detail(&id).await.expect("detail"));
+    assert!(!app.detail_focus);
+    let first = render(&mut app, 110, 30);
+    assert!(first.contains("enter scrolls"), "{first}");
+    // The first line of the pane: the state, tenant and label.
+    let head = |s: &str| s.contains("completed  acme · scroll-me");
+    assert!(head(&first), "{first}");
+
+    // Enter on the open pane gives it the keys: movement scrolls the pane, not the list.
+    app.update(Action::Open);
+    assert!(app.detail_focus);
+    let selected = app.table().selected;
+    app.update(Action::PageDown);
+    let scrolled = render(&mut app, 110, 30);
+    assert!(app.detail_scroll > 0);
+    assert!(
+        !head(&scrolled),
+        "scrolled past the first line:\n{scrolled}"
+    );
+    assert!(scrolled.contains("esc back to the list"));
+    assert_eq!(app.table().selected, selected, "the list did not move");
+    // Scrolling stops at the end of the pane's content.
+    app.update(Action::Bottom);
+    render(&mut app, 110, 30);
+    let bottom = app.detail_scroll;
+    app.update(Action::Down);
+    render(&mut app, 110, 30);
+    assert_eq!(app.detail_scroll, bottom, "no scrolling past the end");
+    app.update(Action::Top);
+    assert!(head(&render(&mut app, 110, 30)));
+
+    // Esc gives the keys back to the list with the pane still open; Esc again closes it.
+    app.update(Action::Back);
+    assert!(!app.detail_focus && app.detail.is_some());
+    app.update(Action::Back);
+    assert!(app.detail.is_none());
 }

@@ -9,6 +9,7 @@ pub mod retry;
 pub mod state;
 pub mod step;
 pub mod validate;
+pub mod warmup;
 
 pub use resource::{Lifecycle, LifecycleEvent, ResourceKind};
 pub use retry::RetryPolicy;

@@ -70,6 +70,9 @@ pub enum CommandError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Provider(String),
+    /// The actor may not do this (role, four-eyes).
+    #[error("{0}")]
+    Refused(String),
     #[error("the engine has stopped")]
     EngineStopped,
 }
@@ -85,6 +88,7 @@ pub async fn execute(
         Command::Create(c) => create(ctx, actor, c).await,
         Command::Approve { id, reason } => {
             let id = store.resolve_request_id(&id).await?;
+            may_decide(ctx, actor, &id, "approve").await?;
             let state = store
                 .decide(&id, RequestEvent::Approve, actor, reason, now)
                 .await?;
@@ -92,6 +96,7 @@ pub async fn execute(
         }
         Command::Reject { id, reason } => {
             let id = store.resolve_request_id(&id).await?;
+            may_decide(ctx, actor, &id, "reject").await?;
             if reason.trim().is_empty() {
                 return Err(CommandError::Invalid(
                     "reason: a rejection needs a reason (--reason TEXT)".into(),
@@ -111,6 +116,35 @@ pub async fn execute(
             service(ctx, actor, &id, RequestEvent::Reactivate, reason).await
         }
     }
+}
+
+/// The approver role, and four-eyes: nobody approves a request they made. Refusals say
+/// who, what and why: "ops-lead cannot approve 7f3a: ops-lead requested it".
+async fn may_decide(ctx: &Arc<Ctx>, actor: &str, id: &str, verb: &str) -> Result<(), CommandError> {
+    let req = ctx
+        .store
+        .get_request(id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    if req.state() != RequestState::PendingApproval {
+        // Not awaiting a decision: the state machine's refusal says why.
+        return Ok(());
+    }
+    let who = crate::domain::validate::sanitize(actor);
+    if !ctx.cfg.may_approve(actor, &req.tenant) {
+        return Err(CommandError::Refused(format!(
+            "{who} cannot {verb} {}: {who} is not an approver for {}",
+            short(id),
+            req.tenant
+        )));
+    }
+    if verb == "approve" && req.requested_by == actor {
+        return Err(CommandError::Refused(format!(
+            "{who} cannot approve {}: {who} requested it",
+            short(id)
+        )));
+    }
+    Ok(())
 }
 
 async fn teardown(

@@ -233,10 +233,11 @@ async fn main_loop(
             }
             () = ctx.wake.notified() => {}
             Some(done) = workers.join_next(), if !workers.is_empty() => {
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        tracing::error!(error = %e, "a worker panicked; its lease will expire and another worker resumes");
-                    }
+                note_worker_end(done);
+                // Every worker that has finished frees its slot now, so one claim refills
+                // them all instead of one claim per finished worker.
+                while let Some(done) = workers.try_join_next() {
+                    note_worker_end(done);
                 }
             }
             msg = commands.recv(), if commands_open => match msg {
@@ -273,6 +274,14 @@ async fn main_loop(
     }
     if let Err(e) = ctx.store.release_all_leases(&ctx.owner).await {
         tracing::warn!(error = %e, "could not release leases; they expire on their own");
+    }
+}
+
+fn note_worker_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(error = %e, "a worker panicked; its lease will expire and another worker resumes");
+        }
     }
 }
 

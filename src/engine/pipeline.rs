@@ -5,7 +5,7 @@ use super::retry::{with_retry, RetryNote};
 use super::{teardown, Ctx, WorkerError};
 use crate::domain::{RequestState, ResourceKind, Step};
 use crate::providers::{InstanceStatus, Probe, ProviderError};
-use crate::store::{Claim, Fenced, RequestRow, ResourceWrite, StoreError};
+use crate::store::{Claim, Fenced, LastTask, RequestRow, ResourceWrite, StoreError};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -142,8 +142,11 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                     found: &found,
                 };
                 match run.run().await {
-                    Ok(()) => {
-                        state = ctx.store.complete_step(&fenced(ctx, claim), step).await?;
+                    Ok(last) => {
+                        state = ctx
+                            .store
+                            .complete_step(&fenced(ctx, claim), step, last)
+                            .await?;
                         if state == RequestState::Completed {
                             return Ok(());
                         }
@@ -240,7 +243,9 @@ struct StepRun<'a> {
 }
 
 impl StepRun<'_> {
-    async fn run(&self) -> Result<(), Stop> {
+    /// Runs the step's sub-tasks; the last one is returned, to be recorded with the step's
+    /// completion in one write.
+    async fn run(&self) -> Result<LastTask, Stop> {
         match self.step {
             Step::Allocate => self.allocate().await,
             Step::Configure => self.configure().await,
@@ -332,7 +337,21 @@ impl StepRun<'_> {
         }
     }
 
-    async fn allocate(&self) -> Result<(), Stop> {
+    fn last(
+        &self,
+        task: &'static str,
+        detail: String,
+        resource: Option<ResourceWrite>,
+    ) -> LastTask {
+        LastTask {
+            task,
+            detail,
+            resource,
+            node: None,
+        }
+    }
+
+    async fn allocate(&self) -> Result<LastTask, Stop> {
         let p = &self.ctx.provider;
         let req = self.req;
         let spec = crate::providers::InstanceSpec {
@@ -380,12 +399,11 @@ impl StepRun<'_> {
             .await?;
         let ip =
             ip.ok_or_else(|| Stop::Failed("wait_for_ip: the provider reported no IP".into()))?;
-        self.done(
+        Ok(self.last(
             "wait_for_ip",
             format!("{ip} assigned"),
             Some(self.resource(ResourceKind::Ip, Some(ip.to_string()), format!("IPv4 {ip}"))),
-        )
-        .await
+        ))
     }
 
     /// Polls the instance until `ready` says so; returns its IP.
@@ -412,7 +430,7 @@ impl StepRun<'_> {
         }
     }
 
-    async fn configure(&self) -> Result<(), Stop> {
+    async fn configure(&self) -> Result<LastTask, Stop> {
         let p = &self.ctx.provider;
         let (id, ip) = self.instance().await?;
         let host = self.hostname();
@@ -437,15 +455,14 @@ impl StepRun<'_> {
         let user_data = cloud_init(&host);
         self.call("mail_stack", || p.bootstrap(&id, &user_data))
             .await?;
-        self.done(
+        Ok(self.last(
             "mail_stack",
             "postfix, ufw and fail2ban installed by cloud-init".into(),
             None,
-        )
-        .await
+        ))
     }
 
-    async fn activate(&self) -> Result<(), Stop> {
+    async fn activate(&self) -> Result<LastTask, Stop> {
         let p = &self.ctx.provider;
         let (id, ip) = self.instance().await?;
         self.call("start_services", || p.resume(&id)).await?;
@@ -459,35 +476,33 @@ impl StepRun<'_> {
             None,
         )
         .await?;
-        let node = crate::store::NewNode {
-            provider_id: id.clone(),
-            hostname: self.hostname(),
-            ip: ip.to_string(),
-        };
-        let node_id = self
-            .ctx
-            .store
-            .register_node(&fenced(self.ctx, self.claim), node)
-            .await?;
-        let d = format!(
-            "node {} registered as warming",
-            crate::domain::ids::short(&node_id)
-        );
-        self.done(
-            "register_node",
-            d.clone(),
-            Some(self.resource(ResourceKind::Node, Some(node_id), d)),
-        )
-        .await
+        // The node is registered, and recorded as the task's resource, by the write that
+        // completes the step.
+        Ok(LastTask {
+            node: Some(crate::store::NewNode {
+                provider_id: id.clone(),
+                hostname: self.hostname(),
+                ip: ip.to_string(),
+                warmup: self
+                    .ctx
+                    .cfg
+                    .default_warmup_plan()
+                    .map(|p| (p.name.clone(), p.days(), p.cap(1))),
+            }),
+            ..self.last(
+                "register_node",
+                String::new(),
+                Some(self.resource(ResourceKind::Node, None, String::new())),
+            )
+        })
     }
 
-    async fn verify(&self) -> Result<(), Stop> {
+    async fn verify(&self) -> Result<LastTask, Stop> {
         let p = &self.ctx.provider;
         let (id, _) = self.instance().await?;
         for (task, probe) in [
             ("smtp_probe", Probe::Smtp),
             ("submission_probe", Probe::Submission),
-            ("test_message", Probe::TestMessage),
         ] {
             let answer = self.call(task, || p.probe(&id, probe)).await?;
             self.done(
@@ -497,7 +512,13 @@ impl StepRun<'_> {
             )
             .await?;
         }
-        Ok(())
+        let task = "test_message";
+        let answer = self.call(task, || p.probe(&id, Probe::TestMessage)).await?;
+        Ok(self.last(
+            task,
+            crate::domain::validate::sanitize(&answer).into_owned(),
+            None,
+        ))
     }
 }
 

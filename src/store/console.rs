@@ -62,6 +62,18 @@ pub struct ConsoleNode {
     pub current_load: i64,
     pub created_at: String,
     pub last_heartbeat: Option<String>,
+    pub warmup: Option<NodeWarmup>,
+}
+
+/// Where a node is on its warm-up plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeWarmup {
+    pub plan: Arc<str>,
+    pub day: i64,
+    pub days: i64,
+    pub cap: i64,
+    /// warming | held | paused | completed
+    pub status: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,9 +141,11 @@ impl Store {
                 let nodes = sized_rows(
                     c,
                     "SELECT COUNT(*) FROM nodes",
-                    "SELECT id, request_id, provider_id, tenant, label, hostname, ip_address, region, plan, status,
-                            status_reason, reputation_score, current_load, created_at, last_heartbeat
-                     FROM nodes ORDER BY created_at, id",
+                    "SELECT n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address, n.region,
+                            n.plan, n.status, n.status_reason, n.reputation_score, n.current_load, n.created_at,
+                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status
+                     FROM nodes n LEFT JOIN node_warmup w ON w.node_id = n.id
+                     ORDER BY n.created_at, n.id",
                     [],
                     |r| {
                         Ok(ConsoleNode {
@@ -150,6 +164,16 @@ impl Store {
                             current_load: r.get(12)?,
                             created_at: r.get(13)?,
                             last_heartbeat: r.get(14)?,
+                            warmup: match r.get::<_, Option<String>>(15)? {
+                                Some(plan) => Some(NodeWarmup {
+                                    plan: words.get(plan),
+                                    day: r.get(16)?,
+                                    days: r.get(17)?,
+                                    cap: r.get(18)?,
+                                    status: words.get(r.get(19)?),
+                                }),
+                                None => None,
+                            },
                         })
                     },
                 )?;

@@ -1,6 +1,7 @@
 //! The demo database's SQL: the `('demo', 'true')` mark, and bulk inserts of the rows that
 //! `crate::demo` generates. A batch is written in one transaction with cached statements;
-//! rows go in the order the foreign keys need (requests before what refers to them).
+//! rows go in the order the foreign keys need (requests before what refers to them, nodes
+//! before their warm-up).
 
 use super::{Conn, Store, StoreError};
 use crate::demo::DemoBatch;
@@ -206,6 +207,50 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
                 n.created_at,
                 n.updated_at,
                 n.last_heartbeat
+            ])?;
+        }
+    }
+    if !b.node_warmup.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, reason, started_at,
+                day_started_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for w in &b.node_warmup {
+            st.execute(params![
+                w.node_id,
+                w.plan,
+                w.day,
+                w.days,
+                w.cap,
+                w.status,
+                w.reason,
+                w.started_at,
+                w.day_started_at,
+                w.updated_at
+            ])?;
+        }
+    }
+    if !b.warmup_days.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO warmup_days (node_id, date, day, cap, scheduled, sent, delivered, deferred,
+                bounced, complaints, decision, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for d in &b.warmup_days {
+            st.execute(params![
+                d.node_id,
+                d.date,
+                d.day,
+                d.cap,
+                d.scheduled,
+                d.sent,
+                d.delivered,
+                d.deferred,
+                d.bounced,
+                d.complaints,
+                d.decision,
+                d.reason
             ])?;
         }
     }

@@ -24,13 +24,15 @@ pub mod sim;
 mod steps;
 
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
-pub use console::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, StepSummary};
+pub use console::{
+    ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, NodeWarmup, StepSummary,
+};
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
 pub use probe::VersionProbe;
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use rows::*;
-pub use steps::{Fenced, ResourceWrite};
+pub use steps::{Fenced, LastTask, ResourceWrite};
 
 use crate::config::{StoreConfig, Synchronous};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
@@ -45,11 +47,15 @@ pub type Conn = Connection;
 /// Most writes the writer groups into one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Read connections kept open between reads.
-const IDLE_READERS: usize = 4;
+/// Most reads that run at once; each keeps its connection open for the next read, so a busy
+/// engine never pays for opening a connection and parsing the schema again.
+const MAX_READERS: usize = 8;
 
 /// The schema, in order. Applied once each, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../assets/migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../assets/migrations/0001_init.sql")),
+    (2, include_str!("../../assets/migrations/0002_warmup.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,6 +97,8 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     /// Time spent inside transactions, in microseconds.
     pub busy_us: AtomicU64,
+    /// Of that, time spent committing (writing the WAL and syncing it), in microseconds.
+    pub commit_us: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -102,6 +110,7 @@ struct Inner {
     path: PathBuf,
     settings: StoreConfig,
     readers: Mutex<Vec<Conn>>,
+    read_slots: Arc<tokio::sync::Semaphore>,
     writer: Option<mpsc::Sender<Job>>,
     changes: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
@@ -154,6 +163,9 @@ fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, Stor
             Synchronous::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)?;
+        // Each grouped write runs in a savepoint; its journal stays in memory instead of a
+        // temporary file written (and rewritten) on every batch.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -281,6 +293,7 @@ impl Store {
                 path,
                 settings: cfg.clone(),
                 readers: Mutex::new(Vec::new()),
+                read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 writer,
                 changes,
                 stats,
@@ -312,7 +325,14 @@ impl Store {
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let slot = inner
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let pooled = inner
                 .readers
                 .lock()
@@ -324,7 +344,7 @@ impl Store {
             };
             let out = f(&conn);
             let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < IDLE_READERS {
+            if idle.len() < MAX_READERS {
                 idle.push(conn);
             }
             out
@@ -376,10 +396,11 @@ async fn writer_task(
         stats.batches.fetch_add(1, Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Relaxed);
         let started = std::time::Instant::now();
+        let batch_stats = stats.clone();
         let done = tokio::task::spawn_blocking(move || {
             let before = c.total_changes();
             // Only a batch that changed rows counts as a change: an empty claim does not.
-            let committed = run_batch(&c, batch) && c.total_changes() != before;
+            let committed = run_batch(&c, batch, &batch_stats) && c.total_changes() != before;
             (c, committed)
         })
         .await;
@@ -399,7 +420,7 @@ async fn writer_task(
 }
 
 /// Runs one group of jobs in one transaction; returns whether anything committed.
-fn run_batch(conn: &Conn, batch: Vec<Job>) -> bool {
+fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch {
@@ -425,7 +446,12 @@ fn run_batch(conn: &Conn, batch: Vec<Job>) -> bool {
         let _ = conn.execute_batch("ROLLBACK");
         false
     } else {
-        match conn.execute_batch("COMMIT") {
+        let commit_started = std::time::Instant::now();
+        let commit = conn.execute_batch("COMMIT");
+        stats
+            .commit_us
+            .fetch_add(commit_started.elapsed().as_micros() as u64, Relaxed);
+        match commit {
             Ok(()) => true,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");

@@ -16,6 +16,8 @@ pub struct NewNode {
     pub provider_id: String,
     pub hostname: String,
     pub ip: String,
+    /// The warm-up plan the node starts on: (name, days, day 1's cap).
+    pub warmup: Option<(String, u32, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,34 +78,37 @@ pub(crate) fn follow_service(
     emit(conn, name, &target, actor, &payload, &at)
 }
 
-impl Store {
-    /// Registers the request's node as warming. Idempotent: a resumed step finds the node
-    /// already there.
-    pub async fn register_node(&self, f: &Fenced, n: NewNode) -> Result<String, StoreError> {
-        let f = f.clone();
-        self.write(move |conn| {
-            let at = ts(f.now);
-            let existing: Option<String> = conn
-                .prepare_cached("SELECT id FROM nodes WHERE request_id = ?")?
-                .query_row([&f.id], |r| r.get(0))
-                .optional()?;
-            if let Some(id) = existing {
-                return Ok(id);
-            }
-            let id = new_id();
-            conn.prepare_cached(
-                "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
-                     plan, status, status_reason, created_at, updated_at, last_heartbeat)
-                 SELECT ?1, r.id, ?2, r.tenant, r.label, ?3, ?4, r.region, r.cluster, r.plan, 'warming',
-                     'registered by the activate step', ?5, ?5, ?5
-                 FROM requests r WHERE r.id = ?6",
-            )?
-            .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id])?;
-            Ok(id)
-        })
-        .await
+/// Registers the request's node as warming, inside the caller's (fenced) write; returns its
+/// id. Idempotent: a resumed step finds the node already there.
+pub(crate) fn register(conn: &Conn, f: &Fenced, n: &NewNode) -> Result<String, StoreError> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM nodes WHERE request_id = ?")?
+        .query_row([&f.id], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
     }
+    let id = new_id();
+    let at = ts(f.now);
+    conn.prepare_cached(
+        "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
+             plan, status, status_reason, created_at, updated_at, last_heartbeat)
+         SELECT ?1, r.id, ?2, r.tenant, r.label, ?3, ?4, r.region, r.cluster, r.plan, 'warming',
+             'registered by the activate step', ?5, ?5, ?5
+         FROM requests r WHERE r.id = ?6",
+    )?
+    .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id])?;
+    if let Some((plan, days, cap)) = &n.warmup {
+        conn.prepare_cached(
+            "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, started_at, day_started_at, updated_at)
+             VALUES (?1, ?2, 1, ?3, ?4, 'warming', ?5, ?5, ?5)",
+        )?
+        .execute(params![id, plan, days, cap, at])?;
+    }
+    Ok(id)
+}
 
+impl Store {
     /// Takes a request's node out of the fleet for good.
     pub async fn decommission_node(&self, f: &Fenced, reason: &str) -> Result<(), StoreError> {
         let f = f.clone();

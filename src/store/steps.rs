@@ -32,6 +32,16 @@ pub struct ResourceWrite {
     pub detail: Option<String>,
 }
 
+/// The last sub-task of a step, recorded in the same write that completes the step.
+#[derive(Debug, Clone)]
+pub struct LastTask {
+    pub task: &'static str,
+    pub detail: String,
+    pub resource: Option<ResourceWrite>,
+    /// The node to register (activate's last task); it is recorded as the task's resource.
+    pub node: Option<super::NewNode>,
+}
+
 /// Checks the fence (inside the write's transaction, so the check and the write are one);
 /// returns a pending teardown request, if any. Progress is recorded by the sub-task rows
 /// and state changes themselves; the lease is extended by the heartbeat.
@@ -185,12 +195,34 @@ impl Store {
         self.write(move |conn| extend_lease(conn, &f)).await
     }
 
-    /// The step finished: moves the request to the next state and starts the next step.
-    /// Completing the last step releases the lease.
-    pub async fn complete_step(&self, f: &Fenced, step: Step) -> Result<RequestState, StoreError> {
+    /// The step finished: records its last sub-task (and the node, for activate), moves the
+    /// request to the next state and starts the next step, all in one write. Completing the
+    /// last step releases the lease.
+    pub async fn complete_step(
+        &self,
+        f: &Fenced,
+        step: Step,
+        last: LastTask,
+    ) -> Result<RequestState, StoreError> {
         let f = f.clone();
         self.write(move |conn| {
             touch(conn, &f)?;
+            let LastTask { task, mut detail, mut resource, node } = last;
+            if let Some(n) = &node {
+                let node_id = super::nodes::register(conn, &f, n)?;
+                detail = format!("node {} registered as warming", short(&node_id));
+                resource = Some(ResourceWrite {
+                    kind: Some(ResourceKind::Node),
+                    allocated: true,
+                    provider: resource.and_then(|r| r.provider),
+                    provider_ref: Some(node_id),
+                    detail: Some(detail.clone()),
+                });
+            }
+            if let Some(r) = &resource {
+                upsert_resource(conn, &f, r)?;
+            }
+            set_task(conn, &f, step, task, "done", Some(&detail))?;
             let at = ts(f.now);
             let to = change(conn, &f, RequestEvent::StepSucceeded, None)?;
             let next = to.step().map(|s| s.as_str()).unwrap_or("");

@@ -90,7 +90,15 @@ pub enum Action {
     SortPrev,
     SortNext,
     SortReverse,
+    /// Sort by this column of the current view; again reverses. Bound to Shift+letter at
+    /// run time (see `table::sort_letters`), so it has no name in `[keys]`.
+    #[serde(skip)]
+    SortBy(usize),
     Mark,
+    /// A mouse click on the n-th row of the current view (see `App::row_at`); on the row
+    /// already selected it opens it.
+    #[serde(skip)]
+    Select(usize),
     Provision,
     Approve,
     Reject,
@@ -144,6 +152,8 @@ impl Action {
             Action::SortPrev => "sort ←",
             Action::SortNext => "sort →",
             Action::SortReverse => "reverse sort",
+            Action::SortBy(_) => "sort by column",
+            Action::Select(_) => "select",
             Action::Mark => "mark",
             Action::Provision => "provision",
             Action::Approve => "approve",

@@ -87,11 +87,18 @@ pub struct App {
     pub pipeline_state: usize,
     pub mode: Mode,
     pub detail: Option<(String, Option<Box<RequestDetail>>)>,
+    /// The detail pane has the keys (Enter on an open pane): movement scrolls it.
+    pub detail_focus: bool,
+    /// Lines the detail pane is scrolled down by.
+    pub detail_scroll: u16,
     pub status: Option<Status>,
     pub mouse: bool,
     pub quit: bool,
     /// Rows the current view showed at the last draw: what PgUp/PgDn move by.
     pub page: usize,
+    /// Where the last draw put the table's rows, and the index of the first: what a mouse
+    /// click maps back to a row.
+    pub rows_drawn: Option<(ratatui::layout::Rect, usize)>,
     /// Figures the header and the pipeline show, counted when data arrives (not per frame).
     pub counts: Counts,
     /// False until the first snapshot arrives: the screen says "loading", not "0 nodes".
@@ -152,10 +159,13 @@ impl App {
             pipeline_state: 0,
             mode: Mode::Normal,
             detail: None,
+            detail_focus: false,
+            detail_scroll: 0,
             status: None,
             mouse: false,
             quit: false,
             page: 20,
+            rows_drawn: None,
             counts: Counts::default(),
             loaded: false,
         }
@@ -310,6 +320,25 @@ impl App {
                 };
                 self.mode = Mode::Filter(Input::new(current));
             }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom
+                if self.detail_focus && self.detail.is_some() =>
+            {
+                let page = page.min(u16::MAX as usize) as u16;
+                let s = self.detail_scroll;
+                self.detail_scroll = match action {
+                    Action::Up => s.saturating_sub(1),
+                    Action::Down => s.saturating_add(1),
+                    Action::PageUp => s.saturating_sub(page),
+                    Action::PageDown => s.saturating_add(page),
+                    Action::Top => 0,
+                    _ => u16::MAX,
+                };
+            }
             Action::Up => return self.move_by(-1),
             Action::Down => return self.move_by(1),
             Action::PageUp => return self.move_by(-(page as i64)),
@@ -328,11 +357,24 @@ impl App {
             Action::Left | Action::Right => {}
             Action::Open => {
                 if let Some(id) = self.selected_request() {
+                    if self.detail.as_ref().is_some_and(|(open, _)| *open == id) {
+                        // Enter on the open pane hands it the keys, to scroll.
+                        self.detail_focus = true;
+                        return vec![];
+                    }
+                    self.detail_focus = false;
+                    self.detail_scroll = 0;
                     self.detail = Some((id.clone(), None));
                     return vec![Effect::LoadDetail(id)];
                 }
             }
             Action::Back => {
+                if self.detail_focus && self.detail.is_some() {
+                    self.detail_focus = false;
+                    return vec![];
+                }
+                self.detail_focus = false;
+                self.detail_scroll = 0;
                 if self.detail.take().is_none() {
                     let t = self.table_mut();
                     if !t.marks.is_empty() {
@@ -352,6 +394,26 @@ impl App {
                     _ => t.asc = !t.asc,
                 }
                 self.refresh(self.view);
+            }
+            Action::SortBy(col) => {
+                if col >= table::columns(self.view).len() {
+                    return vec![];
+                }
+                let t = self.table_mut();
+                if t.sort_col == col {
+                    t.asc = !t.asc;
+                } else {
+                    t.sort_col = col;
+                    t.asc = true;
+                }
+                self.refresh(self.view);
+            }
+            Action::Select(pos) => {
+                let selected = self.table().selected;
+                if pos == selected {
+                    return self.update(Action::Open);
+                }
+                return self.move_by(pos as i64 - selected as i64);
             }
             Action::Mark => {
                 if let Some(id) = self.selected_request() {
@@ -423,10 +485,20 @@ impl App {
     fn show(&mut self, v: View) -> Vec<Effect> {
         self.view = v;
         self.detail = None;
+        self.detail_focus = false;
+        self.detail_scroll = 0;
         if v == View::Events {
             return vec![Effect::LoadEvents { older_than: None }];
         }
         vec![]
+    }
+
+    /// The row of the current view drawn at screen cell (`x`, `y`), if any.
+    pub fn row_at(&self, x: u16, y: u16) -> Option<usize> {
+        let (area, first) = self.rows_drawn?;
+        let inside =
+            x >= area.x && x < area.x + area.width && y >= area.y && y < area.y + area.height;
+        inside.then(|| first + (y - area.y) as usize)
     }
 
     fn move_by(&mut self, delta: i64) -> Vec<Effect> {

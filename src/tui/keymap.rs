@@ -174,6 +174,31 @@ impl Keymap {
         self.bindings.get(key).copied()
     }
 
+    /// Whether a plain key (no ctrl) is bound to something.
+    pub fn is_bound(&self, c: char) -> bool {
+        self.bindings.contains_key(&Key {
+            code: KeyCode::Char(c),
+            ctrl: false,
+        })
+    }
+
+    /// The action for a key in a view: its binding, or else, for an unbound Shift+letter,
+    /// sorting by the column that letter names.
+    pub fn action_in(&self, key: &Key, view: super::action::View) -> Option<Action> {
+        if let Some(a) = self.action(key) {
+            return Some(a);
+        }
+        match key.code {
+            KeyCode::Char(c) if c.is_ascii_uppercase() && !key.ctrl => {
+                super::table::sort_letters(view, |ch| self.is_bound(ch))
+                    .iter()
+                    .position(|l| *l == Some(c))
+                    .map(Action::SortBy)
+            }
+            _ => None,
+        }
+    }
+
     /// Every key bound to `action`, in a stable order.
     pub fn keys_for(&self, action: Action) -> Vec<Key> {
         // Default-table order first (so the footer shows the usual key), then the rest.

@@ -191,6 +191,14 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             match m.kind {
                 MouseEventKind::ScrollDown => app.update(Action::Down),
                 MouseEventKind::ScrollUp => app.update(Action::Up),
+                MouseEventKind::Down(crossterm::event::MouseButton::Left)
+                    if matches!(app.mode, app::Mode::Normal) =>
+                {
+                    match app.row_at(m.column, m.row) {
+                        Some(pos) => app.update(Action::Select(pos)),
+                        None => vec![],
+                    }
+                }
                 _ => vec![],
             }
         }
@@ -241,7 +249,7 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
 pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let ev = Event::Key(k);
     match &mut app.mode {
-        Mode::Normal => match app.keymap.action(&Key::from_event(&k)) {
+        Mode::Normal => match app.keymap.action_in(&Key::from_event(&k), app.view) {
             Some(a) => app.update(a),
             None => vec![],
         },

@@ -89,7 +89,7 @@ const FLEET_COLUMNS: &[Column] = &[
     col("TENANT", 8, 4),
     col("STATUS", 14, 0),
     col("REP", 4, 2),
-    col("WARM-UP", 8, 6),
+    col("WARM-UP", 14, 6),
     col("LOAD", 5, 5),
     col("HEARTBEAT", 9, 2),
 ];
@@ -126,8 +126,10 @@ const WARMUP_COLUMNS: &[Column] = &[
     col("TENANT", 8, 3),
     col("REGION", 10, 4),
     col("STATUS", 10, 0),
+    col("DAY", 7, 1),
+    col("CAP/DAY", 8, 1),
+    col("PLAN", 13, 5),
     col("SINCE", 6, 2),
-    col("PLAN", 30, 5),
 ];
 const EVENTS_COLUMNS: &[Column] = &[
     col("TIME", 19, 0),
@@ -155,6 +157,27 @@ pub fn default_sort(v: View) -> (usize, bool) {
         View::Approvals => (0, false),
         View::Blacklist | View::Warmup | View::Events => (usize::MAX, true),
     }
+}
+
+/// The Shift+letter that sorts by each column of a view: the first letter of the column's
+/// title that no key binding and no earlier column has taken (REGION after R is bound to
+/// roll back sorts on E). `None` for a column with no free letter.
+pub fn sort_letters(v: View, taken: impl Fn(char) -> bool) -> Vec<Option<char>> {
+    let mut used: Vec<char> = Vec::new();
+    columns(v)
+        .iter()
+        .map(|c| {
+            let pick = c
+                .title
+                .chars()
+                .filter(|ch| ch.is_ascii_uppercase())
+                .find(|ch| !taken(*ch) && !used.contains(ch));
+            if let Some(ch) = pick {
+                used.push(ch);
+            }
+            pick
+        })
+        .collect()
 }
 
 /// Which columns fit in `width`, dropping the least important first.
@@ -278,6 +301,12 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
                     (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
                     (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
                     (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
+                    (View::Fleet, 6) | (View::Warmup, 5) => warm_key(x).cmp(&warm_key(y)),
+                    (View::Warmup, 6) => x
+                        .warmup
+                        .as_ref()
+                        .map(|w| w.cap)
+                        .cmp(&y.warmup.as_ref().map(|w| w.cap)),
                     (View::Fleet, 1) | (View::Warmup, 1) => {
                         ip_key(&x.ip_address).cmp(&ip_key(&y.ip_address))
                     }
@@ -298,6 +327,24 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
     };
     t.visible
         .sort_by(|a, b| if t.asc { cmp(a, b) } else { cmp(b, a) });
+}
+
+/// Warm-up progress as a sort key: the share of the plan done, then the day.
+fn warm_key(n: &crate::store::ConsoleNode) -> (i64, i64) {
+    n.warmup
+        .as_ref()
+        .filter(|w| &*w.status != "completed")
+        .map(|w| (w.day * 10_000 / w.days.max(1), w.day))
+        .unwrap_or((i64::MAX, 0))
+}
+
+/// 950, 9.5k, 95k, 1.2M: a daily volume in at most five characters.
+pub fn short_count(n: i64) -> String {
+    match n {
+        n if n < 10_000 => n.to_string(),
+        n if n < 1_000_000 => format!("{}k", n / 1000),
+        n => format!("{:.1}M", n as f64 / 1e6),
+    }
 }
 
 fn ip_key(ip: &Option<String>) -> u32 {
@@ -356,23 +403,41 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 (View::Fleet, 3) | (View::Warmup, 2) => n.tenant.to_string(),
                 (_, 4) => n.status.to_string(),
                 (View::Fleet, 5) => n.reputation_score.to_string(),
-                (View::Fleet, 6) => {
-                    if &*n.status == "warming" {
-                        "warming".into()
-                    } else {
-                        "-".into()
-                    }
-                }
+                (View::Fleet, 6) => match &n.warmup {
+                    // Day of the plan and today's cap; a hold or pause shows instead of the cap.
+                    Some(w) if &*w.status != "completed" => format!(
+                        "d{}/{} {}",
+                        w.day,
+                        w.days,
+                        match &*w.status {
+                            "warming" => format!("{}/d", short_count(w.cap)),
+                            other => other.to_uppercase(),
+                        }
+                    ),
+                    _ => "-".into(),
+                },
                 (View::Fleet, 7) => format!("{}%", n.current_load),
                 (View::Fleet, 8) => n
                     .last_heartbeat
                     .as_deref()
                     .map(|t| ago(app, t))
                     .unwrap_or_else(|| "-".into()),
-                (View::Warmup, 5) => ago(app, &n.created_at),
-                (View::Warmup, 6) => {
-                    format!("{} — plans and daily caps arrive with warm-up", n.plan)
-                }
+                (View::Warmup, 5) => n
+                    .warmup
+                    .as_ref()
+                    .map(|w| format!("{}/{}", w.day, w.days))
+                    .unwrap_or_else(|| "-".into()),
+                (View::Warmup, 6) => n
+                    .warmup
+                    .as_ref()
+                    .map(|w| short_count(w.cap))
+                    .unwrap_or_else(|| "-".into()),
+                (View::Warmup, 7) => n
+                    .warmup
+                    .as_ref()
+                    .map(|w| w.plan.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                (View::Warmup, 8) => ago(app, &n.created_at),
                 _ => String::new(),
             }
         }

@@ -19,13 +19,23 @@ fn local(ts: &str) -> String {
         .unwrap_or_else(|| ts.to_string())
 }
 
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     let th = app.theme;
     let Some((id, detail)) = &app.detail else {
         return;
     };
     let block = Block::default().borders(Borders::ALL).title(Span::styled(
-        format!(" request {} (esc closes) ", crate::domain::ids::short(id)),
+        if app.detail_focus {
+            format!(
+                " request {}  (j/k/PgUp/PgDn scroll · esc back to the list) ",
+                crate::domain::ids::short(id)
+            )
+        } else {
+            format!(
+                " request {}  (enter scrolls · esc closes) ",
+                crate::domain::ids::short(id)
+            )
+        },
         th.title(),
     ));
     let Some(d) = detail else {
@@ -153,10 +163,22 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             c(&e.actor)
         )));
     }
+    // Scrolling stops where the last line is at the bottom (counting wrapped lines).
+    let inner_w = area.width.saturating_sub(2).max(1) as usize;
+    let rendered: usize = lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner_w))
+        .sum();
+    let max = rendered.saturating_sub(area.height.saturating_sub(2) as usize);
+    let scroll = app
+        .detail_scroll
+        .min(u16::try_from(max).unwrap_or(u16::MAX));
+    app.detail_scroll = scroll;
     f.render_widget(
         Paragraph::new(lines)
             .block(block)
-            .wrap(Wrap { trim: false }),
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
         area,
     );
 }

@@ -17,6 +17,7 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
+    app.rows_drawn = None;
     let [head, tabs, body, status, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),

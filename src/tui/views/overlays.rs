@@ -38,12 +38,23 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 })
                 .collect();
             lines.push(Line::from(""));
+            let cols = crate::tui::table::columns(app.view);
+            let letters: Vec<String> =
+                crate::tui::table::sort_letters(app.view, |c| app.keymap.is_bound(c))
+                    .iter()
+                    .zip(cols)
+                    .filter_map(|(l, c)| l.map(|l| format!("{l} {}", c.title.to_lowercase())))
+                    .collect();
+            lines.push(Line::from(Span::styled(
+                format!("  sort keys: {}", letters.join(", ")),
+                th.dim(),
+            )));
             lines.push(Line::from(Span::styled("  :fleet :requests :approvals :blacklist :warmup :events :pipeline :q   (tab completes)", th.dim())));
             lines.push(Line::from(Span::styled(
                 "  / filters (!text inverts) · keys remap under [keys] in the config",
                 th.dim(),
             )));
-            let r = centered(area, 70, (lines.len() as u16 + 2).min(area.height));
+            let r = centered(area, 100, (lines.len() as u16 + 2).min(area.height));
             f.render_widget(Clear, r);
             f.render_widget(
                 Paragraph::new(lines).block(

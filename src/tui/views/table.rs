@@ -3,9 +3,10 @@
 use crate::tui::action::View;
 use crate::tui::app::App;
 use crate::tui::table::{cell, columns, fit, status_of};
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
@@ -52,60 +53,100 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
         );
         return;
     }
-    let header = Row::new(
-        keep.iter()
-            .map(|c| Span::styled(cols[*c].title, th.header())),
-    );
+    // The body is written straight into the buffer, a row at a time and only for the rows
+    // on screen: ratatui's Table would build a Row, Cells and Spans for each and lay them
+    // out on every frame.
+    f.render_widget(block, area);
+    let body = Rect {
+        x: area.x + 1,
+        y: area.y + 1,
+        width: inner_w,
+        height: area.height.saturating_sub(2),
+    };
+    if body.width == 0 || body.height == 0 {
+        return;
+    }
+    // Column positions: fixed widths, one space between, the last column takes the rest.
+    let mut spans: Vec<(usize, u16, u16)> = Vec::with_capacity(keep.len());
+    let mut x = body.x;
+    let right = body.x + body.width;
+    for (n, c) in keep.iter().enumerate() {
+        if x >= right {
+            break;
+        }
+        let want = if n + 1 == keep.len() {
+            right - x
+        } else {
+            cols[*c].width.min(right - x)
+        };
+        spans.push((*c, x, want));
+        x = x.saturating_add(want).saturating_add(1);
+    }
     let status_col = cols
         .iter()
         .position(|c| c.title == "STATUS" || c.title == "STATE");
-    let rows = t
+    let drawn = total.saturating_sub(offset).min(height) as u16;
+    app.rows_drawn = Some((
+        Rect {
+            x: body.x,
+            y: body.y + 1,
+            width: body.width,
+            height: drawn.min(body.height.saturating_sub(1)),
+        },
+        offset,
+    ));
+    let app = &*app;
+    let buf = f.buffer_mut();
+    for &(c, x, w) in &spans {
+        buf.set_stringn(x, body.y, cols[c].title, w as usize, th.header());
+    }
+    for (line, (pos, &i)) in t
         .visible
         .iter()
         .enumerate()
         .skip(offset)
         .take(height)
-        .map(|(pos, &i)| {
-            let marked = !t.marks.is_empty()
-                && selected_id(app, v, i).is_some_and(|id| t.marks.contains(&id));
-            let cells = keep.iter().map(|c| {
-                let text = cell(app, v, i, *c);
-                let text = if *c == keep[0] && marked {
-                    format!("*{text}")
-                } else {
-                    text
-                };
-                if Some(*c) == status_col {
-                    Span::styled(text, th.status(status_of(app, v, i)))
-                } else {
-                    Span::raw(text)
-                }
-            });
-            let row = Row::new(cells);
-            if pos == t.selected {
-                row.style(th.selected())
-            } else {
-                row
-            }
-        });
-    let widths: Vec<Constraint> = keep
-        .iter()
         .enumerate()
-        .map(|(n, c)| {
-            if n + 1 == keep.len() {
-                Constraint::Min(cols[*c].width)
+    {
+        let y = body.y + 1 + line as u16;
+        if y >= body.y + body.height {
+            break;
+        }
+        let selected = pos == t.selected;
+        if selected {
+            buf.set_style(
+                Rect {
+                    x: body.x,
+                    y,
+                    width: body.width,
+                    height: 1,
+                },
+                th.selected(),
+            );
+        }
+        let marked =
+            !t.marks.is_empty() && selected_id(app, v, i).is_some_and(|id| t.marks.contains(&id));
+        for (n, &(c, x, w)) in spans.iter().enumerate() {
+            let text = cell(app, v, i, c);
+            let style = if Some(c) == status_col {
+                th.status(status_of(app, v, i))
             } else {
-                Constraint::Length(cols[*c].width)
+                Style::default()
+            };
+            let style = if selected {
+                th.selected().patch(style)
+            } else {
+                style
+            };
+            if n == 0 && marked {
+                let (after, _) = buf.set_stringn(x, y, "*", w as usize, style);
+                let left = (x + w).saturating_sub(after) as usize;
+                buf.set_stringn(after, y, &text, left, style);
+            } else {
+                buf.set_stringn(x, y, &text, w as usize, style);
             }
-        })
-        .collect();
-    f.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .block(block)
-            .column_spacing(1),
-        area,
-    );
+        }
+    }
 }
 
 fn selected_id(app: &App, v: View, i: usize) -> Option<String> {

@@ -37,7 +37,8 @@ pub fn request_json(r: &RequestRow, steps: &[StepRow], deps: &[String]) -> Value
         "label": r.label, "domain": r.domain, "cluster": r.cluster, "requested_by": r.requested_by,
         "steps": steps_json(&steps), "depends_on": deps, "error": r.error, "wait_reason": r.wait_reason,
         "needs_attention": r.needs_attention, "teardown": r.teardown,
-        "approval": r.approval_rule.as_ref().map(|rule| json!({"rule": rule, "reason": r.approval_reason})),
+        "approval": r.approval_rule.as_ref().map(|rule| json!({"rule": rule, "version": r.approval_rule_version, "reason": r.approval_reason})),
+        "waiting_for": r.why_waiting(),
         "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "storage_gb": r.storage_gb},
         "created_at": r.created_at, "updated_at": r.updated_at,
     })
@@ -106,11 +107,7 @@ pub async fn request_list(
                 .iter()
                 .filter(|s| s.request_id == r.id && s.status == "done")
                 .count();
-            let note = r
-                .error
-                .as_deref()
-                .or(r.wait_reason.as_deref())
-                .unwrap_or("");
+            let note = r.error.clone().or(r.why_waiting()).unwrap_or_default();
             vec![
                 short(&r.id).to_string(),
                 r.state.clone(),
@@ -120,7 +117,7 @@ pub async fn request_list(
                 clean(&r.label),
                 format!("{done}/4"),
                 ago(now, &r.created_at),
-                clean(note),
+                clean(&note),
             ]
         })
         .collect();
@@ -163,13 +160,17 @@ pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Res
     }
     println!("  requested by {}", clean(&r.requested_by));
     if let Some(rule) = &r.approval_rule {
+        let version = r
+            .approval_rule_version
+            .map(|v| format!(" [rule version {v}]"))
+            .unwrap_or_default();
         println!(
-            "  approval: {}",
+            "  approval: {}{version}",
             clean(r.approval_reason.as_deref().unwrap_or(rule))
         );
     }
-    if let Some(w) = &r.wait_reason {
-        println!("  waiting: {}", clean(w));
+    if let Some(w) = r.why_waiting() {
+        println!("  waiting: {}", clean(&w));
     }
     if let Some(e) = &r.error {
         println!("  error: {}", clean(e));

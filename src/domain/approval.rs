@@ -28,11 +28,19 @@ pub struct ApprovalRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleMatch {
     pub rule: String,
+    /// The rule as matched (its canonical JSON), so the store can keep which version applied.
+    pub definition: String,
     /// Why it matched, e.g. "High-Resource VPS Approval: cpu 16 ≥ 16, region eu-west-1".
     pub reason: String,
 }
 
 impl ApprovalRule {
+    /// The rule as canonical JSON (fields in declaration order): two rules with the same
+    /// definition are the same version.
+    pub fn definition(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// Every condition the rule sets must hold; the reasons list what matched.
     pub fn matches(&self, f: &RequestFacts<'_>) -> Option<Vec<String>> {
         let mut why = Vec::new();
@@ -84,6 +92,7 @@ pub fn first_match(rules: &[ApprovalRule], facts: &RequestFacts<'_>) -> Option<R
     ordered.into_iter().find_map(|rule| {
         rule.matches(facts).map(|why| RuleMatch {
             rule: rule.name.clone(),
+            definition: rule.definition(),
             reason: if why.is_empty() {
                 format!("{}: applies to every request", rule.name)
             } else {

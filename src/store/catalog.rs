@@ -1,11 +1,12 @@
-//! The catalog (tenants, clusters, plans) mirrored from the config, and what each tenant and
-//! cluster has reserved.
+//! The catalog (tenants, clusters, plans, approval rules) mirrored from the config, and what
+//! each tenant and cluster has reserved.
 
-use super::{rows, Store, StoreError, Usage};
+use super::{rows, Conn, Store, StoreError, Usage};
 use crate::clock::ts;
 use crate::config::{ClusterHealth, Config};
+use crate::domain::approval::RuleMatch;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
 impl Store {
@@ -56,6 +57,9 @@ impl Store {
                     at
                 ])?;
             }
+            for rule in cfg.approval_rules() {
+                mirror_rule(conn, &rule.name, rule.priority, rule.tenant.as_deref(), &rule.definition(), &at)?;
+            }
             for p in &cfg.plans {
                 conn.prepare_cached(
                     "INSERT INTO plans (name, cpu, memory_gb, storage_gb, kind, updated_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -96,4 +100,81 @@ impl Store {
         })
         .await
     }
+}
+
+/// One version of an approval rule, as mirrored from the config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleVersion {
+    pub name: String,
+    pub version: i64,
+    pub priority: i64,
+    pub tenant: Option<String>,
+    pub definition: String,
+    pub first_seen_at: String,
+}
+
+impl Store {
+    /// Every version of every approval rule the store has seen, newest version first per rule.
+    pub async fn approval_rule_versions(&self) -> Result<Vec<RuleVersion>, StoreError> {
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT name, version, priority, tenant, definition, first_seen_at FROM approval_rules
+                 ORDER BY name, version DESC",
+                [],
+                |r| {
+                    Ok(RuleVersion {
+                        name: r.get(0)?,
+                        version: r.get(1)?,
+                        priority: r.get(2)?,
+                        tenant: r.get(3)?,
+                        definition: r.get(4)?,
+                        first_seen_at: r.get(5)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+}
+
+/// The version number of a rule's definition, adding it as the rule's next version when the
+/// store has not seen it before.
+fn mirror_rule(
+    conn: &Conn,
+    name: &str,
+    priority: i64,
+    tenant: Option<&str>,
+    definition: &str,
+    at: &str,
+) -> Result<i64, StoreError> {
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT version FROM approval_rules WHERE name = ? AND definition = ?")?
+        .query_row(params![name, definition], |r| r.get(0))
+        .optional()?;
+    if let Some(v) = known {
+        return Ok(v);
+    }
+    let v: i64 = conn
+        .prepare_cached(
+            "INSERT INTO approval_rules (name, version, priority, tenant, definition, first_seen_at)
+             VALUES (?1, (SELECT COALESCE(MAX(version), 0) + 1 FROM approval_rules WHERE name = ?1), ?2, ?3, ?4, ?5)
+             RETURNING version",
+        )?
+        .query_row(params![name, priority, tenant, definition, at], |r| r.get(0))?;
+    Ok(v)
+}
+
+/// The version of the rule that matched a request (recorded with it).
+pub(crate) fn rule_version(conn: &Conn, m: &RuleMatch, at: &str) -> Result<i64, StoreError> {
+    let rule: crate::domain::approval::ApprovalRule = serde_json::from_str(&m.definition)
+        .map_err(|e| StoreError::Rejected(format!("approval rule {}: {e}", m.rule)))?;
+    mirror_rule(
+        conn,
+        &m.rule,
+        rule.priority,
+        rule.tenant.as_deref(),
+        &m.definition,
+        at,
+    )
 }

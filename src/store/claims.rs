@@ -336,6 +336,31 @@ struct Who<'a> {
     region: &'a str,
 }
 
+/// Ends a queued request `rejected` at admission (the engine's decision), saying why, and
+/// wakes whatever waited on it.
+fn reject_at_admission(
+    conn: &Conn,
+    id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Admit, StoreError> {
+    apply_change(
+        conn,
+        &Change {
+            id,
+            event: RequestEvent::Reject,
+            fence: None,
+            actor: "engine",
+            reason: Some(reason),
+            at: now,
+        },
+    )?;
+    conn.prepare_cached("UPDATE requests SET error = ?, wait_reason = NULL WHERE id = ?")?
+        .execute(params![reason, id])?;
+    wake_waiters(conn, id, &ts(now))?;
+    Ok(Admit::Rejected)
+}
+
 fn admit(
     conn: &Conn,
     adm: &Admission,
@@ -357,21 +382,7 @@ fn admit(
         .find(|(_, s)| matches!(s.as_str(), "rolled_back" | "rejected" | "deprovisioned"))
     {
         let reason = format!("prerequisite {} ended {st}", short(dep));
-        apply_change(
-            conn,
-            &Change {
-                id,
-                event: RequestEvent::Reject,
-                fence: None,
-                actor: "engine",
-                reason: Some(&reason),
-                at: now,
-            },
-        )?;
-        conn.prepare_cached("UPDATE requests SET error = ?, wait_reason = NULL WHERE id = ?")?
-            .execute(params![reason, id])?;
-        wake_waiters(conn, id, &at)?;
-        return Ok(Admit::Rejected);
+        return reject_at_admission(conn, id, &reason, now);
     }
     if let Some((dep, st)) = deps.iter().find(|(_, s)| s != "completed") {
         return Ok(Admit::Wait(format!(
@@ -391,7 +402,7 @@ fn admit(
     };
     let used = books.quota(conn, tenant)?;
     if let Err(why) = check_quota(tenant, limit, used, need) {
-        return Ok(Admit::Wait(format!("quota: {why}")));
+        return reject_at_admission(conn, id, &format!("quota: {why}"), now);
     }
     let mut views: Vec<ClusterView<'_>> = Vec::new();
     for c in adm.clusters.iter().filter(|c| c.region == region) {

@@ -55,6 +55,10 @@ const MAX_READERS: usize = 8;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../assets/migrations/0001_init.sql")),
     (2, include_str!("../../assets/migrations/0002_warmup.sql")),
+    (
+        3,
+        include_str!("../../assets/migrations/0003_approval_rules.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -242,10 +242,11 @@ fn insert_request(
         Some(&what),
     )?;
     if let Some(m) = &new.approval {
+        let version = super::catalog::rule_version(conn, m, &at)?;
         conn.prepare_cached(
-            "UPDATE requests SET approval_rule = ?, approval_reason = ? WHERE id = ?",
+            "UPDATE requests SET approval_rule = ?, approval_reason = ?, approval_rule_version = ? WHERE id = ?",
         )?
-        .execute(params![m.rule, m.reason, id])?;
+        .execute(params![m.rule, m.reason, version, id])?;
         let change = Change {
             id,
             event: RequestEvent::RequireApproval,

@@ -31,6 +31,8 @@ pub struct RequestRow {
     pub requested_by: String,
     pub cluster: Option<String>,
     pub approval_rule: Option<String>,
+    /// Which version of the rule (as mirrored in `approval_rules`) held the request.
+    pub approval_rule_version: Option<i64>,
     pub approval_reason: Option<String>,
     pub wait_reason: Option<String>,
     pub teardown: Option<String>,
@@ -51,6 +53,22 @@ impl RequestRow {
     /// `RequestState::as_str`, so a parse failure means a corrupted row: shown as failed.
     pub fn state(&self) -> RequestState {
         self.state.parse().unwrap_or(RequestState::Failed)
+    }
+
+    /// What holds the request, in words: an approval (and the rule), or what admission is
+    /// waiting for (a prerequisite, the tenant's in-flight limit, cluster capacity).
+    pub fn why_waiting(&self) -> Option<String> {
+        match self.state() {
+            RequestState::PendingApproval => {
+                Some(match (&self.approval_reason, &self.approval_rule) {
+                    (Some(why), _) => format!("awaiting approval ({why})"),
+                    (None, Some(rule)) => format!("awaiting approval ({rule})"),
+                    (None, None) => "awaiting approval".to_string(),
+                })
+            }
+            RequestState::Queued => self.wait_reason.clone(),
+            _ => None,
+        }
     }
 }
 
@@ -199,6 +217,7 @@ from_row!(RequestRow {
     requested_by,
     cluster,
     approval_rule,
+    approval_rule_version,
     approval_reason,
     wait_reason,
     teardown,

@@ -104,6 +104,7 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
         nodes,
         requests,
         listings: vec![],
+        ..Default::default()
     }
 }
 

@@ -782,3 +782,61 @@ fn dependency_waits_for_its_prerequisite() {
         "B was admitted (seq {b_admitted}) before A completed (seq {a_completed})"
     );
 }
+
+#[test]
+fn tenants_and_clusters_show_use_and_limits_and_clusters_answer_a_test() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let tenants = fleet.json(&["tenant", "list", "--json"]);
+    let acme = tenants
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .expect("acme");
+    // One ssd-1 (1 cpu, 1 GB, 30 GB) is held by acme against the built-in quota.
+    assert_eq!(
+        acme["used"],
+        json!({"units": 1, "cpu": 1, "memory_gb": 1, "storage_gb": 30})
+    );
+    assert_eq!(
+        acme["limit"],
+        json!({"units": 200, "cpu": 400, "memory_gb": 800, "storage_gb": 20000})
+    );
+    let text = fleet.ok(&["tenant", "list"]);
+    assert!(text.contains("acme") && text.contains("1/400"), "{text}");
+
+    let clusters = fleet.json(&["cluster", "list", "--json"]);
+    let cluster = fleet.show(&id)["cluster"]
+        .as_str()
+        .expect("a cluster")
+        .to_string();
+    let held = clusters
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c["name"] == cluster.as_str())
+        .expect("the request's cluster");
+    assert_eq!(held["used"]["cpu"], 1);
+    assert_eq!(
+        held["free"]["cpu"].as_i64().expect("free cpu") + 1,
+        held["capacity"]["cpu"].as_i64().expect("cpu")
+    );
+    assert_eq!(held["health"], "online");
+
+    let report = fleet.json(&["cluster", "test", &cluster, "--json"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["latency_ms"].as_f64().expect("latency") >= 0.0);
+    assert_eq!(
+        report["detail"],
+        format!("1 live instances in {cluster}"),
+        "the sim answers from its inventory"
+    );
+    let text = fleet.ok(&["cluster", "test", &cluster]);
+    assert!(
+        text.contains(" ms: ") && text.contains(": ok in "),
+        "{text}"
+    );
+
+    let out = fleet.run(&["cluster", "test", "nowhere"]);
+    assert_one_line_error(&out, &["cluster", "test", "nowhere"], &["unknown cluster"]);
+}

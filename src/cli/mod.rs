@@ -72,6 +72,12 @@ pub enum Cmd {
     /// Sending nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Tenants: quota limits and use.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Clusters: capacity, use, health; connectivity tests.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// The event outbox, oldest first.
     Events {
         /// Keep printing new events as they are written.
@@ -173,6 +179,30 @@ pub enum NodeCmd {
     /// One node.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Every tenant with its quota use and limits.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Every cluster with its capacity, what is reserved on it, and its health.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One round trip to the cluster's provider: success and latency in ms.
+    Test {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -338,6 +368,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Request(rc) => request(&cli, &env, rc).await?,
         Cmd::Node(nc) => node(&env, nc).await?,
+        Cmd::Tenant(TenantCmd::List { json }) => {
+            let list = engine::clusters::tenants(&env.store, &env.cfg).await?;
+            output::tenant_list(&list, *json)?;
+        }
+        Cmd::Cluster(ClusterCmd::List { json }) => {
+            let list = engine::clusters::clusters(&env.store, &env.cfg).await?;
+            output::cluster_list(&list, *json)?;
+        }
+        Cmd::Cluster(ClusterCmd::Test { name, json }) => {
+            let report = engine::clusters::test(&env.ctx(), name).await?;
+            if *json {
+                output::print_json(&serde_json::to_value(&report)?)?;
+            } else {
+                println!("{}", report.describe());
+            }
+            if !report.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Events {
             follow,
             json,

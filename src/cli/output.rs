@@ -393,3 +393,89 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// "used/limit" for one dimension.
+fn of(used: i64, limit: i64) -> String {
+    format!("{used}/{limit}")
+}
+
+pub fn tenant_list(list: &[crate::engine::clusters::TenantStatus], as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(list)?);
+    }
+    let body = list
+        .iter()
+        .map(|t| {
+            vec![
+                clean(&t.name),
+                of(t.used.units, t.limit.units),
+                of(t.used.cpu, t.limit.cpu),
+                of(t.used.memory_gb, t.limit.memory_gb),
+                of(t.used.storage_gb, t.limit.storage_gb),
+                if t.approvers.is_empty() {
+                    "-".to_string()
+                } else {
+                    clean(&t.approvers.join(","))
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "TENANT",
+                "NODES",
+                "CPU",
+                "MEMORY GB",
+                "STORAGE GB",
+                "APPROVERS"
+            ],
+            body
+        )
+    );
+    Ok(())
+}
+
+pub fn cluster_list(list: &[crate::engine::clusters::ClusterStatus], as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(list)?);
+    }
+    let body = list
+        .iter()
+        .map(|c| {
+            vec![
+                clean(&c.name),
+                clean(&c.provider),
+                clean(&c.region),
+                if c.default { "yes" } else { "" }.to_string(),
+                serde_json::to_value(c.health)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                of(c.used.units, c.capacity.units),
+                of(c.used.cpu, c.capacity.cpu),
+                of(c.used.memory_gb, c.capacity.memory_gb),
+                of(c.used.storage_gb, c.capacity.storage_gb),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "CLUSTER",
+                "PROVIDER",
+                "REGION",
+                "DEFAULT",
+                "HEALTH",
+                "SLOTS",
+                "CPU",
+                "MEMORY GB",
+                "STORAGE GB"
+            ],
+            body
+        )
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! operators' commands, and shuts down gracefully. It is the only writer of request and
 //! node state; every write goes through the store, fenced by the lease it holds.
 
+pub mod clusters;
 pub mod commands;
 mod pipeline;
 pub mod reconcile;

@@ -118,4 +118,11 @@ pub trait Provider: Send + Sync {
     async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String>;
     /// Every live instance the provider has.
     async fn inventory(&self) -> ProviderResult<Vec<Instance>>;
+    /// A connectivity check: one real round trip to the provider for `cluster`. Returns what
+    /// it answered, in words. By default it lists the inventory.
+    async fn ping(&self, cluster: &str) -> ProviderResult<String> {
+        let _ = cluster;
+        let n = self.inventory().await?.len();
+        Ok(format!("{n} live instances"))
+    }
 }

@@ -384,6 +384,17 @@ impl Provider for SimProvider {
         let rows = self.store.sim_list_live().await.map_err(Self::store_err)?;
         Ok(rows.iter().map(|r| self.to_instance(r)).collect())
     }
+
+    /// The API's latency (and failure rate) plus a query of the simulated inventory.
+    async fn ping(&self, cluster: &str) -> ProviderResult<String> {
+        self.call("ping").await?;
+        let n = self
+            .store
+            .sim_count_live(cluster)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(format!("{n} live instances in {cluster}"))
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,18 @@ impl Store {
         self.read(move |c| by(c, "idempotency_key", &key)).await
     }
 
+    /// Live simulated instances in one cluster.
+    pub async fn sim_count_live(&self, cluster: &str) -> Result<i64, StoreError> {
+        let cluster = cluster.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM sim_instances WHERE cluster = ? AND deleted_at IS NULL",
+            )?
+            .query_row([cluster], |r| r.get(0))?)
+        })
+        .await
+    }
+
     pub async fn sim_list_live(&self) -> Result<Vec<SimInstanceRow>, StoreError> {
         self.read(|c| {
             rows(

@@ -276,3 +276,223 @@ async fn requests_record_which_rule_version_held_them() {
     assert!(versions[0].definition.contains("\"min_cpu\":8"));
     assert!(versions[1].definition.contains("\"min_cpu\":16"));
 }
+
+/// A batch of 30 with dependencies, through a cloud failing 30% of calls: dependents only
+/// start after their prerequisites complete, the dependents of a failed prerequisite end
+/// rejected, and once everything is settled and torn down, every tenant's quota and every
+/// cluster's free capacity are exactly where they started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_thirty_through_failures_returns_quota_and_capacity_exactly() {
+    use mailfleet::domain::batch::{self, Format};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tmp");
+    let overrides = FAST
+        .replace(
+            "[providers.sim]",
+            "[providers.sim]\nfailure_rate = 0.3\nseed = 11",
+        )
+        .replace("[engine]", "[engine]\nmax_in_flight_per_tenant = 10");
+    let cfg = config(&overrides);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let handle = mailfleet::engine::spawn(ctx.clone());
+
+    // Something already runs before the batch, so "where they started" is not zero.
+    create(&ctx, "acme", "dallas", "ssd-2", "before-1").await;
+    create(&ctx, "globex", "seattle", "ssd-4", "before-2").await;
+    wait_for(&store, Duration::from_secs(60), "the first two", |rows| {
+        all_terminal_or_completed(rows)
+    })
+    .await;
+    let tenants_before = mailfleet::engine::clusters::tenants(&store, &cfg)
+        .await
+        .expect("tenants");
+    let clusters_before = mailfleet::engine::clusters::clusters(&store, &cfg)
+        .await
+        .expect("clusters");
+
+    // Three chains of ten, each item on the one before it; every fifth also on the other
+    // chain's item at the same depth. Written in reverse, so only ordering makes it work.
+    let mut text = String::new();
+    for i in (0..30).rev() {
+        let chain = i % 3;
+        let depth = i / 3;
+        let tenant = ["acme", "globex", "initech"][chain];
+        let region = ["dallas", "seattle", "amsterdam"][(i / 2) % 3];
+        let mut deps = Vec::new();
+        if depth > 0 {
+            deps.push(format!("\"k{}\"", i - 3));
+        }
+        if depth > 0 && i % 5 == 0 {
+            deps.push(format!("\"k{}\"", (i + 1) % 3 + (depth - 1) * 3));
+        }
+        text.push_str(&format!(
+            "[[requests]]\nkey = \"k{i}\"\ntenant = \"{tenant}\"\nregion = \"{region}\"\nplan = \"ssd-1\"\nlabel = \"b{i}\"\ndepends_on = [{}]\n\n",
+            deps.join(", ")
+        ));
+    }
+    let items = batch::parse(&text, Format::Toml).expect("batch parses");
+    let rows = execute_import(&ctx, &items).await;
+    assert_eq!(rows.len(), 30);
+    let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+
+    let settled = wait_for(&store, Duration::from_secs(120), "the batch", |rows| {
+        all_terminal_or_completed(rows) && rows.iter().all(|r| !r.needs_attention)
+    })
+    .await;
+    let mine: Vec<_> = settled.iter().filter(|r| ids.contains(&r.id)).collect();
+    let count = |s: &str| mine.iter().filter(|r| r.state == s).count();
+    assert!(count("completed") > 0, "some of the batch completed");
+    assert!(
+        count("rolled_back") + count("rejected") > 0,
+        "30% failures made some of the batch fail"
+    );
+    assert_eq!(
+        count("completed") + count("rolled_back") + count("rejected"),
+        30
+    );
+    // Every dependent started only after each prerequisite completed; a dependent of a
+    // failed prerequisite was rejected, saying which.
+    for r in &mine {
+        let d = store.request_detail(&r.id).await.expect("detail");
+        let started = d
+            .transitions
+            .iter()
+            .find(|t| t.to_state == "allocating")
+            .map(|t| t.at.clone());
+        for dep in &d.depends_on {
+            let p = store.request_detail(dep).await.expect("prerequisite");
+            let done = p
+                .transitions
+                .iter()
+                .find(|t| t.to_state == "completed")
+                .map(|t| t.at.clone());
+            if let Some(started) = &started {
+                let done = done
+                    .as_ref()
+                    .expect("a started dependent's prerequisite completed");
+                assert!(
+                    done <= started,
+                    "{} started before {}",
+                    r.label,
+                    p.request.label
+                );
+            }
+            if matches!(p.request.state.as_str(), "rolled_back" | "rejected") && done.is_none() {
+                assert_eq!(
+                    r.state, "rejected",
+                    "{} waits on a failed prerequisite",
+                    r.label
+                );
+            }
+        }
+        if r.state == "rejected" {
+            let why = r.error.as_deref().unwrap_or("");
+            assert!(why.starts_with("prerequisite "), "{}: {why}", r.label);
+        }
+    }
+
+    // Tear down what completed; then use is back exactly where it was.
+    for r in mine.iter().filter(|r| r.state == "completed") {
+        execute(
+            &ctx,
+            "ops-lead",
+            Command::Deprovision {
+                id: r.id.clone(),
+                reason: Some("batch test over".into()),
+            },
+        )
+        .await
+        .expect("deprovision");
+    }
+    wait_for(&store, Duration::from_secs(120), "teardown", |rows| {
+        rows.iter().filter(|r| ids.contains(&r.id)).all(|r| {
+            matches!(
+                r.state.as_str(),
+                "deprovisioned" | "rolled_back" | "rejected"
+            )
+        }) && rows.iter().all(|r| !r.needs_attention)
+    })
+    .await;
+    handle.shutdown().await;
+    let tenants_after = mailfleet::engine::clusters::tenants(&store, &cfg)
+        .await
+        .expect("tenants");
+    let clusters_after = mailfleet::engine::clusters::clusters(&store, &cfg)
+        .await
+        .expect("clusters");
+    assert_eq!(
+        tenants_after, tenants_before,
+        "quota use is back where it started"
+    );
+    assert_eq!(
+        clusters_after, clusters_before,
+        "free capacity is back where it started"
+    );
+    assert!(tenants_before.iter().any(|t| t.used.units > 0));
+}
+
+async fn execute_import(
+    ctx: &Arc<Ctx>,
+    items: &[mailfleet::domain::batch::BatchItem],
+) -> Vec<mailfleet::store::RequestRow> {
+    mailfleet::engine::commands::import(ctx, "planner", items)
+        .await
+        .expect("import")
+}
+
+/// A cycle anywhere refuses the whole batch, names it, and writes nothing; so does one bad
+/// order among good ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_cycle_or_a_bad_order_writes_nothing() {
+    use mailfleet::domain::batch::{self, Format};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let cyclic = r#"{"requests": [
+        {"key": "ok", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "ok-1"},
+        {"key": "a", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "a-1", "depends_on": ["ok", "b"]},
+        {"key": "b", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "b-1", "depends_on": ["c"]},
+        {"key": "c", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "c-1", "depends_on": ["a"]}
+    ]}"#;
+    let items = batch::parse(cyclic, Format::Json).expect("parses");
+    let err = mailfleet::engine::commands::import(&ctx, "planner", &items)
+        .await
+        .expect_err("a cycle");
+    assert_eq!(
+        err.to_string(),
+        "dependency cycle: a → b → c → a; nothing was imported"
+    );
+    assert!(all_requests(&store).await.is_empty());
+
+    let bad = r#"{"requests": [
+        {"key": "ok", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "ok-1"},
+        {"key": "a", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "a-1", "depends_on": ["ok"]},
+        {"key": "b", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "b-1", "depends_on": ["c"]},
+        {"key": "c", "tenant": "acme", "region": "dallas", "plan": "ssd-99", "label": "c-1"}
+    ]}"#;
+    let items = batch::parse(bad, Format::Json).expect("parses");
+    let err = mailfleet::engine::commands::import(&ctx, "planner", &items)
+        .await
+        .expect_err("a bad plan");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("request 4 (key \"c\"): plan: unknown plan \"ssd-99\""),
+        "{text}"
+    );
+    assert!(text.ends_with("nothing was imported"), "{text}");
+    assert!(all_requests(&store).await.is_empty());
+    // Two orders with the same label: the second is refused inside the transaction, and
+    // the first is not left behind.
+    let twins = r#"[
+        {"key": "x", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "twin"},
+        {"key": "y", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "twin"}
+    ]"#;
+    let items = batch::parse(twins, Format::Json).expect("parses");
+    let err = mailfleet::engine::commands::import(&ctx, "planner", &items)
+        .await
+        .expect_err("a clash");
+    assert!(err.to_string().contains("twin is already used"), "{err}");
+    assert!(all_requests(&store).await.is_empty());
+}

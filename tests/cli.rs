@@ -840,3 +840,65 @@ fn tenants_and_clusters_show_use_and_limits_and_clusters_answer_a_test() {
     let out = fleet.run(&["cluster", "test", "nowhere"]);
     assert_one_line_error(&out, &["cluster", "test", "nowhere"], &["unknown cluster"]);
 }
+
+#[test]
+fn request_import_orders_a_batch_and_a_cycle_writes_nothing() {
+    let fleet = Fleet::new();
+    let base = fleet.create("acme", "dallas", "ssd-1", "base-1");
+    let batch = format!(
+        r#"
+[[requests]]
+key = "web"
+tenant = "acme"
+region = "dallas"
+plan = "ssd-1"
+label = "web-1"
+depends_on = ["db"]
+
+[[requests]]
+key = "db"
+tenant = "acme"
+region = "dallas"
+plan = "ssd-2"
+label = "db-1"
+depends_on = ["{}"]
+"#,
+        &base[base.len() - 8..]
+    );
+    std::fs::write(fleet.path("batch.toml"), &batch).expect("write");
+    let path = fleet.path("batch.toml");
+    let made = fleet.json(&["request", "import", path.to_str().expect("utf-8"), "--json"]);
+    let made = made.as_array().expect("a list");
+    let keys: Vec<&str> = made
+        .iter()
+        .map(|r| r["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["db", "web"], "prerequisites first");
+    let db = made[0]["id"].as_str().expect("id").to_string();
+    let web = made[1]["id"].as_str().expect("id").to_string();
+    assert_eq!(fleet.show(&web)["depends_on"], json!([db]));
+    assert_eq!(fleet.show(&db)["depends_on"], json!([base]));
+    fleet.work();
+    assert_eq!(fleet.state(&web), "completed");
+
+    let cyclic = batch
+        .replace("web-1", "web-2")
+        .replace("db-1", "db-2")
+        .replace(&format!("[\"{}\"]", &base[base.len() - 8..]), "[\"web\"]");
+    std::fs::write(fleet.path("cycle.toml"), cyclic).expect("write");
+    let path = fleet.path("cycle.toml");
+    let line = assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &["dependency cycle", "nothing was imported"],
+    );
+    assert!(line.contains("web → db → web"), "{line}");
+
+    std::fs::write(fleet.path("batch.yaml"), "x").expect("write");
+    let path = fleet.path("batch.yaml");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &[".toml or .json"],
+    );
+}

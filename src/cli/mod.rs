@@ -127,6 +127,13 @@ pub enum RequestCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create a batch of requests from a TOML or JSON file whose requests refer to each
+    /// other by key; all of them or, if any is refused, none.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List requests.
     List {
         #[arg(long, value_parser = parse_state)]
@@ -500,6 +507,10 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
                 .await?;
             return output::request_list(store, &rows, *json, env.clock.now()).await;
         }
+        RequestCmd::Import { file, json } => {
+            refuse_read_only(cli)?;
+            return import(env, file, *json).await;
+        }
         RequestCmd::Show { id, json } => {
             let id = store.resolve_request_id(id).await?;
             let detail = store.request_detail(&id).await?;
@@ -551,6 +562,59 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         ))?;
     } else {
         println!("{}", outcome.describe());
+    }
+    Ok(())
+}
+
+/// Batch files larger than this are refused before parsing.
+const MAX_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+async fn import(env: &Env, file: &std::path::Path, json: bool) -> Result<()> {
+    use crate::domain::batch;
+    let shown = sanitize(&file.display().to_string()).into_owned();
+    let Some(format) = batch::Format::from_path(file) else {
+        return Err(eyre!("{shown}: the file name must end in .toml or .json"));
+    };
+    let size = std::fs::metadata(file)
+        .wrap_err_with(|| format!("{shown}: cannot read"))?
+        .len();
+    if size > MAX_BATCH_BYTES {
+        return Err(eyre!(
+            "{shown}: {size} bytes is more than a batch may hold ({MAX_BATCH_BYTES})"
+        ));
+    }
+    let text = std::fs::read_to_string(file).wrap_err_with(|| format!("{shown}: cannot read"))?;
+    let items = batch::parse(&text, format).map_err(|e| eyre!("{shown}: {e}"))?;
+    let rows = engine::commands::import(&env.ctx(), &env.actor, &items).await?;
+    // The rows come back in the order they were written (prerequisites first); name each
+    // by its key.
+    let key_of = |label: &str, tenant: &str| {
+        items
+            .iter()
+            .find(|i| i.label == label && i.tenant == tenant)
+            .map(|i| i.key.clone())
+            .unwrap_or_default()
+    };
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = output::request_json(r, &[], &[]);
+                v["key"] = serde_json::Value::String(key_of(&r.label, &r.tenant));
+                v
+            })
+            .collect();
+        output::print_json(&serde_json::Value::Array(list))?;
+    } else {
+        for r in &rows {
+            println!(
+                "{}  {}  {}",
+                crate::domain::ids::short(&r.id),
+                r.state,
+                sanitize(&key_of(&r.label, &r.tenant))
+            );
+        }
+        println!("imported {} requests", rows.len());
     }
     Ok(())
 }

@@ -188,4 +188,25 @@ mod tests {
             Err(NoCluster::NoneInRegion)
         );
     }
+
+    #[test]
+    fn every_capacity_dimension_and_health_counts() {
+        // capacity: 10 slots, 16 cpu, 64 GB, 1000 GB; nothing used.
+        let room = |need: Amounts, health: Health| {
+            let cs = [cluster("c", "dallas", true, health, 0)];
+            select_cluster(&cs, None, "dallas", need).map(|c| c.name.to_string())
+        };
+        let cases = [
+            (a(1, 16, 64, 1000), Health::Online, Ok("c".to_string())),
+            (a(11, 1, 1, 1), Health::Online, Err(NoCluster::NoRoom)),
+            (a(1, 17, 1, 1), Health::Online, Err(NoCluster::NoRoom)),
+            (a(1, 1, 65, 1), Health::Online, Err(NoCluster::NoRoom)),
+            (a(1, 1, 1, 1001), Health::Online, Err(NoCluster::NoRoom)),
+            (a(1, 1, 1, 1), Health::Degraded, Err(NoCluster::NoneHealthy)),
+            (a(1, 1, 1, 1), Health::Offline, Err(NoCluster::NoneHealthy)),
+        ];
+        for (need, health, want) in cases {
+            assert_eq!(room(need, health), want, "{need:?} on a {health:?} cluster");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! approval rules, validation. No I/O, no async, no clock.
 
 pub mod approval;
+pub mod batch;
 pub mod capacity;
 pub mod ids;
 pub mod resource;

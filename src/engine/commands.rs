@@ -4,7 +4,8 @@
 use super::pipeline::{call, Stop};
 use super::Ctx;
 use crate::domain::approval::{first_match, RequestFacts};
-use crate::domain::ids::short;
+use crate::domain::batch::{self, BatchItem};
+use crate::domain::ids::{new_id, short};
 use crate::domain::validate::{validate_domain, validate_label, NameError};
 use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
 use crate::store::{Claim, NewRequest, RequestRow, StoreError, TeardownAsked};
@@ -247,6 +248,20 @@ async fn service(
 }
 
 async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome, CommandError> {
+    let new = prepare(ctx, actor, &c, &[]).await?;
+    let row = ctx.store.create_request(new, ctx.clock.now()).await?;
+    Ok(Outcome::Created(Box::new(row)))
+}
+
+/// Validates an order against the config and resolves its prerequisites: `depends_on`
+/// holds id prefixes of existing requests; `known` adds full ids that need no lookup (the
+/// other members of an imported batch).
+async fn prepare(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    c: &CreateRequest,
+    known: &[String],
+) -> Result<NewRequest, CommandError> {
     let cfg = &ctx.cfg;
     let names = |v: Vec<&str>| v.join(", ");
     if cfg.tenant(&c.tenant).is_none() {
@@ -274,7 +289,7 @@ async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome
     if let Some(d) = &c.domain {
         validate_domain("domain", d)?;
     }
-    let mut deps = Vec::new();
+    let mut deps: Vec<String> = known.to_vec();
     for prefix in &c.depends_on {
         let id = ctx
             .store
@@ -300,7 +315,7 @@ async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome
         storage_gb: plan.storage_gb,
     };
     let approval = first_match(&rules, &facts);
-    let new = NewRequest {
+    Ok(NewRequest {
         tenant: c.tenant.clone(),
         region: c.region.clone(),
         plan: plan.name.clone(),
@@ -313,7 +328,41 @@ async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome
         depends_on: deps,
         requested_by: actor.to_string(),
         approval,
-    };
-    let row = ctx.store.create_request(new, ctx.clock.now()).await?;
-    Ok(Outcome::Created(Box::new(row)))
+    })
+}
+
+/// Imports a batch: Kahn's algorithm orders it (a cycle refuses the whole batch, naming
+/// it), every order is validated as `request create` would, and then all of them are
+/// written in one transaction, so either the whole batch exists or none of it does.
+pub async fn import(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    items: &[BatchItem],
+) -> Result<Vec<RequestRow>, CommandError> {
+    let order = batch::order(items).map_err(|e| CommandError::Invalid(e.to_string()))?;
+    let deps = batch::internal_deps(items);
+    let ids: Vec<String> = items.iter().map(|_| new_id()).collect();
+    let mut news = Vec::with_capacity(items.len());
+    for &i in &order {
+        let item = &items[i];
+        let (internal, external) = &deps[i];
+        let c = CreateRequest {
+            tenant: item.tenant.clone(),
+            region: item.region.clone(),
+            plan: item.plan.clone(),
+            label: item.label.clone(),
+            domain: item.domain.clone(),
+            depends_on: external.clone(),
+        };
+        let known: Vec<String> = internal.iter().map(|j| ids[*j].clone()).collect();
+        let new = prepare(ctx, actor, &c, &known).await.map_err(|e| {
+            CommandError::Invalid(format!(
+                "request {} (key {:?}): {e}; nothing was imported",
+                i + 1,
+                crate::domain::validate::sanitize(&item.key)
+            ))
+        })?;
+        news.push((ids[i].clone(), new));
+    }
+    Ok(ctx.store.create_requests(news, ctx.clock.now()).await?)
 }

@@ -284,6 +284,26 @@ impl Store {
         .await
     }
 
+    /// Creates several requests in one transaction, in the order given (prerequisites
+    /// first): all of them, or none if any is refused.
+    pub async fn create_requests(
+        &self,
+        news: Vec<(String, NewRequest)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        self.write(move |conn| {
+            for (id, new) in &news {
+                insert_request(conn, id, new, now)?;
+            }
+            news.iter()
+                .map(|(id, _)| {
+                    get_request(conn, id)?.ok_or_else(|| StoreError::NotFound(id.clone()))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Resolves a unique id prefix (as git does) or the short form shown in lists.
     pub async fn resolve_request_id(&self, prefix: &str) -> Result<String, StoreError> {
         self.resolve_prefix("request", "requests", prefix).await

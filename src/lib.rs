@@ -12,5 +12,6 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod providers;
+pub mod reputation;
 pub mod store;
 pub mod tui;

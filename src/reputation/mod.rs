@@ -1,0 +1,4 @@
+//! Reputation: DNS blocklist checks over a real resolver, and what a listing means for a
+//! node (pause, alerts).
+
+pub mod dnsbl;

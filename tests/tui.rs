@@ -5,12 +5,15 @@
 mod support;
 
 use chrono::{DateTime, TimeZone, Utc};
-use mailfleet::store::{ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, StepSummary};
+use mailfleet::store::{
+    ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, StepSummary, Usage,
+};
 use mailfleet::tui::action::{Action, View, VIEWS};
 use mailfleet::tui::app::{App, Effect, Mode};
 use mailfleet::tui::keymap::Keymap;
 use mailfleet::tui::theme::Theme;
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
 use ratatui::Terminal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,6 +134,7 @@ fn fixture() -> ConsoleSnapshot {
         nodes,
         requests,
         listings,
+        ..Default::default()
     }
 }
 
@@ -149,11 +153,15 @@ fn app_with(snap: ConsoleSnapshot) -> App {
     app
 }
 
-fn render(app: &mut App, w: u16, h: u16) -> String {
+fn render_buffer(app: &mut App, w: u16, h: u16) -> Buffer {
     let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
     term.draw(|f| mailfleet::tui::views::draw(f, app))
         .expect("draw");
-    let buf = term.backend().buffer().clone();
+    term.backend().buffer().clone()
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> String {
+    let buf = render_buffer(app, w, h);
     let mut out = String::new();
     for y in 0..h {
         for x in 0..w {
@@ -651,4 +659,441 @@ async fn the_detail_pane_takes_the_keys_to_scroll_and_gives_them_back() {
     assert!(!app.detail_focus && app.detail.is_some());
     app.update(Action::Back);
     assert!(app.detail.is_none());
+}
+
+/// Four requests waiting for approval: acme's in eu-west-1 past the breach (5 h), globex's
+/// past the warning (90 min), a fresh one of initech's (10 min) and a fresh one of acme's in
+/// amsterdam under another rule; acme would go over its cpu quota, initech near it.
+fn approvals_fixture() -> ConsoleSnapshot {
+    let pending = |n, tenant: &str, region: &str, label: &str, min_ago, rule: &str| {
+        let mut r = request(n, tenant, label, "pending_approval", min_ago);
+        r.region = region.into();
+        r.plan = "ssd-16".into();
+        (r.cpu, r.memory_gb, r.storage_gb) = (16, 32, 500);
+        r.approval_rule = Some(rule.into());
+        r.approval_reason = Some(format!("{rule}: cpu 16 ≥ 16, region {region}"));
+        r
+    };
+    let high = "High-Resource VPS Approval";
+    let mut snap = ConsoleSnapshot {
+        requests: vec![
+            pending(21, "initech", "eu-west-1", "big-init-1", 10, high),
+            pending(22, "acme", "eu-west-1", "big-acme-1", 300, high),
+            pending(23, "globex", "eu-west-1", "big-glob-1", 90, high),
+            pending(24, "acme", "amsterdam", "big-acme-2", 5, "Amsterdam Review"),
+            request(25, "acme", "node-dal-025", "completed", 900),
+        ],
+        ..Default::default()
+    };
+    let used = |nodes, cpu, memory_gb, storage_gb| Usage {
+        nodes,
+        cpu,
+        memory_gb,
+        storage_gb,
+    };
+    snap.quota_use = [
+        ("acme".to_string(), used(30, 390, 600, 9_000)),
+        ("globex".to_string(), used(4, 64, 128, 2_000)),
+        ("initech".to_string(), used(10, 170, 200, 3_000)),
+    ]
+    .into_iter()
+    .collect();
+    snap
+}
+
+fn colour_app(snap: ConsoleSnapshot) -> App {
+    let mut app = app_with(snap);
+    app.theme = Theme { color: true };
+    app
+}
+
+/// The screen row that shows `text`.
+fn row_of(screen: &str, text: &str) -> u16 {
+    screen
+        .lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{text} not on screen:\n{screen}")) as u16
+}
+
+#[test]
+fn approvals_view_puts_the_oldest_first_colours_ages_by_sla_and_shows_quotas() {
+    let mut app = colour_app(approvals_fixture());
+    app.update(Action::ShowApprovals);
+    app.now = now();
+    let buf = render_buffer(&mut app, 120, 30);
+    let screen = render(&mut app, 120, 30);
+    insta::assert_snapshot!("approvals_queue_with_quotas", screen);
+
+    // Oldest first: the breached request heads the queue, the freshest ends it.
+    let order: Vec<u16> = ["big-acme-1", "big-glob-1", "big-init-1", "big-acme-2"]
+        .iter()
+        .map(|l| {
+            let id = app
+                .snap
+                .requests
+                .iter()
+                .find(|r| r.label == *l)
+                .map(|r| mailfleet::domain::ids::short(&r.id).to_string())
+                .expect("request");
+            row_of(&screen, &id)
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{screen}");
+
+    // AGE is red past breach_after (4 h), amber past warn_after (1 h), plain before. The
+    // AGE column starts right inside the table's border.
+    use ratatui::style::Color;
+    let age_fg = |y: u16| buf[(1, y)].fg;
+    assert_eq!(age_fg(order[0]), Color::Red, "5h: breached");
+    assert_eq!(age_fg(order[1]), Color::Yellow, "90m: past the warning");
+    assert_eq!(age_fg(order[2]), Color::Reset, "10m: fresh");
+
+    // QUOTA IF APPROVED: acme's cpu would go over (red), initech's would be at 93 % (amber).
+    assert!(screen.contains("cpu 406/400"), "{screen}");
+    assert!(screen.contains("cpu 186/200"), "{screen}");
+    let x = screen
+        .lines()
+        .nth(order[0] as usize)
+        .and_then(|l| l.find("cpu 406/400"))
+        .map(|b| {
+            screen.lines().nth(order[0] as usize).expect("line")[..b]
+                .chars()
+                .count()
+        })
+        .expect("quota cell") as u16;
+    assert_eq!(buf[(x, order[0])].fg, Color::Red);
+    assert_eq!(buf[(x, order[2])].fg, Color::Yellow);
+
+    // Enter opens the oldest request, whole, in the detail pane.
+    assert_eq!(app.update(Action::Open), vec![Effect::LoadDetail(id(22))]);
+}
+
+#[test]
+fn a_confirmation_with_a_long_line_wraps_it_and_keeps_its_answer_keys() {
+    // A request in flight makes q ask first; the second line of that question is longer
+    // than the box is wide.
+    let mut app = app_with(fixture());
+    app.update(Action::Quit);
+    assert!(matches!(app.mode, Mode::Confirm(_)));
+    let screen = render(&mut app, 110, 22);
+    assert!(screen.contains("y yes   n/esc no"), "{screen}");
+    assert!(screen.contains("shutdown grace)."), "{screen}");
+}
+
+#[test]
+fn the_quota_panel_makes_way_for_the_queue_on_small_screens() {
+    let mut app = app_with(approvals_fixture());
+    app.update(Action::ShowApprovals);
+    assert!(render(&mut app, 120, 30).contains("Quotas"));
+    // 80×24 still has room for it (figures without bars) and for the queue.
+    let small = render(&mut app, 80, 24);
+    assert!(
+        small.contains("Quotas") && small.contains("390/400"),
+        "{small}"
+    );
+    assert!(small.contains("QUOTA IF APPROVED"), "{small}");
+    assert_eq!(
+        small.lines().filter(|l| l.contains("ssd-16:")).count(),
+        4,
+        "all four requests listed:\n{small}"
+    );
+    // Under 20 rows it is left out.
+    let tiny = render(&mut app, 80, 19);
+    assert!(!tiny.contains("Quotas"), "{tiny}");
+    assert!(tiny.contains("Approvals 1/4"), "{tiny}");
+}
+
+/// The labels of the rows the current view keeps.
+fn visible_labels(app: &App) -> Vec<String> {
+    let mut out: Vec<String> = app
+        .table()
+        .visible
+        .iter()
+        .map(|i| match app.view {
+            View::Fleet | View::Warmup => app.snap.nodes[*i].label.clone(),
+            _ => app.snap.requests[*i].label.clone(),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn filter_terms_match_their_field_combine_with_words_and_invert() {
+    let mut app = app_with(approvals_fixture());
+    app.update(Action::ShowApprovals);
+    // Typed as a person types it: / then the text.
+    key(&mut app, crossterm::event::KeyCode::Char('/'));
+    for c in "tenant:acme region:eu-west-1".chars() {
+        key(&mut app, crossterm::event::KeyCode::Char(c));
+    }
+    key(&mut app, crossterm::event::KeyCode::Enter);
+    assert_eq!(visible_labels(&app), ["big-acme-1"]);
+
+    let cases: &[(&str, &[&str])] = &[
+        ("tenant:ACME", &["big-acme-1", "big-acme-2"]),
+        ("rule:high", &["big-acme-1", "big-glob-1", "big-init-1"]),
+        ("rule:amsterdam", &["big-acme-2"]),
+        ("Rule:High tenant:glob", &["big-glob-1"]),
+        ("!tenant:acme", &["big-glob-1", "big-init-1"]),
+        ("!rule:high region:eu", &["big-acme-2"]),
+        // Words and terms together, all must match; a word may be anywhere in the row.
+        ("tenant:acme 2", &["big-acme-2"]),
+        ("region:eu-west-1 init", &["big-init-1"]),
+        ("state:pending plan:ssd-16 label:glob", &["big-glob-1"]),
+        ("requester:alice tenant:nobody", &[]),
+        // A lone "!" (half typed) hides nothing.
+        (
+            "!",
+            &["big-acme-1", "big-acme-2", "big-glob-1", "big-init-1"],
+        ),
+    ];
+    for (text, want) in cases {
+        app.apply_filter(text);
+        assert_eq!(visible_labels(&app), *want, "filter {text:?}");
+    }
+
+    // Node views know tenant:, region: and status:.
+    let mut app = app_with(fixture());
+    app.update(Action::ShowFleet);
+    app.apply_filter("status:warm tenant:acme region:dal");
+    assert_eq!(visible_labels(&app), ["node-dal-002"]);
+    app.apply_filter("!status:warm");
+    assert_eq!(visible_labels(&app), ["node-dal-001"]);
+    app.apply_filter("tenant:globex");
+    assert!(visible_labels(&app).is_empty());
+}
+
+/// Fifty requests of acme's waiting for approval, ages 1..=50 minutes.
+fn fifty_pending() -> ConsoleSnapshot {
+    let requests = (1..=50)
+        .map(|n| {
+            let mut r = request(
+                100 + n,
+                "acme",
+                &format!("big-{n:02}"),
+                "pending_approval",
+                n.into(),
+            );
+            r.approval_rule = Some("High-Resource VPS Approval".into());
+            r.plan = "ssd-16".into();
+            r
+        })
+        .collect();
+    ConsoleSnapshot {
+        requests,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn mark_all_toggles_and_a_long_confirmation_scrolls() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(fifty_pending());
+    app.actor = "bob".into();
+    app.update(Action::ShowApprovals);
+    key(&mut app, KeyCode::Char('V'));
+    assert_eq!(app.table().marks.len(), 50);
+    // Again: all were marked, so none are.
+    key(&mut app, KeyCode::Char('V'));
+    assert!(app.table().marks.is_empty());
+    // ctrl-a does the same; with a filter, only the rows shown are marked.
+    app.apply_filter("big-0");
+    mailfleet::tui::key(
+        &mut app,
+        crossterm::event::KeyEvent::new(
+            KeyCode::Char('a'),
+            crossterm::event::KeyModifiers::CONTROL,
+        ),
+    );
+    assert_eq!(app.table().marks.len(), 9);
+    app.update(Action::MarkAll);
+    app.apply_filter("");
+    app.update(Action::MarkAll);
+    assert_eq!(app.table().marks.len(), 50);
+
+    // One confirmation lists them all: id, tenant, label, plan and rule, as much as fits,
+    // with what does not counted.
+    assert!(key(&mut app, KeyCode::Char('a')).is_empty(), "asks first");
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert_eq!(c.lines.len(), 50);
+    assert_eq!(c.title, "Approve 50 request(s)?");
+    let screen = render(&mut app, 80, 24);
+    insta::assert_snapshot!("confirm_bulk_approve", screen);
+    assert!(screen.contains("… and 36 more (j/↓ scrolls)"), "{screen}");
+    // Oldest first, like the queue: big-50 heads the list.
+    let first = screen
+        .lines()
+        .position(|l| l.contains("big-50"))
+        .expect("first");
+    assert!(
+        screen.lines().nth(first).is_some_and(|l| l
+            .contains(mailfleet::domain::ids::short(&id(150)))
+            && l.contains("acme")
+            && l.contains("ssd-16")
+            && l.contains("High-Resource VPS Approval")),
+        "{screen}"
+    );
+    // j scrolls; the list stops at its end.
+    for _ in 0..100 {
+        key(&mut app, KeyCode::Char('j'));
+        render(&mut app, 80, 24);
+    }
+    let end = render(&mut app, 80, 24);
+    assert!(
+        end.contains("… 36 more above") && end.contains("big-01"),
+        "{end}"
+    );
+    key(&mut app, KeyCode::Char('k'));
+    assert!(render(&mut app, 80, 24).contains("… 35 more above"));
+
+    // y sends one approval per marked request, and the marks clear.
+    let effects = key(&mut app, KeyCode::Char('y'));
+    let [Effect::Send(cmds)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(cmds.len(), 50);
+    assert!(cmds
+        .iter()
+        .all(|c| matches!(c, mailfleet::engine::Command::Approve { .. })));
+    assert!(app.table().marks.is_empty());
+}
+
+#[test]
+fn reject_asks_one_reason_for_every_marked_request() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(fifty_pending());
+    app.update(Action::ShowApprovals);
+    app.update(Action::MarkAll);
+    key(&mut app, KeyCode::Char('x'));
+    assert!(matches!(&app.mode, Mode::Reason(r) if r.ids.len() == 50));
+    for c in "duplicate order".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let effects = key(&mut app, KeyCode::Enter);
+    let [Effect::Send(cmds)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(cmds.len(), 50);
+    assert!(cmds.iter().all(|c| matches!(
+        c,
+        mailfleet::engine::Command::Reject { reason, .. } if reason == "duplicate order"
+    )));
+    assert!(app.table().marks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_counts_what_each_tenant_holds() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    create(&ctx, "globex", "dallas", "ssd-4", "held-1").await;
+    create(&ctx, "globex", "dallas", "ssd-2", "held-2").await;
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    let snap = store.console_snapshot().await.expect("snapshot");
+    assert_eq!(
+        snap.quota_use.get("globex"),
+        Some(&Usage {
+            nodes: 2,
+            cpu: 6,
+            memory_gb: 10,
+            storage_gb: 150
+        })
+    );
+    assert!(!snap.quota_use.contains_key("acme"));
+    let mut app = app_with(snap);
+    app.update(Action::ShowApprovals);
+    let screen = render(&mut app, 120, 30);
+    assert!(screen.contains("6/300"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_console_approves_fifty_requests_in_four_keystrokes() {
+    use crossterm::event::KeyCode;
+    use mailfleet::engine::commands::CreateRequest;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    // Alice orders fifty big nodes in eu-west-1: the default rule holds each for approval.
+    // Spread so that every tenant's quota has room for its share (acme 25, globex 18,
+    // initech 12 of these).
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for n in 0..50 {
+        let tenant = match n {
+            0..20 => "acme",
+            20..38 => "globex",
+            _ => "initech",
+        };
+        let cmd = mailfleet::engine::Command::Create(CreateRequest {
+            tenant: tenant.into(),
+            region: "eu-west-1".into(),
+            plan: "ssd-16".into(),
+            label: format!("bulk-{n:02}"),
+            domain: None,
+            depends_on: vec![],
+        });
+        mailfleet::engine::commands::execute(&ctx, "alice", cmd)
+            .await
+            .expect("create");
+    }
+    let handle = mailfleet::engine::spawn(sim_ctx(&store, &cfg, system_clock()));
+    let mut app = App::new(
+        Arc::new(cfg.clone()),
+        Keymap::new(&BTreeMap::new()).expect("keys"),
+        "bob".into(),
+        "db".into(),
+        false,
+        Theme::plain(),
+    );
+    refresh(&mut app, &store).await;
+    assert_eq!(
+        app.counts
+            .state(mailfleet::domain::RequestState::PendingApproval),
+        50
+    );
+
+    // Bob: 3 (Approvals), V (mark all), a (approve), y (once, for all fifty).
+    let mut keystrokes = 0;
+    let mut press = |app: &mut App, code| {
+        keystrokes += 1;
+        key(app, code)
+    };
+    press(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.view, View::Approvals);
+    assert_eq!(app.table().visible.len(), 50);
+    press(&mut app, KeyCode::Char('V'));
+    assert!(press(&mut app, KeyCode::Char('a')).is_empty());
+    let shown = render(&mut app, 100, 30);
+    assert!(shown.contains("Approve 50 request(s)?"), "{shown}");
+    let effects = press(&mut app, KeyCode::Char('y'));
+    assert!(keystrokes <= 5, "{keystrokes} keystrokes");
+    pump(&mut app, &store, &handle, effects).await;
+    let said = app.status.clone().expect("a status line");
+    assert!(
+        !said.error && said.text.contains("50 of 50"),
+        "{}",
+        said.text
+    );
+
+    // Every one left pending_approval, and its history says bob let it go.
+    let rows = all_requests(&store).await;
+    assert_eq!(rows.len(), 50);
+    for r in &rows {
+        assert_ne!(r.state, "pending_approval", "{}", r.label);
+        let d = store.request_detail(&r.id).await.expect("detail");
+        assert!(
+            d.transitions
+                .iter()
+                .any(|t| t.from_state.as_deref() == Some("pending_approval") && t.actor == "bob"),
+            "{}: {:?}",
+            r.label,
+            d.transitions
+        );
+    }
+    refresh(&mut app, &store).await;
+    assert!(app.table().visible.is_empty() && app.table().marks.is_empty());
+    handle.shutdown().await;
 }

@@ -3,7 +3,7 @@
 //! shows, and repeated words (tenants, regions, plans, states) are shared, so 100,000 nodes
 //! stay small in memory.
 
-use super::{rows, Store, StoreError};
+use super::{rows, Store, StoreError, Usage};
 use crate::domain::RequestState;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -95,6 +95,9 @@ pub struct ConsoleSnapshot {
     pub nodes: Vec<ConsoleNode>,
     pub requests: Vec<ConsoleRequest>,
     pub listings: Vec<ListingRow>,
+    /// Live quota reservations per tenant (`nodes` counts reservations), read in the same
+    /// transaction as the rows: a tenant with nothing reserved is absent.
+    pub quota_use: HashMap<String, Usage>,
 }
 
 /// Shares one copy of each repeated word.
@@ -233,7 +236,24 @@ impl Store {
                         })
                     },
                 )?;
-                Ok(ConsoleSnapshot { nodes, requests, listings })
+                // What admission counts as held (see `claims::held`): quota rows are written
+                // `allocated` and end `released`, and the partial index covers this sum.
+                let quota_use = rows(
+                    c,
+                    "SELECT tenant, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0),
+                            COALESCE(SUM(storage_gb), 0)
+                     FROM resources WHERE kind = 'quota' AND status <> 'released' GROUP BY tenant",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            Usage { nodes: r.get(1)?, cpu: r.get(2)?, memory_gb: r.get(3)?, storage_gb: r.get(4)? },
+                        ))
+                    },
+                )?
+                .into_iter()
+                .collect();
+                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use })
             })();
             let _ = c.execute_batch("COMMIT");
             out

@@ -95,6 +95,9 @@ pub enum Action {
     #[serde(skip)]
     SortBy(usize),
     Mark,
+    /// Marks every row the view shows (after the filter), or clears the marks when they
+    /// all are marked already.
+    MarkAll,
     /// A mouse click on the n-th row of the current view (see `App::row_at`); on the row
     /// already selected it opens it.
     #[serde(skip)]
@@ -155,6 +158,7 @@ impl Action {
             Action::SortBy(_) => "sort by column",
             Action::Select(_) => "select",
             Action::Mark => "mark",
+            Action::MarkAll => "mark all / none",
             Action::Provision => "provision",
             Action::Approve => "approve",
             Action::Reject => "reject",

@@ -4,6 +4,7 @@
 use super::action::{Action, View, VIEWS};
 use super::form::Form;
 use super::keymap::Keymap;
+use super::quota::Quotas;
 use super::table::{self, TableState};
 use super::theme::Theme;
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub struct Confirm {
     pub title: String,
     pub lines: Vec<String>,
     pub on_yes: Pending,
+    /// Lines scrolled past, when the list is longer than the screen.
+    pub scroll: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +104,9 @@ pub struct App {
     pub rows_drawn: Option<(ratatui::layout::Rect, usize)>,
     /// Figures the header and the pipeline show, counted when data arrives (not per frame).
     pub counts: Counts,
+    /// Each tenant's quota and use, built when data arrives: the Approvals view's panel and
+    /// its QUOTA IF APPROVED column read it.
+    pub quotas: Quotas,
     /// False until the first snapshot arrives: the screen says "loading", not "0 nodes".
     pub loaded: bool,
 }
@@ -167,6 +173,7 @@ impl App {
             page: 20,
             rows_drawn: None,
             counts: Counts::default(),
+            quotas: Quotas::default(),
             loaded: false,
         }
     }
@@ -207,6 +214,7 @@ impl App {
             counts.needs_attention += usize::from(r.needs_attention);
         }
         self.counts = counts;
+        self.quotas = Quotas::build(&self.cfg, &snap);
         self.snap = snap;
         self.loaded = true;
         for v in VIEWS {
@@ -274,14 +282,30 @@ impl App {
         }
     }
 
-    /// The requests an action applies to: the marked rows, or else the selected one.
+    /// The requests an action applies to: the marked rows (in the order the view shows
+    /// them, then any the filter hides), or else the selected one.
     fn targets(&self) -> Vec<String> {
-        let marks = &self.table().marks;
-        if marks.is_empty() {
-            self.selected_request().into_iter().collect()
-        } else {
-            marks.iter().cloned().collect()
+        let t = self.table();
+        if t.marks.is_empty() {
+            return self.selected_request().into_iter().collect();
         }
+        let mut out: Vec<String> = t
+            .visible
+            .iter()
+            .filter_map(|i| table::request_of(self, self.view, *i))
+            .filter(|id| t.marks.contains(id))
+            .collect();
+        if out.len() < t.marks.len() {
+            let shown: std::collections::HashSet<&String> = out.iter().collect();
+            let hidden: Vec<String> = t
+                .marks
+                .iter()
+                .filter(|id| !shown.contains(id))
+                .cloned()
+                .collect();
+            out.extend(hidden);
+        }
+        out
     }
 
     fn request(&self, id: &str) -> Option<&crate::store::ConsoleRequest> {
@@ -424,6 +448,7 @@ impl App {
                 }
                 return self.move_by(1);
             }
+            Action::MarkAll => self.mark_all(),
             Action::Provision => self.mode = Mode::Form(Box::new(Form::new(&self.cfg))),
             Action::Approve => {
                 return self.confirm_each(
@@ -558,16 +583,24 @@ impl App {
         if ids.len() == 1 && verb != "Suspend" {
             return vec![Effect::Send(commands)];
         }
-        let lines = ids.iter().map(|id| self.describe_request(id)).collect();
+        // Pending requests are all in one state: the rule that holds each says more.
+        let rule = states == [RequestState::PendingApproval];
+        let lines = ids
+            .iter()
+            .map(|id| self.describe_request(id, rule))
+            .collect();
         self.mode = Mode::Confirm(Confirm {
             title: format!("{verb} {} request(s)?", ids.len()),
             lines,
             on_yes: Pending::Commands(commands),
+            scroll: 0,
         });
         vec![]
     }
 
-    fn describe_request(&self, id: &str) -> String {
+    /// One line of a confirmation: id, tenant, label, plan, then the approval rule (`rule`)
+    /// or the state.
+    fn describe_request(&self, id: &str, rule: bool) -> String {
         match self.request(id) {
             Some(r) => format!(
                 "{}  {}  {}  {}  {}",
@@ -575,9 +608,48 @@ impl App {
                 r.tenant,
                 r.label,
                 r.plan,
-                r.state
+                if rule {
+                    r.approval_rule.as_deref().unwrap_or("-")
+                } else {
+                    &r.state
+                }
             ),
             None => short(id).to_string(),
+        }
+    }
+
+    /// Marks every row the view shows, or, when they all are marked already, clears the
+    /// marks.
+    fn mark_all(&mut self) {
+        let view = self.view;
+        let t = self.table();
+        let ids: Vec<String> = t
+            .visible
+            .iter()
+            .filter_map(|i| table::request_of(self, view, *i))
+            .collect();
+        if ids.is_empty() {
+            self.say("mark all: no rows here to mark", true);
+            return;
+        }
+        let all = ids.iter().all(|id| t.marks.contains(id));
+        let t = self.table_mut();
+        if all {
+            let n = t.marks.len();
+            t.marks.clear();
+            self.say(format!("cleared {n} mark(s)"), false);
+        } else {
+            let n = ids.len();
+            t.marks.extend(ids);
+            self.say(format!("marked {n} row(s); press again to clear"), false);
+        }
+    }
+
+    /// Scrolls an open confirmation's list (drawing stops it at the end, which depends on
+    /// the screen).
+    pub fn scroll_confirm(&mut self, delta: isize) {
+        if let Mode::Confirm(c) = &mut self.mode {
+            c.scroll = c.scroll.saturating_add_signed(delta);
         }
     }
 
@@ -654,6 +726,7 @@ impl App {
             ),
             lines,
             on_yes: Pending::Commands(commands),
+            scroll: 0,
         });
         vec![]
     }
@@ -677,6 +750,7 @@ impl App {
                 "Another mailfleet (or `mailfleet work`) picks up the rest.".into(),
             ],
             on_yes: Pending::Quit,
+            scroll: 0,
         });
         vec![]
     }

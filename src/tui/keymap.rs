@@ -112,6 +112,8 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     (">", Action::SortNext),
     ("=", Action::SortReverse),
     ("space", Action::Mark),
+    ("V", Action::MarkAll),
+    ("ctrl-a", Action::MarkAll),
     ("p", Action::Provision),
     ("a", Action::Approve),
     ("x", Action::Reject),
@@ -120,6 +122,18 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("R", Action::Rollback),
     ("f", Action::Follow),
     ("M", Action::ToggleMouse),
+];
+
+/// The footer of the Approvals view: what clearing the queue takes.
+pub const APPROVALS_FOOTER: &[Action] = &[
+    Action::Help,
+    Action::Filter,
+    Action::Open,
+    Action::Mark,
+    Action::MarkAll,
+    Action::Approve,
+    Action::Reject,
+    Action::Quit,
 ];
 
 /// The footer shows these, in this order, when they are bound.

@@ -7,8 +7,10 @@
 
 pub mod action;
 pub mod app;
+pub mod filter;
 pub mod form;
 pub mod keymap;
+pub mod quota;
 pub mod table;
 pub mod theme;
 pub mod views;
@@ -330,6 +332,22 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         Mode::Confirm(_) => match k.code {
             KeyCode::Char('y') | KeyCode::Char('Y') => app.confirm(true),
             KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => app.confirm(false),
+            KeyCode::Down | KeyCode::Char('j') => {
+                app.scroll_confirm(1);
+                vec![]
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                app.scroll_confirm(-1);
+                vec![]
+            }
+            KeyCode::PageDown | KeyCode::Char(' ') => {
+                app.scroll_confirm(app.page.max(1) as isize);
+                vec![]
+            }
+            KeyCode::PageUp => {
+                app.scroll_confirm(-(app.page.max(1) as isize));
+                vec![]
+            }
             _ => vec![],
         },
         Mode::Reason(r) => match k.code {

@@ -4,10 +4,12 @@
 
 use super::action::View;
 use super::app::{App, PIPELINE};
+use super::filter::Filter;
 use crate::clock::{age, parse_ts};
 use crate::domain::ids::short;
 use crate::domain::validate::sanitize;
 use crate::domain::RequestState;
+use ratatui::style::Style;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
@@ -72,6 +74,8 @@ pub struct Column {
     pub title: &'static str,
     pub width: u16,
     pub priority: u8,
+    /// Takes the width left over (else the last column shown does).
+    pub grow: bool,
 }
 
 const fn col(title: &'static str, width: u16, priority: u8) -> Column {
@@ -79,7 +83,12 @@ const fn col(title: &'static str, width: u16, priority: u8) -> Column {
         title,
         width,
         priority,
+        grow: false,
     }
+}
+
+const fn grow(c: Column) -> Column {
+    Column { grow: true, ..c }
 }
 
 const FLEET_COLUMNS: &[Column] = &[
@@ -107,9 +116,11 @@ const APPROVALS_COLUMNS: &[Column] = &[
     col("AGE", 5, 0),
     col("ID", 8, 0),
     col("TENANT", 8, 1),
+    col("REGION", 9, 4),
     col("REQUESTER", 10, 3),
-    col("RESOURCES", 18, 2),
-    col("RULE", 30, 4),
+    col("RESOURCES", 20, 2),
+    grow(col("RULE", 24, 5)),
+    col("QUOTA IF APPROVED", 16, 2),
 ];
 const BLACKLIST_COLUMNS: &[Column] = &[
     col("IP", 15, 0),
@@ -196,6 +207,18 @@ pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
     keep
 }
 
+/// The request a row stands for, in the views whose rows can be marked: a request, or a
+/// node's request.
+pub fn request_of(app: &App, v: View, i: usize) -> Option<String> {
+    match v {
+        View::Requests | View::Approvals | View::Pipeline => {
+            app.snap.requests.get(i).map(|r| r.id.clone())
+        }
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).and_then(|n| n.request_id.clone()),
+        View::Blacklist | View::Events => None,
+    }
+}
+
 fn key(app: &App, v: View, i: usize) -> String {
     match v {
         View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.clone()),
@@ -208,8 +231,9 @@ fn key(app: &App, v: View, i: usize) -> String {
     .unwrap_or_default()
 }
 
-/// The rows a view shows before sorting: its own selection, then the filter (substring,
-/// case-insensitive; a leading `!` keeps the rows that do not match).
+/// The rows a view shows before sorting: its own selection, then the filter (see
+/// `filter::Filter`: words and `field:value` terms, all of which must match; a leading `!`
+/// keeps the rows that do not).
 pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
     let s = &app.snap;
     let base: Vec<usize> = match v {
@@ -233,12 +257,12 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
     if t.filter.is_empty() || v == View::Events {
         return base;
     }
-    let (invert, needle) = match t.filter.strip_prefix('!') {
-        Some(rest) => (true, rest.to_lowercase()),
-        None => (false, t.filter.to_lowercase()),
-    };
+    let filter = Filter::parse(&t.filter, v);
+    if filter.is_empty() {
+        return base;
+    }
     base.into_iter()
-        .filter(|i| haystack(app, v, *i).contains(&needle) != invert)
+        .filter(|i| filter.keeps(app, v, *i, || haystack(app, v, *i)))
         .collect()
 }
 
@@ -318,6 +342,10 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
                 match (v, c) {
                     (View::Approvals, 0) | (View::Requests | View::Pipeline, 6) => {
                         y.created_at.cmp(&x.created_at)
+                    }
+                    (View::Approvals, 7) => {
+                        let full = |r| app.quotas.if_approved(r).map(|q| q.permille());
+                        full(x).cmp(&full(y))
                     }
                     _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
                 }
@@ -450,13 +478,21 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     0 => ago(app, &r.created_at),
                     1 => short(&r.id).to_string(),
                     2 => r.tenant.to_string(),
-                    3 => r.requested_by.to_string(),
-                    4 => format!("{}: {}c {}G {}G", r.plan, r.cpu, r.memory_gb, r.storage_gb),
-                    5 => r
-                        .approval_reason
-                        .clone()
-                        .or(r.approval_rule.as_deref().map(str::to_string))
+                    3 => r.region.to_string(),
+                    4 => r.requested_by.to_string(),
+                    5 => format!("{}: {}c {}G {}G", r.plan, r.cpu, r.memory_gb, r.storage_gb),
+                    // The rule's name; why it matched is in the detail pane.
+                    6 => r
+                        .approval_rule
+                        .as_deref()
+                        .map(str::to_string)
+                        .or(r.approval_reason.clone())
                         .unwrap_or_default(),
+                    7 => app
+                        .quotas
+                        .if_approved(r)
+                        .map(|q| format!("{} {}/{}", q.name, q.used, q.limit))
+                        .unwrap_or_else(|| "-".into()),
                     _ => String::new(),
                 }
             } else {
@@ -533,6 +569,59 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
     match sanitize(&text) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(clean) => clean,
+    }
+}
+
+/// How long a request has waited against the approval SLA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sla {
+    Fresh,
+    /// Older than `approvals.warn_after`.
+    Warn,
+    /// Older than `approvals.breach_after`.
+    Breach,
+}
+
+pub fn sla(app: &App, created_at: &str) -> Sla {
+    let Some(since) = parse_ts(created_at) else {
+        return Sla::Fresh;
+    };
+    let waited = (app.now - since).to_std().unwrap_or_default();
+    let a = &app.cfg.approvals;
+    if waited > a.breach_after {
+        Sla::Breach
+    } else if waited > a.warn_after {
+        Sla::Warn
+    } else {
+        Sla::Fresh
+    }
+}
+
+/// The style of a cell beyond its row's: the Approvals view's AGE by SLA, and its quota
+/// column by how full approving would make the tenant.
+pub fn cell_style(app: &App, v: View, i: usize, c: usize) -> Option<Style> {
+    if v != View::Approvals {
+        return None;
+    }
+    let r = app.snap.requests.get(i)?;
+    let th = app.theme;
+    match c {
+        0 => match sla(app, &r.created_at) {
+            Sla::Fresh => None,
+            Sla::Warn => Some(th.warn()),
+            Sla::Breach => Some(th.error()),
+        },
+        7 => {
+            let q = app.quotas.if_approved(r)?;
+            if q.over() {
+                Some(th.error())
+            } else if q.permille() >= 900 {
+                Some(th.warn())
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 

@@ -4,11 +4,12 @@
 mod detail;
 mod overlays;
 mod pipeline;
+mod quotas;
 mod table;
 
 use super::action::{View, VIEWS};
 use super::app::{App, Mode};
-use super::keymap::FOOTER;
+use super::keymap::{APPROVALS_FOOTER, FOOTER};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -50,6 +51,13 @@ pub fn draw(f: &mut Frame, app: &mut App) {
 fn view_body(f: &mut Frame, app: &mut App, area: Rect) {
     match app.view {
         View::Pipeline => pipeline::draw(f, app, area),
+        View::Approvals => {
+            let (panel, queue) = quotas::split(app, area);
+            if let Some(panel) = panel {
+                quotas::draw(f, app, panel);
+            }
+            table::draw(f, app, View::Approvals, queue);
+        }
         v => table::draw(f, app, v, area),
     }
 }
@@ -147,7 +155,12 @@ fn status_line(f: &mut Frame, app: &App, area: Rect) {
 fn footer(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
     let mut spans = Vec::new();
-    for action in FOOTER {
+    let actions = if app.view == View::Approvals {
+        APPROVALS_FOOTER
+    } else {
+        FOOTER
+    };
+    for action in actions {
         if action.mutates() && app.read_only {
             continue;
         }

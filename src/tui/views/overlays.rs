@@ -1,10 +1,12 @@
 //! What draws over the views: help, the provision form, confirmations, the reason prompt.
 
-use crate::tui::app::{App, Mode};
+use crate::domain::validate::sanitize;
+use crate::tui::app::{App, Confirm, Mode};
 use crate::tui::form::FieldKind;
+use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
@@ -18,8 +20,106 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
-pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+/// `text` in rows of at most `width` characters, broken at spaces where one is near.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut rows = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    while rest.len() > width {
+        // A space right after `width` characters still lets them fit.
+        let cut = rest[..=width]
+            .iter()
+            .rposition(|c| *c == ' ')
+            .filter(|p| *p > 0)
+            .unwrap_or(width);
+        rows.push(
+            rest[..cut]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+        );
+        let skip = if rest.get(cut) == Some(&' ') {
+            cut + 1
+        } else {
+            cut
+        };
+        rest.drain(..skip);
+    }
+    rows.push(rest.into_iter().collect());
+    rows
+}
+
+/// A confirmation: its lines wrapped to the box, and when they are more than the screen
+/// holds, a window of them with what is left out counted above and below (j/k scroll).
+fn confirm(f: &mut Frame, th: Theme, c: &mut Confirm, area: Rect) {
+    let width = 78.min(area.width);
+    let rows: Vec<String> = c
+        .lines
+        .iter()
+        .flat_map(|l| wrap(&sanitize(l), width.saturating_sub(2) as usize))
+        .collect();
+    let (long, take) = window(area, rows.len());
+    c.scroll = c.scroll.min(rows.len().saturating_sub(take));
+    let first = if long { c.scroll } else { 0 };
+    let below = rows.len().saturating_sub(first + take);
+    let mut lines: Vec<Line> = Vec::new();
+    let note = |show: bool, text: String| {
+        Line::from(Span::styled(
+            if show { text } else { String::new() },
+            th.dim(),
+        ))
+    };
+    if long {
+        lines.push(note(
+            first > 0,
+            format!("… {first} more above (k/↑ scrolls)"),
+        ));
+    }
+    lines.extend(rows.into_iter().skip(first).take(take).map(Line::from));
+    if long {
+        lines.push(note(below > 0, format!("… and {below} more (j/↓ scrolls)")));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("y", th.key()),
+        Span::raw(" yes   "),
+        Span::styled("n/esc", th.key()),
+        Span::raw(" no"),
+    ]));
+    let r = centered(area, width, (lines.len() as u16 + 2).min(area.height));
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(Span::styled(format!(" {} ", c.title), th.error())),
+        ),
+        r,
+    );
+}
+
+/// Whether a confirmation of `n` lines is too long for `area`, and how many of its lines
+/// fit.
+fn window(area: Rect, n: usize) -> (bool, usize) {
+    // Borders, the blank line and the y/n line: 4 rows, and a margin of 2 above and below
+    // so the header and footer stay in sight.
+    let room = (area.height as usize).saturating_sub(8).max(1);
+    if n > room {
+        // Two of the rows say what is above and below.
+        (true, room.saturating_sub(2).max(1))
+    } else {
+        (false, n)
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     let th = app.theme;
+    if let Mode::Confirm(c) = &mut app.mode {
+        confirm(f, th, c, area);
+        return;
+    }
+    let app = &*app;
     match &app.mode {
         Mode::Help => {
             let rows = app.keymap.help_rows();
@@ -50,10 +150,23 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 th.dim(),
             )));
             lines.push(Line::from(Span::styled("  :fleet :requests :approvals :blacklist :warmup :events :pipeline :q   (tab completes)", th.dim())));
-            lines.push(Line::from(Span::styled(
-                "  / filters (!text inverts) · keys remap under [keys] in the config",
-                th.dim(),
-            )));
+            let terms: Vec<String> = crate::tui::filter::fields(app.view)
+                .iter()
+                .map(|(name, _)| format!("{name}:"))
+                .collect();
+            for text in [
+                "  / filters: words and name:value terms, all must match; a leading ! inverts it all"
+                    .to_string(),
+                if terms.is_empty() {
+                    "    this view filters on words only".to_string()
+                } else {
+                    format!("    names here: {}", terms.join(" "))
+                },
+                "    e.g. /tenant:acme region:eu-west-1   /!tenant:acme   · keys remap under [keys]"
+                    .to_string(),
+            ] {
+                lines.push(Line::from(Span::styled(text, th.dim())));
+            }
             let r = centered(area, 100, (lines.len() as u16 + 2).min(area.height));
             f.render_widget(Clear, r);
             f.render_widget(
@@ -103,30 +216,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 }
             }
         }
-        Mode::Confirm(c) => {
-            let mut lines: Vec<Line> = c
-                .lines
-                .iter()
-                .map(|l| Line::from(crate::domain::validate::sanitize(l).into_owned()))
-                .collect();
-            lines.push(Line::from(""));
-            lines.push(Line::from(vec![
-                Span::styled("y", th.key()),
-                Span::raw(" yes   "),
-                Span::styled("n/esc", th.key()),
-                Span::raw(" no"),
-            ]));
-            let r = centered(area, 78, (lines.len() as u16 + 2).min(area.height));
-            f.render_widget(Clear, r);
-            f.render_widget(
-                Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(Span::styled(format!(" {} ", c.title), th.error())),
-                ),
-                r,
-            );
-        }
+        // Drawn above, with the scroll it may correct.
+        Mode::Confirm(_) => {}
         Mode::Reason(rs) => {
             let r = centered(area, 70, 5);
             f.render_widget(Clear, r);
@@ -148,5 +239,21 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             f.set_cursor_position((r.x + 1 + rs.input.visual_cursor() as u16, r.y + 2));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_keeps_indentation() {
+        assert_eq!(wrap("  short", 10), ["  short"]);
+        assert_eq!(wrap("one two three", 7), ["one two", "three"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(
+            wrap("  releases IP 1.2.3.4", 12),
+            ["  releases", "IP 1.2.3.4"]
+        );
     }
 }

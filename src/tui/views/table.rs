@@ -2,9 +2,8 @@
 
 use crate::tui::action::View;
 use crate::tui::app::App;
-use crate::tui::table::{cell, columns, fit, status_of};
+use crate::tui::table::{cell, cell_style, columns, fit, request_of, status_of};
 use ratatui::layout::Rect;
-use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
@@ -66,16 +65,26 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
     if body.width == 0 || body.height == 0 {
         return;
     }
-    // Column positions: fixed widths, one space between, the last column takes the rest.
+    // Column positions: fixed widths, one space between; the column that grows (else the
+    // last) takes the rest.
     let mut spans: Vec<(usize, u16, u16)> = Vec::with_capacity(keep.len());
     let mut x = body.x;
     let right = body.x + body.width;
+    let grows = keep
+        .iter()
+        .position(|c| cols[*c].grow)
+        .unwrap_or(keep.len().saturating_sub(1));
+    let spare = body
+        .width
+        .saturating_sub(keep.iter().map(|c| cols[*c].width + 1).sum::<u16>());
     for (n, c) in keep.iter().enumerate() {
         if x >= right {
             break;
         }
         let want = if n + 1 == keep.len() {
             right - x
+        } else if n == grows {
+            (cols[*c].width + spare).min(right - x)
         } else {
             cols[*c].width.min(right - x)
         };
@@ -125,13 +134,13 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
             );
         }
         let marked =
-            !t.marks.is_empty() && selected_id(app, v, i).is_some_and(|id| t.marks.contains(&id));
+            !t.marks.is_empty() && request_of(app, v, i).is_some_and(|id| t.marks.contains(&id));
         for (n, &(c, x, w)) in spans.iter().enumerate() {
             let text = cell(app, v, i, c);
             let style = if Some(c) == status_col {
                 th.status(status_of(app, v, i))
             } else {
-                Style::default()
+                cell_style(app, v, i, c).unwrap_or_default()
             };
             let style = if selected {
                 th.selected().patch(style)
@@ -146,15 +155,5 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
                 buf.set_stringn(x, y, &text, w as usize, style);
             }
         }
-    }
-}
-
-fn selected_id(app: &App, v: View, i: usize) -> Option<String> {
-    match v {
-        View::Requests | View::Approvals | View::Pipeline => {
-            app.snap.requests.get(i).map(|r| r.id.clone())
-        }
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).and_then(|n| n.request_id.clone()),
-        _ => None,
     }
 }

@@ -1,0 +1,160 @@
+//! The `/` filter of the list views: words and `field:value` terms, all of which must match
+//! (case-insensitive substrings), and a leading `!` that keeps the rows that do not.
+//!
+//! `tenant:acme region:eu-west-1 big` keeps the rows of tenant acme in eu-west-1 that
+//! mention "big" anywhere. A `name:` this view does not know is an ordinary word.
+//! Parsed when the filter or the data changes, never while drawing.
+
+use super::action::View;
+use super::app::App;
+
+/// A field a `name:value` term matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Tenant,
+    Region,
+    Rule,
+    State,
+    Plan,
+    Label,
+    Requester,
+    Status,
+}
+
+const REQUEST_FIELDS: &[(&str, Field)] = &[
+    ("tenant", Field::Tenant),
+    ("region", Field::Region),
+    ("rule", Field::Rule),
+    ("state", Field::State),
+    ("plan", Field::Plan),
+    ("label", Field::Label),
+    ("requester", Field::Requester),
+];
+const NODE_FIELDS: &[(&str, Field)] = &[
+    ("tenant", Field::Tenant),
+    ("region", Field::Region),
+    ("status", Field::Status),
+    ("label", Field::Label),
+];
+
+/// The `name:` terms a view understands, for parsing and for the help.
+pub fn fields(v: View) -> &'static [(&'static str, Field)] {
+    match v {
+        View::Requests | View::Approvals | View::Pipeline => REQUEST_FIELDS,
+        View::Fleet | View::Warmup => NODE_FIELDS,
+        View::Blacklist | View::Events => &[],
+    }
+}
+
+/// A parsed filter: every term must match, then `invert` flips the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub invert: bool,
+    pub terms: Vec<(Field, String)>,
+    pub words: Vec<String>,
+}
+
+impl Filter {
+    pub fn parse(text: &str, v: View) -> Filter {
+        let (invert, rest) = match text.trim_start().strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let known = fields(v);
+        let mut f = Filter {
+            invert,
+            ..Default::default()
+        };
+        for word in rest.split_whitespace() {
+            let word = word.to_lowercase();
+            let term = word.split_once(':').and_then(|(name, value)| {
+                known
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, field)| (*field, value.to_string()))
+            });
+            match term {
+                Some(t) => f.terms.push(t),
+                None => f.words.push(word),
+            }
+        }
+        f
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty() && self.words.is_empty()
+    }
+
+    /// Whether row `i` of view `v` stays. `haystack` is the row's searchable text, already
+    /// lower-case; it is only asked for when there are free words.
+    pub fn keeps(&self, app: &App, v: View, i: usize, haystack: impl FnOnce() -> String) -> bool {
+        let terms = self.terms.iter().all(|(field, want)| {
+            value(app, v, i, *field).is_some_and(|have| have.to_lowercase().contains(want.as_str()))
+        });
+        let all = terms && {
+            if self.words.is_empty() {
+                true
+            } else {
+                let hay = haystack();
+                self.words.iter().all(|w| hay.contains(w.as_str()))
+            }
+        };
+        all != self.invert
+    }
+}
+
+/// The text of `field` in row `i` of view `v`.
+fn value(app: &App, v: View, i: usize, field: Field) -> Option<&str> {
+    let s = &app.snap;
+    match v {
+        View::Requests | View::Approvals | View::Pipeline => {
+            let r = s.requests.get(i)?;
+            Some(match field {
+                Field::Tenant => &r.tenant,
+                Field::Region => &r.region,
+                Field::Rule => r.approval_rule.as_deref().unwrap_or(""),
+                Field::State => &r.state,
+                Field::Plan => &r.plan,
+                Field::Label => &r.label,
+                Field::Requester => &r.requested_by,
+                Field::Status => return None,
+            })
+        }
+        View::Fleet | View::Warmup => {
+            let n = s.nodes.get(i)?;
+            Some(match field {
+                Field::Tenant => &n.tenant,
+                Field::Region => &n.region,
+                Field::Status => &n.status,
+                Field::Label => &n.label,
+                _ => return None,
+            })
+        }
+        View::Blacklist | View::Events => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_words_and_inversion_parse() {
+        let f = Filter::parse("!Tenant:ACME region:eu-west-1 Big rule:", View::Approvals);
+        assert!(f.invert);
+        assert_eq!(
+            f.terms,
+            vec![
+                (Field::Tenant, "acme".to_string()),
+                (Field::Region, "eu-west-1".to_string()),
+                (Field::Rule, String::new()),
+            ]
+        );
+        assert_eq!(f.words, vec!["big".to_string()]);
+        // A name the view does not know is a word: nodes have no rule.
+        let f = Filter::parse("rule:high status:paused", View::Fleet);
+        assert_eq!(f.words, vec!["rule:high".to_string()]);
+        assert_eq!(f.terms, vec![(Field::Status, "paused".to_string())]);
+        assert!(Filter::parse("  ", View::Fleet).is_empty());
+    }
+}

@@ -381,6 +381,7 @@ pub struct Config {
     pub approval_rules: Vec<ApprovalRuleConfig>,
     pub approvals: ApprovalsConfig,
     pub warmup: WarmupConfig,
+    pub blocklists: BlocklistsConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -463,6 +464,69 @@ impl Default for WarmupConfig {
             plans: Vec::new(),
         }
     }
+}
+
+/// DNS blocklist monitoring: where to resolve, how often, and which zones. With no zones
+/// listed, the built-in ones (`assets/blocklists.toml`) apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlocklistsConfig {
+    /// A recursive resolver of one's own, "IP" or "IP:PORT"; absent = the system resolver.
+    pub resolver: Option<String>,
+    /// How often each node's IP is checked (checks are spread across the interval).
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+    /// Time limit for one query.
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
+    /// Queries in flight at once.
+    pub concurrency: usize,
+    pub zones: Vec<crate::reputation::dnsbl::Zone>,
+    /// A node's bounce rate above this (0.0 to 1.0) raises a medium alert.
+    pub bounce_alert: f64,
+    /// Resume a node paused for a listing once it is delisted everywhere.
+    pub auto_resume: bool,
+}
+
+impl Default for BlocklistsConfig {
+    fn default() -> Self {
+        BlocklistsConfig {
+            resolver: None,
+            interval: Duration::from_secs(30 * 60),
+            timeout: Duration::from_secs(2),
+            concurrency: 64,
+            zones: Vec::new(),
+            bounce_alert: 0.05,
+            auto_resume: false,
+        }
+    }
+}
+
+/// The built-in blocklist zones (`assets/blocklists.toml`).
+pub fn builtin_zones() -> &'static [crate::reputation::dnsbl::Zone] {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ZoneFile {
+        zones: Vec<crate::reputation::dnsbl::Zone>,
+    }
+    static ZONES: std::sync::OnceLock<Vec<crate::reputation::dnsbl::Zone>> =
+        std::sync::OnceLock::new();
+    // Compiled in and checked by a test, so it always parses.
+    ZONES.get_or_init(|| {
+        toml::from_str::<ZoneFile>(include_str!("../assets/blocklists.toml"))
+            .map(|f| f.zones)
+            .unwrap_or_default()
+    })
+}
+
+/// Reads "IP" or "IP:PORT" (port 53 by default).
+pub fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// The SQLite store.
@@ -792,8 +856,83 @@ impl Config {
         Ok(())
     }
 
+    /// The zones to check: the configured ones, or the built-in ones.
+    pub fn blocklist_zones(&self) -> Vec<crate::reputation::dnsbl::Zone> {
+        if self.blocklists.zones.is_empty() {
+            builtin_zones().to_vec()
+        } else {
+            self.blocklists.zones.clone()
+        }
+    }
+
+    pub fn checker_config(&self) -> crate::reputation::dnsbl::CheckerConfig {
+        let b = &self.blocklists;
+        crate::reputation::dnsbl::CheckerConfig {
+            resolver: b.resolver.as_deref().and_then(|r| parse_resolver(r).ok()),
+            timeout: b.timeout,
+            concurrency: b.concurrency,
+        }
+    }
+
+    fn validate_blocklists(&self) -> Result<(), ConfigError> {
+        let b = &self.blocklists;
+        if let Some(r) = &b.resolver {
+            parse_resolver(r).map_err(|why| ConfigError::invalid("blocklists.resolver", why))?;
+        }
+        if b.interval < Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                "blocklists.interval",
+                "must be at least 10s",
+            ));
+        }
+        if b.timeout < Duration::from_millis(50) || b.timeout > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "blocklists.timeout",
+                "must be between 50ms and 60s",
+            ));
+        }
+        if !(1..=1024).contains(&b.concurrency) {
+            return Err(ConfigError::invalid(
+                "blocklists.concurrency",
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(0.0..=1.0).contains(&b.bounce_alert) {
+            return Err(ConfigError::invalid(
+                "blocklists.bounce_alert",
+                "must be a fraction between 0.0 and 1.0",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, z) in b.zones.iter().enumerate() {
+            let name = z.zone.trim_end_matches('.');
+            let valid = !name.is_empty()
+                && name.len() <= 200
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if !valid {
+                return Err(ConfigError::invalid(
+                    format!("blocklists.zones[{i}].zone"),
+                    format!("{:?} is not a DNS zone name", z.zone),
+                ));
+            }
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(
+                    format!("blocklists.zones[{i}].zone"),
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_engine()?;
+        self.validate_blocklists()?;
         self.validate_warmup()?;
         self.validate_approvals()?;
         if self.store.busy_timeout.is_zero() {
@@ -1054,6 +1193,7 @@ mod tests {
         assert_eq!(config.engine, EngineConfig::default());
         assert_eq!(config.store, StoreConfig::default());
         assert_eq!(config.providers, ProvidersConfig::default());
+        assert_eq!(config.blocklists, BlocklistsConfig::default());
 
         let names: Vec<&str> = config.plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ssd-1", "ssd-2", "ssd-4", "ssd-8", "ssd-16"]);
@@ -1579,6 +1719,59 @@ quota = { nodes = 20, cpu = 64, memory_gb = 128, storage_gb = 2000 }
         }
         if let Some(path) = user_config_path() {
             assert!(path.ends_with("config.toml"));
+        }
+    }
+
+    #[test]
+    fn blocklist_zones_default_to_the_builtin_ones_without_sorbs() {
+        let config = from_layers(&[layer(DEFAULTS_SOURCE, DEFAULT_TOML)]).unwrap();
+        let zones = config.blocklist_zones();
+        assert_eq!(zones.len(), 6);
+        assert_eq!(zones[0].zone, "zen.spamhaus.org");
+        assert_eq!(zones[0].severity, crate::reputation::dnsbl::Severity::High);
+        assert!(zones.iter().all(|z| !z.zone.contains("sorbs")));
+        assert_eq!(config.checker_config().resolver, None);
+
+        let own = with_user(
+            "[blocklists]\nresolver = \"127.0.0.1:5353\"\n[[blocklists.zones]]\nzone = \"bl.test\"\nseverity = \"low\"\ncodes = \"generic\"\n",
+        )
+        .unwrap();
+        assert_eq!(own.blocklist_zones().len(), 1);
+        assert_eq!(
+            own.checker_config().resolver,
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        let bare = with_user("[blocklists]\nresolver = \"10.0.0.53\"\n").unwrap();
+        assert_eq!(
+            bare.checker_config().resolver,
+            Some("10.0.0.53:53".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_blocklist_settings_name_the_field() {
+        let cases = [
+            ("[blocklists]\nresolver = \"dns.example\"\n", "blocklists.resolver"),
+            ("[blocklists]\ninterval = \"1s\"\n", "blocklists.interval"),
+            ("[blocklists]\ntimeout = \"5m\"\n", "blocklists.timeout"),
+            ("[blocklists]\nconcurrency = 0\n", "blocklists.concurrency"),
+            ("[blocklists]\nbounce_alert = 1.5\n", "blocklists.bounce_alert"),
+            (
+                "[[blocklists.zones]]\nzone = \"bad zone\"\nseverity = \"low\"\ncodes = \"generic\"\n",
+                "blocklists.zones[0].zone",
+            ),
+            (
+                "[[blocklists.zones]]\nzone = \"a.test\"\nseverity = \"low\"\ncodes = \"generic\"\n[[blocklists.zones]]\nzone = \"A.test.\"\nseverity = \"high\"\ncodes = \"generic\"\n",
+                "blocklists.zones[1].zone",
+            ),
+            (
+                "[[blocklists.zones]]\nzone = \"a.test\"\nseverity = \"urgent\"\ncodes = \"generic\"\n",
+                "line 3: unknown variant `urgent`, expected one of `low`, `medium`, `high`",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = user_error(text);
+            assert!(e.contains(field), "{text}: {e}");
         }
     }
 }

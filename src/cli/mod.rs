@@ -98,6 +98,9 @@ pub enum Cmd {
         #[arg(long)]
         request: Option<String>,
     },
+    /// DNS blocklists: one-shot checks and the configured zones.
+    #[command(subcommand)]
+    Blocklist(BlocklistCmd),
     /// Compare the provider's inventory with the store: orphans and missing instances.
     Reconcile {
         #[arg(long)]
@@ -186,6 +189,29 @@ pub enum NodeCmd {
     /// One node.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlocklistCmd {
+    /// Check IPs on the blocklists now. Listed IPs are an answer, not a failure: the exit
+    /// status is 0 unless the input is wrong.
+    Check {
+        /// IPv4 addresses.
+        #[arg(required = true, value_name = "IP")]
+        ips: Vec<String>,
+        /// Only these zones (comma-separated); a zone not in the config is read with
+        /// generic codes.
+        #[arg(long, value_delimiter = ',', value_name = "ZONE,...")]
+        zones: Vec<String>,
+        /// One JSON array of {ip, zone, status, code, meaning, reason}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The zones checked, with severity and how their codes are read.
+    Zones {
         #[arg(long)]
         json: bool,
     },
@@ -366,9 +392,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Cmd::Demo { nodes, seed } = command {
         return demo(&cli, *nodes as usize, *seed).await;
     }
+    if let Cmd::Blocklist(bc) = command {
+        // Needs the config only: no database is opened.
+        let cfg = config::load(cli.config.as_deref())?;
+        return blocklist(&cfg, bc).await;
+    }
     let env = open(&cli).await?;
     match command {
-        Cmd::Demo { .. } => {}
+        Cmd::Demo { .. } | Cmd::Blocklist(_) => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;
@@ -564,6 +595,69 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         println!("{}", outcome.describe());
     }
     Ok(())
+}
+
+async fn blocklist(cfg: &Config, bc: &BlocklistCmd) -> Result<ExitCode> {
+    use crate::reputation::dnsbl::{Checker, Codes, Severity, Zone};
+    match bc {
+        BlocklistCmd::Zones { json } => {
+            output::zone_list(&cfg.blocklist_zones(), *json)?;
+        }
+        BlocklistCmd::Check { ips, zones, json } => {
+            let mut parsed = Vec::with_capacity(ips.len());
+            for ip in ips {
+                parsed.push(
+                    ip.parse::<std::net::Ipv4Addr>()
+                        .map_err(|_| eyre!("IP: {:?} is not an IPv4 address", sanitize(ip)))?,
+                );
+            }
+            let known = cfg.blocklist_zones();
+            let chosen: Vec<Zone> = if zones.is_empty() {
+                known
+            } else {
+                let mut out = Vec::new();
+                for z in zones {
+                    let name = z.trim().trim_end_matches('.').to_ascii_lowercase();
+                    let valid = !name.is_empty()
+                        && name.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        });
+                    if !valid {
+                        return Err(eyre!("--zones: {:?} is not a DNS zone name", sanitize(z)));
+                    }
+                    out.push(
+                        known
+                            .iter()
+                            .find(|k| k.zone == name)
+                            .cloned()
+                            .unwrap_or(Zone {
+                                codes: if name.ends_with("spamhaus.org") {
+                                    Codes::Spamhaus
+                                } else {
+                                    Codes::Generic
+                                },
+                                zone: name,
+                                severity: Severity::Medium,
+                            }),
+                    );
+                }
+                out
+            };
+            let checker = Checker::new(&cfg.checker_config()).map_err(|e| eyre!(e))?;
+            let (health, verdicts) = checker.check_zones(&parsed, &chosen).await;
+            for h in health.iter().filter(|h| !h.usable) {
+                eprintln!(
+                    "warning: zone {} is unusable: {}",
+                    h.zone,
+                    sanitize(h.why.as_deref().unwrap_or("failed its health check"))
+                );
+            }
+            output::verdicts(&verdicts, *json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Batch files larger than this are refused before parsing.

@@ -479,3 +479,49 @@ pub fn cluster_list(list: &[crate::engine::clusters::ClusterStatus], as_json: bo
     );
     Ok(())
 }
+
+pub fn zone_list(zones: &[crate::reputation::dnsbl::Zone], as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(zones)?);
+    }
+    let body = zones
+        .iter()
+        .map(|z| {
+            vec![
+                clean(&z.zone),
+                z.severity.as_str().to_string(),
+                match z.codes {
+                    crate::reputation::dnsbl::Codes::Spamhaus => "spamhaus",
+                    crate::reputation::dnsbl::Codes::Generic => "generic",
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["ZONE", "SEVERITY", "CODES"], body));
+    Ok(())
+}
+
+pub fn verdicts(list: &[crate::reputation::dnsbl::Verdict], as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(list)?);
+    }
+    let body = list
+        .iter()
+        .map(|v| {
+            vec![
+                v.ip.to_string(),
+                clean(&v.zone),
+                v.status.as_str().to_string(),
+                v.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                clean(v.meaning.as_deref().unwrap_or("")),
+                clean(v.reason.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["IP", "ZONE", "STATUS", "CODE", "MEANING", "REASON"], body)
+    );
+    Ok(())
+}

@@ -316,6 +316,36 @@ impl Checker {
             .await
     }
 
+    /// Health-checks each zone, then checks every IP on every zone. Answers from a zone
+    /// that failed its health check are not trusted: a listed or clean answer there becomes
+    /// an error saying why.
+    pub async fn check_zones(
+        &self,
+        ips: &[Ipv4Addr],
+        zones: &[Zone],
+    ) -> (Vec<ZoneHealth>, Vec<Verdict>) {
+        let health: Vec<ZoneHealth> = stream::iter(zones)
+            .map(|z| self.health(z))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut verdicts = self.check_all(ips, zones).await;
+        for v in &mut verdicts {
+            let Some(h) = health.iter().find(|h| h.zone == v.zone && !h.usable) else {
+                continue;
+            };
+            if matches!(v.status, Status::Listed | Status::NotListed) {
+                v.status = Status::Error;
+                v.meaning = Some(format!(
+                    "zone unusable: {}",
+                    h.why.as_deref().unwrap_or("failed its health check")
+                ));
+                v.reason = None;
+            }
+        }
+        (health, verdicts)
+    }
+
     /// The RFC 5782 test entries: 127.0.0.2 must be listed, 127.0.0.1 must not.
     pub async fn health(&self, zone: &Zone) -> ZoneHealth {
         let (two, one) = futures::join!(

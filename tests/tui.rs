@@ -1097,3 +1097,83 @@ async fn headless_console_approves_fifty_requests_in_four_keystrokes() {
     assert!(app.table().visible.is_empty() && app.table().marks.is_empty());
     handle.shutdown().await;
 }
+
+/// The Requests view says what holds each waiting request (an approval, a prerequisite),
+/// and `:cluster test NAME` reports a cluster's round trip on the status line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_say_why_they_wait_and_clusters_can_be_tested_from_the_console() {
+    use mailfleet::engine::commands::{execute, Command, CreateRequest, Outcome};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let handle = mailfleet::engine::spawn(ctx.clone());
+    let big = create(&ctx, "acme", "eu-west-1", "ssd-16", "big-1").await;
+    assert_eq!(big.state, "pending_approval");
+    let after = execute(
+        &ctx,
+        "tester",
+        Command::Create(CreateRequest {
+            tenant: "acme".into(),
+            region: "dallas".into(),
+            plan: "ssd-1".into(),
+            label: "after-big".into(),
+            domain: None,
+            depends_on: vec![big.id.clone()],
+        }),
+    )
+    .await
+    .expect("create");
+    let Outcome::Created(after) = after else {
+        panic!("created")
+    };
+    let mut app = App::new(
+        Arc::new(cfg.clone()),
+        Keymap::new(&BTreeMap::new()).expect("keys"),
+        "alice".into(),
+        "db".into(),
+        false,
+        Theme::plain(),
+    );
+    until(&mut app, &store, "the dependent waits", |a| {
+        a.snap
+            .requests
+            .iter()
+            .any(|r| r.id == after.id && r.wait_reason.is_some())
+    })
+    .await;
+    app.update(Action::ShowRequests);
+    app.now = chrono::Utc::now();
+    let screen = render(&mut app, 160, 12);
+    let short = &big.id[big.id.len() - 8..];
+    assert!(
+        screen.contains("awaiting approval: High-Resource VPS Approval"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!(
+            "waiting for prerequisite {short} (pending_approval)"
+        )),
+        "{screen}"
+    );
+
+    let effects = app.run_command(":cluster test sim-dallas");
+    pump(&mut app, &store, &handle, effects).await;
+    let said = app.status.clone().expect("status");
+    assert!(!said.error, "{}", said.text);
+    assert!(
+        said.text
+            .starts_with("cluster sim-dallas (sim in dallas): ok in "),
+        "{}",
+        said.text
+    );
+    let effects = app.run_command(":cluster test nowhere");
+    pump(&mut app, &store, &handle, effects).await;
+    let said = app.status.clone().expect("status");
+    assert!(
+        said.error && said.text.contains("unknown cluster"),
+        "{}",
+        said.text
+    );
+    handle.shutdown().await;
+}

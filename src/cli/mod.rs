@@ -583,6 +583,10 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         engine::Outcome::Changed { id, .. } | engine::Outcome::TeardownSignalled { id } => {
             id.clone()
         }
+        engine::Outcome::ClusterTested(r) => {
+            println!("{}", r.describe());
+            return Ok(());
+        }
     };
     if json {
         let detail = store.request_detail(&id).await?;

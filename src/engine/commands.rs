@@ -25,12 +25,34 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Create(CreateRequest),
-    Approve { id: String, reason: Option<String> },
-    Reject { id: String, reason: String },
-    Suspend { id: String, reason: Option<String> },
-    Reactivate { id: String, reason: Option<String> },
-    Rollback { id: String, reason: Option<String> },
-    Deprovision { id: String, reason: Option<String> },
+    Approve {
+        id: String,
+        reason: Option<String>,
+    },
+    Reject {
+        id: String,
+        reason: String,
+    },
+    Suspend {
+        id: String,
+        reason: Option<String>,
+    },
+    Reactivate {
+        id: String,
+        reason: Option<String>,
+    },
+    Rollback {
+        id: String,
+        reason: Option<String>,
+    },
+    Deprovision {
+        id: String,
+        reason: Option<String>,
+    },
+    /// A connectivity test of one cluster (changes nothing).
+    TestCluster {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +66,8 @@ pub enum Outcome {
     TeardownSignalled {
         id: String,
     },
+    /// A cluster answered its connectivity test.
+    ClusterTested(super::clusters::ConnectivityReport),
 }
 
 impl Outcome {
@@ -51,6 +75,7 @@ impl Outcome {
         match self {
             Outcome::Created(r) => format!("request {} created ({})", short(&r.id), r.state),
             Outcome::Changed { id, state } => format!("request {} is now {state}", short(id)),
+            Outcome::ClusterTested(r) => r.describe(),
             Outcome::TeardownSignalled { id } => {
                 format!(
                     "request {}: rollback requested; the worker stops after its current call",
@@ -115,6 +140,14 @@ pub async fn execute(
         }
         Command::Reactivate { id, reason } => {
             service(ctx, actor, &id, RequestEvent::Reactivate, reason).await
+        }
+        Command::TestCluster { name } => {
+            let report = super::clusters::test(ctx, &name).await?;
+            if report.ok {
+                Ok(Outcome::ClusterTested(report))
+            } else {
+                Err(CommandError::Provider(report.describe()))
+            }
         }
     }
 }

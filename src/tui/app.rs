@@ -816,12 +816,21 @@ impl App {
         if let Some(v) = View::parse(word) {
             return self.show(v);
         }
+        let mut words = word.split_whitespace();
+        if let (Some("cluster"), Some("test"), Some(name), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            self.say(format!("testing cluster {name} …"), false);
+            return vec![Effect::Send(vec![Command::TestCluster {
+                name: name.to_string(),
+            }])];
+        }
         match word {
             "q" | "quit" => self.update(Action::Quit),
             "help" => self.update(Action::Help),
             "" => vec![],
             other => {
-                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :q", crate::domain::validate::sanitize(other)), true);
+                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :cluster test NAME, :q", crate::domain::validate::sanitize(other)), true);
                 vec![]
             }
         }

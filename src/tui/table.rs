@@ -510,11 +510,14 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     4 => step_cells(app, r),
                     5 => r.steps.attempts.to_string(),
                     6 => ago(app, &r.created_at),
-                    7 => r
-                        .error
-                        .clone()
-                        .or(r.wait_reason.clone())
-                        .unwrap_or_default(),
+                    7 => match (&r.error, &*r.state) {
+                        (Some(e), _) => e.clone(),
+                        (None, "pending_approval") => format!(
+                            "awaiting approval: {}",
+                            r.approval_rule.as_deref().unwrap_or("a rule")
+                        ),
+                        (None, _) => r.wait_reason.clone().unwrap_or_default(),
+                    },
                     _ => String::new(),
                 }
             }

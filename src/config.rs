@@ -471,6 +471,8 @@ impl Default for WarmupConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlocklistsConfig {
+    /// Run the scheduled checks (in `mailfleet work` and the console).
+    pub monitor: bool,
     /// A recursive resolver of one's own, "IP" or "IP:PORT"; absent = the system resolver.
     pub resolver: Option<String>,
     /// How often each node's IP is checked (checks are spread across the interval).
@@ -491,6 +493,7 @@ pub struct BlocklistsConfig {
 impl Default for BlocklistsConfig {
     fn default() -> Self {
         BlocklistsConfig {
+            monitor: true,
             resolver: None,
             interval: Duration::from_secs(30 * 60),
             timeout: Duration::from_secs(2),

@@ -98,6 +98,16 @@ pub enum Cmd {
         #[arg(long)]
         request: Option<String>,
     },
+    /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
+    Alerts {
+        /// Resolved ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// DNS blocklists: one-shot checks and the configured zones.
     #[command(subcommand)]
     Blocklist(BlocklistCmd),
@@ -192,6 +202,16 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a warming or active node out of rotation.
+    Pause {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Put a paused node back in rotation.
+    Resume { id: String },
+    /// Check the node's IP on the blocklists now, and act on the answers.
+    Check { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,7 +425,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             work(&env, *until_idle).await?;
         }
         Cmd::Request(rc) => request(&cli, &env, rc).await?,
-        Cmd::Node(nc) => node(&env, nc).await?,
+        Cmd::Node(nc) => node(&cli, &env, nc).await?,
+        Cmd::Alerts { all, limit, json } => {
+            let list = env.store.alerts(!*all, *limit).await?;
+            output::alert_list(&list, *json, env.clock.now())?;
+        }
         Cmd::Tenant(TenantCmd::List { json }) => {
             let list = engine::clusters::tenants(&env.store, &env.cfg).await?;
             output::tenant_list(&list, *json)?;
@@ -496,9 +520,14 @@ async fn work(env: &Env, until_idle: bool) -> Result<()> {
         engine::run_until_idle(ctx).await;
         return Ok(());
     }
+    let monitor =
+        crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone());
     let handle = engine::spawn(ctx);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
+    if let Some(m) = monitor {
+        m.stop().await;
+    }
     handle.shutdown().await;
     Ok(())
 }
@@ -585,6 +614,10 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         }
         engine::Outcome::ClusterTested(r) => {
             println!("{}", r.describe());
+            return Ok(());
+        }
+        engine::Outcome::Node { text, .. } => {
+            println!("{}", sanitize(text));
             return Ok(());
         }
     };
@@ -717,7 +750,23 @@ async fn import(env: &Env, file: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn node(env: &Env, nc: &NodeCmd) -> Result<()> {
+async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
+    let command = match nc {
+        NodeCmd::Pause { id, reason } => Command::PauseNode {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
+        NodeCmd::Resume { id } => Command::ResumeNode { id: id.clone() },
+        NodeCmd::Check { id } => Command::CheckNode { id: id.clone() },
+        NodeCmd::List { .. } | NodeCmd::Show { .. } => return node_read(env, nc).await,
+    };
+    refuse_read_only(cli)?;
+    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    println!("{}", sanitize(&outcome.describe()));
+    Ok(())
+}
+
+async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
     match nc {
         NodeCmd::List {
             status,
@@ -739,5 +788,6 @@ async fn node(env: &Env, nc: &NodeCmd) -> Result<()> {
             let node = env.store.get_node(&id).await?;
             output::node_show(&node, *json)
         }
+        NodeCmd::Pause { .. } | NodeCmd::Resume { .. } | NodeCmd::Check { .. } => Ok(()),
     }
 }

@@ -525,3 +525,33 @@ pub fn verdicts(list: &[crate::reputation::dnsbl::Verdict], as_json: bool) -> Re
     );
     Ok(())
 }
+
+pub fn alert_list(
+    list: &[crate::store::AlertRow],
+    as_json: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(list)?);
+    }
+    let body = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.severity.to_uppercase(),
+                ago(now, &a.raised_at),
+                a.resolved_at
+                    .as_deref()
+                    .map(|t| format!("resolved {} ago", ago(now, t)))
+                    .unwrap_or_else(|| "open".into()),
+                clean(&a.kind),
+                clean(&a.message),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["SEVERITY", "RAISED", "STATE", "KIND", "WHAT"], body)
+    );
+    Ok(())
+}

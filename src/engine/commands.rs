@@ -53,6 +53,19 @@ pub enum Command {
     TestCluster {
         name: String,
     },
+    /// Take a serving node out of rotation.
+    PauseNode {
+        id: String,
+        reason: Option<String>,
+    },
+    /// Put a paused node back in rotation, whatever paused it.
+    ResumeNode {
+        id: String,
+    },
+    /// Check a node's IP on the blocklists now, and act on the answers.
+    CheckNode {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +81,11 @@ pub enum Outcome {
     },
     /// A cluster answered its connectivity test.
     ClusterTested(super::clusters::ConnectivityReport),
+    /// A node was paused, resumed or checked.
+    Node {
+        id: String,
+        text: String,
+    },
 }
 
 impl Outcome {
@@ -76,6 +94,7 @@ impl Outcome {
             Outcome::Created(r) => format!("request {} created ({})", short(&r.id), r.state),
             Outcome::Changed { id, state } => format!("request {} is now {state}", short(id)),
             Outcome::ClusterTested(r) => r.describe(),
+            Outcome::Node { text, .. } => text.clone(),
             Outcome::TeardownSignalled { id } => {
                 format!(
                     "request {}: rollback requested; the worker stops after its current call",
@@ -141,6 +160,35 @@ pub async fn execute(
         Command::Reactivate { id, reason } => {
             service(ctx, actor, &id, RequestEvent::Reactivate, reason).await
         }
+        Command::PauseNode { id, reason } => {
+            let id = store.resolve_node_id(&id).await?;
+            let node = store.get_node(&id).await?;
+            if !store.pause_node(&id, actor, reason, now).await? {
+                return Err(CommandError::Invalid(format!(
+                    "node {} is {}: only a warming or active node can be paused",
+                    node.label, node.status
+                )));
+            }
+            Ok(Outcome::Node {
+                text: format!("node {} paused", node.label),
+                id,
+            })
+        }
+        Command::ResumeNode { id } => {
+            let id = store.resolve_node_id(&id).await?;
+            let node = store.get_node(&id).await?;
+            if !store.resume_node(&id, actor, now).await? {
+                return Err(CommandError::Invalid(format!(
+                    "node {} is {}: only a paused node can be resumed",
+                    node.label, node.status
+                )));
+            }
+            Ok(Outcome::Node {
+                text: format!("node {} resumed", node.label),
+                id,
+            })
+        }
+        Command::CheckNode { id } => check_node(ctx, &id).await,
         Command::TestCluster { name } => {
             let report = super::clusters::test(ctx, &name).await?;
             if report.ok {
@@ -150,6 +198,53 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// Checks a node's IP on every usable blocklist zone now, and applies what the answers mean.
+async fn check_node(ctx: &Arc<Ctx>, id: &str) -> Result<Outcome, CommandError> {
+    use crate::reputation::dnsbl::Status;
+    use crate::reputation::policy::Change;
+    let store = &ctx.store;
+    let id = store.resolve_node_id(id).await?;
+    let node = store.get_node(&id).await?;
+    let Some(ip) = node.ip_address.clone() else {
+        return Err(CommandError::Invalid(format!(
+            "node {} has no IP address yet",
+            node.label
+        )));
+    };
+    let monitor =
+        crate::reputation::monitor::Monitor::new(store.clone(), ctx.cfg.clone(), ctx.clock.clone())
+            .map_err(CommandError::Invalid)?;
+    let zones = monitor.usable_zones().await?;
+    if zones.is_empty() {
+        return Err(CommandError::Provider(format!(
+            "no blocklist zone is usable from here (see the zone alerts): nothing to check {} on",
+            node.label
+        )));
+    }
+    let (verdicts, applied) = monitor.check_node(&id, &ip, &zones).await?;
+    let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
+    let mut text = format!(
+        "checked {} ({ip}) on {} zones: {} listed, {} not listed, {} error, {} unknown",
+        node.label,
+        zones.len(),
+        count(Status::Listed),
+        count(Status::NotListed),
+        count(Status::Error),
+        count(Status::Unknown)
+    );
+    if applied
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Pause { .. }))
+    {
+        text.push_str("; paused");
+    }
+    if applied.changes.contains(&Change::Resume) {
+        text.push_str("; resumed");
+    }
+    Ok(Outcome::Node { id, text })
 }
 
 /// The approver role, and four-eyes: nobody approves a request they made. Refusals say

@@ -306,11 +306,14 @@ impl Checker {
 
     /// Every IP on every zone, at most `concurrency` queries at once; IP-major order.
     pub async fn check_all(&self, ips: &[Ipv4Addr], zones: &[Zone]) -> Vec<Verdict> {
-        let pairs = ips
-            .iter()
-            .flat_map(|ip| zones.iter().map(move |z| (*ip, z)));
-        stream::iter(pairs)
-            .map(|(ip, z)| self.check(ip, z))
+        // By index, so the closure borrows nothing of its argument (the future stays Send
+        // for any caller that spawns it).
+        let per_ip = zones.len();
+        if per_ip == 0 {
+            return Vec::new();
+        }
+        stream::iter(0..ips.len() * per_ip)
+            .map(|k| self.check(ips[k / per_ip], &zones[k % per_ip]))
             .buffered(self.concurrency)
             .collect()
             .await
@@ -324,8 +327,8 @@ impl Checker {
         ips: &[Ipv4Addr],
         zones: &[Zone],
     ) -> (Vec<ZoneHealth>, Vec<Verdict>) {
-        let health: Vec<ZoneHealth> = stream::iter(zones)
-            .map(|z| self.health(z))
+        let health: Vec<ZoneHealth> = stream::iter(0..zones.len())
+            .map(|i| self.health(&zones[i]))
             .buffered(self.concurrency)
             .collect()
             .await;

@@ -2,3 +2,5 @@
 //! node (pause, alerts).
 
 pub mod dnsbl;
+pub mod monitor;
+pub mod policy;

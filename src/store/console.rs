@@ -88,6 +88,8 @@ pub struct ListingRow {
     pub listed_at: String,
     pub delisted_at: Option<String>,
     pub details: Option<String>,
+    /// high | medium | low (older rows: none).
+    pub severity: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -95,6 +97,8 @@ pub struct ConsoleSnapshot {
     pub nodes: Vec<ConsoleNode>,
     pub requests: Vec<ConsoleRequest>,
     pub listings: Vec<ListingRow>,
+    /// Open alerts by severity, for the header badge.
+    pub alert_counts: super::AlertCounts,
     /// Live quota reservations per tenant (`nodes` counts reservations), read in the same
     /// transaction as the rows: a tenant with nothing reserved is absent.
     pub quota_use: HashMap<String, Usage>,
@@ -217,7 +221,7 @@ impl Store {
                 let listings = rows(
                     c,
                     "SELECT b.id, b.node_id, n.label, b.ip_address, b.blacklist_provider, b.code, b.meaning, b.listed_at,
-                            b.delisted_at, b.details
+                            b.delisted_at, b.details, b.severity
                      FROM ip_blacklist_events b LEFT JOIN nodes n ON n.id = b.node_id
                      ORDER BY (b.delisted_at IS NOT NULL), b.listed_at DESC LIMIT 5000",
                     [],
@@ -233,6 +237,7 @@ impl Store {
                             listed_at: r.get(7)?,
                             delisted_at: r.get(8)?,
                             details: r.get(9)?,
+                            severity: r.get(10)?,
                         })
                     },
                 )?;
@@ -253,7 +258,8 @@ impl Store {
                 )?
                 .into_iter()
                 .collect();
-                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use })
+                let alert_counts = super::reputation::alert_counts(c)?;
+                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use, alert_counts })
             })();
             let _ = c.execute_batch("COMMIT");
             out

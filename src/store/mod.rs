@@ -17,6 +17,7 @@ mod demo;
 mod events;
 mod nodes;
 mod probe;
+mod reputation;
 mod requests;
 #[macro_use]
 mod rows;
@@ -30,6 +31,7 @@ pub use console::{
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
 pub use probe::VersionProbe;
+pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use rows::*;
 pub use steps::{Fenced, LastTask, ResourceWrite};
@@ -58,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../assets/migrations/0003_approval_rules.sql"),
+    ),
+    (
+        4,
+        include_str!("../../assets/migrations/0004_reputation.sql"),
     ),
 ];
 

@@ -67,8 +67,11 @@ pub(crate) fn follow_service(
             "node.resumed",
         )
     };
-    conn.prepare_cached("UPDATE nodes SET status = ?, resume_status = ?, status_reason = ?, updated_at = ? WHERE id = ?")?
-        .execute(params![new_status, new_resume, why, at, node_id])?;
+    let cause = (event == RequestEvent::Suspend).then_some("service");
+    conn.prepare_cached(
+        "UPDATE nodes SET status = ?, resume_status = ?, status_reason = ?, pause_cause = ?, updated_at = ? WHERE id = ?",
+    )?
+    .execute(params![new_status, new_resume, why, cause, at, node_id])?;
     let target = EventTarget {
         request_id: Some(request_id),
         node_id: Some(&node_id),

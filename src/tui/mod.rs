@@ -58,6 +58,11 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
     );
     let engine = (!read_only).then(|| engine::spawn(env.ctx()));
     let commands = engine.as_ref().map(|e| e.sender());
+    let monitor = if read_only {
+        None
+    } else {
+        crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone())
+    };
 
     let mut terminal = ratatui::try_init()?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -68,6 +73,9 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
     }
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
+    if let Some(m) = monitor {
+        m.stop().await;
+    }
     if let Some(engine) = engine {
         eprintln!("mailfleet: stopping the engine (finishing in-flight steps)…");
         engine.shutdown().await;

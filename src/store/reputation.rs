@@ -1,0 +1,472 @@
+//! Reputation in the store: which nodes are due for a blocklist check, what a round of
+//! checks changes (listings opened and closed, pauses, resumes, alerts, scores — in one
+//! transaction with their outbox events), zone health, and operators' pause and resume.
+
+use super::events::{audit, emit, EventTarget};
+use super::{rows, Conn, Store, StoreError};
+use crate::clock::ts;
+use crate::domain::ids::new_id;
+use crate::reputation::dnsbl::{Severity, Verdict, ZoneHealth};
+use crate::reputation::policy::{plan, Change, NodeView, OpenListing};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use serde_json::json;
+
+/// A node whose IP is due for a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTarget {
+    pub node_id: String,
+    pub ip: String,
+    pub label: String,
+}
+
+/// An alert, open or resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub severity: String,
+    pub kind: String,
+    pub subject: String,
+    pub node_id: Option<String>,
+    pub node_label: Option<String>,
+    pub message: String,
+    pub raised_at: String,
+    pub resolved_at: Option<String>,
+    pub resolution: Option<String>,
+}
+
+/// Open alerts by severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AlertCounts {
+    pub high: i64,
+    pub medium: i64,
+    pub low: i64,
+}
+
+/// What one round of checks did to a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckApplied {
+    pub changes: Vec<Change>,
+    pub score: i64,
+}
+
+/// Nodes that serve mail (or are paused and may be delisted) and have an IP.
+const CHECKED: &str = "('warming', 'active', 'paused')";
+
+/// Raises an alert unless one is already open on the subject; returns whether it did.
+pub(crate) fn raise_alert(
+    conn: &Conn,
+    severity: Severity,
+    kind: &str,
+    subject: &str,
+    node_id: Option<&str>,
+    message: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO alerts (id, severity, kind, subject, node_id, message, raised_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            new_id(),
+            severity.as_str(),
+            kind,
+            subject,
+            node_id,
+            message,
+            at
+        ])?;
+    Ok(n > 0)
+}
+
+/// Resolves the open alert on a subject, if there is one.
+pub(crate) fn resolve_alert(
+    conn: &Conn,
+    subject: &str,
+    resolution: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE alerts SET resolved_at = ?, resolution = ? WHERE subject = ? AND resolved_at IS NULL",
+        )?
+        .execute(params![at, resolution, subject])?;
+    Ok(n > 0)
+}
+
+fn severity_of(s: &str) -> Severity {
+    match s {
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+/// Pauses a node (remembering the status to return to) with a cause and a reason.
+fn pause(
+    conn: &Conn,
+    node_id: &str,
+    cause: &str,
+    reason: &str,
+    actor: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let row: Option<(String, String, Option<String>)> = conn
+        .prepare_cached("SELECT status, tenant, request_id FROM nodes WHERE id = ?")?
+        .query_row([node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((status, tenant, request_id)) = row else {
+        return Err(StoreError::NotFound(node_id.to_string()));
+    };
+    if !matches!(status.as_str(), "warming" | "active") {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE nodes SET status = 'paused', resume_status = ?, status_reason = ?, pause_cause = ?,
+            updated_at = ? WHERE id = ?",
+    )?
+    .execute(params![status, reason, cause, at, node_id])?;
+    let target = EventTarget {
+        request_id: request_id.as_deref(),
+        node_id: Some(node_id),
+        tenant: Some(&tenant),
+    };
+    let payload = json!({"node_id": node_id, "from": status, "to": "paused", "reason": reason, "cause": cause});
+    emit(conn, "node.paused", &target, actor, &payload, at)?;
+    Ok(true)
+}
+
+/// Resumes a paused node to the status it had; returns whether it did.
+fn resume(
+    conn: &Conn,
+    node_id: &str,
+    why: &str,
+    actor: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let row: Option<(String, Option<String>, String, Option<String>)> = conn
+        .prepare_cached("SELECT status, resume_status, tenant, request_id FROM nodes WHERE id = ?")?
+        .query_row([node_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((status, back, tenant, request_id)) = row else {
+        return Err(StoreError::NotFound(node_id.to_string()));
+    };
+    if status != "paused" {
+        return Ok(false);
+    }
+    let back = back.unwrap_or_else(|| "warming".into());
+    conn.prepare_cached(
+        "UPDATE nodes SET status = ?, resume_status = NULL, status_reason = ?, pause_cause = NULL,
+            updated_at = ? WHERE id = ?",
+    )?
+    .execute(params![back, why, at, node_id])?;
+    let target = EventTarget {
+        request_id: request_id.as_deref(),
+        node_id: Some(node_id),
+        tenant: Some(&tenant),
+    };
+    let payload = json!({"node_id": node_id, "from": "paused", "to": back, "reason": why});
+    emit(conn, "node.resumed", &target, actor, &payload, at)?;
+    Ok(true)
+}
+
+/// The bounce rate of the node's latest day with mail sent, if any.
+fn latest_bounce_rate(conn: &Conn, node_id: &str) -> Result<Option<f64>, StoreError> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT sent, bounced FROM warmup_days WHERE node_id = ? AND sent > 0 ORDER BY date DESC LIMIT 1",
+        )?
+        .query_row([node_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.map(|(sent, bounced)| bounced as f64 / sent as f64))
+}
+
+impl Store {
+    /// Nodes whose next check is due (or that were never checked), oldest due first.
+    pub async fn nodes_due_for_check(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<CheckTarget>, StoreError> {
+        let at = ts(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT n.id, n.ip_address, n.label FROM nodes n LEFT JOIN node_checks k ON k.node_id = n.id
+                 WHERE n.status IN {CHECKED} AND n.ip_address IS NOT NULL
+                   AND (k.next_check_at IS NULL OR k.next_check_at <= ?1)
+                 ORDER BY k.next_check_at IS NOT NULL, k.next_check_at, n.id LIMIT ?2"
+            );
+            rows(c, &sql, params![at, limit], |r| {
+                Ok(CheckTarget {
+                    node_id: r.get(0)?,
+                    ip: r.get(1)?,
+                    label: r.get(2)?,
+                })
+            })
+        })
+        .await
+    }
+
+    /// The earliest time a node is next due, if any node is scheduled.
+    pub async fn next_check_due(&self) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT MIN(next_check_at) FROM node_checks")?
+                    .query_row([], |r| r.get(0))?,
+            )
+        })
+        .await
+    }
+
+    /// Applies one round of checks of a node: the policy decides from the node's current
+    /// status and open listings (read in this transaction), and everything it decides is
+    /// written together with the outbox events; the node is next checked at `next_at`.
+    pub async fn record_check(
+        &self,
+        node_id: &str,
+        checked: Vec<(Verdict, Severity)>,
+        auto_resume: bool,
+        bounce_alert: f64,
+        now: DateTime<Utc>,
+        next_at: DateTime<Utc>,
+    ) -> Result<CheckApplied, StoreError> {
+        let node_id = node_id.to_string();
+        self.write(move |conn| {
+            let at = ts(now);
+            type NodeFacts = (String, String, Option<String>, String, Option<String>, Option<String>);
+            let row: Option<NodeFacts> = conn
+                .prepare_cached(
+                    "SELECT label, status, pause_cause, tenant, request_id, ip_address FROM nodes WHERE id = ?",
+                )?
+                .query_row([&node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .optional()?;
+            let Some((label, status, cause, tenant, request_id, ip)) = row else {
+                return Err(StoreError::NotFound(node_id.clone()));
+            };
+            let ip = ip.unwrap_or_default();
+            let open = rows(
+                conn,
+                "SELECT blacklist_provider, COALESCE(severity, 'high') FROM ip_blacklist_events
+                 WHERE node_id = ? AND delisted_at IS NULL",
+                [&node_id],
+                |r| Ok(OpenListing { zone: r.get(0)?, severity: severity_of(&r.get::<_, String>(1)?) }),
+            )?;
+            // Answers about another IP (the node's changed since it was picked) are dropped.
+            let checked: Vec<(Verdict, Severity)> =
+                checked.into_iter().filter(|(v, _)| v.ip.to_string() == ip).collect();
+            let view = NodeView { label: &label, status: &status, pause_cause: cause.as_deref() };
+            let (changes, score) = plan(&view, &open, &checked, auto_resume);
+            let target = EventTarget { request_id: request_id.as_deref(), node_id: Some(&node_id), tenant: Some(&tenant) };
+            for change in &changes {
+                match change {
+                    Change::Listed { zone, severity, code, meaning, reason } => {
+                        conn.prepare_cached(
+                            "INSERT INTO ip_blacklist_events (id, node_id, ip_address, blacklist_provider, code, meaning,
+                                listed_at, details, severity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        )?
+                        .execute(params![new_id(), node_id, ip, zone, code, meaning, at, reason, severity.as_str()])?;
+                        let payload = json!({"node_id": node_id, "ip": ip, "zone": zone, "code": code,
+                            "meaning": meaning, "reason": reason, "severity": severity.as_str()});
+                        emit(conn, "node.blacklisted", &target, "monitor", &payload, &at)?;
+                    }
+                    Change::Delisted { zone } => {
+                        conn.prepare_cached(
+                            "UPDATE ip_blacklist_events SET delisted_at = ? WHERE node_id = ? AND blacklist_provider = ?
+                               AND delisted_at IS NULL",
+                        )?
+                        .execute(params![at, node_id, zone])?;
+                        let payload = json!({"node_id": node_id, "ip": ip, "zone": zone});
+                        emit(conn, "node.delisted", &target, "monitor", &payload, &at)?;
+                    }
+                    Change::Pause { reason } => {
+                        pause(conn, &node_id, "blocklist", reason, "monitor", &at)?;
+                    }
+                    Change::Resume => {
+                        resume(conn, &node_id, "delisted everywhere: resumed automatically", "monitor", &at)?;
+                    }
+                    Change::Alert { severity, zone, message } => {
+                        let subject = format!("node:{node_id}:{zone}");
+                        raise_alert(conn, *severity, "blocklist", &subject, Some(&node_id), message, &at)?;
+                    }
+                    Change::ResolveAlert { zone } => {
+                        resolve_alert(conn, &format!("node:{node_id}:{zone}"), "delisted", &at)?;
+                    }
+                }
+            }
+            let bounce_subject = format!("node:{node_id}:bounce");
+            match latest_bounce_rate(conn, &node_id)? {
+                Some(rate) if rate > bounce_alert => {
+                    let message = format!(
+                        "{label} bounce rate {:.1}% is above {:.1}%",
+                        rate * 100.0,
+                        bounce_alert * 100.0
+                    );
+                    raise_alert(conn, Severity::Medium, "bounce", &bounce_subject, Some(&node_id), &message, &at)?;
+                }
+                _ => {
+                    resolve_alert(conn, &bounce_subject, "bounce rate back under the threshold", &at)?;
+                }
+            }
+            conn.prepare_cached("UPDATE nodes SET reputation_score = ? WHERE id = ? AND reputation_score <> ?")?
+                .execute(params![score, node_id, score])?;
+            conn.prepare_cached(
+                "INSERT INTO node_checks (node_id, last_checked_at, next_check_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE SET last_checked_at = ?2, next_check_at = ?3",
+            )?
+            .execute(params![node_id, at, ts(next_at)])?;
+            Ok(CheckApplied { changes, score })
+        })
+        .await
+    }
+
+    /// Records each zone's health; an unusable zone raises a low alert until it recovers.
+    pub async fn record_zone_health(
+        &self,
+        health: Vec<ZoneHealth>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let at = ts(now);
+            for h in &health {
+                conn.prepare_cached(
+                    "INSERT INTO zone_health (zone, usable, why, checked_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (zone) DO UPDATE SET usable = ?2, why = ?3, checked_at = ?4",
+                )?
+                .execute(params![h.zone, h.usable, h.why, at])?;
+                let subject = format!("zone:{}", h.zone);
+                if h.usable {
+                    resolve_alert(
+                        conn,
+                        &subject,
+                        "the zone answers its test entries again",
+                        &at,
+                    )?;
+                } else {
+                    let message = format!(
+                        "blocklist {} is unusable: {}",
+                        h.zone,
+                        h.why.as_deref().unwrap_or("failed its health check")
+                    );
+                    raise_alert(conn, Severity::Low, "zone", &subject, None, &message, &at)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// An operator pauses a serving node (it leaves rotation).
+    pub async fn pause_node(
+        &self,
+        node_id: &str,
+        actor: &str,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (node_id, actor) = (node_id.to_string(), actor.to_string());
+        self.write(move |conn| {
+            let at = ts(now);
+            let why = format!(
+                "paused by {actor}{}",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let done = pause(conn, &node_id, "operator", &why, &actor, &at)?;
+            if done {
+                audit(conn, &at, &actor, "node.pause", Some(&node_id), Some(&why))?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    /// An operator resumes a paused node, whatever paused it.
+    pub async fn resume_node(
+        &self,
+        node_id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (node_id, actor) = (node_id.to_string(), actor.to_string());
+        self.write(move |conn| {
+            let at = ts(now);
+            let done = resume(conn, &node_id, &format!("resumed by {actor}"), &actor, &at)?;
+            if done {
+                audit(conn, &at, &actor, "node.resume", Some(&node_id), None)?;
+            }
+            Ok(done)
+        })
+        .await
+    }
+
+    /// Makes a node due for a check now.
+    pub async fn check_node_now(
+        &self,
+        node_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let node_id = node_id.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO node_checks (node_id, next_check_at) VALUES (?1, ?2)
+                 ON CONFLICT (node_id) DO UPDATE SET next_check_at = ?2",
+            )?
+            .execute(params![node_id, ts(now)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Alerts, newest first: the open ones only, or all of them.
+    pub async fn alerts(&self, open_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
+                        a.resolved_at, a.resolution
+                 FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id
+                 {} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?",
+                if open_only { "WHERE a.resolved_at IS NULL" } else { "" }
+            );
+            rows(c, &sql, [limit], |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    severity: r.get(1)?,
+                    kind: r.get(2)?,
+                    subject: r.get(3)?,
+                    node_id: r.get(4)?,
+                    node_label: r.get(5)?,
+                    message: r.get(6)?,
+                    raised_at: r.get(7)?,
+                    resolved_at: r.get(8)?,
+                    resolution: r.get(9)?,
+                })
+            })
+        })
+        .await
+    }
+}
+
+/// Open alerts by severity, inside a read.
+pub(crate) fn alert_counts(c: &Conn) -> Result<AlertCounts, StoreError> {
+    let mut out = AlertCounts::default();
+    for (sev, n) in rows(
+        c,
+        "SELECT severity, COUNT(*) FROM alerts WHERE resolved_at IS NULL GROUP BY severity",
+        [],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )? {
+        match sev.as_str() {
+            "high" => out.high = n,
+            "medium" => out.medium = n,
+            _ => out.low += n,
+        }
+    }
+    Ok(out)
+}

@@ -129,6 +129,7 @@ fn fixture() -> ConsoleSnapshot {
         listed_at: at(90),
         delisted_at: None,
         details: Some("https://check.spamhaus.org/".into()),
+        severity: Some("high".into()),
     }];
     ConsoleSnapshot {
         nodes,

@@ -455,6 +455,10 @@ impl Default for EngineConfig {
 pub struct WarmupConfig {
     pub default_plan: String,
     pub plans: Vec<crate::domain::warmup::PlanSpec>,
+    /// Warm-up days start at midnight at this offset from UTC ("+00:00", "-05:00").
+    pub utc_offset: String,
+    /// When a day's numbers hold a node at its cap or pause it.
+    pub thresholds: crate::domain::warmup::Thresholds,
 }
 
 impl Default for WarmupConfig {
@@ -462,8 +466,30 @@ impl Default for WarmupConfig {
         WarmupConfig {
             default_plan: crate::domain::warmup::DEFAULT_PLAN.to_string(),
             plans: Vec::new(),
+            utc_offset: "+00:00".to_string(),
+            thresholds: crate::domain::warmup::Thresholds::default(),
         }
     }
+}
+
+/// Reads a UTC offset written "+HH:MM" or "-HH:MM" (within ±14:00).
+pub fn parse_utc_offset(s: &str) -> Result<chrono::FixedOffset, String> {
+    let bad = || format!("{s:?} is not a UTC offset like \"+00:00\" or \"-05:30\"");
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 || (h == 14 && m > 0) {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
 }
 
 /// DNS blocklist monitoring: where to resolve, how often, and which zones. With no zones
@@ -829,7 +855,35 @@ impl Config {
         Ok(())
     }
 
+    /// The offset at which warm-up days start (validated at load).
+    pub fn warmup_offset(&self) -> chrono::FixedOffset {
+        parse_utc_offset(&self.warmup.utc_offset)
+            .unwrap_or_else(|_| chrono::Offset::fix(&chrono::Utc))
+    }
+
     fn validate_warmup(&self) -> Result<(), ConfigError> {
+        parse_utc_offset(&self.warmup.utc_offset)
+            .map_err(|why| ConfigError::invalid("warmup.utc_offset", why))?;
+        let t = &self.warmup.thresholds;
+        for (key, v) in [
+            ("hold_bounce_rate", t.hold_bounce_rate),
+            ("hold_deferral_rate", t.hold_deferral_rate),
+            ("pause_bounce_rate", t.pause_bounce_rate),
+            ("pause_complaint_rate", t.pause_complaint_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::invalid(
+                    format!("warmup.thresholds.{key}"),
+                    "must be a fraction between 0.0 and 1.0",
+                ));
+            }
+        }
+        if t.hold_bounce_rate > t.pause_bounce_rate {
+            return Err(ConfigError::invalid(
+                "warmup.thresholds.hold_bounce_rate",
+                "must not be above pause_bounce_rate (a hold is the milder step)",
+            ));
+        }
         check_names(
             "warmup.plans",
             self.warmup.plans.iter().map(|p| p.name.as_str()),

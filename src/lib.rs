@@ -15,3 +15,4 @@ pub mod providers;
 pub mod reputation;
 pub mod store;
 pub mod tui;
+pub mod warmup;

@@ -98,6 +98,9 @@ pub enum Cmd {
         #[arg(long)]
         request: Option<String>,
     },
+    /// Warm-up plans and each node's warm-up.
+    #[command(subcommand)]
+    Warmup(WarmupCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -212,6 +215,43 @@ pub enum NodeCmd {
     Resume { id: String },
     /// Check the node's IP on the blocklists now, and act on the answers.
     Check { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WarmupCmd {
+    /// The warm-up plans: built-in and from the config.
+    Plans {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One plan's daily caps.
+    Plan {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A node's warm-up and its daily log.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a node's warm-up (a paused node goes back into rotation).
+    Resume {
+        id: String,
+        /// Where to start again: the current day, the start of its week, or day 1.
+        #[arg(long, value_enum, default_value = "day")]
+        from: ResumeArg,
+    },
+    /// Stretch (FACTOR above 1) or compress (below 1) the rest of a node's warm-up.
+    Pace { id: String, factor: f64 },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResumeArg {
+    Day,
+    Week,
+    Start,
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +466,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Request(rc) => request(&cli, &env, rc).await?,
         Cmd::Node(nc) => node(&cli, &env, nc).await?,
+        Cmd::Warmup(wc) => warmup(&cli, &env, wc).await?,
         Cmd::Alerts { all, limit, json } => {
             let list = env.store.alerts(!*all, *limit).await?;
             output::alert_list(&list, *json, env.clock.now())?;
@@ -766,6 +807,86 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
     Ok(())
 }
 
+async fn warmup(cli: &Cli, env: &Env, wc: &WarmupCmd) -> Result<()> {
+    use crate::domain::warmup::ResumeFrom;
+    let command = match wc {
+        WarmupCmd::Plans { json } => {
+            let plans = env.cfg.warmup_plans();
+            if *json {
+                let list: Vec<serde_json::Value> = plans
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({"name": p.name, "description": p.description,
+                            "days": p.days(), "first_cap": p.cap(1), "last_cap": p.cap(p.days()),
+                            "default": p.name == env.cfg.warmup.default_plan})
+                    })
+                    .collect();
+                return output::print_json(&serde_json::Value::Array(list));
+            }
+            return output::warmup_plans(&plans, &env.cfg.warmup.default_plan);
+        }
+        WarmupCmd::Plan { name, json } => {
+            let plans = env.cfg.warmup_plans();
+            let Some(p) = plans.iter().find(|p| &p.name == name) else {
+                let known: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+                return Err(eyre!(
+                    "plan: unknown warm-up plan {:?}; known: {}",
+                    sanitize(name),
+                    known.join(", ")
+                ));
+            };
+            let days: Vec<serde_json::Value> = p
+                .caps
+                .iter()
+                .enumerate()
+                .map(|(i, cap)| serde_json::json!({"day": i + 1, "cap": cap}))
+                .collect();
+            if *json {
+                return output::print_json(&serde_json::json!({"name": p.name, "days": days}));
+            }
+            println!(
+                "{} ({} days): {}",
+                p.name,
+                p.days(),
+                sanitize(&p.description)
+            );
+            for (i, cap) in p.caps.iter().enumerate() {
+                println!("  day {:>3}  {cap}", i + 1);
+            }
+            return Ok(());
+        }
+        WarmupCmd::Show { id, json } => {
+            let id = env.store.resolve_node_id(id).await?;
+            let node = env.store.get_node(&id).await?;
+            let Some(w) = env.store.node_warmup(&id).await? else {
+                return Err(eyre!("node {}: no warm-up", sanitize(&node.label)));
+            };
+            return output::warmup_log(&node.label, &w, *json);
+        }
+        WarmupCmd::Resume { id, from } => Command::WarmupResume {
+            id: id.clone(),
+            from: match from {
+                ResumeArg::Day => ResumeFrom::Day,
+                ResumeArg::Week => ResumeFrom::Week,
+                ResumeArg::Start => ResumeFrom::Start,
+            },
+        },
+        WarmupCmd::Pace { id, factor } => {
+            if !(factor.is_finite() && *factor > 0.0) {
+                return Err(eyre!("FACTOR: {factor} is not a positive number"));
+            }
+            Command::WarmupPace {
+                id: id.clone(),
+                percent: (factor * 100.0).round() as u32,
+            }
+        }
+    };
+    refuse_read_only(cli)?;
+    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    println!("{}", sanitize(&outcome.describe()));
+    Ok(())
+}
+
 async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
     match nc {
         NodeCmd::List {
@@ -786,7 +907,8 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
         NodeCmd::Show { id, json } => {
             let id = env.store.resolve_node_id(id).await?;
             let node = env.store.get_node(&id).await?;
-            output::node_show(&node, *json)
+            let warmup = env.store.node_warmup(&id).await?;
+            output::node_show(&node, warmup.as_ref(), *json)
         }
         NodeCmd::Pause { .. } | NodeCmd::Resume { .. } | NodeCmd::Check { .. } => Ok(()),
     }

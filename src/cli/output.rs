@@ -272,9 +272,19 @@ pub fn node_list(rows: &[NodeRow], as_json: bool, now: DateTime<Utc>) -> Result<
     Ok(())
 }
 
-pub fn node_show(n: &NodeRow, as_json: bool) -> Result<()> {
+pub fn node_show(
+    n: &NodeRow,
+    warmup: Option<&crate::store::WarmupState>,
+    as_json: bool,
+) -> Result<()> {
     if as_json {
-        return print_json(&serde_json::to_value(n)?);
+        let mut v = serde_json::to_value(n)?;
+        v["warmup"] = match warmup {
+            Some(w) => json!({"plan": w.plan, "day": w.day, "days": w.days, "cap": w.cap,
+                "status": w.status, "reason": w.reason}),
+            None => Value::Null,
+        };
+        return print_json(&v);
     }
     println!("node {}  {}  {}", n.id, clean(&n.label), n.status);
     println!(
@@ -294,6 +304,103 @@ pub fn node_show(n: &NodeRow, as_json: bool) -> Result<()> {
     if let Some(req) = &n.request_id {
         println!("  request {}", req);
     }
+    if let Some(w) = warmup {
+        println!(
+            "  warm-up {}: day {}/{}  cap {}/day  {}{}",
+            clean(&w.plan),
+            w.day,
+            w.days,
+            w.cap,
+            w.status,
+            w.reason
+                .as_deref()
+                .map(|r| format!(": {}", clean(r)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// A node's warm-up daily log.
+pub fn warmup_log(label: &str, w: &crate::store::WarmupState, as_json: bool) -> Result<()> {
+    if as_json {
+        return print_json(&serde_json::to_value(w)?);
+    }
+    println!(
+        "{}: {} day {}/{}, cap {}/day, {}",
+        clean(label),
+        clean(&w.plan),
+        w.day,
+        w.days,
+        w.cap,
+        w.status
+    );
+    let pct = |n: i64, of: i64| {
+        if of == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", n as f64 * 100.0 / of as f64)
+        }
+    };
+    let body = w
+        .log
+        .iter()
+        .map(|d| {
+            vec![
+                d.date.clone(),
+                d.day.to_string(),
+                d.cap.to_string(),
+                d.sent.to_string(),
+                pct(d.bounced, d.sent),
+                pct(d.deferred, d.sent),
+                pct(d.complaints, d.sent),
+                d.decision.clone().unwrap_or_else(|| "-".into()),
+                clean(d.reason.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "DATE",
+                "DAY",
+                "CAP",
+                "SENT",
+                "BOUNCE",
+                "DEFER",
+                "COMPLAINT",
+                "DECISION",
+                "WHY"
+            ],
+            body
+        )
+    );
+    Ok(())
+}
+
+pub fn warmup_plans(plans: &[crate::domain::warmup::WarmupPlan], default: &str) -> Result<()> {
+    let body = plans
+        .iter()
+        .map(|p| {
+            vec![
+                format!(
+                    "{}{}",
+                    clean(&p.name),
+                    if p.name == default { " *" } else { "" }
+                ),
+                p.days().to_string(),
+                p.cap(1).to_string(),
+                p.cap(p.days()).to_string(),
+                clean(&p.description),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["PLAN", "DAYS", "DAY 1", "LAST DAY", "DESCRIPTION"], body)
+    );
+    println!("* new nodes start on this plan ([warmup] default_plan)");
     Ok(())
 }
 

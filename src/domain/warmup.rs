@@ -136,6 +136,69 @@ impl WarmupPlan {
     }
 }
 
+/// Where a resumed warm-up starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeFrom {
+    /// The day it stopped on.
+    Day,
+    /// The first day of the week it stopped in (days 1, 8, 15, ...).
+    Week,
+    /// Day 1.
+    Start,
+}
+
+impl ResumeFrom {
+    pub fn day(self, current: u32) -> u32 {
+        match self {
+            ResumeFrom::Day => current.max(1),
+            ResumeFrom::Week => (current.max(1) - 1) / 7 * 7 + 1,
+            ResumeFrom::Start => 1,
+        }
+    }
+}
+
+/// Changes the pace of what is left of a schedule: the days after `day` are stretched (factor
+/// above 1) or compressed (below 1) to `round(left × factor)` days (at least 1), following the
+/// same curve; the days up to `day` stay as they were. Caps still never decrease, and the
+/// last day still reaches the plan's target.
+pub fn repace(caps: &[u64], day: u32, factor: f64) -> Result<Vec<u64>, String> {
+    if !(factor.is_finite() && (0.25..=4.0).contains(&factor)) {
+        return Err(format!(
+            "pace: {factor} is not a factor between 0.25 (four times faster) and 4 (four times slower)"
+        ));
+    }
+    let done = (day as usize).min(caps.len());
+    let left = &caps[done..];
+    if left.is_empty() {
+        return Err("pace: the plan has no days left to pace".into());
+    }
+    let n = ((left.len() as f64 * factor).round() as usize)
+        .clamp(1, MAX_DAYS.saturating_sub(done).max(1));
+    let mut out: Vec<u64> = caps[..done].to_vec();
+    let floor = out.last().copied().unwrap_or(0);
+    let target = left[left.len() - 1];
+    for i in 0..n {
+        // The position on the old remaining curve that day i of the new one stands for.
+        let pos = if n == 1 {
+            (left.len() - 1) as f64
+        } else {
+            i as f64 * (left.len() - 1) as f64 / (n - 1) as f64
+        };
+        let lo = pos.floor() as usize;
+        let hi = (lo + 1).min(left.len() - 1);
+        let frac = pos - lo as f64;
+        let v = (left[lo] as f64 + (left[hi] as f64 - left[lo] as f64) * frac).round() as u64;
+        let prev = out.last().copied().unwrap_or(floor);
+        out.push(if i + 1 == n {
+            target
+        } else {
+            v.clamp(prev, target)
+        });
+    }
+    Ok(out)
+}
+
 /// One day's sending counts for a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayCounts {
@@ -419,5 +482,33 @@ mod tests {
             proptest::prop_assert!(caps.windows(2).all(|w| w[0] <= w[1]));
             proptest::prop_assert!(caps[0] >= from.min(to));
         }
+    }
+
+    #[test]
+    fn resume_points() {
+        assert_eq!(ResumeFrom::Day.day(17), 17);
+        assert_eq!(ResumeFrom::Week.day(17), 15);
+        assert_eq!(ResumeFrom::Week.day(7), 1);
+        assert_eq!(ResumeFrom::Week.day(8), 8);
+        assert_eq!(ResumeFrom::Start.day(17), 1);
+    }
+
+    #[test]
+    fn pace_keeps_the_past_stretches_the_rest_and_still_reaches_the_target() {
+        let plan = built()
+            .into_iter()
+            .find(|p| p.name == "standard")
+            .expect("standard");
+        let slow = repace(&plan.caps, 10, 1.5).expect("slower");
+        assert_eq!(&slow[..10], &plan.caps[..10]);
+        assert_eq!(slow.len(), 10 + 48);
+        assert_eq!(slow.last(), plan.caps.last());
+        assert!(slow.windows(2).all(|w| w[0] <= w[1]));
+        let fast = repace(&plan.caps, 10, 0.5).expect("faster");
+        assert_eq!(fast.len(), 10 + 16);
+        assert_eq!(fast.last(), plan.caps.last());
+        assert!(fast.windows(2).all(|w| w[0] <= w[1]));
+        assert!(repace(&plan.caps, 10, 0.0).is_err());
+        assert!(repace(&plan.caps, 42, 1.5).is_err());
     }
 }

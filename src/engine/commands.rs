@@ -66,6 +66,17 @@ pub enum Command {
     CheckNode {
         id: String,
     },
+    /// Resume a node's warm-up from its day, the start of its week, or day 1.
+    WarmupResume {
+        id: String,
+        from: crate::domain::warmup::ResumeFrom,
+    },
+    /// Stretch (above 100%) or compress (below 100%) the rest of a node's warm-up: 150
+    /// makes the remaining days half as many again.
+    WarmupPace {
+        id: String,
+        percent: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +200,46 @@ pub async fn execute(
             })
         }
         Command::CheckNode { id } => check_node(ctx, &id).await,
+        Command::WarmupResume { id, from } => {
+            let id = store.resolve_node_id(&id).await?;
+            let node = store.get_node(&id).await?;
+            let caps = warmup_caps(ctx, &id).await?;
+            let today = crate::warmup::date_at(&ctx.cfg, now);
+            let (day, cap) = store
+                .warmup_resume(&id, from, caps, actor, today, now)
+                .await?;
+            Ok(Outcome::Node {
+                text: format!(
+                    "node {}: warm-up resumed on day {day} at {cap}/day",
+                    node.label
+                ),
+                id,
+            })
+        }
+        Command::WarmupPace { id, percent } => {
+            let factor = f64::from(percent) / 100.0;
+            let id = store.resolve_node_id(&id).await?;
+            let node = store.get_node(&id).await?;
+            let state = store.node_warmup(&id).await?.ok_or_else(|| {
+                CommandError::Invalid(format!("node {} has no warm-up", node.label))
+            })?;
+            let caps = warmup_caps(ctx, &id).await?;
+            let day = u32::try_from(state.day).unwrap_or(1);
+            let paced =
+                crate::domain::warmup::repace(&caps, day, factor).map_err(CommandError::Invalid)?;
+            let days = paced.len();
+            store
+                .warmup_set_schedule(&id, paced, factor, actor, now)
+                .await?;
+            Ok(Outcome::Node {
+                text: format!(
+                    "node {}: warm-up now ends after day {days} (was {})",
+                    node.label,
+                    caps.len()
+                ),
+                id,
+            })
+        }
         Command::TestCluster { name } => {
             let report = super::clusters::test(ctx, &name).await?;
             if report.ok {
@@ -198,6 +249,24 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// The daily caps a node's warm-up follows: its own schedule, or its plan's.
+async fn warmup_caps(ctx: &Arc<Ctx>, node_id: &str) -> Result<Vec<u64>, CommandError> {
+    let Some((plan, schedule)) = ctx.store.warmup_schedule(node_id).await? else {
+        return Err(CommandError::Invalid("the node has no warm-up".into()));
+    };
+    if let Some(caps) = schedule {
+        return Ok(caps);
+    }
+    ctx.cfg
+        .warmup_plans()
+        .into_iter()
+        .find(|p| p.name == plan)
+        .map(|p| p.caps)
+        .ok_or_else(|| {
+            CommandError::Invalid(format!("warm-up plan {plan:?} is no longer in the config"))
+        })
 }
 
 /// Checks a node's IP on every usable blocklist zone now, and applies what the answers mean.

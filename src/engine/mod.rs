@@ -111,6 +111,18 @@ impl Ctx {
         })
     }
 
+    /// Where warming nodes' daily sending counts come from: the simulated cloud makes them
+    /// up; with a real provider they are what agents report into the store.
+    pub fn counts_feed(&self) -> Arc<dyn crate::warmup::SendingCounts> {
+        if self.provider.name() == crate::providers::sim::NAME {
+            Arc::new(crate::warmup::sim::SimCounts {
+                seed: self.cfg.providers.sim.seed,
+            })
+        } else {
+            Arc::new(crate::warmup::Reported)
+        }
+    }
+
     /// What admission checks: tenant limits, quotas, clusters.
     pub fn admission(&self) -> &Admission {
         &self.admission
@@ -151,6 +163,8 @@ pub struct EngineHandle {
     commands: mpsc::Sender<CommandMsg>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The warm-up day boundaries.
+    warmup: tokio::task::JoinHandle<()>,
     ctx: Arc<Ctx>,
 }
 
@@ -186,12 +200,14 @@ impl EngineHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let _ = self.warmup.await;
     }
 
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
     /// they expire. For crash tests.
     pub fn kill(self) {
         self.task.abort();
+        self.warmup.abort();
     }
 }
 
@@ -199,11 +215,19 @@ impl EngineHandle {
 pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
     let (tx, rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let warmup = tokio::spawn(crate::warmup::run(
+        ctx.store.clone(),
+        ctx.cfg.clone(),
+        ctx.counts_feed(),
+        ctx.clock.clone(),
+        stop_rx.clone(),
+    ));
     let task = tokio::spawn(main_loop(ctx.clone(), rx, stop_rx, false));
     EngineHandle {
         commands: tx,
         shutdown: stop_tx,
         task,
+        warmup,
         ctx,
     }
 }

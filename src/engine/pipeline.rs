@@ -488,6 +488,8 @@ impl StepRun<'_> {
                     .cfg
                     .default_warmup_plan()
                     .map(|p| (p.name.clone(), p.days(), p.cap(1))),
+                warmup_date: crate::warmup::date_at(&self.ctx.cfg, self.ctx.clock.now())
+                    .to_string(),
             }),
             ..self.last(
                 "register_node",

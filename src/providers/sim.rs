@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const NAME: &str = "sim";
+pub const NAME: &str = "sim";
 
 /// What a flaky cloud says when it fails.
 const FAILURES: [&str; 6] = [

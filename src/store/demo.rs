@@ -213,8 +213,8 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
     if !b.node_warmup.is_empty() {
         let mut st = conn.prepare_cached(
             "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, reason, started_at,
-                day_started_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                day_started_at, updated_at, day_date)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, substr(?9, 1, 10))",
         )?;
         for w in &b.node_warmup {
             st.execute(params![

@@ -23,6 +23,7 @@ mod requests;
 mod rows;
 pub mod sim;
 mod steps;
+mod warmup;
 
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
 pub use console::{
@@ -35,6 +36,7 @@ pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use rows::*;
 pub use steps::{Fenced, LastTask, ResourceWrite};
+pub use warmup::{WarmNode, WarmupDay, WarmupState};
 
 use crate::config::{StoreConfig, Synchronous};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
@@ -64,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../assets/migrations/0004_reputation.sql"),
+    ),
+    (
+        5,
+        include_str!("../../assets/migrations/0005_warmup_days.sql"),
     ),
 ];
 

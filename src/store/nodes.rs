@@ -18,6 +18,8 @@ pub struct NewNode {
     pub ip: String,
     /// The warm-up plan the node starts on: (name, days, day 1's cap).
     pub warmup: Option<(String, u32, u64)>,
+    /// The warm-up date (at the configured offset) of its first day, YYYY-MM-DD.
+    pub warmup_date: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,10 +105,10 @@ pub(crate) fn register(conn: &Conn, f: &Fenced, n: &NewNode) -> Result<String, S
     .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id])?;
     if let Some((plan, days, cap)) = &n.warmup {
         conn.prepare_cached(
-            "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, started_at, day_started_at, updated_at)
-             VALUES (?1, ?2, 1, ?3, ?4, 'warming', ?5, ?5, ?5)",
+            "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, started_at, day_started_at, updated_at, day_date)
+             VALUES (?1, ?2, 1, ?3, ?4, 'warming', ?5, ?5, ?5, ?6)",
         )?
-        .execute(params![id, plan, days, cap, at])?;
+        .execute(params![id, plan, days, cap, at, n.warmup_date])?;
     }
     Ok(id)
 }

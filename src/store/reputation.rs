@@ -171,6 +171,14 @@ fn resume(
     };
     let payload = json!({"node_id": node_id, "from": "paused", "to": back, "reason": why});
     emit(conn, "node.resumed", &target, actor, &payload, at)?;
+    // A warm-up stopped by the pause goes on from its day, starting today: the paused days
+    // sent nothing and prove nothing.
+    conn.prepare_cached(
+        "UPDATE node_warmup SET status = 'warming', reason = NULL, day_date = substr(?1, 1, 10),
+            day_started_at = ?1, updated_at = ?1
+         WHERE node_id = ?2 AND status <> 'completed'",
+    )?
+    .execute(params![at, node_id])?;
     Ok(true)
 }
 
@@ -426,31 +434,41 @@ impl Store {
 
     /// Alerts, newest first: the open ones only, or all of them.
     pub async fn alerts(&self, open_only: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
-        self.read(move |c| {
-            let sql = format!(
-                "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
-                        a.resolved_at, a.resolution
-                 FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id
-                 {} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?",
-                if open_only { "WHERE a.resolved_at IS NULL" } else { "" }
-            );
-            rows(c, &sql, [limit], |r| {
-                Ok(AlertRow {
-                    id: r.get(0)?,
-                    severity: r.get(1)?,
-                    kind: r.get(2)?,
-                    subject: r.get(3)?,
-                    node_id: r.get(4)?,
-                    node_label: r.get(5)?,
-                    message: r.get(6)?,
-                    raised_at: r.get(7)?,
-                    resolved_at: r.get(8)?,
-                    resolution: r.get(9)?,
-                })
-            })
-        })
-        .await
+        self.read(move |c| alert_rows(c, open_only, limit)).await
     }
+}
+
+/// Alerts, newest first, inside a read: the open ones only, or all of them.
+pub(crate) fn alert_rows(
+    c: &Conn,
+    open_only: bool,
+    limit: i64,
+) -> Result<Vec<AlertRow>, StoreError> {
+    let filter = if open_only {
+        "WHERE a.resolved_at IS NULL"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
+                a.resolved_at, a.resolution
+         FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id
+         {filter} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?"
+    );
+    rows(c, &sql, [limit], |r| {
+        Ok(AlertRow {
+            id: r.get(0)?,
+            severity: r.get(1)?,
+            kind: r.get(2)?,
+            subject: r.get(3)?,
+            node_id: r.get(4)?,
+            node_label: r.get(5)?,
+            message: r.get(6)?,
+            raised_at: r.get(7)?,
+            resolved_at: r.get(8)?,
+            resolution: r.get(9)?,
+        })
+    })
 }
 
 /// Open alerts by severity, inside a read.

@@ -902,3 +902,40 @@ depends_on = ["{}"]
         &[".toml or .json"],
     );
 }
+
+#[test]
+fn warmup_plans_are_listed_and_each_prints_its_days_and_nodes_show_their_warmup() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let text = fleet.ok(&["warmup", "plans"]);
+    for name in ["conservative", "standard *", "aggressive", "dedicated-ip"] {
+        assert!(text.contains(name), "{text}");
+    }
+    let plan = fleet.json(&["warmup", "plan", "standard", "--json"]);
+    assert_eq!(plan["name"], "standard");
+    let days = plan["days"].as_array().expect("days");
+    assert_eq!(days.len(), 42);
+    assert_eq!(days[0], json!({"day": 1, "cap": 10}));
+    assert_eq!(days[41], json!({"day": 42, "cap": 500}));
+    let caps: Vec<i64> = days
+        .iter()
+        .map(|d| d["cap"].as_i64().expect("cap"))
+        .collect();
+    assert!(caps.windows(2).all(|w| w[0] <= w[1]), "caps never decrease");
+    let dedicated = fleet.json(&["warmup", "plan", "dedicated-ip", "--json"]);
+    let days = dedicated["days"].as_array().expect("days");
+    assert_eq!((days.len(), &days[44]["cap"]), (45, &json!(50000)));
+    let out = fleet.run(&["warmup", "plan", "turbo"]);
+    assert_one_line_error(
+        &out,
+        &["warmup", "plan", "turbo"],
+        &["unknown warm-up plan"],
+    );
+
+    let node = node_of(&fleet, &id);
+    let node_id = node["id"].as_str().expect("node id").to_string();
+    let shown = fleet.json(&["node", "show", &node_id, "--json"]);
+    assert_eq!(
+        shown["warmup"],
+        json!({"plan": "standard", "day": 1, "days": 42, "cap": 10, "status": "warming", "reason": null})
+    );
+}

@@ -185,6 +185,7 @@ fn every_view_snapshot() {
             View::Warmup => Action::ShowWarmup,
             View::Events => Action::ShowEvents,
             View::Pipeline => Action::ShowPipeline,
+            View::Alerts => Action::ShowAlerts,
         });
         app.now = now();
         insta::assert_snapshot!(format!("view_{}", v.name()), render(&mut app, 110, 22));
@@ -1177,4 +1178,636 @@ async fn requests_say_why_they_wait_and_clusters_can_be_tested_from_the_console(
         said.text
     );
     handle.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reputation: the Blacklist and Alerts views, the header badge, the node timeline, and the
+// node keys (c check, P pause, U resume).
+
+fn alert(
+    n: u32,
+    severity: &str,
+    kind: &str,
+    node: Option<(u32, &str)>,
+    message: &str,
+    min_ago: i64,
+    resolved_min_ago: Option<i64>,
+) -> mailfleet::store::AlertRow {
+    mailfleet::store::AlertRow {
+        id: id(8000 + n),
+        severity: severity.into(),
+        kind: kind.into(),
+        subject: match node {
+            Some((nid, _)) => format!("node:{}:{kind}", id(1000 + nid)),
+            None => "zone:dnsbl.example.net".into(),
+        },
+        node_id: node.map(|(nid, _)| id(1000 + nid)),
+        node_label: node.map(|(_, label)| label.to_string()),
+        message: message.into(),
+        raised_at: at(min_ago),
+        resolved_at: resolved_min_ago.map(at),
+        resolution: resolved_min_ago.map(|_| "delisted".to_string()),
+    }
+}
+
+/// node-dal-001 active; node-dal-002 paused by the monitor for an open high listing on
+/// zen.spamhaus.org (its reason holds a delist URL), after an earlier medium listing on
+/// barracuda that lasted 3 h; alerts open and resolved, as the store orders them (open
+/// first, then resolved, each newest first).
+fn reputation_fixture() -> ConsoleSnapshot {
+    let mut snap = fixture();
+    snap.nodes[1].status = "paused".into();
+    snap.nodes[1].warmup = None;
+    snap.nodes[1].status_reason = Some("blocklist: listed on zen.spamhaus.org (SBL)".into());
+    snap.listings = vec![
+        ListingRow {
+            id: id(9000),
+            node_id: Some(id(1002)),
+            node_label: Some("node-dal-002".into()),
+            ip_address: "198.51.100.8".into(),
+            zone: "zen.spamhaus.org".into(),
+            code: Some("127.0.0.2".into()),
+            meaning: Some("SBL".into()),
+            listed_at: at(90),
+            delisted_at: None,
+            details: Some("Listed by SBL, see https://check.spamhaus.org/sbl/query/SBL123".into()),
+            severity: Some("high".into()),
+        },
+        ListingRow {
+            id: id(9001),
+            node_id: Some(id(1002)),
+            node_label: Some("node-dal-002".into()),
+            ip_address: "198.51.100.8".into(),
+            zone: "b.barracudacentral.org".into(),
+            code: Some("127.0.0.2".into()),
+            meaning: Some("listed".into()),
+            listed_at: at(1560),
+            delisted_at: Some(at(1380)),
+            details: Some("Client host blocked using Barracuda Reputation".into()),
+            severity: Some("medium".into()),
+        },
+    ];
+    snap.alerts = vec![
+        alert(
+            1,
+            "low",
+            "zone",
+            None,
+            "blocklist dnsbl.example.net is unusable: lists 127.0.0.1",
+            30,
+            None,
+        ),
+        alert(
+            2,
+            "high",
+            "blocklist",
+            Some((2, "node-dal-002")),
+            "node-dal-002 198.51.100.8 is listed on zen.spamhaus.org (SBL)",
+            90,
+            None,
+        ),
+        alert(
+            3,
+            "medium",
+            "bounce",
+            Some((1, "node-dal-001")),
+            "node-dal-001 bounce rate 6.2% is above 5.0%",
+            300,
+            Some(120),
+        ),
+        alert(
+            4,
+            "medium",
+            "blocklist",
+            Some((2, "node-dal-002")),
+            "node-dal-002 198.51.100.8 is listed on b.barracudacentral.org (listed)",
+            1560,
+            Some(1380),
+        ),
+    ];
+    snap.alert_counts = mailfleet::store::AlertCounts {
+        high: 1,
+        medium: 0,
+        low: 1,
+    };
+    snap
+}
+
+#[test]
+fn blacklist_view_lists_what_is_listed_now_first_with_its_delist_url() {
+    let mut app = app_with(reputation_fixture());
+    key(&mut app, crossterm::event::KeyCode::Char('4'));
+    assert_eq!(app.view, View::Blacklist);
+    let screen = render(&mut app, 120, 20);
+    insta::assert_snapshot!("blacklist_listed_and_history", screen);
+    let listed = row_of(&screen, "zen.spamhaus.org");
+    let history = row_of(&screen, "b.barracudacentral.org");
+    assert!(listed < history, "listed now comes first:\n{screen}");
+    let line = |y: u16| {
+        screen
+            .lines()
+            .nth(y as usize)
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The URL as far as it fits; the timeline and a wider screen show it whole.
+    assert!(
+        line(listed).contains("https://check.spamhaus.org/sbl/query"),
+        "{screen}"
+    );
+    assert!(line(listed).contains("high") && line(listed).contains("1h"));
+    assert!(line(history).contains("medium") && line(history).contains("3h"));
+    assert!(line(history)
+        .trim_end_matches('│')
+        .trim_end()
+        .ends_with('-'));
+    // Wide enough for everything: since when (UTC) and the reason too.
+    let wide = render(&mut app, 170, 12);
+    assert!(
+        wide.contains("LISTED (UTC)") && wide.contains("11-22 10:30 1h"),
+        "{wide}"
+    );
+    assert!(wide.contains("LISTED: Listed by SBL"), "{wide}");
+    assert!(
+        wide.contains("https://check.spamhaus.org/sbl/query/SBL123"),
+        "{wide}"
+    );
+    // At 80 columns: IP, NODE, ZONE, MEANING and FOR stay.
+    let narrow = render(&mut app, 80, 20);
+    let head = narrow
+        .lines()
+        .find(|l| l.contains("ZONE"))
+        .expect("column titles");
+    for title in ["IP", "NODE", "ZONE", "MEANING", "FOR"] {
+        assert!(head.contains(title), "{title} kept at 80:\n{narrow}");
+    }
+    assert!(narrow.contains("zen.spamhaus.org") && narrow.contains("SBL"));
+}
+
+#[test]
+fn alerts_view_puts_open_alerts_first_and_says_when_the_others_resolved() {
+    let mut app = app_with(reputation_fixture());
+    key(&mut app, crossterm::event::KeyCode::Char('8'));
+    assert_eq!(app.view, View::Alerts);
+    let screen = render(&mut app, 120, 20);
+    insta::assert_snapshot!("alerts_open_then_resolved", screen);
+    let rows: Vec<u16> = [
+        "dnsbl.example.net is unusable",
+        "listed on zen.spamhaus.org",
+        "bounce rate",
+        "listed on b.barracudacentral",
+    ]
+    .iter()
+    .map(|t| row_of(&screen, t))
+    .collect();
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}\n{screen}");
+    assert!(screen.contains("resolved 2h ago"), "{screen}");
+    // :alerts gets there too, and the view fits 80 columns with what matters.
+    let mut app = app_with(reputation_fixture());
+    app.run_command(":alerts");
+    assert_eq!(app.view, View::Alerts);
+    let narrow = render(&mut app, 80, 20);
+    let head = narrow
+        .lines()
+        .find(|l| l.contains("SEVERITY"))
+        .expect("column titles");
+    for title in ["SEVERITY", "RAISED", "STATE", "NODE", "WHAT"] {
+        assert!(head.contains(title), "{title} kept at 80:\n{narrow}");
+    }
+}
+
+#[test]
+fn the_header_badge_counts_open_alerts_by_severity_within_80_columns() {
+    let mut snap = reputation_fixture();
+    snap.alert_counts = mailfleet::store::AlertCounts {
+        high: 2,
+        medium: 3,
+        low: 1,
+    };
+    let mut app = colour_app(snap.clone());
+    let screen = render(&mut app, 80, 24);
+    let header = screen.lines().next().expect("header");
+    assert!(header.contains("▲ 2 high · 3 med · 1 low"), "{header}");
+    // Less important parts made way; what needs attention stayed.
+    assert!(header.contains("need attention"), "{header}");
+    assert!(!header.contains("/tmp/demo.db"), "{header}");
+    let buf = render_buffer(&mut app, 80, 24);
+    let x_of = |text: &str| {
+        let b = header.find(text).expect("on the header");
+        header[..b].chars().count() as u16
+    };
+    use ratatui::style::Color;
+    assert_eq!(buf[(x_of("2 high"), 0)].fg, Color::Red);
+    assert_eq!(buf[(x_of("3 med"), 0)].fg, Color::Yellow);
+    // Without colour it reads the same, high still stands out (bold).
+    let mut plain = app_with(snap.clone());
+    let buf = render_buffer(&mut plain, 80, 24);
+    assert!(buf[(x_of("2 high"), 0)]
+        .modifier
+        .contains(ratatui::style::Modifier::BOLD));
+    // Only the severities that have open alerts; none, no badge.
+    snap.alert_counts = mailfleet::store::AlertCounts {
+        high: 0,
+        medium: 0,
+        low: 4,
+    };
+    let mut app = app_with(snap.clone());
+    let header = render(&mut app, 80, 24).lines().next().map(str::to_string);
+    assert!(
+        header
+            .as_deref()
+            .is_some_and(|h| h.contains("▲ 4 low ·") && !h.contains("high")),
+        "{header:?}"
+    );
+    snap.alert_counts = Default::default();
+    let mut app = app_with(snap);
+    assert!(!render(&mut app, 120, 24).contains('▲'));
+    // Even read-only on a small screen, the badge stays.
+    let mut app = app_with(reputation_fixture());
+    app.read_only = true;
+    let header = render(&mut app, 50, 24);
+    assert!(
+        header
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("[READ-ONLY] ▲ 1 high · 1 low")),
+        "{header}"
+    );
+}
+
+fn local_minute(min_ago: i64) -> String {
+    (now() - chrono::Duration::minutes(min_ago))
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+#[test]
+fn enter_on_a_listing_shows_every_listing_of_its_node_oldest_first_and_why_it_is_paused() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowBlacklist);
+    // The history row (barracuda): the timeline is the node's, every zone.
+    app.update(Action::Down);
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing to load");
+    let t = app.timeline.clone().expect("a timeline");
+    assert_eq!(t.node_id, id(1002));
+    let texts: Vec<&str> = t.entries.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            format!(
+                "{} listed on b.barracudacentral.org (listed, medium) — Client host blocked using Barracuda Reputation",
+                local_minute(1560)
+            ),
+            format!(
+                "{} delisted from b.barracudacentral.org after 3h",
+                local_minute(1380)
+            ),
+            format!(
+                "{} listed on zen.spamhaus.org (SBL, high) — Listed by SBL, see https://check.spamhaus.org/sbl/query/SBL123",
+                local_minute(90)
+            ),
+        ]
+    );
+    let screen = render(&mut app, 230, 30);
+    assert!(
+        screen.contains("paused  node-dal-002 · 198.51.100.8"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("why: blocklist: listed on zen.spamhaus.org (SBL)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("listed now on zen.spamhaus.org (SBL, high) for 1h · delist at https://check.spamhaus.org/sbl/query/SBL123"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("high   blocklist: node-dal-002"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("delisted from b.barracudacentral.org after 3h"),
+        "{screen}"
+    );
+    assert!(screen.contains("c check node now  P pause node  U resume node"));
+
+    // Enter again gives the pane the keys; esc gives them back, esc again closes it.
+    key(&mut app, KeyCode::Enter);
+    assert!(app.detail_focus);
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.detail_focus && app.timeline.is_some());
+    key(&mut app, KeyCode::Esc);
+    assert!(app.timeline.is_none());
+
+    // New data rebuilds an open timeline.
+    app.update(Action::Open);
+    let mut snap = reputation_fixture();
+    snap.listings[0].delisted_at = Some(at(10));
+    app.set_snapshot(Arc::new(snap));
+    let t = app.timeline.clone().expect("still open");
+    assert!(t.listed_now.is_empty() && t.entries.len() == 4);
+
+    // From the Alerts view: Enter on an alert about a node opens that node's timeline; on
+    // one about a zone it says there is no node.
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowAlerts);
+    app.update(Action::Open);
+    assert!(app.timeline.is_none());
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("not about a node")));
+    app.update(Action::Down);
+    app.update(Action::Open);
+    assert_eq!(
+        app.timeline.as_ref().map(|t| t.node_id.clone()),
+        Some(id(1002))
+    );
+    // Switching views closes it.
+    app.update(Action::ShowFleet);
+    assert!(app.timeline.is_none() && !app.pane_open());
+}
+
+#[test]
+fn c_checks_p_pauses_and_u_resumes_the_selected_node_p_and_u_after_a_confirmation() {
+    use crossterm::event::KeyCode;
+    use mailfleet::engine::Command;
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowBlacklist);
+
+    // c: at once.
+    let effects = key(&mut app, KeyCode::Char('c'));
+    assert_eq!(
+        effects,
+        vec![Effect::Send(vec![Command::CheckNode { id: id(1002) }])]
+    );
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.text.contains("checking node-dal-002")));
+
+    // P on a paused node: nothing to confirm.
+    assert!(key(&mut app, KeyCode::Char('P')).is_empty());
+    assert!(matches!(app.mode, Mode::Normal));
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("is paused")));
+
+    // U: asks first, naming the node and its IP; n sends nothing, y sends the resume.
+    assert!(key(&mut app, KeyCode::Char('U')).is_empty());
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.title.contains("node-dal-002") && c.title.contains("198.51.100.8"),
+        "{}",
+        c.title
+    );
+    assert!(c
+        .lines
+        .iter()
+        .any(|l| l.contains("blocklist: listed on zen.spamhaus.org")));
+    assert!(c
+        .lines
+        .iter()
+        .any(|l| l.contains("still listed on zen.spamhaus.org")));
+    let screen = render(&mut app, 100, 24);
+    assert!(
+        screen.contains("Resume node node-dal-002 (198.51.100.8)?"),
+        "{screen}"
+    );
+    assert!(key(&mut app, KeyCode::Char('n')).is_empty());
+    assert!(matches!(app.mode, Mode::Normal));
+    key(&mut app, KeyCode::Char('U'));
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Effect::Send(vec![Command::ResumeNode { id: id(1002) }])]
+    );
+
+    // The same keys in the Fleet view, on the selected node.
+    app.update(Action::ShowFleet);
+    app.update(Action::Top);
+    assert!(key(&mut app, KeyCode::Char('P')).is_empty(), "asks first");
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert!(c.title.contains("node-dal-001") && c.title.contains("198.51.100.7"));
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Effect::Send(vec![Command::PauseNode {
+            id: id(1001),
+            reason: None
+        }])]
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('c')),
+        vec![Effect::Send(vec![Command::CheckNode { id: id(1001) }])]
+    );
+    assert!(key(&mut app, KeyCode::Char('U')).is_empty());
+    assert!(
+        matches!(app.mode, Mode::Normal),
+        "an active node is not resumed"
+    );
+
+    // Where rows are not nodes, the keys say where they work.
+    app.update(Action::ShowRequests);
+    assert!(key(&mut app, KeyCode::Char('c')).is_empty());
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("Fleet")));
+
+    // Read-only: none of them does anything.
+    let mut app = app_with(reputation_fixture());
+    app.read_only = true;
+    for v in [Action::ShowBlacklist, Action::ShowFleet, Action::ShowAlerts] {
+        app.update(v);
+        app.update(Action::Down);
+        for k in ['c', 'P', 'U'] {
+            assert!(key(&mut app, KeyCode::Char(k)).is_empty(), "{k} in {v:?}");
+            assert!(
+                matches!(app.mode, Mode::Normal),
+                "{k} in {v:?} opened something"
+            );
+            assert!(app
+                .status
+                .as_ref()
+                .is_some_and(|s| s.text.starts_with("read-only")));
+        }
+    }
+    let screen = render(&mut app, 110, 22);
+    assert!(
+        !screen.contains("P pause"),
+        "the footer hides them:\n{screen}"
+    );
+}
+
+#[test]
+fn alerts_filter_on_severity_kind_and_words() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowAlerts);
+    key(&mut app, KeyCode::Char('/'));
+    for c in "severity:high".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let ids = |app: &App| -> Vec<String> {
+        app.table()
+            .visible
+            .iter()
+            .map(|i| app.snap.alerts[*i].id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&app), [id(8002)]);
+    let cases: &[(&str, &[u32])] = &[
+        ("severity:medium", &[8003, 8004]),
+        ("kind:blocklist", &[8002, 8004]),
+        ("severity:medium kind:bounce", &[8003]),
+        ("!severity:medium", &[8001, 8002]),
+        ("barracuda", &[8004]),
+        ("node:dal-001", &[8003]),
+        ("kind:zone unusable", &[8001]),
+    ];
+    for (text, want) in cases {
+        app.apply_filter(text);
+        let want: Vec<String> = want.iter().map(|n| id(*n)).collect();
+        assert_eq!(ids(&app), want, "filter {text:?}");
+    }
+    // The Blacklist view knows severity:, zone: and node:.
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowBlacklist);
+    app.apply_filter("severity:high");
+    assert_eq!(app.table().visible, [0]);
+    app.apply_filter("zone:barracuda");
+    assert_eq!(app.table().visible, [1]);
+}
+
+#[test]
+fn the_fleet_view_says_why_a_node_is_paused() {
+    let mut app = app_with(reputation_fixture());
+    app.update(Action::ShowFleet);
+    let wide = render(&mut app, 150, 12);
+    let line = wide
+        .lines()
+        .find(|l| l.contains("node-dal-002"))
+        .expect("row");
+    assert!(
+        line.contains("paused") && line.contains("blocklist: listed on zen.spamhaus.org"),
+        "{wide}"
+    );
+}
+
+/// Against a real engine and store: P in the Fleet view pauses through the engine, the
+/// detail pane says why, the snapshot carries alerts (open first), and U resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_the_console_go_through_the_engine() {
+    use crossterm::event::KeyCode;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "pause-me").await.id;
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    let handle = mailfleet::engine::spawn(sim_ctx(&store, &cfg, system_clock()));
+    let mut app = App::new(
+        Arc::new(cfg.clone()),
+        Keymap::new(&BTreeMap::new()).expect("keys"),
+        "alice".into(),
+        "db".into(),
+        false,
+        Theme::plain(),
+    );
+    refresh(&mut app, &store).await;
+    app.update(Action::ShowFleet);
+    app.update(Action::Top);
+    assert!(key(&mut app, KeyCode::Char('P')).is_empty());
+    let effects = key(&mut app, KeyCode::Char('y'));
+    pump(&mut app, &store, &handle, effects).await;
+    let said = app.status.clone().expect("status");
+    assert!(!said.error && said.text.contains("paused"), "{}", said.text);
+    until(&mut app, &store, "paused", |a| {
+        a.snap.nodes.iter().any(|n| &*n.status == "paused")
+    })
+    .await;
+    app.update(Action::Open);
+    app.set_detail(store.request_detail(&req).await.expect("detail"));
+    app.now = chrono::Utc::now();
+    let screen = render(&mut app, 110, 30);
+    assert!(screen.contains("paused: paused by alice"), "{screen}");
+
+    // A zone that fails its health check raises a low alert; when it recovers the alert
+    // resolves, and a second failure's alert is listed before it.
+    let zone = |usable| mailfleet::reputation::dnsbl::ZoneHealth {
+        zone: "dnsbl.example.net".into(),
+        usable,
+        why: (!usable).then(|| "lists 127.0.0.1".to_string()),
+    };
+    let t0 = chrono::Utc::now();
+    store
+        .record_zone_health(vec![zone(false)], t0)
+        .await
+        .expect("health");
+    store
+        .record_zone_health(vec![zone(true)], t0 + chrono::Duration::seconds(1))
+        .await
+        .expect("health");
+    store
+        .record_zone_health(vec![zone(false)], t0 + chrono::Duration::seconds(2))
+        .await
+        .expect("health");
+    refresh(&mut app, &store).await;
+    assert_eq!(app.snap.alert_counts.low, 1);
+    let states: Vec<bool> = app
+        .snap
+        .alerts
+        .iter()
+        .map(|a| a.resolved_at.is_some())
+        .collect();
+    assert_eq!(states, [false, true]);
+    app.update(Action::Back);
+    assert!(render(&mut app, 110, 30).contains("▲ 1 low"));
+
+    // U resumes it, after a confirmation.
+    app.update(Action::ShowFleet);
+    assert!(key(&mut app, KeyCode::Char('U')).is_empty());
+    let effects = key(&mut app, KeyCode::Char('y'));
+    pump(&mut app, &store, &handle, effects).await;
+    until(&mut app, &store, "resumed", |a| {
+        a.snap.nodes.iter().all(|n| &*n.status != "paused")
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+#[test]
+fn listing_reasons_and_alert_messages_cannot_drive_the_terminal() {
+    let mut snap = reputation_fixture();
+    snap.listings[0].details = Some(
+        "\x1b]8;;https://evil.example/\x07click\x1b]8;;\x07 see https://ok.example/x\x1b[2J".into(),
+    );
+    snap.listings[0].zone = "zen.spamhaus.org\x1b[31m".into();
+    snap.alerts[1].message = "listed\x1b[2J\u{9b}1m on zen".into();
+    snap.nodes[1].status_reason = Some("blocklist\x1b]2;pwned\x07".into());
+    let clean = |screen: &str| {
+        !screen.contains('\x1b') && !screen.contains('\x07') && !screen.contains('\u{9b}')
+    };
+    for v in [Action::ShowBlacklist, Action::ShowAlerts] {
+        let mut app = app_with(snap.clone());
+        app.update(v);
+        app.update(Action::Down);
+        let list = render(&mut app, 200, 20);
+        assert!(clean(&list), "{list}");
+        app.update(Action::Open);
+        assert!(app.timeline.is_some());
+        let pane = render(&mut app, 200, 30);
+        assert!(clean(&pane), "{pane}");
+        assert!(pane.contains("why: blocklist]2;pwned"), "{pane}");
+        app.update(Action::ResumeNode);
+        let confirm = render(&mut app, 120, 30);
+        assert!(clean(&confirm), "{confirm}");
+    }
 }

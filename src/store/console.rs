@@ -1,7 +1,7 @@
-//! What the console reads: one consistent snapshot of the fleet, requests and listings, taken
-//! in a single read transaction so counts and rows agree. Rows carry only what the console
-//! shows, and repeated words (tenants, regions, plans, states) are shared, so 100,000 nodes
-//! stay small in memory.
+//! What the console reads: one consistent snapshot of the fleet, requests, listings and
+//! alerts, taken in a single read transaction so counts and rows agree. Rows carry only what
+//! the console shows, and repeated words (tenants, regions, plans, states) are shared, so
+//! 100,000 nodes stay small in memory.
 
 use super::{rows, Store, StoreError, Usage};
 use crate::domain::RequestState;
@@ -99,9 +99,30 @@ pub struct ConsoleSnapshot {
     pub listings: Vec<ListingRow>,
     /// Open alerts by severity, for the header badge.
     pub alert_counts: super::AlertCounts,
+    /// The Alerts view's rows: the open ones first, then resolved ones, each newest first;
+    /// at most `ALERTS_SHOWN` in all, and an open alert is never left out for a newer
+    /// resolved one.
+    pub alerts: Vec<super::AlertRow>,
     /// Live quota reservations per tenant (`nodes` counts reservations), read in the same
     /// transaction as the rows: a tenant with nothing reserved is absent.
     pub quota_use: HashMap<String, Usage>,
+}
+
+/// How many alerts the snapshot carries.
+const ALERTS_SHOWN: i64 = 1000;
+
+/// Open alerts first, then the newest resolved ones, `ALERTS_SHOWN` in all, inside a read.
+fn console_alerts(c: &super::Conn) -> Result<Vec<super::AlertRow>, StoreError> {
+    let mut out = super::reputation::alert_rows(c, true, ALERTS_SHOWN)?;
+    let room = usize::try_from(ALERTS_SHOWN)
+        .unwrap_or(0)
+        .saturating_sub(out.len());
+    let resolved = super::reputation::alert_rows(c, false, ALERTS_SHOWN)?
+        .into_iter()
+        .filter(|a| a.resolved_at.is_some())
+        .take(room);
+    out.extend(resolved);
+    Ok(out)
 }
 
 /// Shares one copy of each repeated word.
@@ -259,7 +280,8 @@ impl Store {
                 .into_iter()
                 .collect();
                 let alert_counts = super::reputation::alert_counts(c)?;
-                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use, alert_counts })
+                let alerts = console_alerts(c)?;
+                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use, alert_counts, alerts })
             })();
             let _ = c.execute_batch("COMMIT");
             out

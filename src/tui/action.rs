@@ -13,9 +13,10 @@ pub enum View {
     Warmup,
     Events,
     Pipeline,
+    Alerts,
 }
 
-pub const VIEWS: [View; 7] = [
+pub const VIEWS: [View; 8] = [
     View::Fleet,
     View::Requests,
     View::Approvals,
@@ -23,6 +24,7 @@ pub const VIEWS: [View; 7] = [
     View::Warmup,
     View::Events,
     View::Pipeline,
+    View::Alerts,
 ];
 
 impl View {
@@ -35,6 +37,7 @@ impl View {
             View::Warmup => "warmup",
             View::Events => "events",
             View::Pipeline => "pipeline",
+            View::Alerts => "alerts",
         }
     }
 
@@ -47,7 +50,31 @@ impl View {
             View::Warmup => "Warm-up",
             View::Events => "Events",
             View::Pipeline => "Pipeline",
+            View::Alerts => "Alerts",
         }
+    }
+
+    /// The title in a tab line too narrow for the full ones.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            View::Fleet => "Fleet",
+            View::Requests => "Reqs",
+            View::Approvals => "Approv",
+            View::Blacklist => "Black",
+            View::Warmup => "Warm",
+            View::Events => "Events",
+            View::Pipeline => "Pipe",
+            View::Alerts => "Alerts",
+        }
+    }
+
+    /// Whether the view's rows stand for nodes (a node, a listing of one, an alert about
+    /// one), so that check, pause and resume apply to the selected row's node.
+    pub fn lists_nodes(self) -> bool {
+        matches!(
+            self,
+            View::Fleet | View::Warmup | View::Blacklist | View::Alerts
+        )
     }
 
     pub fn index(self) -> usize {
@@ -75,6 +102,7 @@ pub enum Action {
     ShowWarmup,
     ShowEvents,
     ShowPipeline,
+    ShowAlerts,
     CommandLine,
     Up,
     Down,
@@ -108,6 +136,13 @@ pub enum Action {
     Suspend,
     Reactivate,
     Rollback,
+    /// Check the selected row's node on the blocklists now (Fleet, Warm-up, Blacklist,
+    /// Alerts).
+    CheckNode,
+    /// Take the selected row's node out of rotation, after a confirmation.
+    PauseNode,
+    /// Put the selected row's paused node back in rotation, after a confirmation.
+    ResumeNode,
     Follow,
     ToggleMouse,
 }
@@ -123,6 +158,9 @@ impl Action {
                 | Action::Suspend
                 | Action::Reactivate
                 | Action::Rollback
+                | Action::CheckNode
+                | Action::PauseNode
+                | Action::ResumeNode
         )
     }
 
@@ -140,6 +178,7 @@ impl Action {
             Action::ShowWarmup => "warm-up",
             Action::ShowEvents => "events",
             Action::ShowPipeline => "pipeline",
+            Action::ShowAlerts => "alerts",
             Action::CommandLine => "command",
             Action::Up => "up",
             Action::Down => "down",
@@ -165,6 +204,9 @@ impl Action {
             Action::Suspend => "suspend",
             Action::Reactivate => "reactivate",
             Action::Rollback => "roll back",
+            Action::CheckNode => "check node now",
+            Action::PauseNode => "pause node",
+            Action::ResumeNode => "resume node",
             Action::Follow => "follow",
             Action::ToggleMouse => "mouse",
         }

@@ -4,6 +4,7 @@
 use super::action::{Action, View, VIEWS};
 use super::form::Form;
 use super::keymap::Keymap;
+use super::nodes::Timeline;
 use super::quota::Quotas;
 use super::table::{self, TableState};
 use super::theme::Theme;
@@ -90,6 +91,10 @@ pub struct App {
     pub pipeline_state: usize,
     pub mode: Mode,
     pub detail: Option<(String, Option<Box<RequestDetail>>)>,
+    /// The node listing timeline open beside the list (Enter in the Blacklist and Alerts
+    /// views); it shares the pane, its keys and its scroll with `detail`, and only one of
+    /// the two is open.
+    pub timeline: Option<Timeline>,
     /// The detail pane has the keys (Enter on an open pane): movement scrolls it.
     pub detail_focus: bool,
     /// Lines the detail pane is scrolled down by.
@@ -165,6 +170,7 @@ impl App {
             pipeline_state: 0,
             mode: Mode::Normal,
             detail: None,
+            timeline: None,
             detail_focus: false,
             detail_scroll: 0,
             status: None,
@@ -220,6 +226,7 @@ impl App {
         for v in VIEWS {
             self.refresh(v);
         }
+        self.rebuild_timeline();
     }
 
     pub fn set_events(&mut self, rows: Vec<EventRow>, appended: bool) {
@@ -279,6 +286,14 @@ impl App {
                     .and_then(|n| n.request_id.clone())
             }
             View::Events => self.events.rows.get(idx).and_then(|e| e.request_id.clone()),
+            View::Alerts => {
+                let node = self.snap.alerts.get(idx)?.node_id.clone()?;
+                self.snap
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == node)
+                    .and_then(|n| n.request_id.clone())
+            }
         }
     }
 
@@ -335,6 +350,7 @@ impl App {
             Action::ShowWarmup => return self.show(View::Warmup),
             Action::ShowEvents => return self.show(View::Events),
             Action::ShowPipeline => return self.show(View::Pipeline),
+            Action::ShowAlerts => return self.show(View::Alerts),
             Action::CommandLine => self.mode = Mode::Command(Input::default()),
             Action::Filter => {
                 let current = if self.view == View::Events {
@@ -350,7 +366,7 @@ impl App {
             | Action::PageDown
             | Action::Top
             | Action::Bottom
-                if self.detail_focus && self.detail.is_some() =>
+                if self.detail_focus && self.pane_open() =>
             {
                 let page = page.min(u16::MAX as usize) as u16;
                 let s = self.detail_scroll;
@@ -379,6 +395,9 @@ impl App {
                 self.refresh(View::Pipeline);
             }
             Action::Left | Action::Right => {}
+            Action::Open if matches!(self.view, View::Blacklist | View::Alerts) => {
+                return self.open_timeline()
+            }
             Action::Open => {
                 if let Some(id) = self.selected_request() {
                     if self.detail.as_ref().is_some_and(|(open, _)| *open == id) {
@@ -388,18 +407,22 @@ impl App {
                     }
                     self.detail_focus = false;
                     self.detail_scroll = 0;
+                    self.timeline = None;
                     self.detail = Some((id.clone(), None));
                     return vec![Effect::LoadDetail(id)];
                 }
             }
             Action::Back => {
-                if self.detail_focus && self.detail.is_some() {
+                if self.detail_focus && self.pane_open() {
                     self.detail_focus = false;
                     return vec![];
                 }
                 self.detail_focus = false;
                 self.detail_scroll = 0;
-                if self.detail.take().is_none() {
+                let had_pane = self.pane_open();
+                self.detail = None;
+                self.timeline = None;
+                if !had_pane {
                     let t = self.table_mut();
                     if !t.marks.is_empty() {
                         t.marks.clear();
@@ -483,6 +506,9 @@ impl App {
                 )
             }
             Action::Rollback => return self.ask_rollback(),
+            Action::CheckNode => return self.check_node(),
+            Action::PauseNode => return self.ask_pause(),
+            Action::ResumeNode => return self.ask_resume(),
             Action::Follow => {
                 self.events.follow = !self.events.follow;
                 let on = self.events.follow;
@@ -510,6 +536,7 @@ impl App {
     fn show(&mut self, v: View) -> Vec<Effect> {
         self.view = v;
         self.detail = None;
+        self.timeline = None;
         self.detail_focus = false;
         self.detail_scroll = 0;
         if v == View::Events {
@@ -830,7 +857,7 @@ impl App {
             "help" => self.update(Action::Help),
             "" => vec![],
             other => {
-                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :cluster test NAME, :q", crate::domain::validate::sanitize(other)), true);
+                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :alerts, :cluster test NAME, :q", crate::domain::validate::sanitize(other)), true);
                 vec![]
             }
         }

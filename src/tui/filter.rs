@@ -19,6 +19,10 @@ pub enum Field {
     Label,
     Requester,
     Status,
+    Severity,
+    Kind,
+    Zone,
+    Node,
 }
 
 const REQUEST_FIELDS: &[(&str, Field)] = &[
@@ -37,12 +41,25 @@ const NODE_FIELDS: &[(&str, Field)] = &[
     ("label", Field::Label),
 ];
 
+const LISTING_FIELDS: &[(&str, Field)] = &[
+    ("severity", Field::Severity),
+    ("zone", Field::Zone),
+    ("node", Field::Node),
+];
+const ALERT_FIELDS: &[(&str, Field)] = &[
+    ("severity", Field::Severity),
+    ("kind", Field::Kind),
+    ("node", Field::Node),
+];
+
 /// The `name:` terms a view understands, for parsing and for the help.
 pub fn fields(v: View) -> &'static [(&'static str, Field)] {
     match v {
         View::Requests | View::Approvals | View::Pipeline => REQUEST_FIELDS,
         View::Fleet | View::Warmup => NODE_FIELDS,
-        View::Blacklist | View::Events => &[],
+        View::Blacklist => LISTING_FIELDS,
+        View::Alerts => ALERT_FIELDS,
+        View::Events => &[],
     }
 }
 
@@ -117,7 +134,7 @@ fn value(app: &App, v: View, i: usize, field: Field) -> Option<&str> {
                 Field::Plan => &r.plan,
                 Field::Label => &r.label,
                 Field::Requester => &r.requested_by,
-                Field::Status => return None,
+                _ => return None,
             })
         }
         View::Fleet | View::Warmup => {
@@ -130,7 +147,25 @@ fn value(app: &App, v: View, i: usize, field: Field) -> Option<&str> {
                 _ => return None,
             })
         }
-        View::Blacklist | View::Events => None,
+        View::Blacklist => {
+            let l = s.listings.get(i)?;
+            match field {
+                Field::Severity => l.severity.as_deref(),
+                Field::Zone => Some(&l.zone),
+                Field::Node => l.node_label.as_deref(),
+                _ => None,
+            }
+        }
+        View::Alerts => {
+            let a = s.alerts.get(i)?;
+            match field {
+                Field::Severity => Some(&a.severity),
+                Field::Kind => Some(&a.kind),
+                Field::Node => a.node_label.as_deref(),
+                _ => None,
+            }
+        }
+        View::Events => None,
     }
 }
 
@@ -156,5 +191,14 @@ mod tests {
         assert_eq!(f.words, vec!["rule:high".to_string()]);
         assert_eq!(f.terms, vec![(Field::Status, "paused".to_string())]);
         assert!(Filter::parse("  ", View::Fleet).is_empty());
+        let f = Filter::parse("severity:HIGH kind:blocklist dal", View::Alerts);
+        assert_eq!(
+            f.terms,
+            vec![
+                (Field::Severity, "high".to_string()),
+                (Field::Kind, "blocklist".to_string()),
+            ]
+        );
+        assert_eq!(f.words, vec!["dal".to_string()]);
     }
 }

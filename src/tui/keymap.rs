@@ -86,6 +86,7 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("5", Action::ShowWarmup),
     ("6", Action::ShowEvents),
     ("7", Action::ShowPipeline),
+    ("8", Action::ShowAlerts),
     ("tab", Action::NextView),
     ("backtab", Action::PrevView),
     (":", Action::CommandLine),
@@ -120,6 +121,11 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("s", Action::Suspend),
     ("u", Action::Reactivate),
     ("R", Action::Rollback),
+    // Node keys: global like every binding, acting on the selected row's node in the views
+    // that list nodes (see `View::lists_nodes`); elsewhere they say where to use them.
+    ("c", Action::CheckNode),
+    ("P", Action::PauseNode),
+    ("U", Action::ResumeNode),
     ("f", Action::Follow),
     ("M", Action::ToggleMouse),
 ];
@@ -133,6 +139,18 @@ pub const APPROVALS_FOOTER: &[Action] = &[
     Action::MarkAll,
     Action::Approve,
     Action::Reject,
+    Action::Quit,
+];
+
+/// The footer of the Blacklist and Alerts views: looking into a listing and acting on its
+/// node.
+pub const REPUTATION_FOOTER: &[Action] = &[
+    Action::Help,
+    Action::Filter,
+    Action::Open,
+    Action::CheckNode,
+    Action::PauseNode,
+    Action::ResumeNode,
     Action::Quit,
 ];
 

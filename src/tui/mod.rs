@@ -10,6 +10,7 @@ pub mod app;
 pub mod filter;
 pub mod form;
 pub mod keymap;
+pub mod nodes;
 pub mod quota;
 pub mod table;
 pub mod theme;

@@ -101,6 +101,9 @@ const FLEET_COLUMNS: &[Column] = &[
     col("WARM-UP", 14, 6),
     col("LOAD", 5, 5),
     col("HEARTBEAT", 9, 2),
+    // Why a node is paused (or unhealthy, or what last changed it); on narrow screens the
+    // detail pane says it.
+    col("REASON", 24, 7),
 ];
 const REQUESTS_COLUMNS: &[Column] = &[
     col("ID", 8, 0),
@@ -122,14 +125,27 @@ const APPROVALS_COLUMNS: &[Column] = &[
     grow(col("RULE", 24, 5)),
     col("QUOTA IF APPROVED", 16, 2),
 ];
+/// At 80 columns: IP, NODE, ZONE, MEANING and FOR; at 110 the severity and the delist URL
+/// too; since when (in UTC, like the Events view) and the reason need about 160. The delist
+/// URL, last, takes the width left over.
 const BLACKLIST_COLUMNS: &[Column] = &[
     col("IP", 15, 0),
     col("NODE", 16, 1),
     col("ZONE", 22, 0),
-    col("MEANING", 10, 2),
-    col("LISTED", 7, 3),
-    col("FOR", 5, 4),
-    col("REASON", 30, 5),
+    col("SEVERITY", 8, 2),
+    col("MEANING", 10, 1),
+    col("LISTED (UTC)", 15, 4),
+    col("FOR", 5, 1),
+    col("REASON", 24, 5),
+    col("DELIST URL", 24, 3),
+];
+const ALERTS_COLUMNS: &[Column] = &[
+    col("SEVERITY", 8, 0),
+    col("RAISED", 6, 1),
+    col("STATE", 16, 2),
+    col("KIND", 9, 3),
+    col("NODE", 16, 1),
+    col("WHAT", 24, 0),
 ];
 const WARMUP_COLUMNS: &[Column] = &[
     col("LABEL", 18, 0),
@@ -158,6 +174,7 @@ pub fn columns(v: View) -> &'static [Column] {
         View::Blacklist => BLACKLIST_COLUMNS,
         View::Warmup => WARMUP_COLUMNS,
         View::Events => EVENTS_COLUMNS,
+        View::Alerts => ALERTS_COLUMNS,
     }
 }
 
@@ -166,7 +183,7 @@ pub fn default_sort(v: View) -> (usize, bool) {
         View::Fleet => (0, true),
         View::Requests | View::Pipeline => (6, true),
         View::Approvals => (0, false),
-        View::Blacklist | View::Warmup | View::Events => (usize::MAX, true),
+        View::Blacklist | View::Warmup | View::Events | View::Alerts => (usize::MAX, true),
     }
 }
 
@@ -215,7 +232,7 @@ pub fn request_of(app: &App, v: View, i: usize) -> Option<String> {
             app.snap.requests.get(i).map(|r| r.id.clone())
         }
         View::Fleet | View::Warmup => app.snap.nodes.get(i).and_then(|n| n.request_id.clone()),
-        View::Blacklist | View::Events => None,
+        View::Blacklist | View::Events | View::Alerts => None,
     }
 }
 
@@ -227,6 +244,7 @@ fn key(app: &App, v: View, i: usize) -> String {
         }
         View::Blacklist => app.snap.listings.get(i).map(|l| l.id.clone()),
         View::Events => app.events.rows.get(i).map(|e| e.id.clone()),
+        View::Alerts => app.snap.alerts.get(i).map(|a| a.id.clone()),
     }
     .unwrap_or_default()
 }
@@ -251,7 +269,9 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
                 .filter(|i| s.requests[*i].state() == want)
                 .collect()
         }
+        // Both come ordered from the store: listed (open) first, then history, newest first.
         View::Blacklist => (0..s.listings.len()).collect(),
+        View::Alerts => (0..s.alerts.len()).collect(),
         View::Events => (0..app.events.rows.len()).collect(),
     };
     if t.filter.is_empty() || v == View::Events {
@@ -297,11 +317,23 @@ fn haystack(app: &App, v: View, i: usize) -> String {
         }),
         View::Blacklist => s.listings.get(i).map(|l| {
             format!(
-                "{} {} {} {}",
+                "{} {} {} {} {} {}",
                 l.ip_address,
                 l.node_label.as_deref().unwrap_or(""),
                 l.zone,
-                l.meaning.as_deref().unwrap_or("")
+                l.meaning.as_deref().unwrap_or(""),
+                l.severity.as_deref().unwrap_or(""),
+                l.details.as_deref().unwrap_or("")
+            )
+        }),
+        View::Alerts => s.alerts.get(i).map(|a| {
+            format!(
+                "{} {} {} {} {}",
+                a.severity,
+                a.kind,
+                a.node_label.as_deref().unwrap_or(""),
+                a.subject,
+                a.message
             )
         }),
         View::Events => None,
@@ -350,6 +382,28 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
                     _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
                 }
             }
+            View::Blacklist => {
+                let (x, y) = (&s.listings[*a], &s.listings[*b]);
+                match c {
+                    0 => ip_num(&x.ip_address).cmp(&ip_num(&y.ip_address)),
+                    3 => severity_rank(x.severity.as_deref())
+                        .cmp(&severity_rank(y.severity.as_deref())),
+                    5 => y.listed_at.cmp(&x.listed_at),
+                    6 => listed_for(app, x).cmp(&listed_for(app, y)),
+                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+                }
+            }
+            View::Alerts => {
+                let (x, y) = (&s.alerts[*a], &s.alerts[*b]);
+                match c {
+                    0 => severity_rank(Some(&x.severity)).cmp(&severity_rank(Some(&y.severity))),
+                    1 => y.raised_at.cmp(&x.raised_at),
+                    // Open first, then the most recently resolved.
+                    2 => (x.resolved_at.is_some(), &y.resolved_at)
+                        .cmp(&(y.resolved_at.is_some(), &x.resolved_at)),
+                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+                }
+            }
             _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
         }
     };
@@ -375,11 +429,35 @@ pub fn short_count(n: i64) -> String {
     }
 }
 
+/// high, medium, low, then none: the order to worry in.
+pub fn severity_rank(s: Option<&str>) -> u8 {
+    match s {
+        Some("high") => 0,
+        Some("medium") => 1,
+        Some("low") => 2,
+        _ => 3,
+    }
+}
+
+/// How long a listing lasted, or has lasted so far.
+fn listed_for(app: &App, l: &crate::store::ListingRow) -> chrono::Duration {
+    let from = parse_ts(&l.listed_at);
+    let to = match &l.delisted_at {
+        Some(d) => parse_ts(d),
+        None => Some(app.now),
+    };
+    match (from, to) {
+        (Some(from), Some(to)) => to - from,
+        _ => chrono::Duration::zero(),
+    }
+}
+
 fn ip_key(ip: &Option<String>) -> u32 {
-    ip.as_deref()
-        .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
-        .map(u32::from)
-        .unwrap_or(0)
+    ip.as_deref().map(ip_num).unwrap_or(0)
+}
+
+fn ip_num(ip: &str) -> u32 {
+    ip.parse::<std::net::Ipv4Addr>().map(u32::from).unwrap_or(0)
 }
 
 fn ago(app: &App, ts: &str) -> String {
@@ -450,6 +528,7 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     .as_deref()
                     .map(|t| ago(app, t))
                     .unwrap_or_else(|| "-".into()),
+                (View::Fleet, 9) => n.status_reason.clone().unwrap_or_default(),
                 (View::Warmup, 5) => n
                     .warmup
                     .as_ref()
@@ -530,16 +609,20 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 0 => l.ip_address.clone(),
                 1 => l.node_label.clone().unwrap_or_else(|| "-".into()),
                 2 => l.zone.clone(),
-                3 => l.meaning.clone().or(l.code.clone()).unwrap_or_default(),
-                4 => ago(app, &l.listed_at),
-                5 => match (&l.delisted_at, parse_ts(&l.listed_at)) {
+                3 => l.severity.clone().unwrap_or_else(|| "-".into()),
+                4 => l.meaning.clone().or(l.code.clone()).unwrap_or_default(),
+                5 => match parse_ts(&l.listed_at) {
+                    Some(t) => format!("{} {}", t.format("%m-%d %H:%M"), age(app.now, t)),
+                    None => "-".into(),
+                },
+                6 => match (&l.delisted_at, parse_ts(&l.listed_at)) {
                     (Some(d), Some(from)) => {
                         parse_ts(d).map(|to| age(to, from)).unwrap_or_default()
                     }
                     (None, Some(from)) => age(app.now, from),
                     _ => String::new(),
                 },
-                6 => {
+                7 => {
                     let state = if l.delisted_at.is_some() {
                         "delisted"
                     } else {
@@ -547,6 +630,29 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     };
                     format!("{state}: {}", l.details.as_deref().unwrap_or(""))
                 }
+                8 => l
+                    .details
+                    .as_deref()
+                    .and_then(crate::reputation::dnsbl::delist_url)
+                    .unwrap_or("-")
+                    .to_string(),
+                _ => String::new(),
+            }
+        }
+        View::Alerts => {
+            let Some(a) = s.alerts.get(i) else {
+                return String::new();
+            };
+            match c {
+                0 => a.severity.clone(),
+                1 => ago(app, &a.raised_at),
+                2 => match &a.resolved_at {
+                    Some(t) => format!("resolved {} ago", ago(app, t)),
+                    None => "open".into(),
+                },
+                3 => a.kind.clone(),
+                4 => a.node_label.clone().unwrap_or_else(|| "-".into()),
+                5 => a.message.clone(),
                 _ => String::new(),
             }
         }
@@ -601,13 +707,32 @@ pub fn sla(app: &App, created_at: &str) -> Sla {
 }
 
 /// The style of a cell beyond its row's: the Approvals view's AGE by SLA, and its quota
-/// column by how full approving would make the tenant.
+/// column by how full approving would make the tenant; in the Blacklist and Alerts views
+/// an open row's severity by how bad it is, and closed rows (history) dimmed.
 pub fn cell_style(app: &App, v: View, i: usize, c: usize) -> Option<Style> {
-    if v != View::Approvals {
-        return None;
+    let th = app.theme;
+    let closed_or_severity = |closed: bool, severity: Option<&str>, sev_col: bool| {
+        if closed {
+            Some(th.dim())
+        } else if sev_col {
+            severity.map(|s| th.severity(s))
+        } else {
+            None
+        }
+    };
+    match v {
+        View::Approvals => {}
+        View::Blacklist => {
+            let l = app.snap.listings.get(i)?;
+            return closed_or_severity(l.delisted_at.is_some(), l.severity.as_deref(), c == 3);
+        }
+        View::Alerts => {
+            let a = app.snap.alerts.get(i)?;
+            return closed_or_severity(a.resolved_at.is_some(), Some(&a.severity), c == 0);
+        }
+        _ => return None,
     }
     let r = app.snap.requests.get(i)?;
-    let th = app.theme;
     match c {
         0 => match sla(app, &r.created_at) {
             Sla::Fresh => None,
@@ -640,6 +765,13 @@ pub fn status_of(app: &App, v: View, i: usize) -> &str {
                 "listed"
             } else {
                 "delisted"
+            }
+        }),
+        View::Alerts => app.snap.alerts.get(i).map(|a| {
+            if a.resolved_at.is_none() {
+                "open"
+            } else {
+                "resolved"
             }
         }),
         View::Events => None,

@@ -63,6 +63,15 @@ impl Theme {
         self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
     }
 
+    /// An alert's or listing's severity: high as an error, medium as a warning, low plain.
+    pub fn severity(&self, s: &str) -> Style {
+        match s {
+            "high" => self.error(),
+            "medium" => self.warn(),
+            _ => Style::default(),
+        }
+    }
+
     /// A node status or request state, coloured by how worried to be.
     pub fn status(&self, s: &str) -> Style {
         let c = match s {
@@ -70,11 +79,11 @@ impl Theme {
             "warming" | "allocating" | "configuring" | "activating" | "verifying" | "running"
             | "provisioning" => Color::Cyan,
             "queued" | "pending_approval" | "awaiting_input" | "maintenance" | "suspended"
-            | "pending" => Color::Yellow,
+            | "pending" | "open" => Color::Yellow,
             "paused" | "unhealthy" | "failed" | "rolling_back" | "rejected" | "listed" => {
                 Color::Red
             }
-            "decommissioned" => Color::DarkGray,
+            "decommissioned" | "resolved" => Color::DarkGray,
             _ => Color::Reset,
         };
         self.fg(c)

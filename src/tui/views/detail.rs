@@ -1,5 +1,6 @@
-//! The request detail pane: why it waits, the steps with their sub-tasks, every transition,
-//! what it holds, and its events.
+//! The request detail pane: why it waits, its node's status and why (a paused node says
+//! what paused it), the steps with their sub-tasks, every transition, what it holds, and
+//! its events.
 
 use crate::clock::{age, parse_ts};
 use crate::domain::validate::sanitize;
@@ -67,6 +68,20 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 .unwrap_or_default()
         )),
     ];
+    if let Some(n) = app.node_of.get(&r.id).and_then(|i| app.snap.nodes.get(*i)) {
+        let mut spans = vec![
+            Span::raw(format!(
+                "node {} · {} · ",
+                c(&n.label),
+                c(n.ip_address.as_deref().unwrap_or("no IP"))
+            )),
+            Span::styled(c(&n.status), th.status(&n.status)),
+        ];
+        if let Some(why) = &n.status_reason {
+            spans.push(Span::raw(format!(": {}", c(why))));
+        }
+        lines.push(Line::from(spans));
+    }
     if r.state == "queued" || r.state == "pending_approval" {
         let why = match (&r.wait_reason, &r.approval_reason) {
             (Some(w), _) => format!("waiting: {}", c(w)),
@@ -163,7 +178,18 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             c(&e.actor)
         )));
     }
-    // Scrolling stops where the last line is at the bottom (counting wrapped lines).
+    scrolled(f, app, area, block, lines);
+}
+
+/// Draws `lines` in the pane, scrolled by `app.detail_scroll`; scrolling stops where the
+/// last line is at the bottom (counting wrapped lines).
+pub(super) fn scrolled(
+    f: &mut Frame,
+    app: &mut App,
+    area: Rect,
+    block: Block<'_>,
+    lines: Vec<Line<'_>>,
+) {
     let inner_w = area.width.saturating_sub(2).max(1) as usize;
     let rendered: usize = lines
         .iter()

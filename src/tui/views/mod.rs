@@ -6,10 +6,11 @@ mod overlays;
 mod pipeline;
 mod quotas;
 mod table;
+mod timeline;
 
 use super::action::{View, VIEWS};
 use super::app::{App, Mode};
-use super::keymap::{APPROVALS_FOOTER, FOOTER};
+use super::keymap::{APPROVALS_FOOTER, FOOTER, REPUTATION_FOOTER};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -29,8 +30,8 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     .areas(area);
     header(f, app, head);
     tab_line(f, app, tabs);
-    match (&app.detail, app.view) {
-        (Some(_), _) => {
+    match app.pane_open() {
+        true => {
             let [list, pane] = if body.width >= 120 {
                 Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
                     .areas(body)
@@ -39,9 +40,13 @@ pub fn draw(f: &mut Frame, app: &mut App) {
                     .areas(body)
             };
             view_body(f, app, list);
-            detail::draw(f, app, pane);
+            if app.timeline.is_some() {
+                timeline::draw(f, app, pane);
+            } else {
+                detail::draw(f, app, pane);
+            }
         }
-        _ => view_body(f, app, body),
+        false => view_body(f, app, body),
     }
     status_line(f, app, status);
     footer(f, app, foot);
@@ -62,67 +67,229 @@ fn view_body(f: &mut Frame, app: &mut App, area: Rect) {
     }
 }
 
+/// One part of the header: its spans, and how soon it goes when the screen is narrow
+/// (higher goes first). Parts are joined by "· " unless `glued` to the one before.
+struct Part {
+    spans: Vec<Span<'static>>,
+    drop_rank: u8,
+    glued: bool,
+}
+
+fn part(drop_rank: u8, spans: Vec<Span<'static>>) -> Part {
+    Part {
+        spans,
+        drop_rank,
+        glued: false,
+    }
+}
+
+/// "▲ 2 high · 3 med · 1 low": the open alerts, only the severities that have some.
+fn alert_badge(app: &App) -> Option<Part> {
+    let th = app.theme;
+    let a = app.snap.alert_counts;
+    let worst = if a.high > 0 {
+        th.error()
+    } else if a.medium > 0 {
+        th.warn()
+    } else {
+        Style::default()
+    };
+    let mut spans = vec![Span::styled("▲ ", worst)];
+    for (n, word, style) in [
+        (a.high, "high", th.error()),
+        (a.medium, "med", th.warn()),
+        (a.low, "low", Style::default()),
+    ] {
+        if n > 0 {
+            if spans.len() > 1 {
+                spans.push(Span::raw(" · "));
+            }
+            spans.push(Span::styled(format!("{n} {word}"), style));
+        }
+    }
+    if spans.len() == 1 {
+        return None;
+    }
+    spans.push(Span::raw(" "));
+    Some(part(1, spans))
+}
+
+/// The header: the parts that matter most stay when the screen is narrow (the alerts
+/// badge, then what needs attention or approval, then the fleet's figures; who and where
+/// goes first).
 fn header(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
-    let mut spans = vec![Span::styled(" mailfleet ", th.title())];
+    let mut lead = vec![Span::styled(" mailfleet ", th.title())];
     if app.read_only {
-        spans.push(Span::styled("[READ-ONLY] ", th.error()));
+        lead.push(Span::styled("[READ-ONLY] ", th.error()));
     }
+    let mut parts: Vec<Part> = Vec::new();
     if !app.loaded {
-        spans.push(Span::styled("loading the fleet… ", th.warn()));
+        parts.push(part(
+            1,
+            vec![Span::styled("loading the fleet… ", th.warn())],
+        ));
     } else {
+        parts.extend(alert_badge(app));
         // Counted when the data arrived: drawing never walks the fleet.
-        spans.push(Span::raw(format!("{} nodes ", app.snap.nodes.len())));
-        for (status, n) in &app.counts.node_status {
-            spans.push(Span::styled(format!("{status} {n} "), th.status(status)));
+        parts.push(part(
+            4,
+            vec![Span::raw(format!("{} nodes ", app.snap.nodes.len()))],
+        ));
+        let statuses: Vec<Span<'static>> = app
+            .counts
+            .node_status
+            .iter()
+            .map(|(status, n)| Span::styled(format!("{status} {n} "), th.status(status)))
+            .collect();
+        if !statuses.is_empty() {
+            parts.push(Part {
+                glued: true,
+                ..part(5, statuses)
+            });
         }
         let pending = app
             .counts
             .state(crate::domain::RequestState::PendingApproval);
         if pending > 0 {
-            spans.push(Span::styled(
-                format!("· {pending} awaiting approval "),
-                th.warn(),
+            parts.push(part(
+                3,
+                vec![Span::styled(
+                    format!("{pending} awaiting approval "),
+                    th.warn(),
+                )],
             ));
         }
         if app.counts.needs_attention > 0 {
-            spans.push(Span::styled(
-                format!("· {} need attention ", app.counts.needs_attention),
-                th.error(),
+            parts.push(part(
+                2,
+                vec![Span::styled(
+                    format!("{} need attention ", app.counts.needs_attention),
+                    th.error(),
+                )],
             ));
         }
     }
-    spans.push(Span::styled(
-        format!("· {} @ {}", app.actor, app.db_label),
-        th.dim(),
+    parts.push(part(
+        6,
+        vec![Span::styled(
+            format!(
+                "{} @ {}",
+                crate::domain::validate::sanitize(&app.actor),
+                crate::domain::validate::sanitize(&app.db_label)
+            ),
+            th.dim(),
+        )],
     ));
+    let width = |parts: &[Part]| -> usize {
+        let lead: usize = lead.iter().map(Span::width).sum();
+        lead + parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let sep = if i > 0 && !p.glued { 2 } else { 0 };
+                sep + p.spans.iter().map(Span::width).sum::<usize>()
+            })
+            .sum::<usize>()
+    };
+    while width(&parts) > area.width as usize {
+        let Some(worst) = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.drop_rank > 1)
+            .max_by_key(|(_, p)| p.drop_rank)
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        parts.remove(worst);
+    }
+    let mut spans = lead;
+    for (i, p) in parts.into_iter().enumerate() {
+        if i > 0 && !p.glued {
+            spans.push(Span::raw("· "));
+        }
+        spans.extend(p.spans);
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// How the tab line names the views.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tabs {
+    /// " 1 Fleet  2 Requests  3 Approvals … "
+    Full,
+    /// " 1 Fleet 2 Reqs  3 Approv  4 Black …": short titles, one space apart.
+    Short,
+    /// " 1 2 3 4 Black  5 …": numbers, and the current view's short title.
+    Numbers,
+}
+
+impl Tabs {
+    fn name(self, v: View, current: View) -> &'static str {
+        match self {
+            Tabs::Full => v.title(),
+            Tabs::Short => v.short_title(),
+            Tabs::Numbers if v == current => v.short_title(),
+            Tabs::Numbers => "",
+        }
+    }
+
+    /// The text of view `v`'s tab (numbered `n`).
+    fn label(self, n: usize, v: View, current: View) -> String {
+        let name = self.name(v, current);
+        let body = if name.is_empty() {
+            n.to_string()
+        } else {
+            format!("{n} {name}")
+        };
+        if self == Tabs::Full || v == current {
+            format!(" {body} ")
+        } else {
+            format!("{body} ")
+        }
+    }
 }
 
 fn tab_line(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
+    let t = app.table();
+    let filter = (!t.filter.is_empty())
+        .then(|| format!("  /{}", crate::domain::validate::sanitize(&t.filter)));
+    let marks = (!t.marks.is_empty()).then(|| format!("  {} marked", t.marks.len()));
+    // Full titles where they fit with what follows them (a long filter counts as 20
+    // characters), else short ones, else numbers and the current view's title.
+    let after: usize = filter.iter().chain(&marks).map(|s| s.chars().count()).sum();
+    let width = |tabs: Tabs| -> usize {
+        let lead = usize::from(tabs != Tabs::Full);
+        lead + VIEWS
+            .iter()
+            .enumerate()
+            .map(|(i, v)| tabs.label(i + 1, *v, app.view).chars().count())
+            .sum::<usize>()
+    };
+    let tabs = [Tabs::Full, Tabs::Short]
+        .into_iter()
+        .find(|t| width(*t) + after.min(20) <= area.width as usize)
+        .unwrap_or(Tabs::Numbers);
     let mut spans = Vec::new();
+    if tabs != Tabs::Full {
+        spans.push(Span::raw(" "));
+    }
     for (i, v) in VIEWS.iter().enumerate() {
         let style = if *v == app.view {
             th.selected()
         } else {
             th.dim()
         };
-        spans.push(Span::styled(format!(" {} {} ", i + 1, v.title()), style));
+        spans.push(Span::styled(tabs.label(i + 1, *v, app.view), style));
     }
-    let t = app.table();
-    if !t.filter.is_empty() {
-        spans.push(Span::styled(
-            format!("  /{}", crate::domain::validate::sanitize(&t.filter)),
-            th.warn(),
-        ));
-    }
-    if !t.marks.is_empty() {
-        spans.push(Span::styled(
-            format!("  {} marked", t.marks.len()),
-            th.warn(),
-        ));
-    }
+    spans.extend(
+        filter
+            .into_iter()
+            .chain(marks)
+            .map(|s| Span::styled(s, th.warn())),
+    );
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -155,10 +322,10 @@ fn status_line(f: &mut Frame, app: &App, area: Rect) {
 fn footer(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
     let mut spans = Vec::new();
-    let actions = if app.view == View::Approvals {
-        APPROVALS_FOOTER
-    } else {
-        FOOTER
+    let actions = match app.view {
+        View::Approvals => APPROVALS_FOOTER,
+        View::Blacklist | View::Alerts => REPUTATION_FOOTER,
+        _ => FOOTER,
     };
     for action in actions {
         if action.mutates() && app.read_only {

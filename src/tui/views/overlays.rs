@@ -149,7 +149,31 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 format!("  sort keys: {}", letters.join(", ")),
                 th.dim(),
             )));
-            lines.push(Line::from(Span::styled("  :fleet :requests :approvals :blacklist :warmup :events :pipeline :q   (tab completes)", th.dim())));
+            let views: Vec<String> = crate::tui::action::VIEWS
+                .iter()
+                .map(|v| format!(":{}", v.name()))
+                .collect();
+            lines.push(Line::from(Span::styled(
+                format!("  {} :q   (tab completes)", views.join(" ")),
+                th.dim(),
+            )));
+            let node_keys: Vec<String> = [
+                crate::tui::action::Action::CheckNode,
+                crate::tui::action::Action::PauseNode,
+                crate::tui::action::Action::ResumeNode,
+            ]
+            .iter()
+            .filter_map(|a| app.keymap.keys_for(*a).first().map(|k| k.label()))
+            .collect();
+            if !node_keys.is_empty() {
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "  {}: the selected row's node (Fleet, Warm-up, Blacklist, Alerts); pause, resume ask first",
+                        node_keys.join(" ")
+                    ),
+                    th.dim(),
+                )));
+            }
             let terms: Vec<String> = crate::tui::filter::fields(app.view)
                 .iter()
                 .map(|(name, _)| format!("{name}:"))

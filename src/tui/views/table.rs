@@ -40,7 +40,8 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
         let empty = match v {
             _ if !app.loaded => "Loading…",
             View::Approvals => "Nothing awaits approval.",
-            View::Blacklist => "No blocklist listings recorded.",
+            View::Blacklist if t.filter.is_empty() => "No blocklist listings recorded.",
+            View::Alerts if t.filter.is_empty() => "No alerts: nothing needs looking at.",
             View::Warmup => "No node is warming up.",
             View::Events if !app.events.filter.is_empty() => "No event matches the filter.",
             _ if !t.filter.is_empty() => "No row matches the filter (esc clears it).",

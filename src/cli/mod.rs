@@ -101,6 +101,9 @@ pub enum Cmd {
     /// Warm-up plans and each node's warm-up.
     #[command(subcommand)]
     Warmup(WarmupCmd),
+    /// DNS records for sending nodes.
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -215,6 +218,52 @@ pub enum NodeCmd {
     Resume { id: String },
     /// Check the node's IP on the blocklists now, and act on the answers.
     Check { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// The records a node needs (A, MX, SPF, DKIM, DMARC; MTA-STS and TLS-RPT on request),
+    /// as a zone-file snippet or JSON. Changes nothing.
+    Plan {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        ip: String,
+        /// DKIM selector.
+        #[arg(long, default_value = "mf1")]
+        selector: String,
+        /// The DKIM RSA public key (base64 SubjectPublicKeyInfo, the p= value); without
+        /// it the DKIM record is left out.
+        #[arg(long, value_name = "BASE64")]
+        dkim_public_key: Option<String>,
+        #[arg(long, value_enum, default_value = "none")]
+        dmarc: DmarcArg,
+        /// Where DMARC aggregate reports go (default dmarc-reports@DOMAIN).
+        #[arg(long, value_name = "ADDRESS")]
+        dmarc_rua: Option<String>,
+        /// More SPF mechanisms, e.g. include:_spf.example.net (repeatable).
+        #[arg(long = "spf", value_name = "MECHANISM")]
+        spf: Vec<String>,
+        /// Add an MTA-STS record with this policy id.
+        #[arg(long, value_name = "ID")]
+        mta_sts: Option<String>,
+        /// Add a TLS-RPT record reporting to this address.
+        #[arg(long, value_name = "ADDRESS")]
+        tls_rpt: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        ttl: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DmarcArg {
+    None,
+    Quarantine,
+    Reject,
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +501,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Cmd::Demo { nodes, seed } = command {
         return demo(&cli, *nodes as usize, *seed).await;
     }
+    if let Cmd::Dns(DnsCmd::Plan {
+        domain,
+        hostname,
+        ip,
+        selector,
+        dkim_public_key,
+        dmarc,
+        dmarc_rua,
+        spf,
+        mta_sts,
+        tls_rpt,
+        ttl,
+        json,
+    }) = command
+    {
+        use crate::domain::records::{plan, zone_snippet, DmarcPolicy, RecordInput};
+        let input = RecordInput {
+            domain: domain.clone(),
+            hostname: hostname.clone(),
+            ip: ip.clone(),
+            selector: selector.clone(),
+            dkim_rsa: dkim_public_key.clone(),
+            dkim_ed25519: None,
+            dmarc: match dmarc {
+                DmarcArg::None => DmarcPolicy::None,
+                DmarcArg::Quarantine => DmarcPolicy::Quarantine,
+                DmarcArg::Reject => DmarcPolicy::Reject,
+            },
+            dmarc_rua: dmarc_rua.clone(),
+            spf_extra: spf.clone(),
+            mta_sts_id: mta_sts.clone(),
+            tls_rpt_rua: tls_rpt.clone(),
+            ttl: *ttl,
+        };
+        let records = plan(&input).map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+        if *json {
+            output::print_json(&serde_json::to_value(&records)?)?;
+        } else {
+            println!("{}", zone_snippet(&records));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Cmd::Blocklist(bc) = command {
         // Needs the config only: no database is opened.
         let cfg = config::load(cli.config.as_deref())?;
@@ -459,7 +550,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let env = open(&cli).await?;
     match command {
-        Cmd::Demo { .. } | Cmd::Blocklist(_) => {}
+        Cmd::Demo { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;

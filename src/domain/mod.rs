@@ -5,6 +5,7 @@ pub mod approval;
 pub mod batch;
 pub mod capacity;
 pub mod ids;
+pub mod records;
 pub mod resource;
 pub mod retry;
 pub mod state;

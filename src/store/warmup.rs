@@ -407,7 +407,8 @@ impl Store {
     pub async fn node_warmup(&self, node_id: &str) -> Result<Option<WarmupState>, StoreError> {
         let node_id = node_id.to_string();
         self.read(move |c| {
-            let head: Option<(String, i64, i64, i64, String, Option<String>, Option<String>, Option<String>)> = c
+            type Head = (String, i64, i64, i64, String, Option<String>, Option<String>, Option<String>);
+            let head: Option<Head> = c
                 .prepare_cached(
                     "SELECT plan, day, days, cap, status, reason, day_date, schedule FROM node_warmup WHERE node_id = ?",
                 )?

@@ -539,6 +539,23 @@ impl Store {
             let held = lease_exp.is_some_and(|e| e > at);
             let kind = if deprovision { "deprovision" } else { "rollback" };
             audit(conn, &at, &actor, &format!("request.{kind}"), Some(&id), reason.as_deref())?;
+            // Only a pipeline worker reads the signal; a lease on a finished request belongs to
+            // a suspend or reactivate under way, and a signal there would be lost.
+            let worked = matches!(
+                state,
+                RequestState::Queued
+                    | RequestState::Allocating
+                    | RequestState::Configuring
+                    | RequestState::Activating
+                    | RequestState::Verifying
+                    | RequestState::Failed
+            );
+            if held && !worked {
+                return Err(StoreError::Rejected(format!(
+                    "request {} is busy ({state}: a suspend or reactivate is under way); try again in a moment",
+                    short(&id)
+                )));
+            }
             if held {
                 conn.prepare_cached("UPDATE requests SET cancel_requested = ?, updated_at = ? WHERE id = ?")?
                     .execute(params![kind, at, id])?;

@@ -56,7 +56,11 @@ fn touch(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
 /// Extends the lease: the heartbeat.
 fn extend_lease(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
     let row: Option<Option<String>> = conn
-        .prepare_cached("UPDATE requests SET lease_expires_at = ?1 WHERE id = ?2 AND fence = ?3 RETURNING cancel_requested")?
+        // A lease released (the request completed) is not taken again by a late heartbeat.
+        .prepare_cached(
+            "UPDATE requests SET lease_expires_at = ?1 WHERE id = ?2 AND fence = ?3 AND lease_owner IS NOT NULL
+             RETURNING cancel_requested",
+        )?
         .query_row(params![ts(f.lease_until), f.id, f.fence], |r| r.get(0))
         .optional()?;
     row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))

@@ -1,0 +1,246 @@
+//! Issue 7 (first part): a node's planned records published on a real PowerDNS through its
+//! HTTP API, verified over DNS from the authoritative server, and removed again — exactly
+//! what was added, leaving the rest of the zone.
+
+#[path = "support/pdns.rs"]
+mod pdns;
+
+use mailfleet::dns::powerdns::PowerDns;
+use mailfleet::dns::propagation::{check_once, wait_verified, RecordStatus};
+use mailfleet::dns::{DnsError, DnsProvider};
+use mailfleet::domain::records::{plan, DmarcPolicy, PlannedRecord, RecordInput};
+use std::time::Duration;
+
+fn input(host: &str, ip: &str) -> RecordInput {
+    RecordInput {
+        domain: "example.test".into(),
+        hostname: host.into(),
+        ip: ip.into(),
+        selector: "mf1".into(),
+        // The length of a 2048-bit key's p= value, so the record is two strings.
+        dkim_rsa: Some(format!(
+            "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA{}",
+            "x".repeat(348)
+        )),
+        dkim_ed25519: None,
+        dmarc: DmarcPolicy::None,
+        dmarc_rua: None,
+        spf_extra: vec![],
+        mta_sts_id: None,
+        tls_rpt_rua: None,
+        ttl: 60,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_published_verified_and_removed_exactly() {
+    let Some(dns) = pdns::Pdns::start().expect("pdns") else {
+        return;
+    };
+    dns.add_zone("example.test").expect("zone");
+    // What the zone already holds, that a node must never touch.
+    let body = r#"{"rrsets": [
+        {"name": "example.test.", "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+         "records": [{"content": "\"google-site-verification=abc123\"", "disabled": false}]},
+        {"name": "example.test.", "type": "MX", "ttl": 60, "changetype": "REPLACE",
+         "records": [{"content": "20 backup.example.test.", "disabled": false}]}
+    ]}"#;
+    let (status, text) = dns
+        .api(
+            "PATCH",
+            "/api/v1/servers/localhost/zones/example.test.",
+            Some(body),
+        )
+        .expect("api");
+    assert_eq!(status, 204, "{text}");
+    let pdns_api = PowerDns::new(
+        &dns.api_url(),
+        "localhost",
+        dns.api_key().to_string(),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let records = plan(&input("mx1.example.test", "192.0.2.10")).expect("plan");
+    assert_eq!(records.len(), 5);
+
+    let added = pdns_api
+        .publish("example.test", &records)
+        .await
+        .expect("publish");
+    assert_eq!(added.len(), 5, "{added:?}");
+    let seen = wait_verified(
+        dns.dns_addr(),
+        &records,
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(
+        seen.iter().all(|s| s.status == RecordStatus::Verified),
+        "{seen:#?}"
+    );
+    let dkim = seen
+        .iter()
+        .find(|s| s.name.starts_with("mf1._domainkey"))
+        .expect("dkim");
+    assert_eq!(
+        dkim.got,
+        [records[3].content.clone()],
+        "one TXT record, strings joined"
+    );
+    // The apex MX set now holds both, the apex TXT set both the old TXT and our SPF.
+    let apex = check_once(
+        dns.dns_addr(),
+        &[PlannedRecord {
+            purpose: "mx",
+            name: "example.test.".into(),
+            rtype: "MX",
+            ttl: 60,
+            content: "20 backup.example.test.".into(),
+            strings: vec![],
+        }],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(apex[0].status, RecordStatus::Verified);
+    assert_eq!(apex[0].got.len(), 2, "{:?}", apex[0].got);
+
+    // Publishing again adds nothing.
+    assert!(pdns_api
+        .publish("example.test", &records)
+        .await
+        .expect("again")
+        .is_empty());
+
+    // A second node's SPF would be a second SPF record at the apex: refused, nothing added.
+    let other = plan(&input("mx2.example.test", "192.0.2.11")).expect("plan");
+    let err = pdns_api
+        .publish("example.test", &other)
+        .await
+        .expect_err("conflict");
+    assert!(matches!(err, DnsError::Rejected(_)));
+    assert!(
+        err.to_string().contains("already has a v=spf1 record"),
+        "{err}"
+    );
+    let mx2 = check_once(dns.dns_addr(), &other[..1], Duration::from_secs(2)).await;
+    assert_eq!(
+        mx2[0].status,
+        RecordStatus::Published,
+        "mx2's A was not written"
+    );
+    assert!(mx2[0].got.is_empty());
+
+    // Rollback: exactly what was added goes; what was there stays.
+    pdns_api
+        .remove("example.test", &added)
+        .await
+        .expect("remove");
+    let after = check_once(dns.dns_addr(), &records, Duration::from_secs(2)).await;
+    assert!(
+        after.iter().all(|s| s.status != RecordStatus::Verified),
+        "{after:#?}"
+    );
+    let kept = check_once(
+        dns.dns_addr(),
+        &[
+            PlannedRecord {
+                purpose: "txt",
+                name: "example.test.".into(),
+                rtype: "TXT",
+                ttl: 60,
+                content: "google-site-verification=abc123".into(),
+                strings: vec![],
+            },
+            apex_mx_backup(),
+        ],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        kept.iter().all(|s| s.status == RecordStatus::Verified),
+        "{kept:#?}"
+    );
+    assert_eq!(kept[1].got, ["20 backup.example.test."]);
+    // Removing again is a no-op.
+    pdns_api
+        .remove("example.test", &added)
+        .await
+        .expect("remove again");
+}
+
+fn apex_mx_backup() -> PlannedRecord {
+    PlannedRecord {
+        purpose: "mx",
+        name: "example.test.".into(),
+        rtype: "MX",
+        ttl: 60,
+        content: "20 backup.example.test.".into(),
+        strings: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_s_refusals_are_clear_errors() {
+    let Some(dns) = pdns::Pdns::start().expect("pdns") else {
+        return;
+    };
+    dns.add_zone("example.test").expect("zone");
+    let api = PowerDns::new(
+        &dns.api_url(),
+        "localhost",
+        dns.api_key().to_string(),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    // A record PowerDNS refuses (an A record that is not an address): its 422, in words.
+    let bad = PlannedRecord {
+        purpose: "a",
+        name: "mx9.example.test.".into(),
+        rtype: "A",
+        ttl: 60,
+        content: "not-an-address".into(),
+        strings: vec![],
+    };
+    let err = api.publish("example.test", &[bad]).await.expect_err("422");
+    assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
+    assert!(err.to_string().contains("HTTP 422"), "{err}");
+    // A zone the server does not have.
+    let records = plan(&input("mx1.example.test", "192.0.2.10")).expect("plan");
+    let err = api
+        .publish("missing.test", &records)
+        .await
+        .expect_err("no zone");
+    assert!(
+        err.to_string().contains("not in zone missing.test."),
+        "{err}"
+    );
+    let elsewhere: Vec<PlannedRecord> = plan(&RecordInput {
+        domain: "missing.test".into(),
+        hostname: "mx1.missing.test".into(),
+        ..input("mx1.example.test", "192.0.2.10")
+    })
+    .expect("plan");
+    let err = api
+        .publish("missing.test", &elsewhere)
+        .await
+        .expect_err("no zone");
+    assert!(err.to_string().contains("HTTP 404"), "{err}");
+    // The wrong key is refused, and the key is in no message.
+    let wrong = PowerDns::new(
+        &dns.api_url(),
+        "localhost",
+        "not-the-key".into(),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let err = wrong
+        .publish("example.test", &records)
+        .await
+        .expect_err("401");
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert!(!err.to_string().contains("not-the-key") && !err.to_string().contains(dns.api_key()));
+    // Nothing of the refused attempts was written.
+    let seen = check_once(dns.dns_addr(), &records, Duration::from_secs(2)).await;
+    assert!(seen.iter().all(|s| s.got.is_empty()), "{seen:#?}");
+}

@@ -191,6 +191,9 @@ pub struct CheckerConfig {
 
 /// Checks IPs on blocklists through one resolver, with no cache (every check asks again).
 pub struct Checker {
+    /// The fast path: kept-open sockets to the one resolver.
+    udp: super::udp::UdpDns,
+    /// For the rare reply too big for UDP: hickory's resolver, which retries over TCP.
     resolver: TokioResolver,
     concurrency: usize,
 }
@@ -229,23 +232,71 @@ impl Checker {
         opts.cache_size = 0;
         opts.num_concurrent_reqs = 1;
         opts.ndots = 0;
-        let builder = match cfg.resolver {
-            Some(addr) => {
-                let mut rc = ResolverConfig::new();
-                rc.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
-                TokioResolver::builder_with_config(rc, TokioConnectionProvider::default())
+        let server = match cfg.resolver {
+            Some(addr) => addr,
+            None => {
+                let (conf, _) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+                    format!("blocklists.resolver: cannot read the system resolver: {e}")
+                })?;
+                conf.name_servers()
+                    .iter()
+                    .map(|ns| ns.socket_addr)
+                    .next()
+                    .ok_or("blocklists.resolver: the system names no resolver; set one")?
             }
-            None => TokioResolver::builder_tokio().map_err(|e| {
-                format!("blocklists.resolver: cannot read the system resolver: {e}")
-            })?,
         };
+        let mut rc = ResolverConfig::new();
+        rc.add_name_server(NameServerConfig::new(server, Protocol::Udp));
+        rc.add_name_server(NameServerConfig::new(server, Protocol::Tcp));
+        let resolver = TokioResolver::builder_with_config(rc, TokioConnectionProvider::default())
+            .with_options(opts)
+            .build();
+        // Enough sockets that one slow reader never holds up the rest.
+        let sockets = (cfg.concurrency / 16).clamp(1, 16);
+        let udp = super::udp::UdpDns::new(server, sockets, cfg.timeout)
+            .map_err(|e| format!("blocklists: cannot open a UDP socket: {e}"))?;
         Ok(Checker {
-            resolver: builder.with_options(opts).build(),
+            udp,
+            resolver,
             concurrency: cfg.concurrency.max(1),
         })
     }
 
     async fn a(&self, name: &str) -> Lookup<Vec<Ipv4Addr>> {
+        use super::udp::QueryError;
+        use hickory_resolver::proto::rr::{Name, RData, RecordType};
+        let Ok(qname) = Name::from_ascii(name) else {
+            return Lookup::Refused(format!("{name:?} is not a DNS name"));
+        };
+        match self.udp.query(&qname, RecordType::A).await {
+            Ok(reply) => match reply.response_code() {
+                ResponseCode::NoError => {
+                    let v: Vec<Ipv4Addr> = reply
+                        .answers()
+                        .iter()
+                        .filter_map(|r| match r.data() {
+                            RData::A(a) => Some(a.0),
+                            _ => None,
+                        })
+                        .collect();
+                    if v.is_empty() {
+                        Lookup::Nothing
+                    } else {
+                        Lookup::Found(v)
+                    }
+                }
+                ResponseCode::NXDomain => Lookup::Nothing,
+                ResponseCode::ServFail => Lookup::Unknown("SERVFAIL".into()),
+                other => Lookup::Refused(format!("the server answered {other}")),
+            },
+            Err(QueryError::Timeout) => Lookup::Unknown("timed out".into()),
+            Err(QueryError::Io(e)) => Lookup::Unknown(e),
+            Err(QueryError::Truncated) => self.a_by_resolver(name).await,
+        }
+    }
+
+    /// The A lookup through hickory's resolver (UDP, then TCP when truncated).
+    async fn a_by_resolver(&self, name: &str) -> Lookup<Vec<Ipv4Addr>> {
         match self.resolver.ipv4_lookup(name).await {
             Ok(l) => {
                 let v: Vec<Ipv4Addr> = l.iter().map(|a| a.0).collect();
@@ -260,16 +311,29 @@ impl Checker {
     }
 
     async fn txt(&self, name: &str) -> Option<String> {
-        let l = self.resolver.txt_lookup(name).await.ok()?;
-        let text: Vec<String> = l
-            .iter()
-            .map(|t| {
-                t.txt_data()
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part).into_owned())
-                    .collect::<String>()
-            })
-            .collect();
+        use hickory_resolver::proto::rr::{Name, RData, RecordType};
+        let join = |t: &hickory_resolver::proto::rr::rdata::TXT| {
+            t.txt_data()
+                .iter()
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<String>()
+        };
+        let qname = Name::from_ascii(name).ok()?;
+        let text: Vec<String> = match self.udp.query(&qname, RecordType::TXT).await {
+            Ok(reply) => reply
+                .answers()
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::TXT(t) => Some(join(t)),
+                    _ => None,
+                })
+                .collect(),
+            Err(super::udp::QueryError::Truncated) => {
+                let l = self.resolver.txt_lookup(name).await.ok()?;
+                l.iter().map(join).collect()
+            }
+            Err(_) => return None,
+        };
         let joined = text.join(" ");
         let clean = crate::domain::validate::sanitize(&joined)
             .trim()

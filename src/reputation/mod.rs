@@ -4,3 +4,4 @@
 pub mod dnsbl;
 pub mod monitor;
 pub mod policy;
+pub mod udp;

@@ -88,6 +88,35 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
     let conn = read_only(&path);
     let now_ts = mailfleet::clock::ts(now);
 
+    // Every listing has its zone's severity and the alert the monitor would have raised:
+    // open while listed, resolved once delisted.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM ip_blacklist_events WHERE severity IS NULL"
+        ),
+        0
+    );
+    let listings = count(&conn, "SELECT COUNT(*) FROM ip_blacklist_events");
+    assert!(listings > 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM ip_blacklist_events b JOIN alerts a ON a.id = 'al-' || b.id
+             WHERE (b.delisted_at IS NULL) = (a.resolved_at IS NULL)
+               AND a.severity = CASE b.severity WHEN 'high' THEN 'high' ELSE 'medium' END"
+        ),
+        listings
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM ip_blacklist_events WHERE blacklist_provider = 'zen.spamhaus.org'
+               AND severity <> 'high'"
+        ),
+        0
+    );
+
     // 200 nodes in service, one per completed or suspended request.
     assert_eq!(
         count(

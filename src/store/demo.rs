@@ -286,9 +286,17 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
     if !b.listings.is_empty() {
         let mut st = conn.prepare_cached(
             "INSERT INTO ip_blacklist_events (id, node_id, ip_address, blacklist_provider, code, meaning,
-                listed_at, delisted_at, details)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                listed_at, delisted_at, details, severity)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
+        // The demo's zones are among the built-in ones; their severity comes from there.
+        let severity = |zone: &str| {
+            crate::config::builtin_zones()
+                .iter()
+                .find(|z| z.zone == zone)
+                .map(|z| z.severity.as_str())
+                .unwrap_or("medium")
+        };
         for l in &b.listings {
             st.execute(params![
                 l.id,
@@ -299,7 +307,34 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
                 l.meaning,
                 l.listed_at,
                 l.delisted_at,
-                l.details
+                l.details,
+                severity(l.provider)
+            ])?;
+            // The alert the monitor would have raised for it (resolved when delisted).
+            let open = l.delisted_at.is_none();
+            let subject = if open {
+                format!("node:{}:{}", l.node_id, l.provider)
+            } else {
+                format!("node:{}:{}:{}", l.node_id, l.provider, l.id)
+            };
+            let what = l.meaning;
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO alerts (id, severity, kind, subject, node_id, message, raised_at, resolved_at, resolution)
+                 SELECT ?1, ?2, 'blocklist', ?3, ?4, n.label || ' ' || ?5 || ' is listed on ' || ?6 || ' (' || ?7 || ')',
+                        ?8, ?9, ?10
+                 FROM nodes n WHERE n.id = ?4",
+            )?
+            .execute(params![
+                format!("al-{}", l.id),
+                if severity(l.provider) == "high" { "high" } else { "medium" },
+                subject,
+                l.node_id,
+                l.ip_address,
+                l.provider,
+                what,
+                l.listed_at,
+                l.delisted_at,
+                if open { None } else { Some("delisted") }
             ])?;
         }
     }

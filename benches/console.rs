@@ -100,12 +100,25 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
             }),
         });
     }
-    ConsoleSnapshot {
+    let mut snap = ConsoleSnapshot {
         nodes,
         requests,
         listings: vec![],
         ..Default::default()
+    };
+    // Every warming node has its last 14 days, as the store gives them, so the Fleet frame
+    // draws sparklines; the capacity figures feed the header.
+    let w = &mut snap.warmup;
+    for (i, n) in snap.nodes.iter().enumerate() {
+        if let Some(warm) = &n.warmup {
+            let days: Box<[u32]> = (0..14u32).map(|d| (d + 1) * (i as u32 % 97 + 3)).collect();
+            w.recent_sent.insert(i, days);
+            w.capacity += warm.cap;
+        }
     }
+    w.closed_sent = w.capacity * 3 / 5;
+    w.closed_cap = w.capacity;
+    snap
 }
 
 fn new_app(cfg: &Arc<config::Config>) -> App {

@@ -1811,3 +1811,578 @@ fn listing_reasons_and_alert_messages_cannot_drive_the_terminal() {
         assert!(clean(&confirm), "{confirm}");
     }
 }
+
+/// Beside `fixture()`'s warming node-dal-002: node-dal-003, held, and node-dal-004, whose
+/// warm-up paused it; each with its recent days.
+fn warmup_fixture() -> ConsoleSnapshot {
+    let mut snap = fixture();
+    let mut held = node(3, 3, "node-dal-003", "198.51.100.9", "warming");
+    if let Some(w) = &mut held.warmup {
+        w.day = 6;
+        w.cap = 770;
+        w.status = "held".into();
+    }
+    let mut paused = node(4, 4, "node-dal-004", "198.51.100.10", "paused");
+    paused.warmup = Some(mailfleet::store::NodeWarmup {
+        plan: "standard".into(),
+        day: 11,
+        days: 42,
+        cap: 4100,
+        status: "paused".into(),
+    });
+    paused.status_reason = Some("warm-up: complaints 0.15% of 4100 sent, above 0.10%".into());
+    snap.nodes.extend([held, paused]);
+    let w = &mut snap.warmup;
+    w.recent_sent
+        .insert(1, vec![10, 20, 40, 80, 80, 40, 0, 80].into());
+    w.recent_sent.insert(2, vec![390, 550, 770, 700].into());
+    w.recent_sent
+        .insert(3, warmup_log().log.iter().map(|d| d.sent as u32).collect());
+    w.reasons
+        .insert(2, "bounces 3.51% of 700 sent, above 3.00%".into());
+    w.reasons
+        .insert(3, "complaints 0.15% of 4100 sent, above 0.10%".into());
+    snap
+}
+
+/// node-dal-004's log: eleven days, the fifth held (bounces), the last paused (complaints).
+fn warmup_log() -> mailfleet::store::WarmupState {
+    let days: [(i64, i64, i64, i64, i64, &str, &str); 11] = [
+        (1, 200, 200, 2, 0, "advanced", ""),
+        (2, 280, 278, 3, 0, "advanced", ""),
+        (3, 390, 390, 5, 0, "advanced", ""),
+        (4, 550, 549, 8, 0, "advanced", ""),
+        (
+            5,
+            770,
+            770,
+            27,
+            0,
+            "held",
+            "bounces 3.51% of 770 sent, above 3.00%",
+        ),
+        (5, 770, 768, 9, 0, "advanced", ""),
+        (6, 1080, 1080, 12, 1, "advanced", ""),
+        (7, 1500, 1497, 20, 1, "advanced", ""),
+        (8, 2100, 2100, 30, 2, "advanced", ""),
+        (9, 2900, 2899, 41, 2, "advanced", ""),
+        (
+            10,
+            4100,
+            4100,
+            120,
+            6,
+            "paused",
+            "complaints 0.15% of 4100 sent, above 0.10%",
+        ),
+    ];
+    mailfleet::store::WarmupState {
+        plan: "standard".into(),
+        day: 11,
+        days: 42,
+        cap: 4100,
+        status: "paused".into(),
+        reason: Some("complaints 0.15% of 4100 sent, above 0.10%".into()),
+        date: Some("2026-11-21".into()),
+        log: days
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (day, cap, sent, bounced, complaints, decision, reason))| {
+                    mailfleet::store::WarmupDay {
+                        date: format!("2026-11-{:02}", 10 + i),
+                        day: *day,
+                        cap: *cap,
+                        scheduled: *cap,
+                        sent: *sent,
+                        delivered: sent - bounced - sent / 50,
+                        deferred: sent / 50,
+                        bounced: *bounced,
+                        complaints: *complaints,
+                        decision: Some(decision.to_string()),
+                        reason: (!reason.is_empty()).then(|| reason.to_string()),
+                    }
+                },
+            )
+            .collect(),
+    }
+}
+
+fn screen_of(buf: &Buffer) -> Vec<String> {
+    (0..buf.area.height)
+        .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect())
+        .collect()
+}
+
+#[test]
+fn warmup_view_charts_cap_against_sent_and_marks_the_held_and_paused_days() {
+    use mailfleet::tui::Msg;
+    let mut app = colour_app(warmup_fixture());
+    // Stopped warm-ups first: the paused one, the held one, then the healthy one; the
+    // selected node's log is asked for.
+    let effects = app.update(Action::ShowWarmup);
+    assert_eq!(effects, vec![Effect::LoadWarmup(id(1004))]);
+    app.now = now();
+    let screen = render(&mut app, 140, 40);
+    assert!(screen.contains("loading…"), "{screen}");
+    let rows: Vec<u16> = ["node-dal-004", "node-dal-003", "node-dal-002"]
+        .iter()
+        .map(|l| row_of(&screen, l))
+        .collect();
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{screen}");
+    assert!(
+        screen.contains("paused: complaints 0.15% of 4100"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("held: bounces 3.51% of 700 sent"),
+        "{screen}"
+    );
+
+    // A log for another node (the selection moved on) is not shown; this one is.
+    let mut dirty = false;
+    let stale = mailfleet::tui::handle(
+        &mut app,
+        Msg::Warmup(id(1003), Some(Box::new(warmup_log()))),
+        &mut dirty,
+    );
+    assert!(stale.is_empty() && app.selected_warmup().is_none());
+    mailfleet::tui::handle(
+        &mut app,
+        Msg::Warmup(id(1004), Some(Box::new(warmup_log()))),
+        &mut dirty,
+    );
+    assert!(dirty && app.selected_warmup().is_some());
+
+    let mut plain = app_with(warmup_fixture());
+    plain.update(Action::ShowWarmup);
+    plain.set_warmup(id(1004), Some(warmup_log()));
+    plain.now = now();
+    insta::assert_snapshot!("warmup_charts", render(&mut plain, 140, 40));
+
+    // The charts sit beside the list; in them, the legend names the markers, and the held
+    // day is drawn as a yellow block, the paused day as a red bar, off the legend's row.
+    let buf = render_buffer(&mut app, 140, 40);
+    let lines = screen_of(&buf);
+    let chart_x = lines[2]
+        .find("┌ node-dal-004 · day 11/42")
+        .map(|b| lines[2][..b].chars().count())
+        .expect("the chart beside the list") as u16;
+    let legend_row = |text: &str| {
+        lines
+            .iter()
+            .position(|l| {
+                l.chars()
+                    .skip(chart_x as usize)
+                    .collect::<String>()
+                    .contains(text)
+            })
+            .unwrap_or_else(|| panic!("{text} in a legend:\n{}", lines.join("\n"))) as u16
+    };
+    use ratatui::style::Color;
+    for (name, symbol, colour) in [
+        ("█ held", "█", Color::Yellow),
+        ("▄ paused", "▄", Color::Red),
+    ] {
+        let legend = legend_row(name);
+        let marks = (chart_x..140)
+            .flat_map(|x| (4..20u16).map(move |y| (x, y)))
+            .filter(|&(x, y)| {
+                y != legend && buf[(x, y)].symbol() == symbol && buf[(x, y)].fg == colour
+            })
+            .count();
+        assert_eq!(marks, 1, "one {name} day marked");
+    }
+    for named in [
+        "cap",
+        "• sent",
+        "bounces % · hold 3% · pause 5%",
+        "complaints % · pause 0.1%",
+    ] {
+        legend_row(named);
+    }
+
+    // Enter: the whole log in the pane, newest first, with its rates.
+    app.update(Action::Open);
+    assert!(app.warm_history && app.pane_open());
+    let screen = render(&mut app, 140, 40);
+    assert!(screen.contains("DECISION"), "{screen}");
+    let paused_day = row_of(&screen, "2026-11-20");
+    let held_day = row_of(&screen, "2026-11-14");
+    assert!(paused_day < held_day, "newest first:\n{screen}");
+    let held_line = screen.lines().nth(held_day as usize).unwrap_or_default();
+    assert!(
+        held_line.contains("3.51%") && held_line.contains("held"),
+        "{held_line}"
+    );
+    app.update(Action::Back);
+    assert!(!app.warm_history);
+
+    // Moving to another node asks for its log; the cached one is not shown for it.
+    assert_eq!(app.update(Action::Down), vec![Effect::LoadWarmup(id(1003))]);
+    assert!(app.selected_warmup().is_none());
+    assert!(render(&mut app, 140, 40).contains("loading…"));
+}
+
+#[test]
+fn the_fleet_view_draws_a_sparkline_of_each_warming_nodes_recent_days() {
+    let mut app = app_with(warmup_fixture());
+    assert_eq!(app.sparks.len(), 3, "made once, when the snapshot arrived");
+    app.now = now();
+    let screen = render(&mut app, 140, 24);
+    let line = |label: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The last seven of its days, scaled to the busiest of the fourteen; a day that sent
+    // nothing stays blank.
+    assert!(line("node-dal-002").contains("d12/42 ▂▄██▄ █"), "{screen}");
+    assert!(line("node-dal-003").contains("d6/42 HELD ▆██"), "{screen}");
+    assert!(line("node-dal-004").contains("d11/42 PAUSED"), "{screen}");
+    // Sorting by health compares the same order the words say, without making them.
+    for i in 0..app.snap.nodes.len() {
+        assert_eq!(
+            mailfleet::tui::warmup::health_rank(&app, i),
+            mailfleet::tui::warmup::health(&app, i).rank()
+        );
+    }
+    // Without history, today's cap as before.
+    let mut snap = warmup_fixture();
+    snap.warmup.recent_sent.clear();
+    let mut app = app_with(snap);
+    assert!(render(&mut app, 140, 24).contains("d12/42 95/d"));
+}
+
+#[test]
+fn the_header_shows_the_fleets_capacity_and_warns_from_80_percent_used() {
+    let mut snap = fixture();
+    snap.warmup.capacity = 1_200_000;
+    snap.warmup.closed_sent = 756_000;
+    snap.warmup.closed_cap = 1_200_000;
+    let mut app = colour_app(snap.clone());
+    let header = render(&mut app, 160, 24)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        header.contains("cap 1.2M/day · used 63% (scale out at 80%)"),
+        "{header}"
+    );
+    let buf = render_buffer(&mut app, 160, 24);
+    let x = header[..header.find("used").expect("used")].chars().count() as u16;
+    use ratatui::style::Color;
+    assert_ne!(buf[(x, 0)].fg, Color::Yellow, "63% is no warning");
+
+    snap.warmup.closed_sent = 1_020_000;
+    let mut app = colour_app(snap.clone());
+    let header = render(&mut app, 160, 24)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(header.contains("used 85% (scale out at 80%)"), "{header}");
+    let buf = render_buffer(&mut app, 160, 24);
+    let x = header[..header.find("used").expect("used")].chars().count() as u16;
+    assert_eq!(buf[(x, 0)].fg, Color::Yellow, "85% is a warning");
+    // At 80 columns the hint and the less important parts make way; the warning stays.
+    let header = render(&mut app, 80, 24)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(header.contains("used 85%"), "{header}");
+    assert!(header.contains("need attention"), "{header}");
+    assert!(!header.contains("scale out"), "{header}");
+    assert!(header.trim_end().chars().count() <= 80, "{header}");
+    // No capacity known (no warm-up at all): nothing said.
+    let mut app = app_with(fixture());
+    assert!(!render(&mut app, 160, 24).contains("cap "));
+}
+
+#[test]
+fn marked_nodes_pause_after_one_confirmation_listing_them() {
+    use crossterm::event::KeyCode;
+    use mailfleet::engine::Command;
+    let mut app = app_with(warmup_fixture());
+    app.update(Action::ShowWarmup);
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Char(' '));
+    }
+    assert_eq!(app.table().marks.len(), 3);
+    app.now = now();
+    assert!(render(&mut app, 140, 40).contains("*node-dal-003"));
+    assert!(key(&mut app, KeyCode::Char('P')).is_empty(), "asks first");
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert_eq!(c.title, "Pause 2 nodes?");
+    let text = c.lines.join("\n");
+    assert!(
+        text.contains("pause node-dal-003 (198.51.100.9, warming)")
+            && text.contains("pause node-dal-002 (198.51.100.8, warming)")
+            && text.contains("not paused (not warming or active): node-dal-004"),
+        "{text}"
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Effect::Send(vec![
+            Command::PauseNode {
+                id: id(1003),
+                reason: None
+            },
+            Command::PauseNode {
+                id: id(1002),
+                reason: None
+            },
+        ])]
+    );
+    assert!(app.table().marks.is_empty(), "the marks clear");
+
+    // In the Fleet view too, marks are nodes; U resumes the one paused among them.
+    app.update(Action::ShowFleet);
+    app.update(Action::MarkAll);
+    assert_eq!(app.table().marks.len(), 4);
+    key(&mut app, KeyCode::Char('U'));
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.title.starts_with("Resume node node-dal-004"),
+        "{}",
+        c.title
+    );
+    assert_eq!(
+        app.confirm(true),
+        vec![Effect::Send(vec![Command::ResumeNode { id: id(1004) }])]
+    );
+}
+
+/// Types a `:` command and Enter, as a person would.
+fn type_command(app: &mut App, text: &str) -> Vec<Effect> {
+    use crossterm::event::KeyCode;
+    key(app, KeyCode::Char(':'));
+    for ch in text.chars() {
+        key(app, KeyCode::Char(ch));
+    }
+    key(app, KeyCode::Enter)
+}
+
+#[test]
+fn warmup_commands_resume_and_pace_after_a_confirmation_and_never_when_read_only() {
+    use crossterm::event::KeyCode;
+    use mailfleet::domain::warmup::ResumeFrom;
+    use mailfleet::engine::Command;
+    let mut app = app_with(warmup_fixture());
+    app.update(Action::ShowWarmup);
+
+    assert!(
+        type_command(&mut app, "warmup resume week").is_empty(),
+        "asks first"
+    );
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.title.contains("from the first day of its week"),
+        "{}",
+        c.title
+    );
+    assert!(
+        c.lines.iter().any(|l| l.contains("node-dal-004")
+            && l.contains("day 11/42")
+            && l.contains("→ day 8")),
+        "{:?}",
+        c.lines
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Effect::Send(vec![Command::WarmupResume {
+            id: id(1004),
+            from: ResumeFrom::Week
+        }])]
+    );
+
+    assert!(type_command(&mut app, "warmup pace 1.5").is_empty());
+    let Mode::Confirm(c) = &app.mode else {
+        panic!("a confirmation")
+    };
+    assert!(
+        c.lines
+            .iter()
+            .any(|l| l.contains("the 31 day(s) left become 47")),
+        "{:?}",
+        c.lines
+    );
+    assert_eq!(
+        app.confirm(true),
+        vec![Effect::Send(vec![Command::WarmupPace {
+            id: id(1004),
+            percent: 150
+        }])]
+    );
+    // n sends nothing.
+    type_command(&mut app, "warmup pace 0.75");
+    assert!(key(&mut app, KeyCode::Char('n')).is_empty());
+
+    // A factor the engine would refuse is refused here, saying what is accepted.
+    for bad in ["fast", "9", "0.1"] {
+        assert!(type_command(&mut app, &format!("warmup pace {bad}")).is_empty());
+        assert!(matches!(app.mode, Mode::Normal));
+        let status = app.status.as_ref().expect("a status line");
+        assert!(
+            status.error
+                && status.text.contains("is not a factor from 0.25")
+                && status.text.contains(bad),
+            "{}",
+            status.text
+        );
+    }
+    assert!(type_command(&mut app, "warmup resume tomorrow").is_empty());
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("day, week or start")));
+    assert!(type_command(&mut app, "warmup").is_empty(), "the view");
+    assert_eq!(app.view, View::Warmup);
+    assert_eq!(
+        App::complete("warmup r").as_deref(),
+        Some("warmup resume "),
+        "tab completes the words"
+    );
+    assert_eq!(App::complete("war").as_deref(), Some("warmup"));
+
+    // Read-only: nothing is sent, and nothing asks.
+    let mut app = app_with(warmup_fixture());
+    app.read_only = true;
+    app.update(Action::ShowWarmup);
+    for cmd in ["warmup resume week", "warmup pace 1.5"] {
+        assert!(type_command(&mut app, cmd).is_empty());
+        assert!(matches!(app.mode, Mode::Normal));
+        assert!(app
+            .status
+            .as_ref()
+            .is_some_and(|s| s.error && s.text.starts_with("read-only")));
+    }
+    let screen = render(&mut app, 140, 40);
+    assert!(!screen.contains(":warmup resume|pace"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spec = mailfleet::demo::DemoSpec {
+        nodes: 400,
+        seed: 7,
+    };
+    let cfg = mailfleet::demo::config_for(&config(""), &spec);
+    let store = open(&db_path(&dir), &cfg).await;
+    store.sync_catalog(&cfg, now()).await.expect("catalog");
+    mailfleet::demo::generate(&store, &cfg, &spec, now())
+        .await
+        .expect("demo");
+    let snap = store.console_snapshot().await.expect("snapshot");
+    let mut logs = Vec::new();
+    for n in &snap.nodes {
+        logs.push(store.node_warmup(&n.id).await.expect("warm-up"));
+    }
+    // The window: the fourteen dates up to the newest in the log.
+    let newest = logs
+        .iter()
+        .flatten()
+        .flat_map(|w| w.log.iter().map(|d| d.date.clone()))
+        .max()
+        .expect("the demo has warm-up days");
+    let start = (chrono::NaiveDate::parse_from_str(&newest, "%Y-%m-%d").expect("date")
+        - chrono::Duration::days(13))
+    .to_string();
+    let pos = |date: &str| {
+        let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("date");
+        let s = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d").expect("date");
+        (d - s).num_days() as usize
+    };
+    let (mut under_way, mut capacity) = (0, 0);
+    for (i, (n, log)) in snap.nodes.iter().zip(&logs).enumerate() {
+        let w = n.warmup.as_ref();
+        assert_eq!(w.map(|w| w.cap), log.as_ref().map(|l| l.cap), "{}", n.label);
+        if matches!(&*n.status, "warming" | "active") {
+            capacity += w.map_or(0, |w| w.cap);
+        }
+        let going = w.is_some_and(|w| matches!(&*w.status, "warming" | "held" | "paused"));
+        let recent: Vec<(usize, u32)> = log
+            .iter()
+            .flat_map(|l| &l.log)
+            .filter(|d| d.date >= start)
+            .map(|d| (pos(&d.date), d.sent as u32))
+            .collect();
+        let expected = match (going, recent.first(), recent.last()) {
+            (true, Some(first), Some(last)) => {
+                let mut v = vec![0u32; last.0 - first.0 + 1];
+                for (p, sent) in &recent {
+                    v[p - first.0] = *sent;
+                }
+                Some(v)
+            }
+            _ => None,
+        };
+        under_way += usize::from(expected.is_some());
+        assert_eq!(
+            snap.warmup.recent_sent.get(&i).map(|s| s.to_vec()),
+            expected,
+            "{}",
+            n.label
+        );
+        let stopped = w.is_some_and(|w| matches!(&*w.status, "held" | "paused"));
+        assert_eq!(
+            snap.warmup.reasons.get(&i),
+            log.as_ref()
+                .and_then(|l| l.reason.as_ref())
+                .filter(|_| stopped),
+            "{}",
+            n.label
+        );
+    }
+    assert!(
+        under_way > 10,
+        "the demo has warm-ups under way ({under_way})"
+    );
+    assert_eq!(snap.warmup.capacity, capacity);
+    // Yesterday: the newest date a day was closed on, over the days closed on it.
+    let closed: Vec<&mailfleet::store::WarmupDay> = logs
+        .iter()
+        .flatten()
+        .flat_map(|w| &w.log)
+        .filter(|d| d.decision.is_some())
+        .collect();
+    let date = closed.iter().map(|d| d.date.clone()).max();
+    assert_eq!(snap.warmup.closed_date, date);
+    let on = |d: &&&mailfleet::store::WarmupDay| Some(&d.date) == date.as_ref();
+    assert_eq!(
+        snap.warmup.closed_sent,
+        closed.iter().filter(on).map(|d| d.sent).sum::<i64>()
+    );
+    assert_eq!(
+        snap.warmup.closed_cap,
+        closed.iter().filter(on).map(|d| d.cap).sum::<i64>()
+    );
+
+    // On screen: the header's capacity, and the Warm-up view loads the selected log.
+    let mut app = app_with(snap);
+    let header = render(&mut app, 200, 30)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(header.contains("/day · used "), "{header}");
+    let effects = app.update(Action::ShowWarmup);
+    let [Effect::LoadWarmup(id)] = effects.as_slice() else {
+        panic!("the selected node's log is asked for: {effects:?}")
+    };
+    let state = store.node_warmup(id).await.expect("warm-up");
+    app.set_warmup(id.clone(), state);
+    let screen = render(&mut app, 160, 40);
+    assert!(screen.contains("cap vs sent per day"), "{screen}");
+}

@@ -92,6 +92,29 @@ pub struct ListingRow {
     pub severity: Option<String>,
 }
 
+/// How many dates of the warm-up log the console's sparklines cover.
+pub const RECENT_DAYS: i64 = 14;
+
+/// Warm-up figures beside the node rows, read in the same transaction: what the sparklines,
+/// the Warm-up view's health and the header's capacity show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmupFigures {
+    /// By index into `nodes`, for each node whose warm-up is under way (warming, held or
+    /// paused) and has days among the last `RECENT_DAYS` dates of the log: what it sent on
+    /// each, from its first such day to its last, oldest first, a day without a row as 0.
+    pub recent_sent: HashMap<usize, Box<[u32]>>,
+    /// By index into `nodes`: why its warm-up holds or is paused (held and paused only).
+    pub reasons: HashMap<usize, String>,
+    /// The fleet's daily sending capacity: today's caps of the warming and active nodes
+    /// summed (an active node's is the last cap of its warm-up).
+    pub capacity: i64,
+    /// The most recent date the day boundary closed a day on, and what the days closed on
+    /// it sent and allowed, in all: yesterday's utilisation.
+    pub closed_date: Option<String>,
+    pub closed_sent: i64,
+    pub closed_cap: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleSnapshot {
     pub nodes: Vec<ConsoleNode>,
@@ -106,6 +129,7 @@ pub struct ConsoleSnapshot {
     /// Live quota reservations per tenant (`nodes` counts reservations), read in the same
     /// transaction as the rows: a tenant with nothing reserved is absent.
     pub quota_use: HashMap<String, Usage>,
+    pub warmup: WarmupFigures,
 }
 
 /// How many alerts the snapshot carries.
@@ -123,6 +147,76 @@ fn console_alerts(c: &super::Conn) -> Result<Vec<super::AlertRow>, StoreError> {
         .take(room);
     out.extend(resolved);
     Ok(out)
+}
+
+/// Fills in `figures` from the last `RECENT_DAYS` dates of the warm-up log, inside a read:
+/// the `sent` per day of the nodes at `under_way` (indices into `nodes`), and the totals of
+/// the most recent date a day was closed on.
+fn recent_log(
+    c: &super::Conn,
+    nodes: &[ConsoleNode],
+    under_way: &[usize],
+    figures: &mut WarmupFigures,
+) -> Result<(), StoreError> {
+    // Relative to the newest date in the log, not the wall clock: a log read later (or a
+    // demo made earlier) shows the same days.
+    let start: Option<String> = c.query_row(
+        "SELECT date(MAX(date), ?1) FROM warmup_days",
+        [format!("-{} days", RECENT_DAYS - 1)],
+        |r| r.get(0),
+    )?;
+    let Some(start) = start else {
+        return Ok(());
+    };
+    const WINDOW: usize = RECENT_DAYS as usize;
+    // Per position in the window: sent and cap of the days closed on it, and how many.
+    let mut closed = [(0i64, 0i64, 0usize); WINDOW];
+    // Each under-way node's days, in a slot of its own: sent per position, and the first
+    // and last positions it has a day on. Nothing is allocated per log row.
+    let slot_of: HashMap<&str, usize> = under_way
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, i)| Some((nodes.get(*i)?.id.as_str(), slot)))
+        .collect();
+    let mut slots = vec![([0u32; WINDOW], usize::MAX, 0usize); under_way.len()];
+    let mut stmt = c.prepare_cached(
+        "SELECT node_id, CAST(julianday(date) - julianday(?1) AS INTEGER), sent, cap,
+                decision IS NOT NULL
+         FROM warmup_days WHERE date >= ?1",
+    )?;
+    let mut found = stmt.query([&start])?;
+    while let Some(r) = found.next()? {
+        let pos = usize::try_from(r.get::<_, i64>(1)?)
+            .unwrap_or(0)
+            .min(WINDOW - 1);
+        let (sent, cap): (i64, i64) = (r.get(2)?, r.get(3)?);
+        if r.get::<_, bool>(4)? {
+            let day = &mut closed[pos];
+            *day = (day.0 + sent, day.1 + cap, day.2 + 1);
+        }
+        let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        if let Some(days) = slot_of.get(id).and_then(|s| slots.get_mut(*s)) {
+            days.0[pos] = u32::try_from(sent.max(0)).unwrap_or(u32::MAX);
+            days.1 = days.1.min(pos);
+            days.2 = days.2.max(pos);
+        }
+    }
+    drop(slot_of);
+    figures.recent_sent = under_way
+        .iter()
+        .zip(&slots)
+        .filter(|(_, (_, first, last))| first <= last)
+        .map(|(i, (sent, first, last))| (*i, Box::from(&sent[*first..=*last])))
+        .collect();
+    if let Some(pos) = closed.iter().rposition(|c| c.2 > 0) {
+        figures.closed_date = start
+            .parse::<chrono::NaiveDate>()
+            .ok()
+            .and_then(|d| d.checked_add_days(chrono::Days::new(pos as u64)))
+            .map(|d| d.to_string());
+        (figures.closed_sent, figures.closed_cap) = (closed[pos].0, closed[pos].1);
+    }
+    Ok(())
 }
 
 /// Shares one copy of each repeated word.
@@ -165,19 +259,49 @@ impl Store {
             c.execute_batch("BEGIN")?;
             let out = (|| {
                 let mut words = Words::default();
+                let mut figures = WarmupFigures::default();
+                let mut under_way = Vec::new();
+                let mut index = 0usize;
                 // Rows become console rows as they are read: no second copy of the fleet.
                 let nodes = sized_rows(
                     c,
                     "SELECT COUNT(*) FROM nodes",
                     "SELECT n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address, n.region,
                             n.plan, n.status, n.status_reason, n.reputation_score, n.current_load, n.created_at,
-                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status
+                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status, w.reason
                      FROM nodes n LEFT JOIN node_warmup w ON w.node_id = n.id
                      ORDER BY n.created_at, n.id",
                     [],
                     |r| {
+                        let i = index;
+                        index += 1;
+                        let warmup = match r.get::<_, Option<String>>(15)? {
+                            Some(plan) => Some(NodeWarmup {
+                                plan: words.get(plan),
+                                day: r.get(16)?,
+                                days: r.get(17)?,
+                                cap: r.get(18)?,
+                                status: words.get(r.get(19)?),
+                            }),
+                            None => None,
+                        };
+                        let status = words.get(r.get(9)?);
+                        let id: String = r.get(0)?;
+                        if let Some(w) = &warmup {
+                            if matches!(&*status, "warming" | "active") {
+                                figures.capacity = figures.capacity.saturating_add(w.cap);
+                            }
+                            if matches!(&*w.status, "warming" | "held" | "paused") {
+                                under_way.push(i);
+                            }
+                            if matches!(&*w.status, "held" | "paused") {
+                                if let Some(why) = r.get::<_, Option<String>>(20)? {
+                                    figures.reasons.insert(i, why);
+                                }
+                            }
+                        }
                         Ok(ConsoleNode {
-                            id: r.get(0)?,
+                            id,
                             request_id: r.get(1)?,
                             provider_id: r.get(2)?,
                             tenant: words.get(r.get(3)?),
@@ -186,25 +310,19 @@ impl Store {
                             ip_address: r.get(6)?,
                             region: words.get(r.get(7)?),
                             plan: words.get(r.get(8)?),
-                            status: words.get(r.get(9)?),
+                            status,
                             status_reason: r.get(10)?,
                             reputation_score: r.get(11)?,
                             current_load: r.get(12)?,
                             created_at: r.get(13)?,
                             last_heartbeat: r.get(14)?,
-                            warmup: match r.get::<_, Option<String>>(15)? {
-                                Some(plan) => Some(NodeWarmup {
-                                    plan: words.get(plan),
-                                    day: r.get(16)?,
-                                    days: r.get(17)?,
-                                    cap: r.get(18)?,
-                                    status: words.get(r.get(19)?),
-                                }),
-                                None => None,
-                            },
+                            warmup,
                         })
                     },
                 )?;
+                // Before the requests are read, so what this borrows is free again for them.
+                recent_log(c, &nodes, &under_way, &mut figures)?;
+                drop(under_way);
                 let requests = sized_rows(
                     c,
                     "SELECT COUNT(*) FROM requests",
@@ -281,7 +399,15 @@ impl Store {
                 .collect();
                 let alert_counts = super::reputation::alert_counts(c)?;
                 let alerts = console_alerts(c)?;
-                Ok(ConsoleSnapshot { nodes, requests, listings, quota_use, alert_counts, alerts })
+                Ok(ConsoleSnapshot {
+                    nodes,
+                    requests,
+                    listings,
+                    quota_use,
+                    alert_counts,
+                    alerts,
+                    warmup: figures,
+                })
             })();
             let _ = c.execute_batch("COMMIT");
             out

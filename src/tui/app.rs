@@ -8,6 +8,7 @@ use super::nodes::Timeline;
 use super::quota::Quotas;
 use super::table::{self, TableState};
 use super::theme::Theme;
+use super::warmup::WarmupLog;
 use crate::config::Config;
 use crate::domain::ids::short;
 use crate::domain::RequestState;
@@ -23,8 +24,14 @@ use tui_input::Input;
 pub enum Effect {
     Send(Vec<Command>),
     LoadDetail(String),
-    LoadEvents { older_than: Option<i64> },
-    Quit { drain: bool },
+    /// The node's warm-up and daily log (the Warm-up view's charts and history).
+    LoadWarmup(String),
+    LoadEvents {
+        older_than: Option<i64>,
+    },
+    Quit {
+        drain: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -84,8 +91,9 @@ pub struct App {
     pub now: DateTime<Utc>,
     pub tick: u64,
     pub snap: Arc<ConsoleSnapshot>,
-    /// Index of each request's node in `snap.nodes`.
-    pub node_of: HashMap<String, usize>,
+    /// Index of each request's node in `snap.nodes`, by a hash of the request's id (see
+    /// `node_of_request`): a copy of 100,000 ids would cost the fleet's memory twice.
+    node_of: HashMap<u64, u32>,
     pub tables: Vec<TableState>,
     pub events: EventsState,
     pub pipeline_state: usize,
@@ -95,6 +103,14 @@ pub struct App {
     /// views); it shares the pane, its keys and its scroll with `detail`, and only one of
     /// the two is open.
     pub timeline: Option<Timeline>,
+    /// The selected node's daily warm-up log is open in the pane (Enter in the Warm-up
+    /// view); it follows the selection, and shares the pane with `detail` and `timeline`.
+    pub warm_history: bool,
+    /// The Warm-up view's selected node's log, as loaded.
+    pub warm: WarmupLog,
+    /// Each node's sparkline of its recent warm-up days, by index into `snap.nodes`: made
+    /// when a snapshot arrives, for the nodes with warm-up history only.
+    pub sparks: HashMap<usize, Box<str>>,
     /// The detail pane has the keys (Enter on an open pane): movement scrolls it.
     pub detail_focus: bool,
     /// Lines the detail pane is scrolled down by.
@@ -135,6 +151,14 @@ impl Counts {
     }
 }
 
+/// A request id's key in `App::node_of`: the same for the same id in every run.
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
 /// The states the pipeline view draws, in its order.
 pub const PIPELINE: [RequestState; 14] = crate::domain::ALL_STATES;
 
@@ -171,6 +195,9 @@ impl App {
             mode: Mode::Normal,
             detail: None,
             timeline: None,
+            warm_history: false,
+            warm: WarmupLog::default(),
+            sparks: HashMap::new(),
             detail_focus: false,
             detail_scroll: 0,
             status: None,
@@ -182,6 +209,17 @@ impl App {
             quotas: Quotas::default(),
             loaded: false,
         }
+    }
+
+    /// The node a request made, if it is in the fleet.
+    pub fn node_of_request(&self, request_id: &str) -> Option<&crate::store::ConsoleNode> {
+        let i = *self.node_of.get(&id_hash(request_id))?;
+        // Two ids with one hash (far rarer than 1 in 10^9 for a fleet of 100,000) only lose
+        // one of the two nodes: the lookup checks it found the node of this very request.
+        self.snap
+            .nodes
+            .get(i as usize)
+            .filter(|n| n.request_id.as_deref() == Some(request_id))
     }
 
     pub fn table(&self) -> &TableState {
@@ -200,7 +238,7 @@ impl App {
             .nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.request_id.clone().map(|r| (r, i)))
+            .filter_map(|(i, n)| Some((id_hash(n.request_id.as_deref()?), u32::try_from(i).ok()?)))
             .collect();
         let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
         for n in &snap.nodes {
@@ -221,6 +259,7 @@ impl App {
         }
         self.counts = counts;
         self.quotas = Quotas::build(&self.cfg, &snap);
+        self.sparks = super::warmup::sparklines(&snap);
         self.snap = snap;
         self.loaded = true;
         for v in VIEWS {
@@ -297,17 +336,25 @@ impl App {
         }
     }
 
-    /// The requests an action applies to: the marked rows (in the order the view shows
-    /// them, then any the filter hides), or else the selected one.
+    /// The requests an action applies to: the marked rows' (in the order the view shows
+    /// them, then any the filter hides), or else the selected one's.
     fn targets(&self) -> Vec<String> {
         let t = self.table();
         if t.marks.is_empty() {
             return self.selected_request().into_iter().collect();
         }
+        if matches!(self.view, View::Fleet | View::Warmup) {
+            // Marks are nodes here.
+            return self
+                .marked_nodes()
+                .into_iter()
+                .filter_map(|i| self.snap.nodes.get(i)?.request_id.clone())
+                .collect();
+        }
         let mut out: Vec<String> = t
             .visible
             .iter()
-            .filter_map(|i| table::request_of(self, self.view, *i))
+            .filter_map(|i| table::mark_key(self, self.view, *i))
             .filter(|id| t.marks.contains(id))
             .collect();
         if out.len() < t.marks.len() {
@@ -327,7 +374,15 @@ impl App {
         self.snap.requests.iter().find(|r| r.id == id)
     }
 
+    /// Applies an action; in the Warm-up view, a selection that moved to another node also
+    /// asks for that node's log.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        let mut out = self.apply(action);
+        out.extend(self.follow_selection());
+        out
+    }
+
+    fn apply(&mut self, action: Action) -> Vec<Effect> {
         if action.mutates() && self.read_only {
             self.say(
                 format!("read-only: {} is disabled", action.describe()),
@@ -398,6 +453,7 @@ impl App {
             Action::Open if matches!(self.view, View::Blacklist | View::Alerts) => {
                 return self.open_timeline()
             }
+            Action::Open if self.view == View::Warmup => return self.open_history(),
             Action::Open => {
                 if let Some(id) = self.selected_request() {
                     if self.detail.as_ref().is_some_and(|(open, _)| *open == id) {
@@ -408,6 +464,7 @@ impl App {
                     self.detail_focus = false;
                     self.detail_scroll = 0;
                     self.timeline = None;
+                    self.warm_history = false;
                     self.detail = Some((id.clone(), None));
                     return vec![Effect::LoadDetail(id)];
                 }
@@ -422,6 +479,7 @@ impl App {
                 let had_pane = self.pane_open();
                 self.detail = None;
                 self.timeline = None;
+                self.warm_history = false;
                 if !had_pane {
                     let t = self.table_mut();
                     if !t.marks.is_empty() {
@@ -458,12 +516,14 @@ impl App {
             Action::Select(pos) => {
                 let selected = self.table().selected;
                 if pos == selected {
-                    return self.update(Action::Open);
+                    return self.apply(Action::Open);
                 }
                 return self.move_by(pos as i64 - selected as i64);
             }
             Action::Mark => {
-                if let Some(id) = self.selected_request() {
+                let t = self.table();
+                let row = t.visible.get(t.selected).copied();
+                if let Some(id) = row.and_then(|i| table::mark_key(self, self.view, i)) {
                     let t = self.table_mut();
                     if !t.marks.remove(&id) {
                         t.marks.insert(id);
@@ -537,6 +597,7 @@ impl App {
         self.view = v;
         self.detail = None;
         self.timeline = None;
+        self.warm_history = false;
         self.detail_focus = false;
         self.detail_scroll = 0;
         if v == View::Events {
@@ -653,7 +714,7 @@ impl App {
         let ids: Vec<String> = t
             .visible
             .iter()
-            .filter_map(|i| table::request_of(self, view, *i))
+            .filter_map(|i| table::mark_key(self, view, *i))
             .collect();
         if ids.is_empty() {
             self.say("mark all: no rows here to mark", true);
@@ -711,7 +772,7 @@ impl App {
                 "roll back"
             };
             lines.push(format!("{verb} {} ({}, {})", short(id), r.label, r.state));
-            if let Some(n) = self.node_of.get(id).and_then(|i| self.snap.nodes.get(*i)) {
+            if let Some(n) = self.node_of_request(id) {
                 lines.push(format!(
                     "  destroys instance {}",
                     n.provider_id.as_deref().unwrap_or("-")
@@ -833,15 +894,26 @@ impl App {
         self.table_mut().filter = text.to_string();
         self.table_mut().selected = 0;
         self.refresh(self.view);
-        vec![]
+        self.follow_selection().into_iter().collect()
     }
 
-    /// Runs a `:` command: a view name, `q`/`quit`, `help`.
+    /// Runs a `:` command: a view name, `q`/`quit`, `help`, `cluster test NAME`, `warmup
+    /// resume day|week|start`, `warmup pace FACTOR`.
     pub fn run_command(&mut self, text: &str) -> Vec<Effect> {
+        let mut out = self.command(text);
+        out.extend(self.follow_selection());
+        out
+    }
+
+    fn command(&mut self, text: &str) -> Vec<Effect> {
         let word = text.trim().trim_start_matches(':');
         self.mode = Mode::Normal;
         if let Some(v) = View::parse(word) {
             return self.show(v);
+        }
+        let all: Vec<&str> = word.split_whitespace().collect();
+        if let ["warmup", args @ ..] = all.as_slice() {
+            return self.warmup_command(args);
         }
         let mut words = word.split_whitespace();
         if let (Some("cluster"), Some("test"), Some(name), None) =
@@ -853,25 +925,44 @@ impl App {
             }])];
         }
         match word {
-            "q" | "quit" => self.update(Action::Quit),
-            "help" => self.update(Action::Help),
+            "q" | "quit" => self.apply(Action::Quit),
+            "help" => self.apply(Action::Help),
             "" => vec![],
             other => {
-                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :alerts, :cluster test NAME, :q", crate::domain::validate::sanitize(other)), true);
+                self.say(format!(":{} is not a command; try :fleet, :requests, :approvals, :blacklist, :warmup, :events, :pipeline, :alerts, :cluster test NAME, :warmup resume day|week|start, :warmup pace FACTOR, :q", crate::domain::validate::sanitize(other)), true);
                 vec![]
             }
         }
     }
 
-    /// Completes a `:` command from what was typed.
+    /// Completes a `:` command from what was typed: the one command it starts, or else
+    /// what all the commands it starts have in common beyond it.
     pub fn complete(text: &str) -> Option<String> {
-        let word = text.trim().trim_start_matches(':');
+        let word = text.trim_start().trim_start_matches(':');
         let mut all: Vec<&str> = VIEWS.iter().map(|v| v.name()).collect();
-        all.extend(["quit", "help"]);
-        let hits: Vec<&&str> = all.iter().filter(|n| n.starts_with(word)).collect();
+        all.extend([
+            "quit",
+            "help",
+            "warmup resume day",
+            "warmup resume week",
+            "warmup resume start",
+            "warmup pace ",
+        ]);
+        let hits: Vec<&str> = all.into_iter().filter(|n| n.starts_with(word)).collect();
         match hits.as_slice() {
+            [] => None,
             [one] => Some(one.to_string()),
-            _ => None,
+            [first, rest @ ..] => {
+                let common = rest.iter().fold(first.len(), |n, h| {
+                    first
+                        .char_indices()
+                        .zip(h.chars())
+                        .take_while(|((_, a), b)| a == b)
+                        .last()
+                        .map_or(0, |((i, a), _)| (i + a.len_utf8()).min(n))
+                });
+                (common > word.len()).then(|| first[..common].to_string())
+            }
         }
     }
 }

@@ -154,6 +154,18 @@ pub const REPUTATION_FOOTER: &[Action] = &[
     Action::Quit,
 ];
 
+/// The footer of the Warm-up view: looking into a warm-up and stopping or restarting it
+/// (the views footer adds the `:warmup` commands).
+pub const WARMUP_FOOTER: &[Action] = &[
+    Action::Help,
+    Action::Filter,
+    Action::Open,
+    Action::Mark,
+    Action::PauseNode,
+    Action::ResumeNode,
+    Action::Quit,
+];
+
 /// The footer shows these, in this order, when they are bound.
 pub const FOOTER: &[Action] = &[
     Action::Help,

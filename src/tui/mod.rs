@@ -15,9 +15,10 @@ pub mod quota;
 pub mod table;
 pub mod theme;
 pub mod views;
+pub mod warmup;
 
 use crate::engine::{self, Command, CommandMsg};
-use crate::store::{ConsoleSnapshot, EventFilter, EventRow, RequestDetail, Store};
+use crate::store::{ConsoleSnapshot, EventFilter, EventRow, RequestDetail, Store, WarmupState};
 use action::Action;
 use app::{App, Effect, Mode};
 use color_eyre::eyre::{eyre, Result};
@@ -38,6 +39,8 @@ pub enum Msg {
     Snapshot(Arc<ConsoleSnapshot>),
     Events(Vec<EventRow>, bool),
     Detail(Box<RequestDetail>),
+    /// A node's warm-up and its daily log (`None`: the node has no warm-up).
+    Warmup(String, Option<Box<WarmupState>>),
     Outcome(String, bool),
     /// The store changed: reload what is on screen besides the snapshot.
     Changed,
@@ -233,6 +236,11 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             *dirty = true;
             vec![]
         }
+        Msg::Warmup(id, state) => {
+            app.set_warmup(id, state.map(|s| *s));
+            *dirty = true;
+            vec![]
+        }
         Msg::Outcome(text, error) => {
             app.say(text, error);
             *dirty = true;
@@ -246,6 +254,7 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             if app.view == action::View::Events && app.events.follow {
                 out.push(Effect::LoadEvents { older_than: None });
             }
+            out.extend(app.reload_warmup());
             out
         }
         Msg::Tick => {
@@ -437,6 +446,19 @@ pub fn perform(
                 match store.request_detail(&id).await {
                     Ok(d) => {
                         let _ = tx.send(Msg::Detail(Box::new(d)));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Outcome(e.to_string(), true));
+                    }
+                }
+            });
+        }
+        Effect::LoadWarmup(id) => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match store.node_warmup(&id).await {
+                    Ok(state) => {
+                        let _ = tx.send(Msg::Warmup(id, state.map(Box::new)));
                     }
                     Err(e) => {
                         let _ = tx.send(Msg::Outcome(e.to_string(), true));

@@ -2,7 +2,8 @@
 //! Blacklist and Alerts views), and checking, pausing and resuming the selected row's node
 //! from the views that list nodes. Timelines are built from the snapshot when opened and
 //! when new data arrives, never while drawing; nothing here writes: the engine does, when
-//! it gets the commands asked for here.
+//! it gets the commands asked for here. Pause and resume apply to the marked nodes (Fleet
+//! and Warm-up views) or else the selected row's, after one confirmation listing them.
 
 use super::action::View;
 use super::app::{App, Confirm, Effect, Mode, Pending};
@@ -203,9 +204,9 @@ impl App {
         }
     }
 
-    /// A listing pane, a request pane or none is open beside the list.
+    /// A listing pane, a request pane, a warm-up log or none is open beside the list.
     pub fn pane_open(&self) -> bool {
-        self.detail.is_some() || self.timeline.is_some()
+        self.detail.is_some() || self.timeline.is_some() || self.warm_history
     }
 
     /// Enter in the Blacklist and Alerts views: the selected row's node's timeline; Enter
@@ -313,76 +314,197 @@ impl App {
         vec![Effect::Send(vec![Command::CheckNode { id: n.id }])]
     }
 
-    /// `P`: asks whether to take the selected row's node out of rotation.
+    /// The marked nodes (Fleet and Warm-up views), as indices into the snapshot: in the
+    /// order the view shows them, then any the filter hides.
+    pub(super) fn marked_nodes(&self) -> Vec<usize> {
+        let t = self.table();
+        if t.marks.is_empty() || !matches!(self.view, View::Fleet | View::Warmup) {
+            return vec![];
+        }
+        let nodes = &self.snap.nodes;
+        let mut out: Vec<usize> = t
+            .visible
+            .iter()
+            .copied()
+            .filter(|i| nodes.get(*i).is_some_and(|n| t.marks.contains(&n.id)))
+            .collect();
+        if out.len() < t.marks.len() {
+            let shown: std::collections::HashSet<usize> = out.iter().copied().collect();
+            out.extend(
+                (0..nodes.len()).filter(|i| !shown.contains(i) && t.marks.contains(&nodes[*i].id)),
+            );
+        }
+        out
+    }
+
+    /// The nodes a node action applies to: the marked ones, else the selected row's (with
+    /// a status line saying why there is none).
+    fn node_targets(&mut self, verb: &str) -> Vec<Target> {
+        let marked = self.marked_nodes();
+        if marked.is_empty() {
+            return self.node_target(verb).into_iter().collect();
+        }
+        marked
+            .into_iter()
+            .filter_map(|i| self.snap.nodes.get(i))
+            .map(|n| Target {
+                id: n.id.clone(),
+                label: clean(&n.label),
+                ip: n.ip_address.as_deref().map(clean),
+                status: n.status.to_string(),
+                status_reason: n.status_reason.as_deref().map(clean),
+            })
+            .collect()
+    }
+
+    /// `P`: asks whether to take the marked nodes, or the selected row's, out of rotation.
     pub(super) fn ask_pause(&mut self) -> Vec<Effect> {
-        let Some(n) = self.node_target("pause") else {
+        let targets = self.node_targets("pause");
+        let Some(first) = targets.first() else {
             return vec![];
         };
-        if !matches!(n.status.as_str(), "warming" | "active") {
+        let can = |n: &Target| matches!(n.status.as_str(), "warming" | "active");
+        if targets.len() == 1 && !can(first) {
             self.say(
                 format!(
                     "pause: {} is {}: only a warming or active node can be paused",
-                    n.label, n.status
+                    first.label, first.status
                 ),
                 true,
             );
             return vec![];
         }
-        let ip = n.ip.as_deref().unwrap_or("no IP");
-        let mut lines = vec![
-            format!("pause {} ({ip}, {})", n.label, n.status),
-            "  it leaves rotation and sends nothing until it is resumed (U)".to_string(),
-        ];
-        let zones = self.zones_listing(&n.id);
-        if !zones.is_empty() {
-            lines.push(format!("  listed now on {}", zones.join(", ")));
+        let (go, skip): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(can);
+        if go.is_empty() {
+            self.say(
+                format!(
+                    "pause: none of the {} marked nodes is warming or active",
+                    skip.len()
+                ),
+                true,
+            );
+            return vec![];
         }
+        let mut lines = Vec::new();
+        for n in &go {
+            let ip = n.ip.as_deref().unwrap_or("no IP");
+            lines.push(format!("pause {} ({ip}, {})", n.label, n.status));
+            if go.len() == 1 {
+                lines.push(
+                    "  it leaves rotation and sends nothing until it is resumed (U)".to_string(),
+                );
+            }
+            let zones = self.zones_listing(&n.id);
+            if !zones.is_empty() {
+                lines.push(format!("  listed now on {}", zones.join(", ")));
+            }
+        }
+        if go.len() > 1 {
+            lines.push("they leave rotation and send nothing until they are resumed (U)".into());
+        }
+        if !skip.is_empty() {
+            lines.push(format!(
+                "not paused (not warming or active): {}",
+                skip.iter()
+                    .map(|n| n.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let title = match go.as_slice() {
+            [one] => format!(
+                "Pause node {} ({})?",
+                one.label,
+                one.ip.as_deref().unwrap_or("no IP")
+            ),
+            many => format!("Pause {} nodes?", many.len()),
+        };
         self.mode = Mode::Confirm(Confirm {
-            title: format!("Pause node {} ({ip})?", n.label),
+            title,
             lines,
-            on_yes: Pending::Commands(vec![Command::PauseNode {
-                id: n.id,
-                reason: None,
-            }]),
+            on_yes: Pending::Commands(
+                go.into_iter()
+                    .map(|n| Command::PauseNode {
+                        id: n.id,
+                        reason: None,
+                    })
+                    .collect(),
+            ),
             scroll: 0,
         });
         vec![]
     }
 
-    /// `U`: asks whether to put the selected row's paused node back in rotation.
+    /// `U`: asks whether to put the marked paused nodes, or the selected row's, back in
+    /// rotation.
     pub(super) fn ask_resume(&mut self) -> Vec<Effect> {
-        let Some(n) = self.node_target("resume") else {
+        let targets = self.node_targets("resume");
+        let Some(first) = targets.first() else {
             return vec![];
         };
-        if n.status != "paused" {
+        if targets.len() == 1 && first.status != "paused" {
             self.say(
                 format!(
                     "resume: {} is {}: only a paused node can be resumed",
-                    n.label, n.status
+                    first.label, first.status
                 ),
                 true,
             );
             return vec![];
         }
-        let ip = n.ip.as_deref().unwrap_or("no IP");
-        let mut lines = vec![
-            format!("resume {} ({ip})", n.label),
-            format!(
+        let (go, skip): (Vec<Target>, Vec<Target>) =
+            targets.into_iter().partition(|n| n.status == "paused");
+        if go.is_empty() {
+            self.say(
+                format!("resume: none of the {} marked nodes is paused", skip.len()),
+                true,
+            );
+            return vec![];
+        }
+        let mut lines = Vec::new();
+        for n in &go {
+            lines.push(format!(
+                "resume {} ({})",
+                n.label,
+                n.ip.as_deref().unwrap_or("no IP")
+            ));
+            lines.push(format!(
                 "  paused: {}",
                 n.status_reason.as_deref().unwrap_or("no reason recorded")
-            ),
-        ];
-        let zones = self.zones_listing(&n.id);
-        if !zones.is_empty() {
+            ));
+            let zones = self.zones_listing(&n.id);
+            if !zones.is_empty() {
+                lines.push(format!(
+                    "  still listed on {}: it would send from a listed IP",
+                    zones.join(", ")
+                ));
+            }
+        }
+        if !skip.is_empty() {
             lines.push(format!(
-                "  still listed on {}: it would send from a listed IP",
-                zones.join(", ")
+                "not resumed (not paused): {}",
+                skip.iter()
+                    .map(|n| n.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
+        let title = match go.as_slice() {
+            [one] => format!(
+                "Resume node {} ({})?",
+                one.label,
+                one.ip.as_deref().unwrap_or("no IP")
+            ),
+            many => format!("Resume {} nodes?", many.len()),
+        };
         self.mode = Mode::Confirm(Confirm {
-            title: format!("Resume node {} ({ip})?", n.label),
+            title,
             lines,
-            on_yes: Pending::Commands(vec![Command::ResumeNode { id: n.id }]),
+            on_yes: Pending::Commands(
+                go.into_iter()
+                    .map(|n| Command::ResumeNode { id: n.id })
+                    .collect(),
+            ),
             scroll: 0,
         });
         vec![]

@@ -21,7 +21,8 @@ pub struct TableState {
     pub sort_col: usize,
     pub asc: bool,
     pub visible: Vec<usize>,
-    /// Marked requests, by id.
+    /// Marked rows, by what they stand for (see `mark_key`): request ids, or node ids in
+    /// the views that list nodes.
     pub marks: BTreeSet<String>,
 }
 
@@ -147,16 +148,16 @@ const ALERTS_COLUMNS: &[Column] = &[
     col("NODE", 16, 1),
     col("WHAT", 24, 0),
 ];
+/// HEALTH says why a warm-up stopped, so it keeps the width left over.
 const WARMUP_COLUMNS: &[Column] = &[
     col("LABEL", 18, 0),
-    col("IP", 15, 1),
+    col("DAY", 7, 0),
+    col("CAP", 6, 2),
+    col("LAST 14 DAYS", 14, 1),
+    grow(col("HEALTH", 24, 0)),
+    col("PLAN", 13, 5),
     col("TENANT", 8, 3),
     col("REGION", 10, 4),
-    col("STATUS", 10, 0),
-    col("DAY", 7, 1),
-    col("CAP/DAY", 8, 1),
-    col("PLAN", 13, 5),
-    col("SINCE", 6, 2),
 ];
 const EVENTS_COLUMNS: &[Column] = &[
     col("TIME", 19, 0),
@@ -183,7 +184,9 @@ pub fn default_sort(v: View) -> (usize, bool) {
         View::Fleet => (0, true),
         View::Requests | View::Pipeline => (6, true),
         View::Approvals => (0, false),
-        View::Blacklist | View::Warmup | View::Events | View::Alerts => (usize::MAX, true),
+        // The warm-ups that stopped first: paused, then held, then the healthy ones.
+        View::Warmup => (4, true),
+        View::Blacklist | View::Events | View::Alerts => (usize::MAX, true),
     }
 }
 
@@ -224,14 +227,15 @@ pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
     keep
 }
 
-/// The request a row stands for, in the views whose rows can be marked: a request, or a
-/// node's request.
-pub fn request_of(app: &App, v: View, i: usize) -> Option<String> {
+/// What marking a row marks, in the views whose rows can be marked: a request, or a node
+/// (in the Fleet and Warm-up views, where request actions then apply to the marked nodes'
+/// requests, and node actions to the nodes).
+pub fn mark_key(app: &App, v: View, i: usize) -> Option<String> {
     match v {
         View::Requests | View::Approvals | View::Pipeline => {
             app.snap.requests.get(i).map(|r| r.id.clone())
         }
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).and_then(|n| n.request_id.clone()),
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.clone()),
         View::Blacklist | View::Events | View::Alerts => None,
     }
 }
@@ -256,8 +260,9 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
     let s = &app.snap;
     let base: Vec<usize> = match v {
         View::Fleet => (0..s.nodes.len()).collect(),
+        // Warm-ups under way, and those that stopped (held, paused), so operators see why.
         View::Warmup => (0..s.nodes.len())
-            .filter(|i| &*s.nodes[*i].status == "warming")
+            .filter(|i| super::warmup::under_way(&s.nodes[*i]))
             .collect(),
         View::Requests => (0..s.requests.len()).collect(),
         View::Approvals => (0..s.requests.len())
@@ -289,7 +294,7 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
 fn haystack(app: &App, v: View, i: usize) -> String {
     let s = &app.snap;
     match v {
-        View::Fleet | View::Warmup => s.nodes.get(i).map(|n| {
+        View::Fleet => s.nodes.get(i).map(|n| {
             format!(
                 "{} {} {} {} {} {}",
                 n.label,
@@ -298,6 +303,17 @@ fn haystack(app: &App, v: View, i: usize) -> String {
                 n.tenant,
                 n.status,
                 n.status_reason.as_deref().unwrap_or("")
+            )
+        }),
+        View::Warmup => s.nodes.get(i).map(|n| {
+            format!(
+                "{} {} {} {} {} {}",
+                n.label,
+                n.ip_address.as_deref().unwrap_or(""),
+                n.region,
+                n.tenant,
+                n.warmup.as_ref().map(|w| &*w.plan).unwrap_or(""),
+                super::warmup::health(app, i).text()
             )
         }),
         View::Requests | View::Approvals | View::Pipeline => s.requests.get(i).map(|r| {
@@ -357,15 +373,23 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
                     (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
                     (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
                     (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
-                    (View::Fleet, 6) | (View::Warmup, 5) => warm_key(x).cmp(&warm_key(y)),
-                    (View::Warmup, 6) => x
+                    (View::Fleet, 6) | (View::Warmup, 1) => warm_key(x).cmp(&warm_key(y)),
+                    (View::Warmup, 2) => x
                         .warmup
                         .as_ref()
                         .map(|w| w.cap)
                         .cmp(&y.warmup.as_ref().map(|w| w.cap)),
-                    (View::Fleet, 1) | (View::Warmup, 1) => {
-                        ip_key(&x.ip_address).cmp(&ip_key(&y.ip_address))
+                    // By what the node sent on its latest day.
+                    (View::Warmup, 3) => {
+                        let last =
+                            |i: &usize| s.warmup.recent_sent.get(i).and_then(|d| d.last().copied());
+                        last(a).cmp(&last(b))
                     }
+                    (View::Warmup, 4) => {
+                        let rank = |i: &usize| super::warmup::health_rank(app, *i);
+                        (rank(a), &x.label).cmp(&(rank(b), &y.label))
+                    }
+                    (View::Fleet, 1) => ip_key(&x.ip_address).cmp(&ip_key(&y.ip_address)),
                     _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
                 }
             }
@@ -504,24 +528,12 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
             };
             match (v, c) {
                 (_, 0) => n.label.clone(),
-                (_, 1) => n.ip_address.clone().unwrap_or_else(|| "-".into()),
-                (View::Fleet, 2) | (View::Warmup, 3) => n.region.to_string(),
-                (View::Fleet, 3) | (View::Warmup, 2) => n.tenant.to_string(),
-                (_, 4) => n.status.to_string(),
+                (View::Fleet, 1) => n.ip_address.clone().unwrap_or_else(|| "-".into()),
+                (View::Fleet, 2) | (View::Warmup, 7) => n.region.to_string(),
+                (View::Fleet, 3) | (View::Warmup, 6) => n.tenant.to_string(),
+                (View::Fleet, 4) => n.status.to_string(),
                 (View::Fleet, 5) => n.reputation_score.to_string(),
-                (View::Fleet, 6) => match &n.warmup {
-                    // Day of the plan and today's cap; a hold or pause shows instead of the cap.
-                    Some(w) if &*w.status != "completed" => format!(
-                        "d{}/{} {}",
-                        w.day,
-                        w.days,
-                        match &*w.status {
-                            "warming" => format!("{}/d", short_count(w.cap)),
-                            other => other.to_uppercase(),
-                        }
-                    ),
-                    _ => "-".into(),
-                },
+                (View::Fleet, 6) => super::warmup::fleet_cell(app, i, n),
                 (View::Fleet, 7) => format!("{}%", n.current_load),
                 (View::Fleet, 8) => n
                     .last_heartbeat
@@ -529,22 +541,27 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     .map(|t| ago(app, t))
                     .unwrap_or_else(|| "-".into()),
                 (View::Fleet, 9) => n.status_reason.clone().unwrap_or_default(),
-                (View::Warmup, 5) => n
+                (View::Warmup, 1) => n
                     .warmup
                     .as_ref()
                     .map(|w| format!("{}/{}", w.day, w.days))
                     .unwrap_or_else(|| "-".into()),
-                (View::Warmup, 6) => n
+                (View::Warmup, 2) => n
                     .warmup
                     .as_ref()
                     .map(|w| short_count(w.cap))
                     .unwrap_or_else(|| "-".into()),
-                (View::Warmup, 7) => n
+                // Right-aligned, so today lines up on every row.
+                (View::Warmup, 3) => match app.sparks.get(&i) {
+                    Some(spark) => format!("{spark:>14}"),
+                    None => "-".into(),
+                },
+                (View::Warmup, 4) => super::warmup::health(app, i).text(),
+                (View::Warmup, 5) => n
                     .warmup
                     .as_ref()
                     .map(|w| w.plan.to_string())
                     .unwrap_or_else(|| "-".into()),
-                (View::Warmup, 8) => ago(app, &n.created_at),
                 _ => String::new(),
             }
         }
@@ -722,6 +739,7 @@ pub fn cell_style(app: &App, v: View, i: usize, c: usize) -> Option<Style> {
     };
     match v {
         View::Approvals => {}
+        View::Warmup if c == 4 => return Some(super::warmup::health(app, i).style(&th)),
         View::Blacklist => {
             let l = app.snap.listings.get(i)?;
             return closed_or_severity(l.delisted_at.is_some(), l.severity.as_deref(), c == 3);

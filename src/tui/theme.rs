@@ -59,6 +59,11 @@ impl Theme {
         self.fg(Color::Yellow)
     }
 
+    /// A chart's planned line (a warm-up's cap).
+    pub fn chart_plan(&self) -> Style {
+        self.fg(Color::Cyan)
+    }
+
     pub fn key(&self) -> Style {
         self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
     }

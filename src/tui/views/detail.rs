@@ -68,7 +68,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 .unwrap_or_default()
         )),
     ];
-    if let Some(n) = app.node_of.get(&r.id).and_then(|i| app.snap.nodes.get(*i)) {
+    if let Some(n) = app.node_of_request(&r.id) {
         let mut spans = vec![
             Span::raw(format!(
                 "node {} · {} · ",

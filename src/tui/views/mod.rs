@@ -7,10 +7,11 @@ mod pipeline;
 mod quotas;
 mod table;
 mod timeline;
+mod warmup;
 
 use super::action::{View, VIEWS};
 use super::app::{App, Mode};
-use super::keymap::{APPROVALS_FOOTER, FOOTER, REPUTATION_FOOTER};
+use super::keymap::{APPROVALS_FOOTER, FOOTER, REPUTATION_FOOTER, WARMUP_FOOTER};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -42,6 +43,8 @@ pub fn draw(f: &mut Frame, app: &mut App) {
             view_body(f, app, list);
             if app.timeline.is_some() {
                 timeline::draw(f, app, pane);
+            } else if app.warm_history {
+                warmup::history(f, app, pane);
             } else {
                 detail::draw(f, app, pane);
             }
@@ -63,8 +66,40 @@ fn view_body(f: &mut Frame, app: &mut App, area: Rect) {
             }
             table::draw(f, app, View::Approvals, queue);
         }
+        View::Warmup => warmup::draw(f, app, area),
         v => table::draw(f, app, v, area),
     }
+}
+
+/// "cap 1.2M/day", "used 63%" (a warning from 80%), "(scale out at 80%)": the fleet's
+/// daily capacity and yesterday's use of it, as header parts (the hint goes first).
+fn capacity_parts(app: &App) -> Vec<Part> {
+    let th = app.theme;
+    let Some((cap, used)) = super::warmup::capacity(&app.snap) else {
+        return vec![];
+    };
+    let mut parts = vec![part(4, vec![Span::raw(format!("{cap} "))])];
+    if let Some(used) = used {
+        let high = used >= super::warmup::SCALE_OUT_PERCENT;
+        parts.push(part(
+            if high { 2 } else { 4 },
+            vec![Span::styled(
+                format!("used {used}% "),
+                if high { th.warn() } else { Style::default() },
+            )],
+        ));
+        parts.push(Part {
+            glued: true,
+            ..part(
+                7,
+                vec![Span::styled(
+                    format!("(scale out at {}%) ", super::warmup::SCALE_OUT_PERCENT),
+                    th.dim(),
+                )],
+            )
+        });
+    }
+    parts
 }
 
 /// One part of the header: its spans, and how soon it goes when the screen is narrow
@@ -148,6 +183,7 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
                 ..part(5, statuses)
             });
         }
+        parts.extend(capacity_parts(app));
         let pending = app
             .counts
             .state(crate::domain::RequestState::PendingApproval);
@@ -325,6 +361,7 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
     let actions = match app.view {
         View::Approvals => APPROVALS_FOOTER,
         View::Blacklist | View::Alerts => REPUTATION_FOOTER,
+        View::Warmup => WARMUP_FOOTER,
         _ => FOOTER,
     };
     for action in actions {
@@ -339,6 +376,10 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
             format!(" {}  ", action.describe()),
             Style::default(),
         ));
+    }
+    if app.view == View::Warmup && !app.read_only {
+        spans.push(Span::styled(":warmup", th.key()));
+        spans.push(Span::raw(" resume|pace  "));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }

@@ -123,18 +123,33 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     match &app.mode {
         Mode::Help => {
             let rows = app.keymap.help_rows();
-            let mut lines: Vec<Line> = rows
-                .iter()
-                .map(|(keys, a)| {
-                    let style = if a.mutates() && app.read_only {
-                        th.dim()
-                    } else {
-                        th.key()
-                    };
-                    Line::from(vec![
-                        Span::styled(format!("{keys:>16}  "), style),
-                        Span::raw(a.describe()),
-                    ])
+            let key_spans = |(keys, a): &(String, crate::tui::action::Action)| {
+                let style = if a.mutates() && app.read_only {
+                    th.dim()
+                } else {
+                    th.key()
+                };
+                [
+                    Span::styled(format!("{keys:>16}  "), style),
+                    Span::raw(format!("{:<31}", a.describe())),
+                ]
+            };
+            // Two columns of keys where the box is wide enough, so the notes below them
+            // stay on screen.
+            let two = area.width >= 100;
+            let half = if two {
+                rows.len().div_ceil(2)
+            } else {
+                rows.len()
+            };
+            let mut lines: Vec<Line> = (0..half)
+                .map(|i| {
+                    let mut spans: Vec<Span> =
+                        rows.get(i).map(key_spans).into_iter().flatten().collect();
+                    if two {
+                        spans.extend(rows.get(half + i).map(key_spans).into_iter().flatten());
+                    }
+                    Line::from(spans)
                 })
                 .collect();
             lines.push(Line::from(""));
@@ -168,11 +183,22 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             if !node_keys.is_empty() {
                 lines.push(Line::from(Span::styled(
                     format!(
-                        "  {}: the selected row's node (Fleet, Warm-up, Blacklist, Alerts); pause, resume ask first",
+                        "  {}: the selected row's node (Fleet, Warm-up, Blacklist, Alerts), or the marked nodes;",
                         node_keys.join(" ")
                     ),
                     th.dim(),
                 )));
+                lines.push(Line::from(Span::styled(
+                    "    pause and resume ask first",
+                    th.dim(),
+                )));
+            }
+            for text in [
+                "  :warmup resume day|week|start   restart a held or paused warm-up from its day, week or day 1",
+                "  :warmup pace FACTOR             stretch (1.5) or compress (0.75) the days left; 0.25 to 4",
+                "                                  both on the marked nodes or the selected one, asking first",
+            ] {
+                lines.push(Line::from(Span::styled(text, th.dim())));
             }
             let terms: Vec<String> = crate::tui::filter::fields(app.view)
                 .iter()

@@ -2,7 +2,7 @@
 
 use crate::tui::action::View;
 use crate::tui::app::App;
-use crate::tui::table::{cell, cell_style, columns, fit, request_of, status_of};
+use crate::tui::table::{cell, cell_style, columns, fit, mark_key, status_of};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
@@ -135,7 +135,7 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
             );
         }
         let marked =
-            !t.marks.is_empty() && request_of(app, v, i).is_some_and(|id| t.marks.contains(&id));
+            !t.marks.is_empty() && mark_key(app, v, i).is_some_and(|id| t.marks.contains(&id));
         for (n, &(c, x, w)) in spans.iter().enumerate() {
             let text = cell(app, v, i, c);
             let style = if Some(c) == status_col {

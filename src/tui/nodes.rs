@@ -402,41 +402,19 @@ impl App {
         if go.len() > 1 {
             lines.push("they leave rotation and send nothing until they are resumed (U)".into());
         }
-        if !skip.is_empty() {
-            lines.push(format!(
-                "not paused (not warming or active): {}",
-                skip.iter()
-                    .map(|n| n.label.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let title = match go.as_slice() {
-            [one] => format!(
-                "Pause node {} ({})?",
-                one.label,
-                one.ip.as_deref().unwrap_or("no IP")
-            ),
-            many => format!("Pause {} nodes?", many.len()),
-        };
-        self.mode = Mode::Confirm(Confirm {
-            title,
+        self.confirm_nodes(
+            "Pause",
             lines,
-            on_yes: Pending::Commands(
-                go.into_iter()
-                    .map(|n| Command::PauseNode {
-                        id: n.id,
-                        reason: None,
-                    })
-                    .collect(),
-            ),
-            scroll: 0,
-        });
-        vec![]
+            go,
+            &skip,
+            "not paused (not warming or active)",
+            |n| Command::PauseNode {
+                id: n.id,
+                reason: None,
+            },
+        )
     }
 
-    /// `U`: asks whether to put the marked paused nodes, or the selected row's, back in
-    /// rotation.
     pub(super) fn ask_resume(&mut self) -> Vec<Effect> {
         let targets = self.node_targets("resume");
         let Some(first) = targets.first() else {
@@ -480,9 +458,30 @@ impl App {
                 ));
             }
         }
+        self.confirm_nodes(
+            "Resume",
+            lines,
+            go,
+            &skip,
+            "not resumed (not paused)",
+            |n| Command::ResumeNode { id: n.id },
+        )
+    }
+
+    /// One confirmation for pausing or resuming `go` (the lines describe each), naming those
+    /// left out and why; yes sends one command per node.
+    fn confirm_nodes(
+        &mut self,
+        verb: &str,
+        mut lines: Vec<String>,
+        go: Vec<Target>,
+        skip: &[Target],
+        skipped_because: &str,
+        make: impl Fn(Target) -> Command,
+    ) -> Vec<Effect> {
         if !skip.is_empty() {
             lines.push(format!(
-                "not resumed (not paused): {}",
+                "{skipped_because}: {}",
                 skip.iter()
                     .map(|n| n.label.as_str())
                     .collect::<Vec<_>>()
@@ -491,20 +490,16 @@ impl App {
         }
         let title = match go.as_slice() {
             [one] => format!(
-                "Resume node {} ({})?",
+                "{verb} node {} ({})?",
                 one.label,
                 one.ip.as_deref().unwrap_or("no IP")
             ),
-            many => format!("Resume {} nodes?", many.len()),
+            many => format!("{verb} {} nodes?", many.len()),
         };
         self.mode = Mode::Confirm(Confirm {
             title,
             lines,
-            on_yes: Pending::Commands(
-                go.into_iter()
-                    .map(|n| Command::ResumeNode { id: n.id })
-                    .collect(),
-            ),
+            on_yes: Pending::Commands(go.into_iter().map(make).collect()),
             scroll: 0,
         });
         vec![]

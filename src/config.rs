@@ -382,6 +382,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub warmup: WarmupConfig,
     pub blocklists: BlocklistsConfig,
+    pub dkim: DkimConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -490,6 +491,26 @@ pub fn parse_utc_offset(s: &str) -> Result<chrono::FixedOffset, String> {
         return Err(bad());
     }
     chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+}
+
+/// DKIM keys: where the key that seals private keys comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The environment variable holding the sealing key (32 random bytes, base64). Unset:
+    /// private keys go to 0600 files beside the database instead.
+    pub key_env: String,
+    /// The selector of a domain's first key.
+    pub selector: String,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        DkimConfig {
+            key_env: "MAILFLEET_DKIM_KEY".into(),
+            selector: "mf1".into(),
+        }
+    }
 }
 
 /// DNS blocklist monitoring: where to resolve, how often, and which zones. With no zones
@@ -988,6 +1009,23 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.dkim.key_env;
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::invalid(
+                "dkim.key_env",
+                format!("{k:?} is not an environment variable name"),
+            ));
+        }
+        let sel = &self.dkim.selector;
+        if sel.is_empty()
+            || sel.len() > 63
+            || !sel.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ConfigError::invalid(
+                "dkim.selector",
+                format!("{sel:?} is not a DNS label"),
+            ));
+        }
         self.validate_engine()?;
         self.validate_blocklists()?;
         self.validate_warmup()?;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod dkim;
 pub mod dns;
 pub mod domain;
 pub mod engine;

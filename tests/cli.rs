@@ -939,3 +939,108 @@ fn warmup_plans_are_listed_and_each_prints_its_days_and_nodes_show_their_warmup(
         json!({"plan": "standard", "day": 1, "days": 42, "cap": 10, "status": "warming", "reason": null})
     );
 }
+
+#[test]
+fn dkim_keys_are_made_with_their_record_and_the_private_half_never_shows() {
+    let fleet = Fleet::new();
+    // No sealing key in the environment: the private key goes to a 0600 file.
+    let made = fleet.json(&["dkim", "new", "example.com", "--json"]);
+    assert_eq!(made["selector"], "mf1");
+    let public = made["public_key"].as_str().expect("public").to_string();
+    assert_eq!(public.len(), 392, "RSA 2048");
+    assert_eq!(made["record"]["name"], "mf1._domainkey.example.com.");
+    assert_eq!(
+        made["record"]["content"],
+        format!("v=DKIM1; k=rsa; p={public}")
+    );
+    assert_eq!(
+        made["record"]["strings"].as_array().expect("strings").len(),
+        2
+    );
+    let file = fleet.path("dkim").join("example.com.mf1.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let pem = std::fs::read_to_string(&file).expect("pem");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        !made.to_string().contains(&body[..40]),
+        "no private key in the output"
+    );
+
+    // With a sealing key: sealed in the database, no file, nothing readable in the DB.
+    let mut cmd = fleet.bare();
+    cmd.env(
+        "MAILFLEET_DKIM_KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    )
+    .arg("--db")
+    .arg(fleet.db())
+    .args([
+        "dkim",
+        "new",
+        "example.org",
+        "--selector",
+        "s2026",
+        "--json",
+    ]);
+    let out = run_guarded(cmd, &["dkim", "new", "example.org"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!fleet.path("dkim").join("example.org.s2026.key").exists());
+    let keys = fleet.json(&["dkim", "list", "--json"]);
+    let stored: Vec<(&str, &str)> = keys
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| {
+            (
+                k["domain"].as_str().expect("d"),
+                k["stored"].as_str().expect("s"),
+            )
+        })
+        .collect();
+    assert_eq!(stored, [("example.com", "file"), ("example.org", "sealed")]);
+    assert!(
+        !keys.to_string().contains("PRIVATE"),
+        "the list shows no private key"
+    );
+
+    // The same selector again is refused in one line, and nothing is written.
+    let out = fleet.run(&["dkim", "new", "example.com"]);
+    assert_one_line_error(
+        &out,
+        &["dkim", "new", "example.com"],
+        &["already has a key with selector mf1"],
+    );
+    assert_eq!(
+        fleet
+            .json(&["dkim", "list", "--json"])
+            .as_array()
+            .expect("list")
+            .len(),
+        2
+    );
+    // A bad sealing key names the variable, never its value.
+    let mut cmd = fleet.bare();
+    cmd.env("MAILFLEET_DKIM_KEY", "c2VjcmV0")
+        .arg("--db")
+        .arg(fleet.db())
+        .args(["dkim", "new", "example.net"]);
+    let out = run_guarded(cmd, &["dkim", "new", "example.net"]);
+    let line = assert_one_line_error(
+        &out,
+        &["dkim", "new", "example.net"],
+        &["MAILFLEET_DKIM_KEY: must hold 32 bytes"],
+    );
+    assert!(!line.contains("c2VjcmV0"));
+}

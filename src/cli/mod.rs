@@ -104,6 +104,9 @@ pub enum Cmd {
     /// DNS records for sending nodes.
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// DKIM keys (the private halves never leave their store in the clear).
+    #[command(subcommand)]
+    Dkim(DkimCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -218,6 +221,24 @@ pub enum NodeCmd {
     Resume { id: String },
     /// Check the node's IP on the blocklists now, and act on the answers.
     Check { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DkimCmd {
+    /// Make an RSA 2048 key for a domain and print its DNS record.
+    New {
+        domain: String,
+        /// Default: [dkim] selector.
+        #[arg(long)]
+        selector: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The keys: domain, selector, where the private half is kept (never the key itself).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -558,6 +579,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Request(rc) => request(&cli, &env, rc).await?,
         Cmd::Node(nc) => node(&cli, &env, nc).await?,
         Cmd::Warmup(wc) => warmup(&cli, &env, wc).await?,
+        Cmd::Dkim(dc) => dkim(&cli, &env, dc).await?,
         Cmd::Alerts { all, limit, json } => {
             let list = env.store.alerts(!*all, *limit).await?;
             output::alert_list(&list, *json, env.clock.now())?;
@@ -896,6 +918,138 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
     let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
     println!("{}", sanitize(&outcome.describe()));
     Ok(())
+}
+
+async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
+    use crate::domain::records::{plan, DmarcPolicy, RecordInput};
+    match dc {
+        DkimCmd::List { json } => {
+            let keys = env.store.dkim_keys().await?;
+            if *json {
+                return output::print_json(&serde_json::to_value(&keys)?);
+            }
+            for k in &keys {
+                println!(
+                    "{}  {}  {}  {}{}",
+                    sanitize(&k.domain),
+                    sanitize(&k.selector),
+                    k.algorithm,
+                    match &k.key_file {
+                        Some(f) => format!("private key in {}", sanitize(f)),
+                        None => "private key sealed in the database".into(),
+                    },
+                    k.retired_at
+                        .as_deref()
+                        .map(|r| format!("  retired {r}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        DkimCmd::New {
+            domain,
+            selector,
+            json,
+        } => {
+            refuse_read_only(cli)?;
+            let selector = selector
+                .clone()
+                .unwrap_or_else(|| env.cfg.dkim.selector.clone());
+            crate::domain::validate::validate_domain("domain", domain)
+                .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            // The record is planned (and the selector checked) before any key exists.
+            let check = RecordInput {
+                domain: domain.clone(),
+                hostname: format!("mx.{domain}"),
+                ip: "192.0.2.1".into(),
+                selector: selector.clone(),
+                dkim_rsa: None,
+                dkim_ed25519: None,
+                dmarc: DmarcPolicy::None,
+                dmarc_rua: None,
+                spf_extra: vec![],
+                mta_sts_id: None,
+                tls_rpt_rua: None,
+                ttl: 300,
+            };
+            plan(&check).map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+            if env
+                .store
+                .dkim_keys()
+                .await?
+                .iter()
+                .any(|k| k.domain == domain && k.selector == selector)
+            {
+                return Err(eyre!(
+                    "selector: {domain} already has a key with selector {selector}; pass another --selector"
+                ));
+            }
+            let key = crate::dkim::generate_rsa()?;
+            let aad = format!("{domain}/{selector}");
+            let (sealed, file, kept) = match crate::dkim::sealing_key(&env.cfg.dkim.key_env)? {
+                Some(k) => (
+                    Some(crate::dkim::seal(&k, &key.private_der, aad.as_bytes())?),
+                    None,
+                    format!("sealed in the database with ${}", env.cfg.dkim.key_env),
+                ),
+                None => {
+                    let dir = env
+                        .store
+                        .path()
+                        .parent()
+                        .map(|p| p.join("dkim"))
+                        .unwrap_or_else(|| PathBuf::from("dkim"));
+                    let path =
+                        crate::dkim::write_key_file(&dir, &domain, &selector, &key.private_der)?;
+                    let shown = path.display().to_string();
+                    (
+                        None,
+                        Some(shown.clone()),
+                        format!(
+                            "in {shown} (mode 0600; set ${} to seal keys in the database instead)",
+                            env.cfg.dkim.key_env
+                        ),
+                    )
+                }
+            };
+            let stored = env
+                .store
+                .add_dkim_key(
+                    &domain,
+                    &selector,
+                    &key.public_b64,
+                    sealed,
+                    file.clone(),
+                    env.clock.now(),
+                )
+                .await;
+            if let Err(e) = stored {
+                // Nothing half-made is left behind.
+                if let Some(f) = &file {
+                    let _ = std::fs::remove_file(f);
+                }
+                return Err(e.into());
+            }
+            let record = plan(&RecordInput {
+                dkim_rsa: Some(key.public_b64.clone()),
+                ..check
+            })
+            .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?
+            .into_iter()
+            .find(|r| r.purpose == "dkim")
+            .ok_or_else(|| eyre!("dkim: no record planned"))?;
+            if *json {
+                return output::print_json(&serde_json::json!({
+                    "domain": domain, "selector": selector, "algorithm": "rsa-2048",
+                    "public_key": key.public_b64, "record": record, "private_key": kept,
+                }));
+            }
+            println!("{}", crate::domain::records::zone_snippet(&[record]));
+            eprintln!("mailfleet: private key {kept}");
+            Ok(())
+        }
+    }
 }
 
 async fn warmup(cli: &Cli, env: &Env, wc: &WarmupCmd) -> Result<()> {

@@ -14,6 +14,7 @@ mod catalog;
 mod claims;
 mod console;
 mod demo;
+mod dkim;
 mod events;
 mod nodes;
 mod probe;
@@ -29,6 +30,7 @@ pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
 pub use console::{
     ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, NodeWarmup, StepSummary,
 };
+pub use dkim::DkimKeyRow;
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
 pub use probe::VersionProbe;
@@ -70,6 +72,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../assets/migrations/0005_warmup_days.sql"),
+    ),
+    (
+        6,
+        include_str!("../../assets/migrations/0006_dkim_keys.sql"),
     ),
 ];
 

@@ -98,6 +98,7 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
                 cap: 10 + (i % 42) as i64 * 12,
                 status: warming.clone(),
             }),
+            cert_expires: Some(1_800_000_000 + i as i64),
         });
     }
     let mut snap = ConsoleSnapshot {

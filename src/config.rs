@@ -20,6 +20,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+pub mod mail;
+pub use mail::{ChallengeKind, DnsConfig, DnsProviderKind, TlsConfig};
+
 /// The built-in defaults, always the first layer.
 pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
 
@@ -66,7 +69,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
@@ -335,7 +338,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 /// `#[serde(with = ...)]` for a `Duration` written as "30s".
-mod duration_serde {
+pub(crate) mod duration_serde {
     use super::{format_duration, HumanDuration};
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -383,6 +386,8 @@ pub struct Config {
     pub warmup: WarmupConfig,
     pub blocklists: BlocklistsConfig,
     pub dkim: DkimConfig,
+    pub dns: DnsConfig,
+    pub tls: TlsConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -1027,6 +1032,8 @@ impl Config {
             ));
         }
         self.validate_engine()?;
+        self.dns.validate()?;
+        self.tls.validate(&self.dns)?;
         self.validate_blocklists()?;
         self.validate_warmup()?;
         self.validate_approvals()?;

@@ -133,11 +133,29 @@ pub async fn generate(
     spec: &DemoSpec,
     now: DateTime<Utc>,
 ) -> Result<DemoSummary, DemoError> {
-    let world = World::from_config(cfg, now)?;
+    let mut world = World::from_config(cfg, now)?;
     if !store.demo_is_empty().await? {
         return Err(DemoError::NotEmpty);
     }
     store.mark_demo().await?;
+    // Real keys for the tenants' domains (kept as any key is): the demo's DKIM records
+    // publish them, and new nodes of those domains sign with them.
+    let mut domains: Vec<String> = world.tenants.iter().map(|t| t.domain.clone()).collect();
+    domains.sort();
+    domains.dedup();
+    let made = futures::future::try_join_all(domains.iter().map(|d| async move {
+        crate::dkim::ensure_keys(store, cfg, now, d)
+            .await
+            .map(|(keys, _)| (d.clone(), keys.rsa))
+            .map_err(|e| DemoError::Config(format!("DKIM key for {d}: {e}")))
+    }))
+    .await?;
+    for (d, rsa) in made {
+        if let Some(k) = rsa {
+            world.dkim.insert(d, k);
+        }
+    }
+    world.certs = Some(demo_certs(store, cfg)?);
     let cache_before = store.demo_cache_size(BULK_CACHE_KIB).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<DemoBatch>(1);
     let spec = *spec;
@@ -258,6 +276,10 @@ pub(crate) struct DemoBatch {
     pub warmup_days: Vec<WarmupDayIns>,
     pub sims: Vec<SimIns>,
     pub listings: Vec<ListingIns>,
+    pub dns_records: Vec<DnsRecordIns>,
+    pub certs: Vec<crate::store::NewCertIns>,
+    /// Records the simulated DNS holds (shared ones repeat: written once).
+    pub sim_dns: Vec<SimDnsIns>,
     pub transitions: Vec<TransitionIns>,
     pub events: Vec<EventIns>,
     pub audit: Vec<AuditIns>,
@@ -354,6 +376,7 @@ pub(crate) struct NodeIns {
     pub created_at: String,
     pub updated_at: String,
     pub last_heartbeat: Option<String>,
+    pub cert_not_after: Option<String>,
 }
 
 #[derive(Debug)]
@@ -406,6 +429,35 @@ pub(crate) struct SimIns {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DnsRecordIns {
+    pub request_id: String,
+    pub position: i64,
+    pub zone: String,
+    pub purpose: &'static str,
+    pub name: String,
+    pub rtype: &'static str,
+    pub ttl: u32,
+    pub content: String,
+    pub want: String,
+    pub owned: bool,
+    pub status: &'static str,
+    pub seen: Option<String>,
+    pub published_at: String,
+    pub verified_at: Option<String>,
+    pub removed_at: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct SimDnsIns {
+    pub zone: String,
+    pub name: String,
+    pub rtype: &'static str,
+    pub ttl: u32,
+    pub content: String,
+    pub created_at: String,
 }
 
 #[derive(Debug)]
@@ -718,12 +770,14 @@ fn call_of(task: &str) -> &'static str {
 fn release_rank(kind: ResourceKind) -> u8 {
     match kind {
         ResourceKind::Node => 0,
-        ResourceKind::Rdns => 1,
-        ResourceKind::Instance => 2,
-        ResourceKind::Firewall => 3,
-        ResourceKind::Ip => 4,
-        ResourceKind::Capacity => 5,
-        ResourceKind::Quota => 6,
+        ResourceKind::Certificate => 1,
+        ResourceKind::Dns => 2,
+        ResourceKind::Rdns => 3,
+        ResourceKind::Instance => 4,
+        ResourceKind::Firewall => 5,
+        ResourceKind::Ip => 6,
+        ResourceKind::Capacity => 7,
+        ResourceKind::Quota => 8,
     }
 }
 
@@ -792,6 +846,21 @@ struct World {
     warm_weights: Vec<f64>,
     thresholds: Thresholds,
     now: i64,
+    /// Each tenant domain's DKIM key (selector, public key), made before the fleet is.
+    dkim: std::collections::HashMap<String, (String, String)>,
+    /// What the demo's certificates are signed with and how their key is kept.
+    certs: Option<DemoCerts>,
+}
+
+/// The demo's certificates: signed by a simulated root made for the demo, all for one leaf
+/// key (a fleet of 100,000 demo nodes would otherwise mean as many key files), kept as any
+/// key is: sealed per certificate under `[dkim] key_env`, or in one 0600 file.
+struct DemoCerts {
+    root: crate::engine::ca::Root,
+    leaf: rcgen::KeyPair,
+    der: zeroize::Zeroizing<Vec<u8>>,
+    seal: Option<zeroize::Zeroizing<[u8; 32]>>,
+    file: Option<String>,
 }
 
 impl World {
@@ -938,6 +1007,8 @@ impl World {
             warm_weights,
             thresholds: Thresholds::default(),
             now: now.timestamp_millis(),
+            dkim: std::collections::HashMap::new(),
+            certs: None,
         })
     }
 
@@ -1619,6 +1690,8 @@ struct Flow<'a> {
     extras: Vec<Extra>,
     listings: Vec<ListP>,
     warm: Option<WarmP>,
+    /// The certificate the configure step obtained: its id and serial.
+    cert: Option<(String, [u8; 16])>,
     dep: Option<DepInfo>,
     error: Option<String>,
     wait_reason: Option<String>,
@@ -1667,6 +1740,7 @@ impl<'a> Flow<'a> {
             extras: Vec::new(),
             listings: Vec::new(),
             warm: None,
+            cert: None,
             dep,
             error: None,
             wait_reason: None,
@@ -1697,6 +1771,10 @@ impl<'a> Flow<'a> {
 
     fn host(&self) -> String {
         format!("{}.{}", self.s.label, self.w.tenants[self.s.tenant].domain)
+    }
+
+    fn domain(&self) -> String {
+        self.w.tenants[self.s.tenant].domain.clone()
     }
 
     fn ip(&self) -> String {
@@ -1885,12 +1963,14 @@ impl<'a> Flow<'a> {
     fn task_time(&mut self, step: Step, index: usize) -> i64 {
         let (lo, hi) = match (step, index) {
             (Step::Allocate, _) => (400, 2_500),
-            (Step::Configure, 2) => (25 * SEC, 95 * SEC),
+            (Step::Configure, 4) => (5 * SEC, 20 * SEC),
+            (Step::Configure, 5) => (25 * SEC, 95 * SEC),
             (Step::Configure, _) => (200, 1_500),
             (Step::Activate, 0) => (300, 2_000),
             (Step::Activate, 1) => (800, 4_000),
             (Step::Activate, _) => (20, 200),
-            (Step::Verify, 2) => (400, 3_000),
+            (Step::Verify, 0) => (2 * SEC, 12 * SEC),
+            (Step::Verify, 5) => (400, 3_000),
             (Step::Verify, _) => (200, 1_500),
         };
         between(&mut self.rng, lo, hi)
@@ -1972,6 +2052,30 @@ impl<'a> Flow<'a> {
                 self.add_res(ResourceKind::Rdns, Some(host.clone()), detail.clone(), t);
                 detail
             }
+            (Step::Configure, 2) => format!("new key for {}, selector mf1", self.domain()),
+            (Step::Configure, 3) => {
+                let zone = self.domain();
+                let detail = format!("5 records in {zone} via sim: 3 added, 2 already there");
+                let t = self.t;
+                self.add_res(ResourceKind::Dns, Some(zone), detail.clone(), t);
+                detail
+            }
+            (Step::Configure, 4) => {
+                let until = chrono::DateTime::from_timestamp_millis(self.t + 90 * 86_400 * 1000)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                let mut serial: [u8; 16] = self.rng.gen();
+                serial[0] = (serial[0] & 0x7f) | 0x01;
+                let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+                let detail = format!(
+                    "{host} from CN=mailfleet simulated CA, serial {hex}, valid until {until}"
+                );
+                let t = self.t;
+                let id = uuid7(&mut self.rng, t);
+                self.cert = Some((id.clone(), serial));
+                self.add_res(ResourceKind::Certificate, Some(id), detail.clone(), t);
+                detail
+            }
             (Step::Configure, _) => {
                 let t = self.t;
                 if let Some(sim) = self.sim.as_mut() {
@@ -2007,8 +2111,16 @@ impl<'a> Flow<'a> {
                 self.add_res(ResourceKind::Node, Some(node_id), detail.clone(), t);
                 detail
             }
-            (Step::Verify, 0) => format!("220 {host} ESMTP Postfix (Ubuntu)"),
-            (Step::Verify, 1) => format!("250-{host} STARTTLS offered on 587"),
+            (Step::Verify, 0) => format!("5 records answer as planned in {}", self.domain()),
+            (Step::Verify, 1) => format!("PTR {ip} → {host} → {ip}"),
+            (Step::Verify, 2) => {
+                let until = chrono::DateTime::from_timestamp_millis(self.t + 89 * 86_400 * 1000)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                format!("{host}: valid until {until} (89 days)")
+            }
+            (Step::Verify, 3) => format!("220 {host} ESMTP Postfix (Ubuntu)"),
+            (Step::Verify, 4) => format!("250-{host} STARTTLS offered on 587"),
             (Step::Verify, _) => {
                 let queued_as = self
                     .sim
@@ -2292,6 +2404,8 @@ impl<'a> Flow<'a> {
                 }
                 None => "the create call never made an instance".to_string(),
             },
+            ResourceKind::Dns => format!("records of {} removed from the zone", self.host()),
+            ResourceKind::Certificate => "1 certificate(s) retired".to_string(),
             ResourceKind::Firewall => "detached with the instance".to_string(),
             ResourceKind::Ip => format!("{ip} returned with the instance"),
             ResourceKind::Capacity => format!("capacity returned to {}", self.cluster()),
@@ -3194,6 +3308,22 @@ fn render(f: Flow<'_>, b: &mut DemoBatch) -> Summary {
             deleted_at: sim.deleted.map(at),
         });
     }
+    if let Some(r) = f.res.iter().find(|r| r.kind == ResourceKind::Dns) {
+        dns_rows(w, &f, r, &host, &ip, b);
+    }
+    let mut cert_not_after = None;
+    if let (Some(r), Some((id, serial)), Some(certs)) = (
+        f.res.iter().find(|r| r.kind == ResourceKind::Certificate),
+        &f.cert,
+        &w.certs,
+    ) {
+        if let Some(c) = cert_row(certs, &f.id, id, *serial, &host, r) {
+            if r.released.is_none() {
+                cert_not_after = Some(c.not_after.clone());
+            }
+            b.certs.push(c);
+        }
+    }
     if let Some(node) = &f.node {
         b.nodes.push(NodeIns {
             id: node.id.clone(),
@@ -3214,6 +3344,7 @@ fn render(f: Flow<'_>, b: &mut DemoBatch) -> Summary {
             created_at: at(node.created),
             updated_at: at(node.updated),
             last_heartbeat: Some(at(node.heartbeat)),
+            cert_not_after,
         });
         if let Some(warm) = &f.warm {
             let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -3275,6 +3406,149 @@ fn render(f: Flow<'_>, b: &mut DemoBatch) -> Summary {
         created: f.created,
         trs: f.trs,
         extras: f.extras,
+    }
+}
+
+fn demo_certs(store: &Store, cfg: &Config) -> Result<DemoCerts, DemoError> {
+    let bad = |e: String| DemoError::Config(format!("the demo's certificates: {e}"));
+    let root = crate::engine::ca::make_root().map_err(|e| bad(e.to_string()))?;
+    let leaf = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
+    let der = zeroize::Zeroizing::new(leaf.serialize_der());
+    let seal = crate::dkim::sealing_key(&cfg.dkim.key_env).map_err(|e| bad(e.to_string()))?;
+    let file = match seal {
+        Some(_) => None,
+        None => {
+            let dir = store
+                .path()
+                .parent()
+                .map(|p| p.join("tls"))
+                .unwrap_or_else(|| PathBuf::from("tls"));
+            let kept = crate::dkim::keep(&cfg.dkim.key_env, &dir, "demo-certificates", &der, "")
+                .map_err(|e| bad(e.to_string()))?;
+            kept.file
+        }
+    };
+    Ok(DemoCerts {
+        root,
+        leaf,
+        der,
+        seal,
+        file,
+    })
+}
+
+/// The certificate the configure step obtained for a request: active, or retired once the
+/// request was rolled back.
+fn cert_row(
+    c: &DemoCerts,
+    request: &str,
+    id: &str,
+    serial: [u8; 16],
+    host: &str,
+    r: &ResP,
+) -> Option<crate::store::NewCertIns> {
+    let issued = chrono::DateTime::from_timestamp_millis(r.created)?;
+    let chain = crate::engine::ca::sign_leaf(
+        &c.root,
+        &c.leaf,
+        &[host.to_string()],
+        issued - chrono::Duration::days(1),
+        issued + chrono::Duration::days(90),
+        serial,
+    )
+    .ok()?;
+    let info = crate::tls::inspect(&chain).ok()?;
+    let key_sealed = match &c.seal {
+        Some(k) => Some(crate::dkim::seal(k, &c.der, format!("cert/{id}").as_bytes()).ok()?),
+        None => None,
+    };
+    Some(crate::store::NewCertIns {
+        id: id.to_string(),
+        request_id: request.to_string(),
+        hostname: host.to_string(),
+        names: info.names,
+        issuer: info.issuer,
+        serial: info.serial,
+        not_before: crate::clock::ts(info.not_before),
+        not_after: crate::clock::ts(info.not_after),
+        chain_pem: chain,
+        key_sealed,
+        key_file: c.file.clone(),
+        status: if r.released.is_some() {
+            "retired"
+        } else {
+            "active"
+        },
+        created_at: at(r.created),
+    })
+}
+
+/// The records the configure step published for a request, as they stand: verified once the
+/// verify step checked them, removed once rolled back. The domain's DKIM and DMARC records
+/// were in the zone before any demo node (not the node's to remove).
+fn dns_rows(w: &World, f: &Flow<'_>, r: &ResP, host: &str, ip: &str, b: &mut DemoBatch) {
+    let domain = &w.tenants[f.s.tenant].domain;
+    let input = crate::domain::records::RecordInput {
+        domain: domain.clone(),
+        hostname: host.to_string(),
+        ip: ip.to_string(),
+        selector: w
+            .dkim
+            .get(domain)
+            .map(|(s, _)| s.clone())
+            .unwrap_or_else(|| "mf1".into()),
+        dkim_rsa: w.dkim.get(domain).map(|(_, p)| p.clone()),
+        dkim_ed25519: None,
+        dmarc: crate::domain::records::DmarcPolicy::None,
+        dmarc_rua: None,
+        spf_extra: Vec::new(),
+        mta_sts_id: None,
+        tls_rpt_rua: None,
+        ttl: 300,
+    };
+    let Ok(records) = crate::domain::records::plan(&input) else {
+        return;
+    };
+    let checked = f
+        .tasks
+        .iter()
+        .find(|t| t.step == Step::Verify && t.index == 0 && t.status == "done")
+        .map(|t| t.at);
+    let status = match (r.released, checked) {
+        (Some(_), _) => "removed",
+        (None, Some(_)) => "verified",
+        (None, None) => "published",
+    };
+    for (i, rec) in records.iter().enumerate() {
+        let shared = matches!(rec.purpose, "dkim" | "dmarc");
+        let content = rec.rdata();
+        b.dns_records.push(DnsRecordIns {
+            request_id: f.id.clone(),
+            position: i as i64,
+            zone: domain.clone(),
+            purpose: rec.purpose,
+            name: rec.name.clone(),
+            rtype: rec.rtype,
+            ttl: rec.ttl,
+            content: content.clone(),
+            want: rec.content.clone(),
+            owned: !shared,
+            status,
+            seen: checked.map(|_| format!("sim: {content}")),
+            published_at: at(r.created),
+            verified_at: checked.map(at),
+            removed_at: r.released.map(at),
+        });
+        if status != "removed" || shared {
+            b.sim_dns.push(SimDnsIns {
+                zone: format!("{domain}."),
+                name: rec.name.clone(),
+                rtype: rec.rtype,
+                ttl: rec.ttl,
+                content,
+                created_at: at(r.created),
+            });
+        }
     }
 }
 

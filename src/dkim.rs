@@ -23,6 +23,33 @@ pub enum DkimError {
     Crypto(String),
     #[error("dkim: {0}")]
     Io(String),
+    #[error("dkim: {0}")]
+    Store(String),
+}
+
+impl From<crate::store::StoreError> for DkimError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Rejected(m) => DkimError::Invalid(m),
+            other => DkimError::Store(other.to_string()),
+        }
+    }
+}
+
+/// The key algorithms a domain may publish: RSA always, Ed25519 beside it (RFC 8463).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Rsa2048,
+    Ed25519,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Rsa2048 => "rsa-2048",
+            Algorithm::Ed25519 => "ed25519",
+        }
+    }
 }
 
 /// A new key: its private half as PKCS#8 DER (wiped when dropped) and its public half as
@@ -47,6 +74,275 @@ pub fn generate_rsa() -> Result<NewKey, DkimError> {
         private_der: zeroize::Zeroizing::new(der.as_bytes().to_vec()),
         public_b64: B64.encode(spki.as_bytes()),
     })
+}
+
+/// A new Ed25519 key: PKCS#8 (v2, as ring writes it) and the raw 32-byte public key in
+/// base64, which is what an Ed25519 DKIM record's `p=` holds (RFC 8463 §4).
+pub fn generate_ed25519() -> Result<NewKey, DkimError> {
+    use ring::signature::KeyPair;
+    let rng = ring::rand::SystemRandom::new();
+    let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| DkimError::Crypto("cannot make an Ed25519 key".into()))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(doc.as_ref())
+        .map_err(|_| DkimError::Crypto("cannot read the new Ed25519 key".into()))?;
+    Ok(NewKey {
+        private_der: zeroize::Zeroizing::new(doc.as_ref().to_vec()),
+        public_b64: B64.encode(pair.public_key().as_ref()),
+    })
+}
+
+/// Where a private key was kept, and how to say so (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub sealed: Option<Vec<u8>>,
+    pub file: Option<String>,
+    pub said: String,
+}
+
+/// Keeps a private key (DER) as the config says: sealed under the key in `$key_env`, bound
+/// to `aad`, or else written to `dir/STEM.key` with mode 0600.
+pub fn keep(
+    key_env: &str,
+    dir: &Path,
+    stem: &str,
+    der: &[u8],
+    aad: &str,
+) -> Result<Kept, DkimError> {
+    match sealing_key(key_env)? {
+        Some(k) => Ok(Kept {
+            sealed: Some(seal(&k, der, aad.as_bytes())?),
+            file: None,
+            said: format!("sealed in the database with ${key_env}"),
+        }),
+        None => {
+            // A file left by an earlier database (a demo made again, a restored backup) is
+            // never overwritten: the key goes beside it under the next free name.
+            let mut name = stem.to_string();
+            let mut n = 1;
+            while dir.join(format!("{name}.key")).exists() {
+                n += 1;
+                name = format!("{stem}-{n}");
+            }
+            let path = write_pem_file(dir, &name, der)?;
+            let shown = path.display().to_string();
+            Ok(Kept {
+                sealed: None,
+                file: Some(shown.clone()),
+                said: format!(
+                    "in {shown} (mode 0600; set ${key_env} to seal keys in the database instead)"
+                ),
+            })
+        }
+    }
+}
+
+/// Gets back a private key kept by [`keep`].
+pub fn recover(
+    key_env: &str,
+    sealed: Option<&[u8]>,
+    file: Option<&str>,
+    aad: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, DkimError> {
+    match (sealed, file) {
+        (Some(s), _) => {
+            let k = sealing_key(key_env)?.ok_or_else(|| {
+                DkimError::Invalid(format!(
+                    "{key_env}: is not set, and the key is sealed under it"
+                ))
+            })?;
+            open(&k, s, aad.as_bytes())
+        }
+        (None, Some(f)) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(f).map_err(|e| DkimError::Io(format!("{f}: {e}")))?,
+            );
+            let (_, der) = rsa::pkcs8::der::pem::decode_vec(text.as_bytes())
+                .map_err(|_| DkimError::Crypto(format!("{f}: is not a PEM private key")))?;
+            Ok(zeroize::Zeroizing::new(der))
+        }
+        (None, None) => Err(DkimError::Invalid("the key was kept nowhere".into())),
+    }
+}
+
+/// A key made and recorded for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeKey {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: Algorithm,
+    pub public_b64: String,
+    pub kept: String,
+}
+
+/// Makes a key for `domain` and `selector`, keeps its private half and records it. Nothing
+/// half-made is left behind when recording fails.
+pub async fn make_key(
+    store: &crate::store::Store,
+    cfg: &crate::config::Config,
+    now: chrono::DateTime<chrono::Utc>,
+    domain: &str,
+    selector: &str,
+    algorithm: Algorithm,
+) -> Result<MadeKey, DkimError> {
+    let key = match algorithm {
+        Algorithm::Rsa2048 => tokio::task::spawn_blocking(generate_rsa)
+            .await
+            .map_err(|e| DkimError::Crypto(format!("key generation stopped: {e}")))??,
+        Algorithm::Ed25519 => generate_ed25519()?,
+    };
+    let dir = store
+        .path()
+        .parent()
+        .map(|p| p.join("dkim"))
+        .unwrap_or_else(|| PathBuf::from("dkim"));
+    let kept = keep(
+        &cfg.dkim.key_env,
+        &dir,
+        &format!("{domain}.{selector}"),
+        &key.private_der,
+        &format!("{domain}/{selector}"),
+    )?;
+    let stored = store
+        .add_dkim_key(
+            domain,
+            selector,
+            algorithm.as_str(),
+            &key.public_b64,
+            kept.sealed.clone(),
+            kept.file.clone(),
+            now,
+        )
+        .await;
+    if let Err(e) = stored {
+        if let Some(f) = &kept.file {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(e.into());
+    }
+    Ok(MadeKey {
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        algorithm,
+        public_b64: key.public_b64,
+        kept: kept.said,
+    })
+}
+
+/// The keys a domain signs with now: its oldest RSA key not retired, and its oldest Ed25519
+/// key not retired (if any).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActiveKeys {
+    pub rsa: Option<(String, String)>,
+    pub ed25519: Option<(String, String)>,
+}
+
+pub async fn active_keys(
+    store: &crate::store::Store,
+    domain: &str,
+) -> Result<ActiveKeys, DkimError> {
+    let mut out = ActiveKeys::default();
+    // Listed oldest first per domain: the oldest key not retired signs. A newer one (a
+    // rotation under way) takes over only once the older is retired — after the new
+    // selector answers from the zone.
+    for k in store.dkim_keys().await? {
+        if k.domain != domain || k.retired_at.is_some() {
+            continue;
+        }
+        let slot = match k.algorithm.as_str() {
+            "ed25519" => &mut out.ed25519,
+            _ => &mut out.rsa,
+        };
+        if slot.is_none() {
+            *slot = Some((k.selector.clone(), k.public_key.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The domain's active keys, made first where missing: RSA with the configured selector,
+/// and, when `[dns] ed25519` is set, Ed25519 with `SELECTOR-ed`. Returns the keys and
+/// what was made.
+pub async fn ensure_keys(
+    store: &crate::store::Store,
+    cfg: &crate::config::Config,
+    now: chrono::DateTime<chrono::Utc>,
+    domain: &str,
+) -> Result<(ActiveKeys, Vec<MadeKey>), DkimError> {
+    let mut keys = active_keys(store, domain).await?;
+    let mut made = Vec::new();
+    if keys.rsa.is_some() && (keys.ed25519.is_some() || !cfg.dns.ed25519) {
+        return Ok((keys, made));
+    }
+    // Two workers configuring nodes of one new domain at once make one key, not two: the
+    // second waits here and then finds the first one's key. Other domains go on meanwhile.
+    // The lock is per database as well as per domain: two stores in one process (tests, a
+    // demo beside a real engine) never wait on each other.
+    type Locks =
+        std::collections::HashMap<(PathBuf, String), std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static MAKING: std::sync::OnceLock<std::sync::Mutex<Locks>> = std::sync::OnceLock::new();
+    let lock = MAKING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((store.path().to_path_buf(), domain.to_string()))
+        .or_default()
+        .clone();
+    let _one_at_a_time = lock.lock().await;
+    keys = active_keys(store, domain).await?;
+    if keys.rsa.is_none() {
+        let selector = free_selector(store, domain, &cfg.dkim.selector).await?;
+        match make_key(store, cfg, now, domain, &selector, Algorithm::Rsa2048).await {
+            Ok(m) => made.push(m),
+            // Another worker made the domain's key at the same moment: use theirs.
+            Err(DkimError::Invalid(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if cfg.dns.ed25519 && keys.ed25519.is_none() {
+        let rsa = active_keys(store, domain).await?.rsa.map(|(s, _)| s);
+        let base = rsa.unwrap_or_else(|| cfg.dkim.selector.clone());
+        let selector = free_selector(store, domain, &format!("{base}-ed")).await?;
+        match make_key(store, cfg, now, domain, &selector, Algorithm::Ed25519).await {
+            Ok(m) => made.push(m),
+            Err(DkimError::Invalid(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !made.is_empty() {
+        keys = active_keys(store, domain).await?;
+    }
+    Ok((keys, made))
+}
+
+/// The next selector after `current`: its trailing number plus one ("mf1" → "mf2"), or
+/// "-2" appended; skipping any the domain has used.
+pub fn next_selector(current: &str) -> String {
+    let digits = current.len() - current.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, num) = current.split_at(current.len() - digits);
+    match num.parse::<u64>() {
+        Ok(n) if !num.is_empty() => format!("{stem}{}", n + 1),
+        _ => format!("{current}-2"),
+    }
+}
+
+/// `wanted`, or the first selector after it the domain has not used.
+pub async fn free_selector(
+    store: &crate::store::Store,
+    domain: &str,
+    wanted: &str,
+) -> Result<String, DkimError> {
+    let used: std::collections::HashSet<String> = store
+        .dkim_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.domain == domain)
+        .map(|k| k.selector)
+        .collect();
+    let mut s = wanted.to_string();
+    while used.contains(&s) {
+        s = next_selector(&s);
+    }
+    Ok(s)
 }
 
 /// The public key (base64 SPKI) of a private key given as PKCS#8 DER.
@@ -129,9 +425,14 @@ pub fn write_key_file(
     selector: &str,
     der: &[u8],
 ) -> Result<PathBuf, DkimError> {
+    write_pem_file(dir, &format!("{domain}.{selector}"), der)
+}
+
+/// Writes a PKCS#8 private key as PEM to `dir/STEM.key`, mode 0600, never overwriting.
+pub fn write_pem_file(dir: &Path, stem: &str, der: &[u8]) -> Result<PathBuf, DkimError> {
     use std::io::Write;
     std::fs::create_dir_all(dir).map_err(|e| DkimError::Io(format!("{}: {e}", dir.display())))?;
-    let path = dir.join(format!("{domain}.{selector}.key"));
+    let path = dir.join(format!("{stem}.key"));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

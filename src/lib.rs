@@ -16,5 +16,6 @@ pub mod engine;
 pub mod providers;
 pub mod reputation;
 pub mod store;
+pub mod tls;
 pub mod tui;
 pub mod warmup;

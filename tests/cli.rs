@@ -1044,3 +1044,104 @@ fn dkim_keys_are_made_with_their_record_and_the_private_half_never_shows() {
     );
     assert!(!line.contains("c2VjcmV0"));
 }
+
+#[test]
+fn records_and_certificates_show_and_tls_status_and_dkim_rotate_work_from_the_shell() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let show = fleet.show(&id);
+    let records = show["records"].as_array().expect("records");
+    let purposes: Vec<&str> = records
+        .iter()
+        .map(|r| r["purpose"].as_str().expect("purpose"))
+        .collect();
+    assert_eq!(purposes, ["a", "mx", "spf", "dkim", "dmarc"]);
+    assert!(records.iter().all(|r| r["status"] == "verified"), "{show}");
+    assert_eq!(show["certificates"][0]["status"], "active");
+    assert_eq!(
+        show["certificates"][0]["names"],
+        json!(["node-done.fleet.example.net"])
+    );
+    assert!(!show.to_string().contains("PRIVATE KEY"));
+    let text = fleet.ok(&["request", "show", &id]);
+    assert!(text.contains("dns records:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("verified") && l.contains("_dmarc.fleet.example.net.")),
+        "{text}"
+    );
+    assert!(
+        text.contains("certificate active  node-done.fleet.example.net"),
+        "{text}"
+    );
+
+    let tls = fleet.json(&["tls", "status", "--json"]);
+    let list = tls.as_array().expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["hostname"], "node-done.fleet.example.net");
+    assert_eq!(list[0]["renewal_due"], false);
+    assert_eq!(list[0]["key_stored"], "file");
+    let text = fleet.ok(&["tls", "status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("node-done.fleet.example.net") && l.contains(" days")),
+        "{text}"
+    );
+
+    // Rotation: mf2 published and answering, then mf1 retired and its record removed.
+    let r = fleet.json(&["dkim", "rotate", "fleet.example.net", "--json"]);
+    assert_eq!(r["old_selectors"], json!(["mf1"]));
+    assert_eq!(r["new_selectors"], json!(["mf2"]));
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["old_removed"], true);
+    let keys = fleet.json(&["dkim", "list", "--json"]);
+    let state: Vec<(String, bool)> = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            (
+                k["selector"].as_str().expect("sel").to_string(),
+                k["retired_at"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [("mf1".to_string(), true), ("mf2".to_string(), false)]
+    );
+    // A domain with no key has nothing to rotate: one line, nothing made.
+    let out = fleet.run(&["dkim", "rotate", "example.com"]);
+    assert_one_line_error(
+        &out,
+        &["dkim", "rotate", "example.com"],
+        &["example.com has no DKIM key to rotate"],
+    );
+    // An Ed25519 key beside the RSA one: two records, the second k=ed25519.
+    let made = fleet.json(&["dkim", "new", "example.net", "--ed25519", "--json"]);
+    let recs = made["records"].as_array().expect("records");
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["name"], "mf1-ed._domainkey.example.net.");
+    assert!(recs[1]["content"]
+        .as_str()
+        .expect("content")
+        .starts_with("v=DKIM1; k=ed25519; p="));
+}
+
+#[test]
+fn work_refuses_to_start_when_the_dns_secret_is_not_set() {
+    let fleet = Fleet::new();
+    let cfg = format!(
+        "{FAST_CONFIG}[dns]\nprovider = \"powerdns\"\n[dns.powerdns]\napi_key_env = \"MAILFLEET_TEST_NEVER_SET\"\n"
+    );
+    std::fs::write(fleet.path("fast.toml"), cfg).expect("config");
+    let out = fleet.run(&["work", "--until-idle"]);
+    assert_one_line_error(
+        &out,
+        &["work"],
+        &[
+            "dns.powerdns.api_key_env",
+            "MAILFLEET_TEST_NEVER_SET",
+            "not set",
+        ],
+    );
+}

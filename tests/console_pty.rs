@@ -149,6 +149,11 @@ fn provision_from_the_form_and_watch_it_complete() {
     screen.wait_for("the other process's request", |s| {
         s.contains("from-another-shell")
     });
+    // Nothing in flight, so q quits without asking.
+    screen.wait_for("the other process's request to complete", |s| {
+        s.lines()
+            .any(|l| l.contains("from-another-shell") && l.contains("completed"))
+    });
     send(b"q");
     let start = Instant::now();
     loop {

@@ -36,9 +36,25 @@ async fn assert_nothing_lost_or_leaked(
                 kinds.sort_unstable();
                 assert_eq!(
                     kinds,
-                    ["capacity", "firewall", "instance", "ip", "node", "quota", "rdns"],
+                    [
+                        "capacity",
+                        "certificate",
+                        "dns",
+                        "firewall",
+                        "instance",
+                        "ip",
+                        "node",
+                        "quota",
+                        "rdns"
+                    ],
                     "{} holds one of each",
                     r.label
+                );
+                assert!(
+                    d.records.iter().all(|x| x.status == "verified"),
+                    "{}: {:?}",
+                    r.label,
+                    d.records
                 );
             }
             "rolled_back" => {
@@ -47,6 +63,12 @@ async fn assert_nothing_lost_or_leaked(
                     "{} rolled back but holds {:?}",
                     r.label,
                     d.resources
+                );
+                assert!(
+                    d.records.iter().all(|x| x.status == "removed"),
+                    "{} rolled back but its records stand: {:?}",
+                    r.label,
+                    d.records
                 );
             }
             other => panic!("request {} ended {other}", r.label),

@@ -88,6 +88,88 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
     let conn = read_only(&path);
     let now_ts = mailfleet::clock::ts(now);
 
+    // Each configured request's records: verified where the verify step checked them,
+    // removed where it rolled back; every live one is in the simulated zone, and the zone
+    // holds a record of a rolled-back node only where it is the domain's (DKIM, DMARC).
+    let verified = count(
+        &conn,
+        "SELECT COUNT(*) FROM dns_records d JOIN requests r ON r.id = d.request_id
+         WHERE r.state IN ('completed', 'suspended') AND d.status = 'verified'",
+    );
+    assert!(verified >= 5 * 100, "{verified} verified records");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM dns_records d JOIN requests r ON r.id = d.request_id
+             WHERE (r.state IN ('completed', 'suspended') AND d.status <> 'verified')
+                OR (r.state IN ('rolled_back', 'deprovisioned') AND d.status <> 'removed')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM dns_records d WHERE d.status <> 'removed' AND NOT EXISTS
+               (SELECT 1 FROM sim_dns_records z WHERE z.name = d.name AND z.rtype = d.rtype AND z.content = d.content)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM sim_dns_records z WHERE NOT EXISTS
+               (SELECT 1 FROM dns_records d WHERE d.name = z.name AND d.rtype = z.rtype AND d.content = z.content
+                  AND (d.status <> 'removed' OR d.purpose IN ('dkim', 'dmarc')))"
+        ),
+        0
+    );
+    // The tenants' domains have real keys; their DKIM records publish them.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM dns_records d WHERE d.purpose = 'dkim' AND NOT EXISTS
+               (SELECT 1 FROM dkim_keys k WHERE d.want = 'v=DKIM1; k=rsa; p=' || k.public_key)"
+        ),
+        0
+    );
+
+    // Each configured request has its certificate: active while it lives (its node shows the
+    // expiry), retired once its rollback released it; a real chain, for the node's name.
+    let active = count(
+        &conn,
+        "SELECT COUNT(*) FROM certificates c JOIN requests r ON r.id = c.request_id
+         WHERE c.status = 'active' AND r.state IN ('completed', 'suspended')",
+    );
+    assert!(active >= 100, "{active} active certificates");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM certificates c JOIN resources x
+               ON x.request_id = c.request_id AND x.kind = 'certificate'
+             WHERE (x.status = 'released') <> (c.status = 'retired')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM nodes n JOIN certificates c ON c.request_id = n.request_id
+             WHERE c.status = 'active' AND n.cert_not_after IS NOT c.not_after"
+        ),
+        0
+    );
+    for (host, chain) in conn
+        .prepare("SELECT hostname, chain_pem FROM certificates LIMIT 20")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("sql")
+        .map(|r| r.expect("row"))
+    {
+        let info = mailfleet::tls::inspect(&chain).expect("a real chain");
+        assert_eq!(info.names, [host]);
+        assert_eq!(info.issuer, "CN=mailfleet simulated CA");
+    }
+
     // Every listing has its zone's severity and the alert the monitor would have raised:
     // open while listed, resolved once delisted.
     assert_eq!(
@@ -397,7 +479,17 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
                 k.sort_unstable();
                 assert_eq!(
                     k,
-                    ["capacity", "firewall", "instance", "ip", "node", "quota", "rdns"],
+                    [
+                        "capacity",
+                        "certificate",
+                        "dns",
+                        "firewall",
+                        "instance",
+                        "ip",
+                        "node",
+                        "quota",
+                        "rdns"
+                    ],
                     "{id}"
                 );
                 assert!(res.iter().all(|(_, s)| s == "allocated"), "{id}: {res:?}");

@@ -5,32 +5,14 @@
 #[path = "support/pdns.rs"]
 mod pdns;
 
+#[path = "support/records.rs"]
+mod records;
 use mailfleet::dns::powerdns::PowerDns;
 use mailfleet::dns::propagation::{check_once, wait_verified, RecordStatus};
-use mailfleet::dns::{DnsError, DnsProvider};
+use mailfleet::dns::{DnsError, DnsProvider, Published};
 use mailfleet::domain::records::{plan, DmarcPolicy, PlannedRecord, RecordInput};
+use records::input;
 use std::time::Duration;
-
-fn input(host: &str, ip: &str) -> RecordInput {
-    RecordInput {
-        domain: "example.test".into(),
-        hostname: host.into(),
-        ip: ip.into(),
-        selector: "mf1".into(),
-        // The length of a 2048-bit key's p= value, so the record is two strings.
-        dkim_rsa: Some(format!(
-            "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA{}",
-            "x".repeat(348)
-        )),
-        dkim_ed25519: None,
-        dmarc: DmarcPolicy::None,
-        dmarc_rua: None,
-        spf_extra: vec![],
-        mta_sts_id: None,
-        tls_rpt_rua: None,
-        ttl: 60,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_published_verified_and_removed_exactly() {
@@ -88,22 +70,11 @@ async fn records_are_published_verified_and_removed_exactly() {
         [records[3].content.clone()],
         "one TXT record, strings joined"
     );
-    // The apex MX set now holds both, the apex TXT set both the old TXT and our SPF.
-    let apex = check_once(
-        dns.dns_addr(),
-        &[PlannedRecord {
-            purpose: "mx",
-            name: "example.test.".into(),
-            rtype: "MX",
-            ttl: 60,
-            content: "20 backup.example.test.".into(),
-            strings: vec![],
-        }],
-        Duration::from_secs(2),
-    )
-    .await;
+    // The apex MX and TXT sets are the zone owner's: untouched (our MX and SPF are the
+    // node's own, at its hostname).
+    let apex = check_once(dns.dns_addr(), &[apex_mx_backup()], Duration::from_secs(2)).await;
     assert_eq!(apex[0].status, RecordStatus::Verified);
-    assert_eq!(apex[0].got.len(), 2, "{:?}", apex[0].got);
+    assert_eq!(apex[0].got, ["20 backup.example.test."]);
 
     // Publishing again adds nothing.
     assert!(pdns_api
@@ -112,24 +83,52 @@ async fn records_are_published_verified_and_removed_exactly() {
         .expect("again")
         .is_empty());
 
-    // A second node's SPF would be a second SPF record at the apex: refused, nothing added.
+    // A second node of the domain adds its own A, MX and SPF; the domain's DKIM and DMARC
+    // records are already there, identical, and are not added twice.
     let other = plan(&input("mx2.example.test", "192.0.2.11")).expect("plan");
-    let err = pdns_api
+    let added2 = pdns_api
         .publish("example.test", &other)
+        .await
+        .expect("second node");
+    let purposes: Vec<&str> = added2
+        .iter()
+        .map(|p| {
+            other
+                .iter()
+                .find(|r| Published::of(r) == *p)
+                .map(|r| r.purpose)
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(purposes, ["a", "mx", "spf"], "{added2:?}");
+
+    // A DMARC policy unlike the one the zone has would make a second DMARC record: refused,
+    // and nothing of that publish is written.
+    let strict = plan(&RecordInput {
+        dmarc: DmarcPolicy::Reject,
+        ..input("mx3.example.test", "192.0.2.12")
+    })
+    .expect("plan");
+    let err = pdns_api
+        .publish("example.test", &strict)
         .await
         .expect_err("conflict");
     assert!(matches!(err, DnsError::Rejected(_)));
     assert!(
-        err.to_string().contains("already has a v=spf1 record"),
+        err.to_string().contains("already has a v=dmarc1 record"),
         "{err}"
     );
-    let mx2 = check_once(dns.dns_addr(), &other[..1], Duration::from_secs(2)).await;
+    let mx3 = check_once(dns.dns_addr(), &strict[..1], Duration::from_secs(2)).await;
     assert_eq!(
-        mx2[0].status,
+        mx3[0].status,
         RecordStatus::Published,
-        "mx2's A was not written"
+        "mx3's A was not written"
     );
-    assert!(mx2[0].got.is_empty());
+    assert!(mx3[0].got.is_empty());
+    pdns_api
+        .remove("example.test", &added2)
+        .await
+        .expect("remove the second node");
 
     // Rollback: exactly what was added goes; what was there stays.
     pdns_api

@@ -309,7 +309,7 @@ boot_ms = [0, 0]
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     engine::run_until_idle(ctx.clone()).await;
     let d = store.request_detail(&req.id).await.expect("detail");
-    assert_eq!(d.request.state, "completed");
+    assert_eq!(d.request.state, "completed", "{:#?}", d.steps);
     let allocate = d
         .steps
         .iter()

@@ -5,9 +5,26 @@ mod support;
 
 use chrono::Utc;
 use mailfleet::domain::{RequestEvent, ResourceKind, Step};
-use mailfleet::store::{Fenced, ResourceWrite, Store, StoreError};
+use mailfleet::store::{Fenced, ResourceWrite, Store, StoreError, TaskMark};
 use std::time::Duration;
 use support::*;
+
+/// One request on the simulated cloud, claimed by worker "a": the store, the request and
+/// the claim's fence.
+async fn one_claimed_request() -> (tempfile::TempDir, Store, mailfleet::store::RequestRow, i64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let claim = store
+        .claim("a", Utc::now(), Duration::from_secs(30), 1, ctx.admission())
+        .await
+        .expect("claim")
+        .claims
+        .remove(0);
+    (dir, store, req, claim.fence)
+}
 
 fn fenced(id: &str, fence: i64) -> Fenced {
     let now = Utc::now();
@@ -17,6 +34,7 @@ fn fenced(id: &str, fence: i64) -> Fenced {
         actor: "tester".into(),
         now,
         lease_until: now + chrono::Duration::seconds(30),
+        marks: Vec::new(),
     }
 }
 
@@ -86,6 +104,117 @@ async fn a_worker_whose_lease_was_taken_over_cannot_write() {
         )
         .await
         .expect("current fence writes");
+}
+
+/// SQLite's automatic checkpoint is off on the writer; the store's own checkpointer copies
+/// committed writes back into the database file while the store stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_reach_the_database_file_while_the_store_is_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let path = db_path(&dir);
+    let store = open(&path, &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for i in 0..20 {
+        create(&ctx, "acme", "dallas", "ssd-1", &format!("n{i}")).await;
+    }
+    // The file alone, without its WAL, as a copy: it holds only what was checkpointed.
+    let in_file = || {
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).expect("copy");
+        let conn = rusqlite::Connection::open(&copy).expect("open copy");
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+            .expect("count");
+        drop(conn);
+        let _ = std::fs::remove_file(&copy);
+        n
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = in_file();
+    while n < 20 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n = in_file();
+    }
+    assert_eq!(
+        n, 20,
+        "the 20 requests were copied from the WAL into the file"
+    );
+    let wal = std::fs::metadata(dir.path().join("mailfleet.db-wal")).expect("the WAL");
+    assert!(wal.len() > 0, "the store is still open on its WAL");
+    drop(ctx);
+    drop(store);
+}
+
+/// Sub-tasks a worker finished without a write of their own ride with its next write: in
+/// its transaction, with their own times, on a step that succeeds or fails; and never from
+/// a worker whose lease was taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_sub_tasks_ride_with_the_next_write() {
+    let (_dir, store, req, fence) = one_claimed_request().await;
+    let mark = |task: &'static str, detail: &str, at: chrono::DateTime<Utc>| TaskMark {
+        step: if task == "firewall" {
+            Step::Configure
+        } else {
+            Step::Allocate
+        },
+        task,
+        detail: detail.into(),
+        at,
+    };
+    let task = |d: &mailfleet::store::RequestDetail, name: &str| {
+        d.tasks.iter().find(|t| t.name == name).cloned()
+    };
+
+    // A stale worker's marks are refused with its write.
+    let mut stale = fenced(&req.id, fence - 1);
+    stale.marks = vec![mark("wait_for_ip", "stale", Utc::now())];
+    let err = store
+        .task_done(&stale, Step::Allocate, "create_instance", None, None)
+        .await
+        .expect_err("stale fence refused");
+    assert!(matches!(err, StoreError::FenceLost(_)), "{err}");
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert!(task(&d, "wait_for_ip").is_none(), "{:?}", d.tasks);
+
+    // The current worker's mark is written done, at its own time, with the next write.
+    let earlier = Utc::now() - chrono::Duration::seconds(7);
+    let mut f = fenced(&req.id, fence);
+    f.marks = vec![mark("wait_for_ip", "198.51.100.7 assigned", earlier)];
+    store
+        .task_done(
+            &f,
+            Step::Allocate,
+            "create_instance",
+            Some("i-1".into()),
+            None,
+        )
+        .await
+        .expect("write");
+    let d = store.request_detail(&req.id).await.expect("detail");
+    let ip = task(&d, "wait_for_ip").expect("the mark was written");
+    assert_eq!(ip.status, "done");
+    assert_eq!(ip.detail.as_deref(), Some("198.51.100.7 assigned"));
+    assert_eq!(ip.updated_at, mailfleet::clock::ts(earlier));
+    assert_eq!(
+        task(&d, "create_instance").expect("own task").status,
+        "done"
+    );
+
+    // A failing step writes the marks it carries with its failure.
+    let mut f = fenced(&req.id, fence);
+    f.marks = vec![mark("firewall", "profile smtp", Utc::now())];
+    store
+        .fail_step(&f, Step::Allocate, "wait_for_ip: gone".into())
+        .await
+        .expect("fail");
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "failed");
+    let fw = task(&d, "firewall").expect("the failing write carried the mark");
+    assert_eq!(
+        (fw.step.as_str(), fw.status.as_str()),
+        ("configure", "done")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,19 +328,8 @@ async fn one_failing_write_does_not_undo_its_batch_neighbours() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn teardown_cannot_finish_while_a_resource_is_held() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(FAST);
-    let store = open(&db_path(&dir), &cfg).await;
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
-    let adm = ctx.admission().clone();
-    let claim = store
-        .claim("a", Utc::now(), Duration::from_secs(30), 1, &adm)
-        .await
-        .expect("claim")
-        .claims
-        .remove(0);
-    let f = fenced(&req.id, claim.fence);
+    let (_dir, store, req, fence) = one_claimed_request().await;
+    let f = fenced(&req.id, fence);
     let instance = ResourceWrite {
         kind: Some(ResourceKind::Instance),
         allocated: true,

@@ -80,6 +80,7 @@ fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
             cap: 95,
             status: "warming".into(),
         }),
+        cert_expires: Some((now() + chrono::Duration::days(60 + i64::from(n))).timestamp()),
     }
 }
 
@@ -1690,7 +1691,7 @@ fn alerts_filter_on_severity_kind_and_words() {
 fn the_fleet_view_says_why_a_node_is_paused() {
     let mut app = app_with(reputation_fixture());
     app.update(Action::ShowFleet);
-    let wide = render(&mut app, 150, 12);
+    let wide = render(&mut app, 160, 12);
     let line = wide
         .lines()
         .find(|l| l.contains("node-dal-002"))

@@ -107,6 +107,9 @@ pub enum Cmd {
     /// DKIM keys (the private halves never leave their store in the clear).
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// TLS certificates (their keys never leave their store in the clear).
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -231,11 +234,33 @@ pub enum DkimCmd {
         /// Default: [dkim] selector.
         #[arg(long)]
         selector: Option<String>,
+        /// Make an Ed25519 key too (selector SELECTOR-ed), published beside the RSA one.
+        #[arg(long)]
+        ed25519: bool,
         #[arg(long)]
         json: bool,
     },
     /// The keys: domain, selector, where the private half is kept (never the key itself).
     List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// New keys under a new selector: published and checked in the zone first, then the old
+    /// keys are retired and their records removed.
+    Rotate {
+        domain: String,
+        /// Leave the old selector's record in the zone (mail signed with it still verifies).
+        #[arg(long)]
+        keep_old: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Each node's certificate: names, issuer, expiry, and whether renewal is due.
+    Status {
         #[arg(long)]
         json: bool,
     },
@@ -580,6 +605,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Node(nc) => node(&cli, &env, nc).await?,
         Cmd::Warmup(wc) => warmup(&cli, &env, wc).await?,
         Cmd::Dkim(dc) => dkim(&cli, &env, dc).await?,
+        Cmd::Tls(TlsCmd::Status { json }) => {
+            let list = env.store.certificates(None).await?;
+            output::cert_list(
+                &list,
+                *json,
+                env.clock.now(),
+                i64::from(env.cfg.tls.renew_before_days),
+            )?;
+        }
         Cmd::Alerts { all, limit, json } => {
             let list = env.store.alerts(!*all, *limit).await?;
             output::alert_list(&list, *json, env.clock.now())?;
@@ -669,6 +703,10 @@ fn refuse_read_only(cli: &Cli) -> Result<()> {
 
 async fn work(env: &Env, until_idle: bool) -> Result<()> {
     let ctx = env.ctx();
+    // A DNS provider or CA that cannot be used would fail every request: say so now.
+    if let Some(p) = ctx.mail.problem() {
+        return Err(eyre!("{}", sanitize(&p)));
+    }
     tracing::info!(owner = %ctx.owner, db = %env.store.path().display(), "engine starting");
     if until_idle {
         engine::run_until_idle(ctx).await;
@@ -949,6 +987,7 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
         DkimCmd::New {
             domain,
             selector,
+            ed25519,
             json,
         } => {
             refuse_read_only(cli)?;
@@ -965,7 +1004,7 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
                 ip: "192.0.2.1".into(),
                 selector: selector.clone(),
                 dkim_rsa: None,
-                dkim_ed25519: None,
+                dkim_ed25519: ed25519.then(|| (format!("{selector}-ed"), "AAAA".to_string())),
                 dmarc: DmarcPolicy::None,
                 dmarc_rua: None,
                 spf_extra: vec![],
@@ -974,79 +1013,116 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
                 ttl: 300,
             };
             plan(&check).map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
-            if env
+            let used: Vec<String> = env
                 .store
                 .dkim_keys()
                 .await?
-                .iter()
-                .any(|k| k.domain == domain && k.selector == selector)
-            {
-                return Err(eyre!(
-                    "selector: {domain} already has a key with selector {selector}; pass another --selector"
-                ));
-            }
-            let key = crate::dkim::generate_rsa()?;
-            let aad = format!("{domain}/{selector}");
-            let (sealed, file, kept) = match crate::dkim::sealing_key(&env.cfg.dkim.key_env)? {
-                Some(k) => (
-                    Some(crate::dkim::seal(&k, &key.private_der, aad.as_bytes())?),
-                    None,
-                    format!("sealed in the database with ${}", env.cfg.dkim.key_env),
-                ),
-                None => {
-                    let dir = env
-                        .store
-                        .path()
-                        .parent()
-                        .map(|p| p.join("dkim"))
-                        .unwrap_or_else(|| PathBuf::from("dkim"));
-                    let path =
-                        crate::dkim::write_key_file(&dir, &domain, &selector, &key.private_der)?;
-                    let shown = path.display().to_string();
-                    (
-                        None,
-                        Some(shown.clone()),
-                        format!(
-                            "in {shown} (mode 0600; set ${} to seal keys in the database instead)",
-                            env.cfg.dkim.key_env
-                        ),
-                    )
+                .into_iter()
+                .filter(|k| k.domain == domain)
+                .map(|k| k.selector)
+                .collect();
+            let ed_selector = format!("{selector}-ed");
+            for s in std::iter::once(&selector).chain(ed25519.then_some(&ed_selector)) {
+                if used.contains(s) {
+                    return Err(eyre!(
+                        "selector: {domain} already has a key with selector {s}; pass another --selector"
+                    ));
                 }
-            };
-            let stored = env
-                .store
-                .add_dkim_key(
+            }
+            use crate::dkim::{make_key, Algorithm};
+            let now = env.clock.now();
+            let mut made = vec![
+                make_key(
+                    &env.store,
+                    &env.cfg,
+                    now,
                     &domain,
                     &selector,
-                    &key.public_b64,
-                    sealed,
-                    file.clone(),
-                    env.clock.now(),
+                    Algorithm::Rsa2048,
                 )
-                .await;
-            if let Err(e) = stored {
-                // Nothing half-made is left behind.
-                if let Some(f) = &file {
-                    let _ = std::fs::remove_file(f);
-                }
-                return Err(e.into());
+                .await?,
+            ];
+            if *ed25519 {
+                made.push(
+                    make_key(
+                        &env.store,
+                        &env.cfg,
+                        now,
+                        &domain,
+                        &ed_selector,
+                        Algorithm::Ed25519,
+                    )
+                    .await?,
+                );
             }
-            let record = plan(&RecordInput {
-                dkim_rsa: Some(key.public_b64.clone()),
+            let records: Vec<_> = plan(&RecordInput {
+                dkim_rsa: Some(made[0].public_b64.clone()),
+                dkim_ed25519: made
+                    .get(1)
+                    .map(|m| (m.selector.clone(), m.public_b64.clone())),
                 ..check
             })
             .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?
             .into_iter()
-            .find(|r| r.purpose == "dkim")
-            .ok_or_else(|| eyre!("dkim: no record planned"))?;
+            .filter(|r| r.purpose.starts_with("dkim"))
+            .collect();
             if *json {
+                let keys: Vec<_> = made
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "selector": m.selector, "algorithm": m.algorithm.as_str(),
+                            "public_key": m.public_b64, "private_key": m.kept,
+                        })
+                    })
+                    .collect();
                 return output::print_json(&serde_json::json!({
                     "domain": domain, "selector": selector, "algorithm": "rsa-2048",
-                    "public_key": key.public_b64, "record": record, "private_key": kept,
+                    "public_key": made[0].public_b64, "record": records[0],
+                    "private_key": made[0].kept, "keys": keys, "records": records,
                 }));
             }
-            println!("{}", crate::domain::records::zone_snippet(&[record]));
-            eprintln!("mailfleet: private key {kept}");
+            println!("{}", crate::domain::records::zone_snippet(&records));
+            for m in &made {
+                eprintln!("mailfleet: {} private key {}", m.algorithm.as_str(), m.kept);
+            }
+            Ok(())
+        }
+        DkimCmd::Rotate {
+            domain,
+            keep_old,
+            json,
+        } => {
+            refuse_read_only(cli)?;
+            let ctx = env.ctx();
+            let r = crate::engine::mail::rotate_dkim(
+                &ctx.mail,
+                &env.store,
+                &env.cfg,
+                env.clock.now(),
+                domain,
+                *keep_old,
+            )
+            .await
+            .map_err(|e| eyre!("dkim rotate: {}", sanitize(&e)))?;
+            if *json {
+                return output::print_json(&serde_json::to_value(&r)?);
+            }
+            println!("{}", r.records);
+            eprintln!(
+                "mailfleet: {} published in {} and answering; {} retired{}",
+                r.new_selectors.join(", "),
+                r.zone,
+                r.old_selectors.join(", "),
+                if r.old_removed {
+                    " and removed from the zone"
+                } else {
+                    " (record kept in the zone)"
+                }
+            );
+            for k in &r.kept {
+                eprintln!("mailfleet: private key {k}");
+            }
             Ok(())
         }
     }

@@ -140,6 +140,8 @@ pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Res
         v["resources_held"] = serde_json::to_value(&d.resources)?;
         v["events"] = Value::Array(d.events.iter().map(event_json).collect());
         v["node"] = serde_json::to_value(&d.node)?;
+        v["records"] = serde_json::to_value(&d.records)?;
+        v["certificates"] = serde_json::to_value(&d.certificates)?;
         return print_json(&v);
     }
     println!(
@@ -222,6 +224,34 @@ pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Res
             res.status,
             clean(res.provider_ref.as_deref().unwrap_or("-")),
             clean(res.detail.as_deref().unwrap_or(""))
+        );
+    }
+    if !d.records.is_empty() {
+        println!("dns records:");
+        for rec in &d.records {
+            println!(
+                "  {:<9} {:<12} {:<5} {}  {}{}",
+                rec.status,
+                rec.purpose,
+                rec.rtype,
+                clean(&rec.name),
+                clean(&rec.want),
+                if rec.owned {
+                    ""
+                } else {
+                    "  (was there already)"
+                }
+            );
+        }
+    }
+    for c in &d.certificates {
+        println!(
+            "certificate {}  {}  {}  valid until {} ({})",
+            c.status,
+            clean(&c.names.join(",")),
+            clean(&c.issuer),
+            c.not_after,
+            expiry_words(now, &c.not_after)
         );
     }
     println!("events: {}", d.events.len());
@@ -660,5 +690,66 @@ pub fn alert_list(
         "{}",
         table(&["SEVERITY", "RAISED", "STATE", "KIND", "WHAT"], body)
     );
+    Ok(())
+}
+
+/// "in 89 days", "expired 3 days ago".
+pub fn expiry_words(now: DateTime<Utc>, not_after: &str) -> String {
+    match DateTime::parse_from_rfc3339(not_after) {
+        Ok(t) => {
+            let days = (t.with_timezone(&Utc) - now).num_days();
+            if days >= 0 {
+                format!("in {days} days")
+            } else {
+                format!("expired {} days ago", -days)
+            }
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// `mailfleet tls status`: every active certificate, soonest expiry first.
+pub fn cert_list(
+    rows: &[crate::store::CertRow],
+    as_json: bool,
+    now: DateTime<Utc>,
+    renew_days: i64,
+) -> Result<()> {
+    if as_json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+                let due = DateTime::parse_from_rfc3339(&c.not_after)
+                    .map(|t| (t.with_timezone(&Utc) - now).num_days() <= renew_days)
+                    .unwrap_or(false);
+                v["renewal_due"] = Value::Bool(due);
+                v
+            })
+            .collect();
+        return print_json(&Value::Array(v));
+    }
+    if rows.is_empty() {
+        println!("no certificates");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<10} {:<22} {:<18} ISSUER",
+        "HOSTNAME", "NODE", "EXPIRES", "WHEN"
+    );
+    for c in rows {
+        let mut when = expiry_words(now, &c.not_after);
+        if let Some(e) = &c.renew_error {
+            when.push_str(&format!("; renewal failed: {}", clean(e)));
+        }
+        println!(
+            "{:<36} {:<10} {:<22} {:<18} {}",
+            clean(&c.hostname),
+            c.node_id.as_deref().map(short).unwrap_or("-"),
+            c.not_after.get(..19).unwrap_or(&c.not_after),
+            when,
+            clean(&c.issuer)
+        );
+    }
     Ok(())
 }

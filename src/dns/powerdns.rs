@@ -2,7 +2,7 @@
 //! are read, ours are merged into them, and each changed rrset is written back with
 //! `changetype: REPLACE` (or `DELETE` once nothing is left in it).
 
-use super::{singleton_prefix, DnsError, DnsProvider, Published};
+use super::{singleton_conflict, DnsError, DnsProvider, Published};
 use crate::domain::records::PlannedRecord;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -190,14 +190,7 @@ impl DnsProvider for PowerDns {
         records: &[PlannedRecord],
     ) -> Result<Vec<Published>, DnsError> {
         let zid = zone_id(zone);
-        for r in records {
-            if !(r.name == zid || r.name.ends_with(&format!(".{zid}"))) {
-                return Err(DnsError::Rejected(format!(
-                    "powerdns: {} is not in zone {zid}",
-                    r.name
-                )));
-            }
-        }
+        super::check_in_zone("powerdns", &zid, records)?;
         let current = self.rrsets(zone).await?;
         let mut changed: BTreeMap<(String, String), (u32, Vec<String>)> = BTreeMap::new();
         let mut added = Vec::new();
@@ -210,19 +203,8 @@ impl DnsProvider for PowerDns {
             if entry.1.iter().any(|c| same(c, &ours.content)) {
                 continue;
             }
-            if let Some(prefix) = singleton_prefix(&ours.rtype, &ours.content) {
-                if let Some(other) = entry
-                    .1
-                    .iter()
-                    .find(|c| singleton_prefix(&ours.rtype, c) == Some(prefix))
-                {
-                    return Err(DnsError::Rejected(format!(
-                        "powerdns: {} already has a {prefix} record ({}); a second one would break both",
-                        ours.name,
-                        crate::domain::validate::sanitize(other)
-                    )));
-                }
-            }
+            singleton_conflict("powerdns", &ours, entry.1.iter().map(String::as_str))
+                .map_err(DnsError::Rejected)?;
             entry.0 = ours.ttl;
             entry.1.push(ours.content.clone());
             added.push(ours);
@@ -278,5 +260,46 @@ impl DnsProvider for PowerDns {
             }
         }
         self.patch(zone, body, &format!("remove from {zid}")).await
+    }
+
+    async fn lookup(
+        &self,
+        zone: &str,
+        name: &str,
+        rtype: &str,
+    ) -> Result<Vec<Published>, DnsError> {
+        let mut sets = self
+            .lookup_many(zone, &[(name.to_string(), rtype.to_string())])
+            .await?;
+        Ok(sets.pop().unwrap_or_default())
+    }
+
+    /// One read of the zone answers them all.
+    async fn lookup_many(
+        &self,
+        zone: &str,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Vec<Published>>, DnsError> {
+        let current = self.rrsets(zone).await?;
+        Ok(keys
+            .iter()
+            .map(|(name, rtype)| {
+                let key = (name.to_ascii_lowercase(), rtype.to_ascii_uppercase());
+                current
+                    .get(&key)
+                    .map(|(ttl, contents)| {
+                        contents
+                            .iter()
+                            .map(|c| Published {
+                                name: key.0.clone(),
+                                rtype: key.1.clone(),
+                                ttl: *ttl,
+                                content: c.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 }

@@ -128,3 +128,72 @@ pub async fn wait_verified(
         tokio::time::sleep(every).await;
     }
 }
+
+/// What a record should answer: its name, type and the value a resolver gives (TXT: the
+/// strings joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub rtype: String,
+    pub want: String,
+}
+
+/// Asks every server for every record once. A record is verified only when each server
+/// answers it as planned; the text says what each one answered.
+pub async fn check_servers(
+    servers: &[SocketAddr],
+    items: &[Wanted],
+    timeout: Duration,
+) -> Vec<(bool, String)> {
+    let mut out: Vec<(bool, Vec<String>)> = vec![(!servers.is_empty(), Vec::new()); items.len()];
+    for server in servers {
+        let r = resolver(*server, timeout);
+        for (i, w) in items.iter().enumerate() {
+            let got = answers(&r, &w.name, &w.rtype).await;
+            let ok = got.iter().any(|g| {
+                if w.rtype == "TXT" {
+                    *g == w.want
+                } else {
+                    g.eq_ignore_ascii_case(&w.want)
+                }
+            });
+            out[i].0 &= ok;
+            let said = if got.is_empty() {
+                "nothing".to_string()
+            } else {
+                got.join(" | ")
+            };
+            out[i].1.push(format!("{server}: {said}"));
+        }
+    }
+    out.into_iter()
+        .map(|(ok, said)| {
+            let text = crate::domain::validate::sanitize(&said.join("; ")).into_owned();
+            (ok, text.chars().take(400).collect())
+        })
+        .collect()
+}
+
+/// The zone's authoritative servers, from its NS records through the system resolver.
+pub async fn zone_servers(zone: &str) -> Result<Vec<SocketAddr>, String> {
+    let r = TokioResolver::builder(TokioConnectionProvider::default())
+        .map_err(|e| format!("the system resolver: {e}"))?
+        .build();
+    let fqdn = format!("{}.", zone.trim_end_matches('.'));
+    let ns = r
+        .lookup(fqdn.as_str(), RecordType::NS)
+        .await
+        .map_err(|e| format!("NS of {fqdn}: {e}"))?;
+    let mut out = Vec::new();
+    for d in ns.iter() {
+        if let RData::NS(name) = d {
+            if let Ok(ips) = r.lookup_ip(name.0.to_ascii()).await {
+                out.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53)));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no address for any NS of {fqdn}"));
+    }
+    Ok(out)
+}

@@ -242,9 +242,13 @@ pub fn plan(input: &RecordInput) -> Result<Vec<PlannedRecord>, PlanError> {
             content: ip.to_string(),
             strings: vec![],
         },
+        // The node's own name receives its bounces (it is the envelope sender's domain),
+        // and its SPF authorises exactly the node's address: per-node records, so nodes of
+        // one domain never contend for the domain's single SPF record, and a customer's own
+        // MX at the apex is left alone. DMARC's relaxed alignment accepts the subdomain.
         PlannedRecord {
             purpose: "mx",
-            name: domain.clone(),
+            name: host.clone(),
             rtype: "MX",
             ttl,
             content: format!("10 {host}"),
@@ -252,7 +256,7 @@ pub fn plan(input: &RecordInput) -> Result<Vec<PlannedRecord>, PlanError> {
         },
         txt(
             "spf",
-            domain.clone(),
+            host.clone(),
             ttl,
             format!("v=spf1 {} -all", mechanisms.join(" ")),
         ),
@@ -361,8 +365,8 @@ mod tests {
             got,
             [
                 ("a", "mx1.example.com.", "A"),
-                ("mx", "example.com.", "MX"),
-                ("spf", "example.com.", "TXT"),
+                ("mx", "mx1.example.com.", "MX"),
+                ("spf", "mx1.example.com.", "TXT"),
                 ("dkim", "mf1._domainkey.example.com.", "TXT"),
                 ("dmarc", "_dmarc.example.com.", "TXT"),
             ]

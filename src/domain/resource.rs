@@ -21,6 +21,10 @@ pub enum ResourceKind {
     Rdns,
     /// The node registered in the fleet.
     Node,
+    /// The records the configure step published (`dns_records` holds each one).
+    Dns,
+    /// The node's TLS certificate (`certificates` holds it).
+    Certificate,
 }
 
 impl ResourceKind {
@@ -33,6 +37,8 @@ impl ResourceKind {
             Self::Firewall => "firewall",
             Self::Rdns => "rdns",
             Self::Node => "node",
+            Self::Dns => "dns",
+            Self::Certificate => "certificate",
         }
     }
 
@@ -45,6 +51,8 @@ impl ResourceKind {
             Self::Firewall,
             Self::Rdns,
             Self::Node,
+            Self::Dns,
+            Self::Certificate,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

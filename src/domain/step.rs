@@ -46,9 +46,23 @@ impl Step {
     pub fn tasks(self) -> &'static [&'static str] {
         match self {
             Self::Allocate => &["reserve_capacity", "create_instance", "wait_for_ip"],
-            Self::Configure => &["firewall", "rdns", "mail_stack"],
+            Self::Configure => &[
+                "firewall",
+                "rdns",
+                "dkim_key",
+                "dns_publish",
+                "tls_certificate",
+                "mail_stack",
+            ],
             Self::Activate => &["start_services", "wait_active", "register_node"],
-            Self::Verify => &["smtp_probe", "submission_probe", "test_message"],
+            Self::Verify => &[
+                "dns_propagation",
+                "rdns_confirm",
+                "tls_check",
+                "smtp_probe",
+                "submission_probe",
+                "test_message",
+            ],
         }
     }
 }

@@ -3,10 +3,14 @@
 //! operators' commands, and shuts down gracefully. It is the only writer of request and
 //! node state; every write goes through the store, fenced by the lease it holds.
 
+mod acme_glue;
+pub mod ca;
 pub mod clusters;
 pub mod commands;
+pub mod mail;
 mod pipeline;
 pub mod reconcile;
+pub mod renew;
 pub mod retry;
 mod teardown;
 
@@ -35,6 +39,8 @@ pub struct Ctx {
     /// This engine's identity in leases: `engine@host:pid:random`.
     pub owner: String,
     pub policy: RetryPolicy,
+    /// DNS records, DKIM keys and certificates (`[dns]`, `[tls]`).
+    pub mail: mail::Mail,
     admission: Admission,
     rng: Mutex<SmallRng>,
     shutting_down: AtomicBool,
@@ -97,7 +103,9 @@ impl Ctx {
             std::process::id(),
             rand::random::<u16>()
         );
+        let mail = mail::Mail::from_config(&cfg, &store, &clock);
         Arc::new(Ctx {
+            mail,
             store,
             provider,
             clock,
@@ -165,6 +173,8 @@ pub struct EngineHandle {
     task: tokio::task::JoinHandle<()>,
     /// The warm-up day boundaries.
     warmup: tokio::task::JoinHandle<()>,
+    /// Certificate renewals.
+    renew: tokio::task::JoinHandle<()>,
     ctx: Arc<Ctx>,
 }
 
@@ -201,6 +211,7 @@ impl EngineHandle {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         let _ = self.warmup.await;
+        let _ = self.renew.await;
     }
 
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
@@ -208,6 +219,7 @@ impl EngineHandle {
     pub fn kill(self) {
         self.task.abort();
         self.warmup.abort();
+        self.renew.abort();
     }
 }
 
@@ -222,12 +234,14 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         ctx.clock.clone(),
         stop_rx.clone(),
     ));
+    let renew = tokio::spawn(renew::run(ctx.clone(), stop_rx.clone()));
     let task = tokio::spawn(main_loop(ctx.clone(), rx, stop_rx, false));
     EngineHandle {
         commands: tx,
         shutdown: stop_tx,
         task,
         warmup,
+        renew,
         ctx,
     }
 }

@@ -5,7 +5,7 @@ use super::retry::{with_retry, RetryNote};
 use super::{teardown, Ctx, WorkerError};
 use crate::domain::{RequestState, ResourceKind, Step};
 use crate::providers::{InstanceStatus, Probe, ProviderError};
-use crate::store::{Claim, Fenced, LastTask, RequestRow, ResourceWrite, StoreError};
+use crate::store::{Claim, Fenced, LastTask, RequestRow, ResourceWrite, StoreError, TaskMark};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -17,16 +17,26 @@ pub const DEFAULT_DOMAIN: &str = "fleet.example.net";
 /// The firewall profile that opens SMTP (25), submission (587) and SSH.
 pub const SMTP_FIREWALL: &str = "smtp";
 
-/// Signals from the heartbeat to the worker.
+/// What the parts of one worker share: the heartbeat's signal, and the sub-tasks finished
+/// since the worker's last write.
 #[derive(Clone)]
 pub(crate) struct Signals {
     /// A teardown the operator asked for while this worker ran.
     pub cancel: watch::Receiver<Option<String>>,
+    /// Done sub-tasks waiting to ride with the next write (see `TaskMark`).
+    marks: Arc<std::sync::Mutex<Vec<TaskMark>>>,
 }
 
 impl Signals {
-    fn cancelled(&self) -> Option<String> {
+    pub(super) fn cancelled(&self) -> Option<String> {
         self.cancel.borrow().clone()
+    }
+
+    /// The worker's fenced identity for its next write, carrying the waiting marks.
+    pub(super) fn fenced(&self, ctx: &Ctx, claim: &Claim) -> Fenced {
+        let mut f = fenced(ctx, claim);
+        f.marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|p| p.into_inner()));
+        f
     }
 }
 
@@ -58,6 +68,7 @@ pub(crate) fn fenced(ctx: &Ctx, claim: &Claim) -> Fenced {
         actor: ctx.owner.clone(),
         now: ctx.clock.now(),
         lease_until: ctx.lease_until(),
+        marks: Vec::new(),
     }
 }
 
@@ -86,7 +97,10 @@ pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
         })
     };
     let _hb = AbortOnDrop(hb);
-    let signals = Signals { cancel: cancel_rx };
+    let signals = Signals {
+        cancel: cancel_rx,
+        marks: Arc::default(),
+    };
     let result = tokio::select! {
         r = drive(&ctx, &claim, &signals) => r,
         _ = lost_rx.wait_for(|lost| *lost) => Err(WorkerError::Store(StoreError::FenceLost(claim.id.clone()))),
@@ -145,7 +159,7 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                     Ok(last) => {
                         state = ctx
                             .store
-                            .complete_step(&fenced(ctx, claim), step, last)
+                            .complete_step(&signals.fenced(ctx, claim), step, last)
                             .await?;
                         if state == RequestState::Completed {
                             return Ok(());
@@ -154,12 +168,14 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                     Err(Stop::Cancelled(what)) => {
                         let reason = format!("{what} requested by an operator during {step}");
                         ctx.store
-                            .start_teardown(&fenced(ctx, claim), reason, false)
+                            .start_teardown(&signals.fenced(ctx, claim), reason, false)
                             .await?;
                         state = RequestState::RollingBack;
                     }
                     Err(Stop::Failed(msg)) => {
-                        ctx.store.fail_step(&fenced(ctx, claim), step, msg).await?;
+                        ctx.store
+                            .fail_step(&signals.fenced(ctx, claim), step, msg)
+                            .await?;
                         state = RequestState::Failed;
                     }
                     Err(Stop::Store(e)) => return Err(e.into()),
@@ -206,7 +222,15 @@ where
     let hook = |note: RetryNote| async move {
         let cancel = ctx
             .store
-            .note_retry(&fenced(ctx, claim), step, task, note.describe())
+            .note_retry(
+                &match signals {
+                    Some(s) => s.fenced(ctx, claim),
+                    None => fenced(ctx, claim),
+                },
+                step,
+                task,
+                note.describe(),
+            )
             .await?;
         match (cancel, signals.is_some()) {
             (Some(c), true) => Err(Stop::Cancelled(c)),
@@ -233,12 +257,12 @@ struct Found {
     instance: std::sync::Mutex<Option<(String, Ipv4Addr)>>,
 }
 
-struct StepRun<'a> {
-    ctx: &'a Arc<Ctx>,
-    claim: &'a Claim,
-    req: &'a RequestRow,
-    step: Step,
-    signals: &'a Signals,
+pub(super) struct StepRun<'a> {
+    pub(super) ctx: &'a Arc<Ctx>,
+    pub(super) claim: &'a Claim,
+    pub(super) req: &'a RequestRow,
+    pub(super) step: Step,
+    pub(super) signals: &'a Signals,
     found: &'a Found,
 }
 
@@ -254,7 +278,7 @@ impl StepRun<'_> {
         }
     }
 
-    fn hostname(&self) -> String {
+    pub(super) fn hostname(&self) -> String {
         format!(
             "{}.{}",
             self.req.label,
@@ -262,7 +286,7 @@ impl StepRun<'_> {
         )
     }
 
-    async fn call<T, Op, Fut>(&self, task: &'static str, op: Op) -> Result<T, Stop>
+    pub(super) async fn call<T, Op, Fut>(&self, task: &'static str, op: Op) -> Result<T, Stop>
     where
         Op: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
@@ -278,13 +302,35 @@ impl StepRun<'_> {
         .await
     }
 
-    async fn done(
+    /// The fenced identity for this worker's next write, with the marks waiting for it.
+    pub(super) fn fenced(&self) -> Fenced {
+        self.signals.fenced(self.ctx, self.claim)
+    }
+
+    /// A sub-task finished with only its detail to record, and the worker writes again
+    /// within moments (local work, or one quick lookup whose retries are noted by a write
+    /// that carries the mark too): the mark rides with that write instead of taking a
+    /// transaction of its own. A step that fails or is cancelled writes it with that.
+    pub(super) fn done_soon(&self, task: &'static str, detail: String) {
+        self.signals
+            .marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TaskMark {
+                step: self.step,
+                task,
+                detail,
+                at: self.ctx.clock.now(),
+            });
+    }
+
+    pub(super) async fn done(
         &self,
         task: &'static str,
         detail: String,
         resource: Option<ResourceWrite>,
     ) -> Result<(), Stop> {
-        let f = fenced(self.ctx, self.claim);
+        let f = self.fenced();
         match self
             .ctx
             .store
@@ -375,7 +421,7 @@ impl StepRun<'_> {
             )),
             ..self.resource(ResourceKind::Instance, None, String::new())
         };
-        let f = fenced(self.ctx, self.claim);
+        let f = self.fenced();
         if let Some(c) = self
             .ctx
             .store
@@ -452,6 +498,9 @@ impl StepRun<'_> {
             Some(self.resource(ResourceKind::Rdns, Some(host.clone()), d)),
         )
         .await?;
+        let keys = self.dkim_key().await?;
+        self.dns_publish(ip, &keys).await?;
+        self.tls_certificate().await?;
         let user_data = cloud_init(&host);
         self.call("mail_stack", || p.bootstrap(&id, &user_data))
             .await?;
@@ -470,12 +519,11 @@ impl StepRun<'_> {
             .await?;
         self.wait_for(&id, "wait_active", |s, _| s == InstanceStatus::Running)
             .await?;
-        self.done(
+        // Written with the step's completion, which follows at once.
+        self.done_soon(
             "wait_active",
             "the provider reports the instance running".into(),
-            None,
-        )
-        .await?;
+        );
         // The node is registered, and recorded as the task's resource, by the write that
         // completes the step.
         Ok(LastTask {
@@ -501,7 +549,10 @@ impl StepRun<'_> {
 
     async fn verify(&self) -> Result<LastTask, Stop> {
         let p = &self.ctx.provider;
-        let (id, _) = self.instance().await?;
+        let (id, ip) = self.instance().await?;
+        let records = self.dns_propagation(ip).await?;
+        self.rdns_confirm(&id, ip, &records).await?;
+        self.tls_check().await?;
         for (task, probe) in [
             ("smtp_probe", Probe::Smtp),
             ("submission_probe", Probe::Submission),

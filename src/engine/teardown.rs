@@ -10,18 +10,20 @@ use crate::providers::{ErrorKind, InstanceStatus};
 use crate::store::{Claim, ResourceRow};
 use std::sync::Arc;
 
-/// The order compensations run in: the node leaves the fleet, its PTR is reset, the
-/// instance is deleted (its firewall and IP go with it), then capacity and quota return.
+/// The order compensations run in: the node leaves the fleet, its certificate is retired and
+/// its DNS records removed, its PTR is reset, the instance is deleted (its firewall and IP go with it), then capacity and quota return.
 fn rank(kind: &str) -> u8 {
     match ResourceKind::parse(kind) {
         Some(ResourceKind::Node) => 0,
-        Some(ResourceKind::Rdns) => 1,
-        Some(ResourceKind::Instance) => 2,
-        Some(ResourceKind::Firewall) => 3,
-        Some(ResourceKind::Ip) => 4,
-        Some(ResourceKind::Capacity) => 5,
-        Some(ResourceKind::Quota) => 6,
-        None => 7,
+        Some(ResourceKind::Certificate) => 1,
+        Some(ResourceKind::Dns) => 2,
+        Some(ResourceKind::Rdns) => 3,
+        Some(ResourceKind::Instance) => 4,
+        Some(ResourceKind::Firewall) => 5,
+        Some(ResourceKind::Ip) => 6,
+        Some(ResourceKind::Capacity) => 7,
+        Some(ResourceKind::Quota) => 8,
+        None => 9,
     }
 }
 
@@ -122,6 +124,8 @@ async fn compensate(
                 )))
             }
         }
+        ResourceKind::Dns => super::mail::remove_records(ctx, claim).await,
+        ResourceKind::Certificate => super::mail::retire_certificate(ctx, claim).await,
         ResourceKind::Firewall => Ok("detached with the instance".into()),
         ResourceKind::Ip => Ok(format!(
             "{} returned with the instance",

@@ -63,6 +63,8 @@ pub struct ConsoleNode {
     pub created_at: String,
     pub last_heartbeat: Option<String>,
     pub warmup: Option<NodeWarmup>,
+    /// When its certificate expires (unix seconds), if it has one.
+    pub cert_expires: Option<i64>,
 }
 
 /// Where a node is on its warm-up plan.
@@ -268,7 +270,8 @@ impl Store {
                     "SELECT COUNT(*) FROM nodes",
                     "SELECT n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address, n.region,
                             n.plan, n.status, n.status_reason, n.reputation_score, n.current_load, n.created_at,
-                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status, w.reason
+                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status, w.reason,
+                            CAST(unixepoch(n.cert_not_after) AS INTEGER)
                      FROM nodes n LEFT JOIN node_warmup w ON w.node_id = n.id
                      ORDER BY n.created_at, n.id",
                     [],
@@ -317,6 +320,7 @@ impl Store {
                             created_at: r.get(13)?,
                             last_heartbeat: r.get(14)?,
                             warmup,
+                            cert_expires: r.get(21)?,
                         })
                     },
                 )?;

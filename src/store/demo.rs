@@ -184,8 +184,8 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
         let mut st = conn.prepare_cached(
             "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
                 plan, status, status_reason, resume_status, reputation_score, current_load, created_at,
-                updated_at, last_heartbeat)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                updated_at, last_heartbeat, cert_not_after)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?;
         for n in &b.nodes {
             st.execute(params![
@@ -206,7 +206,8 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
                 n.current_load,
                 n.created_at,
                 n.updated_at,
-                n.last_heartbeat
+                n.last_heartbeat,
+                n.cert_not_after
             ])?;
         }
     }
@@ -280,6 +281,52 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
                 s.created_at,
                 s.updated_at,
                 s.deleted_at
+            ])?;
+        }
+    }
+    if !b.dns_records.is_empty() {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO dns_records (request_id, position, zone, purpose, name, rtype, ttl, content, want, provider,
+                owned, status, seen, published_at, verified_at, removed_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sim', ?, ?, ?, ?, ?, ?)",
+        )?;
+        for r in &b.dns_records {
+            st.execute(params![
+                r.request_id,
+                r.position,
+                r.zone,
+                r.purpose,
+                r.name,
+                r.rtype,
+                r.ttl,
+                r.content,
+                r.want,
+                r.owned,
+                r.status,
+                r.seen,
+                r.published_at,
+                r.verified_at,
+                r.removed_at
+            ])?;
+        }
+    }
+    for c in &b.certs {
+        super::certs::insert_demo(conn, c)?;
+    }
+    if !b.sim_dns.is_empty() {
+        // A domain's shared records come once per node of it: kept once.
+        let mut st = conn.prepare_cached(
+            "INSERT INTO sim_dns_records (zone, name, rtype, ttl, content, created_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for r in &b.sim_dns {
+            st.execute(params![
+                r.zone,
+                r.name,
+                r.rtype,
+                r.ttl,
+                r.content,
+                r.created_at
             ])?;
         }
     }

@@ -27,23 +27,25 @@ impl Store {
         &self,
         domain: &str,
         selector: &str,
+        algorithm: &str,
         public_key: &str,
         sealed: Option<Vec<u8>>,
         key_file: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (domain, selector, public_key) = (
+        let (domain, selector, algorithm, public_key) = (
             domain.to_string(),
             selector.to_string(),
+            algorithm.to_string(),
             public_key.to_string(),
         );
         self.write(move |conn| {
             let n = conn
                 .prepare_cached(
                     "INSERT INTO dkim_keys (domain, selector, algorithm, public_key, sealed, key_file, created_at)
-                     VALUES (?, ?, 'rsa-2048', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 )?
-                .execute(params![domain, selector, public_key, sealed, key_file, ts(now)])?;
+                .execute(params![domain, selector, algorithm, public_key, sealed, key_file, ts(now)])?;
             if n == 0 {
                 return Err(StoreError::Rejected(format!(
                     "selector: {domain} already has a key with selector {selector}"
@@ -60,7 +62,7 @@ impl Store {
                 c,
                 "SELECT domain, selector, algorithm, public_key, CASE WHEN sealed IS NULL THEN 'file' ELSE 'sealed' END,
                         key_file, created_at, retired_at
-                 FROM dkim_keys ORDER BY domain, created_at",
+                 FROM dkim_keys ORDER BY domain, created_at, rowid",
                 [],
                 |r| {
                     Ok(DkimKeyRow {
@@ -75,6 +77,26 @@ impl Store {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    /// Retires a key: it no longer signs, and its record may go. Returns false when it was
+    /// not found or already retired.
+    pub async fn retire_dkim_key(
+        &self,
+        domain: &str,
+        selector: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (domain, selector) = (domain.to_string(), selector.to_string());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE dkim_keys SET retired_at = ? WHERE domain = ? AND selector = ? AND retired_at IS NULL",
+                )?
+                .execute(params![ts(now), domain, selector])?;
+            Ok(n == 1)
         })
         .await
     }

@@ -454,6 +454,8 @@ impl Store {
                     .prepare_cached("SELECT * FROM nodes WHERE request_id = ?")?
                     .query_row([&id], super::NodeRow::from_row)
                     .optional()?,
+                records: super::dns::for_request(c, &id)?,
+                certificates: super::certs::for_request(c, &id)?,
             })
         })
         .await

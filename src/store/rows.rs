@@ -155,6 +155,8 @@ pub struct NodeRow {
     pub created_at: String,
     pub updated_at: String,
     pub last_heartbeat: Option<String>,
+    /// When its certificate expires (RFC 3339), if it has one.
+    pub cert_not_after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -191,6 +193,10 @@ pub struct RequestDetail {
     pub resources: Vec<ResourceRow>,
     pub events: Vec<EventRow>,
     pub node: Option<NodeRow>,
+    /// The DNS records the configure step planned and published, as they stand.
+    pub records: Vec<super::DnsRecordRow>,
+    /// Its certificates, newest first (never their keys).
+    pub certificates: Vec<super::CertRow>,
 }
 
 /// Use of a tenant's quota or a cluster's capacity, summed over live reservations.
@@ -296,7 +302,8 @@ from_row!(NodeRow {
     current_load,
     created_at,
     updated_at,
-    last_heartbeat
+    last_heartbeat,
+    cert_not_after
 });
 from_row!(EventRow {
     seq,

@@ -19,6 +19,19 @@ pub struct Fenced {
     pub actor: String,
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
+    /// Sub-tasks the worker finished since its last write, written first by this one.
+    pub marks: Vec<TaskMark>,
+}
+
+/// A sub-task that finished with nothing to record but its detail, where the worker's next
+/// write follows at once: it rides with that write instead of taking a transaction of its
+/// own. It is shown done from that write on.
+#[derive(Debug, Clone)]
+pub struct TaskMark {
+    pub step: Step,
+    pub task: &'static str,
+    pub detail: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A resource as the worker records it.
@@ -43,14 +56,19 @@ pub struct LastTask {
 }
 
 /// Checks the fence (inside the write's transaction, so the check and the write are one);
-/// returns a pending teardown request, if any. Progress is recorded by the sub-task rows
-/// and state changes themselves; the lease is extended by the heartbeat.
-fn touch(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
+/// returns a pending teardown request, if any. The sub-tasks the write carries (`marks`)
+/// are recorded done here, ahead of the write's own changes. Progress is recorded by the
+/// sub-task rows and state changes themselves; the lease is extended by the heartbeat.
+pub(super) fn touch(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
     let row: Option<Option<String>> = conn
         .prepare_cached("SELECT cancel_requested FROM requests WHERE id = ?1 AND fence = ?2")?
         .query_row(params![f.id, f.fence], |r| r.get(0))
         .optional()?;
-    row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
+    let cancel = row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))?;
+    for m in &f.marks {
+        set_task_at(conn, &f.id, m.step, m.task, "done", Some(&m.detail), m.at)?;
+    }
+    Ok(cancel)
 }
 
 /// Extends the lease: the heartbeat.
@@ -66,7 +84,7 @@ fn extend_lease(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
     row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
 }
 
-fn set_task(
+pub(super) fn set_task(
     conn: &Conn,
     f: &Fenced,
     step: Step,
@@ -74,17 +92,33 @@ fn set_task(
     status: &str,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
+    set_task_at(conn, &f.id, step, task, status, detail, f.now)
+}
+
+fn set_task_at(
+    conn: &Conn,
+    request_id: &str,
+    step: Step,
+    task: &str,
+    status: &str,
+    detail: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let pos = step.tasks().iter().position(|t| *t == task).unwrap_or(0) as i64 + 1;
     conn.prepare_cached(
         "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (request_id, step, name) DO UPDATE SET status = excluded.status, detail = excluded.detail,
              updated_at = excluded.updated_at",
     )?
-    .execute(params![f.id, step.as_str(), task, pos, status, detail, ts(f.now)])?;
+    .execute(params![request_id, step.as_str(), task, pos, status, detail, ts(at)])?;
     Ok(())
 }
 
-fn upsert_resource(conn: &Conn, f: &Fenced, r: &ResourceWrite) -> Result<(), StoreError> {
+pub(super) fn upsert_resource(
+    conn: &Conn,
+    f: &Fenced,
+    r: &ResourceWrite,
+) -> Result<(), StoreError> {
     let Some(kind) = r.kind else {
         return Ok(());
     };

@@ -415,6 +415,8 @@ impl App {
         )
     }
 
+    /// `U`: asks whether to put the marked paused nodes, or the selected row's, back in
+    /// rotation.
     pub(super) fn ask_resume(&mut self) -> Vec<Effect> {
         let targets = self.node_targets("resume");
         let Some(first) = targets.first() else {

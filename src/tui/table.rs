@@ -102,6 +102,8 @@ const FLEET_COLUMNS: &[Column] = &[
     col("WARM-UP", 14, 6),
     col("LOAD", 5, 5),
     col("HEARTBEAT", 9, 2),
+    // Days until its certificate expires.
+    col("CERT", 5, 6),
     // Why a node is paused (or unhealthy, or what last changed it); on narrow screens the
     // detail pane says it.
     col("REASON", 24, 7),
@@ -373,6 +375,7 @@ pub fn sort(app: &App, v: View, t: &mut TableState) {
                     (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
                     (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
                     (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
+                    (View::Fleet, 9) => x.cert_expires.cmp(&y.cert_expires),
                     (View::Fleet, 6) | (View::Warmup, 1) => warm_key(x).cmp(&warm_key(y)),
                     (View::Warmup, 2) => x
                         .warmup
@@ -518,6 +521,21 @@ pub fn step_cells(app: &App, r: &crate::store::ConsoleRequest) -> String {
         .collect()
 }
 
+/// Days until a certificate expires: "63d", "exp" once it has, "-" without one.
+pub fn cert_days(app: &App, expires: Option<i64>) -> String {
+    match expires {
+        None => "-".into(),
+        Some(t) => {
+            let left = (t - app.now.timestamp()).div_euclid(86_400);
+            if left < 0 {
+                "exp".into()
+            } else {
+                format!("{left}d")
+            }
+        }
+    }
+}
+
 /// The text of one cell, sanitized: nothing from outside reaches the terminal raw.
 pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
     let s = &app.snap;
@@ -540,7 +558,8 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     .as_deref()
                     .map(|t| ago(app, t))
                     .unwrap_or_else(|| "-".into()),
-                (View::Fleet, 9) => n.status_reason.clone().unwrap_or_default(),
+                (View::Fleet, 9) => cert_days(app, n.cert_expires),
+                (View::Fleet, 10) => n.status_reason.clone().unwrap_or_default(),
                 (View::Warmup, 1) => n
                     .warmup
                     .as_ref()

@@ -25,6 +25,9 @@ shutdown_grace = "2s"
 [providers.sim]
 delay_ms = [0, 3]
 boot_ms = [5, 40]
+[dns]
+propagation_interval = "20ms"
+propagation_timeout = "5s"
 "#;
 
 pub fn config(overrides: &str) -> Config {
@@ -140,4 +143,37 @@ pub fn all_terminal_or_completed(rows: &[RequestRow]) -> bool {
             "completed" | "rolled_back" | "rejected" | "deprovisioned"
         )
     })
+}
+
+/// Creates an acme order in dallas for `label` in `domain`; returns its id.
+pub async fn create_in(ctx: &Arc<Ctx>, label: &str, domain: &str) -> String {
+    let cmd = Command::Create(CreateRequest {
+        tenant: "acme".into(),
+        region: "dallas".into(),
+        plan: "ssd-1".into(),
+        label: label.into(),
+        domain: Some(domain.into()),
+        depends_on: vec![],
+    });
+    match engine::commands::execute(ctx, "tester", cmd)
+        .await
+        .expect("create")
+    {
+        Outcome::Created(r) => r.id,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Asks, as "tester", for a request to be deprovisioned (the engine does it).
+pub async fn ask_deprovision(ctx: &Arc<Ctx>, id: &str) {
+    engine::commands::execute(
+        ctx,
+        "tester",
+        Command::Deprovision {
+            id: id.to_string(),
+            reason: Some("test".into()),
+        },
+    )
+    .await
+    .expect("deprovision");
 }

@@ -147,6 +147,52 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 .unwrap_or_default()
         )));
     }
+    if !d.records.is_empty() {
+        lines.push(Line::from(Span::styled("dns records", th.header())));
+        for rec in &d.records {
+            // planned → published → verified (removed once rolled back).
+            let look = match rec.status.as_str() {
+                "verified" => "completed",
+                "published" => "running",
+                "removed" => "decommissioned",
+                _ => "queued",
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {:<9}", rec.status), th.status(look)),
+                Span::raw(format!(
+                    "{:<5} {} {}{}",
+                    rec.rtype,
+                    c(&rec.name),
+                    c(&rec.want),
+                    if rec.owned { "" } else { "  (already there)" }
+                )),
+            ]));
+        }
+    }
+    for cert in &d.certificates {
+        let left = parse_ts(&cert.not_after)
+            .map(|t| (t - app.now).num_days())
+            .unwrap_or(0);
+        let look = match cert.status.as_str() {
+            "active" if left < 7 => "failed",
+            "active" if left < 30 => "pending_approval",
+            "active" => "completed",
+            _ => "decommissioned",
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("certificate {:<10}", cert.status), th.status(look)),
+            Span::raw(format!(
+                "{} · expires {} ({left} days) · {}{}",
+                c(&cert.names.join(", ")),
+                local(&cert.not_after),
+                c(&cert.issuer),
+                cert.renew_error
+                    .as_deref()
+                    .map(|e| format!(" · renewal failed: {}", c(e)))
+                    .unwrap_or_default()
+            )),
+        ]));
+    }
     lines.push(Line::from(Span::styled("resources", th.header())));
     for res in &d.resources {
         lines.push(Line::from(vec![

@@ -1,0 +1,323 @@
+//! `[dns]` and `[tls]`: where a node's records are published and verified, and where its
+//! certificate comes from. Secrets (the PowerDNS API key, the Cloudflare token) are named by
+//! the environment variable that holds them, never written here.
+
+use super::{duration_serde, ConfigError};
+use crate::domain::records::DmarcPolicy;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Which DNS provider publishes records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProviderKind {
+    /// The simulated DNS that goes with the simulated cloud (records kept in the database).
+    #[default]
+    Sim,
+    Powerdns,
+    Cloudflare,
+    /// Records are someone else's business: the DNS sub-tasks are skipped, and say so.
+    None,
+}
+
+impl DnsProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sim => "sim",
+            Self::Powerdns => "powerdns",
+            Self::Cloudflare => "cloudflare",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    pub provider: DnsProviderKind,
+    /// Zones we may publish in. A node's zone is the longest of these that its hostname
+    /// ends in; with none listed, it is the request's domain.
+    pub zones: Vec<String>,
+    /// The authoritative servers to verify against, "IP" or "IP:PORT". Empty: the zone's
+    /// NS records, looked up through the system resolver.
+    pub nameservers: Vec<String>,
+    pub ttl: u32,
+    /// How long the verify step waits for every record to answer as planned.
+    #[serde(with = "duration_serde")]
+    pub propagation_timeout: Duration,
+    /// The pause between two rounds of checks.
+    #[serde(with = "duration_serde")]
+    pub propagation_interval: Duration,
+    pub dmarc: DmarcPolicy,
+    /// Where aggregate DMARC reports go; empty: dmarc-reports@DOMAIN.
+    pub dmarc_rua: String,
+    /// More SPF mechanisms beside the node's ip4: ("include:_spf.example.net", ...).
+    pub spf_extra: Vec<String>,
+    /// Publish an MTA-STS record (`_mta-sts`) with this policy id; empty: none.
+    pub mta_sts_id: String,
+    /// Publish a TLS-RPT record reporting to this address; empty: none.
+    pub tls_rpt_rua: String,
+    /// Publish an Ed25519 DKIM key beside the RSA one (RFC 8463).
+    pub ed25519: bool,
+    pub powerdns: PowerDnsConfig,
+    pub cloudflare: CloudflareConfig,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            provider: DnsProviderKind::Sim,
+            zones: Vec::new(),
+            nameservers: Vec::new(),
+            ttl: 300,
+            propagation_timeout: Duration::from_secs(300),
+            propagation_interval: Duration::from_secs(2),
+            dmarc: DmarcPolicy::None,
+            dmarc_rua: String::new(),
+            spf_extra: Vec::new(),
+            mta_sts_id: String::new(),
+            tls_rpt_rua: String::new(),
+            ed25519: false,
+            powerdns: PowerDnsConfig::default(),
+            cloudflare: CloudflareConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerDnsConfig {
+    /// The API's root, e.g. "http://127.0.0.1:8081".
+    pub api_url: String,
+    pub server: String,
+    /// The environment variable holding the API key.
+    pub api_key_env: String,
+}
+
+impl Default for PowerDnsConfig {
+    fn default() -> Self {
+        PowerDnsConfig {
+            api_url: "http://127.0.0.1:8081".into(),
+            server: "localhost".into(),
+            api_key_env: "MAILFLEET_PDNS_API_KEY".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudflareConfig {
+    pub api_url: String,
+    /// The environment variable holding the API token.
+    pub token_env: String,
+}
+
+impl Default for CloudflareConfig {
+    fn default() -> Self {
+        CloudflareConfig {
+            api_url: "https://api.cloudflare.com/client/v4".into(),
+            token_env: "MAILFLEET_CLOUDFLARE_TOKEN".into(),
+        }
+    }
+}
+
+/// How a certificate's names are proved to the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ChallengeKind {
+    #[default]
+    #[serde(rename = "dns-01")]
+    Dns01,
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// "sim" (a simulated CA, for the simulated cloud), "none" (no certificates), or an
+    /// ACME directory URL.
+    pub acme: String,
+    pub challenge: ChallengeKind,
+    /// Where the http-01 responder listens ("IP:PORT"), for `challenge = "http-01"`.
+    pub http_listen: String,
+    /// Contact addresses for the ACME account ("mailto:ops@example.com").
+    pub contact: Vec<String>,
+    /// PEM files of roots to trust for the ACME directory's own HTTPS (a private CA).
+    pub ca_roots: Vec<String>,
+    /// Renew this many days before a certificate expires.
+    pub renew_before_days: u32,
+    /// How often the renewal task looks for certificates to renew.
+    #[serde(with = "duration_serde")]
+    pub renew_check: Duration,
+    /// How long one order may take, challenges included.
+    #[serde(with = "duration_serde")]
+    pub order_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            acme: "sim".into(),
+            challenge: ChallengeKind::Dns01,
+            http_listen: String::new(),
+            contact: Vec::new(),
+            ca_roots: Vec::new(),
+            renew_before_days: 30,
+            renew_check: Duration::from_secs(3600),
+            order_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The ACME directory, when certificates come from a real CA.
+    pub fn directory(&self) -> Option<&str> {
+        match self.acme.as_str() {
+            "sim" | "none" => None,
+            d => Some(d),
+        }
+    }
+}
+
+fn env_name(key: &str, v: &str) -> Result<(), ConfigError> {
+    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{v:?} is not an environment variable name"),
+        ));
+    }
+    Ok(())
+}
+
+fn http_url(key: &str, v: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{v:?} is not an http(s) URL"),
+        )),
+    }
+}
+
+/// "IP" or "IP:PORT" (port 53 by default).
+pub fn parse_nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an address (\"IP\" or \"IP:PORT\")"))
+}
+
+impl DnsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for (i, z) in self.zones.iter().enumerate() {
+            crate::domain::validate::validate_domain("zone", z)
+                .map_err(|e| ConfigError::invalid(format!("dns.zones[{i}]"), e.to_string()))?;
+        }
+        for (i, n) in self.nameservers.iter().enumerate() {
+            parse_nameserver(n)
+                .map_err(|e| ConfigError::invalid(format!("dns.nameservers[{i}]"), e))?;
+        }
+        if !(60..=86_400).contains(&self.ttl) {
+            return Err(ConfigError::invalid(
+                "dns.ttl",
+                format!("{} is outside 60..=86400 seconds", self.ttl),
+            ));
+        }
+        if self.propagation_timeout.is_zero() || self.propagation_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "dns.propagation_timeout",
+                "propagation_timeout and propagation_interval must be greater than zero",
+            ));
+        }
+        if !self.dmarc_rua.is_empty()
+            && (!self.dmarc_rua.contains('@')
+                || self
+                    .dmarc_rua
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == ';'))
+        {
+            return Err(ConfigError::invalid(
+                "dns.dmarc_rua",
+                format!("{:?} is not a mail address", self.dmarc_rua),
+            ));
+        }
+        match self.provider {
+            DnsProviderKind::Powerdns => {
+                http_url("dns.powerdns.api_url", &self.powerdns.api_url)?;
+                env_name("dns.powerdns.api_key_env", &self.powerdns.api_key_env)?;
+                if self.powerdns.server.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        "dns.powerdns.server",
+                        "must not be empty",
+                    ));
+                }
+            }
+            DnsProviderKind::Cloudflare => {
+                http_url("dns.cloudflare.api_url", &self.cloudflare.api_url)?;
+                env_name("dns.cloudflare.token_env", &self.cloudflare.token_env)?;
+            }
+            DnsProviderKind::Sim | DnsProviderKind::None => {}
+        }
+        Ok(())
+    }
+}
+
+impl TlsConfig {
+    pub(super) fn validate(&self, dns: &DnsConfig) -> Result<(), ConfigError> {
+        if let Some(d) = self.directory() {
+            http_url("tls.acme", d).map_err(|_| {
+                ConfigError::invalid(
+                    "tls.acme",
+                    format!("{d:?} is neither \"sim\", \"none\" nor an ACME directory URL"),
+                )
+            })?;
+            if self.challenge == ChallengeKind::Dns01
+                && matches!(dns.provider, DnsProviderKind::None | DnsProviderKind::Sim)
+            {
+                return Err(ConfigError::invalid(
+                    "tls.challenge",
+                    format!(
+                        "dns-01 needs a DNS provider a CA can query, and [dns] provider is {:?}",
+                        dns.provider.as_str()
+                    ),
+                ));
+            }
+            if self.challenge == ChallengeKind::Http01 {
+                self.http_listen
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|_| {
+                        ConfigError::invalid(
+                            "tls.http_listen",
+                            format!(
+                                "{:?} is not \"IP:PORT\" (needed for http-01)",
+                                self.http_listen
+                            ),
+                        )
+                    })?;
+            }
+        }
+        for (i, c) in self.contact.iter().enumerate() {
+            if !c.starts_with("mailto:") || !c.contains('@') {
+                return Err(ConfigError::invalid(
+                    format!("tls.contact[{i}]"),
+                    format!("{c:?} is not \"mailto:ADDRESS\""),
+                ));
+            }
+        }
+        if self.renew_before_days == 0 || self.renew_before_days > 60 {
+            return Err(ConfigError::invalid(
+                "tls.renew_before_days",
+                format!("{} is outside 1..=60", self.renew_before_days),
+            ));
+        }
+        if self.renew_check.is_zero() || self.order_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "tls.renew_check",
+                "renew_check and order_timeout must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The renewal task: every `[tls] renew_check`, each live node's certificate that expires
+//! within `[tls] renew_before_days` is ordered again from the same CA, through the same DNS
+//! provider; the new one supersedes it. A failure is recorded on the certificate (shown by
+//! `mailfleet tls status` and the console) and tried again at the next check.
+
+use super::ca::{keep_cert_off_thread, Ca};
+use super::mail::zone_for;
+use super::Ctx;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What one pass did: (hostname, Ok(new expiry) or Err(why)).
+pub type Renewals = Vec<(String, Result<String, String>)>;
+
+/// Renews what is due now.
+pub async fn pass(ctx: &Ctx) -> Renewals {
+    let mut out = Vec::new();
+    if matches!(ctx.mail.ca, Ca::None) {
+        return out;
+    }
+    let now = ctx.clock.now();
+    let before = now + chrono::Duration::days(i64::from(ctx.cfg.tls.renew_before_days));
+    let due = match ctx.store.certificates(Some(before)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "renewal: cannot list certificates");
+            return out;
+        }
+    };
+    for c in due {
+        let result = renew_one(ctx, &c).await;
+        match &result {
+            Ok(until) => tracing::info!(host = %c.hostname, until = %until, "certificate renewed"),
+            Err(e) => {
+                tracing::warn!(host = %c.hostname, error = %e, "certificate renewal failed");
+                if let Err(se) = ctx.store.cert_renew_failed(&c.id, e.clone()).await {
+                    tracing::warn!(error = %se, "renewal: cannot record the failure");
+                }
+            }
+        }
+        out.push((c.hostname.clone(), result));
+    }
+    out
+}
+
+async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, String> {
+    let domain = match &c.request_id {
+        Some(id) => ctx
+            .store
+            .get_request(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|r| r.domain)
+            .unwrap_or_else(|| super::pipeline::DEFAULT_DOMAIN.to_string()),
+        None => super::pipeline::DEFAULT_DOMAIN.to_string(),
+    };
+    let zone = zone_for(&ctx.cfg, &c.hostname, &domain)?;
+    let dns = ctx.mail.dns()?.cloned();
+    let issued = ctx
+        .mail
+        .ca
+        .obtain(dns.as_deref(), &zone, &c.names)
+        .await
+        .map_err(|e| e.to_string())?;
+    let cert = keep_cert_off_thread(&ctx.store, &ctx.cfg, &c.hostname, issued).await?;
+    let until = cert.not_after.to_rfc3339();
+    ctx.store
+        .cert_renewed(&c.id, cert, ctx.clock.now())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(until)
+}
+
+/// Runs passes until shutdown.
+pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    if matches!(ctx.mail.ca, Ca::None) {
+        return;
+    }
+    loop {
+        pass(&ctx).await;
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.cfg.tls.renew_check) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

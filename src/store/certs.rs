@@ -1,0 +1,343 @@
+//! Certificates: each node's chain with its expiry, the private key sealed (or in a 0600
+//! file); renewals supersede the old one; a rollback retires it. ACME account credentials,
+//! one per directory, kept the same way.
+
+use super::steps::{set_task, touch, upsert_resource};
+use super::{rows, Store, StoreError};
+use crate::clock::ts;
+use crate::domain::{ResourceKind, Step};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// A certificate to record. The key is sealed or in a file: never both, never in the clear.
+#[derive(Debug, Clone)]
+pub struct NewCert {
+    pub id: String,
+    pub hostname: String,
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub chain_pem: String,
+    pub key_sealed: Option<Vec<u8>>,
+    pub key_file: Option<String>,
+}
+
+/// A certificate row as the demo writes it.
+#[derive(Debug, Clone)]
+pub struct NewCertIns {
+    pub id: String,
+    pub request_id: String,
+    pub hostname: String,
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub chain_pem: String,
+    pub key_sealed: Option<Vec<u8>>,
+    pub key_file: Option<String>,
+    pub status: &'static str,
+    pub created_at: String,
+}
+
+pub(super) fn insert_demo(conn: &super::Conn, c: &NewCertIns) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&c.names).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "INSERT INTO certificates (id, request_id, hostname, names, issuer, serial, not_before, not_after, chain_pem,
+                                   key_sealed, key_file, status, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        c.id,
+        c.request_id,
+        c.hostname,
+        names,
+        c.issuer,
+        c.serial,
+        c.not_before,
+        c.not_after,
+        c.chain_pem,
+        c.key_sealed,
+        c.key_file,
+        c.status,
+        c.created_at
+    ])?;
+    Ok(())
+}
+
+/// A certificate as listed: never its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertRow {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub hostname: String,
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// active | superseded | retired
+    pub status: String,
+    /// "sealed" or "file".
+    pub key_stored: String,
+    pub created_at: String,
+    pub renewed_at: Option<String>,
+    pub renew_error: Option<String>,
+    /// The node it belongs to, if one is registered.
+    pub node_id: Option<String>,
+    pub node_status: Option<String>,
+}
+
+const SELECT: &str = "SELECT c.id, c.request_id, c.hostname, c.names, c.issuer, c.serial, c.not_before, c.not_after,
+        c.status, CASE WHEN c.key_sealed IS NULL THEN 'file' ELSE 'sealed' END, c.created_at, c.renewed_at,
+        c.renew_error, n.id, n.status
+     FROM certificates c LEFT JOIN nodes n ON n.request_id = c.request_id";
+
+fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
+    let names: String = r.get(3)?;
+    Ok(CertRow {
+        id: r.get(0)?,
+        request_id: r.get(1)?,
+        hostname: r.get(2)?,
+        names: serde_json::from_str(&names).unwrap_or_default(),
+        issuer: r.get(4)?,
+        serial: r.get(5)?,
+        not_before: r.get(6)?,
+        not_after: r.get(7)?,
+        status: r.get(8)?,
+        key_stored: r.get(9)?,
+        created_at: r.get(10)?,
+        renewed_at: r.get(11)?,
+        renew_error: r.get(12)?,
+        node_id: r.get(13)?,
+        node_status: r.get(14)?,
+    })
+}
+
+fn insert(
+    conn: &super::Conn,
+    c: &NewCert,
+    request_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&c.names).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(
+        "INSERT INTO certificates (id, request_id, hostname, names, issuer, serial, not_before, not_after, chain_pem,
+                                   key_sealed, key_file, status, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+    )?
+    .execute(params![
+        c.id,
+        request_id,
+        c.hostname,
+        names,
+        c.issuer,
+        c.serial,
+        ts(c.not_before),
+        ts(c.not_after),
+        c.chain_pem,
+        c.key_sealed,
+        c.key_file,
+        ts(now)
+    ])?;
+    conn.prepare_cached("UPDATE nodes SET cert_not_after = ? WHERE request_id = ?")?
+        .execute(params![ts(c.not_after), request_id])?;
+    Ok(())
+}
+
+pub(super) fn for_request(c: &super::Conn, id: &str) -> Result<Vec<CertRow>, StoreError> {
+    rows(
+        c,
+        &format!("{SELECT} WHERE c.request_id = ? ORDER BY c.created_at DESC, c.rowid DESC"),
+        params![id],
+        cert_row,
+    )
+}
+
+impl Store {
+    /// The configure step obtained a certificate: recorded with the request's
+    /// `certificate` resource and the sub-task done, in one write. An earlier active
+    /// certificate of the request (a retried step) is superseded.
+    pub async fn cert_issued(
+        &self,
+        f: &super::Fenced,
+        step: Step,
+        task: &'static str,
+        cert: NewCert,
+        provider: &str,
+        detail: String,
+    ) -> Result<Option<String>, StoreError> {
+        let (f, provider) = (f.clone(), provider.to_string());
+        self.write(move |conn| {
+            let cancel = touch(conn, &f)?;
+            conn.prepare_cached(
+                "UPDATE certificates SET status = 'superseded' WHERE request_id = ? AND status = 'active'",
+            )?
+            .execute(params![f.id])?;
+            insert(conn, &cert, Some(&f.id), f.now)?;
+            upsert_resource(
+                conn,
+                &f,
+                &super::ResourceWrite {
+                    kind: Some(ResourceKind::Certificate),
+                    allocated: true,
+                    provider: Some(provider),
+                    provider_ref: Some(cert.id.clone()),
+                    detail: Some(detail.clone()),
+                },
+            )?;
+            set_task(conn, &f, step, task, "done", Some(&detail))?;
+            Ok(cancel)
+        })
+        .await
+    }
+
+    /// A renewal replaced `old_id` with `cert`.
+    pub async fn cert_renewed(
+        &self,
+        old_id: &str,
+        cert: NewCert,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let old = old_id.to_string();
+        self.write(move |conn| {
+            let request_id: Option<Option<String>> = conn
+                .prepare_cached(
+                    "UPDATE certificates SET status = 'superseded', renewed_at = ?, renew_error = NULL
+                     WHERE id = ? AND status = 'active' RETURNING request_id",
+                )?
+                .query_row(params![ts(now), old], |r| r.get(0))
+                .optional()?;
+            let Some(request_id) = request_id else {
+                return Err(StoreError::Rejected(format!(
+                    "certificate {old} is no longer active; the renewal is not recorded"
+                )));
+            };
+            insert(conn, &cert, request_id.as_deref(), now)?;
+            conn.prepare_cached(
+                "UPDATE resources SET provider_ref = ? WHERE request_id = ? AND kind = 'certificate' AND status <> 'released'",
+            )?
+            .execute(params![cert.id, request_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A renewal failed; it is tried again at the next check.
+    pub async fn cert_renew_failed(&self, id: &str, error: String) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE certificates SET renew_error = ? WHERE id = ?")?
+                .execute(params![error, id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A rollback: the request's certificates are retired and its node shows none.
+    pub async fn cert_retired(&self, f: &super::Fenced) -> Result<usize, StoreError> {
+        let f = f.clone();
+        self.write(move |conn| {
+            touch(conn, &f)?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE certificates SET status = 'retired' WHERE request_id = ? AND status = 'active'",
+                )?
+                .execute(params![f.id])?;
+            conn.prepare_cached("UPDATE nodes SET cert_not_after = NULL WHERE request_id = ?")?
+                .execute(params![f.id])?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Active certificates, soonest expiry first; `due_before` keeps only those whose node
+    /// is live and that expire before it (what the renewal task works on).
+    pub async fn certificates(
+        &self,
+        due_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<CertRow>, StoreError> {
+        self.read(move |c| match due_before {
+            Some(t) => rows(
+                c,
+                &format!(
+                    "{SELECT} WHERE c.status = 'active' AND c.not_after <= ?
+                       AND n.id IS NOT NULL AND n.status <> 'decommissioned'
+                     ORDER BY c.not_after"
+                ),
+                params![ts(t)],
+                cert_row,
+            ),
+            None => rows(
+                c,
+                &format!("{SELECT} WHERE c.status = 'active' ORDER BY c.not_after"),
+                [],
+                cert_row,
+            ),
+        })
+        .await
+    }
+
+    /// A request's certificates, newest first (for `request show`).
+    pub async fn request_certificates(&self, request_id: &str) -> Result<Vec<CertRow>, StoreError> {
+        let id = request_id.to_string();
+        self.read(move |c| for_request(c, &id)).await
+    }
+
+    /// The chain and the kept key of a certificate (for the renewal and the verify step).
+    pub async fn cert_material(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<Vec<u8>>, Option<String>)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT chain_pem, key_sealed, key_file FROM certificates WHERE id = ?",
+            )?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    /// The kept ACME account credentials for a directory.
+    pub async fn acme_account(
+        &self,
+        directory: &str,
+    ) -> Result<Option<(Option<Vec<u8>>, Option<String>)>, StoreError> {
+        let d = directory.to_string();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT sealed, key_file FROM acme_accounts WHERE directory = ?")?
+                    .query_row(params![d], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    /// Keeps new account credentials; the first kept for a directory wins (returns false
+    /// when one was there already).
+    pub async fn save_acme_account(
+        &self,
+        directory: &str,
+        sealed: Option<Vec<u8>>,
+        key_file: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let d = directory.to_string();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO acme_accounts (directory, sealed, key_file, created_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![d, sealed, key_file, ts(now)])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}

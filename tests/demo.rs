@@ -555,6 +555,9 @@ async fn demo_refuses_to_overwrite_a_real_database() {
     let ctx = sim_ctx(&store, &cfg, system_clock());
     create(&ctx, "acme", "dallas", "ssd-1", "node-real-001").await;
     assert!(!store.is_demo().await.expect("is_demo"));
+    // The store's checkpointer copies the WAL into the file after a commit; wait for it, so
+    // that any change to the file below is prepare_path's.
+    store.settled().await;
     let before = std::fs::read(&real).expect("read");
     let err = prepare_path(&real).await.expect_err("must refuse");
     assert!(matches!(err, DemoError::NotADemo { .. }));

@@ -166,6 +166,8 @@ struct Inner {
     read_slots: Arc<tokio::sync::Semaphore>,
     writer: Option<mpsc::Sender<Job>>,
     changes: watch::Receiver<u64>,
+    /// The commit count the checkpointer has copied into the database file through.
+    copied: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
 }
 
@@ -344,6 +346,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)??;
         let (changes_tx, changes) = watch::channel(0u64);
+        let (copied_tx, copied) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());
         let writer = writer_conn.map(|conn| {
             let (tx, rx) = mpsc::channel::<Job>(4096);
@@ -351,6 +354,7 @@ impl Store {
                 path.clone(),
                 cfg.clone(),
                 changes_tx.subscribe(),
+                copied_tx,
             ));
             tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone()));
             tx
@@ -363,6 +367,7 @@ impl Store {
                 read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 writer,
                 changes,
+                copied,
                 stats,
             }),
         })
@@ -375,6 +380,20 @@ impl Store {
     /// A counter that moves after every commit of this process that changed rows.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes.clone()
+    }
+
+    /// Waits until every commit made so far has been copied from the WAL into the database
+    /// file, so that the file alone holds them and stays as it is until the next write (a
+    /// copy of the file, or a check that something left it untouched, then means what it
+    /// says). Returns at once for a read-only store; gives up when the store closes.
+    pub async fn settled(&self) {
+        if self.inner.writer.is_none() {
+            return;
+        }
+        let target = *self.inner.changes.borrow();
+        let mut copied = self.inner.copied.clone();
+        // An error means the checkpointer ended with the writer: nothing more will change.
+        let _ = copied.wait_for(|through| *through >= target).await;
     }
 
     pub(crate) fn settings(&self) -> &StoreConfig {
@@ -460,9 +479,16 @@ const CHECKPOINT_GAP: std::time::Duration = std::time::Duration::from_millis(200
 /// commits, at most once per `CHECKPOINT_GAP`, on its own connection and in PASSIVE mode, so
 /// that it never blocks the writer or a reader and copies only what no reader still needs;
 /// what is left is copied next time. It ends with the writer.
-async fn checkpointer(path: PathBuf, settings: StoreConfig, mut commits: watch::Receiver<u64>) {
+/// It reports in `copied` the commit count it has copied through, for `Store::settled`.
+async fn checkpointer(
+    path: PathBuf,
+    settings: StoreConfig,
+    mut commits: watch::Receiver<u64>,
+    copied: watch::Sender<u64>,
+) {
     let mut conn: Option<Conn> = None;
     while commits.changed().await.is_ok() {
+        let through = *commits.borrow_and_update();
         let (c, p, s) = (conn.take(), path.clone(), settings.clone());
         let done = tokio::task::spawn_blocking(move || -> Result<Conn, StoreError> {
             let c = match c {
@@ -476,7 +502,10 @@ async fn checkpointer(path: PathBuf, settings: StoreConfig, mut commits: watch::
         })
         .await;
         match done {
-            Ok(Ok(c)) => conn = Some(c),
+            Ok(Ok(c)) => {
+                conn = Some(c);
+                copied.send_replace(through);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "checkpoint failed; tried again after the next commit")
             }

@@ -1079,6 +1079,7 @@ fn records_and_certificates_show_and_tls_status_and_dkim_rotate_work_from_the_sh
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["hostname"], "node-done.fleet.example.net");
     assert_eq!(list[0]["renewal_due"], false);
+    assert_eq!(list[0]["renewing"], false);
     assert_eq!(list[0]["key_stored"], "file");
     let text = fleet.ok(&["tls", "status"]);
     assert!(

@@ -350,6 +350,117 @@ async fn certificates_are_renewed_thirty_days_before_they_expire() {
     .is_empty());
 }
 
+/// The console and `mailfleet work` both run the renewal task: two passes at once order a
+/// due certificate once, not twice (a CA counts duplicate orders against its rate limits).
+#[tokio::test(start_paused = true)]
+async fn two_processes_renewing_at_once_order_a_certificate_once() {
+    let clock = tokio_clock();
+    let (_dir, cfg, store, id) = one_completed_node(clock.clone()).await;
+    tokio::time::advance(Duration::from_secs(62 * 86_400)).await;
+    let (console, worker) = (
+        sim_ctx(&store, &cfg, clock.clone()),
+        sim_ctx(&store, &cfg, clock.clone()),
+    );
+    assert_ne!(console.owner, worker.owner);
+    let (a, b) = tokio::join!(engine::renew::pass(&console), engine::renew::pass(&worker));
+    let all: Vec<_> = a.iter().chain(b.iter()).collect();
+    assert_eq!(all.len(), 1, "one renewal between them: {all:?}");
+    assert!(all[0].1.is_ok(), "{all:?}");
+    let d = store.request_detail(&id).await.expect("detail");
+    let statuses: Vec<&str> = d.certificates.iter().map(|c| c.status.as_str()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "active").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.len(), 2, "one new certificate: {statuses:?}");
+    // The claim is released with the renewal.
+    let listed = store.certificates(None).await.expect("certificates");
+    assert!(
+        listed.iter().all(|c| c.renewing_until.is_none()),
+        "{listed:?}"
+    );
+}
+
+/// A renewal cut off in the middle of its order (the process killed after the CA's
+/// challenge record went into the zone) holds its claim until it lapses: meanwhile another
+/// process leaves the certificate alone; then it orders again and clears the old challenge
+/// record first, so that nothing of the cut-off order is left in the zone.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_cut_off_mid_order_is_ordered_again_and_its_challenge_cleared() {
+    let clock = tokio_clock();
+    let (_dir, cfg, store, id) = one_completed_node(clock.clone()).await;
+    tokio::time::advance(Duration::from_secs(62 * 86_400)).await;
+    let first = store
+        .request_detail(&id)
+        .await
+        .expect("detail")
+        .certificates[0]
+        .clone();
+
+    // The process that was cut off: its claim and its challenge record.
+    let gone = sim_ctx(&store, &cfg, clock.clone());
+    let now = clock.now();
+    let lease = engine::renew::renewal_lease(&cfg);
+    let claimed = store
+        .cert_claim_renewal(&first.id, &gone.owner, now, now + lease)
+        .await
+        .expect("claim");
+    assert_eq!(claimed, Some(None), "a first claim, nothing lapsed");
+    let dns = SimDns::new(store.clone(), cfg.providers.sim.clone(), clock.clone());
+    let token = "cut-off-order-token";
+    dns.publish(
+        "example.org",
+        &[mailfleet::domain::records::PlannedRecord {
+            purpose: "acme-challenge",
+            name: "_acme-challenge.mx1.example.org.".into(),
+            rtype: "TXT",
+            ttl: 60,
+            content: token.into(),
+            strings: vec![token.into()],
+        }],
+    )
+    .await
+    .expect("publish");
+    drop(gone);
+    let challenge = || {
+        txt_at(
+            &dns,
+            "example.org",
+            "_acme-challenge.mx1.example.org.",
+            "TXT",
+        )
+    };
+    assert_eq!(challenge().await.len(), 1);
+
+    // While the claim holds, another process leaves it alone, and says it is renewing.
+    let other = sim_ctx(&store, &cfg, clock.clone());
+    assert!(engine::renew::pass(&other).await.is_empty());
+    let listed = store.certificates(None).await.expect("certificates");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].renewing_until.is_some());
+    assert_eq!(challenge().await.len(), 1);
+
+    // Once it lapses: ordered again, and the cut-off order's challenge record is gone.
+    tokio::time::advance(lease.to_std().expect("lease") + Duration::from_secs(1)).await;
+    let done = engine::renew::pass(&other).await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].1.is_ok(), "{done:?}");
+    assert!(challenge().await.is_empty(), "{:?}", challenge().await);
+    let d = store.request_detail(&id).await.expect("detail");
+    assert!(d
+        .certificates
+        .iter()
+        .any(|c| c.id == first.id && c.status == "superseded"));
+    assert_eq!(
+        d.certificates
+            .iter()
+            .filter(|c| c.status == "active")
+            .count(),
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_keys_never_reach_the_database_in_the_clear() {
     let (dir, _cfg, store, id) = one_completed_node(system_clock()).await;

@@ -2,6 +2,14 @@
 //! within `[tls] renew_before_days` is ordered again from the same CA, through the same DNS
 //! provider; the new one supersedes it. A failure is recorded on the certificate (shown by
 //! `mailfleet tls status` and the console) and tried again at the next check.
+//!
+//! Each renewal first claims its certificate in the store (`cert_claim_renewal`), so that
+//! two processes running this task (the console and `mailfleet work`) never order the
+//! same certificate twice. A claim is released when the renewal ends either way; one that
+//! lapsed instead marks a renewal cut off in the middle of its order, whose dns-01
+//! challenge record may still be in the zone. Before ordering, any challenge record left
+//! at the certificate's `_acme-challenge` names is removed: while the claim holds, no other
+//! order for those names is under way.
 
 use super::ca::{keep_cert_off_thread, Ca};
 use super::mail::zone_for;
@@ -28,6 +36,26 @@ pub async fn pass(ctx: &Ctx) -> Renewals {
         }
     };
     for c in due {
+        let at = ctx.clock.now();
+        match ctx
+            .store
+            .cert_claim_renewal(&c.id, &ctx.owner, at, at + renewal_lease(&ctx.cfg))
+            .await
+        {
+            Ok(Some(lapsed)) => {
+                if let Some(owner) = lapsed {
+                    tracing::info!(host = %c.hostname, %owner, "an earlier renewal was cut off; ordering again");
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(host = %c.hostname, "another process is renewing it");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(host = %c.hostname, error = %e, "renewal: cannot claim the certificate");
+                continue;
+            }
+        }
         let result = renew_one(ctx, &c).await;
         match &result {
             Ok(until) => tracing::info!(host = %c.hostname, until = %until, "certificate renewed"),
@@ -56,6 +84,14 @@ async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, Strin
     };
     let zone = zone_for(&ctx.cfg, &c.hostname, &domain)?;
     let dns = ctx.mail.dns()?.cloned();
+    if let Some(dns) = dns.as_deref() {
+        let cleared = clear_challenges(dns, &zone, &c.names)
+            .await
+            .map_err(|e| format!("clearing old challenge records: {e}"))?;
+        if cleared > 0 {
+            tracing::info!(host = %c.hostname, cleared, "challenge records of an interrupted order removed");
+        }
+    }
     let issued = ctx
         .mail
         .ca
@@ -69,6 +105,33 @@ async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, Strin
         .await
         .map_err(|e| e.to_string())?;
     Ok(until)
+}
+
+/// How long a renewal's claim holds: two full orders' time, and ten minutes besides for
+/// the DNS and the store. A renewal that overruns it may be ordered a second time by
+/// another process; one cut off is ordered again once it lapses.
+pub fn renewal_lease(cfg: &crate::config::Config) -> chrono::Duration {
+    let order = chrono::Duration::from_std(cfg.tls.order_timeout)
+        .unwrap_or_else(|_| chrono::Duration::hours(1));
+    order * 2 + chrono::Duration::minutes(10)
+}
+
+/// Removes every TXT record at `_acme-challenge.NAME` for these names; returns how many.
+async fn clear_challenges(
+    dns: &dyn crate::dns::DnsProvider,
+    zone: &str,
+    names: &[String],
+) -> Result<usize, crate::dns::DnsError> {
+    let mut cleared = 0;
+    for name in names {
+        let at = format!("_acme-challenge.{}.", name.trim_end_matches('.')).to_ascii_lowercase();
+        let left = dns.lookup(zone, &at, "TXT").await?;
+        if !left.is_empty() {
+            dns.remove(zone, &left).await?;
+            cleared += left.len();
+        }
+    }
+    Ok(cleared)
 }
 
 /// Runs passes until shutdown.

@@ -89,11 +89,15 @@ pub struct CertRow {
     /// The node it belongs to, if one is registered.
     pub node_id: Option<String>,
     pub node_status: Option<String>,
+    /// The process renewing it, and until when its claim holds (it may have lapsed: a
+    /// renewal cut off, cleaned up by the next one).
+    pub renewing_by: Option<String>,
+    pub renewing_until: Option<String>,
 }
 
 const SELECT: &str = "SELECT c.id, c.request_id, c.hostname, c.names, c.issuer, c.serial, c.not_before, c.not_after,
         c.status, CASE WHEN c.key_sealed IS NULL THEN 'file' ELSE 'sealed' END, c.created_at, c.renewed_at,
-        c.renew_error, n.id, n.status
+        c.renew_error, n.id, n.status, c.renewing_by, c.renewing_until
      FROM certificates c LEFT JOIN nodes n ON n.request_id = c.request_id";
 
 fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
@@ -114,6 +118,8 @@ fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
         renew_error: r.get(12)?,
         node_id: r.get(13)?,
         node_status: r.get(14)?,
+        renewing_by: r.get(15)?,
+        renewing_until: r.get(16)?,
     })
 }
 
@@ -216,6 +222,10 @@ impl Store {
                     "certificate {old} is no longer active; the renewal is not recorded"
                 )));
             };
+            conn.prepare_cached(
+                "UPDATE certificates SET renewing_by = NULL, renewing_until = NULL WHERE id = ?",
+            )?
+            .execute(params![old])?;
             insert(conn, &cert, request_id.as_deref(), now)?;
             conn.prepare_cached(
                 "UPDATE resources SET provider_ref = ? WHERE request_id = ? AND kind = 'certificate' AND status <> 'released'",
@@ -226,13 +236,50 @@ impl Store {
         .await
     }
 
-    /// A renewal failed; it is tried again at the next check.
+    /// A renewal failed; it is tried again at the next check. The claim is released.
     pub async fn cert_renew_failed(&self, id: &str, error: String) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |conn| {
-            conn.prepare_cached("UPDATE certificates SET renew_error = ? WHERE id = ?")?
-                .execute(params![error, id])?;
+            conn.prepare_cached(
+                "UPDATE certificates SET renew_error = ?, renewing_by = NULL, renewing_until = NULL WHERE id = ?",
+            )?
+            .execute(params![error, id])?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Claims an active certificate for renewal by `owner` until `until`, unless another
+    /// owner's claim still holds. `Ok(None)`: someone else is renewing it (or it is no
+    /// longer active). `Ok(Some(lapsed))`: ours; `lapsed` names the owner of an earlier
+    /// claim that ran out without being released, a renewal cut off in the middle.
+    pub async fn cert_claim_renewal(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.write(move |conn| {
+            let held: Option<(Option<String>, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT renewing_by, renewing_until FROM certificates WHERE id = ? AND status = 'active'",
+                )?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((by, by_until)) = held else {
+                return Ok(None);
+            };
+            let live = by_until.as_deref().is_some_and(|u| u > ts(now).as_str());
+            if live && by.as_deref() != Some(owner.as_str()) {
+                return Ok(None);
+            }
+            conn.prepare_cached(
+                "UPDATE certificates SET renewing_by = ?, renewing_until = ? WHERE id = ?",
+            )?
+            .execute(params![owner, ts(until), id])?;
+            Ok(Some(if live { None } else { by }))
         })
         .await
     }

@@ -92,6 +92,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../assets/migrations/0009_dns_owner_index.sql"),
     ),
+    (
+        10,
+        include_str!("../../assets/migrations/0010_cert_renewal_claim.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

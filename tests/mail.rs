@@ -461,6 +461,78 @@ async fn a_renewal_cut_off_mid_order_is_ordered_again_and_its_challenge_cleared(
     );
 }
 
+/// Teardown revokes a node's certificate at its CA and destroys its key (the file deleted);
+/// a CA that cannot be reached is recorded on the certificate and does not hold up the
+/// teardown, and the key is destroyed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_revokes_the_certificate_and_destroys_its_key() {
+    let (_dir, cfg, store, id) = one_completed_node(system_clock()).await;
+    let cert = store
+        .request_detail(&id)
+        .await
+        .expect("detail")
+        .certificates[0]
+        .clone();
+    let (chain, _, file) = store
+        .cert_material(&cert.id)
+        .await
+        .expect("material")
+        .expect("there");
+    let file = file.expect("no sealing key here: the key is a file");
+    assert!(std::path::Path::new(&file).exists());
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    ask_deprovision(&ctx, &id).await;
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&id).await.expect("detail");
+    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    let c = &d.certificates[0];
+    assert_eq!(c.status, "retired");
+    assert!(c.revoked_at.is_some(), "{c:?}");
+    assert_eq!(c.revoke_error, None);
+    assert_eq!(c.key_stored, "destroyed");
+    let fate = c.fate();
+    assert!(fate[0].starts_with("revoked 20"), "{fate:?}");
+    assert_eq!(fate[1], "key destroyed");
+    assert!(!std::path::Path::new(&file).exists(), "{file} deleted");
+    assert_eq!(
+        store.cert_material(&cert.id).await.expect("material"),
+        Some((chain, None, None))
+    );
+    let released = d
+        .resources
+        .iter()
+        .find(|r| r.kind == "certificate")
+        .and_then(|r| r.detail.clone())
+        .unwrap_or_default();
+    assert!(released.contains("1 revoked"), "{released}");
+
+    // A second node; then the CA named in the config cannot be reached.
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let id2 = create_in(&ctx, "mx2", "example.org").await;
+    engine::run_until_idle(ctx).await;
+    let d2 = store.request_detail(&id2).await.expect("detail");
+    assert_eq!(d2.request.state, "completed", "{:?}", d2.request.error);
+    let cert2 = d2.certificates[0].clone();
+    let mut away = cfg.clone();
+    away.tls.acme = "https://127.0.0.1:9/directory".into();
+    let ctx2 = sim_ctx(&store, &away, system_clock());
+    ask_deprovision(&ctx2, &id2).await;
+    engine::run_until_idle(ctx2).await;
+    let d2 = store.request_detail(&id2).await.expect("detail");
+    assert_eq!(d2.request.state, "deprovisioned", "{:?}", d2.request.error);
+    let c2 = d2
+        .certificates
+        .iter()
+        .find(|c| c.id == cert2.id)
+        .expect("cert");
+    assert_eq!(c2.status, "retired");
+    assert_eq!(c2.revoked_at, None);
+    let why = c2.revoke_error.clone().unwrap_or_default();
+    assert!(why.contains("revoke_certificate"), "{why}");
+    assert_eq!(c2.key_stored, "destroyed");
+    assert_eq!(c2.fate()[0], format!("not revoked: {why}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_keys_never_reach_the_database_in_the_clear() {
     let (dir, _cfg, store, id) = one_completed_node(system_clock()).await;

@@ -192,6 +192,8 @@ async fn a_request_publishes_real_records_gets_a_real_certificate_and_rolls_back
         .expect("material")
         .expect("there");
     assert!(sealed.is_some() != file.is_some(), "the key is kept once");
+    let issued = w.ca.cert_status(&cert.serial).await.expect("status");
+    assert_eq!(issued["Status"], "Valid", "{issued}");
     let root = w.ca.fetch_root_pem().await.expect("pebble root");
     pebble::verify_chain(&chain, &root, "mx1.example.test").expect("chain");
     assert!(
@@ -229,6 +231,21 @@ async fn a_request_publishes_real_records_gets_a_real_certificate_and_rolls_back
     let d = w.store.request_detail(&id).await.expect("detail");
     assert!(d.records.iter().all(|r| r.status == "removed"));
     assert!(d.certificates.iter().all(|c| c.status == "retired"));
+    // The certificate is revoked at Pebble (cessationOfOperation), and its key destroyed.
+    let revoked = w.ca.cert_status(&cert.serial).await.expect("status");
+    assert_eq!(revoked["Status"], "Revoked", "{revoked}");
+    assert_eq!(revoked["Reason"], 5, "{revoked}");
+    let retired = &d.certificates[0];
+    assert!(retired.revoked_at.is_some(), "{retired:?}");
+    assert_eq!(retired.revoke_error, None);
+    assert_eq!(retired.key_stored, "destroyed");
+    assert_eq!(
+        w.store.cert_material(&cert.id).await.expect("material"),
+        Some((chain.clone(), None, None))
+    );
+    if let Some(f) = &file {
+        assert!(!std::path::Path::new(f).exists(), "{f} is deleted");
+    }
     handle.shutdown().await;
 }
 

@@ -246,12 +246,16 @@ pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Res
     }
     for c in &d.certificates {
         println!(
-            "certificate {}  {}  {}  valid until {} ({})",
+            "certificate {}  {}  {}  valid until {} ({}){}",
             c.status,
             clean(&c.names.join(",")),
             clean(&c.issuer),
             c.not_after,
-            expiry_words(now, &c.not_after)
+            expiry_words(now, &c.not_after),
+            c.fate()
+                .iter()
+                .map(|f| format!("  {}", clean(f)))
+                .collect::<String>()
         );
     }
     println!("events: {}", d.events.len());

@@ -152,6 +152,9 @@ pub struct TlsConfig {
     /// How long one order may take, challenges included.
     #[serde(with = "duration_serde")]
     pub order_timeout: Duration,
+    /// Revoke a node's certificate at its CA (reason cessationOfOperation) when the node is
+    /// torn down. Its key is destroyed either way.
+    pub revoke_on_teardown: bool,
 }
 
 impl Default for TlsConfig {
@@ -165,6 +168,7 @@ impl Default for TlsConfig {
             renew_before_days: 30,
             renew_check: Duration::from_secs(3600),
             order_timeout: Duration::from_secs(300),
+            revoke_on_teardown: true,
         }
     }
 }

@@ -131,6 +131,12 @@ impl AcmeCa {
         Ok(account)
     }
 
+    /// Revokes a certificate at this CA, as the account that ordered it.
+    pub async fn revoke(&self, chain_pem: &str) -> Result<(), TlsError> {
+        let account = self.account().await?;
+        crate::tls::revoke(&account, chain_pem).await
+    }
+
     pub async fn obtain(
         &self,
         dns: Option<&dyn DnsProvider>,

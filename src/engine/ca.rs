@@ -19,6 +19,9 @@ use std::time::Duration;
 
 pub const SIM_CA: &str = "sim-ca";
 
+/// The common name of every simulated root.
+const SIM_ROOT_NAME: &str = "mailfleet simulated CA";
+
 pub enum Ca {
     None,
     Sim(SimCa),
@@ -75,6 +78,22 @@ impl Ca {
             Ca::Broken(e) => Err(ProviderError::new("tls", ErrorKind::Invalid, e.clone())),
             Ca::Sim(s) => s.obtain(dns, zone, names).await,
             Ca::Acme(a) => a.obtain(dns, zone, names).await.map_err(tls_error),
+        }
+    }
+}
+
+impl Ca {
+    /// Revokes a certificate this CA issued (its chain as PEM): the node is gone.
+    pub async fn revoke(&self, chain_pem: &str) -> Result<(), ProviderError> {
+        match self {
+            Ca::None => Err(ProviderError::new(
+                "tls",
+                ErrorKind::Invalid,
+                "[tls] acme = \"none\": no CA to ask",
+            )),
+            Ca::Broken(e) => Err(ProviderError::new("tls", ErrorKind::Invalid, e.clone())),
+            Ca::Sim(s) => s.revoke(chain_pem).await,
+            Ca::Acme(a) => a.revoke(chain_pem).await.map_err(tls_error),
         }
     }
 }
@@ -156,7 +175,7 @@ pub fn make_root() -> Result<Root, rcgen::Error> {
     let key = rcgen::KeyPair::generate()?;
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name
-        .push(rcgen::DnType::CommonName, "mailfleet simulated CA");
+        .push(rcgen::DnType::CommonName, SIM_ROOT_NAME);
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -319,6 +338,26 @@ impl SimCa {
             })
         };
         issue().map_err(|e| sim_err(ErrorKind::Invalid, format!("cannot sign: {e}")))
+    }
+}
+
+impl SimCa {
+    /// The simulated CA takes its time and accepts what it issued (any run's root: they
+    /// share one name); it keeps no revocation list to publish.
+    async fn revoke(&self, chain_pem: &str) -> Result<(), ProviderError> {
+        let info = crate::tls::inspect(chain_pem)
+            .map_err(|e| sim_err(ErrorKind::Invalid, format!("revoke: {e}")))?;
+        if !info.issuer.contains(SIM_ROOT_NAME) {
+            return Err(sim_err(
+                ErrorKind::Invalid,
+                format!(
+                    "revoke: not issued by the simulated CA (issuer {})",
+                    info.issuer
+                ),
+            ));
+        }
+        self.pause().await;
+        Ok(())
     }
 }
 

@@ -767,12 +767,55 @@ pub(super) async fn retire_certificate(ctx: &Ctx, claim: &Claim) -> Result<Strin
             }
         }
     }
-    let n = ctx.store.cert_retired(&fenced(ctx, claim)).await?;
-    Ok(if cleared > 0 {
-        format!("{n} certificate(s) retired; {cleared} challenge record(s) cleared")
-    } else {
-        format!("{n} certificate(s) retired")
-    })
+    // Revoked at the CA: the node is gone, and its key went with a disk the provider reuses.
+    // A revocation that fails is recorded on the certificate and does not hold up the
+    // teardown.
+    let mut revoked = Vec::new();
+    if ctx.cfg.tls.revoke_on_teardown && !matches!(ctx.mail.ca, super::ca::Ca::None) {
+        let active = ctx.store.request_certificates(&claim.id).await?;
+        for c in active.into_iter().filter(|c| c.status == "active") {
+            let Some((chain, _, _)) = ctx.store.cert_material(&c.id).await? else {
+                continue;
+            };
+            let outcome = call(ctx, claim, None, "revoke_certificate", None, || {
+                ctx.mail.ca.revoke(&chain)
+            })
+            .await;
+            revoked.push(match outcome {
+                Ok(()) => (c.id, Ok(())),
+                Err(Stop::Failed(why) | Stop::Cancelled(why)) => {
+                    tracing::warn!(host = %c.hostname, error = %why, "certificate not revoked");
+                    (c.id, Err(why))
+                }
+                Err(Stop::Store(e)) => return Err(Stop::Store(e)),
+            });
+        }
+    }
+    let (n, files) = ctx
+        .store
+        .cert_retired(&fenced(ctx, claim), revoked.clone())
+        .await?;
+    for file in files {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(%file, error = %e, "cannot delete a retired certificate's key")
+            }
+        }
+    }
+    let mut said = format!("{n} certificate(s) retired, keys destroyed");
+    let ok = revoked.iter().filter(|(_, r)| r.is_ok()).count();
+    if ok > 0 {
+        said.push_str(&format!("; {ok} revoked"));
+    }
+    if let Some((_, Err(why))) = revoked.iter().find(|(_, r)| r.is_err()) {
+        said.push_str(&format!("; not revoked: {why}"));
+    }
+    if cleared > 0 {
+        said.push_str(&format!("; {cleared} challenge record(s) cleared"));
+    }
+    Ok(said)
 }
 
 /// What `mailfleet dkim rotate` did.

@@ -81,7 +81,7 @@ pub struct CertRow {
     pub not_after: String,
     /// active | superseded | retired
     pub status: String,
-    /// "sealed" or "file".
+    /// "sealed", "file", or "destroyed" (its node was torn down).
     pub key_stored: String,
     pub created_at: String,
     pub renewed_at: Option<String>,
@@ -93,12 +93,33 @@ pub struct CertRow {
     /// renewal cut off, cleaned up by the next one).
     pub renewing_by: Option<String>,
     pub renewing_until: Option<String>,
+    /// When the CA revoked it (a torn-down node's), or why it could not.
+    pub revoked_at: Option<String>,
+    pub revoke_error: Option<String>,
 }
 
 const SELECT: &str = "SELECT c.id, c.request_id, c.hostname, c.names, c.issuer, c.serial, c.not_before, c.not_after,
-        c.status, CASE WHEN c.key_sealed IS NULL THEN 'file' ELSE 'sealed' END, c.created_at, c.renewed_at,
-        c.renew_error, n.id, n.status, c.renewing_by, c.renewing_until
+        c.status, CASE WHEN c.key_sealed IS NOT NULL THEN 'sealed' WHEN c.key_file IS NOT NULL THEN 'file' ELSE 'destroyed' END,
+        c.created_at, c.renewed_at, c.renew_error, n.id, n.status, c.renewing_by, c.renewing_until,
+        c.revoked_at, c.revoke_error
      FROM certificates c LEFT JOIN nodes n ON n.request_id = c.request_id";
+
+impl CertRow {
+    /// What became of a torn-down node's certificate, as words: revoked (when) or why not,
+    /// and its key destroyed. Unsanitized: from the store and the CA.
+    pub fn fate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(at) = &self.revoked_at {
+            out.push(format!("revoked {}", at.get(..19).unwrap_or(at)));
+        } else if let Some(e) = &self.revoke_error {
+            out.push(format!("not revoked: {e}"));
+        }
+        if self.key_stored == "destroyed" {
+            out.push("key destroyed".into());
+        }
+        out
+    }
+}
 
 fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
     let names: String = r.get(3)?;
@@ -120,6 +141,8 @@ fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
         node_status: r.get(14)?,
         renewing_by: r.get(15)?,
         renewing_until: r.get(16)?,
+        revoked_at: r.get(17)?,
+        revoke_error: r.get(18)?,
     })
 }
 
@@ -284,11 +307,28 @@ impl Store {
         .await
     }
 
-    /// A rollback: the request's certificates are retired and its node shows none.
-    pub async fn cert_retired(&self, f: &super::Fenced) -> Result<usize, StoreError> {
+    /// A rollback: the request's certificates are retired, with how each revocation went
+    /// (`revoked`: certificate id → `Ok` or why not), and its node shows none. The keys of
+    /// all its certificates are destroyed: the sealed ones here, and the returned key files
+    /// are for the caller to delete (those no other certificate still names).
+    pub async fn cert_retired(
+        &self,
+        f: &super::Fenced,
+        revoked: Vec<(String, Result<(), String>)>,
+    ) -> Result<(usize, Vec<String>), StoreError> {
         let f = f.clone();
         self.write(move |conn| {
             touch(conn, &f)?;
+            for (id, outcome) in &revoked {
+                let (at, error) = match outcome {
+                    Ok(()) => (Some(ts(f.now)), None),
+                    Err(e) => (None, Some(e.as_str())),
+                };
+                conn.prepare_cached(
+                    "UPDATE certificates SET revoked_at = ?, revoke_error = ? WHERE id = ? AND request_id = ?",
+                )?
+                .execute(params![at, error, id, f.id])?;
+            }
             let n = conn
                 .prepare_cached(
                     "UPDATE certificates SET status = 'retired' WHERE request_id = ? AND status = 'active'",
@@ -296,7 +336,28 @@ impl Store {
                 .execute(params![f.id])?;
             conn.prepare_cached("UPDATE nodes SET cert_not_after = NULL WHERE request_id = ?")?
                 .execute(params![f.id])?;
-            Ok(n)
+            let files: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT key_file FROM certificates
+                     WHERE request_id = ? AND status <> 'active' AND key_file IS NOT NULL",
+                )?
+                .query_map(params![f.id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            conn.prepare_cached(
+                "UPDATE certificates SET key_sealed = NULL, key_file = NULL
+                 WHERE request_id = ? AND status <> 'active'",
+            )?
+            .execute(params![f.id])?;
+            let mut unused = Vec::new();
+            for file in files {
+                let named: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM certificates WHERE key_file = ?)")?
+                    .query_row(params![file], |r| r.get(0))?;
+                if !named && !unused.contains(&file) {
+                    unused.push(file);
+                }
+            }
+            Ok((n, unused))
         })
         .await
     }

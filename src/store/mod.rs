@@ -94,7 +94,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         10,
-        include_str!("../../assets/migrations/0010_cert_renewal_claim.sql"),
+        include_str!("../../assets/migrations/0010_cert_lifecycle.sql"),
     ),
 ];
 

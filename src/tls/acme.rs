@@ -65,6 +65,37 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// Revokes the leaf of `chain_pem` at the account's CA with reason cessationOfOperation
+/// (RFC 5280 §5.3.1): the node it was for is gone. A certificate the CA already holds
+/// revoked counts as revoked.
+pub async fn revoke(account: &Account, chain_pem: &str) -> Result<(), TlsError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let leaf = chain_pem
+        .find(BEGIN)
+        .and_then(|start| {
+            let rest = &chain_pem[start..];
+            rest.find(END).map(|end| &rest[..end + END.len()])
+        })
+        .ok_or_else(|| TlsError::Config("revoke: the chain holds no certificate".into()))?;
+    let (_, der) = rsa::pkcs8::der::pem::decode_vec(leaf.as_bytes())
+        .map_err(|e| TlsError::Config(format!("revoke: the certificate is not PEM: {e}")))?;
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let request = instant_acme::RevocationRequest {
+        certificate: &der,
+        reason: Some(instant_acme::RevocationReason::CessationOfOperation),
+    };
+    match account.inner.revoke(&request).await {
+        Ok(()) => Ok(()),
+        Err(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyRevoked") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(from_acme(e, "revoke the certificate")),
+    }
+}
+
 // ---- HTTP ------------------------------------------------------------------------------------
 
 /// instant-acme's requests sent with the reqwest client the crate already uses (rustls, the

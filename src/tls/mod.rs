@@ -16,7 +16,7 @@ mod cert;
 mod error;
 mod http01;
 
-pub use acme::{account, obtain, Account};
+pub use acme::{account, obtain, revoke, Account};
 pub use cert::{inspect, renew_due, CertInfo, DEFAULT_RENEW_DAYS};
 pub use error::TlsError;
 

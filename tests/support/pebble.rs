@@ -180,6 +180,37 @@ impl Pebble {
         Ok(body)
     }
 
+    /// What the management port's `/cert-status-by-serial/SERIAL` says of a certificate
+    /// Pebble issued (`serial` in hex): its JSON, with `Status` ("Valid" or "Revoked") and,
+    /// once revoked, `Reason`.
+    pub async fn cert_status(
+        &self,
+        serial: &str,
+    ) -> std::result::Result<serde_json::Value, String> {
+        let root = reqwest::Certificate::from_pem(self.https_root_pem.as_bytes())
+            .map_err(|e| format!("pebble: https root: {e}"))?;
+        let client = reqwest::Client::builder()
+            .add_root_certificate(root)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("pebble: client: {e}"))?;
+        let url = format!("{}/cert-status-by-serial/{serial}", self.management_url());
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("pebble: GET {url}: {e:?}"))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| format!("pebble: GET {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("pebble: GET {url}: HTTP {status}: {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("pebble: GET {url}: {e}: {body}"))
+    }
+
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()

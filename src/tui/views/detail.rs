@@ -190,6 +190,11 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                     .as_deref()
                     .map(|e| format!(" · renewal failed: {}", c(e)))
                     .unwrap_or_default()
+                    + &cert
+                        .fate()
+                        .iter()
+                        .map(|f| format!(" · {}", c(f)))
+                        .collect::<String>()
             )),
         ]));
     }

@@ -533,6 +533,89 @@ async fn teardown_revokes_the_certificate_and_destroys_its_key() {
     assert_eq!(c2.fate()[0], format!("not revoked: {why}"));
 }
 
+/// A domain that publishes its own DMARC policy keeps it: the node relies on that record
+/// (verified, marked as there already) and its rollback leaves it. With
+/// `keep_existing_dmarc = false` the request fails instead, naming the record, and leaves
+/// nothing in the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_own_dmarc_record_is_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let dns = SimDns::new(store.clone(), cfg.providers.sim.clone(), system_clock());
+    let theirs = "v=DMARC1; p=reject; rua=mailto:owner@example.org";
+    dns.publish(
+        "example.org",
+        &[mailfleet::domain::records::PlannedRecord {
+            purpose: "dmarc",
+            name: "_dmarc.example.org.".into(),
+            rtype: "TXT",
+            ttl: 300,
+            content: theirs.into(),
+            strings: vec![theirs.into()],
+        }],
+    )
+    .await
+    .expect("the owner's DMARC");
+    let dmarc = || txt_at(&dns, "example.org", "_dmarc.example.org.", "TXT");
+    let before = dmarc().await;
+    assert_eq!(before.len(), 1);
+
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let id = create_in(&ctx, "mx1", "example.org").await;
+    engine::run_until_idle(ctx).await;
+    let d = store.request_detail(&id).await.expect("detail");
+    assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+    let row = d
+        .records
+        .iter()
+        .find(|r| r.purpose == "dmarc")
+        .expect("dmarc row");
+    assert_eq!(row.want, theirs);
+    assert!(!row.owned, "{row:?}");
+    assert_eq!(row.status, "verified");
+    let publish = d
+        .tasks
+        .iter()
+        .find(|t| t.name == "dns_publish")
+        .and_then(|t| t.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        publish.contains("the domain's own DMARC record kept"),
+        "{publish}"
+    );
+    assert_eq!(dmarc().await, before);
+
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    ask_deprovision(&ctx, &id).await;
+    engine::run_until_idle(ctx).await;
+    assert_eq!(
+        store
+            .request_detail(&id)
+            .await
+            .expect("detail")
+            .request
+            .state,
+        "deprovisioned"
+    );
+    assert_eq!(dmarc().await, before, "the owner's DMARC stays");
+
+    // Told not to keep it: the request fails, naming the record, and leaves nothing.
+    let mut strict = cfg.clone();
+    strict.dns.keep_existing_dmarc = false;
+    let ctx = sim_ctx(&store, &strict, system_clock());
+    let id2 = create_in(&ctx, "mx2", "example.org").await;
+    engine::run_until_idle(ctx).await;
+    let d2 = store.request_detail(&id2).await.expect("detail");
+    assert_eq!(d2.request.state, "rolled_back", "{:?}", d2.request.error);
+    let why = d2.request.error.clone().unwrap_or_default();
+    assert!(why.contains("already has a v=dmarc1 record"), "{why}");
+    assert_eq!(dmarc().await, before);
+    assert!(txt_at(&dns, "example.org", "mx2.example.org.", "TXT")
+        .await
+        .is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_keys_never_reach_the_database_in_the_clear() {
     let (dir, _cfg, store, id) = one_completed_node(system_clock()).await;

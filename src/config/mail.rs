@@ -51,6 +51,10 @@ pub struct DnsConfig {
     pub dmarc: DmarcPolicy,
     /// Where aggregate DMARC reports go; empty: dmarc-reports@DOMAIN.
     pub dmarc_rua: String,
+    /// A domain that already publishes a DMARC record of its own keeps it: the node relies
+    /// on that record (verified, never removed by a rollback) instead of ours. When false,
+    /// such a domain fails the request, naming the record.
+    pub keep_existing_dmarc: bool,
     /// More SPF mechanisms beside the node's ip4: ("include:_spf.example.net", ...).
     pub spf_extra: Vec<String>,
     /// Publish an MTA-STS record (`_mta-sts`) with this policy id; empty: none.
@@ -74,6 +78,7 @@ impl Default for DnsConfig {
             propagation_interval: Duration::from_secs(2),
             dmarc: DmarcPolicy::None,
             dmarc_rua: String::new(),
+            keep_existing_dmarc: true,
             spf_extra: Vec::new(),
             mta_sts_id: String::new(),
             tls_rpt_rua: String::new(),

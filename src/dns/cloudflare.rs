@@ -19,7 +19,7 @@
 //! The API token is sent only in the `Authorization` header; it is in no error and not in
 //! the `Debug` output.
 
-use super::{singleton_conflict, DnsError, DnsProvider, Published};
+use super::{singleton_conflict, txt_text, DnsError, DnsProvider, Published};
 use crate::domain::records::PlannedRecord;
 use crate::domain::validate::sanitize;
 use async_trait::async_trait;
@@ -129,35 +129,6 @@ fn bare(name: &str) -> String {
 /// Types whose content is a host name (written with the trailing dot in `Published`).
 fn names_a_host(rtype: &str) -> bool {
     matches!(rtype, "CNAME" | "NS" | "PTR")
-}
-
-/// The text of a TXT value: its quoted strings unescaped and joined; a value that is not in
-/// the quoted form is its own text.
-pub(crate) fn txt_text(content: &str) -> String {
-    let s = content.trim();
-    if !s.starts_with('"') {
-        return s.to_string();
-    }
-    let mut out = String::new();
-    let mut chars = s.chars();
-    loop {
-        match chars.next() {
-            None => return out,
-            Some(c) if c.is_whitespace() => continue,
-            Some('"') => loop {
-                match chars.next() {
-                    None => return s.to_string(),
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some(e) => out.push(e),
-                        None => return s.to_string(),
-                    },
-                    Some(c) => out.push(c),
-                }
-            },
-            Some(_) => return s.to_string(),
-        }
-    }
 }
 
 /// Whether two contents of type `rtype` are the same record.

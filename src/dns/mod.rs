@@ -123,6 +123,35 @@ pub(crate) fn singleton_conflict<'a>(
     }
 }
 
+/// The text of a TXT value: its quoted strings unescaped and joined; a value that is not in
+/// the quoted form is its own text.
+pub(crate) fn txt_text(content: &str) -> String {
+    let s = content.trim();
+    if !s.starts_with('"') {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    let mut chars = s.chars();
+    loop {
+        match chars.next() {
+            None => return out,
+            Some(c) if c.is_whitespace() => continue,
+            Some('"') => loop {
+                match chars.next() {
+                    None => return s.to_string(),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(e) => out.push(e),
+                        None => return s.to_string(),
+                    },
+                    Some(c) => out.push(c),
+                }
+            },
+            Some(_) => return s.to_string(),
+        }
+    }
+}
+
 /// Refuses a publish that names a record outside `zone`, before anything is sent: `who`
 /// (the provider) and the first such name in the error.
 pub(crate) fn check_in_zone(

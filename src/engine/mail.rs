@@ -349,6 +349,28 @@ impl StepRun<'_> {
                 }
             })
             .await?;
+        // The domain's own DMARC record, where it has one unlike ours, stands (a second one
+        // would break both): the node relies on it as a record that was there already.
+        let mut planned = planned;
+        let mut kept_dmarc = false;
+        if self.ctx.cfg.dns.keep_existing_dmarc {
+            for r in planned.iter_mut().filter(|r| r.purpose == "dmarc") {
+                let held = keys
+                    .iter()
+                    .position(|(n, t)| *n == r.name && t == r.rtype)
+                    .and_then(|i| there.get(i));
+                let theirs = held.and_then(|h| {
+                    h.iter()
+                        .map(|p| crate::dns::txt_text(&p.content))
+                        .find(|t| t.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
+                });
+                if let Some(text) = theirs.filter(|t| *t != r.content) {
+                    r.strings = crate::domain::records::split_txt(&text);
+                    r.content = text;
+                    kept_dmarc = true;
+                }
+            }
+        }
         let mut writes = Vec::with_capacity(planned.len());
         for r in &planned {
             let p = Published::of(r);
@@ -395,11 +417,14 @@ impl StepRun<'_> {
             })
             .await?;
         let n_added = added.len();
-        let detail = format!(
+        let mut detail = format!(
             "{} records in {zone} via {name}: {n_added} added, {} already there",
             planned.len(),
             planned.len() - n_added.min(planned.len())
         );
+        if kept_dmarc {
+            detail.push_str("; the domain's own DMARC record kept");
+        }
         let f = self.fenced();
         match self
             .ctx

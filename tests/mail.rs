@@ -21,6 +21,41 @@ async fn txt_at(dns: &SimDns, zone: &str, name: &str, rtype: &str) -> Vec<String
         .collect()
 }
 
+/// The detail a request's sub-task recorded ("" when none).
+fn task_detail(d: &mailfleet::store::RequestDetail, task: &str) -> String {
+    d.tasks
+        .iter()
+        .find(|t| t.name == task)
+        .and_then(|t| t.detail.clone())
+        .unwrap_or_default()
+}
+
+/// The detail on a request's resource of `kind` ("" when none).
+fn resource_detail(d: &mailfleet::store::RequestDetail, kind: &str) -> String {
+    d.resources
+        .iter()
+        .find(|r| r.kind == kind)
+        .and_then(|r| r.detail.clone())
+        .unwrap_or_default()
+}
+
+/// Puts a TXT record in the simulated example.org zone, as someone else would.
+async fn put_txt(dns: &SimDns, purpose: &'static str, name: &str, text: &str) {
+    dns.publish(
+        "example.org",
+        &[mailfleet::domain::records::PlannedRecord {
+            purpose,
+            name: name.into(),
+            rtype: "TXT",
+            ttl: 60,
+            content: text.into(),
+            strings: mailfleet::domain::records::split_txt(text),
+        }],
+    )
+    .await
+    .expect("publish");
+}
+
 /// A fresh store on FAST settings with one completed node, mx1.example.org: its temp dir,
 /// config, store and id.
 async fn one_completed_node(
@@ -88,12 +123,7 @@ async fn records_keys_and_certificates_on_the_simulated_cloud() {
             Some(cert.not_after.clone()),
             "the node shows its certificate's expiry"
         );
-        let rdns = d
-            .tasks
-            .iter()
-            .find(|t| t.name == "rdns_confirm")
-            .and_then(|t| t.detail.clone())
-            .unwrap_or_default();
+        let rdns = task_detail(d, "rdns_confirm");
         assert!(rdns.contains(&format!("→ {host} →")), "{rdns}");
         // Every sub-task of every step is on record as done, those whose marks rode with
         // a later write (dkim_key, wait_active, rdns_confirm) included.
@@ -409,19 +439,13 @@ async fn a_renewal_cut_off_mid_order_is_ordered_again_and_its_challenge_cleared(
     assert_eq!(claimed, Some(None), "a first claim, nothing lapsed");
     let dns = SimDns::new(store.clone(), cfg.providers.sim.clone(), clock.clone());
     let token = "cut-off-order-token";
-    dns.publish(
-        "example.org",
-        &[mailfleet::domain::records::PlannedRecord {
-            purpose: "acme-challenge",
-            name: "_acme-challenge.mx1.example.org.".into(),
-            rtype: "TXT",
-            ttl: 60,
-            content: token.into(),
-            strings: vec![token.into()],
-        }],
+    put_txt(
+        &dns,
+        "acme-challenge",
+        "_acme-challenge.mx1.example.org.",
+        token,
     )
-    .await
-    .expect("publish");
+    .await;
     drop(gone);
     let challenge = || {
         txt_at(
@@ -498,12 +522,7 @@ async fn teardown_revokes_the_certificate_and_destroys_its_key() {
         store.cert_material(&cert.id).await.expect("material"),
         Some((chain, None, None))
     );
-    let released = d
-        .resources
-        .iter()
-        .find(|r| r.kind == "certificate")
-        .and_then(|r| r.detail.clone())
-        .unwrap_or_default();
+    let released = resource_detail(&d, "certificate");
     assert!(released.contains("1 revoked"), "{released}");
 
     // A second node; then the CA named in the config cannot be reached.
@@ -544,19 +563,7 @@ async fn a_domains_own_dmarc_record_is_kept() {
     let store = open(&db_path(&dir), &cfg).await;
     let dns = SimDns::new(store.clone(), cfg.providers.sim.clone(), system_clock());
     let theirs = "v=DMARC1; p=reject; rua=mailto:owner@example.org";
-    dns.publish(
-        "example.org",
-        &[mailfleet::domain::records::PlannedRecord {
-            purpose: "dmarc",
-            name: "_dmarc.example.org.".into(),
-            rtype: "TXT",
-            ttl: 300,
-            content: theirs.into(),
-            strings: vec![theirs.into()],
-        }],
-    )
-    .await
-    .expect("the owner's DMARC");
+    put_txt(&dns, "dmarc", "_dmarc.example.org.", theirs).await;
     let dmarc = || txt_at(&dns, "example.org", "_dmarc.example.org.", "TXT");
     let before = dmarc().await;
     assert_eq!(before.len(), 1);
@@ -574,12 +581,7 @@ async fn a_domains_own_dmarc_record_is_kept() {
     assert_eq!(row.want, theirs);
     assert!(!row.owned, "{row:?}");
     assert_eq!(row.status, "verified");
-    let publish = d
-        .tasks
-        .iter()
-        .find(|t| t.name == "dns_publish")
-        .and_then(|t| t.detail.clone())
-        .unwrap_or_default();
+    let publish = task_detail(&d, "dns_publish");
     assert!(
         publish.contains("the domain's own DMARC record kept"),
         "{publish}"
@@ -784,12 +786,7 @@ async fn a_rollback_clears_what_an_interrupted_certificate_order_left() {
         .await,
         ["\"the-owner-s-own\""]
     );
-    let released = d
-        .resources
-        .iter()
-        .find(|r| r.kind == "certificate")
-        .and_then(|r| r.detail.clone())
-        .unwrap_or_default();
+    let released = resource_detail(&d, "certificate");
     assert!(
         released.contains("1 challenge record(s) cleared"),
         "{released}"

@@ -70,31 +70,28 @@ impl Ca {
         names: &[String],
     ) -> Result<Issued, ProviderError> {
         match self {
-            Ca::None => Err(ProviderError::new(
-                "tls",
-                ErrorKind::Invalid,
-                "[tls] acme = \"none\": no CA to ask",
-            )),
-            Ca::Broken(e) => Err(ProviderError::new("tls", ErrorKind::Invalid, e.clone())),
+            Ca::None | Ca::Broken(_) => Err(self.unusable()),
             Ca::Sim(s) => s.obtain(dns, zone, names).await,
             Ca::Acme(a) => a.obtain(dns, zone, names).await.map_err(tls_error),
         }
     }
-}
 
-impl Ca {
     /// Revokes a certificate this CA issued (its chain as PEM): the node is gone.
     pub async fn revoke(&self, chain_pem: &str) -> Result<(), ProviderError> {
         match self {
-            Ca::None => Err(ProviderError::new(
-                "tls",
-                ErrorKind::Invalid,
-                "[tls] acme = \"none\": no CA to ask",
-            )),
-            Ca::Broken(e) => Err(ProviderError::new("tls", ErrorKind::Invalid, e.clone())),
+            Ca::None | Ca::Broken(_) => Err(self.unusable()),
             Ca::Sim(s) => s.revoke(chain_pem).await,
             Ca::Acme(a) => a.revoke(chain_pem).await.map_err(tls_error),
         }
+    }
+
+    /// Why a CA that is none, or broken, cannot be asked.
+    fn unusable(&self) -> ProviderError {
+        let why = match self {
+            Ca::Broken(e) => e.clone(),
+            _ => "[tls] acme = \"none\": no CA to ask".to_string(),
+        };
+        ProviderError::new("tls", ErrorKind::Invalid, why)
     }
 }
 

@@ -156,37 +156,15 @@ impl Pebble {
     /// The root (PEM) of the CA that signs the certificates Pebble issues, from the
     /// management port's `/roots/0`.
     pub async fn fetch_root_pem(&self) -> std::result::Result<String, String> {
-        let root = reqwest::Certificate::from_pem(self.https_root_pem.as_bytes())
-            .map_err(|e| format!("pebble: https root: {e}"))?;
-        let client = reqwest::Client::builder()
-            .add_root_certificate(root)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("pebble: client: {e}"))?;
-        let url = format!("{}/roots/0", self.management_url());
-        let resp = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("pebble: GET {url}: {e:?}"))?;
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| format!("pebble: GET {url}: {e}"))?;
-        if !status.is_success() || !body.contains("BEGIN CERTIFICATE") {
-            return Err(format!("pebble: GET {url}: HTTP {status}: {body}"));
+        let body = self.management_get("/roots/0").await?;
+        if !body.contains("BEGIN CERTIFICATE") {
+            return Err(format!("pebble: GET /roots/0: not a certificate: {body}"));
         }
         Ok(body)
     }
 
-    /// What the management port's `/cert-status-by-serial/SERIAL` says of a certificate
-    /// Pebble issued (`serial` in hex): its JSON, with `Status` ("Valid" or "Revoked") and,
-    /// once revoked, `Reason`.
-    pub async fn cert_status(
-        &self,
-        serial: &str,
-    ) -> std::result::Result<serde_json::Value, String> {
+    /// The body of a successful GET of `path` on the management port.
+    async fn management_get(&self, path: &str) -> std::result::Result<String, String> {
         let root = reqwest::Certificate::from_pem(self.https_root_pem.as_bytes())
             .map_err(|e| format!("pebble: https root: {e}"))?;
         let client = reqwest::Client::builder()
@@ -194,7 +172,7 @@ impl Pebble {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("pebble: client: {e}"))?;
-        let url = format!("{}/cert-status-by-serial/{serial}", self.management_url());
+        let url = format!("{}{path}", self.management_url());
         let resp = client
             .get(&url)
             .send()
@@ -208,7 +186,21 @@ impl Pebble {
         if !status.is_success() {
             return Err(format!("pebble: GET {url}: HTTP {status}: {body}"));
         }
-        serde_json::from_str(&body).map_err(|e| format!("pebble: GET {url}: {e}: {body}"))
+        Ok(body)
+    }
+
+    /// What the management port's `/cert-status-by-serial/SERIAL` says of a certificate
+    /// Pebble issued (`serial` in hex): its JSON, with `Status` ("Valid" or "Revoked") and,
+    /// once revoked, `Reason`.
+    pub async fn cert_status(
+        &self,
+        serial: &str,
+    ) -> std::result::Result<serde_json::Value, String> {
+        let body = self
+            .management_get(&format!("/cert-status-by-serial/{serial}"))
+            .await?;
+        serde_json::from_str(&body)
+            .map_err(|e| format!("pebble: cert status {serial}: {e}: {body}"))
     }
 
     /// The server's log so far, for failure messages.

@@ -386,10 +386,11 @@ impl Store {
         self.inner.changes.clone()
     }
 
-    /// Waits until every commit made so far has been copied from the WAL into the database
-    /// file, so that the file alone holds them and stays as it is until the next write (a
-    /// copy of the file, or a check that something left it untouched, then means what it
-    /// says). Returns at once for a read-only store; gives up when the store closes.
+    /// Waits until the checkpointer has run after every commit made so far. With no reader
+    /// holding an older snapshot (PASSIVE mode leaves what one still needs), the database
+    /// file alone then holds those commits and stays as it is until the next write: a copy
+    /// of the file, or a check that something left it untouched, means what it says.
+    /// Returns at once for a read-only store; gives up when the store closes.
     pub async fn settled(&self) {
         if self.inner.writer.is_none() {
             return;

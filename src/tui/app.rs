@@ -782,6 +782,13 @@ impl App {
                     n.ip_address.as_deref().unwrap_or("-")
                 ));
                 lines.push(format!("  removes DNS: PTR and records of {}", n.hostname));
+                if n.cert_expires.is_some() {
+                    lines.push(if self.cfg.tls.revoke_on_teardown {
+                        "  revokes its certificate at the CA and destroys the key".to_string()
+                    } else {
+                        "  retires its certificate and destroys the key".to_string()
+                    });
+                }
             } else {
                 lines.push(
                     "  releases whatever it holds (quota, capacity, any instance being built)"

@@ -202,7 +202,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     for res in &d.resources {
         lines.push(Line::from(vec![
             Span::styled(
-                format!("  {:<9}", res.kind),
+                format!("  {:<11} ", res.kind),
                 th.status(if res.status == "released" {
                     "decommissioned"
                 } else {

@@ -10,7 +10,7 @@ mod records;
 use cloudflare_fake::CloudflareFake;
 use mailfleet::dns::cloudflare::Cloudflare;
 use mailfleet::dns::{DnsError, DnsProvider, Published};
-use mailfleet::domain::records::{plan, DmarcPolicy, PlannedRecord, RecordInput};
+use mailfleet::domain::records::{plan, PlannedRecord};
 use records::input;
 use std::time::Duration;
 
@@ -131,20 +131,7 @@ async fn records_are_published_beside_others_read_back_and_removed_exactly() {
 
     // A DMARC policy unlike the one the zone has would make a second DMARC record: refused
     // before anything is written, so not even that node's A record is there.
-    let strict = plan(&RecordInput {
-        dmarc: DmarcPolicy::Reject,
-        ..input("mx3.example.test", "192.0.2.12")
-    })
-    .expect("plan");
-    let err = cf
-        .publish("example.test", &strict)
-        .await
-        .expect_err("conflict");
-    assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
-    assert!(
-        err.to_string().contains("already has a v=dmarc1 record"),
-        "{err}"
-    );
+    records::second_dmarc_is_refused(&cf, "mx3.example.test", "192.0.2.12").await;
     assert!(fake.records_at("mx3.example.test", "A").is_empty());
     assert_eq!(fake.records().len(), 8);
 

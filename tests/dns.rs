@@ -10,7 +10,7 @@ mod records;
 use mailfleet::dns::powerdns::PowerDns;
 use mailfleet::dns::propagation::{check_once, wait_verified, RecordStatus};
 use mailfleet::dns::{DnsError, DnsProvider, Published};
-use mailfleet::domain::records::{plan, DmarcPolicy, PlannedRecord, RecordInput};
+use mailfleet::domain::records::{plan, PlannedRecord, RecordInput};
 use records::input;
 use std::time::Duration;
 
@@ -104,20 +104,8 @@ async fn records_are_published_verified_and_removed_exactly() {
 
     // A DMARC policy unlike the one the zone has would make a second DMARC record: refused,
     // and nothing of that publish is written.
-    let strict = plan(&RecordInput {
-        dmarc: DmarcPolicy::Reject,
-        ..input("mx3.example.test", "192.0.2.12")
-    })
-    .expect("plan");
-    let err = pdns_api
-        .publish("example.test", &strict)
-        .await
-        .expect_err("conflict");
-    assert!(matches!(err, DnsError::Rejected(_)));
-    assert!(
-        err.to_string().contains("already has a v=dmarc1 record"),
-        "{err}"
-    );
+    let strict =
+        records::second_dmarc_is_refused(&pdns_api, "mx3.example.test", "192.0.2.12").await;
     let mx3 = check_once(dns.dns_addr(), &strict[..1], Duration::from_secs(2)).await;
     assert_eq!(
         mx3[0].status,

@@ -9,7 +9,7 @@ mod records;
 use mailfleet::config::Config;
 use mailfleet::dns::sim::SimDns;
 use mailfleet::dns::{DnsError, DnsProvider, Published};
-use mailfleet::domain::records::{plan, DmarcPolicy, PlannedRecord, RecordInput};
+use mailfleet::domain::records::{plan, PlannedRecord};
 use mailfleet::store::Store;
 use records::input;
 use std::time::Duration;
@@ -113,20 +113,7 @@ async fn publish_lookup_and_remove_as_powerdns_does() {
 
     // A DMARC policy unlike the zone's would be a second DMARC record: refused, and nothing
     // of that publish is written.
-    let strict = plan(&RecordInput {
-        dmarc: DmarcPolicy::Reject,
-        ..input("mx3.example.test", "192.0.2.12")
-    })
-    .expect("plan");
-    let err = dns
-        .publish("example.test", &strict)
-        .await
-        .expect_err("conflict");
-    assert!(matches!(err, DnsError::Rejected(_)), "{err:?}");
-    assert!(
-        err.to_string().contains("already has a v=dmarc1 record"),
-        "{err}"
-    );
+    records::second_dmarc_is_refused(&dns, "mx3.example.test", "192.0.2.12").await;
     assert!(dns
         .lookup("example.test", "mx3.example.test.", "A")
         .await

@@ -54,6 +54,19 @@ pub async fn open(path: &Path, cfg: &Config) -> Store {
     store
 }
 
+/// The resources a completed request holds, one of each, in sorted order.
+pub const COMPLETED_KINDS: [&str; 9] = [
+    "capacity",
+    "certificate",
+    "dns",
+    "firewall",
+    "instance",
+    "ip",
+    "node",
+    "quota",
+    "rdns",
+];
+
 pub fn sim_ctx(store: &Store, cfg: &Config, clock: SharedClock) -> Arc<Ctx> {
     let provider: Arc<dyn Provider> = Arc::new(SimProvider::new(
         store.clone(),

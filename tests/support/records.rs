@@ -51,3 +51,31 @@ pub async fn read_back(
     contents.sort();
     contents
 }
+
+/// A node of `host` whose DMARC policy (reject) is unlike the zone's: publishing it would
+/// make a second DMARC record, so the provider refuses it, naming the record already there.
+/// Returns the plan it refused, for the caller to check nothing of it was written.
+pub async fn second_dmarc_is_refused(
+    dns: &dyn mailfleet::dns::DnsProvider,
+    host: &str,
+    ip: &str,
+) -> Vec<mailfleet::domain::records::PlannedRecord> {
+    let strict = mailfleet::domain::records::plan(&RecordInput {
+        dmarc: DmarcPolicy::Reject,
+        ..input(host, ip)
+    })
+    .expect("plan");
+    let err = dns
+        .publish("example.test", &strict)
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(err, mailfleet::dns::DnsError::Rejected(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("already has a v=dmarc1 record"),
+        "{err}"
+    );
+    strict
+}

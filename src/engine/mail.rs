@@ -765,31 +765,13 @@ pub(super) async fn retire_certificate(ctx: &Ctx, claim: &Claim) -> Result<Strin
             .unwrap_or_else(|| super::pipeline::DEFAULT_DOMAIN.to_string());
         let host = format!("{}.{}", req.label, domain.trim_end_matches('.'));
         if let Ok(zone) = zone_for(&ctx.cfg, &host, &domain) {
-            let name = format!("_acme-challenge.{host}.").to_ascii_lowercase();
-            let provider = dns.name().to_string();
-            let left = call(ctx, claim, None, "clear_challenge", None, || {
-                let (dns, zone, name, provider) =
-                    (dns.clone(), zone.clone(), name.clone(), provider.clone());
-                async move {
-                    dns.lookup(&zone, &name, "TXT")
-                        .await
-                        .map_err(|e| as_provider_error(&provider, e))
-                }
+            let names = [host];
+            cleared = call(ctx, claim, None, "clear_challenge", None, || async {
+                clear_challenges(dns.as_ref(), &zone, &names)
+                    .await
+                    .map_err(|e| as_provider_error(dns.name(), e))
             })
             .await?;
-            if !left.is_empty() {
-                cleared = left.len();
-                call(ctx, claim, None, "clear_challenge", None, || {
-                    let (dns, zone, left, provider) =
-                        (dns.clone(), zone.clone(), left.clone(), provider.clone());
-                    async move {
-                        dns.remove(&zone, &left)
-                            .await
-                            .map_err(|e| as_provider_error(&provider, e))
-                    }
-                })
-                .await?;
-            }
         }
     }
     // Revoked at the CA: the node is gone, and its key went with a disk the provider reuses.
@@ -841,6 +823,25 @@ pub(super) async fn retire_certificate(ctx: &Ctx, claim: &Claim) -> Result<Strin
         said.push_str(&format!("; {cleared} challenge record(s) cleared"));
     }
     Ok(said)
+}
+
+/// Removes every TXT record at `_acme-challenge.NAME` for these names (what an order cut
+/// off left; the names are a node's alone); returns how many.
+pub(super) async fn clear_challenges(
+    dns: &dyn DnsProvider,
+    zone: &str,
+    names: &[String],
+) -> Result<usize, DnsError> {
+    let mut cleared = 0;
+    for name in names {
+        let at = format!("_acme-challenge.{}.", name.trim_end_matches('.')).to_ascii_lowercase();
+        let left = dns.lookup(zone, &at, "TXT").await?;
+        if !left.is_empty() {
+            dns.remove(zone, &left).await?;
+            cleared += left.len();
+        }
+    }
+    Ok(cleared)
 }
 
 /// What `mailfleet dkim rotate` did.

@@ -12,7 +12,7 @@
 //! order for those names is under way.
 
 use super::ca::{keep_cert_off_thread, Ca};
-use super::mail::zone_for;
+use super::mail::{clear_challenges, zone_for};
 use super::Ctx;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -114,24 +114,6 @@ pub fn renewal_lease(cfg: &crate::config::Config) -> chrono::Duration {
     let order = chrono::Duration::from_std(cfg.tls.order_timeout)
         .unwrap_or_else(|_| chrono::Duration::hours(1));
     order * 2 + chrono::Duration::minutes(10)
-}
-
-/// Removes every TXT record at `_acme-challenge.NAME` for these names; returns how many.
-async fn clear_challenges(
-    dns: &dyn crate::dns::DnsProvider,
-    zone: &str,
-    names: &[String],
-) -> Result<usize, crate::dns::DnsError> {
-    let mut cleared = 0;
-    for name in names {
-        let at = format!("_acme-challenge.{}.", name.trim_end_matches('.')).to_ascii_lowercase();
-        let left = dns.lookup(zone, &at, "TXT").await?;
-        if !left.is_empty() {
-            dns.remove(zone, &left).await?;
-            cleared += left.len();
-        }
-    }
-    Ok(cleared)
 }
 
 /// Runs passes until shutdown.

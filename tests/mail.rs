@@ -462,11 +462,13 @@ async fn a_renewal_cut_off_mid_order_is_ordered_again_and_its_challenge_cleared(
     assert!(engine::renew::pass(&other).await.is_empty());
     let listed = store.certificates(None).await.expect("certificates");
     assert_eq!(listed.len(), 1);
-    assert!(listed[0].renewing_until.is_some());
+    assert!(listed[0].renewing(clock.now()));
     assert_eq!(challenge().await.len(), 1);
 
     // Once it lapses: ordered again, and the cut-off order's challenge record is gone.
     tokio::time::advance(lease.to_std().expect("lease") + Duration::from_secs(1)).await;
+    let lapsed = store.certificates(None).await.expect("certificates");
+    assert!(!lapsed[0].renewing(clock.now()), "the claim lapsed");
     let done = engine::renew::pass(&other).await;
     assert_eq!(done.len(), 1, "{done:?}");
     assert!(done[0].1.is_ok(), "{done:?}");

@@ -712,14 +712,6 @@ pub fn expiry_words(now: DateTime<Utc>, not_after: &str) -> String {
     }
 }
 
-/// Whether a renewal's claim on the certificate still holds.
-fn renewing(c: &crate::store::CertRow, now: DateTime<Utc>) -> bool {
-    c.renewing_until
-        .as_deref()
-        .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
-        .is_some_and(|u| u.with_timezone(&Utc) > now)
-}
-
 /// `mailfleet tls status`: every active certificate, soonest expiry first.
 pub fn cert_list(
     rows: &[crate::store::CertRow],
@@ -736,7 +728,7 @@ pub fn cert_list(
                     .map(|t| (t.with_timezone(&Utc) - now).num_days() <= renew_days)
                     .unwrap_or(false);
                 v["renewal_due"] = Value::Bool(due);
-                v["renewing"] = Value::Bool(renewing(c, now));
+                v["renewing"] = Value::Bool(c.renewing(now));
                 v
             })
             .collect();
@@ -752,7 +744,7 @@ pub fn cert_list(
     );
     for c in rows {
         let mut when = expiry_words(now, &c.not_after);
-        if renewing(c, now) {
+        if c.renewing(now) {
             when.push_str("; renewing now");
         }
         if let Some(e) = &c.renew_error {

@@ -105,6 +105,14 @@ const SELECT: &str = "SELECT c.id, c.request_id, c.hostname, c.names, c.issuer, 
      FROM certificates c LEFT JOIN nodes n ON n.request_id = c.request_id";
 
 impl CertRow {
+    /// Whether a renewal's claim on it still holds at `now`.
+    pub fn renewing(&self, now: DateTime<Utc>) -> bool {
+        self.renewing_until
+            .as_deref()
+            .and_then(crate::clock::parse_ts)
+            .is_some_and(|u| u > now)
+    }
+
     /// What became of a torn-down node's certificate, as words: revoked (when) or why not,
     /// and its key destroyed. Unsanitized: from the store and the CA.
     pub fn fate(&self) -> Vec<String> {

@@ -325,19 +325,27 @@ pub fn next_selector(current: &str) -> String {
     }
 }
 
+/// The selectors `domain` has keys under, retired ones included.
+pub async fn used_selectors(
+    store: &crate::store::Store,
+    domain: &str,
+) -> Result<std::collections::HashSet<String>, DkimError> {
+    Ok(store
+        .dkim_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.domain == domain)
+        .map(|k| k.selector)
+        .collect())
+}
+
 /// `wanted`, or the first selector after it the domain has not used.
 pub async fn free_selector(
     store: &crate::store::Store,
     domain: &str,
     wanted: &str,
 ) -> Result<String, DkimError> {
-    let used: std::collections::HashSet<String> = store
-        .dkim_keys()
-        .await?
-        .into_iter()
-        .filter(|k| k.domain == domain)
-        .map(|k| k.selector)
-        .collect();
+    let used = used_selectors(store, domain).await?;
     let mut s = wanted.to_string();
     while used.contains(&s) {
         s = next_selector(&s);

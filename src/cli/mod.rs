@@ -1013,14 +1013,7 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
                 ttl: 300,
             };
             plan(&check).map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
-            let used: Vec<String> = env
-                .store
-                .dkim_keys()
-                .await?
-                .into_iter()
-                .filter(|k| k.domain == domain)
-                .map(|k| k.selector)
-                .collect();
+            let used = crate::dkim::used_selectors(&env.store, &domain).await?;
             let ed_selector = format!("{selector}-ed");
             for s in std::iter::once(&selector).chain(ed25519.then_some(&ed_selector)) {
                 if used.contains(s) {

@@ -125,6 +125,17 @@ impl Pdns {
         self.api_client().request(method, path, body)
     }
 
+    /// Puts records in `zone` through the API, as its owner would: `rrsets` is the JSON
+    /// array of a PATCH (each with `changetype`).
+    pub fn patch_zone(&self, zone: &str, rrsets: &str) -> Result<(), String> {
+        let path = format!("/api/v1/servers/localhost/zones/{}.", normalize(zone));
+        let body = format!(r#"{{"rrsets": {rrsets}}}"#);
+        match self.api("PATCH", &path, Some(&body))? {
+            (204, _) => Ok(()),
+            (status, text) => Err(format!("pdns: PATCH {path}: HTTP {status}: {text}")),
+        }
+    }
+
     /// A handle on the API that outlives a borrow of the server (for spawned tasks).
     pub fn api_client(&self) -> PdnsApi {
         PdnsApi {

@@ -3418,14 +3418,10 @@ fn demo_certs(store: &Store, cfg: &Config) -> Result<DemoCerts, DemoError> {
     let file = match seal {
         Some(_) => None,
         None => {
-            let dir = store
-                .path()
-                .parent()
-                .map(|p| p.join("tls"))
-                .unwrap_or_else(|| PathBuf::from("tls"));
+            let dir = store.key_dir("tls");
             let kept = crate::dkim::keep(&cfg.dkim.key_env, &dir, "demo-certificates", &der, "")
                 .map_err(|e| bad(e.to_string()))?;
-            kept.file
+            kept.file.map(|f| store.key_record(std::path::Path::new(&f)))
         }
     };
     Ok(DemoCerts {

@@ -190,11 +190,7 @@ pub async fn make_key(
             .map_err(|e| DkimError::Crypto(format!("key generation stopped: {e}")))??,
         Algorithm::Ed25519 => generate_ed25519()?,
     };
-    let dir = store
-        .path()
-        .parent()
-        .map(|p| p.join("dkim"))
-        .unwrap_or_else(|| PathBuf::from("dkim"));
+    let dir = store.key_dir("dkim");
     let kept = keep(
         &cfg.dkim.key_env,
         &dir,
@@ -209,7 +205,7 @@ pub async fn make_key(
             algorithm.as_str(),
             &key.public_b64,
             kept.sealed.clone(),
-            kept.file.clone(),
+            kept.file.as_deref().map(|f| store.key_record(Path::new(f))),
             now,
         )
         .await;

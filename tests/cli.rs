@@ -1128,6 +1128,93 @@ fn records_and_certificates_show_and_tls_status_and_dkim_rotate_work_from_the_sh
         .starts_with("v=DKIM1; k=ed25519; p="));
 }
 
+/// Item 3 of issue 12: a relative `--db` used to record key files relative to the shell's
+/// folder, so a deprovision run from another folder said "keys destroyed" and left the
+/// 0600 key on disk. Now the path is recorded relative to the database's folder and the
+/// file is gone, wherever the commands run from.
+#[test]
+fn a_relative_db_keeps_key_files_beside_it_and_a_teardown_from_elsewhere_deletes_them() {
+    let fleet = Fleet::new();
+    let home = fleet.dir.path().to_path_buf();
+    std::fs::create_dir_all(home.join("site/data")).expect("mkdir");
+    std::fs::create_dir_all(home.join("elsewhere")).expect("mkdir");
+    let config = fleet.path("fast.toml");
+    let run_in = |dir: &str, db: &str, args: &[&str]| -> String {
+        let mut cmd = fleet.bare();
+        cmd.current_dir(home.join(dir))
+            .arg("--db")
+            .arg(db)
+            .arg("--config")
+            .arg(&config)
+            .args(args);
+        let out = run_guarded(cmd, args);
+        assert!(
+            out.status.success(),
+            "mailfleet {args:?} in {dir} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    // Made from the database's own folder, with a bare relative path.
+    run_in("site/data", "m.db", &["work", "--until-idle"]);
+    let created = run_in(
+        "site/data",
+        "m.db",
+        &[
+            "request",
+            "create",
+            "--tenant",
+            "acme",
+            "--region",
+            "dallas",
+            "--plan",
+            "ssd-1",
+            "--label",
+            "node-keys",
+            "--json",
+        ],
+    );
+    let id = serde_json::from_str::<Value>(&created).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    run_in("site/data", "m.db", &["work", "--until-idle"]);
+    let keys: Vec<PathBuf> = std::fs::read_dir(home.join("site/data/tls"))
+        .expect("the key folder is beside the database")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(keys.len(), 1, "one certificate key: {keys:?}");
+    let db = rusqlite::Connection::open(home.join("site/data/m.db")).expect("open");
+    let recorded: String = db
+        .query_row("SELECT key_file FROM certificates", [], |r| r.get(0))
+        .expect("a key file is recorded");
+    assert!(
+        !Path::new(&recorded).is_absolute() && recorded.starts_with("tls/"),
+        "recorded relative to the database's folder: {recorded}"
+    );
+
+    // Torn down from another folder, through another relative path.
+    run_in(
+        "elsewhere",
+        "../site/data/m.db",
+        &["request", "deprovision", &id],
+    );
+    run_in("elsewhere", "../site/data/m.db", &["work", "--until-idle"]);
+    assert!(!keys[0].exists(), "{} is still on disk", keys[0].display());
+    let detail: Value = serde_json::from_str(&run_in(
+        "elsewhere",
+        "../site/data/m.db",
+        &["request", "show", &id, "--json"],
+    ))
+    .expect("json");
+    assert_eq!(detail["state"], "deprovisioned");
+    let certs = detail["certificates"].as_array().expect("certificates");
+    assert!(
+        certs.iter().all(|c| c["key_stored"] == "destroyed"),
+        "{certs:?}"
+    );
+}
+
 #[test]
 fn work_refuses_to_start_when_the_dns_secret_is_not_set() {
     let fleet = Fleet::new();

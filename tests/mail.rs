@@ -505,6 +505,7 @@ async fn teardown_revokes_the_certificate_and_destroys_its_key() {
         .expect("material")
         .expect("there");
     let file = file.expect("no sealing key here: the key is a file");
+    let file = store.key_path(&file).display().to_string();
     assert!(std::path::Path::new(&file).exists());
     let ctx = sim_ctx(&store, &cfg, system_clock());
     ask_deprovision(&ctx, &id).await;
@@ -552,6 +553,53 @@ async fn teardown_revokes_the_certificate_and_destroys_its_key() {
     assert!(why.contains("revoke_certificate"), "{why}");
     assert_eq!(c2.key_stored, "destroyed");
     assert_eq!(c2.fate()[0], format!("not revoked: {why}"));
+}
+
+/// A key file that cannot be deleted is never reported destroyed: the certificate keeps
+/// its record of the file, and the teardown says the file was NOT deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_that_cannot_be_deleted_is_not_reported_destroyed() {
+    let (_dir, cfg, store, id) = one_completed_node(system_clock()).await;
+    let cert = store
+        .request_detail(&id)
+        .await
+        .expect("detail")
+        .certificates[0]
+        .clone();
+    let (_, _, file) = store
+        .cert_material(&cert.id)
+        .await
+        .expect("material")
+        .expect("there");
+    let recorded = file.expect("the key is a file");
+    let path = store.key_path(&recorded);
+    // Something that unlink(2) refuses: a folder stands where the key file was.
+    std::fs::remove_file(&path).expect("remove the key file");
+    std::fs::create_dir_all(path.join("held")).expect("a folder in its place");
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    ask_deprovision(&ctx, &id).await;
+    engine::run_until_idle(ctx).await;
+    let d = store.request_detail(&id).await.expect("detail");
+    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    let c = &d.certificates[0];
+    assert_eq!(c.status, "retired");
+    assert_eq!(c.key_stored, "file", "{c:?}");
+    assert!(
+        c.fate().contains(&"key file NOT deleted".to_string()),
+        "{:?}",
+        c.fate()
+    );
+    assert_eq!(
+        store
+            .cert_material(&cert.id)
+            .await
+            .expect("material")
+            .map(|m| m.2),
+        Some(Some(recorded))
+    );
+    let said = resource_detail(&d, "certificate");
+    assert!(said.contains("NOT deleted"), "{said}");
+    assert!(!said.contains("keys destroyed"), "{said}");
 }
 
 /// A domain that publishes its own DMARC policy keeps it: the node relies on that record
@@ -632,7 +680,7 @@ async fn private_keys_never_reach_the_database_in_the_clear() {
         .expect("material")
         .expect("there");
     assert!(sealed.is_none());
-    let file = file.expect("key file");
+    let file = store.key_path(&file.expect("key file"));
     let text = std::fs::read_to_string(&file).expect("read");
     assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"));
     #[cfg(unix)]

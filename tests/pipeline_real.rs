@@ -240,7 +240,8 @@ async fn a_request_publishes_real_records_gets_a_real_certificate_and_rolls_back
         Some((chain.clone(), None, None))
     );
     if let Some(f) = &file {
-        assert!(!std::path::Path::new(f).exists(), "{f} is deleted");
+        let path = w.store.key_path(f);
+        assert!(!path.exists(), "{} is deleted", path.display());
     }
     handle.shutdown().await;
 }

@@ -962,7 +962,13 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
     use crate::domain::records::{plan, DmarcPolicy, RecordInput};
     match dc {
         DkimCmd::List { json } => {
-            let keys = env.store.dkim_keys().await?;
+            let mut keys = env.store.dkim_keys().await?;
+            // Recorded relative to the database's folder: shown as the file it names.
+            for k in &mut keys {
+                if let Some(f) = &k.key_file {
+                    k.key_file = Some(env.store.key_path(f).display().to_string());
+                }
+            }
             if *json {
                 return output::print_json(&serde_json::to_value(&keys)?);
             }

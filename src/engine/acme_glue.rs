@@ -82,6 +82,7 @@ impl AcmeCa {
             .map_err(store_err)?;
         let existing = match kept {
             Some((sealed, file)) => {
+                let file = file.map(|f| self.store.key_path(&f).display().to_string());
                 let bytes = crate::dkim::recover(
                     &self.key_env,
                     sealed.as_deref(),
@@ -101,12 +102,7 @@ impl AcmeCa {
             crate::tls::account(&self.settings, existing.as_deref().map(String::as_str)).await?;
         if let Some(creds) = fresh {
             let creds = zeroize::Zeroizing::new(creds);
-            let dir = self
-                .store
-                .path()
-                .parent()
-                .map(|p| p.join("tls"))
-                .unwrap_or_else(|| std::path::PathBuf::from("tls"));
+            let dir = self.store.key_dir("tls");
             let stem = format!("acme-account-{}", crate::domain::ids::new_id());
             let kept = crate::dkim::keep(&self.key_env, &dir, &stem, creds.as_bytes(), &self.aad())
                 .map_err(|e| TlsError::Config(format!("the ACME account: {e}")))?;
@@ -115,7 +111,9 @@ impl AcmeCa {
                 .save_acme_account(
                     &self.settings.directory,
                     kept.sealed,
-                    kept.file.clone(),
+                    kept.file
+                        .as_deref()
+                        .map(|f| self.store.key_record(std::path::Path::new(f))),
                     chrono::Utc::now(),
                 )
                 .await

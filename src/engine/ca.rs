@@ -131,11 +131,7 @@ pub fn keep_cert(
     let (_, der) = rsa::pkcs8::der::pem::decode_vec(issued.key_pem.as_bytes())
         .map_err(|_| "the certificate's key is not PEM".to_string())?;
     let der = zeroize::Zeroizing::new(der);
-    let dir = store
-        .path()
-        .parent()
-        .map(|p| p.join("tls"))
-        .unwrap_or_else(|| std::path::PathBuf::from("tls"));
+    let dir = store.key_dir("tls");
     // Named by the certificate's id: a hostname may be longer than a file name may.
     let kept = crate::dkim::keep(
         &cfg.dkim.key_env,
@@ -160,7 +156,10 @@ pub fn keep_cert(
         not_after: info.not_after,
         chain_pem: issued.chain_pem,
         key_sealed: kept.sealed,
-        key_file: kept.file,
+        key_file: kept
+            .file
+            .as_deref()
+            .map(|f| store.key_record(std::path::Path::new(f))),
     })
 }
 

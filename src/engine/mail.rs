@@ -802,16 +802,32 @@ pub(super) async fn retire_certificate(ctx: &Ctx, claim: &Claim) -> Result<Strin
         .store
         .cert_retired(&fenced(ctx, claim), revoked.clone())
         .await?;
+    // A key file is reported destroyed only once it is gone from the disk: found by the
+    // path recorded relative to the database's folder, whatever folder this runs in.
+    let mut destroyed = Vec::new();
+    let mut kept = Vec::new();
     for file in files {
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let path = ctx.store.key_path(&file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => destroyed.push(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => destroyed.push(file),
             Err(e) => {
-                tracing::warn!(%file, error = %e, "cannot delete a retired certificate's key")
+                tracing::warn!(file = %path.display(), error = %e, "cannot delete a retired certificate's key");
+                kept.push(format!("{}: {e}", path.display()));
             }
         }
     }
-    let mut said = format!("{n} certificate(s) retired, keys destroyed");
+    ctx.store
+        .cert_key_files_destroyed(&fenced(ctx, claim), destroyed)
+        .await?;
+    let mut said = if kept.is_empty() {
+        format!("{n} certificate(s) retired, keys destroyed")
+    } else {
+        format!(
+            "{n} certificate(s) retired; key file NOT deleted ({}), still recorded",
+            kept.join("; ")
+        )
+    };
     let ok = revoked.iter().filter(|(_, r)| r.is_ok()).count();
     if ok > 0 {
         said.push_str(&format!("; {ok} revoked"));

@@ -124,6 +124,8 @@ impl CertRow {
         }
         if self.key_stored == "destroyed" {
             out.push("key destroyed".into());
+        } else if self.status == "retired" && self.key_stored == "file" {
+            out.push("key file NOT deleted".into());
         }
         out
     }
@@ -316,9 +318,12 @@ impl Store {
     }
 
     /// A rollback: the request's certificates are retired, with how each revocation went
-    /// (`revoked`: certificate id → `Ok` or why not), and its node shows none. The keys of
-    /// all its certificates are destroyed: the sealed ones here, and the returned key files
-    /// are for the caller to delete (those no other certificate still names).
+    /// (`revoked`: certificate id → `Ok` or why not), and its node shows none. The sealed
+    /// keys of all its certificates are destroyed here. Key files are not forgotten yet: the
+    /// returned ones (recorded paths, those no other request's certificate names) are for
+    /// the caller to delete, then to report with [`Store::cert_key_files_destroyed`]; a file
+    /// named elsewhere too is only forgotten by this request. Until a file is reported
+    /// destroyed, it stays recorded, and the certificate says its key is kept in a file.
     pub async fn cert_retired(
         &self,
         f: &super::Fenced,
@@ -344,28 +349,57 @@ impl Store {
                 .execute(params![f.id])?;
             conn.prepare_cached("UPDATE nodes SET cert_not_after = NULL WHERE request_id = ?")?
                 .execute(params![f.id])?;
+            conn.prepare_cached(
+                "UPDATE certificates SET key_sealed = NULL WHERE request_id = ? AND status <> 'active'",
+            )?
+            .execute(params![f.id])?;
             let files: Vec<String> = conn
                 .prepare_cached(
-                    "SELECT key_file FROM certificates
-                     WHERE request_id = ? AND status <> 'active' AND key_file IS NOT NULL",
+                    "SELECT DISTINCT key_file FROM certificates
+                     WHERE request_id = ? AND status <> 'active' AND key_file IS NOT NULL
+                     ORDER BY key_file",
                 )?
                 .query_map(params![f.id], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
-            conn.prepare_cached(
-                "UPDATE certificates SET key_sealed = NULL, key_file = NULL
-                 WHERE request_id = ? AND status <> 'active'",
-            )?
-            .execute(params![f.id])?;
-            let mut unused = Vec::new();
+            let mut ours = Vec::new();
             for file in files {
-                let named: bool = conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM certificates WHERE key_file = ?)")?
-                    .query_row(params![file], |r| r.get(0))?;
-                if !named && !unused.contains(&file) {
-                    unused.push(file);
+                let elsewhere: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM certificates WHERE key_file = ? AND request_id IS NOT ?)",
+                    )?
+                    .query_row(params![file, f.id], |r| r.get(0))?;
+                if elsewhere {
+                    conn.prepare_cached(
+                        "UPDATE certificates SET key_file = NULL WHERE request_id = ? AND key_file = ?",
+                    )?
+                    .execute(params![f.id, file])?;
+                } else {
+                    ours.push(file);
                 }
             }
-            Ok((n, unused))
+            Ok((n, ours))
+        })
+        .await
+    }
+
+    /// Records that these key files (as recorded) of the request's retired certificates are
+    /// gone from the disk: their certificates' keys now read as destroyed.
+    pub async fn cert_key_files_destroyed(
+        &self,
+        f: &super::Fenced,
+        files: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let f = f.clone();
+        self.write(move |conn| {
+            touch(conn, &f)?;
+            for file in &files {
+                conn.prepare_cached(
+                    "UPDATE certificates SET key_file = NULL
+                     WHERE request_id = ? AND status <> 'active' AND key_file = ?",
+                )?
+                .execute(params![f.id, file])?;
+            }
+            Ok(())
         })
         .await
     }

@@ -18,6 +18,7 @@ mod demo;
 mod dkim;
 mod dns;
 mod events;
+mod keyfiles;
 mod nodes;
 mod probe;
 mod reputation;

@@ -78,10 +78,15 @@ impl ConfigError {
 
     fn parse(source_name: &str, text: &str, err: &toml::de::Error) -> Self {
         let line = err.span().map(|span| line_of(text, span.start));
+        let mut message = one_line(err.message());
+        if message.is_empty() {
+            // The parser says nothing when the text ends where a value should start.
+            message = missing_value(text, line);
+        }
         ConfigError::Parse {
             source_name: source_name.to_string(),
             line,
-            message: one_line(err.message()),
+            message,
         }
     }
 }
@@ -94,6 +99,21 @@ fn line_of(text: &str, at: usize) -> usize {
         .filter(|b| **b == b'\n')
         .count()
         + 1
+}
+
+/// What to say when the parser stops with no message: the file ended before a value. Names
+/// the key of that line when it is `KEY =`.
+fn missing_value(text: &str, line: Option<usize>) -> String {
+    let at = line
+        .and_then(|n| text.lines().nth(n.saturating_sub(1)))
+        .unwrap_or("");
+    match at.trim().strip_suffix('=') {
+        Some(key) if !key.trim().is_empty() => format!(
+            "`{}` has no value (the file ends after `=`)",
+            crate::domain::validate::sanitize(key.trim())
+        ),
+        _ => "the file ends where a value should be".to_string(),
+    }
 }
 
 /// Collapses a possibly multi-line message into one line.
@@ -1387,6 +1407,15 @@ mod tests {
         .unwrap();
         assert_eq!(config.engine.max_retries, 9);
         assert_eq!(config.engine.max_concurrent, 8);
+    }
+
+    #[test]
+    fn a_key_with_no_value_at_the_end_of_the_file_is_named() {
+        let message = user_error("[engine]\nmax_retries =");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("`max_retries` has no value"), "{message}");
+        let message = user_error("[engine]\nmax_retries = [");
+        assert!(!message.trim_end().ends_with(':'), "{message}");
     }
 
     #[test]

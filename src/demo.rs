@@ -3421,7 +3421,8 @@ fn demo_certs(store: &Store, cfg: &Config) -> Result<DemoCerts, DemoError> {
             let dir = store.key_dir("tls");
             let kept = crate::dkim::keep(&cfg.dkim.key_env, &dir, "demo-certificates", &der, "")
                 .map_err(|e| bad(e.to_string()))?;
-            kept.file.map(|f| store.key_record(std::path::Path::new(&f)))
+            kept.file
+                .map(|f| store.key_record(std::path::Path::new(&f)))
         }
     };
     Ok(DemoCerts {

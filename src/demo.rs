@@ -2458,7 +2458,8 @@ impl<'a> Flow<'a> {
                     "rollback stalled releasing instance: delete_instance: sim: delete: {}",
                     TRANSIENT[4]
                 );
-                self.error = Some(error.clone());
+                // The stall is the request's note; its error still says why it failed.
+                self.wait_reason = Some(error.clone());
                 self.needs_attention = true;
                 self.next_run_at = self.t + 5 * MIN;
                 self.extra_audit(

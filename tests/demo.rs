@@ -315,7 +315,7 @@ async fn default_demo_has_every_state_and_a_consistent_history() {
         count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'pending_approval' AND (plan <> 'ssd-16' OR region <> 'eu-west-1' OR approval_rule IS NULL OR approval_reason NOT LIKE 'High-Resource VPS Approval: %')"),
         0
     );
-    assert!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'rolling_back' AND needs_attention = 1 AND error IS NOT NULL") >= 1);
+    assert!(count(&conn, "SELECT COUNT(*) FROM requests WHERE state = 'rolling_back' AND needs_attention = 1 AND wait_reason LIKE 'rollback stalled%'") >= 1);
     assert_eq!(
         count(
             &conn,

@@ -23,6 +23,7 @@ struct Scripted {
     log: Mutex<Vec<String>>,
     fail_probes: bool,
     fail_creates: AtomicU32,
+    fail_deletes: AtomicU32,
     never_ready: bool,
 }
 
@@ -33,6 +34,7 @@ impl Scripted {
             log: Mutex::new(Vec::new()),
             fail_probes: false,
             fail_creates: AtomicU32::new(0),
+            fail_deletes: AtomicU32::new(0),
             never_ready: false,
         }
     }
@@ -75,6 +77,14 @@ impl Provider for Scripted {
     }
     async fn delete(&self, id: &str) -> ProviderResult<()> {
         self.note("delete".into());
+        if self.fail_deletes.load(Ordering::SeqCst) > 0 {
+            self.fail_deletes.fetch_sub(1, Ordering::SeqCst);
+            return Err(ProviderError::new(
+                "sim",
+                ErrorKind::Transient,
+                "502 Bad Gateway from the delete endpoint",
+            ));
+        }
         self.inner.delete(id).await
     }
     async fn suspend(&self, id: &str) -> ProviderResult<()> {
@@ -193,6 +203,54 @@ async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
         report.orphans.is_empty() && report.missing.is_empty(),
         "{report:?}"
     );
+}
+
+/// Issue 12, item 9: a rolled-back request says why it failed, not what its rollback's last
+/// retry said; a stalled rollback says so beside that reason, and once it finishes it
+/// carries no "rollback stalled" note.
+#[tokio::test(start_paused = true)]
+async fn a_rolled_back_request_keeps_why_it_failed_through_retries_and_a_stall() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    let provider = scripted(&store, &cfg, clock.clone(), |s| {
+        s.fail_probes = true;
+        s.fail_deletes = AtomicU32::new(u32::MAX);
+    });
+    let ctx = ctx_with(&store, &cfg, clock.clone(), provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-r").await;
+    let engine = engine::spawn(ctx.clone());
+    let limit = Duration::from_secs(600);
+    // Every delete refused: the rollback stalls, and says so beside why the request failed.
+    let rows = wait_for(&store, limit, "a stalled rollback", |rows| {
+        rows.iter().any(|r| r.needs_attention)
+    })
+    .await;
+    let r = &rows[0];
+    assert_eq!(r.state, "rolling_back");
+    let error = r.error.clone().unwrap_or_default();
+    assert!(error.contains("relay access denied"), "{error}");
+    let note = r.why_waiting().unwrap_or_default();
+    assert!(
+        note.starts_with("rollback stalled releasing instance") && note.contains("Bad Gateway"),
+        "{note}"
+    );
+    // The cloud answers again after two more refusals (retried within the step).
+    provider.fail_deletes.store(2, Ordering::SeqCst);
+    wait_for(&store, limit, "the rollback to finish", |rows| {
+        rows.iter().all(|r| r.state == "rolled_back")
+    })
+    .await;
+    engine.shutdown().await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    let error = d.request.error.clone().unwrap_or_default();
+    assert!(error.contains("relay access denied"), "{error}");
+    assert!(!error.contains("Bad Gateway"), "{error}");
+    assert_eq!(d.request.wait_reason, None);
+    assert_eq!(d.request.why_waiting(), None);
+    assert!(!d.request.needs_attention);
+    assert_eq!(provider.fail_deletes.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]

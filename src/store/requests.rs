@@ -566,7 +566,7 @@ impl Store {
             apply_change(conn, &Change { id: &id, event, fence: None, actor: &actor, reason: reason.as_deref(), at: now })?;
             conn.prepare_cached(
                 "UPDATE requests SET teardown = ?, cancel_requested = NULL, next_run_at = ?, needs_attention = 0,
-                    fence = fence + 1, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                    wait_reason = NULL, fence = fence + 1, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
             )?
             .execute(params![kind, at, id])?;
             Ok(TeardownAsked::Started)

@@ -67,6 +67,8 @@ impl RequestRow {
                 })
             }
             RequestState::Queued => self.wait_reason.clone(),
+            // A compensation being retried, or stalled (then it needs attention).
+            RequestState::RollingBack => self.wait_reason.clone(),
             _ => None,
         }
     }

@@ -221,7 +221,14 @@ impl Store {
                     .execute(params![detail, f.id, step.as_str()])?;
                 set_task(conn, &f, step, &task, "retrying", Some(&detail))?;
             }
-            conn.prepare_cached("UPDATE requests SET error = ? WHERE id = ?")?.execute(params![detail, f.id])?;
+            // While rolling back, `error` keeps why the request failed; the retry is a note.
+            conn.prepare_cached(
+                "UPDATE requests SET
+                    error = CASE WHEN state = 'rolling_back' THEN error ELSE ?1 END,
+                    wait_reason = CASE WHEN state = 'rolling_back' THEN ?1 ELSE wait_reason END
+                 WHERE id = ?2",
+            )?
+            .execute(params![detail, f.id])?;
             Ok(cancel)
         })
         .await
@@ -342,7 +349,8 @@ impl Store {
     }
 
     /// A compensation could not finish: the request stays rolling_back, marked for a
-    /// person's attention, and is tried again at `retry_at`.
+    /// person's attention, and is tried again at `retry_at`. The stall is its note
+    /// (`wait_reason`); `error` keeps why the request failed.
     pub async fn teardown_stalled(
         &self,
         f: &Fenced,
@@ -353,7 +361,7 @@ impl Store {
         self.write(move |conn| {
             touch(conn, &f)?;
             conn.prepare_cached(
-                "UPDATE requests SET error = ?, needs_attention = 1, lease_owner = NULL, lease_expires_at = NULL,
+                "UPDATE requests SET wait_reason = ?, needs_attention = 1, lease_owner = NULL, lease_expires_at = NULL,
                     next_run_at = ? WHERE id = ?",
             )?
             .execute(params![error, ts(retry_at), f.id])?;
@@ -371,7 +379,7 @@ impl Store {
             touch(conn, &f)?;
             let to = change(conn, &f, RequestEvent::TeardownFinished { remaining: 0, deprovision: false }, None)?;
             conn.prepare_cached(
-                "UPDATE requests SET needs_attention = 0, lease_owner = NULL, lease_expires_at = NULL,
+                "UPDATE requests SET needs_attention = 0, wait_reason = NULL, lease_owner = NULL, lease_expires_at = NULL,
                     error = CASE WHEN teardown = 'deprovision' THEN NULL ELSE error END WHERE id = ?",
             )?
             .execute([&f.id])?;

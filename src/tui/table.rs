@@ -320,17 +320,15 @@ fn haystack(app: &App, v: View, i: usize) -> String {
         }),
         View::Requests | View::Approvals | View::Pipeline => s.requests.get(i).map(|r| {
             format!(
-                "{} {} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {}",
                 short(&r.id),
                 r.tenant,
                 r.label,
                 r.state,
                 r.region,
                 r.approval_rule.as_deref().unwrap_or(""),
-                r.error
-                    .as_deref()
-                    .or(r.wait_reason.as_deref())
-                    .unwrap_or("")
+                r.error.as_deref().unwrap_or(""),
+                r.wait_reason.as_deref().unwrap_or("")
             )
         }),
         View::Blacklist => s.listings.get(i).map(|l| {
@@ -626,6 +624,10 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     5 => r.steps.attempts.to_string(),
                     6 => ago(app, &r.created_at),
                     7 => match (&r.error, &*r.state) {
+                        // A rollback's own trouble (a retry, a stall) before why it failed.
+                        (_, "rolling_back") if r.wait_reason.is_some() => {
+                            r.wait_reason.clone().unwrap_or_default()
+                        }
                         (Some(e), _) => e.clone(),
                         (None, "pending_approval") => format!(
                             "awaiting approval: {}",

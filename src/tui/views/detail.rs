@@ -92,6 +92,12 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
         };
         lines.push(Line::from(Span::styled(why, th.warn())));
     }
+    if let (Some(w), "rolling_back") = (&r.wait_reason, &*r.state) {
+        lines.push(Line::from(Span::styled(
+            format!("rollback: {}", c(w)),
+            th.warn(),
+        )));
+    }
     if let Some(e) = &r.error {
         lines.push(Line::from(Span::styled(
             format!("error: {}", c(e)),

@@ -77,10 +77,13 @@ impl Theme {
         }
     }
 
-    /// A node status or request state, coloured by how worried to be.
+    /// A node status or request state, coloured by how worried to be. Only what delivered
+    /// its service is green: a rolled-back request ended without one (magenta), a
+    /// deprovisioned one is over, as asked (grey).
     pub fn status(&self, s: &str) -> Style {
         let c = match s {
-            "active" | "completed" | "done" | "rolled_back" | "deprovisioned" => Color::Green,
+            "active" | "completed" | "done" => Color::Green,
+            "rolled_back" => Color::Magenta,
             "warming" | "allocating" | "configuring" | "activating" | "verifying" | "running"
             | "provisioning" => Color::Cyan,
             "queued" | "pending_approval" | "awaiting_input" | "maintenance" | "suspended"
@@ -88,9 +91,27 @@ impl Theme {
             "paused" | "unhealthy" | "failed" | "rolling_back" | "rejected" | "listed" => {
                 Color::Red
             }
-            "decommissioned" | "resolved" => Color::DarkGray,
+            "decommissioned" | "resolved" | "deprovisioned" => Color::DarkGray,
             _ => Color::Reset,
         };
         self.fg(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Theme;
+    use ratatui::style::Color;
+
+    #[test]
+    fn a_rolled_back_request_is_not_drawn_as_a_completed_one() {
+        let th = Theme { color: true };
+        let fg = |s: &str| th.status(s).fg;
+        assert_eq!(fg("completed"), Some(Color::Green));
+        assert_ne!(fg("rolled_back"), fg("completed"));
+        assert_ne!(fg("rolled_back"), fg("failed"));
+        assert_ne!(fg("deprovisioned"), fg("completed"));
+        assert!(fg("rolled_back").is_some() && fg("deprovisioned").is_some());
+        assert_eq!(Theme::plain().status("rolled_back").fg, None);
     }
 }

@@ -309,6 +309,35 @@ fn read_only_disables_every_change() {
     assert!(render(&mut app, 110, 10).contains("READ-ONLY"));
 }
 
+/// Issue 12, item 9: an error on the status line went with the user across views for
+/// minutes. It now goes at the next action, or after ten seconds.
+#[test]
+fn a_status_error_goes_at_the_next_action_or_after_ten_seconds() {
+    let mut app = app_with(fixture());
+    app.update(Action::ShowRequests);
+    let mut dirty = false;
+    let said = |app: &mut App| render(app, 110, 12).contains("approve failed: busy");
+    mailfleet::tui::handle(
+        &mut app,
+        mailfleet::tui::Msg::Outcome("approve failed: busy".into(), true),
+        &mut dirty,
+    );
+    assert!(said(&mut app));
+    app.update(Action::ShowFleet);
+    assert!(!said(&mut app), "the next action clears it");
+
+    mailfleet::tui::handle(
+        &mut app,
+        mailfleet::tui::Msg::Outcome("approve failed: busy".into(), true),
+        &mut dirty,
+    );
+    let at = app.status.as_ref().expect("said").at;
+    assert!(!app.expire_status(at + Duration::from_secs(9)));
+    assert!(said(&mut app), "still there after 9 s");
+    assert!(app.expire_status(at + Duration::from_secs(10)));
+    assert!(!said(&mut app), "gone after 10 s");
+}
+
 /// Runs effects the way the console's loop does, and feeds back what they produce.
 async fn pump(
     app: &mut App,

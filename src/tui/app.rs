@@ -70,7 +70,12 @@ pub struct Reason {
 pub struct Status {
     pub text: String,
     pub error: bool,
+    /// When it was said: it goes after [`STATUS_FOR`], or at the next action.
+    pub at: std::time::Instant,
 }
+
+/// How long a message stays on the status line when nothing else happens.
+pub const STATUS_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct EventsState {
@@ -303,7 +308,21 @@ impl App {
         self.status = Some(Status {
             text: text.into(),
             error,
+            at: std::time::Instant::now(),
         });
+    }
+
+    /// Clears a status message said [`STATUS_FOR`] or longer before `now`; returns whether
+    /// it did (the screen then needs drawing).
+    pub fn expire_status(&mut self, now: std::time::Instant) -> bool {
+        let old = self
+            .status
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.at) >= STATUS_FOR);
+        if old {
+            self.status = None;
+        }
+        old
     }
 
     /// The id of the selected row's request, in views that list requests.
@@ -377,6 +396,8 @@ impl App {
     /// Applies an action; in the Warm-up view, a selection that moved to another node also
     /// asks for that node's log.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        // What the status line said was about the last action; this one starts afresh.
+        self.status = None;
         let mut out = self.apply(action);
         out.extend(self.follow_selection());
         out

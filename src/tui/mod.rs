@@ -259,6 +259,7 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
         }
         Msg::Tick => {
             app.tick += 1;
+            app.expire_status(std::time::Instant::now());
             *dirty = true;
             vec![]
         }

@@ -1045,6 +1045,55 @@ fn dkim_keys_are_made_with_their_record_and_the_private_half_never_shows() {
     assert!(!line.contains("c2VjcmV0"));
 }
 
+/// Issue 12, item 9: `dns plan` left the DKIM record out although `dkim new` had made the
+/// domain's key; it now plans the record with the stored key (and its Ed25519 partner).
+#[test]
+fn dns_plan_uses_the_domains_stored_dkim_key() {
+    let fleet = Fleet::new();
+    let args = [
+        "dns",
+        "plan",
+        "--domain",
+        "example.com",
+        "--hostname",
+        "mx1.example.com",
+        "--ip",
+        "192.0.2.10",
+        "--json",
+    ];
+    let purposes = |plan: &Value| -> Vec<String> {
+        plan.as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r["purpose"].as_str().expect("purpose").to_string())
+            .collect()
+    };
+    let made = fleet.json(&["dkim", "new", "example.com", "--ed25519", "--json"]);
+    let plan = fleet.json(&args);
+    assert_eq!(
+        purposes(&plan),
+        ["a", "mx", "spf", "dkim", "dkim-ed25519", "dmarc"]
+    );
+    let dkim = &plan.as_array().expect("records")[3];
+    assert_eq!(dkim["name"], "mf1._domainkey.example.com.");
+    assert_eq!(dkim["content"], made["record"]["content"]);
+    let ed = &plan.as_array().expect("records")[4];
+    assert_eq!(ed["name"], "mf1-ed._domainkey.example.com.");
+    assert_eq!(ed["content"], made["records"][1]["content"]);
+    // A key given on the command line wins; another domain has no stored key.
+    let mut given = args.to_vec();
+    given.extend(["--dkim-public-key", "QUJD"]);
+    let plan = fleet.json(&given);
+    assert!(
+        plan.to_string().contains("v=DKIM1; k=rsa; p=QUJD"),
+        "{plan}"
+    );
+    let mut other = args.to_vec();
+    other[3] = "example.org";
+    other[5] = "mx1.example.org";
+    assert_eq!(purposes(&fleet.json(&other)), ["a", "mx", "spf", "dmarc"]);
+}
+
 #[test]
 fn records_and_certificates_show_and_tls_status_and_dkim_rotate_work_from_the_shell() {
     let (fleet, id) = Fleet::with_completed_request();

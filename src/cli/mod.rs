@@ -277,11 +277,13 @@ pub enum DnsCmd {
         hostname: String,
         #[arg(long)]
         ip: String,
-        /// DKIM selector.
-        #[arg(long, default_value = "mf1")]
-        selector: String,
-        /// The DKIM RSA public key (base64 SubjectPublicKeyInfo, the p= value); without
-        /// it the DKIM record is left out.
+        /// DKIM selector (default: the domain's newest key in the database, else
+        /// [dkim] selector).
+        #[arg(long)]
+        selector: Option<String>,
+        /// The DKIM RSA public key (base64 SubjectPublicKeyInfo, the p= value). Without
+        /// it, the domain's key made by `dkim new` (or the configure step) is used when the
+        /// database holds one; else the DKIM record is left out.
         #[arg(long, value_name = "BASE64")]
         dkim_public_key: Option<String>,
         #[arg(long, value_enum, default_value = "none")]
@@ -485,6 +487,46 @@ fn db_path(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
+/// A domain's DKIM public keys kept in the database: (selector, base64 key).
+#[derive(Debug, Default)]
+struct StoredDkim {
+    rsa: Option<(String, String)>,
+    ed25519: Option<(String, String)>,
+}
+
+/// The domain's keys in use (not retired), for `dns plan`: the RSA key of `selector`, or
+/// the newest one, and the Ed25519 key beside it (`SELECTOR-ed`). Nothing when the
+/// database does not exist: planning needs none.
+async fn stored_dkim(cli: &Cli, domain: &str, selector: Option<&str>) -> Result<StoredDkim> {
+    let path = db_path(cli)?;
+    if !path.exists() {
+        return Ok(StoredDkim::default());
+    }
+    let cfg = config::load(cli.config.as_deref())?;
+    let store = Store::open_read_only(&path, &cfg.store).await?;
+    let want = domain.trim_end_matches('.').to_ascii_lowercase();
+    let keys: Vec<_> = store
+        .dkim_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.domain == want && k.retired_at.is_none())
+        .collect();
+    // Oldest first: the last match is the newest.
+    let rsa = keys
+        .iter()
+        .filter(|k| k.algorithm == crate::dkim::Algorithm::Rsa2048.as_str())
+        .filter(|k| selector.is_none_or(|s| k.selector == s))
+        .next_back()
+        .map(|k| (k.selector.clone(), k.public_key.clone()));
+    let ed25519 = rsa.as_ref().and_then(|(s, _)| {
+        let ed = format!("{s}-ed");
+        keys.iter()
+            .find(|k| k.selector == ed && k.algorithm == crate::dkim::Algorithm::Ed25519.as_str())
+            .map(|k| (ed.clone(), k.public_key.clone()))
+    });
+    Ok(StoredDkim { rsa, ed25519 })
+}
+
 fn init_logging(to_stderr: bool) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLEET_LOG")
@@ -563,13 +605,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }) = command
     {
         use crate::domain::records::{plan, zone_snippet, DmarcPolicy, RecordInput};
+        let stored = match dkim_public_key {
+            Some(_) => StoredDkim::default(),
+            None => stored_dkim(&cli, domain, selector.as_deref()).await?,
+        };
+        let selector = match (selector, &stored.rsa) {
+            (Some(s), _) => s.clone(),
+            (None, Some((s, _))) => s.clone(),
+            (None, None) => config::load(cli.config.as_deref())?.dkim.selector,
+        };
+        if let Some((s, _)) = &stored.rsa {
+            eprintln!(
+                "mailfleet: DKIM key {s} of {} from the database",
+                sanitize(domain)
+            );
+        }
         let input = RecordInput {
             domain: domain.clone(),
             hostname: hostname.clone(),
             ip: ip.clone(),
-            selector: selector.clone(),
-            dkim_rsa: dkim_public_key.clone(),
-            dkim_ed25519: None,
+            selector,
+            dkim_rsa: dkim_public_key
+                .clone()
+                .or_else(|| stored.rsa.as_ref().map(|(_, k)| k.clone())),
+            dkim_ed25519: stored.ed25519.clone(),
             dmarc: match dmarc {
                 DmarcArg::None => DmarcPolicy::None,
                 DmarcArg::Quarantine => DmarcPolicy::Quarantine,

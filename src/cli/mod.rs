@@ -514,9 +514,10 @@ async fn stored_dkim(cli: &Cli, domain: &str, selector: Option<&str>) -> Result<
     // Oldest first: the last match is the newest.
     let rsa = keys
         .iter()
-        .filter(|k| k.algorithm == crate::dkim::Algorithm::Rsa2048.as_str())
-        .filter(|k| selector.is_none_or(|s| k.selector == s))
-        .next_back()
+        .rfind(|k| {
+            k.algorithm == crate::dkim::Algorithm::Rsa2048.as_str()
+                && selector.is_none_or(|s| k.selector == s)
+        })
         .map(|k| (k.selector.clone(), k.public_key.clone()));
     let ed25519 = rsa.as_ref().and_then(|(s, _)| {
         let ed = format!("{s}-ed");

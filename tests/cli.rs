@@ -28,10 +28,51 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// A fleet with its database made by `mailfleet init`.
     fn new() -> Fleet {
+        let fleet = Fleet::without_db();
+        fleet.ok(&["init"]);
+        fleet
+    }
+
+    /// A fleet whose database does not exist yet.
+    fn without_db() -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("fast.toml"), FAST_CONFIG).expect("write config");
         Fleet { dir }
+    }
+
+    /// Adds `text` to the fleet's config.
+    fn configure(&self, text: &str) {
+        let path = self.path("fast.toml");
+        let mut config = std::fs::read_to_string(&path).expect("read config");
+        config.push_str(text);
+        std::fs::write(&path, config).expect("write config");
+    }
+
+    /// Hands the fleet's directory and files to `uid` (a second account on this machine),
+    /// so that commands run as that account can use them. Needs root.
+    fn hand_to(&self, uid: u32) {
+        assert_root();
+        for entry in walk(self.dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(uid)).expect("chown");
+        }
+    }
+
+    /// Runs `args` on this fleet as the account `uid` (not root: the permission bits then
+    /// hold). Needs root to switch.
+    fn run_as(&self, uid: u32, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        assert_root();
+        let mut cmd = self.bare();
+        cmd.uid(uid)
+            .gid(uid)
+            .arg("--db")
+            .arg(self.db())
+            .arg("--config")
+            .arg(self.path("fast.toml"))
+            .args(args);
+        run_guarded(cmd, args)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -157,6 +198,56 @@ impl Fleet {
         assert_eq!(fleet.state(&id), "completed");
         (fleet, id)
     }
+}
+
+/// A second account for the tests that need two people (four-eyes) or permission bits
+/// that hold (root ignores them): `nobody` on most systems.
+const OTHER_UID: u32 = 65534;
+
+fn assert_root() {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test runs commands as a second account and needs root");
+}
+
+/// The name mailfleet records for the account `uid`: its user-database name, lowercased,
+/// or `uid-N` when it has none.
+fn account_of(uid: u32) -> String {
+    // SAFETY: getpwuid returns null or a pointer to a static entry, read at once, on this
+    // thread; the tests' other threads do not call it at the same moment often enough to
+    // matter, and a torn read would fail the test loudly rather than pass it.
+    unsafe {
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() {
+            return format!("uid-{uid}");
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .to_lowercase()
+    }
+}
+
+/// The account these tests run as.
+fn my_account() -> String {
+    // SAFETY: getuid cannot fail and touches no memory.
+    account_of(unsafe { libc::getuid() })
+}
+
+/// Every file and directory under `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let more: Vec<PathBuf> = std::fs::read_dir(&out[i])
+                .expect("read dir")
+                .map(|e| e.expect("dir entry").path())
+                .collect();
+            out.extend(more);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Runs `cmd` to completion, reading its output, and kills it if it hangs.
@@ -342,7 +433,10 @@ fn script_drives_a_request_through_its_whole_life() {
         );
     }
 
-    // Suspend: the request and its node both show it.
+    // Suspend: the request and its node both show it. This account acts for alice, as an
+    // automation account would.
+    let me = my_account();
+    fleet.configure(&format!("[identity]\nimpersonators = [\"{me}\"]\n"));
     fleet.ok(&["--as", "alice", "request", "suspend", &id]);
     assert_eq!(fleet.state(&id), "suspended");
     assert_eq!(node_of(&fleet, &id)["status"], "paused");
@@ -390,19 +484,21 @@ fn script_drives_a_request_through_its_whole_life() {
         );
     }
 
-    // Every operator action is recorded with the operator's name.
+    // Every operator action is recorded with the operator's name, and the account it
+    // came through.
+    let alice = format!("alice (via {me})");
     let suspended = transitions_to(&detail, "suspended");
     assert_eq!(suspended.len(), 1, "{detail:#}");
-    assert_eq!(suspended[0]["actor"], "alice");
+    assert_eq!(suspended[0]["actor"], alice.as_str());
     let reactivated: Vec<&Value> = transitions_to(&detail, "completed")
         .into_iter()
         .filter(|t| t["from_state"] == "suspended")
         .collect();
     assert_eq!(reactivated.len(), 1, "{detail:#}");
-    assert_eq!(reactivated[0]["actor"], "alice");
+    assert_eq!(reactivated[0]["actor"], alice.as_str());
     let torn_down = transitions_to(&detail, "rolling_back");
     assert_eq!(torn_down.len(), 1, "{detail:#}");
-    assert_eq!(torn_down[0]["actor"], "alice");
+    assert_eq!(torn_down[0]["actor"], alice.as_str());
     assert_eq!(torn_down[0]["reason"], "x");
 }
 
@@ -416,7 +512,16 @@ fn approval_gate_then_approve() {
     let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
     assert_eq!(fleet.state(&id), "pending_approval");
 
-    let approved = fleet.json(&["--as", "ops-lead", "request", "approve", &id, "--json"]);
+    // Four-eyes: another account approves.
+    fleet.hand_to(OTHER_UID);
+    let args = ["request", "approve", &id, "--json"];
+    let out = fleet.run_as(OTHER_UID, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let approved: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(approved["state"], "queued");
     let detail = fleet.show(&id);
     assert_eq!(detail["state"], "queued");
@@ -425,7 +530,7 @@ fn approval_gate_then_approve() {
         .filter(|t| t["from_state"] == "pending_approval")
         .collect();
     assert_eq!(to_queued.len(), 1, "{detail:#}");
-    assert_eq!(to_queued[0]["actor"], "ops-lead");
+    assert_eq!(to_queued[0]["actor"], account_of(OTHER_UID).as_str());
 
     fleet.work();
     assert_eq!(fleet.state(&id), "completed");
@@ -455,21 +560,13 @@ fn reject_needs_a_reason() {
 fn rejection_with_a_reason_ends_rejected_with_the_reason_as_error() {
     let fleet = Fleet::new();
     let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
-    fleet.ok(&[
-        "--as",
-        "ops-lead",
-        "request",
-        "reject",
-        &id,
-        "--reason",
-        "too big for eu",
-    ]);
+    fleet.ok(&["request", "reject", &id, "--reason", "too big for eu"]);
     let detail = fleet.show(&id);
     assert_eq!(detail["state"], "rejected");
     assert_eq!(detail["error"], "too big for eu");
     let rejected = transitions_to(&detail, "rejected");
     assert_eq!(rejected.len(), 1, "{detail:#}");
-    assert_eq!(rejected[0]["actor"], "ops-lead");
+    assert_eq!(rejected[0]["actor"], my_account().as_str());
 
     // The engine leaves a rejected request alone.
     fleet.work();

@@ -270,7 +270,9 @@ fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, Stor
 /// is read as immutable.
 fn open_read_conn(path: &Path, cfg: &StoreConfig) -> Result<Conn, StoreError> {
     match open_conn(path, cfg, OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        Err(StoreError::NotADatabase { .. }) | Err(StoreError::Sql(_))
+        Err(StoreError::NotADatabase { .. })
+        | Err(StoreError::Sql(_))
+        | Err(StoreError::ReadOnlyFile { .. })
             if !side_file(path, "-shm").exists()
                 && !side_file(path, "-wal").exists()
                 && path.exists() =>

@@ -164,9 +164,9 @@ fn who(actor: &str) -> String {
     cut
 }
 
-/// The header (who you are always stays): the parts that matter most stay when the screen is narrow (the alerts
-/// badge, then what needs attention or approval, then the fleet's figures; who and where
-/// goes first).
+/// The header: who you are always shows; of the rest, the parts that matter most stay when
+/// the screen is narrow (the alerts badge, then what needs attention or approval, then the
+/// fleet's figures; the database's path goes first).
 fn header(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
     let mut lead = vec![Span::styled(" mailfleet ", th.title())];

@@ -225,7 +225,7 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
     parts.push(part(
         6,
         vec![Span::styled(
-            format!("@ {}", crate::domain::validate::sanitize(&app.db_label)),
+            crate::domain::validate::sanitize(&app.db_label).into_owned(),
             th.dim(),
         )],
     ));

@@ -207,7 +207,10 @@ const OTHER_UID: u32 = 65534;
 fn assert_root() {
     // SAFETY: geteuid cannot fail and touches no memory.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "this test runs commands as a second account and needs root");
+    assert_eq!(
+        euid, 0,
+        "this test runs commands as a second account and needs root"
+    );
 }
 
 /// The name mailfleet records for the account `uid`: its user-database name, lowercased,

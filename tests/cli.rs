@@ -1246,3 +1246,166 @@ fn work_refuses_to_start_when_the_dns_secret_is_not_set() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Who acts: the account running the command, never a name it claims
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_actor_is_the_account_and_as_is_refused_unless_it_may_impersonate() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    // $USER is anyone's to set: it names nobody.
+    let mut cmd = fleet.bare();
+    cmd.env("USER", "carol")
+        .arg("--db")
+        .arg(fleet.db())
+        .arg("--config")
+        .arg(fleet.path("fast.toml"))
+        .args(create_args("acme", "dallas", "ssd-1", "node-mine"))
+        .arg("--json");
+    let out = run_guarded(cmd, &["request", "create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = made["id"].as_str().expect("id");
+    assert_eq!(fleet.show(id)["requested_by"], me.as_str());
+
+    // --as: refused, naming the account and the setting that would allow it.
+    let mut args = vec!["--as", "carol"];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-carol"));
+    assert_refused_without_writing(
+        &fleet,
+        &args,
+        &["--as", &me, "carol", "[identity] impersonators"],
+    );
+    assert_refused_without_writing(
+        &fleet,
+        &["--as", "carol", "request", "reject", id, "--reason", "x"],
+        &["--as", &me, "impersonators"],
+    );
+}
+
+#[test]
+fn an_impersonating_account_is_recorded_beside_the_name_it_acts_for() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    fleet.configure(&format!(
+        "[identity]\nimpersonators = [\"{}\"]\n",
+        me.to_uppercase()
+    ));
+    let mut args = vec!["--as", "Carol"];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-carol"));
+    args.push("--json");
+    let made = fleet.json(&args);
+    let id = made["id"].as_str().expect("id");
+    let carol = format!("carol (via {me})");
+    let detail = fleet.show(id);
+    assert_eq!(detail["requested_by"], carol.as_str());
+    assert_eq!(
+        transitions_to(&detail, "queued")[0]["actor"],
+        carol.as_str()
+    );
+    let events = fleet.events();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["request_id"] == id && e["name"] == "provisioning.started")
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0]["actor"], carol.as_str(), "{:?}", started[0]);
+}
+
+#[test]
+fn actor_names_are_one_rule_everywhere_and_bad_ones_are_shown_escaped() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    fleet.configure(&format!("[identity]\nimpersonators = [\"{me}\"]\n"));
+    for (name, shown) in [
+        ("b\u{200b}ob", "\\u{200b}"),
+        ("bob\u{202e}", "\\u{202e}"),
+        ("", "\"\""),
+        ("bo b", "bo b"),
+    ] {
+        let mut args = vec!["--as", name];
+        args.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+        let line = assert_refused_without_writing(&fleet, &args, &["--as", shown, "user name"]);
+        assert!(
+            !line.contains('\u{200b}') && !line.contains('\u{202e}'),
+            "{line}"
+        );
+    }
+    let long = "a".repeat(65);
+    let mut args = vec!["--as", long.as_str()];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    assert_refused_without_writing(&fleet, &args, &["--as", &long, "64"]);
+
+    // The same rule for the names in the config, which name the key.
+    for (text, key) in [
+        ("[approvals]\napprovers = [\"b\u{200b}ob\"]\n", "approvals.approvers[0]"),
+        (
+            "[[tenants]]\nname = \"acme\"\nquota = { nodes = 1, cpu = 1, memory_gb = 1, storage_gb = 1 }\napprovers = [\"ok\", \"x\u{202e}y\"]\n",
+            "tenants[0].approvers[1]",
+        ),
+        ("[identity]\nimpersonators = [\"ci bot\"]\n", "identity.impersonators[0]"),
+    ] {
+        let path = fleet.path("names.toml");
+        std::fs::write(&path, text).expect("config");
+        let db = fleet.db();
+        let args = [
+            "--db",
+            db.to_str().expect("utf-8"),
+            "--config",
+            path.to_str().expect("utf-8"),
+            "request",
+            "list",
+        ];
+        let out = fleet.run_raw(&args);
+        let line = assert_one_line_error(&out, &args, &[key, "user name"]);
+        assert!(!line.contains('\u{200b}') && !line.contains('\u{202e}'), "{line}");
+    }
+}
+
+#[test]
+fn four_eyes_compares_the_people_and_the_accounts_behind_them() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    let other = account_of(OTHER_UID);
+    // Approver names in the config are compared lowercased, as actors are.
+    fleet.configure(&format!(
+        "[identity]\nimpersonators = [\"{me}\"]\n[approvals]\napprovers = [\"Carol\", \"DAVE\", \"{me}\", \"{}\"]\n",
+        other.to_uppercase()
+    ));
+    let mut args = vec!["--as", "carol"];
+    args.extend(create_args("acme", "eu-west-1", "ssd-16", "node-big"));
+    args.push("--json");
+    let id = fleet.json(&args)["id"].as_str().expect("id").to_string();
+    assert_eq!(fleet.state(&id), "pending_approval");
+    // Not carol, whoever types it; not another name through the same account; not the
+    // account itself.
+    for who in [
+        vec!["--as", "carol"],
+        vec!["--as", "CAROL"],
+        vec!["--as", "dave"],
+        vec![],
+    ] {
+        let mut args = who.clone();
+        args.extend(["request", "approve", id.as_str()]);
+        assert_refused_without_writing(&fleet, &args, &["cannot approve", "requested it"]);
+    }
+    assert_eq!(fleet.state(&id), "pending_approval");
+    // Another account may.
+    fleet.hand_to(OTHER_UID);
+    let out = fleet.run_as(OTHER_UID, &["request", "approve", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "queued");
+    let approved = transitions_to(&detail, "queued");
+    assert_eq!(approved.last().expect("approved")["actor"], other.as_str());
+}

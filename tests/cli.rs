@@ -1409,3 +1409,284 @@ fn four_eyes_compares_the_people_and_the_accounts_behind_them() {
     let approved = transitions_to(&detail, "queued");
     assert_eq!(approved.last().expect("approved")["actor"], other.as_str());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Opening a database: init creates it, once, safely; nothing else does
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn four_processes_creating_one_new_database_at_once_all_succeed() {
+    let fleet = Fleet::without_db();
+    for round in 0..20 {
+        let db = fleet.path(&format!("round-{round}/m.db"));
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = fleet.bare();
+                cmd.arg("--db")
+                    .arg(&db)
+                    .arg("--config")
+                    .arg(fleet.path("fast.toml"))
+                    .arg("init");
+                std::thread::spawn(move || run_guarded(cmd, &["init"]))
+            })
+            .collect();
+        for racer in racers {
+            let out = racer.join().expect("racer");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let db_arg = db.to_str().expect("utf-8");
+        let args = ["--db", db_arg, "request", "list", "--json"];
+        let out = fleet.run_raw(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The database's bytes and modification time, for checking nothing wrote to it.
+fn file_state(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let bytes = std::fs::read(path).expect("read the database");
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    (bytes, mtime)
+}
+
+/// Closes every change into the database file itself: the last connection to close copies
+/// the WAL back and removes it.
+fn quiesce(db: &Path) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    drop(conn);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!Path::new(&wal).exists(), "the WAL is still there");
+}
+
+#[test]
+fn a_database_from_a_newer_mailfleet_is_refused_and_left_as_it_is() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let db = fleet.db();
+    // What a newer build would leave: a migration this one does not know. In rollback
+    // journal mode, so that switching it to WAL would show in the file's header.
+    quiesce(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 'later')",
+        [],
+    )
+    .expect("insert");
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .expect("rollback journal");
+    drop(conn);
+    let before = file_state(&db);
+    let mut create = vec![];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for args in [
+        vec!["request", "list"],
+        create,
+        vec!["work", "--until-idle"],
+        vec!["init"],
+        vec![],
+        vec!["--read-only", "request", "list"],
+    ] {
+        let out = fleet.run(&args);
+        assert_one_line_error(
+            &out,
+            &args,
+            &[
+                "m.db",
+                "newer mailfleet",
+                "schema 999",
+                "this build knows up to",
+            ],
+        );
+        assert!(file_state(&db) == before, "{args:?} wrote to the file");
+        assert!(!fleet.path("m.db-wal").exists(), "{args:?} made a WAL");
+    }
+}
+
+#[test]
+fn only_init_demo_and_work_create_a_database() {
+    let fleet = Fleet::without_db();
+    let typo = fleet.path("tpyo/m.db");
+    let typo_arg = typo.to_str().expect("utf-8");
+    let config = fleet.path("fast.toml");
+    let config_arg = config.to_str().expect("utf-8");
+    let mut create = vec![];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for command in [
+        vec!["request", "list"],
+        create,
+        vec!["node", "list"],
+        vec!["events"],
+        vec!["tls", "status"],
+        vec!["warmup", "resume", "n1"],
+        vec![],
+        vec!["--read-only", "request", "list"],
+    ] {
+        let mut args = vec!["--db", typo_arg, "--config", config_arg];
+        args.extend(command);
+        let out = fleet.run_raw(&args);
+        assert_one_line_error(
+            &out,
+            &args,
+            &["tpyo/m.db", "does not exist", "mailfleet init"],
+        );
+        assert!(!fleet.path("tpyo").exists(), "{args:?} made the directory");
+    }
+
+    // init makes it, and says so; again, it finds it up to date.
+    let init = ["--db", typo_arg, "--config", config_arg, "init"];
+    let out = fleet.run_raw(&init);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    assert!(typo.exists());
+    let again = fleet.run_raw(&init);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("up to date"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let json = ["--db", typo_arg, "init", "--json"];
+    let v: Value = serde_json::from_slice(&fleet.run_raw(&json).stdout).expect("JSON");
+    assert_eq!(v["created"], false);
+    assert_eq!(v["applied"], json!([]));
+    let listed = fleet.run_raw(&["--db", typo_arg, "request", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+
+    // work starts on a new database too.
+    let fresh = fleet.path("new/w.db");
+    let args = [
+        "--db",
+        fresh.to_str().expect("utf-8"),
+        "--config",
+        config_arg,
+        "work",
+        "--until-idle",
+    ];
+    let out = fleet.run_raw(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fresh.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading writes nothing, and works on a file this account may not change
+// ---------------------------------------------------------------------------------------------
+
+/// Every command that only reads, on a fleet with one completed request and its node.
+fn read_commands(request: &str, node: &str) -> Vec<Vec<String>> {
+    [
+        vec!["request", "list"],
+        vec!["request", "show", request],
+        vec!["node", "list", "--json"],
+        vec!["node", "show", node],
+        vec!["events", "--limit", "5"],
+        vec!["alerts"],
+        vec!["tls", "status"],
+        vec!["tenant", "list"],
+        vec!["cluster", "list"],
+        vec!["cluster", "test", "sim-dallas"],
+        vec!["dkim", "list"],
+        vec!["warmup", "plans"],
+        vec!["warmup", "plan", "standard"],
+        vec!["warmup", "show", node],
+        vec!["reconcile"],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(String::from).collect())
+    .collect()
+}
+
+#[test]
+fn read_commands_leave_the_database_byte_for_byte_as_it_was() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id)["id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let db = fleet.db();
+    quiesce(&db);
+    let before = file_state(&db);
+    let wal = fleet.path("m.db-wal");
+    for args in read_commands(&id, &node) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fleet.ok(&args);
+        assert!(file_state(&db) == before, "{args:?} wrote to the file");
+        assert!(
+            std::fs::read(&wal).unwrap_or_default().is_empty(),
+            "{args:?} wrote to the WAL"
+        );
+    }
+}
+
+#[test]
+fn read_commands_work_on_a_read_only_file_and_changes_name_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id)["id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let db = fleet.db();
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    // Another account, which may read the file and its directory but write neither (root
+    // would write them whatever the bits say).
+    let check = |when: &str| {
+        set_mode(&db, 0o444);
+        set_mode(fleet.dir.path(), 0o555);
+        let before = file_state(&db);
+        for args in read_commands(&id, &node) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = fleet.run_as(OTHER_UID, &args);
+            assert!(
+                out.status.success(),
+                "{when}: {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut create = vec![];
+        create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+        for args in [
+            create,
+            vec!["request", "suspend", &id],
+            vec!["node", "pause", &node],
+            vec!["work", "--until-idle"],
+            vec!["init"],
+        ] {
+            let out = fleet.run_as(OTHER_UID, &args);
+            assert_one_line_error(&out, &args, &[&db.display().to_string(), "read-only"]);
+        }
+        assert!(file_state(&db) == before, "{when}: the file changed");
+        set_mode(fleet.dir.path(), 0o755);
+        set_mode(&db, 0o644);
+    };
+    // As the last writer left it (its WAL and shared-memory files beside it)...
+    check("with the WAL beside it");
+    // ...and with every change in the file and nothing beside it.
+    quiesce(&db);
+    assert!(!fleet.path("m.db-shm").exists());
+    check("with nothing beside it");
+}

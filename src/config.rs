@@ -821,9 +821,7 @@ impl Config {
         let nobody_named = self.approvals.approvers.is_empty()
             && self.tenants.iter().all(|t| t.approvers.is_empty());
         let named = |a: &String| normalise(a).is_ok_and(|a| a == who);
-        nobody_named
-            || self.approvals.approvers.iter().any(named)
-            || tenant_list.iter().any(named)
+        nobody_named || self.approvals.approvers.iter().any(named) || tenant_list.iter().any(named)
     }
 
     /// Whether the operating-system account `account` may act for someone else (`--as`).

@@ -132,7 +132,15 @@ mod tests {
         assert!(e.to_string().contains("64"), "{e}");
         let e = normalise("").expect_err("empty");
         assert!(e.to_string().contains("empty"), "{e}");
-        for bad in ["b\u{200b}ob", "bob\u{202e}", "bo b", "bob\n", "bób", "a@b", "ＢＯＢ"] {
+        for bad in [
+            "b\u{200b}ob",
+            "bob\u{202e}",
+            "bo b",
+            "bob\n",
+            "bób",
+            "a@b",
+            "ＢＯＢ",
+        ] {
             assert!(normalise(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -158,7 +166,10 @@ mod tests {
 
         let dave = Actor::impersonating("dave", "ci-bot".into()).expect("valid");
         assert!(dave.overlaps(&carol), "the same account");
-        assert!(Actor::account("carol".into()).overlaps(&carol), "the same name");
+        assert!(
+            Actor::account("carol".into()).overlaps(&carol),
+            "the same name"
+        );
         assert!(Actor::account("ci-bot".into()).overlaps(&carol));
         assert!(!Actor::account("bob".into()).overlaps(&carol));
     }

@@ -119,14 +119,26 @@ pub enum StoreError {
     Rejected(String),
     #[error("the database is open read-only (--read-only)")]
     ReadOnly,
-    #[error("{path}: the file does not exist; run `mailfleet init` (or `mailfleet demo`) to create one")]
+    #[error(
+        "{path}: the file does not exist; run `mailfleet init` (or `mailfleet demo`) to create one"
+    )]
     Missing { path: String },
-    #[error("{path}: the file is read-only (or its directory is); this command needs to write to it")]
+    #[error(
+        "{path}: the file is read-only (or its directory is); this command needs to write to it"
+    )]
     ReadOnlyFile { path: String },
     #[error("{path} was written by a newer mailfleet (schema {found}; this build knows up to {known}); refusing to open it")]
-    TooNew { path: String, found: i64, known: i64 },
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("{path} holds schema {found}; this build needs {known}: run `mailfleet init` to bring it up to date")]
-    Behind { path: String, found: i64, known: i64 },
+    Behind {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("the store's writer has stopped")]
     Closed,
 }
@@ -468,11 +480,7 @@ pub struct Opened {
 /// Opens the writer's connection on `path` (creating it if `create`): checks the file is
 /// ours and not newer than this build before anything is written, then switches to WAL and
 /// migrates.
-fn open_writer(
-    path: &Path,
-    cfg: &StoreConfig,
-    create: bool,
-) -> Result<(Conn, Opened), StoreError> {
+fn open_writer(path: &Path, cfg: &StoreConfig, create: bool) -> Result<(Conn, Opened), StoreError> {
     let existed = path.exists();
     if !existed && !create {
         return Err(StoreError::Missing {
@@ -533,12 +541,11 @@ impl Store {
     ) -> Result<(Store, Opened), StoreError> {
         let (path, settings) = (path.to_path_buf(), cfg.clone());
         let p2 = path.clone();
-        let (writer_conn, opened) = tokio::task::spawn_blocking(
-            move || -> Result<(Option<Conn>, Opened), StoreError> {
+        let (writer_conn, opened) =
+            tokio::task::spawn_blocking(move || -> Result<(Option<Conn>, Opened), StoreError> {
                 match access {
                     Access::Create | Access::Write => {
-                        let (conn, opened) =
-                            open_writer(&p2, &settings, access == Access::Create)?;
+                        let (conn, opened) = open_writer(&p2, &settings, access == Access::Create)?;
                         Ok((Some(conn), opened))
                     }
                     Access::Read | Access::ReadOnly => {
@@ -570,10 +577,9 @@ impl Store {
                         }
                     }
                 }
-            },
-        )
-        .await
-        .map_err(|_| StoreError::Closed)??;
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??;
         let (changes_tx, changes) = watch::channel(0u64);
         let (copied_tx, copied) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());

@@ -1321,6 +1321,31 @@ mod tests {
     }
 
     #[test]
+    fn actor_names_in_the_config_are_lowercased_and_checked() {
+        let config = with_user(
+            "[approvals]\napprovers = [\"Ops-Lead\"]\n[identity]\nimpersonators = [\"CI-Bot\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.approvals.approvers, ["ops-lead"]);
+        assert!(config.may_approve("ops-lead", "acme"));
+        assert!(
+            !config.may_approve("Ops-Lead", "acme"),
+            "callers pass normalised names"
+        );
+        assert!(config.may_impersonate("ci-bot"));
+        assert!(!config.may_impersonate("root"));
+        let message = user_error("[approvals]\napprovers = [\"b\\u200bob\"]\n");
+        assert!(message.contains("approvals.approvers[0]"), "{message}");
+        assert!(message.contains("\\u{200b}"), "{message}");
+        let message = user_error(&format!(
+            "[identity]\nimpersonators = [\"{}\"]\n",
+            "a".repeat(65)
+        ));
+        assert!(message.contains("identity.impersonators[0]"), "{message}");
+        assert!(!with_user("").expect("defaults").may_impersonate("root"));
+    }
+
+    #[test]
     fn embedded_defaults_load_and_validate() {
         let config = from_layers(&[layer(DEFAULTS_SOURCE, DEFAULT_TOML)]).unwrap();
         // Sections spelled out in the file match the Default impls exactly.

@@ -560,8 +560,18 @@ impl Store {
                         drop(conn);
                         match (state, access) {
                             (Schema::Current, _) => Ok((None, Opened::default())),
-                            (Schema::Behind(_), Access::Read) => {
-                                let (conn, opened) = open_writer(&p2, &settings, false)?;
+                            (Schema::Behind(found), Access::Read) => {
+                                // Reading needs the current schema: the only write a read
+                                // makes. A file that cannot take it says what it needs.
+                                let (conn, opened) =
+                                    open_writer(&p2, &settings, false).map_err(|e| match e {
+                                        StoreError::ReadOnlyFile { path } => StoreError::Behind {
+                                            path,
+                                            found,
+                                            known: SCHEMA_VERSION,
+                                        },
+                                        other => other,
+                                    })?;
                                 drop(conn);
                                 Ok((None, opened))
                             }

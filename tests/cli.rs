@@ -1690,3 +1690,66 @@ fn read_commands_work_on_a_read_only_file_and_changes_name_it() {
     assert!(!fleet.path("m.db-shm").exists());
     check("with nothing beside it");
 }
+
+/// A database as an older mailfleet left it: every migration but the newest this build knows.
+fn older_database(path: &Path) -> i64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.pop();
+    let conn = rusqlite::Connection::open(path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .expect("table");
+    for (i, file) in files.iter().enumerate() {
+        conn.execute_batch(&std::fs::read_to_string(file).expect("read migration"))
+            .expect("apply");
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?1, 'before')",
+            [i as i64 + 1],
+        )
+        .expect("record");
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('app', 'mailfleet')",
+        [],
+    )
+    .expect("meta");
+    files.len() as i64
+}
+
+#[test]
+fn an_older_database_is_brought_up_to_date_by_init_or_the_first_read() {
+    let fleet = Fleet::without_db();
+    let old = older_database(&fleet.db());
+    // --read-only never writes, so it says what is needed.
+    let args = ["--read-only", "request", "list"];
+    let out = fleet.run(&args);
+    assert_one_line_error(
+        &out,
+        &args,
+        &["m.db", &format!("holds schema {old}"), "mailfleet init"],
+    );
+    // A read upgrades it (the only write a read makes) and then reads.
+    let listed = fleet.json(&["request", "list", "--json"]);
+    assert_eq!(listed, json!([]));
+    let again = fleet.ok(&["init"]);
+    assert!(again.contains("up to date"), "{again}");
+
+    // init says what it applied.
+    std::fs::remove_file(fleet.db()).expect("remove");
+    for side in ["m.db-wal", "m.db-shm"] {
+        let _ = std::fs::remove_file(fleet.path(side));
+    }
+    let old = older_database(&fleet.db());
+    let said = fleet.ok(&["init"]);
+    assert!(
+        said.contains("brought up to date") && said.contains(&format!("applied {}", old + 1)),
+        "{said}"
+    );
+    fleet.create("acme", "dallas", "ssd-1", "node-after");
+}

@@ -216,9 +216,10 @@ fn assert_root() {
 /// The name mailfleet records for the account `uid`: its user-database name, lowercased,
 /// or `uid-N` when it has none.
 fn account_of(uid: u32) -> String {
-    // SAFETY: getpwuid returns null or a pointer to a static entry, read at once, on this
-    // thread; the tests' other threads do not call it at the same moment often enough to
-    // matter, and a torn read would fail the test loudly rather than pass it.
+    // SAFETY: getpwuid returns null or a pointer to an entry that stays valid until the
+    // next call on any thread; the name is copied out at once. Only these helpers call it,
+    // and a clash between two tests would make the names differ and fail a test, not pass
+    // one.
     unsafe {
         let pw = libc::getpwuid(uid);
         if pw.is_null() {

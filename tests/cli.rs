@@ -216,10 +216,11 @@ fn assert_root() {
 /// The name mailfleet records for the account `uid`: its user-database name, lowercased,
 /// or `uid-N` when it has none.
 fn account_of(uid: u32) -> String {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: getpwuid returns null or a pointer to an entry that stays valid until the
-    // next call on any thread; the name is copied out at once. Only these helpers call it,
-    // and a clash between two tests would make the names differ and fail a test, not pass
-    // one.
+    // next call; the lock keeps the tests' threads from calling it at once, and the name is
+    // copied out before the lock is released.
     unsafe {
         let pw = libc::getpwuid(uid);
         if pw.is_null() {

@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::actor::normalise;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -203,12 +204,13 @@ pub fn from_layers(layers: &[(String, String)]) -> Result<Config, ConfigError> {
             .map_err(|e| ConfigError::parse(source_name, text, &e))?;
         merge_tables(&mut merged, table);
     }
-    let config = Config::deserialize(Value::Table(merged)).map_err(|e| ConfigError::Parse {
+    let mut config = Config::deserialize(Value::Table(merged)).map_err(|e| ConfigError::Parse {
         source_name: "(merged layers)".to_string(),
         line: None,
         message: one_line(e.message()),
     })?;
     config.validate()?;
+    config.normalise_names();
     Ok(config)
 }
 
@@ -403,6 +405,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub approval_rules: Vec<ApprovalRuleConfig>,
     pub approvals: ApprovalsConfig,
+    pub identity: IdentityConfig,
     pub warmup: WarmupConfig,
     pub blocklists: BlocklistsConfig,
     pub dkim: DkimConfig,
@@ -753,6 +756,15 @@ impl Default for ApprovalsConfig {
     }
 }
 
+/// Who may act for someone else.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Operating-system accounts allowed to name another actor with `--as NAME` (meant for
+    /// automation accounts); the history then records `NAME (via ACCOUNT)`. Empty: nobody.
+    pub impersonators: Vec<String>,
+}
+
 /// The most a tenant may use.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -828,9 +840,16 @@ impl Config {
             .unwrap_or(&[]);
         let nobody_named = self.approvals.approvers.is_empty()
             && self.tenants.iter().all(|t| t.approvers.is_empty());
-        nobody_named
-            || self.approvals.approvers.iter().any(|a| a == who)
-            || tenant_list.iter().any(|a| a == who)
+        let named = |a: &String| normalise(a).is_ok_and(|a| a == who);
+        nobody_named || self.approvals.approvers.iter().any(named) || tenant_list.iter().any(named)
+    }
+
+    /// Whether the operating-system account `account` may act for someone else (`--as`).
+    pub fn may_impersonate(&self, account: &str) -> bool {
+        self.identity
+            .impersonators
+            .iter()
+            .any(|a| normalise(a).is_ok_and(|a| a == account))
     }
 
     /// Every region with at least one cluster, sorted, without repeats.
@@ -887,18 +906,31 @@ impl Config {
                 .enumerate()
                 .map(|(i, t)| (format!("tenants[{i}].approvers"), &t.approvers)),
         );
-        for (key, list) in lists {
-            if let Some(bad) = list
-                .iter()
-                .find(|n| n.trim().is_empty() || n.chars().any(char::is_control))
-            {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("{bad:?} is not a user name"),
-                ));
+        let impersonators = std::iter::once((
+            "identity.impersonators".to_string(),
+            &self.identity.impersonators,
+        ));
+        for (key, list) in lists.chain(impersonators) {
+            for (i, name) in list.iter().enumerate() {
+                normalise(name)
+                    .map_err(|e| ConfigError::invalid(format!("{key}[{i}]"), e.to_string()))?;
             }
         }
         Ok(())
+    }
+
+    /// Lowercases every actor name (approvers, impersonators), once they are valid.
+    fn normalise_names(&mut self) {
+        let lists = std::iter::once(&mut self.approvals.approvers)
+            .chain(std::iter::once(&mut self.identity.impersonators))
+            .chain(self.tenants.iter_mut().map(|t| &mut t.approvers));
+        for list in lists {
+            for name in list.iter_mut() {
+                if let Ok(n) = normalise(name) {
+                    *name = n;
+                }
+            }
+        }
     }
 
     /// The offset at which warm-up days start (validated at load).
@@ -1306,6 +1338,31 @@ mod tests {
                 message
             }
         }
+    }
+
+    #[test]
+    fn actor_names_in_the_config_are_lowercased_and_checked() {
+        let config = with_user(
+            "[approvals]\napprovers = [\"Ops-Lead\"]\n[identity]\nimpersonators = [\"CI-Bot\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.approvals.approvers, ["ops-lead"]);
+        assert!(config.may_approve("ops-lead", "acme"));
+        assert!(
+            !config.may_approve("Ops-Lead", "acme"),
+            "callers pass normalised names"
+        );
+        assert!(config.may_impersonate("ci-bot"));
+        assert!(!config.may_impersonate("root"));
+        let message = user_error("[approvals]\napprovers = [\"b\\u200bob\"]\n");
+        assert!(message.contains("approvals.approvers[0]"), "{message}");
+        assert!(message.contains("\\u{200b}"), "{message}");
+        let message = user_error(&format!(
+            "[identity]\nimpersonators = [\"{}\"]\n",
+            "a".repeat(65)
+        ));
+        assert!(message.contains("identity.impersonators[0]"), "{message}");
+        assert!(!with_user("").expect("defaults").may_impersonate("root"));
     }
 
     #[test]

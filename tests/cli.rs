@@ -28,10 +28,51 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// A fleet with its database made by `mailfleet init`.
     fn new() -> Fleet {
+        let fleet = Fleet::without_db();
+        fleet.ok(&["init"]);
+        fleet
+    }
+
+    /// A fleet whose database does not exist yet.
+    fn without_db() -> Fleet {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("fast.toml"), FAST_CONFIG).expect("write config");
         Fleet { dir }
+    }
+
+    /// Adds `text` to the fleet's config.
+    fn configure(&self, text: &str) {
+        let path = self.path("fast.toml");
+        let mut config = std::fs::read_to_string(&path).expect("read config");
+        config.push_str(text);
+        std::fs::write(&path, config).expect("write config");
+    }
+
+    /// Hands the fleet's directory and files to `uid` (a second account on this machine),
+    /// so that commands run as that account can use them. Needs root.
+    fn hand_to(&self, uid: u32) {
+        assert_root();
+        for entry in walk(self.dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(uid)).expect("chown");
+        }
+    }
+
+    /// Runs `args` on this fleet as the account `uid` (not root: the permission bits then
+    /// hold). Needs root to switch.
+    fn run_as(&self, uid: u32, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        assert_root();
+        let mut cmd = self.bare();
+        cmd.uid(uid)
+            .gid(uid)
+            .arg("--db")
+            .arg(self.db())
+            .arg("--config")
+            .arg(self.path("fast.toml"))
+            .args(args);
+        run_guarded(cmd, args)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -157,6 +198,61 @@ impl Fleet {
         assert_eq!(fleet.state(&id), "completed");
         (fleet, id)
     }
+}
+
+/// A second account for the tests that need two people (four-eyes) or permission bits
+/// that hold (root ignores them): `nobody` on most systems.
+const OTHER_UID: u32 = 65534;
+
+fn assert_root() {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test runs commands as a second account and needs root"
+    );
+}
+
+/// The name mailfleet records for the account `uid`: its user-database name, lowercased,
+/// or `uid-N` when it has none.
+fn account_of(uid: u32) -> String {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: getpwuid returns null or a pointer to an entry that stays valid until the
+    // next call; the lock keeps the tests' threads from calling it at once, and the name is
+    // copied out before the lock is released.
+    unsafe {
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() {
+            return format!("uid-{uid}");
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .to_lowercase()
+    }
+}
+
+/// The account these tests run as.
+fn my_account() -> String {
+    // SAFETY: getuid cannot fail and touches no memory.
+    account_of(unsafe { libc::getuid() })
+}
+
+/// Every file and directory under `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let more: Vec<PathBuf> = std::fs::read_dir(&out[i])
+                .expect("read dir")
+                .map(|e| e.expect("dir entry").path())
+                .collect();
+            out.extend(more);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Runs `cmd` to completion, reading its output, and kills it if it hangs.
@@ -342,7 +438,10 @@ fn script_drives_a_request_through_its_whole_life() {
         );
     }
 
-    // Suspend: the request and its node both show it.
+    // Suspend: the request and its node both show it. This account acts for alice, as an
+    // automation account would.
+    let me = my_account();
+    fleet.configure(&format!("[identity]\nimpersonators = [\"{me}\"]\n"));
     fleet.ok(&["--as", "alice", "request", "suspend", &id]);
     assert_eq!(fleet.state(&id), "suspended");
     assert_eq!(node_of(&fleet, &id)["status"], "paused");
@@ -390,19 +489,21 @@ fn script_drives_a_request_through_its_whole_life() {
         );
     }
 
-    // Every operator action is recorded with the operator's name.
+    // Every operator action is recorded with the operator's name, and the account it
+    // came through.
+    let alice = format!("alice (via {me})");
     let suspended = transitions_to(&detail, "suspended");
     assert_eq!(suspended.len(), 1, "{detail:#}");
-    assert_eq!(suspended[0]["actor"], "alice");
+    assert_eq!(suspended[0]["actor"], alice.as_str());
     let reactivated: Vec<&Value> = transitions_to(&detail, "completed")
         .into_iter()
         .filter(|t| t["from_state"] == "suspended")
         .collect();
     assert_eq!(reactivated.len(), 1, "{detail:#}");
-    assert_eq!(reactivated[0]["actor"], "alice");
+    assert_eq!(reactivated[0]["actor"], alice.as_str());
     let torn_down = transitions_to(&detail, "rolling_back");
     assert_eq!(torn_down.len(), 1, "{detail:#}");
-    assert_eq!(torn_down[0]["actor"], "alice");
+    assert_eq!(torn_down[0]["actor"], alice.as_str());
     assert_eq!(torn_down[0]["reason"], "x");
 }
 
@@ -416,7 +517,16 @@ fn approval_gate_then_approve() {
     let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
     assert_eq!(fleet.state(&id), "pending_approval");
 
-    let approved = fleet.json(&["--as", "ops-lead", "request", "approve", &id, "--json"]);
+    // Four-eyes: another account approves.
+    fleet.hand_to(OTHER_UID);
+    let args = ["request", "approve", &id, "--json"];
+    let out = fleet.run_as(OTHER_UID, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let approved: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(approved["state"], "queued");
     let detail = fleet.show(&id);
     assert_eq!(detail["state"], "queued");
@@ -425,7 +535,7 @@ fn approval_gate_then_approve() {
         .filter(|t| t["from_state"] == "pending_approval")
         .collect();
     assert_eq!(to_queued.len(), 1, "{detail:#}");
-    assert_eq!(to_queued[0]["actor"], "ops-lead");
+    assert_eq!(to_queued[0]["actor"], account_of(OTHER_UID).as_str());
 
     fleet.work();
     assert_eq!(fleet.state(&id), "completed");
@@ -455,21 +565,13 @@ fn reject_needs_a_reason() {
 fn rejection_with_a_reason_ends_rejected_with_the_reason_as_error() {
     let fleet = Fleet::new();
     let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
-    fleet.ok(&[
-        "--as",
-        "ops-lead",
-        "request",
-        "reject",
-        &id,
-        "--reason",
-        "too big for eu",
-    ]);
+    fleet.ok(&["request", "reject", &id, "--reason", "too big for eu"]);
     let detail = fleet.show(&id);
     assert_eq!(detail["state"], "rejected");
     assert_eq!(detail["error"], "too big for eu");
     let rejected = transitions_to(&detail, "rejected");
     assert_eq!(rejected.len(), 1, "{detail:#}");
-    assert_eq!(rejected[0]["actor"], "ops-lead");
+    assert_eq!(rejected[0]["actor"], my_account().as_str());
 
     // The engine leaves a rejected request alone.
     fleet.work();
@@ -1281,4 +1383,511 @@ fn work_refuses_to_start_when_the_dns_secret_is_not_set() {
             "not set",
         ],
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who acts: the account running the command, never a name it claims
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_actor_is_the_account_and_as_is_refused_unless_it_may_impersonate() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    // $USER is anyone's to set: it names nobody.
+    let mut cmd = fleet.bare();
+    cmd.env("USER", "carol")
+        .arg("--db")
+        .arg(fleet.db())
+        .arg("--config")
+        .arg(fleet.path("fast.toml"))
+        .args(create_args("acme", "dallas", "ssd-1", "node-mine"))
+        .arg("--json");
+    let out = run_guarded(cmd, &["request", "create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let id = made["id"].as_str().expect("id");
+    assert_eq!(fleet.show(id)["requested_by"], me.as_str());
+
+    // --as: refused, naming the account and the setting that would allow it.
+    let mut args = vec!["--as", "carol"];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-carol"));
+    assert_refused_without_writing(
+        &fleet,
+        &args,
+        &["--as", &me, "carol", "[identity] impersonators"],
+    );
+    assert_refused_without_writing(
+        &fleet,
+        &["--as", "carol", "request", "reject", id, "--reason", "x"],
+        &["--as", &me, "impersonators"],
+    );
+}
+
+#[test]
+fn an_impersonating_account_is_recorded_beside_the_name_it_acts_for() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    fleet.configure(&format!(
+        "[identity]\nimpersonators = [\"{}\"]\n",
+        me.to_uppercase()
+    ));
+    let mut args = vec!["--as", "Carol"];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-carol"));
+    args.push("--json");
+    let made = fleet.json(&args);
+    let id = made["id"].as_str().expect("id");
+    let carol = format!("carol (via {me})");
+    let detail = fleet.show(id);
+    assert_eq!(detail["requested_by"], carol.as_str());
+    assert_eq!(
+        transitions_to(&detail, "queued")[0]["actor"],
+        carol.as_str()
+    );
+    let events = fleet.events();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["request_id"] == id && e["name"] == "provisioning.started")
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0]["actor"], carol.as_str(), "{:?}", started[0]);
+}
+
+#[test]
+fn actor_names_are_one_rule_everywhere_and_bad_ones_are_shown_escaped() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    fleet.configure(&format!("[identity]\nimpersonators = [\"{me}\"]\n"));
+    for (name, shown) in [
+        ("b\u{200b}ob", "\\u{200b}"),
+        ("bob\u{202e}", "\\u{202e}"),
+        ("", "\"\""),
+        ("bo b", "bo b"),
+    ] {
+        let mut args = vec!["--as", name];
+        args.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+        let line = assert_refused_without_writing(&fleet, &args, &["--as", shown, "user name"]);
+        assert!(
+            !line.contains('\u{200b}') && !line.contains('\u{202e}'),
+            "{line}"
+        );
+    }
+    let long = "a".repeat(65);
+    let mut args = vec!["--as", long.as_str()];
+    args.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    assert_refused_without_writing(&fleet, &args, &["--as", &long, "64"]);
+
+    // The same rule for the names in the config, which name the key.
+    for (text, key) in [
+        ("[approvals]\napprovers = [\"b\u{200b}ob\"]\n", "approvals.approvers[0]"),
+        (
+            "[[tenants]]\nname = \"acme\"\nquota = { nodes = 1, cpu = 1, memory_gb = 1, storage_gb = 1 }\napprovers = [\"ok\", \"x\u{202e}y\"]\n",
+            "tenants[0].approvers[1]",
+        ),
+        ("[identity]\nimpersonators = [\"ci bot\"]\n", "identity.impersonators[0]"),
+    ] {
+        let path = fleet.path("names.toml");
+        std::fs::write(&path, text).expect("config");
+        let db = fleet.db();
+        let args = [
+            "--db",
+            db.to_str().expect("utf-8"),
+            "--config",
+            path.to_str().expect("utf-8"),
+            "request",
+            "list",
+        ];
+        let out = fleet.run_raw(&args);
+        let line = assert_one_line_error(&out, &args, &[key, "user name"]);
+        assert!(!line.contains('\u{200b}') && !line.contains('\u{202e}'), "{line}");
+    }
+}
+
+#[test]
+fn four_eyes_compares_the_people_and_the_accounts_behind_them() {
+    let fleet = Fleet::new();
+    let me = my_account();
+    let other = account_of(OTHER_UID);
+    // Approver names in the config are compared lowercased, as actors are.
+    fleet.configure(&format!(
+        "[identity]\nimpersonators = [\"{me}\"]\n[approvals]\napprovers = [\"Carol\", \"DAVE\", \"{me}\", \"{}\"]\n",
+        other.to_uppercase()
+    ));
+    let mut args = vec!["--as", "carol"];
+    args.extend(create_args("acme", "eu-west-1", "ssd-16", "node-big"));
+    args.push("--json");
+    let id = fleet.json(&args)["id"].as_str().expect("id").to_string();
+    assert_eq!(fleet.state(&id), "pending_approval");
+    // Not carol, whoever types it; not another name through the same account; not the
+    // account itself.
+    for who in [
+        vec!["--as", "carol"],
+        vec!["--as", "CAROL"],
+        vec!["--as", "dave"],
+        vec![],
+    ] {
+        let mut args = who.clone();
+        args.extend(["request", "approve", id.as_str()]);
+        assert_refused_without_writing(&fleet, &args, &["cannot approve", "requested it"]);
+    }
+    assert_eq!(fleet.state(&id), "pending_approval");
+    // Another account may.
+    fleet.hand_to(OTHER_UID);
+    let out = fleet.run_as(OTHER_UID, &["request", "approve", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "queued");
+    let approved = transitions_to(&detail, "queued");
+    assert_eq!(approved.last().expect("approved")["actor"], other.as_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening a database: init creates it, once, safely; nothing else does
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn four_processes_creating_one_new_database_at_once_all_succeed() {
+    let fleet = Fleet::without_db();
+    for round in 0..20 {
+        let db = fleet.path(&format!("round-{round}/m.db"));
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = fleet.bare();
+                cmd.arg("--db")
+                    .arg(&db)
+                    .arg("--config")
+                    .arg(fleet.path("fast.toml"))
+                    .arg("init");
+                std::thread::spawn(move || run_guarded(cmd, &["init"]))
+            })
+            .collect();
+        for racer in racers {
+            let out = racer.join().expect("racer");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let db_arg = db.to_str().expect("utf-8");
+        let args = ["--db", db_arg, "request", "list", "--json"];
+        let out = fleet.run_raw(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The database's bytes and modification time, for checking nothing wrote to it.
+fn file_state(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let bytes = std::fs::read(path).expect("read the database");
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    (bytes, mtime)
+}
+
+/// Closes every change into the database file itself: the last connection to close copies
+/// the WAL back and removes it.
+fn quiesce(db: &Path) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    drop(conn);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!Path::new(&wal).exists(), "the WAL is still there");
+}
+
+#[test]
+fn a_database_from_a_newer_mailfleet_is_refused_and_left_as_it_is() {
+    let (fleet, _) = Fleet::with_completed_request();
+    let db = fleet.db();
+    // What a newer build would leave: a migration this one does not know. In rollback
+    // journal mode, so that switching it to WAL would show in the file's header.
+    quiesce(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 'later')",
+        [],
+    )
+    .expect("insert");
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .expect("rollback journal");
+    drop(conn);
+    let before = file_state(&db);
+    let mut create = vec![];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for args in [
+        vec!["request", "list"],
+        create,
+        vec!["work", "--until-idle"],
+        vec!["init"],
+        vec![],
+        vec!["--read-only", "request", "list"],
+    ] {
+        let out = fleet.run(&args);
+        assert_one_line_error(
+            &out,
+            &args,
+            &[
+                "m.db",
+                "newer mailfleet",
+                "schema 999",
+                "this build knows up to",
+            ],
+        );
+        assert!(file_state(&db) == before, "{args:?} wrote to the file");
+        assert!(!fleet.path("m.db-wal").exists(), "{args:?} made a WAL");
+    }
+}
+
+#[test]
+fn only_init_demo_and_work_create_a_database() {
+    let fleet = Fleet::without_db();
+    let typo = fleet.path("tpyo/m.db");
+    let typo_arg = typo.to_str().expect("utf-8");
+    let config = fleet.path("fast.toml");
+    let config_arg = config.to_str().expect("utf-8");
+    let mut create = vec![];
+    create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+    for command in [
+        vec!["request", "list"],
+        create,
+        vec!["node", "list"],
+        vec!["events"],
+        vec!["tls", "status"],
+        vec!["warmup", "resume", "n1"],
+        vec![],
+        vec!["--read-only", "request", "list"],
+    ] {
+        let mut args = vec!["--db", typo_arg, "--config", config_arg];
+        args.extend(command);
+        let out = fleet.run_raw(&args);
+        assert_one_line_error(
+            &out,
+            &args,
+            &["tpyo/m.db", "does not exist", "mailfleet init"],
+        );
+        assert!(!fleet.path("tpyo").exists(), "{args:?} made the directory");
+    }
+
+    // init makes it, and says so; again, it finds it up to date.
+    let init = ["--db", typo_arg, "--config", config_arg, "init"];
+    let out = fleet.run_raw(&init);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    assert!(typo.exists());
+    let again = fleet.run_raw(&init);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("up to date"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    let json = ["--db", typo_arg, "init", "--json"];
+    let v: Value = serde_json::from_slice(&fleet.run_raw(&json).stdout).expect("JSON");
+    assert_eq!(v["created"], false);
+    assert_eq!(v["applied"], json!([]));
+    let listed = fleet.run_raw(&["--db", typo_arg, "request", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+
+    // work starts on a new database too.
+    let fresh = fleet.path("new/w.db");
+    let args = [
+        "--db",
+        fresh.to_str().expect("utf-8"),
+        "--config",
+        config_arg,
+        "work",
+        "--until-idle",
+    ];
+    let out = fleet.run_raw(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fresh.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading writes nothing, and works on a file this account may not change
+// ---------------------------------------------------------------------------------------------
+
+/// Every command that only reads, on a fleet with one completed request and its node.
+fn read_commands(request: &str, node: &str) -> Vec<Vec<String>> {
+    [
+        vec!["request", "list"],
+        vec!["request", "show", request],
+        vec!["node", "list", "--json"],
+        vec!["node", "show", node],
+        vec!["events", "--limit", "5"],
+        vec!["alerts"],
+        vec!["tls", "status"],
+        vec!["tenant", "list"],
+        vec!["cluster", "list"],
+        vec!["cluster", "test", "sim-dallas"],
+        vec!["dkim", "list"],
+        vec!["warmup", "plans"],
+        vec!["warmup", "plan", "standard"],
+        vec!["warmup", "show", node],
+        vec!["reconcile"],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(String::from).collect())
+    .collect()
+}
+
+#[test]
+fn read_commands_leave_the_database_byte_for_byte_as_it_was() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id)["id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let db = fleet.db();
+    quiesce(&db);
+    let before = file_state(&db);
+    let wal = fleet.path("m.db-wal");
+    for args in read_commands(&id, &node) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fleet.ok(&args);
+        assert!(file_state(&db) == before, "{args:?} wrote to the file");
+        assert!(
+            std::fs::read(&wal).unwrap_or_default().is_empty(),
+            "{args:?} wrote to the WAL"
+        );
+    }
+}
+
+#[test]
+fn read_commands_work_on_a_read_only_file_and_changes_name_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id)["id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let db = fleet.db();
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    // Another account, which may read the file and its directory but write neither (root
+    // would write them whatever the bits say).
+    let check = |when: &str| {
+        set_mode(&db, 0o444);
+        set_mode(fleet.dir.path(), 0o555);
+        let before = file_state(&db);
+        for args in read_commands(&id, &node) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = fleet.run_as(OTHER_UID, &args);
+            assert!(
+                out.status.success(),
+                "{when}: {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut create = vec![];
+        create.extend(create_args("acme", "dallas", "ssd-1", "node-x"));
+        for args in [
+            create,
+            vec!["request", "suspend", &id],
+            vec!["node", "pause", &node],
+            vec!["work", "--until-idle"],
+            vec!["init"],
+        ] {
+            let out = fleet.run_as(OTHER_UID, &args);
+            assert_one_line_error(&out, &args, &[&db.display().to_string(), "read-only"]);
+        }
+        assert!(file_state(&db) == before, "{when}: the file changed");
+        set_mode(fleet.dir.path(), 0o755);
+        set_mode(&db, 0o644);
+    };
+    // As the last writer left it (its WAL and shared-memory files beside it)...
+    check("with the WAL beside it");
+    // ...and with every change in the file and nothing beside it.
+    quiesce(&db);
+    assert!(!fleet.path("m.db-shm").exists());
+    check("with nothing beside it");
+}
+
+/// A database as an older mailfleet left it: every migration but the newest this build knows.
+fn older_database(path: &Path) -> i64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.pop();
+    let conn = rusqlite::Connection::open(path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .expect("table");
+    for (i, file) in files.iter().enumerate() {
+        conn.execute_batch(&std::fs::read_to_string(file).expect("read migration"))
+            .expect("apply");
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?1, 'before')",
+            [i as i64 + 1],
+        )
+        .expect("record");
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('app', 'mailfleet')",
+        [],
+    )
+    .expect("meta");
+    files.len() as i64
+}
+
+#[test]
+fn an_older_database_is_brought_up_to_date_by_init_or_the_first_read() {
+    let fleet = Fleet::without_db();
+    let old = older_database(&fleet.db());
+    // --read-only never writes, so it says what is needed.
+    let args = ["--read-only", "request", "list"];
+    let out = fleet.run(&args);
+    assert_one_line_error(
+        &out,
+        &args,
+        &["m.db", &format!("holds schema {old}"), "mailfleet init"],
+    );
+    // A read upgrades it (the only write a read makes) and then reads.
+    let listed = fleet.json(&["request", "list", "--json"]);
+    assert_eq!(listed, json!([]));
+    let again = fleet.ok(&["init"]);
+    assert!(again.contains("up to date"), "{again}");
+
+    // init says what it applied.
+    std::fs::remove_file(fleet.db()).expect("remove");
+    for side in ["m.db-wal", "m.db-shm"] {
+        let _ = std::fs::remove_file(fleet.path(side));
+    }
+    let old = older_database(&fleet.db());
+    let said = fleet.ok(&["init"]);
+    assert!(
+        said.contains("brought up to date") && said.contains(&format!("applied {}", old + 1)),
+        "{said}"
+    );
+    fleet.create("acme", "dallas", "ssd-1", "node-after");
 }

@@ -46,6 +46,24 @@ fn provision_from_the_form_and_watch_it_complete() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("fast.toml");
     std::fs::write(&cfg, FAST).expect("config");
+    // Only init (and demo, work) create a database.
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .args([
+            "--db",
+            dir.path().join("m.db").to_str().expect("utf-8"),
+            "init",
+        ])
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .env_remove("MAILFLEET_DB")
+        .output()
+        .expect("run init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let pty = native_pty_system();
     let pair = pty
         .openpty(PtySize {
@@ -61,8 +79,6 @@ fn provision_from_the_form_and_watch_it_complete() {
         dir.path().join("m.db").to_str().expect("utf-8"),
         "--config",
         cfg.to_str().expect("utf-8"),
-        "--as",
-        "alice",
     ]);
     cmd.env("XDG_STATE_HOME", dir.path());
     cmd.env("XDG_CONFIG_HOME", dir.path());
@@ -119,8 +135,6 @@ fn provision_from_the_form_and_watch_it_complete() {
             dir.path().join("m.db").to_str().expect("utf-8"),
             "--config",
             cfg.to_str().expect("utf-8"),
-            "--as",
-            "bob",
         ])
         .args([
             "request",

@@ -134,8 +134,6 @@ async fn killing_the_worker_process_at_random_moments_loses_nothing() {
                 db.to_str().expect("utf-8"),
                 "--config",
                 cfg_path.to_str().expect("utf-8"),
-                "--as",
-                "tester",
             ])
             .args(args)
             .env("XDG_STATE_HOME", dir.path())
@@ -149,6 +147,7 @@ async fn killing_the_worker_process_at_random_moments_loses_nothing() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    run(&["init"]);
     for i in 0..24 {
         let tenant = ["acme", "globex", "initech"][i % 3];
         run(&[

@@ -1460,9 +1460,37 @@ fn the_header_badge_counts_open_alerts_by_severity_within_80_columns() {
         header
             .lines()
             .next()
-            .is_some_and(|h| h.contains("[READ-ONLY] ▲ 1 high · 1 low")),
+            .is_some_and(|h| h.contains("[READ-ONLY] as alice ▲ 1 high · 1 low")),
         "{header}"
     );
+}
+
+#[test]
+fn the_header_says_who_you_are_even_at_80_columns() {
+    let mut snap = reputation_fixture();
+    snap.alert_counts = mailfleet::store::AlertCounts {
+        high: 2,
+        medium: 3,
+        low: 1,
+    };
+    let mut app = app_with(snap.clone());
+    app.actor = "carol (via ci-bot)".into();
+    app.read_only = true;
+    let screen = render(&mut app, 80, 24);
+    let header = screen.lines().next().expect("header");
+    assert!(
+        header.starts_with(" mailfleet [READ-ONLY] as carol via ci-bot ▲ 2 high"),
+        "{header}"
+    );
+    // A long name is cut, and the rest of the header keeps its place.
+    app.actor = format!("{} (via {})", "a".repeat(64), "b".repeat(64));
+    let screen = render(&mut app, 80, 24);
+    let header = screen.lines().next().expect("header");
+    assert!(
+        header.contains(&format!("as {}… ▲ 2 high", "a".repeat(31))),
+        "{header}"
+    );
+    assert!(header.chars().count() <= 80, "{header}");
 }
 
 fn local_minute(min_ago: i64) -> String {

@@ -2,6 +2,7 @@
 //! console, the headless engine, or one scripting command. Errors are one line on stderr
 //! with a non-zero exit; a refused command writes nothing.
 
+mod identity;
 mod output;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -11,7 +12,7 @@ use crate::domain::RequestState;
 use crate::engine::commands::CreateRequest;
 use crate::engine::{self, Command, Ctx};
 use crate::providers::sim::SimProvider;
-use crate::store::{EventFilter, NodeFilter, RequestFilter, Store};
+use crate::store::{Access, EventFilter, NodeFilter, RequestFilter, Store};
 use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use std::path::PathBuf;
@@ -32,7 +33,8 @@ pub struct Cli {
     /// Settings file, layered over the built-in defaults and your config.toml.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Who you are in the history (default: $USER).
+    /// Act for USER: only for accounts listed in [identity] impersonators; the history
+    /// records "USER (via ACCOUNT)". Without it you are the account running mailfleet.
     #[arg(long = "as", global = true, value_name = "USER")]
     pub as_user: Option<String>,
     /// Refuse every change.
@@ -51,6 +53,12 @@ fn after_help() -> String {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Create the database (and its directory), or bring an existing one's schema up to
+    /// date. Only this, `demo` and `work` create a database.
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
     /// Fill a fresh demo database (a temp file, or --db) and open the console on it.
     Demo {
         /// Nodes in the demo fleet (1 to 100000).
@@ -453,22 +461,6 @@ impl Env {
     }
 }
 
-fn actor(cli: &Cli) -> Result<String> {
-    let who = cli
-        .as_user
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
-    if who.is_empty() || who.len() > 64 || who.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(eyre!(
-            "--as: {:?} is not a user name (1-64 characters, no spaces or control characters)",
-            sanitize(&who)
-        ));
-    }
-    Ok(who)
-}
-
 fn db_path(cli: &Cli) -> Result<PathBuf> {
     match &cli.db {
         Some(p) => {
@@ -553,31 +545,98 @@ fn init_logging(to_stderr: bool) {
     };
 }
 
-async fn open(cli: &Cli) -> Result<Env> {
-    open_at(cli, db_path(cli)?).await
+/// How a command opens the database: only `init`, `demo` and `work` create one; commands
+/// that only read never write (nor record the catalog).
+fn access_of(cli: &Cli) -> Access {
+    if matches!(cli.command, Some(Cmd::Demo { .. })) {
+        return Access::Create;
+    }
+    if cli.read_only {
+        return Access::ReadOnly;
+    }
+    let Some(command) = &cli.command else {
+        // The console changes things.
+        return Access::Write;
+    };
+    let reads = match command {
+        Cmd::Init { .. } | Cmd::Demo { .. } | Cmd::Work { .. } => return Access::Create,
+        Cmd::Request(rc) => matches!(rc, RequestCmd::List { .. } | RequestCmd::Show { .. }),
+        Cmd::Node(nc) => matches!(nc, NodeCmd::List { .. } | NodeCmd::Show { .. }),
+        Cmd::Warmup(wc) => matches!(
+            wc,
+            WarmupCmd::Plans { .. } | WarmupCmd::Plan { .. } | WarmupCmd::Show { .. }
+        ),
+        Cmd::Dkim(dc) => matches!(dc, DkimCmd::List { .. }),
+        Cmd::Tenant(_)
+        | Cmd::Cluster(_)
+        | Cmd::Events { .. }
+        | Cmd::Alerts { .. }
+        | Cmd::Tls(_)
+        | Cmd::Reconcile { .. }
+        | Cmd::Dns(_)
+        | Cmd::Blocklist(_) => true,
+    };
+    if reads {
+        Access::Read
+    } else {
+        Access::Write
+    }
 }
 
-async fn open_at(cli: &Cli, path: PathBuf) -> Result<Env> {
+async fn open(cli: &Cli) -> Result<Env> {
+    open_at(cli, db_path(cli)?).await.map(|(env, _)| env)
+}
+
+/// Opens the database at `path` as the command needs; a command that changes things
+/// records the config's catalog first.
+async fn open_at(cli: &Cli, path: PathBuf) -> Result<(Env, crate::store::Opened)> {
     let cfg = Arc::new(config::load(cli.config.as_deref())?);
-    let actor = actor(cli)?;
-    let store = if cli.read_only {
-        Store::open_read_only(&path, &cfg.store).await?
-    } else {
-        Store::open(&path, &cfg.store).await?
-    };
+    let actor = identity::actor(&cfg, cli.as_user.as_deref())?.to_string();
+    let access = access_of(cli);
+    let (store, opened) = Store::open_as(&path, &cfg.store, access).await?;
     let clock: SharedClock = Arc::new(SystemClock);
-    if !cli.read_only {
+    if matches!(access, Access::Create | Access::Write) {
         store
             .sync_catalog(&cfg, clock.now())
             .await
             .wrap_err("recording the catalog")?;
     }
-    Ok(Env {
-        cfg,
-        store,
-        actor,
-        clock,
-    })
+    Ok((
+        Env {
+            cfg,
+            store,
+            actor,
+            clock,
+        },
+        opened,
+    ))
+}
+
+/// `mailfleet init`: creates the database, or brings its schema up to date; says which.
+async fn init(cli: &Cli, json: bool) -> Result<()> {
+    let path = db_path(cli)?;
+    let (env, opened) = open_at(cli, path.clone()).await?;
+    env.store.settled().await;
+    let shown = sanitize(&path.display().to_string()).into_owned();
+    let schema = crate::store::SCHEMA_VERSION;
+    if json {
+        return output::print_json(&serde_json::json!({
+            "path": path.display().to_string(), "created": opened.created,
+            "applied": opened.applied, "schema": schema,
+        }));
+    }
+    if opened.created {
+        println!("created {shown} (schema {schema})");
+    } else if opened.applied.is_empty() {
+        println!("{shown} is up to date (schema {schema})");
+    } else {
+        let list: Vec<String> = opened.applied.iter().map(i64::to_string).collect();
+        println!(
+            "{shown}: brought up to date (schema {schema}; applied {})",
+            list.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -589,6 +648,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     if let Cmd::Demo { nodes, seed } = command {
         return demo(&cli, *nodes as usize, *seed).await;
+    }
+    if let Cmd::Init { json } = command {
+        refuse_read_only(&cli)?;
+        init(&cli, *json).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     if let Cmd::Dns(DnsCmd::Plan {
         domain,
@@ -656,7 +720,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let env = open(&cli).await?;
     match command {
-        Cmd::Demo { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) => {}
+        Cmd::Demo { .. } | Cmd::Init { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;
@@ -733,7 +797,7 @@ async fn demo(cli: &Cli, nodes: usize, seed: u64) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("mailfleet-demo-{}.db", std::process::id())),
     };
     crate::demo::prepare_path(&path).await?;
-    let mut env = open_at(cli, path.clone()).await?;
+    let (mut env, _) = open_at(cli, path.clone()).await?;
     eprintln!(
         "mailfleet: building a demo fleet of {nodes} nodes in {} …",
         path.display()

@@ -1,6 +1,7 @@
 //! Pure domain types and rules: the request state machine, steps, resources, retry policy,
 //! approval rules, validation. No I/O, no async, no clock.
 
+pub mod actor;
 pub mod approval;
 pub mod batch;
 pub mod capacity;

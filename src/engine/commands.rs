@@ -316,9 +316,11 @@ async fn check_node(ctx: &Arc<Ctx>, id: &str) -> Result<Outcome, CommandError> {
     Ok(Outcome::Node { id, text })
 }
 
-/// The approver role, and four-eyes: nobody approves a request they made. Refusals say
-/// who, what and why: "ops-lead cannot approve 7f3a: ops-lead requested it".
+/// The approver role, and four-eyes: nobody approves a request they made, by name or
+/// through the account that made it. Refusals say who, what and why: "ops-lead cannot
+/// approve 7f3a: ops-lead requested it".
 async fn may_decide(ctx: &Arc<Ctx>, actor: &str, id: &str, verb: &str) -> Result<(), CommandError> {
+    use crate::domain::actor::Actor;
     let req = ctx
         .store
         .get_request(id)
@@ -329,17 +331,21 @@ async fn may_decide(ctx: &Arc<Ctx>, actor: &str, id: &str, verb: &str) -> Result
         return Ok(());
     }
     let who = crate::domain::validate::sanitize(actor);
-    if !ctx.cfg.may_approve(actor, &req.tenant) {
+    let me = Actor::parse(actor);
+    if !ctx.cfg.may_approve(&me.name, &req.tenant) {
         return Err(CommandError::Refused(format!(
-            "{who} cannot {verb} {}: {who} is not an approver for {}",
+            "{who} cannot {verb} {}: {} is not an approver for {}",
             short(id),
+            me.name,
             req.tenant
         )));
     }
-    if verb == "approve" && req.requested_by == actor {
+    let requester = Actor::parse(&req.requested_by);
+    if verb == "approve" && me.overlaps(&requester) {
         return Err(CommandError::Refused(format!(
-            "{who} cannot approve {}: {who} requested it",
-            short(id)
+            "{who} cannot approve {}: {} requested it",
+            short(id),
+            crate::domain::validate::sanitize(&req.requested_by)
         )));
     }
     Ok(())

@@ -20,6 +20,7 @@ mod dns;
 mod events;
 mod keyfiles;
 mod nodes;
+mod open;
 mod probe;
 mod reputation;
 mod requests;
@@ -39,6 +40,8 @@ pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
 pub use events::EventFilter;
 pub use nodes::{NewNode, NodeFilter};
+use open::{check_is_ours, connect, not_db, open_writer, schema_state};
+pub use open::{Access, Opened, Schema, SCHEMA_VERSION};
 pub use probe::VersionProbe;
 pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
@@ -47,8 +50,8 @@ pub use sim_dns::{SimDnsNew, SimDnsRecord};
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
 pub use warmup::{WarmNode, WarmupDay, WarmupState};
 
-use crate::config::{StoreConfig, Synchronous};
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use crate::config::StoreConfig;
+use rusqlite::Connection;
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -120,6 +123,26 @@ pub enum StoreError {
     Rejected(String),
     #[error("the database is open read-only (--read-only)")]
     ReadOnly,
+    #[error(
+        "{path}: the file does not exist; run `mailfleet init` (or `mailfleet demo`) to create one"
+    )]
+    Missing { path: String },
+    #[error(
+        "{path}: the file is read-only (or its directory is); this command needs to write to it"
+    )]
+    ReadOnlyFile { path: String },
+    #[error("{path} was written by a newer mailfleet (schema {found}; this build knows up to {known}); refusing to open it")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("{path} holds schema {found}; this build needs {known}: run `mailfleet init` to bring it up to date")]
+    Behind {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("the store's writer has stopped")]
     Closed,
 }
@@ -184,169 +207,75 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn not_db(path: &Path, why: impl Into<String>) -> StoreError {
-    StoreError::NotADatabase {
-        path: path.display().to_string(),
-        why: why.into(),
-    }
-}
-
-fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => not_db(path, "the file is not an SQLite database"),
-        Some(ErrorCode::CannotOpen) => not_db(path, format!("it cannot be opened ({e})")),
-        _ => StoreError::Sql(e),
-    }
-}
-
-fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, StoreError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let conn =
-        Connection::open_with_flags(path, flags).map_err(|e| classify_open_error(e, path))?;
-    conn.busy_timeout(cfg.busy_timeout)?;
-    // Touch the file: a file that is not a database fails here, before anything is written.
-    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map_err(|e| classify_open_error(e, path))?;
-    if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| classify_open_error(e, path))?;
-        let sync = match cfg.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
-        // Each grouped write runs in a savepoint; its journal stays in memory instead of a
-        // temporary file written (and rewritten) on every batch.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // The one writer keeps what it works on in memory (16 MiB, filled only as pages are
-        // touched) rather than reading it back from the file on every batch.
-        conn.pragma_update(None, "cache_size", -16_000)?;
-        // The WAL is copied back into the file mostly by the store's checkpointer, beside
-        // the writer (see `checkpointer`); the writer's own checkpoint, at a threshold four
-        // times SQLite's, is left only to let the WAL start over, and finds little to copy.
-        // A WAL grown large in a burst is cut back to this size once it starts over.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_FRAMES)?;
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    }
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.set_prepared_statement_cache_capacity(256);
-    Ok(conn)
-}
-
-/// Refuses a database that holds tables but is not mailfleet's, so we never write into
-/// another program's file.
-fn check_is_ours(conn: &Conn, path: &Path) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )?;
-    let tables: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if tables.is_empty() {
-        return Ok(());
-    }
-    let app: Option<String> = if tables.iter().any(|t| t == "meta") {
-        conn.query_row("SELECT value FROM meta WHERE key = 'app'", [], |r| r.get(0))
-            .optional()?
-    } else {
-        None
-    };
-    if app.as_deref() == Some("mailfleet") {
-        return Ok(());
-    }
-    Err(not_db(
-        path,
-        format!(
-            "it is an SQLite database of another program (tables: {}); refusing to write to it",
-            tables
-                .iter()
-                .take(4)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    ))
-}
-
-fn migrate(conn: &Conn) -> Result<(), StoreError> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
-    for (version, sql) in MIGRATIONS {
-        let done: Option<i64> = conn
-            .query_row(
-                "SELECT version FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if done.is_none() {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            let applied = conn.execute_batch(sql).and_then(|()| {
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                    rusqlite::params![version, crate::clock::ts(chrono::Utc::now())],
-                )
-            });
-            match applied {
-                Ok(_) => conn.execute_batch("COMMIT")?,
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('app', 'mailfleet') ON CONFLICT (key) DO NOTHING",
-        [],
-    )?;
-    Ok(())
-}
-
 impl Store {
     /// Opens (creating if missing) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
-        Self::open_with(path, cfg, false).await
+        Self::open_as(path, cfg, Access::Create)
+            .await
+            .map(|(s, _)| s)
     }
 
     /// Opens an existing database for reading only: every write is refused.
     pub async fn open_read_only(path: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
-        Self::open_with(path, cfg, true).await
+        Self::open_as(path, cfg, Access::ReadOnly)
+            .await
+            .map(|(s, _)| s)
     }
 
-    async fn open_with(
+    /// Opens the database at `path` as `access` says; reports what opening did.
+    pub async fn open_as(
         path: &Path,
         cfg: &StoreConfig,
-        read_only: bool,
-    ) -> Result<Store, StoreError> {
+        access: Access,
+    ) -> Result<(Store, Opened), StoreError> {
         let (path, settings) = (path.to_path_buf(), cfg.clone());
         let p2 = path.clone();
-        let writer_conn =
-            tokio::task::spawn_blocking(move || -> Result<Option<Conn>, StoreError> {
-                if read_only {
-                    if !p2.exists() {
-                        return Err(not_db(&p2, "the file does not exist"));
+        let (writer_conn, opened) =
+            tokio::task::spawn_blocking(move || -> Result<(Option<Conn>, Opened), StoreError> {
+                match access {
+                    Access::Create | Access::Write => {
+                        let (conn, opened) = open_writer(&p2, &settings, access == Access::Create)?;
+                        Ok((Some(conn), opened))
                     }
-                    let conn = connect(&p2, &settings, true)?;
-                    check_is_ours(&conn, &p2)?;
-                    return Ok(None);
+                    Access::Read | Access::ReadOnly => {
+                        if !p2.exists() {
+                            return Err(StoreError::Missing {
+                                path: p2.display().to_string(),
+                            });
+                        }
+                        let conn = connect(&p2, &settings, true)?;
+                        check_is_ours(&conn, &p2)?;
+                        let state = schema_state(&conn, &p2)?;
+                        drop(conn);
+                        match (state, access) {
+                            (Schema::Current, _) => Ok((None, Opened::default())),
+                            (Schema::Behind(found), Access::Read) => {
+                                // Reading needs the current schema: the only write a read
+                                // makes. A file that cannot take it says what it needs.
+                                let (conn, opened) =
+                                    open_writer(&p2, &settings, false).map_err(|e| match e {
+                                        StoreError::ReadOnlyFile { path } => StoreError::Behind {
+                                            path,
+                                            found,
+                                            known: SCHEMA_VERSION,
+                                        },
+                                        other => other,
+                                    })?;
+                                drop(conn);
+                                Ok((None, opened))
+                            }
+                            (Schema::Behind(found), _) => Err(StoreError::Behind {
+                                path: p2.display().to_string(),
+                                found,
+                                known: SCHEMA_VERSION,
+                            }),
+                            (Schema::Empty, _) => Err(not_db(
+                                &p2,
+                                "it holds no mailfleet schema; run `mailfleet init` to create one",
+                            )),
+                        }
+                    }
                 }
-                if let Some(parent) = p2.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        not_db(&p2, format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
-                let conn = connect(&p2, &settings, false)?;
-                check_is_ours(&conn, &p2)?;
-                migrate(&conn)?;
-                Ok(Some(conn))
             })
             .await
             .map_err(|_| StoreError::Closed)??;
@@ -364,7 +293,7 @@ impl Store {
             tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone()));
             tx
         });
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 path,
                 settings: cfg.clone(),
@@ -375,7 +304,8 @@ impl Store {
                 copied,
                 stats,
             }),
-        })
+        };
+        Ok((store, opened))
     }
 
     pub fn path(&self) -> &Path {

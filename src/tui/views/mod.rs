@@ -149,15 +149,31 @@ fn alert_badge(app: &App) -> Option<Part> {
     Some(part(1, spans))
 }
 
-/// The header: the parts that matter most stay when the screen is narrow (the alerts
-/// badge, then what needs attention or approval, then the fleet's figures; who and where
-/// goes first).
+/// The most of the actor the header shows: the rest of the line stays for the fleet.
+const WHO_WIDTH: usize = 32;
+
+/// "alice" or "carol via ci-bot", cut to `WHO_WIDTH` characters.
+fn who(actor: &str) -> String {
+    let short = crate::domain::actor::Actor::parse(actor).short();
+    let shown = crate::domain::validate::sanitize(&short);
+    if shown.chars().count() <= WHO_WIDTH {
+        return shown.into_owned();
+    }
+    let mut cut: String = shown.chars().take(WHO_WIDTH - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The header: who you are always shows; of the rest, the parts that matter most stay when
+/// the screen is narrow (the alerts badge, then what needs attention or approval, then the
+/// fleet's figures; the database's path goes first).
 fn header(f: &mut Frame, app: &App, area: Rect) {
     let th = app.theme;
     let mut lead = vec![Span::styled(" mailfleet ", th.title())];
     if app.read_only {
         lead.push(Span::styled("[READ-ONLY] ", th.error()));
     }
+    lead.push(Span::styled(format!("as {} ", who(&app.actor)), th.title()));
     let mut parts: Vec<Part> = Vec::new();
     if !app.loaded {
         parts.push(part(
@@ -209,11 +225,7 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
     parts.push(part(
         6,
         vec![Span::styled(
-            format!(
-                "{} @ {}",
-                crate::domain::validate::sanitize(&app.actor),
-                crate::domain::validate::sanitize(&app.db_label)
-            ),
+            crate::domain::validate::sanitize(&app.db_label).into_owned(),
             th.dim(),
         )],
     ));

@@ -1,0 +1,327 @@
+//! Opening a database: a connection that writes nothing until the file is known to be ours
+//! and not newer than this build, the writer's settings, and the migrations, applied under
+//! one exclusive transaction.
+
+use super::{rows, Conn, StoreError, MIGRATIONS, WAL_RESTART_FRAMES};
+use crate::config::{StoreConfig, Synchronous};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+pub(super) fn not_db(path: &Path, why: impl Into<String>) -> StoreError {
+    StoreError::NotADatabase {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
+}
+
+fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => not_db(path, "the file is not an SQLite database"),
+        Some(ErrorCode::CannotOpen) => not_db(path, format!("it cannot be opened ({e})")),
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnlyFile {
+            path: path.display().to_string(),
+        },
+        _ => StoreError::Sql(e),
+    }
+}
+
+/// Opens a connection and reads the schema, which fails on a file that is not a database
+/// before anything is written. Sets nothing that writes.
+fn open_conn(path: &Path, cfg: &StoreConfig, flags: OpenFlags) -> Result<Conn, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| classify_open_error(e, path))?;
+    conn.busy_timeout(cfg.busy_timeout)?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| classify_open_error(e, path))?;
+    Ok(conn)
+}
+
+/// The writer's settings; the first (WAL) is written into the file's header.
+fn configure_writer(conn: &Conn, path: &Path, cfg: &StoreConfig) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| classify_open_error(e, path))?;
+    let sync = match cfg.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    // Each grouped write runs in a savepoint; its journal stays in memory instead of a
+    // temporary file written (and rewritten) on every batch.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The one writer keeps what it works on in memory (16 MiB, filled only as pages are
+    // touched) rather than reading it back from the file on every batch.
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    // The WAL is copied back into the file mostly by the store's checkpointer, beside
+    // the writer (see `checkpointer`); the writer's own checkpoint, at a threshold four
+    // times SQLite's, is left only to let the WAL start over, and finds little to copy.
+    // A WAL grown large in a burst is cut back to this size once it starts over.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_FRAMES)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+fn finish_conn(conn: &Conn) -> Result<(), StoreError> {
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
+pub(super) fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, StoreError> {
+    let conn = if read_only {
+        open_read_conn(path, cfg)?
+    } else {
+        let conn = open_conn(path, cfg, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        configure_writer(&conn, path, cfg)?;
+        conn
+    };
+    finish_conn(&conn)?;
+    Ok(conn)
+}
+
+/// A read-only connection. A WAL database in a directory this process cannot write, with
+/// no `-shm` file beside it, cannot be read the usual way (SQLite would have to create the
+/// `-shm`); when no `-wal` file is there either, every commit is in the file itself and it
+/// is read as immutable.
+fn open_read_conn(path: &Path, cfg: &StoreConfig) -> Result<Conn, StoreError> {
+    match open_conn(path, cfg, OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Err(StoreError::NotADatabase { .. })
+        | Err(StoreError::Sql(_))
+        | Err(StoreError::ReadOnlyFile { .. })
+            if !side_file(path, "-shm").exists()
+                && !side_file(path, "-wal").exists()
+                && path.exists() =>
+        {
+            let uri = immutable_uri(path);
+            open_conn(
+                Path::new(&uri),
+                cfg,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(|e| match e {
+                StoreError::NotADatabase { why, .. } => not_db(path, why),
+                other => other,
+            })
+        }
+        other => other,
+    }
+}
+
+fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `file:PATH?immutable=1`, with the characters a URI path may not hold escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut out = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'?' | b'#' | b'%' => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(char::from(*b)),
+        }
+    }
+    out.push_str("?immutable=1");
+    out
+}
+
+/// Refuses a database that holds tables but is not mailfleet's, so we never write into
+/// another program's file.
+pub(super) fn check_is_ours(conn: &Conn, path: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )?;
+    let tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let app: Option<String> = if tables.iter().any(|t| t == "meta") {
+        conn.query_row("SELECT value FROM meta WHERE key = 'app'", [], |r| r.get(0))
+            .optional()?
+    } else {
+        None
+    };
+    if app.as_deref() == Some("mailfleet") {
+        return Ok(());
+    }
+    Err(not_db(
+        path,
+        format!(
+            "it is an SQLite database of another program (tables: {}); refusing to write to it",
+            tables
+                .iter()
+                .take(4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+/// The newest schema this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Where a database's schema stands against this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// No mailfleet schema at all (a new or empty file).
+    Empty,
+    /// Some migrations are not applied yet; the newest applied one.
+    Behind(i64),
+    Current,
+}
+
+/// Reads which migrations the database holds; refuses one written by a newer mailfleet.
+/// Only reads.
+pub(super) fn schema_state(conn: &Conn, path: &Path) -> Result<Schema, StoreError> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(Schema::Empty);
+    }
+    let applied: Vec<i64> = rows(
+        conn,
+        "SELECT version FROM schema_migrations ORDER BY version",
+        [],
+        |r| r.get(0),
+    )?;
+    let newest = applied.last().copied().unwrap_or(0);
+    if let Some(unknown) = applied
+        .iter()
+        .rev()
+        .find(|v| !MIGRATIONS.iter().any(|(known, _)| known == *v))
+    {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: newest.max(*unknown),
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(match newest {
+        0 => Schema::Empty,
+        _ if applied.len() < MIGRATIONS.len() => Schema::Behind(newest),
+        _ => Schema::Current,
+    })
+}
+
+/// Brings the schema up to date in one exclusive transaction: another process opening the
+/// same file at the same time waits, then finds the work done. Returns the migrations
+/// applied.
+fn migrate(conn: &Conn, path: &Path) -> Result<Vec<i64>, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| classify_open_error(e, path))?;
+    let applied = (|| -> Result<Vec<i64>, StoreError> {
+        check_is_ours(conn, path)?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
+        schema_state(conn, path)?;
+        let mut applied = Vec::new();
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = conn
+                .query_row(
+                    "SELECT version FROM schema_migrations WHERE version = ?1",
+                    [version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if done.is_none() {
+                conn.execute_batch(sql)?;
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                    rusqlite::params![version, crate::clock::ts(chrono::Utc::now())],
+                )?;
+                applied.push(*version);
+            }
+        }
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('app', 'mailfleet') ON CONFLICT (key) DO NOTHING",
+            [],
+        )?;
+        Ok(applied)
+    })();
+    match applied {
+        Ok(applied) => {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| classify_open_error(e, path))?;
+            Ok(applied)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Create the file (and its directory) if missing; bring the schema up to date.
+    Create,
+    /// An existing file, for changing: the schema is brought up to date.
+    Write,
+    /// An existing file, for reading: nothing is written, unless the schema is behind this
+    /// build's (then only the migrations are).
+    Read,
+    /// An existing file, and nothing is ever written (`--read-only`).
+    ReadOnly,
+}
+
+/// What opening found and did, for `mailfleet init`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// The file was created by this open.
+    pub created: bool,
+    /// Migrations applied by this open.
+    pub applied: Vec<i64>,
+}
+
+/// Opens the writer's connection on `path` (creating it if `create`): checks the file is
+/// ours and not newer than this build before anything is written, then switches to WAL and
+/// migrates.
+pub(super) fn open_writer(
+    path: &Path,
+    cfg: &StoreConfig,
+    create: bool,
+) -> Result<(Conn, Opened), StoreError> {
+    let existed = path.exists();
+    if !existed && !create {
+        return Err(StoreError::Missing {
+            path: path.display().to_string(),
+        });
+    }
+    if create {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| not_db(path, format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    let flags = if create {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
+    let conn = open_conn(path, cfg, flags)?;
+    if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+        return Err(StoreError::ReadOnlyFile {
+            path: path.display().to_string(),
+        });
+    }
+    check_is_ours(&conn, path)?;
+    schema_state(&conn, path)?;
+    configure_writer(&conn, path, cfg)?;
+    finish_conn(&conn)?;
+    let applied = migrate(&conn, path)?;
+    Ok((
+        conn,
+        Opened {
+            created: !existed,
+            applied,
+        },
+    ))
+}

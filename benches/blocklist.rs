@@ -7,7 +7,11 @@
 //! (benches/pydnsbl_compare.py, in a venv cached at TARGET/pydnsbl-venv) on the same server.
 //! pydnsbl is given its best of concurrency 64 and its default 200, and a fresh c-ares channel
 //! per timed run (c-ares caches answers per channel, and pycares cannot turn that off).
-//! Prints both tools' figures; the last line is one JSON object.
+//! Ours is measured at concurrency 64 and 256 (where PowerDNS's receive buffer starts to drop
+//! queries: each lost query is sent again after a learnt RTO, and the window shrinks), and so
+//! is dnsperf (Debian's `dnsperf`, when installed) sending the same A queries to the same
+//! server with as many in flight: the rate a dedicated load generator reaches.
+//! Prints every tool's figures; the last line is one JSON object.
 //!
 //! Honesty checks printed beside the rates: the server's own `udp-queries` counter per check
 //! for each tool (ours is ~1.1: the A query, plus the TXT for listings; pydnsbl's 1.0), and
@@ -43,6 +47,10 @@ const IPS: usize = 1000;
 const ZONES: usize = 6;
 const RUNS: usize = 3;
 const CONCURRENCY: usize = 64;
+/// Each concurrency ours and dnsperf are measured at.
+const CONCURRENCIES: [usize; 2] = [64, 256];
+/// Times dnsperf goes through the query file (6,000 queries each).
+const DNSPERF_PASSES: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(2);
 const SPAMHAUS_LISTING_CODES: [u8; 7] = [2, 3, 4, 9, 10, 11, 30];
 const PIP_TIME_LIMIT: Duration = Duration::from_secs(300);
@@ -107,19 +115,41 @@ fn main() {
     );
 
     let fixture = Arc::new(fixture);
-    let ours = run_ours(server.dns_addr(), server.api_client(), fixture.clone());
-    println!(
-        "mailfleet: {:.0} checks/s best, {:.0} median over {RUNS} runs of check_all; p99 {:.2} ms per check; {} server queries per check; {} misclassified (worst run)",
-        ours.best,
-        ours.median,
-        ours.p99_ms,
-        ours.queries_per_check.map_or("?".to_string(), |q| format!("{q:.3}")),
-        ours.misclassified
-    );
-    for line in &ours.examples {
-        println!("  misclassified: {line}");
+    let mut levels = Vec::new();
+    for concurrency in CONCURRENCIES {
+        let ours = run_ours(
+            server.dns_addr(),
+            server.api_client(),
+            fixture.clone(),
+            concurrency,
+        );
+        println!(
+            "mailfleet at concurrency {concurrency}: {:.0} checks/s best, {:.0} median over {RUNS} runs of check_all; p99 {:.2} ms per check; {} server queries per check; {} misclassified (worst run); {} queries sent again, window down to {}",
+            ours.best,
+            ours.median,
+            ours.p99_ms,
+            ours.queries_per_check.map_or("?".to_string(), |q| format!("{q:.3}")),
+            ours.misclassified,
+            ours.resent,
+            ours.smallest_window,
+        );
+        for line in &ours.examples {
+            println!("  misclassified: {line}");
+        }
+        let perf = run_dnsperf(&server, &fixture, concurrency);
+        match &perf {
+            Ok(p) => println!(
+                "dnsperf at concurrency {concurrency}: {:.0} queries/s best, {:.0} median over {RUNS} runs; {:.2}% lost (worst run); mailfleet's checks/s are {:.2} of it",
+                p.best,
+                p.median,
+                p.lost_pct,
+                ours.best / p.best
+            ),
+            Err(why) => println!("dnsperf at concurrency {concurrency}: not measured: {why}"),
+        }
+        levels.push((concurrency, ours, perf));
     }
-
+    let ours = &levels[0].1;
     let ceiling = raw_udp_ceiling(&server, &fixture);
     match ceiling {
         Some(q) => println!(
@@ -142,6 +172,26 @@ fn main() {
     if let Some(r) = ratio {
         println!("ratio (mailfleet / pydnsbl checks per second): {r:.2}");
     }
+    let by_concurrency: Vec<Value> = levels
+        .iter()
+        .map(|(c, o, perf)| {
+            let perf = perf.as_ref().ok();
+            json!({
+                "concurrency": c,
+                "checks_per_s": o.best.round(),
+                "checks_per_s_median": o.median.round(),
+                "p99_ms": round2(o.p99_ms),
+                "misclassified": o.misclassified,
+                "resent": o.resent,
+                "smallest_window": o.smallest_window,
+                "dnsperf_qps": perf.map(|p| p.best.round()),
+                "dnsperf_qps_median": perf.map(|p| p.median.round()),
+                "dnsperf_lost_pct": perf.map(|p| round2(p.lost_pct)),
+                "vs_dnsperf": perf.map(|p| round2(o.best / p.best)),
+                "vs_pydnsbl": py_rate.map(|p| round2(o.best / p)),
+            })
+        })
+        .collect();
     println!(
         "{}",
         json!({
@@ -163,6 +213,7 @@ fn main() {
             "pydnsbl_why_missing": py.as_ref().err(),
             "ratio": ratio,
             "server_ceiling_qps": ceiling.map(f64::round),
+            "by_concurrency": by_concurrency,
         })
     );
 }
@@ -237,11 +288,15 @@ struct Ours {
     /// Wrong verdicts in the worst run (of IPS × ZONES).
     misclassified: usize,
     examples: Vec<String>,
+    /// Queries sent again after going unanswered for an RTO, over every run.
+    resent: u64,
+    /// The smallest the window of queries in flight became.
+    smallest_window: usize,
 }
 
 /// Runs [`measure_ours`] as a task on a runtime like the console's (multi-threaded, one
 /// worker per core); MAILFLEET_BENCH_RUNTIME=current_thread runs it on one thread instead.
-fn run_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> Ours {
+fn run_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>, concurrency: usize) -> Ours {
     let current = std::env::var("MAILFLEET_BENCH_RUNTIME").as_deref() == Ok("current_thread");
     let rt = if current {
         tokio::runtime::Builder::new_current_thread()
@@ -251,17 +306,22 @@ fn run_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> Ours {
     .enable_all()
     .build()
     .expect("tokio runtime");
-    rt.block_on(async move { tokio::spawn(measure_ours(dns, api, fixture)).await })
+    rt.block_on(async move { tokio::spawn(measure_ours(dns, api, fixture, concurrency)).await })
         .expect("the measuring task finishes")
 }
 
-async fn measure_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> Ours {
+async fn measure_ours(
+    dns: SocketAddr,
+    api: PdnsApi,
+    fixture: Arc<Fixture>,
+    concurrency: usize,
+) -> Ours {
     let fixture = &*fixture;
     let udp_queries = || api.statistic("udp-queries").ok();
     let checker = Checker::new(&CheckerConfig {
         resolver: Some(dns),
         timeout: TIMEOUT,
-        concurrency: CONCURRENCY,
+        concurrency,
     })
     .expect("build checker");
     for zone in &fixture.zones {
@@ -305,7 +365,7 @@ async fn measure_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> O
     }
     rates.sort_by(f64::total_cmp);
 
-    // Per-check latency: the same checks, CONCURRENCY in flight, each timed on its own.
+    // Per-check latency: the same checks, `concurrency` in flight, each timed on its own.
     // (ip, zone index): a reference in the stream's item trips the Send check of the task.
     let pairs: Vec<(Ipv4Addr, usize)> = fixture
         .ips
@@ -324,7 +384,7 @@ async fn measure_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> O
                     (v, started.elapsed())
                 }
             })
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(concurrency)
             .collect()
             .await;
         tally(&mut timed.iter().map(|(v, _)| v));
@@ -332,7 +392,10 @@ async fn measure_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>) -> O
     }
     latencies.sort();
     let p99 = latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)];
+    let pacing = checker.pacing();
     Ours {
+        resent: pacing.losses,
+        smallest_window: pacing.smallest_window,
         best: rates[rates.len() - 1],
         median: rates[rates.len() / 2],
         p99_ms: p99.as_secs_f64() * 1000.0,
@@ -412,6 +475,83 @@ fn a_query(id: u16, name: &str) -> Vec<u8> {
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q
+}
+
+// ---- dnsperf ---------------------------------------------------------------------------------
+
+struct Perf {
+    best: f64,
+    median: f64,
+    /// Queries dnsperf counted as lost, in the worst run.
+    lost_pct: f64,
+}
+
+/// dnsperf sending every check's A query, `concurrency` outstanding, DNSPERF_PASSES times
+/// through the list per run; best and median queries/s of RUNS runs.
+fn run_dnsperf(server: &Pdns, fixture: &Fixture, concurrency: usize) -> Result<Perf, String> {
+    let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let list = work.path().join("queries.txt");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&list).map_err(|e| format!("query file: {e}"))?,
+    );
+    for ip in &fixture.ips {
+        for z in &fixture.zones {
+            writeln!(out, "{}.{} A", pdns::reversed(*ip), z.zone)
+                .map_err(|e| format!("query file: {e}"))?;
+        }
+    }
+    out.flush().map_err(|e| format!("query file: {e}"))?;
+    drop(out);
+    let addr = server.dns_addr();
+    let mut rates = Vec::with_capacity(RUNS);
+    let mut lost_pct: f64 = 0.0;
+    for _ in 0..RUNS {
+        let text = run_bounded(
+            Command::new("dnsperf")
+                .arg("-s")
+                .arg(addr.ip().to_string())
+                .arg("-p")
+                .arg(addr.port().to_string())
+                .arg("-d")
+                .arg(&list)
+                .arg("-n")
+                .arg(DNSPERF_PASSES.to_string())
+                .arg("-q")
+                .arg(concurrency.to_string())
+                .arg("-t")
+                .arg(TIMEOUT.as_secs().to_string()),
+            SCRIPT_TIME_LIMIT,
+        )
+        .map_err(|e| {
+            if e.starts_with("spawn") {
+                "dnsperf is not installed (apt-get install dnsperf)".to_string()
+            } else {
+                format!("dnsperf: {e}")
+            }
+        })?;
+        let figure = |label: &str| -> Option<f64> {
+            let line = text.lines().find(|l| l.trim_start().starts_with(label))?;
+            line.split(':')
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        let qps = figure("Queries per second").ok_or("dnsperf printed no rate")?;
+        if let (Some(sent), Some(lost)) = (figure("Queries sent"), figure("Queries lost")) {
+            if sent > 0.0 {
+                lost_pct = lost_pct.max(lost * 100.0 / sent);
+            }
+        }
+        rates.push(qps);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(Perf {
+        best: rates[rates.len() - 1],
+        median: rates[rates.len() / 2],
+        lost_pct,
+    })
 }
 
 // ---- pydnsbl ---------------------------------------------------------------------------------

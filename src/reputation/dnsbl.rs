@@ -253,13 +253,18 @@ impl Checker {
             .build();
         // Enough sockets that one slow reader never holds up the rest.
         let sockets = (cfg.concurrency / 16).clamp(1, 16);
-        let udp = super::udp::UdpDns::new(server, sockets, cfg.timeout)
+        let udp = super::udp::UdpDns::new(server, sockets, cfg.concurrency.max(1), cfg.timeout)
             .map_err(|e| format!("blocklists: cannot open a UDP socket: {e}"))?;
         Ok(Checker {
             udp,
             resolver,
             concurrency: cfg.concurrency.max(1),
         })
+    }
+
+    /// How the fast path paces itself: RTO, window, queries lost and sent again.
+    pub fn pacing(&self) -> super::pacing::Pacing {
+        self.udp.pacing()
     }
 
     async fn a(&self, name: &str) -> Lookup<Vec<Ipv4Addr>> {

@@ -3,5 +3,6 @@
 
 pub mod dnsbl;
 pub mod monitor;
+pub mod pacing;
 pub mod policy;
 pub mod udp;

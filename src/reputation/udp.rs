@@ -6,7 +6,12 @@
 //!
 //! Forged replies are guarded against as a resolver would: random ports, random ids, and a
 //! reply is only taken from the server asked and only for the question asked.
+//!
+//! A query unanswered for the retransmission timeout is sent again (same id, same
+//! question), and the number of queries in flight adapts to loss (see `pacing`): a server
+//! dropping queries under load costs a short wait and a smaller window, not the timeout.
 
+use super::pacing::Pacing;
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_resolver::proto::rr::{Name, RecordType};
 use rand::Rng;
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Why a query got no usable reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,27 @@ pub struct UdpDns {
     slots: Vec<Slot>,
     next: AtomicUsize,
     timeout: Duration,
+    flow: Mutex<Flow>,
+    /// Signalled when a seat in the window frees or the window grows.
+    seats: Notify,
+}
+
+/// The pacing and the queries in flight now.
+struct Flow {
+    pacing: Pacing,
+    in_flight: usize,
+}
+
+/// A query's seat in the window; given back when dropped.
+struct Seat<'a> {
+    dns: &'a UdpDns,
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.dns.flow().in_flight -= 1;
+        self.dns.seats.notify_one();
+    }
 }
 
 impl Drop for UdpDns {
@@ -79,9 +105,14 @@ async fn read_replies(socket: Arc<UdpSocket>, server: SocketAddr, waiting: Waiti
 }
 
 impl UdpDns {
-    /// Opens `sockets` UDP sockets towards `server`. Must be called within a tokio runtime
-    /// (each socket's reader is a task).
-    pub fn new(server: SocketAddr, sockets: usize, timeout: Duration) -> std::io::Result<UdpDns> {
+    /// Opens `sockets` UDP sockets towards `server`, for at most `concurrency` queries in
+    /// flight. Must be called within a tokio runtime (each socket's reader is a task).
+    pub fn new(
+        server: SocketAddr,
+        sockets: usize,
+        concurrency: usize,
+        timeout: Duration,
+    ) -> std::io::Result<UdpDns> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(std::io::Error::other(
                 "no tokio runtime to run the DNS client on",
@@ -110,11 +141,55 @@ impl UdpDns {
             slots,
             next: AtomicUsize::new(0),
             timeout,
+            flow: Mutex::new(Flow {
+                pacing: Pacing::new(concurrency, timeout),
+                in_flight: 0,
+            }),
+            seats: Notify::new(),
         })
+    }
+
+    fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pacing as it stands: RTO, window, losses (for benchmarks and tests).
+    pub fn pacing(&self) -> Pacing {
+        self.flow().pacing.clone()
+    }
+
+    /// Waits for a seat in the window.
+    async fn seat(&self) -> Seat<'_> {
+        loop {
+            let freed = self.seats.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut f = self.flow();
+                if f.in_flight < f.pacing.window() {
+                    f.in_flight += 1;
+                    return Seat { dns: self };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn answered(&self, rtt: Option<Duration>) {
+        let grew = {
+            let mut f = self.flow();
+            let before = f.pacing.window();
+            f.pacing.answered(rtt);
+            f.pacing.window() > before
+        };
+        if grew {
+            self.seats.notify_one();
+        }
     }
 
     /// Asks one question; the reply whatever its response code.
     pub async fn query(&self, name: &Name, rtype: RecordType) -> Result<Message, QueryError> {
+        let _seat = self.seat().await;
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let query = Query::query(name.clone(), rtype);
         let (tx, rx) = oneshot::channel();
@@ -147,18 +222,96 @@ impl UdpDns {
                 return Err(QueryError::Io(e.to_string()));
             }
         };
-        if let Err(e) = slot.socket.send_to(&bytes, self.server).await {
-            forget();
-            return Err(QueryError::Io(e.to_string()));
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(reply)) if reply.truncated() => Err(QueryError::Truncated),
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(QueryError::Io("the reader stopped".into())),
-            Err(_) => {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut rx = rx;
+        let mut resent = false;
+        loop {
+            if let Err(e) = slot.socket.send_to(&bytes, self.server).await {
                 forget();
-                Err(QueryError::Timeout)
+                return Err(QueryError::Io(e.to_string()));
+            }
+            let sent = tokio::time::Instant::now();
+            let rto = self.flow().pacing.rto();
+            match tokio::time::timeout_at((sent + rto).min(deadline), &mut rx).await {
+                Ok(Ok(reply)) => {
+                    self.answered((!resent).then(|| sent.elapsed()));
+                    return if reply.truncated() {
+                        Err(QueryError::Truncated)
+                    } else {
+                        Ok(reply)
+                    };
+                }
+                Ok(Err(_)) => return Err(QueryError::Io("the reader stopped".into())),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    forget();
+                    return Err(QueryError::Timeout);
+                }
+                Err(_) => {
+                    // Lost on the way, or late: asked again under the same id, so either
+                    // copy's answer is taken.
+                    self.flow()
+                        .pacing
+                        .lost(tokio::time::Instant::now().into_std());
+                    resent = true;
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::op::ResponseCode;
+    use std::collections::HashSet;
+
+    /// A DNS server on loopback that drops the first copy of every query it gets (as a
+    /// full receive buffer does) and answers NXDOMAIN to any later copy.
+    async fn lossy_server() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut seen: HashSet<(SocketAddr, u16)> = HashSet::new();
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                if seen.insert((from, q.id())) {
+                    continue;
+                }
+                let mut reply = Message::new();
+                reply
+                    .set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(OpCode::Query)
+                    .set_response_code(ResponseCode::NXDomain)
+                    .add_queries(q.queries().to_vec());
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_query_is_sent_again_and_answered_before_the_timeout() {
+        let server = lossy_server().await;
+        let dns = UdpDns::new(server, 2, 16, Duration::from_secs(2)).expect("client");
+        let names: Vec<Name> = (0..40)
+            .map(|i| Name::from_ascii(format!("{i}.0.0.127.zen.example.")).expect("name"))
+            .collect();
+        let answers =
+            futures::future::join_all(names.iter().map(|n| dns.query(n, RecordType::A))).await;
+        for (n, a) in names.iter().zip(&answers) {
+            match a {
+                Ok(reply) => assert_eq!(reply.response_code(), ResponseCode::NXDomain, "{n}"),
+                Err(e) => panic!("{n}: {e:?} (the resent copy was not answered)"),
+            }
+        }
+        let p = dns.pacing();
+        assert!(p.losses >= 40, "every query was lost once: {}", p.losses);
+        assert!(p.cuts >= 1 && p.smallest_window < 16, "{p:?}");
     }
 }

@@ -903,6 +903,105 @@ depends_on = ["{}"]
     );
 }
 
+/// A second request for a hostname another request holds is refused before anything is
+/// written, and the refusal names the holder: here another tenant's completed node, asked
+/// for again with the default domain spelt out (with a trailing dot).
+#[test]
+fn hostname_held_by_another_tenant_is_refused_at_create_naming_the_holder() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let nodes_before = fleet.json(&["node", "list", "--json"]);
+    let short = &id[id.len() - 8..];
+    for domain in [None, Some("fleet.example.net.")] {
+        let mut args = create_args("globex", "dallas", "ssd-1", "node-done");
+        if let Some(d) = domain {
+            args.extend(["--domain", d]);
+        }
+        let line = assert_refused_without_writing(
+            &fleet,
+            &args,
+            &[
+                "hostname node-done.fleet.example.net",
+                short,
+                "tenant acme",
+                "completed",
+                "choose another label or domain",
+            ],
+        );
+        assert!(!line.contains("globex"), "{line}");
+    }
+    // Nothing was allocated for it either.
+    assert_eq!(fleet.json(&["node", "list", "--json"]), nodes_before);
+    // The same label under another domain is another hostname.
+    fleet.create_with(&[
+        "request",
+        "create",
+        "--tenant",
+        "globex",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "node-done",
+        "--domain",
+        "globex.example.com",
+    ]);
+}
+
+/// A deprovisioned request lets go of its hostname: it can be asked for again.
+#[test]
+fn hostname_of_a_deprovisioned_request_is_free_again() {
+    let (fleet, id) = Fleet::with_completed_request();
+    fleet.ok(&["request", "deprovision", &id]);
+    fleet.work();
+    assert_eq!(fleet.state(&id), "deprovisioned");
+    let again = fleet.create("globex", "dallas", "ssd-1", "node-done");
+    fleet.work();
+    assert_eq!(fleet.state(&again), "completed");
+}
+
+/// An import is refused whole when one of its requests wants a held hostname, and when two
+/// of its requests want the same one.
+#[test]
+fn import_of_a_held_or_doubled_hostname_writes_nothing() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let nodes_before = fleet.json(&["node", "list", "--json"]);
+    let item = |key: &str, tenant: &str, label: &str, domain: &str| {
+        format!(
+            "[[requests]]\nkey = \"{key}\"\ntenant = \"{tenant}\"\nregion = \"dallas\"\nplan = \"ssd-1\"\nlabel = \"{label}\"\ndomain = \"{domain}\"\n"
+        )
+    };
+    let held = item("fresh", "acme", "node-new", "example.com")
+        + &item("taken", "initech", "node-done", "fleet.example.net");
+    std::fs::write(fleet.path("held.toml"), held).expect("write");
+    let path = fleet.path("held.toml");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &[
+            "hostname node-done.fleet.example.net",
+            &id[id.len() - 8..],
+            "tenant acme",
+            "nothing was imported",
+        ],
+    );
+    let doubled =
+        item("one", "acme", "mx-1", "example.com") + &item("two", "globex", "mx-1", "example.com.");
+    std::fs::write(fleet.path("doubled.toml"), doubled).expect("write");
+    let path = fleet.path("doubled.toml");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &[
+            "\"one\"",
+            "\"two\"",
+            "hostname mx-1.example.com",
+            "nothing was imported",
+        ],
+    );
+    assert_eq!(fleet.json(&["node", "list", "--json"]), nodes_before);
+}
+
 #[test]
 fn warmup_plans_are_listed_and_each_prints_its_days_and_nodes_show_their_warmup() {
     let (fleet, id) = Fleet::with_completed_request();

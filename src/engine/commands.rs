@@ -5,6 +5,7 @@ use super::pipeline::{call, Stop};
 use super::Ctx;
 use crate::domain::approval::{first_match, RequestFacts};
 use crate::domain::batch::{self, BatchItem};
+use crate::domain::hostname::effective_hostname;
 use crate::domain::ids::{new_id, short};
 use crate::domain::validate::{validate_domain, validate_label, NameError};
 use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
@@ -561,5 +562,35 @@ pub async fn import(
         })?;
         news.push((ids[i].clone(), new));
     }
-    Ok(ctx.store.create_requests(news, ctx.clock.now()).await?)
+    same_hostname_twice(items)?;
+    ctx.store
+        .create_requests(news, ctx.clock.now())
+        .await
+        .map_err(|e| match e {
+            StoreError::Rejected(why) => {
+                CommandError::Invalid(format!("{why}; nothing was imported"))
+            }
+            other => other.into(),
+        })
+}
+
+/// Refuses a batch in which two requests would get the same hostname (each alone may be
+/// free; together they are not), naming both.
+fn same_hostname_twice(items: &[BatchItem]) -> Result<(), CommandError> {
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (i, item) in items.iter().enumerate() {
+        let host = effective_hostname(&item.label, item.domain.as_deref());
+        if let Some(first) = seen.insert(host.clone(), i) {
+            let key = |j: usize| crate::domain::validate::sanitize(&items[j].key).into_owned();
+            return Err(CommandError::Invalid(format!(
+                "requests {} (key {:?}) and {} (key {:?}) both want hostname {}; nothing was imported",
+                first + 1,
+                key(first),
+                i + 1,
+                key(i),
+                crate::domain::validate::sanitize(&host)
+            )));
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Domain used for hostnames when a request names none.
-pub const DEFAULT_DOMAIN: &str = "fleet.example.net";
+pub const DEFAULT_DOMAIN: &str = crate::domain::hostname::DEFAULT_DOMAIN;
 
 /// The firewall profile that opens SMTP (25), submission (587) and SSH.
 pub const SMTP_FIREWALL: &str = "smtp";

@@ -260,6 +260,10 @@ impl App {
         self.counts = counts;
         self.quotas = Quotas::build(&self.cfg, &snap);
         self.sparks = super::warmup::sparklines(&snap);
+        if let Mode::Form(form) = &mut self.mode {
+            form.held = super::form::held_hostnames(&snap.requests);
+            form.validate();
+        }
         self.snap = snap;
         self.loaded = true;
         for v in VIEWS {
@@ -532,7 +536,10 @@ impl App {
                 return self.move_by(1);
             }
             Action::MarkAll => self.mark_all(),
-            Action::Provision => self.mode = Mode::Form(Box::new(Form::new(&self.cfg))),
+            Action::Provision => {
+                let held = super::form::held_hostnames(&self.snap.requests);
+                self.mode = Mode::Form(Box::new(Form::new(&self.cfg, held)));
+            }
             Action::Approve => {
                 return self.confirm_each(
                     "Approve",

@@ -3,6 +3,9 @@
 //! makes the simulated cloud fast, and with HOME and the XDG directories pointed into that
 //! directory so a developer's own settings never leak in.
 
+#[path = "support/echo_fake.rs"]
+mod echo_fake;
+
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -1000,6 +1003,111 @@ fn import_of_a_held_or_doubled_hostname_writes_nothing() {
         ],
     );
     assert_eq!(fleet.json(&["node", "list", "--json"]), nodes_before);
+}
+
+/// Every file under `dir` (the database, its WAL, the log, key files) that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A DNS API that repeats the key it was sent in its error bodies (long ones, with escape
+/// sequences): the request fails and says why, but the key is in no file of the fleet
+/// (database, WAL, log) and in no output, and the message is bounded and clean.
+#[test]
+fn an_api_echoing_its_key_gets_it_into_no_file_and_no_output() {
+    const KEY: &str = "pdns-Key-9fQ27xLmZ";
+    let api = echo_fake::EchoFake::start(2);
+    let fleet = Fleet::new();
+    let cfg = format!(
+        "{FAST_CONFIG}[dns]\nprovider = \"powerdns\"\n[dns.powerdns]\napi_url = \"{}\"\napi_key_env = \"MAILFLEET_TEST_ECHO_KEY\"\n",
+        api.url()
+    );
+    std::fs::write(fleet.path("fast.toml"), cfg).expect("config");
+    let id = fleet.create_with(&[
+        "request",
+        "create",
+        "--tenant",
+        "acme",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "mx-1",
+        "--domain",
+        "example.com",
+    ]);
+    let mut outputs = Vec::new();
+    let mut cmd = fleet.bare();
+    let work = ["work", "--until-idle"];
+    cmd.arg("--db")
+        .arg(fleet.db())
+        .arg("--config")
+        .arg(fleet.path("fast.toml"))
+        .args(work)
+        .env("MAILFLEET_TEST_ECHO_KEY", KEY);
+    let out = run_guarded(cmd, &work);
+    outputs.push(out.stdout);
+    outputs.push(out.stderr);
+    assert!(
+        api.served() > 2,
+        "the API was asked, and answered 503 then 422"
+    );
+
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "rolled_back");
+    let error = detail["error"].as_str().expect("an error").to_string();
+    assert!(
+        error.contains("HTTP 422") && error.contains("X-API-Key=[redacted]"),
+        "{error}"
+    );
+    assert!(
+        !error.contains('\u{1b}') && !error.contains('\u{7}'),
+        "{error}"
+    );
+    assert!(
+        error.chars().count() <= 600,
+        "bounded: {} chars",
+        error.chars().count()
+    );
+    assert!(error.ends_with('…'), "{error}");
+    for args in [
+        vec!["request", "show", id.as_str(), "--json"],
+        vec!["request", "show", id.as_str()],
+        vec!["events", "--json", "--limit", "1000"],
+        vec!["request", "list", "--json"],
+    ] {
+        outputs.push(fleet.run(&args).stdout);
+    }
+    for (i, out) in outputs.iter().enumerate() {
+        let text = String::from_utf8_lossy(out);
+        assert!(!text.contains(KEY), "output {i} holds the key: {text}");
+    }
+    // The retry notes said why too, and without the key.
+    let events = fleet.events();
+    assert!(
+        events.iter().any(|e| e.to_string().contains("[redacted]")),
+        "the failure is in the events"
+    );
+    // Nothing of the fleet's on disk holds it: not the database, its WAL, nor the log.
+    assert!(fleet.path("m.db").exists());
+    let found = files_holding(fleet.dir.path(), KEY.as_bytes());
+    assert!(found.is_empty(), "the key is in {found:?}");
 }
 
 #[test]

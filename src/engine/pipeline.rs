@@ -229,7 +229,8 @@ where
                 },
                 step,
                 task,
-                note.describe(),
+                // The error in the note is the provider's text.
+                crate::untrusted::untrusted_text(&note.describe()),
             )
             .await?;
         match (cancel, signals.is_some()) {
@@ -247,7 +248,10 @@ where
     .await?
     {
         Ok(v) => Ok(v),
-        Err(e) => Err(Stop::Failed(format!("{task}: {e}"))),
+        Err(e) => Err(Stop::Failed(format!(
+            "{task}: {}",
+            crate::untrusted::untrusted_text(&e.to_string())
+        ))),
     }
 }
 

@@ -479,6 +479,49 @@ fn rejection_with_a_reason_ends_rejected_with_the_reason_as_error() {
     assert_eq!(fleet.state(&id), "rejected");
 }
 
+#[test]
+fn a_reason_longer_than_500_characters_is_refused_naming_the_field_and_limit() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    let long = "é".repeat(501);
+    for args in [
+        vec!["request", "reject", id.as_str(), "--reason", long.as_str()],
+        vec!["request", "approve", id.as_str(), "--reason", long.as_str()],
+    ] {
+        assert_refused_without_writing(&fleet, &args, &["reason", "501", "at most 500"]);
+    }
+    assert_eq!(fleet.state(&id), "pending_approval");
+    let longest = "é".repeat(500);
+    fleet.ok(&["request", "reject", &id, "--reason", &longest]);
+    assert_eq!(fleet.show(&id)["error"], longest.as_str());
+}
+
+/// `--json` output escapes what JSON lets through raw but a terminal acts on (a C1 CSI)
+/// or displays in another order (a right-to-left override), and the text reads back the
+/// same.
+#[test]
+fn json_output_escapes_c1_controls_and_bidi_overrides() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    let reason = "see \u{9b}31m ticket \u{202e}exe.txt\u{200b} now";
+    fleet.ok(&["request", "reject", &id, "--reason", reason]);
+    for args in [
+        vec!["request", "show", id.as_str(), "--json"],
+        vec!["request", "list", "--json"],
+        vec!["events", "--json", "--limit", "1000"],
+    ] {
+        let text = fleet.ok(&args);
+        assert!(
+            text.contains(r"\u009b31m ticket \u202eexe.txt\u200b now"),
+            "{args:?}: {text}"
+        );
+        for c in ['\u{9b}', '\u{202e}', '\u{200b}'] {
+            assert!(!text.contains(c), "{args:?} printed {c:?} raw");
+        }
+    }
+    assert_eq!(fleet.show(&id)["error"], reason, "reads back the same");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: one line on stderr, a non-zero exit, nothing written
 // ---------------------------------------------------------------------------------------------

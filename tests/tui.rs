@@ -1046,6 +1046,34 @@ fn mark_all_toggles_and_a_long_confirmation_scrolls() {
     assert!(app.table().marks.is_empty());
 }
 
+/// The bulk rejection's reason has the same limit as `request reject --reason`: a longer
+/// one is refused on the status line, naming the limit, and the prompt keeps it to shorten.
+#[test]
+fn a_bulk_rejection_reason_over_the_limit_sends_nothing() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(fifty_pending());
+    app.update(Action::ShowApprovals);
+    app.update(Action::MarkAll);
+    key(&mut app, KeyCode::Char('x'));
+    for _ in 0..501 {
+        key(&mut app, KeyCode::Char('w'));
+    }
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing sent");
+    let said = app.status.as_ref().expect("a status line");
+    assert!(said.error, "{}", said.text);
+    assert!(
+        said.text.contains("reason")
+            && said.text.contains("501")
+            && said.text.contains("at most 500"),
+        "{}",
+        said.text
+    );
+    assert!(matches!(&app.mode, Mode::Reason(r) if r.ids.len() == 50));
+    key(&mut app, KeyCode::Backspace);
+    let effects = key(&mut app, KeyCode::Enter);
+    assert!(matches!(effects.as_slice(), [Effect::Send(cmds)] if cmds.len() == 50));
+}
+
 #[test]
 fn reject_asks_one_reason_for_every_marked_request() {
     use crossterm::event::KeyCode;

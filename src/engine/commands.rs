@@ -7,7 +7,7 @@ use crate::domain::approval::{first_match, RequestFacts};
 use crate::domain::batch::{self, BatchItem};
 use crate::domain::hostname::effective_hostname;
 use crate::domain::ids::{new_id, short};
-use crate::domain::validate::{validate_domain, validate_label, NameError};
+use crate::domain::validate::{validate_domain, validate_label, validate_reason, NameError};
 use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
 use crate::store::{Claim, NewRequest, RequestRow, StoreError, TeardownAsked};
 use std::sync::Arc;
@@ -80,6 +80,27 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The reason the operator gave, for the commands that take one.
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Command::Reject { reason, .. } => Some(reason),
+            Command::Approve { reason, .. }
+            | Command::Suspend { reason, .. }
+            | Command::Reactivate { reason, .. }
+            | Command::Rollback { reason, .. }
+            | Command::Deprovision { reason, .. }
+            | Command::PauseNode { reason, .. } => reason.as_deref(),
+            Command::Create(_)
+            | Command::TestCluster { .. }
+            | Command::ResumeNode { .. }
+            | Command::CheckNode { .. }
+            | Command::WarmupResume { .. }
+            | Command::WarmupPace { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Created(Box<RequestRow>),
@@ -141,6 +162,9 @@ pub async fn execute(
 ) -> Result<Outcome, CommandError> {
     let now = ctx.clock.now();
     let store = &ctx.store;
+    if let Some(reason) = command.reason() {
+        validate_reason("reason", reason)?;
+    }
     match command {
         Command::Create(c) => create(ctx, actor, c).await,
         Command::Approve { id, reason } => {

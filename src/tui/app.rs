@@ -886,6 +886,11 @@ impl App {
             self.say("a rejection needs a reason", true);
             return vec![];
         }
+        if let Err(e) = crate::domain::validate::validate_reason("reason", &reason) {
+            // The prompt stays open with what was typed, to be shortened.
+            self.say(e.to_string(), true);
+            return vec![];
+        }
         let cmds = r
             .ids
             .iter()

@@ -2,8 +2,9 @@
 //! (the network, the CA's own trouble, rate limits, time running out) and what is not as it
 //! stands (a failed challenge, an invalid order, a bad name or setting).
 //!
-//! Every message names what failed and is cleaned of control characters; none holds key
-//! material (account keys, certificate keys and stored credentials never reach one).
+//! Every message names what failed; the CA's text in it passes `crate::untrusted` (secrets
+//! redacted, control characters out, bounded). None holds key material (account keys,
+//! certificate keys and stored credentials never reach one).
 
 use crate::dns::{DnsError, Published};
 use std::net::SocketAddr;

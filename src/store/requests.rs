@@ -180,6 +180,48 @@ fn hostname_holder(
         .map(|(holder, _)| holder))
 }
 
+/// At admission, for a queued request whose hostname another live request holds. Only a
+/// database written before the check at creation holds two such: the one that is further
+/// along (not queued), or else the one created first, keeps the name. Returns the hostname
+/// and its holder.
+pub(crate) fn hostname_held_elsewhere(
+    conn: &Conn,
+    id: &str,
+) -> Result<Option<(String, HostnameHolder)>, StoreError> {
+    let Some((label, domain, created)): Option<(String, Option<String>, String)> = conn
+        .prepare_cached("SELECT label, domain, created_at FROM requests WHERE id = ?")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let wanted = effective_hostname(&label, domain.as_deref());
+    let others = rows(
+        conn,
+        "SELECT id, tenant, state, domain, created_at FROM requests
+         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2",
+        params![label, id],
+        |r| {
+            Ok((
+                HostnameHolder {
+                    request_id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    state: r.get(2)?,
+                },
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        },
+    )?;
+    Ok(others
+        .into_iter()
+        .filter(|(_, d, _)| effective_hostname(&label, d.as_deref()) == wanted)
+        .find(|(h, _, at)| {
+            h.state != "queued" || (at.as_str(), h.request_id.as_str()) < (created.as_str(), id)
+        })
+        .map(|(h, _, _)| (wanted.clone(), h)))
+}
+
 fn insert_request(
     conn: &Conn,
     id: &str,

@@ -840,3 +840,37 @@ pub fn cert_list(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(v: &Value, pretty: bool) -> String {
+        let mut out = Vec::new();
+        write_json(&mut out, v, pretty).expect("write");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn json_is_laid_out_as_serde_json_lays_it_out() {
+        let v = json!({"a": [1, {"b": "plain ü 🚀"}], "c": null, "d": []});
+        assert_eq!(
+            written(&v, true),
+            serde_json::to_string_pretty(&v).expect("json")
+        );
+        assert_eq!(written(&v, false), serde_json::to_string(&v).expect("json"));
+    }
+
+    #[test]
+    fn terminal_tricks_are_escaped_and_read_back() {
+        let text = "a\u{9b}b\u{202e}c\u{2066}d\u{200b}e\u{2028}f\u{feff}g\"\n";
+        let v = json!({ text: text });
+        let out = written(&v, false);
+        assert_eq!(
+            out,
+            r#"{"a\u009bb\u202ec\u2066d\u200be\u2028f\ufeffg\"\n":"a\u009bb\u202ec\u2066d\u200be\u2028f\ufeffg\"\n"}"#
+        );
+        let back: Value = serde_json::from_str(&out).expect("parses");
+        assert_eq!(back, v);
+    }
+}

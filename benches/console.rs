@@ -58,6 +58,7 @@ fn synthetic(n: usize) -> ConsoleSnapshot {
             memory_gb: 1,
             storage_gb: 30,
             label: format!("node-{i:06}"),
+            domain: None,
             state: if i % 10 == 0 {
                 configuring.clone()
             } else {

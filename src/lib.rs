@@ -18,4 +18,5 @@ pub mod reputation;
 pub mod store;
 pub mod tls;
 pub mod tui;
+pub mod untrusted;
 pub mod warmup;

@@ -519,11 +519,11 @@ async fn a_batch_with_a_cycle_or_a_bad_order_writes_nothing() {
     );
     assert!(text.ends_with("nothing was imported"), "{text}");
     assert!(all_requests(&store).await.is_empty());
-    // Two orders with the same label: the second is refused inside the transaction, and
-    // the first is not left behind.
+    // Two orders of one tenant with the same label (under two domains, so two hostnames):
+    // the second is refused inside the transaction, and the first is not left behind.
     let twins = r#"[
         {"key": "x", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "twin"},
-        {"key": "y", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "twin"}
+        {"key": "y", "tenant": "acme", "region": "dallas", "plan": "ssd-1", "label": "twin", "domain": "example.com"}
     ]"#;
     let items = batch::parse(twins, Format::Json).expect("parses");
     let err = mailfleet::engine::commands::import(&ctx, "planner", &items)

@@ -3,6 +3,9 @@
 //! makes the simulated cloud fast, and with HOME and the XDG directories pointed into that
 //! directory so a developer's own settings never leak in.
 
+#[path = "support/echo_fake.rs"]
+mod echo_fake;
+
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -578,6 +581,49 @@ fn rejection_with_a_reason_ends_rejected_with_the_reason_as_error() {
     assert_eq!(fleet.state(&id), "rejected");
 }
 
+#[test]
+fn a_reason_longer_than_500_characters_is_refused_naming_the_field_and_limit() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    let long = "é".repeat(501);
+    for args in [
+        vec!["request", "reject", id.as_str(), "--reason", long.as_str()],
+        vec!["request", "approve", id.as_str(), "--reason", long.as_str()],
+    ] {
+        assert_refused_without_writing(&fleet, &args, &["reason", "501", "at most 500"]);
+    }
+    assert_eq!(fleet.state(&id), "pending_approval");
+    let longest = "é".repeat(500);
+    fleet.ok(&["request", "reject", &id, "--reason", &longest]);
+    assert_eq!(fleet.show(&id)["error"], longest.as_str());
+}
+
+/// `--json` output escapes what JSON lets through raw but a terminal acts on (a C1 CSI)
+/// or displays in another order (a right-to-left override), and the text reads back the
+/// same.
+#[test]
+fn json_output_escapes_c1_controls_and_bidi_overrides() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    let reason = "see \u{9b}31m ticket \u{202e}exe.txt\u{200b} now";
+    fleet.ok(&["request", "reject", &id, "--reason", reason]);
+    for args in [
+        vec!["request", "show", id.as_str(), "--json"],
+        vec!["request", "list", "--json"],
+        vec!["events", "--json", "--limit", "1000"],
+    ] {
+        let text = fleet.ok(&args);
+        assert!(
+            text.contains(r"\u009b31m ticket \u202eexe.txt\u200b now"),
+            "{args:?}: {text}"
+        );
+        for c in ['\u{9b}', '\u{202e}', '\u{200b}'] {
+            assert!(!text.contains(c), "{args:?} printed {c:?} raw");
+        }
+    }
+    assert_eq!(fleet.show(&id)["error"], reason, "reads back the same");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: one line on stderr, a non-zero exit, nothing written
 // ---------------------------------------------------------------------------------------------
@@ -1003,6 +1049,210 @@ depends_on = ["{}"]
         &["request", "import", path.to_str().expect("utf-8")],
         &[".toml or .json"],
     );
+}
+
+/// A second request for a hostname another request holds is refused before anything is
+/// written, and the refusal names the holder: here another tenant's completed node, asked
+/// for again with the default domain spelt out (with a trailing dot).
+#[test]
+fn hostname_held_by_another_tenant_is_refused_at_create_naming_the_holder() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let nodes_before = fleet.json(&["node", "list", "--json"]);
+    let short = &id[id.len() - 8..];
+    for domain in [None, Some("fleet.example.net.")] {
+        let mut args = create_args("globex", "dallas", "ssd-1", "node-done");
+        if let Some(d) = domain {
+            args.extend(["--domain", d]);
+        }
+        let line = assert_refused_without_writing(
+            &fleet,
+            &args,
+            &[
+                "hostname node-done.fleet.example.net",
+                short,
+                "tenant acme",
+                "completed",
+                "choose another label or domain",
+            ],
+        );
+        assert!(!line.contains("globex"), "{line}");
+    }
+    // Nothing was allocated for it either.
+    assert_eq!(fleet.json(&["node", "list", "--json"]), nodes_before);
+    // The same label under another domain is another hostname.
+    fleet.create_with(&[
+        "request",
+        "create",
+        "--tenant",
+        "globex",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "node-done",
+        "--domain",
+        "globex.example.com",
+    ]);
+}
+
+/// A deprovisioned request lets go of its hostname: it can be asked for again.
+#[test]
+fn hostname_of_a_deprovisioned_request_is_free_again() {
+    let (fleet, id) = Fleet::with_completed_request();
+    fleet.ok(&["request", "deprovision", &id]);
+    fleet.work();
+    assert_eq!(fleet.state(&id), "deprovisioned");
+    let again = fleet.create("globex", "dallas", "ssd-1", "node-done");
+    fleet.work();
+    assert_eq!(fleet.state(&again), "completed");
+}
+
+/// An import is refused whole when one of its requests wants a held hostname, and when two
+/// of its requests want the same one.
+#[test]
+fn import_of_a_held_or_doubled_hostname_writes_nothing() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let nodes_before = fleet.json(&["node", "list", "--json"]);
+    let item = |key: &str, tenant: &str, label: &str, domain: &str| {
+        format!(
+            "[[requests]]\nkey = \"{key}\"\ntenant = \"{tenant}\"\nregion = \"dallas\"\nplan = \"ssd-1\"\nlabel = \"{label}\"\ndomain = \"{domain}\"\n"
+        )
+    };
+    let held = item("fresh", "acme", "node-new", "example.com")
+        + &item("taken", "initech", "node-done", "fleet.example.net");
+    std::fs::write(fleet.path("held.toml"), held).expect("write");
+    let path = fleet.path("held.toml");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &[
+            "hostname node-done.fleet.example.net",
+            &id[id.len() - 8..],
+            "tenant acme",
+            "nothing was imported",
+        ],
+    );
+    let doubled =
+        item("one", "acme", "mx-1", "example.com") + &item("two", "globex", "mx-1", "example.com.");
+    std::fs::write(fleet.path("doubled.toml"), doubled).expect("write");
+    let path = fleet.path("doubled.toml");
+    assert_refused_without_writing(
+        &fleet,
+        &["request", "import", path.to_str().expect("utf-8")],
+        &[
+            "\"one\"",
+            "\"two\"",
+            "hostname mx-1.example.com",
+            "nothing was imported",
+        ],
+    );
+    assert_eq!(fleet.json(&["node", "list", "--json"]), nodes_before);
+}
+
+/// Every file under `dir` (the database, its WAL, the log, key files) that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A DNS API that repeats the key it was sent in its error bodies (long ones, with escape
+/// sequences): the request fails and says why, but the key is in no file of the fleet
+/// (database, WAL, log) and in no output, and the message is bounded and clean.
+#[test]
+fn an_api_echoing_its_key_gets_it_into_no_file_and_no_output() {
+    const KEY: &str = "pdns-Key-9fQ27xLmZ";
+    let api = echo_fake::EchoFake::start(2);
+    let fleet = Fleet::new();
+    let cfg = format!(
+        "{FAST_CONFIG}[dns]\nprovider = \"powerdns\"\n[dns.powerdns]\napi_url = \"{}\"\napi_key_env = \"MAILFLEET_TEST_ECHO_KEY\"\n",
+        api.url()
+    );
+    std::fs::write(fleet.path("fast.toml"), cfg).expect("config");
+    let id = fleet.create_with(&[
+        "request",
+        "create",
+        "--tenant",
+        "acme",
+        "--region",
+        "dallas",
+        "--plan",
+        "ssd-1",
+        "--label",
+        "mx-1",
+        "--domain",
+        "example.com",
+    ]);
+    let mut outputs = Vec::new();
+    let mut cmd = fleet.bare();
+    let work = ["work", "--until-idle"];
+    cmd.arg("--db")
+        .arg(fleet.db())
+        .arg("--config")
+        .arg(fleet.path("fast.toml"))
+        .args(work)
+        .env("MAILFLEET_TEST_ECHO_KEY", KEY);
+    let out = run_guarded(cmd, &work);
+    outputs.push(out.stdout);
+    outputs.push(out.stderr);
+    assert!(
+        api.served() > 2,
+        "the API was asked, and answered 503 then 422"
+    );
+
+    let detail = fleet.show(&id);
+    assert_eq!(detail["state"], "rolled_back");
+    let error = detail["error"].as_str().expect("an error").to_string();
+    assert!(
+        error.contains("HTTP 422") && error.contains("X-API-Key=[redacted]"),
+        "{error}"
+    );
+    assert!(
+        !error.contains('\u{1b}') && !error.contains('\u{7}'),
+        "{error}"
+    );
+    assert!(
+        error.chars().count() <= 600,
+        "bounded: {} chars",
+        error.chars().count()
+    );
+    assert!(error.ends_with('…'), "{error}");
+    for args in [
+        vec!["request", "show", id.as_str(), "--json"],
+        vec!["request", "show", id.as_str()],
+        vec!["events", "--json", "--limit", "1000"],
+        vec!["request", "list", "--json"],
+    ] {
+        outputs.push(fleet.run(&args).stdout);
+    }
+    for (i, out) in outputs.iter().enumerate() {
+        let text = String::from_utf8_lossy(out);
+        assert!(!text.contains(KEY), "output {i} holds the key: {text}");
+    }
+    // The retry notes said why too, and without the key.
+    let events = fleet.events();
+    assert!(
+        events.iter().any(|e| e.to_string().contains("[redacted]")),
+        "the failure is in the events"
+    );
+    // Nothing of the fleet's on disk holds it: not the database, its WAL, nor the log.
+    assert!(fleet.path("m.db").exists());
+    let found = files_holding(fleet.dir.path(), KEY.as_bytes());
+    assert!(found.is_empty(), "the key is in {found:?}");
 }
 
 #[test]

@@ -7,6 +7,9 @@ mod cloudflare_fake;
 
 #[path = "support/records.rs"]
 mod records;
+
+#[path = "support/echo_fake.rs"]
+mod echo_fake;
 use cloudflare_fake::CloudflareFake;
 use mailfleet::dns::cloudflare::Cloudflare;
 use mailfleet::dns::{DnsError, DnsProvider, Published};
@@ -324,4 +327,25 @@ async fn refusals_and_hiccups_are_clear_errors() {
     assert!(!err.to_string().contains('\u{1b}'), "{err:?}");
     assert!(err.to_string().contains("[31mip4:198.51.100.1"), "{err}");
     assert_eq!(fake.records().len(), 1);
+}
+
+/// An endpoint that repeats the `Authorization` header in its error body: the error says
+/// what failed, bounded, with the token redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_that_echoes_the_token_is_redacted_and_bounded() {
+    let api = echo_fake::EchoFake::start(0);
+    let cf =
+        Cloudflare::new(&api.url(), TOKEN.to_string(), Duration::from_secs(5)).expect("client");
+    let err = cf
+        .lookup("example.com", "mx1.example.com.", "A")
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(!text.contains(TOKEN), "{text}");
+    assert!(text.contains("Authorization=Bearer [redacted]"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(text.chars().count() < 700, "bounded: {text}");
 }

@@ -507,3 +507,110 @@ async fn every_transition_leaves_its_event_in_the_same_commit() {
         .iter()
         .any(|a| a.action == "request.approve" && a.actor == "ops-lead"));
 }
+
+/// Two creates of one hostname at the same time, through two stores on one file (as two
+/// processes would): the check and the insert are one transaction, so exactly one of them
+/// gets the name, every time, and the other is told who holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_creates_of_one_hostname_at_once_admit_exactly_one() {
+    use mailfleet::engine::commands::{execute, Command, CreateRequest, Outcome};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let first = open(&db_path(&dir), &cfg).await;
+    let second = open(&db_path(&dir), &cfg).await;
+    let a = sim_ctx(&first, &cfg, system_clock());
+    let b = sim_ctx(&second, &cfg, system_clock());
+    let order = |tenant: &str, label: &str| {
+        Command::Create(CreateRequest {
+            tenant: tenant.into(),
+            region: "dallas".into(),
+            plan: "ssd-1".into(),
+            label: label.into(),
+            domain: Some("example.com".into()),
+            depends_on: vec![],
+        })
+    };
+    for round in 0..20 {
+        let label = format!("race-{round}");
+        // Same context twice too: the writer may put both in one transaction.
+        let other = if round % 2 == 0 { &b } else { &a };
+        let (x, y) = tokio::join!(
+            execute(&a, "tester", order("acme", &label)),
+            execute(other, "tester", order("globex", &label)),
+        );
+        let (won, lost) = match (x, y) {
+            (Ok(Outcome::Created(r)), Err(e)) | (Err(e), Ok(Outcome::Created(r))) => (r, e),
+            other => panic!("round {round}: want one created and one refused, got {other:?}"),
+        };
+        let why = lost.to_string();
+        let short = &won.id[won.id.len() - 8..];
+        assert!(
+            why.contains(&format!("hostname {label}.example.com"))
+                && why.contains(short)
+                && why.contains(&format!("tenant {}", won.tenant)),
+            "round {round}: {why}"
+        );
+    }
+    let rows = all_requests(&first).await;
+    assert_eq!(rows.len(), 20, "one request per hostname");
+}
+
+/// A database written before the check at creation may hold two live requests of one
+/// hostname. Admission is the backstop: the later one is rejected before anything is
+/// allocated for it, naming the holder; the first goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_rejects_a_second_holder_of_a_hostname_left_from_before() {
+    use mailfleet::engine::commands::{execute, Command, CreateRequest, Outcome};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let first = create_in(&ctx, "node-x", "example.com").await;
+    let cmd = Command::Create(CreateRequest {
+        tenant: "globex".into(),
+        region: "dallas".into(),
+        plan: "ssd-1".into(),
+        label: "node-y".into(),
+        domain: Some("example.com.".into()),
+        depends_on: vec![],
+    });
+    let Ok(Outcome::Created(second)) = execute(&ctx, "tester", cmd).await else {
+        panic!("created")
+    };
+    // What an older mailfleet let through: the second request now wants the same name.
+    let conn = rusqlite::Connection::open(db_path(&dir)).expect("open");
+    conn.execute(
+        "UPDATE requests SET label = 'node-x' WHERE id = ?",
+        [&second.id],
+    )
+    .expect("update");
+    drop(conn);
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    let a = store
+        .get_request(&first)
+        .await
+        .expect("get")
+        .expect("first");
+    let b = store
+        .get_request(&second.id)
+        .await
+        .expect("get")
+        .expect("second");
+    assert_eq!(a.state, "completed");
+    assert_eq!(b.state, "rejected");
+    let why = b.error.unwrap_or_default();
+    assert!(
+        why.contains("hostname node-x.example.com is already held by request")
+            && why.contains(&first[first.len() - 8..])
+            && why.contains("tenant acme"),
+        "{why}"
+    );
+    assert!(
+        store
+            .live_resources(&second.id)
+            .await
+            .expect("resources")
+            .is_empty(),
+        "nothing was allocated for the second"
+    );
+}

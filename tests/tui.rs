@@ -44,6 +44,7 @@ fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> Cons
         memory_gb: 1,
         storage_gb: 30,
         label: label.into(),
+        domain: None,
         state: state.into(),
         requested_by: "alice".into(),
         approval_rule: None,
@@ -336,6 +337,87 @@ fn a_status_error_goes_at_the_next_action_or_after_ten_seconds() {
     assert!(said(&mut app), "still there after 9 s");
     assert!(app.expire_status(at + Duration::from_secs(10)));
     assert!(!said(&mut app), "gone after 10 s");
+}
+
+/// The provision form marks a label whose hostname a live request holds, from the
+/// console's own snapshot, before anything is submitted; another domain, or the hostname
+/// of a rolled-back request, is free.
+#[test]
+fn provision_form_marks_a_hostname_another_request_holds() {
+    use crossterm::event::KeyCode;
+    let mut app = App::new(
+        Arc::new(config("")),
+        Keymap::new(&BTreeMap::new()).expect("keys"),
+        "alice".into(),
+        "db".into(),
+        false,
+        Theme::plain(),
+    );
+    app.set_snapshot(Arc::new(fixture()));
+    app.now = now();
+    app.update(Action::Provision);
+    // globex asks for acme's completed node-dal-001 (both under the default domain).
+    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    for c in "node-dal-001".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let holder = id(1);
+    let want = format!("hostname taken by {} (acme)", &holder[holder.len() - 8..]);
+    let Mode::Form(form) = &app.mode else {
+        panic!("the form is open")
+    };
+    assert_eq!(form.fields[0].value(), "globex");
+    assert_eq!(form.fields[3].error.as_deref(), Some(want.as_str()));
+    let screen = render(&mut app, 110, 30);
+    assert!(screen.contains(&want), "{screen}");
+    assert!(
+        key(&mut app, KeyCode::Enter).is_empty(),
+        "a held hostname submits nothing"
+    );
+    // Under another domain the same label is free.
+    key(&mut app, KeyCode::Tab);
+    for c in "globex.example.com".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let Mode::Form(form) = &app.mode else {
+        panic!("the form is open")
+    };
+    assert_eq!(form.fields[3].error, None);
+
+    // A rolled-back request's hostname is free; a snapshot that arrives while the form is
+    // open marks what became held since.
+    app.update(Action::Provision);
+    for c in "node-dal-006".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let Mode::Form(form) = &app.mode else {
+        panic!("the form is open")
+    };
+    assert_eq!(form.fields[3].error, None);
+    let mut snap = fixture();
+    snap.requests
+        .push(request(8, "initech", "node-dal-006", "queued", 0));
+    app.set_snapshot(Arc::new(snap));
+    let Mode::Form(form) = &app.mode else {
+        panic!("the form is open")
+    };
+    let queued = id(8);
+    assert_eq!(
+        form.fields[3].error.as_deref(),
+        Some(
+            format!(
+                "hostname taken by {} (initech)",
+                &queued[queued.len() - 8..]
+            )
+            .as_str()
+        )
+    );
 }
 
 /// Runs effects the way the console's loop does, and feeds back what they produce.
@@ -991,6 +1073,34 @@ fn mark_all_toggles_and_a_long_confirmation_scrolls() {
         .iter()
         .all(|c| matches!(c, mailfleet::engine::Command::Approve { .. })));
     assert!(app.table().marks.is_empty());
+}
+
+/// The bulk rejection's reason has the same limit as `request reject --reason`: a longer
+/// one is refused on the status line, naming the limit, and the prompt keeps it to shorten.
+#[test]
+fn a_bulk_rejection_reason_over_the_limit_sends_nothing() {
+    use crossterm::event::KeyCode;
+    let mut app = app_with(fifty_pending());
+    app.update(Action::ShowApprovals);
+    app.update(Action::MarkAll);
+    key(&mut app, KeyCode::Char('x'));
+    for _ in 0..501 {
+        key(&mut app, KeyCode::Char('w'));
+    }
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing sent");
+    let said = app.status.as_ref().expect("a status line");
+    assert!(said.error, "{}", said.text);
+    assert!(
+        said.text.contains("reason")
+            && said.text.contains("501")
+            && said.text.contains("at most 500"),
+        "{}",
+        said.text
+    );
+    assert!(matches!(&app.mode, Mode::Reason(r) if r.ids.len() == 50));
+    key(&mut app, KeyCode::Backspace);
+    let effects = key(&mut app, KeyCode::Enter);
+    assert!(matches!(effects.as_slice(), [Effect::Send(cmds)] if cmds.len() == 50));
 }
 
 #[test]

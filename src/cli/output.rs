@@ -13,9 +13,88 @@ use std::io::Write;
 
 pub fn print_json(v: &Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    write_json(&mut out, v, true)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Writes `v` as JSON that is safe on a terminal: besides what JSON itself escapes, C1
+/// controls, bidirectional controls, zero-width characters and the Unicode line separators
+/// are written as `\uXXXX`, so text from outside cannot act on the terminal or reorder
+/// what is shown, and still reads back as the same string.
+pub fn write_json<W: Write>(out: W, v: &Value, pretty: bool) -> serde_json::Result<()> {
+    use serde::Serialize;
+    if pretty {
+        let f = TerminalSafe(serde_json::ser::PrettyFormatter::new());
+        v.serialize(&mut serde_json::Serializer::with_formatter(out, f))
+    } else {
+        let f = TerminalSafe(serde_json::ser::CompactFormatter);
+        v.serialize(&mut serde_json::Serializer::with_formatter(out, f))
+    }
+}
+
+/// Characters written as `\uXXXX` inside JSON strings although JSON does not require it.
+fn escaped_in_json(c: char) -> bool {
+    matches!(c, '\u{80}'..='\u{9F}' | '\u{2028}' | '\u{2029}') || crate::untrusted::is_invisible(c)
+}
+
+/// A JSON formatter that lays out as `F` does and escapes [`escaped_in_json`] characters.
+struct TerminalSafe<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for TerminalSafe<F> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|(_, c)| escaped_in_json(*c)) {
+            w.write_all(&rest.as_bytes()[..at])?;
+            // Every escaped character is in the Basic Multilingual Plane: one \u escape.
+            write!(w, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_key(w)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 fn steps_json(steps: &[&StepRow]) -> Value {
@@ -448,7 +527,7 @@ pub fn event_json(e: &EventRow) -> Value {
 fn print_event(e: &EventRow, as_json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if as_json {
-        serde_json::to_writer(&mut out, &event_json(e))?;
+        write_json(&mut out, &event_json(e), false)?;
         writeln!(out)?;
     } else {
         writeln!(
@@ -760,4 +839,38 @@ pub fn cert_list(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(v: &Value, pretty: bool) -> String {
+        let mut out = Vec::new();
+        write_json(&mut out, v, pretty).expect("write");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn json_is_laid_out_as_serde_json_lays_it_out() {
+        let v = json!({"a": [1, {"b": "plain ü 🚀"}], "c": null, "d": []});
+        assert_eq!(
+            written(&v, true),
+            serde_json::to_string_pretty(&v).expect("json")
+        );
+        assert_eq!(written(&v, false), serde_json::to_string(&v).expect("json"));
+    }
+
+    #[test]
+    fn terminal_tricks_are_escaped_and_read_back() {
+        let text = "a\u{9b}b\u{202e}c\u{2066}d\u{200b}e\u{2028}f\u{feff}g\"\n";
+        let v = json!({ text: text });
+        let out = written(&v, false);
+        assert_eq!(
+            out,
+            r#"{"a\u009bb\u202ec\u2066d\u200be\u2028f\ufeffg\"\n":"a\u009bb\u202ec\u2066d\u200be\u2028f\ufeffg\"\n"}"#
+        );
+        let back: Value = serde_json::from_str(&out).expect("parses");
+        assert_eq!(back, v);
+    }
 }

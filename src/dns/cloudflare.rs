@@ -22,6 +22,7 @@
 use super::{singleton_conflict, txt_text, DnsError, DnsProvider, Published};
 use crate::domain::records::PlannedRecord;
 use crate::domain::validate::sanitize;
+use crate::untrusted::untrusted_text;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -225,6 +226,7 @@ impl Cloudflare {
             .timeout(timeout)
             .build()
             .map_err(|e| format!("dns.cloudflare: cannot build the HTTP client: {e}"))?;
+        crate::untrusted::remember_secret(&token);
         Ok(Cloudflare {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -250,7 +252,7 @@ impl Cloudflare {
                 codes: vec![],
                 error: DnsError::Transient(format!(
                     "cloudflare: {what}: {}",
-                    sanitize(&e.to_string())
+                    untrusted_text(&e.to_string())
                 )),
             }
         })?;
@@ -261,7 +263,7 @@ impl Cloudflare {
             error: DnsError::Transient(format!(
                 "cloudflare: {what}: HTTP {}: the answer broke off: {}",
                 status.as_u16(),
-                sanitize(&e.to_string())
+                untrusted_text(&e.to_string())
             )),
         })?;
         let envelope = match serde_json::from_str::<Envelope>(&text) {
@@ -276,9 +278,10 @@ impl Cloudflare {
                 codes(&env.errors, &mut found);
                 (describe(&env.errors), found)
             }
-            _ => (text.chars().take(200).collect::<String>(), vec![]),
+            _ => (text, vec![]),
         };
-        let why = sanitize(why.trim()).into_owned();
+        // The body is the server's: it may echo the token it was sent.
+        let why = untrusted_text(&why);
         let msg = format!("cloudflare: {what}: HTTP {}: {why}", status.as_u16());
         let error = if status.is_success() && envelope.is_err() {
             DnsError::Transient(format!(
@@ -298,8 +301,12 @@ impl Cloudflare {
     }
 
     fn parse<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, DnsError> {
-        serde_json::from_value(value)
-            .map_err(|e| DnsError::Transient(format!("cloudflare: {what}: unreadable answer: {e}")))
+        serde_json::from_value(value).map_err(|e| {
+            DnsError::Transient(format!(
+                "cloudflare: {what}: unreadable answer: {}",
+                untrusted_text(&e.to_string())
+            ))
+        })
     }
 
     /// The zone's id, asked once and then kept. `Ok(None)`: the account has no such zone

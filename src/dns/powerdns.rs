@@ -4,6 +4,7 @@
 
 use super::{singleton_conflict, DnsError, DnsProvider, Published};
 use crate::domain::records::PlannedRecord;
+use crate::untrusted::untrusted_text;
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
@@ -69,6 +70,7 @@ impl PowerDns {
             .timeout(timeout)
             .build()
             .map_err(|e| format!("dns.powerdns: cannot build the HTTP client: {e}"))?;
+        crate::untrusted::remember_secret(&api_key);
         Ok(PowerDns {
             base: base.trim_end_matches('/').to_string(),
             server: server.to_string(),
@@ -91,8 +93,9 @@ impl PowerDns {
         let body = resp.text().await.unwrap_or_default();
         let why = serde_json::from_str::<ApiError>(&body)
             .map(|e| e.error)
-            .unwrap_or_else(|_| body.chars().take(200).collect());
-        let why = crate::domain::validate::sanitize(&why).into_owned();
+            .unwrap_or(body);
+        // The body is the server's: it may echo the key it was sent.
+        let why = untrusted_text(&why);
         let msg = format!("powerdns: {what}: HTTP {}: {why}", status.as_u16());
         if status.is_server_error() || status.as_u16() == 429 {
             DnsError::Transient(msg)
@@ -102,8 +105,11 @@ impl PowerDns {
     }
 
     fn transport(e: &reqwest::Error, what: &str) -> DnsError {
-        // The error's text never holds the key: it is only in a header.
-        DnsError::Transient(format!("powerdns: {what}: {e}"))
+        // The key is only in a header, but the text passes the same gate as any other.
+        DnsError::Transient(format!(
+            "powerdns: {what}: {}",
+            untrusted_text(&e.to_string())
+        ))
     }
 
     /// The zone's rrsets as (name, type) → (ttl, contents).
@@ -123,7 +129,10 @@ impl PowerDns {
             return Err(Self::failure(resp, &what).await);
         }
         let z: Zone = resp.json().await.map_err(|e| {
-            DnsError::Transient(format!("powerdns: {what}: unreadable answer: {e}"))
+            DnsError::Transient(format!(
+                "powerdns: {what}: unreadable answer: {}",
+                untrusted_text(&e.to_string())
+            ))
         })?;
         Ok(z.rrsets
             .into_iter()

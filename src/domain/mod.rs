@@ -5,6 +5,7 @@ pub mod actor;
 pub mod approval;
 pub mod batch;
 pub mod capacity;
+pub mod hostname;
 pub mod ids;
 pub mod records;
 pub mod resource;

@@ -88,6 +88,23 @@ pub fn validate_domain(field: &'static str, value: &str) -> Result<(), NameError
     Ok(())
 }
 
+/// The longest reason (for a rejection, a rollback, a suspension …) kept, in characters.
+pub const MAX_REASON: usize = 500;
+
+/// A reason someone gave for an action: at most [`MAX_REASON`] characters. (What it
+/// holds is shown through [`sanitize`] and escaped in JSON, so any text may stay in it.)
+pub fn validate_reason(field: &'static str, value: &str) -> Result<(), NameError> {
+    let len = value.chars().count();
+    if len > MAX_REASON {
+        return Err(NameError::TooLong {
+            field,
+            len,
+            max: MAX_REASON,
+        });
+    }
+    Ok(())
+}
+
 /// Makes text from outside safe to draw: removes every control character (C0, DEL, C1 —
 /// which takes the ESC out of any escape sequence, so none can reach the terminal) and the
 /// bidirectional overrides that make text display in another order than it reads.
@@ -146,6 +163,19 @@ mod tests {
         for bad in ["localhost", "exa mple.com", "-x.com", "x..com", "1.2.3.4"] {
             assert!(validate_domain("domain", bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn reasons_have_a_length_limit() {
+        assert!(validate_reason("reason", &"é".repeat(MAX_REASON)).is_ok());
+        assert_eq!(
+            validate_reason("reason", &"é".repeat(MAX_REASON + 1)),
+            Err(NameError::TooLong {
+                field: "reason",
+                len: MAX_REASON + 1,
+                max: MAX_REASON
+            })
+        );
     }
 
     #[test]

@@ -147,8 +147,9 @@ pub async fn test(ctx: &Ctx, name: &str) -> Result<ConnectivityReport, CommandEr
         tokio::time::timeout(ctx.cfg.engine.call_timeout, ctx.provider.ping(&c.name)).await;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (ok, detail) = match answer {
-        Ok(Ok(what)) => (true, what),
-        Ok(Err(e)) => (false, e.to_string()),
+        // The provider's words, on screen and in the report.
+        Ok(Ok(what)) => (true, crate::untrusted::untrusted_text(&what)),
+        Ok(Err(e)) => (false, crate::untrusted::untrusted_text(&e.to_string())),
         Err(_) => (
             false,
             format!(

@@ -5,8 +5,9 @@ use super::pipeline::{call, Stop};
 use super::Ctx;
 use crate::domain::approval::{first_match, RequestFacts};
 use crate::domain::batch::{self, BatchItem};
+use crate::domain::hostname::effective_hostname;
 use crate::domain::ids::{new_id, short};
-use crate::domain::validate::{validate_domain, validate_label, NameError};
+use crate::domain::validate::{validate_domain, validate_label, validate_reason, NameError};
 use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
 use crate::store::{Claim, NewRequest, RequestRow, StoreError, TeardownAsked};
 use std::sync::Arc;
@@ -79,6 +80,27 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The reason the operator gave, for the commands that take one.
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Command::Reject { reason, .. } => Some(reason),
+            Command::Approve { reason, .. }
+            | Command::Suspend { reason, .. }
+            | Command::Reactivate { reason, .. }
+            | Command::Rollback { reason, .. }
+            | Command::Deprovision { reason, .. }
+            | Command::PauseNode { reason, .. } => reason.as_deref(),
+            Command::Create(_)
+            | Command::TestCluster { .. }
+            | Command::ResumeNode { .. }
+            | Command::CheckNode { .. }
+            | Command::WarmupResume { .. }
+            | Command::WarmupPace { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Created(Box<RequestRow>),
@@ -140,6 +162,9 @@ pub async fn execute(
 ) -> Result<Outcome, CommandError> {
     let now = ctx.clock.now();
     let store = &ctx.store;
+    if let Some(reason) = command.reason() {
+        validate_reason("reason", reason)?;
+    }
     match command {
         Command::Create(c) => create(ctx, actor, c).await,
         Command::Approve { id, reason } => {
@@ -567,5 +592,35 @@ pub async fn import(
         })?;
         news.push((ids[i].clone(), new));
     }
-    Ok(ctx.store.create_requests(news, ctx.clock.now()).await?)
+    same_hostname_twice(items)?;
+    ctx.store
+        .create_requests(news, ctx.clock.now())
+        .await
+        .map_err(|e| match e {
+            StoreError::Rejected(why) => {
+                CommandError::Invalid(format!("{why}; nothing was imported"))
+            }
+            other => other.into(),
+        })
+}
+
+/// Refuses a batch in which two requests would get the same hostname (each alone may be
+/// free; together they are not), naming both.
+fn same_hostname_twice(items: &[BatchItem]) -> Result<(), CommandError> {
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (i, item) in items.iter().enumerate() {
+        let host = effective_hostname(&item.label, item.domain.as_deref());
+        if let Some(first) = seen.insert(host.clone(), i) {
+            let key = |j: usize| crate::domain::validate::sanitize(&items[j].key).into_owned();
+            return Err(CommandError::Invalid(format!(
+                "requests {} (key {:?}) and {} (key {:?}) both want hostname {}; nothing was imported",
+                first + 1,
+                key(first),
+                i + 1,
+                key(i),
+                crate::domain::validate::sanitize(&host)
+            )));
+        }
+    }
+    Ok(())
 }

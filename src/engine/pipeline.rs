@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Domain used for hostnames when a request names none.
-pub const DEFAULT_DOMAIN: &str = "fleet.example.net";
+pub const DEFAULT_DOMAIN: &str = crate::domain::hostname::DEFAULT_DOMAIN;
 
 /// The firewall profile that opens SMTP (25), submission (587) and SSH.
 pub const SMTP_FIREWALL: &str = "smtp";
@@ -229,7 +229,8 @@ where
                 },
                 step,
                 task,
-                note.describe(),
+                // The error in the note is the provider's text.
+                crate::untrusted::untrusted_text(&note.describe()),
             )
             .await?;
         match (cancel, signals.is_some()) {
@@ -247,7 +248,10 @@ where
     .await?
     {
         Ok(v) => Ok(v),
-        Err(e) => Err(Stop::Failed(format!("{task}: {e}"))),
+        Err(e) => Err(Stop::Failed(format!(
+            "{task}: {}",
+            crate::untrusted::untrusted_text(&e.to_string())
+        ))),
     }
 }
 

@@ -56,7 +56,10 @@ pub async fn pass(ctx: &Ctx) -> Renewals {
                 continue;
             }
         }
-        let result = renew_one(ctx, &c).await;
+        // The CA's and the DNS API's words are in a failure: logged and stored as untrusted.
+        let result = renew_one(ctx, &c)
+            .await
+            .map_err(|e| crate::untrusted::untrusted_text(&e));
         match &result {
             Ok(until) => tracing::info!(host = %c.hostname, until = %until, "certificate renewed"),
             Err(e) => {

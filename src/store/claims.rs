@@ -390,6 +390,9 @@ fn admit(
             short(dep)
         )));
     }
+    if let Some((host, holder)) = super::requests::hostname_held_elsewhere(conn, id)? {
+        return reject_at_admission(conn, id, &holder.refusal(&host), now);
+    }
     let flying = books.in_flight(conn, tenant)?;
     if flying >= adm.max_in_flight_per_tenant {
         return Ok(Admit::Wait(format!(

@@ -27,6 +27,8 @@ pub struct ConsoleRequest {
     pub memory_gb: i64,
     pub storage_gb: i64,
     pub label: String,
+    /// The domain the request named (`None`: the default one).
+    pub domain: Option<String>,
     pub state: Arc<str>,
     pub requested_by: Arc<str>,
     pub approval_rule: Option<Arc<str>>,
@@ -332,7 +334,7 @@ impl Store {
                     "SELECT COUNT(*) FROM requests",
                     "SELECT r.id, r.tenant, r.region, r.plan, r.state, r.requested_by, r.cpu, r.memory_gb, r.storage_gb,
                             r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error, r.needs_attention,
-                            r.created_at, COALESCE(s.attempts, 0), s.failed
+                            r.created_at, COALESCE(s.attempts, 0), s.failed, r.domain
                      FROM requests r LEFT JOIN (
                          SELECT request_id, SUM(attempts) AS attempts,
                                 MIN(CASE WHEN status = 'failed' THEN position END) AS failed
@@ -351,6 +353,7 @@ impl Store {
                             memory_gb: r.get(7)?,
                             storage_gb: r.get(8)?,
                             label: r.get(9)?,
+                            domain: r.get(18)?,
                             approval_rule: r.get::<_, Option<String>>(10)?.map(|x| words.get(x)),
                             approval_reason: r.get(11)?,
                             wait_reason: r.get(12)?,

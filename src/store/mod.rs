@@ -100,6 +100,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../assets/migrations/0010_cert_lifecycle.sql"),
     ),
+    (
+        12,
+        include_str!("../../assets/migrations/0012_hostname_unique.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

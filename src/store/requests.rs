@@ -5,6 +5,7 @@ use super::events::{audit, emit, EventTarget};
 use super::{placeholders, rows, Conn, RequestDetail, RequestRow, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::approval::RuleMatch;
+use crate::domain::hostname::{effective_hostname, HostnameHolder};
 use crate::domain::ids::{new_id, short, valid_prefix};
 use crate::domain::state::{event_names, transition, RequestEvent, RequestState, TransitionError};
 use crate::domain::STEPS;
@@ -147,6 +148,80 @@ pub(crate) fn wake_waiters(conn: &Conn, id: &str, at: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// The request that holds the hostname `label` under `domain` would get, if any. Runs in
+/// the caller's write transaction, so the check and the insert after it are one step: two
+/// creates at once cannot both find the name free.
+fn hostname_holder(
+    conn: &Conn,
+    label: &str,
+    domain: Option<&str>,
+) -> Result<Option<HostnameHolder>, StoreError> {
+    let wanted = effective_hostname(label, domain);
+    // The partial index `requests_live_label` (0012) serves this: same label, live states.
+    let live = rows(
+        conn,
+        "SELECT id, tenant, state, domain FROM requests
+         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned')",
+        [label],
+        |r| {
+            Ok((
+                HostnameHolder {
+                    request_id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    state: r.get(2)?,
+                },
+                r.get::<_, Option<String>>(3)?,
+            ))
+        },
+    )?;
+    Ok(live
+        .into_iter()
+        .find(|(_, d)| effective_hostname(label, d.as_deref()) == wanted)
+        .map(|(holder, _)| holder))
+}
+
+/// At admission, for a queued request whose hostname another live request holds. Only a
+/// database written before the check at creation holds two such: the one that is further
+/// along (not queued), or else the one created first, keeps the name. Returns the hostname
+/// and its holder.
+pub(crate) fn hostname_held_elsewhere(
+    conn: &Conn,
+    id: &str,
+) -> Result<Option<(String, HostnameHolder)>, StoreError> {
+    let Some((label, domain, created)): Option<(String, Option<String>, String)> = conn
+        .prepare_cached("SELECT label, domain, created_at FROM requests WHERE id = ?")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let wanted = effective_hostname(&label, domain.as_deref());
+    let others = rows(
+        conn,
+        "SELECT id, tenant, state, domain, created_at FROM requests
+         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2",
+        params![label, id],
+        |r| {
+            Ok((
+                HostnameHolder {
+                    request_id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    state: r.get(2)?,
+                },
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        },
+    )?;
+    Ok(others
+        .into_iter()
+        .filter(|(_, d, _)| effective_hostname(&label, d.as_deref()) == wanted)
+        .find(|(h, _, at)| {
+            h.state != "queued" || (at.as_str(), h.request_id.as_str()) < (created.as_str(), id)
+        })
+        .map(|(h, _, _)| (wanted.clone(), h)))
+}
+
 fn insert_request(
     conn: &Conn,
     id: &str,
@@ -170,6 +245,10 @@ fn insert_request(
             short(&other),
             new.tenant
         )));
+    }
+    if let Some(holder) = hostname_holder(conn, &new.label, new.domain.as_deref())? {
+        let host = effective_hostname(&new.label, new.domain.as_deref());
+        return Err(StoreError::Rejected(holder.refusal(&host)));
     }
     for dep in &new.depends_on {
         let st: Option<String> = conn

@@ -2,16 +2,12 @@
 //! (the network, the CA's own trouble, rate limits, time running out) and what is not as it
 //! stands (a failed challenge, an invalid order, a bad name or setting).
 //!
-//! Every message names what failed and is cleaned of control characters; none holds key
-//! material (account keys, certificate keys and stored credentials never reach one).
+//! Every message names what failed; the CA's text in it passes `crate::untrusted` (secrets
+//! redacted, control characters out, bounded). None holds key material (account keys,
+//! certificate keys and stored credentials never reach one).
 
 use crate::dns::{DnsError, Published};
-use crate::domain::validate::sanitize;
 use std::net::SocketAddr;
-
-/// The longest piece of outside text (a CA's problem detail, a transport error) kept in a
-/// message.
-const MAX_DETAIL: usize = 400;
 
 /// ACME problem types (RFC 8555 §6.7) are `urn:ietf:params:acme:error:` followed by this.
 const ACME_ERROR: &str = "urn:ietf:params:acme:error:";
@@ -123,16 +119,10 @@ fn record_names(records: &[Published]) -> String {
     names.join(", ")
 }
 
-/// Outside text made safe for a message: control characters and bidi overrides removed,
-/// cut to a readable length.
+/// Outside text (a CA's problem detail, a transport error) made safe for a message:
+/// secrets redacted, control and invisible characters removed, cut to a bounded length.
 pub(crate) fn clean(text: &str) -> String {
-    let text = sanitize(text.trim());
-    if text.chars().count() <= MAX_DETAIL {
-        return text.into_owned();
-    }
-    let mut cut: String = text.chars().take(MAX_DETAIL).collect();
-    cut.push('…');
-    cut
+    crate::untrusted::untrusted_text(text)
 }
 
 /// An error and its causes, as one line.
@@ -314,6 +304,24 @@ mod tests {
     #[test]
     fn long_details_are_cut() {
         let long = "x".repeat(1000);
-        assert_eq!(clean(&long).chars().count(), MAX_DETAIL + 1);
+        assert_eq!(
+            clean(&long).chars().count(),
+            crate::untrusted::MAX_UNTRUSTED + 1
+        );
+    }
+
+    #[test]
+    fn a_problem_that_echoes_a_known_secret_is_redacted() {
+        crate::untrusted::remember_secret("acme-echo-Secret-77");
+        let refused = from_problem(
+            &problem(
+                r#"{"type":"urn:ietf:params:acme:error:malformed","detail":"bad JWS acme-echo-Secret-77","status":400}"#,
+            ),
+            "new order",
+        );
+        assert_eq!(
+            refused.to_string(),
+            "acme: new order: refused by the CA: bad JWS [redacted] (malformed)"
+        );
     }
 }

@@ -265,6 +265,10 @@ impl App {
         self.counts = counts;
         self.quotas = Quotas::build(&self.cfg, &snap);
         self.sparks = super::warmup::sparklines(&snap);
+        if let Mode::Form(form) = &mut self.mode {
+            form.held = super::form::held_hostnames(&snap.requests);
+            form.validate();
+        }
         self.snap = snap;
         self.loaded = true;
         for v in VIEWS {
@@ -553,7 +557,10 @@ impl App {
                 return self.move_by(1);
             }
             Action::MarkAll => self.mark_all(),
-            Action::Provision => self.mode = Mode::Form(Box::new(Form::new(&self.cfg))),
+            Action::Provision => {
+                let held = super::form::held_hostnames(&self.snap.requests);
+                self.mode = Mode::Form(Box::new(Form::new(&self.cfg, held)));
+            }
             Action::Approve => {
                 return self.confirm_each(
                     "Approve",
@@ -898,6 +905,11 @@ impl App {
         let reason = r.input.value().trim().to_string();
         if reason.is_empty() {
             self.say("a rejection needs a reason", true);
+            return vec![];
+        }
+        if let Err(e) = crate::domain::validate::validate_reason("reason", &reason) {
+            // The prompt stays open with what was typed, to be shortened.
+            self.say(e.to_string(), true);
             return vec![];
         }
         let cmds = r

@@ -3,9 +3,12 @@
 //! all are valid.
 
 use crate::config::Config;
-use crate::domain::ids::valid_prefix;
+use crate::domain::hostname::{effective_hostname, holds_hostname};
+use crate::domain::ids::{short, valid_prefix};
 use crate::domain::validate::{validate_domain, validate_label};
 use crate::engine::commands::CreateRequest;
+use crate::store::ConsoleRequest;
+use std::collections::HashMap;
 use tui_input::Input;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,24 @@ pub struct Form {
     pub focus: usize,
     /// Set when submit was tried with an invalid field.
     pub tried: bool,
+    /// Hostnames held by live requests, from the console's latest snapshot, each with who
+    /// holds it ("7f3a1b2c (acme)"): the label is checked against them as it is typed,
+    /// without asking the database. Admission checks again, and has the last word.
+    pub held: HashMap<String, String>,
+}
+
+/// The hostnames the requests of a snapshot hold, for [`Form::held`].
+pub fn held_hostnames(requests: &[ConsoleRequest]) -> HashMap<String, String> {
+    requests
+        .iter()
+        .filter(|r| holds_hostname(r.state()))
+        .map(|r| {
+            (
+                effective_hostname(&r.label, r.domain.as_deref()),
+                format!("{} ({})", short(&r.id), r.tenant),
+            )
+        })
+        .collect()
 }
 
 pub const TENANT: usize = 0;
@@ -71,7 +92,7 @@ pub const DOMAIN: usize = 4;
 pub const DEPENDS: usize = 5;
 
 impl Form {
-    pub fn new(cfg: &Config) -> Form {
+    pub fn new(cfg: &Config, held: HashMap<String, String>) -> Form {
         let mut f = Form {
             fields: vec![
                 Field::choice(
@@ -97,6 +118,7 @@ impl Form {
             ],
             focus: LABEL,
             tried: false,
+            held,
         };
         f.validate();
         f
@@ -144,6 +166,12 @@ impl Form {
                 .err()
                 .map(|e| e.to_string())
         };
+        if self.fields[LABEL].error.is_none() && self.fields[DOMAIN].error.is_none() {
+            let host = effective_hostname(&label, (!domain.is_empty()).then_some(&*domain));
+            if let Some(holder) = self.held.get(&host) {
+                self.fields[LABEL].error = Some(format!("hostname taken by {holder}"));
+            }
+        }
         let deps = self.fields[DEPENDS].value();
         self.fields[DEPENDS].error = deps
             .split([',', ' '])

@@ -160,6 +160,7 @@ mod tests {
             memory_gb: 32,
             storage_gb: 500,
             label: "x".into(),
+            domain: None,
             state: "pending_approval".into(),
             requested_by: "alice".into(),
             approval_rule: None,

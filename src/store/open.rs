@@ -306,6 +306,40 @@ pub(super) fn open_writer(
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE
     };
+    // Processes opening one new file at once can meet in a lock order SQLite resolves by
+    // answering BUSY at once, without waiting on the busy timeout (two switching it to WAL
+    // together is one). Every step below is safe to run again (the migrations are one
+    // transaction), so the whole opening is tried again within the busy timeout.
+    let deadline = std::time::Instant::now() + cfg.busy_timeout;
+    loop {
+        match open_writer_once(path, cfg, flags) {
+            Err(StoreError::Sql(e))
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 2..25);
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+            }
+            Err(e) => return Err(e),
+            Ok((conn, applied)) => {
+                return Ok((
+                    conn,
+                    Opened {
+                        created: !existed,
+                        applied,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+/// One try at [`open_writer`]'s work on an existing (or just created) file.
+fn open_writer_once(
+    path: &Path,
+    cfg: &StoreConfig,
+    flags: OpenFlags,
+) -> Result<(Conn, Vec<i64>), StoreError> {
     let conn = open_conn(path, cfg, flags)?;
     if conn.is_readonly(rusqlite::DatabaseName::Main)? {
         return Err(StoreError::ReadOnlyFile {
@@ -317,11 +351,5 @@ pub(super) fn open_writer(
     configure_writer(&conn, path, cfg)?;
     finish_conn(&conn)?;
     let applied = migrate(&conn, path)?;
-    Ok((
-        conn,
-        Opened {
-            created: !existed,
-            applied,
-        },
-    ))
+    Ok((conn, applied))
 }

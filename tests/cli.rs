@@ -373,7 +373,10 @@ fn script_drives_a_request_through_its_whole_life() {
     assert_eq!(detail["state"], "deprovisioned");
 
     let report = fleet.json(&["reconcile", "--json"]);
-    assert_eq!(report, json!({"orphans": [], "missing": []}));
+    assert_eq!(
+        report,
+        json!({"orphans": [], "missing": [], "challenges_removed": []})
+    );
 
     let events = fleet.events();
     let names = event_names_of(&events, &id);

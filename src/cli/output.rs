@@ -512,7 +512,6 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
     }
     if report.orphans.is_empty() && report.missing.is_empty() {
         println!("provider inventory and store agree: no orphans, nothing missing");
-        return Ok(());
     }
     for o in &report.orphans {
         println!(
@@ -530,6 +529,15 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
             m.instance_id,
             short(&m.request_id),
             m.request_state
+        );
+    }
+    for c in &report.challenges_removed {
+        println!(
+            "removed  {} leftover challenge record(s) at {} in {} (request {})",
+            c.records,
+            sanitize(&c.name),
+            sanitize(&c.zone),
+            short(&c.request_id)
         );
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod acme_glue;
 pub mod ca;
+pub mod challenges;
 pub mod clusters;
 pub mod commands;
 pub mod idle;

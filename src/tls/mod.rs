@@ -20,7 +20,7 @@ mod orders;
 pub use acme::{account, obtain, obtain_recorded, revoke, Account};
 pub use cert::{inspect, renew_due, CertInfo, DEFAULT_RENEW_DAYS};
 pub use error::TlsError;
-pub use orders::{authorization_states, names_key, NoJournal, OrderJournal};
+pub use orders::{names_key, NoJournal, OrderJournal, OrderView};
 
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;

@@ -48,24 +48,38 @@ pub fn names_key(names: &[String]) -> String {
     v.join(",")
 }
 
-/// What the CA says of each authorization of the order at `url`: (name, status), the status
-/// in RFC 8555's words (`pending`, `valid`, `deactivated`, ...).
-pub async fn authorization_states(
-    account: &Account,
-    url: &str,
-) -> Result<Vec<(String, String)>, TlsError> {
-    let mut order = account
-        .inner()
-        .order(url.to_string())
-        .await
-        .map_err(|e| from_acme(e, &format!("read the order {}", clean(url))))?;
-    let mut out = Vec::new();
-    let mut authorizations = order.authorizations();
-    while let Some(next) = authorizations.next().await {
-        let authz = next.map_err(|e| from_acme(e, "read an authorization"))?;
-        out.push((authz.identifier().to_string(), status_name(&authz.status)));
+/// An order looked at from outside its own attempt: its authorizations as the CA says they
+/// are now (each fetched again on every look).
+pub struct OrderView {
+    order: instant_acme::Order,
+}
+
+impl OrderView {
+    /// Opens the order at `url` (the CA must still know it as an order).
+    pub async fn open(account: &Account, url: &str) -> Result<OrderView, TlsError> {
+        let order = account
+            .inner()
+            .order(url.to_string())
+            .await
+            .map_err(|e| from_acme(e, &format!("read the order {}", clean(url))))?;
+        Ok(OrderView { order })
     }
-    Ok(out)
+
+    /// (name, status) of each authorization, the status in RFC 8555's words (`pending`,
+    /// `valid`, `deactivated`, ...).
+    pub async fn authorizations(&mut self) -> Result<Vec<(String, String)>, TlsError> {
+        let mut out = Vec::new();
+        let mut authorizations = self.order.authorizations();
+        while let Some(next) = authorizations.next().await {
+            let mut authz = next.map_err(|e| from_acme(e, "read an authorization"))?;
+            let state = authz
+                .refresh()
+                .await
+                .map_err(|e| from_acme(e, "read an authorization"))?;
+            out.push((state.identifier().to_string(), status_name(&state.status)));
+        }
+        Ok(out)
+    }
 }
 
 fn status_name(s: &AuthorizationStatus) -> String {
@@ -106,8 +120,9 @@ pub async fn deactivate_pending(account: &Account, url: &str) -> Result<Vec<Stri
 }
 
 /// Deals with what earlier orders for `names` left at the CA, before a new one is placed.
-/// An order the CA no longer knows, or cannot deactivate, is forgotten; a CA that does not
-/// answer now stops the new order too (it would not answer that either).
+/// Best effort: an order that cannot be read or deactivated (the CA no longer knows it, or
+/// already ended it) is forgotten all the same, with a warning; it never holds up the new
+/// order, and what it left pending expires at the CA on its own.
 pub(super) async fn settle_abandoned(
     account: &Account,
     journal: &dyn OrderJournal,
@@ -120,7 +135,6 @@ pub(super) async fn settle_abandoned(
                     tracing::info!(order = %clean(&url), names = ?done, "abandoned order's authorizations deactivated");
                 }
             }
-            Err(e) if e.retryable() => return Err(e),
             Err(e) => {
                 tracing::warn!(order = %clean(&url), error = %e, "abandoned order not deactivated; forgetting it");
             }

@@ -587,3 +587,63 @@ async fn a_re_placed_order_deactivates_the_abandoned_ones_authorization() {
     );
     assert!(challenge_records(&api, "mx7.example.test").await.is_empty());
 }
+
+/// A DNS provider that refuses every publish; before refusing, it opens a view of the order
+/// the challenge is for (while that order is still pending).
+struct Refusing {
+    account: tls::Account,
+    journal: Arc<Journal>,
+    view: tokio::sync::Mutex<Option<tls::OrderView>>,
+}
+
+#[async_trait]
+impl DnsProvider for Refusing {
+    fn name(&self) -> &str {
+        "refusing"
+    }
+    async fn publish(&self, _: &str, _: &[PlannedRecord]) -> Result<Vec<Published>, DnsError> {
+        let url = self.journal.orders.lock().expect("lock")[0].0.clone();
+        let view = tls::OrderView::open(&self.account, &url)
+            .await
+            .expect("the placed order");
+        *self.view.lock().await = Some(view);
+        Err(DnsError::Rejected("refusing: 422 zone is locked".into()))
+    }
+    async fn remove(&self, _: &str, _: &[Published]) -> Result<(), DnsError> {
+        Ok(())
+    }
+    async fn lookup(&self, _: &str, _: &str, _: &str) -> Result<Vec<Published>, DnsError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An order that fails before its challenge is answered does not leave its authorization
+/// pending at the CA: it is deactivated as the order fails, and the order is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_deactivates_its_pending_authorization() {
+    let Some(s) = servers(&Default::default()) else {
+        return;
+    };
+    let settings = settings(&s);
+    let (account, _) = tls::account(&settings, None).await.expect("account");
+    let journal = Arc::new(Journal::default());
+    let refusing = Refusing {
+        account: account.clone(),
+        journal: journal.clone(),
+        view: tokio::sync::Mutex::new(None),
+    };
+    let wanted = names(&["mx8.example.test"]);
+    let err = tls::obtain_recorded(&settings, &account, &refusing, ZONE, &wanted, &*journal)
+        .await
+        .expect_err("the challenge cannot be published");
+    assert!(err.to_string().contains("zone is locked"), "{err}");
+    assert!(journal.orders.lock().expect("lock").is_empty(), "forgotten");
+    let mut view = refusing
+        .view
+        .lock()
+        .await
+        .take()
+        .expect("the order was seen");
+    let deactivated = [("mx8.example.test".to_string(), "deactivated".to_string())];
+    assert_eq!(view.authorizations().await.expect("states"), deactivated);
+}

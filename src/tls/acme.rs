@@ -433,10 +433,12 @@ pub async fn obtain_recorded(
     .await;
     drop(listener);
     let cleanup = remove_records(dns, zone, &published).await;
-    if let (Ok(_), Ok(()), Some(url)) = (&result, &cleanup, &placed.url) {
-        // Finished and cleaned up. A failed order stays kept: the next attempt deactivates
-        // what it left pending.
-        if let Err(e) = journal.done(url).await {
+    if let Some(url) = &placed.url {
+        // A failed order's pending authorizations are deactivated now; one cut off before
+        // this point stays kept, and the next order for these names settles it.
+        if result.is_err() {
+            let _ = settle_abandoned(account, journal, &key).await;
+        } else if let Err(e) = journal.done(url).await {
             tracing::warn!(error = %e, "a finished order could not be forgotten; the next order settles it");
         }
     }

@@ -1223,3 +1223,57 @@ fn work_until_idle_succeeds_and_names_what_waits_for_a_person() {
     );
     assert!(lines[0].starts_with(&expected), "{stderr}");
 }
+
+/// A certificate order killed mid-way leaves its challenge record in the node's zone (here
+/// the simulated DNS's, as it would be left). `reconcile` removes it and says so in its
+/// JSON, beside `orphans` and `missing`.
+#[test]
+fn reconcile_removes_a_challenge_record_a_killed_order_left() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "dallas", "ssd-1", "node-1");
+    fleet.work();
+    let conn = rusqlite::Connection::open(fleet.db()).expect("open");
+    let zone: String = conn
+        .query_row(
+            "SELECT zone FROM sim_dns_records WHERE name LIKE 'node-1.%' AND rtype = 'A'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the node's A record");
+    let name = format!("_acme-challenge.node-1.{zone}");
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM sim_dns_records WHERE name = ?1",
+            [&name],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    conn.execute(
+        "INSERT INTO sim_dns_records (zone, name, rtype, ttl, content, created_at)
+         VALUES (?1, ?2, 'TXT', 60, '\"left-by-a-killed-order\"', '2026-01-01T00:00:00.000000Z')",
+        [&zone, &name],
+    )
+    .expect("plant");
+    assert_eq!(count(&conn), 1);
+
+    let report = fleet.json(&["reconcile", "--json"]);
+    let bare = zone.trim_end_matches('.');
+    assert_eq!(report["orphans"], json!([]));
+    assert_eq!(report["missing"], json!([]));
+    assert_eq!(
+        report["challenges_removed"],
+        json!([{
+            "request_id": id,
+            "hostname": format!("node-1.{bare}"),
+            "name": name,
+            "zone": bare,
+            "records": 1
+        }])
+    );
+    assert_eq!(count(&conn), 0);
+    let again = fleet.json(&["reconcile", "--json"]);
+    assert_eq!(again["challenges_removed"], json!([]));
+    let text = fleet.ok(&["reconcile"]);
+    assert!(text.contains("no orphans"), "{text}");
+}

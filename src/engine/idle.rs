@@ -181,6 +181,11 @@ mod tests {
     use super::*;
     use crate::clock::ts;
 
+    /// Now, at the store's precision (microseconds).
+    fn now() -> DateTime<Utc> {
+        parse_ts(&ts(Utc::now())).expect("a timestamp")
+    }
+
     fn row(state: &str, next_in_s: i64, now: DateTime<Utc>) -> RequestRow {
         RequestRow {
             id: "0190aaaa-bbbb-7ccc-8ddd-00007f3a1b2c".into(),
@@ -216,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_stalled_rollback_is_waited_for_until_its_stalls_run_out() {
-        let now = Utc::now();
+        let now = now();
         let mut r = row("rolling_back", 300, now);
         r.needs_attention = true;
         r.error = Some("rollback stalled releasing instance: 503".into());
@@ -235,7 +240,7 @@ mod tests {
 
     #[test]
     fn people_and_admission_limits_end_the_run_without_an_error() {
-        let now = Utc::now();
+        let now = now();
         let mut q = row("queued", 5, now);
         q.wait_reason = Some("capacity: no cluster in dallas has room".into());
         let input = row("awaiting_input", -5, now);
@@ -257,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_held_lease_or_a_queued_request_due_now_keeps_the_run_going() {
-        let now = Utc::now();
+        let now = now();
         let mut held = row("configuring", -5, now);
         held.lease_expires_at = Some(ts(now + chrono::Duration::seconds(20)));
         assert!(matches!(next(&[(held, 0)], now, 3), Next::WaitUntil(_)));
@@ -269,7 +274,7 @@ mod tests {
 
     #[test]
     fn giving_up_names_every_request_the_engine_would_have_moved() {
-        let now = Utc::now();
+        let now = now();
         let out = gave_up(
             &[
                 (row("queued", 0, now), 0),

@@ -296,7 +296,7 @@ async fn main_loop(
                 for done in ended {
                     match note_worker_end(done) {
                         Some(e) => {
-                            failures += 1;
+                            failures = failures.saturating_add(1);
                             trouble = Some(format!("a write failed: {e}"));
                         }
                         None => failures = 0,
@@ -320,7 +320,7 @@ async fn main_loop(
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming work failed; trying again");
-                failures += 1;
+                failures = failures.saturating_add(1);
                 trouble = Some(format!("claim failed: {e}"));
                 0
             }
@@ -357,7 +357,7 @@ async fn main_loop(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading what is left to do failed; trying again");
-                failures += 1;
+                failures = failures.saturating_add(1);
                 if let Some(out) =
                     back_off(&ctx, failures, format!("reading the requests failed: {e}")).await
                 {

@@ -375,7 +375,7 @@ fn script_drives_a_request_through_its_whole_life() {
     let report = fleet.json(&["reconcile", "--json"]);
     assert_eq!(
         report,
-        json!({"orphans": [], "missing": [], "challenges_removed": []})
+        json!({"orphans": [], "missing": [], "challenges_removed": [], "challenges_failed": []})
     );
 
     let events = fleet.events();
@@ -1271,6 +1271,7 @@ fn reconcile_removes_a_challenge_record_a_killed_order_left() {
             "records": 1
         }])
     );
+    assert_eq!(report["challenges_failed"], json!([]));
     assert_eq!(count(&conn), 0);
     let again = fleet.json(&["reconcile", "--json"]);
     assert_eq!(again["challenges_removed"], json!([]));

@@ -540,6 +540,15 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
             short(&c.request_id)
         );
     }
+    for c in &report.challenges_failed {
+        println!(
+            "failed   to clear challenge records at {} in {} (request {}): {}",
+            sanitize(&c.name),
+            sanitize(&c.zone),
+            short(&c.request_id),
+            sanitize(&c.error)
+        );
+    }
     Ok(())
 }
 

@@ -35,16 +35,64 @@ fn in_flight(h: &ChallengeHolder) -> bool {
     h.leased || h.renewing
 }
 
+/// A name whose challenge records could not be looked at or removed (after the engine's
+/// retries): reconcile goes on with the others and says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChallengeFailed {
+    pub request_id: String,
+    pub name: String,
+    pub zone: String,
+    pub error: String,
+}
+
+/// What reconcile did about challenge records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleared {
+    pub removed: Vec<ChallengeRemoved>,
+    pub failed: Vec<ChallengeFailed>,
+}
+
+/// A DNS call with the engine's retry policy (backoff, a timeout per attempt).
+async fn retried<T, Op, Fut>(ctx: &Ctx, dns: &dyn DnsProvider, op: Op) -> Result<T, String>
+where
+    Op: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::dns::DnsError>>,
+{
+    let name = dns.name().to_string();
+    let mut op = op;
+    let out: Result<Result<T, _>, std::convert::Infallible> = super::retry::with_retry(
+        &ctx.policy,
+        ctx.cfg.engine.call_timeout,
+        || ctx.jitter(),
+        |_| async { Ok(()) },
+        || {
+            let fut = op();
+            let name = name.clone();
+            async move {
+                fut.await
+                    .map_err(|e| super::mail::as_provider_error(&name, e))
+            }
+        },
+    )
+    .await;
+    match out {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(never) => match never {},
+    }
+}
+
 /// A leftover found: the request, its hostname, the zone, the challenge name and records.
 type Found = (String, String, String, String, Vec<crate::dns::Published>);
 
-/// Finds and removes leftover challenge records; returns what was removed.
-pub async fn clear_leftovers(ctx: &Ctx) -> Result<Vec<ChallengeRemoved>, ReconcileError> {
+/// Finds and removes leftover challenge records; returns what was removed, and the names
+/// whose records could not be looked at or removed.
+pub async fn clear_leftovers(ctx: &Ctx) -> Result<Cleared, ReconcileError> {
     let dns: &dyn DnsProvider = match ctx.mail.dns() {
         Ok(Some(d)) => d.as_ref(),
-        Ok(None) => return Ok(Vec::new()),
+        Ok(None) => return Ok(Cleared::default()),
         Err(e) => return Err(ReconcileError::Dns(e)),
     };
+    let mut out = Cleared::default();
     let holders = ctx.store.challenge_holders(ctx.clock.now()).await?;
     let mut found: Vec<Found> = Vec::new();
     for h in holders.iter().filter(|h| !in_flight(h)) {
@@ -64,17 +112,25 @@ pub async fn clear_leftovers(ctx: &Ctx) -> Result<Vec<ChallengeRemoved>, Reconci
             if !seen.insert(at.clone()) || !crate::dns::in_zone(&at, &zone) {
                 continue;
             }
-            let left = dns
-                .lookup(&zone, &at, "TXT")
-                .await
-                .map_err(|e| ReconcileError::Dns(format!("{at} in {zone}: {e}")))?;
+            let left = match retried(ctx, dns, || dns.lookup(&zone, &at, "TXT")).await {
+                Ok(left) => left,
+                Err(error) => {
+                    out.failed.push(ChallengeFailed {
+                        request_id: h.request_id.clone(),
+                        name: at,
+                        zone: zone.clone(),
+                        error,
+                    });
+                    continue;
+                }
+            };
             if !left.is_empty() {
                 found.push((h.request_id.clone(), host.clone(), zone.clone(), at, left));
             }
         }
     }
     if found.is_empty() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     // Looked again just before removing: an order may have started since.
     let busy: HashSet<String> = ctx
@@ -85,16 +141,21 @@ pub async fn clear_leftovers(ctx: &Ctx) -> Result<Vec<ChallengeRemoved>, Reconci
         .filter(in_flight)
         .map(|h| h.request_id)
         .collect();
-    let mut removed = Vec::new();
     for (request_id, hostname, zone, name, left) in found {
         if busy.contains(&request_id) {
             continue;
         }
-        dns.remove(&zone, &left)
-            .await
-            .map_err(|e| ReconcileError::Dns(format!("{name} in {zone}: {e}")))?;
+        if let Err(error) = retried(ctx, dns, || dns.remove(&zone, &left)).await {
+            out.failed.push(ChallengeFailed {
+                request_id,
+                name,
+                zone,
+                error,
+            });
+            continue;
+        }
         tracing::info!(%name, %zone, records = left.len(), "leftover challenge records removed");
-        removed.push(ChallengeRemoved {
+        out.removed.push(ChallengeRemoved {
             request_id,
             hostname,
             name,
@@ -102,5 +163,5 @@ pub async fn clear_leftovers(ctx: &Ctx) -> Result<Vec<ChallengeRemoved>, Reconci
             records: left.len(),
         });
     }
-    Ok(removed)
+    Ok(out)
 }

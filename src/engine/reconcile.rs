@@ -33,6 +33,8 @@ pub struct Report {
     pub missing: Vec<Missing>,
     /// Challenge records left by orders that are no longer under way, now removed.
     pub challenges_removed: Vec<super::challenges::ChallengeRemoved>,
+    /// Names whose challenge records could not be looked at or removed, and why.
+    pub challenges_failed: Vec<super::challenges::ChallengeFailed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,10 +113,11 @@ pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
             })
         })
         .collect();
-    let challenges_removed = super::challenges::clear_leftovers(ctx).await?;
+    let cleared = super::challenges::clear_leftovers(ctx).await?;
     Ok(Report {
         orphans,
         missing,
-        challenges_removed,
+        challenges_removed: cleared.removed,
+        challenges_failed: cleared.failed,
     })
 }

@@ -614,6 +614,9 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     #[serde(with = "duration_serde")]
     pub busy_timeout: Duration,
+    /// Largest the database file may grow to, in KiB; 0 means no limit. A write that would
+    /// grow it further fails as on a full disk (a database already larger stays as it is).
+    pub max_size_kib: u64,
 }
 
 impl Default for StoreConfig {
@@ -621,6 +624,7 @@ impl Default for StoreConfig {
         StoreConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            max_size_kib: 0,
         }
     }
 }

@@ -475,7 +475,10 @@ fn script_drives_a_request_through_its_whole_life() {
     assert_eq!(detail["state"], "deprovisioned");
 
     let report = fleet.json(&["reconcile", "--json"]);
-    assert_eq!(report, json!({"orphans": [], "missing": []}));
+    assert_eq!(
+        report,
+        json!({"orphans": [], "missing": [], "challenges_removed": [], "challenges_failed": []})
+    );
 
     let events = fleet.events();
     let names = event_names_of(&events, &id);
@@ -2148,4 +2151,133 @@ fn an_older_database_is_brought_up_to_date_by_init_or_the_first_read() {
         "{said}"
     );
     fleet.create("acme", "dallas", "ssd-1", "node-after");
+}
+
+/// The last 8 hex digits of an id, as the CLI shows it.
+fn short_id(id: &str) -> &str {
+    &id[id.len() - 8..]
+}
+
+/// A database that cannot grow (`[store] max_size_kib` below its size: the disk-full error
+/// SQLite gives) makes the engine's writes fail (its claims, or its workers' steps). The run
+/// retries as the policy says, then fails naming each request it could not move and why,
+/// instead of exiting 0 with them queued or looping forever.
+#[test]
+fn work_until_idle_fails_naming_requests_a_full_disk_leaves_queued() {
+    let fleet = Fleet::new();
+    let ids: Vec<String> = (1..=12)
+        .map(|i| fleet.create("acme", "dallas", "ssd-1", &format!("node-{i}")))
+        .collect();
+    // Leases the failed run cannot release (a full disk) expire quickly.
+    let full = FAST_CONFIG.replace("[engine]\n", "[engine]\nlease_ttl = \"1s\"\n");
+    std::fs::write(
+        fleet.path("full.toml"),
+        format!("{full}[store]\nmax_size_kib = 1\n"),
+    )
+    .expect("config");
+    let db = fleet.db();
+    let db = db.to_str().expect("utf-8 path");
+    let args = ["--db", db, "--config", "full.toml", "work", "--until-idle"];
+    let out = fleet.run_raw(&args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The log goes to stderr too; the error is the last line.
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: work --until-idle: 12 requests left: "),
+        "{stderr}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let state = fleet.state(id);
+        let named = format!("{} node-{} {state} (", short_id(id), i + 1);
+        assert!(line.contains(&named), "{named:?} is not in: {line}");
+    }
+    assert_eq!(
+        line.matches("database or disk is full").count(),
+        12,
+        "{line}"
+    );
+    // With room to grow, the same requests go through.
+    fleet.work();
+    for id in &ids {
+        assert_eq!(fleet.state(id), "completed");
+    }
+}
+
+/// A request waiting for an approver is not an error: the run succeeds and says on stderr
+/// what waits on whom.
+#[test]
+fn work_until_idle_succeeds_and_names_what_waits_for_a_person() {
+    let fleet = Fleet::new();
+    let big = fleet.create("acme", "eu-west-1", "ssd-16", "node-big");
+    let small = fleet.create("acme", "dallas", "ssd-1", "node-small");
+    let out = fleet.run(&["work", "--until-idle"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(fleet.state(&small), "completed");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("mailfleet: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let expected = format!(
+        "mailfleet: waiting for a person: {} node-big pending_approval (awaiting approval",
+        short_id(&big)
+    );
+    assert!(lines[0].starts_with(&expected), "{stderr}");
+}
+
+/// A certificate order killed mid-way leaves its challenge record in the node's zone (here
+/// the simulated DNS's, as it would be left). `reconcile` removes it and says so in its
+/// JSON, beside `orphans` and `missing`.
+#[test]
+fn reconcile_removes_a_challenge_record_a_killed_order_left() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "dallas", "ssd-1", "node-1");
+    fleet.work();
+    let conn = rusqlite::Connection::open(fleet.db()).expect("open");
+    let zone: String = conn
+        .query_row(
+            "SELECT zone FROM sim_dns_records WHERE name LIKE 'node-1.%' AND rtype = 'A'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the node's A record");
+    let name = format!("_acme-challenge.node-1.{zone}");
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM sim_dns_records WHERE name = ?1",
+            [&name],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    conn.execute(
+        "INSERT INTO sim_dns_records (zone, name, rtype, ttl, content, created_at)
+         VALUES (?1, ?2, 'TXT', 60, '\"left-by-a-killed-order\"', '2026-01-01T00:00:00.000000Z')",
+        [&zone, &name],
+    )
+    .expect("plant");
+    assert_eq!(count(&conn), 1);
+
+    let report = fleet.json(&["reconcile", "--json"]);
+    let bare = zone.trim_end_matches('.');
+    assert_eq!(report["orphans"], json!([]));
+    assert_eq!(report["missing"], json!([]));
+    assert_eq!(
+        report["challenges_removed"],
+        json!([{
+            "request_id": id,
+            "hostname": format!("node-1.{bare}"),
+            "name": name,
+            "zone": bare,
+            "records": 1
+        }])
+    );
+    assert_eq!(report["challenges_failed"], json!([]));
+    assert_eq!(count(&conn), 0);
+    let again = fleet.json(&["reconcile", "--json"]);
+    assert_eq!(again["challenges_removed"], json!([]));
+    let text = fleet.ok(&["reconcile"]);
+    assert!(text.contains("no orphans"), "{text}");
 }

@@ -23,6 +23,7 @@ struct Scripted {
     log: Mutex<Vec<String>>,
     fail_probes: bool,
     fail_creates: AtomicU32,
+    /// Deletes that fail (transiently) before one goes through.
     fail_deletes: AtomicU32,
     never_ready: bool,
 }
@@ -523,4 +524,73 @@ async fn rollback_of_a_running_request_stops_its_worker_and_tears_down() {
     assert!(audit
         .iter()
         .any(|a| a.actor == "alice" && a.action == "request.rollback"));
+}
+
+/// A rollback whose delete is refused on every retry stalls: it stays rolling_back, marked
+/// for attention, with its next try scheduled `retry_cap` later. A run until idle waits for
+/// that try instead of ending with the request half torn down.
+#[tokio::test(start_paused = true)]
+async fn until_idle_waits_for_a_stalled_rollback_to_be_retried() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    // One call's retries (1 + max_retries attempts) all fail: the first teardown stalls.
+    let refusals = cfg.engine.max_retries + 1;
+    let provider = scripted(&store, &cfg, clock.clone(), |s| {
+        s.fail_probes = true;
+        s.fail_deletes = AtomicU32::new(refusals);
+    });
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let out = engine::run_until_idle(ctx.clone()).await;
+
+    assert!(out.succeeded(), "{out:?}");
+    assert!(out.stuck.is_empty() && out.waiting.is_empty(), "{out:?}");
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back", "{:?}", d.request);
+    assert!(d.resources.iter().all(|r| r.status == "released"));
+    let deletes = provider.calls().iter().filter(|c| *c == "delete").count();
+    assert_eq!(
+        deletes as u32,
+        refusals + 1,
+        "the stalled delete was tried again"
+    );
+}
+
+/// A rollback that keeps stalling is not waited for forever: once it has stalled more times
+/// in the run than the retry policy retries a call, the run ends and names it.
+#[tokio::test(start_paused = true)]
+async fn until_idle_names_a_rollback_that_keeps_stalling() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    let provider = scripted(&store, &cfg, clock.clone(), |s| {
+        s.fail_probes = true;
+        s.fail_deletes = AtomicU32::new(u32::MAX);
+    });
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let out = engine::run_until_idle(ctx.clone()).await;
+
+    assert!(!out.succeeded());
+    assert_eq!(out.stuck.len(), 1, "{out:?}");
+    let left = &out.stuck[0];
+    assert_eq!(
+        (left.id.as_str(), left.label.as_str()),
+        (req.id.as_str(), "node-1")
+    );
+    assert_eq!(left.state, "rolling_back");
+    assert!(
+        left.why.contains("rollback stalled releasing instance")
+            && left.why.contains("503 Service Unavailable"),
+        "{left:?}"
+    );
+    // Every try was a full round of the policy's retries; it was given max_retries more.
+    let deletes = provider.calls().iter().filter(|c| *c == "delete").count() as u32;
+    let per_try = cfg.engine.max_retries + 1;
+    assert_eq!(deletes, per_try * (1 + cfg.engine.max_retries));
+    let row = store.get_request(&req.id).await.expect("get").expect("row");
+    assert_eq!(row.state, "rolling_back");
 }

@@ -866,3 +866,73 @@ async fn a_newer_key_signs_only_once_the_older_is_retired() {
     let keys = active_keys(&store, "example.org").await.expect("keys");
     assert_eq!(keys.rsa.map(|(s, _)| s).as_deref(), Some("mf2"));
 }
+
+/// A kill in the middle of an order leaves its challenge record in a live node's zone.
+/// Reconcile finds and removes it, and reports it; a challenge record of an order that is
+/// under way — a renewal whose claim holds, or a request a worker holds (the pipeline orders
+/// its certificate while it holds the lease) — is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_removes_challenge_records_no_order_in_flight_uses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = system_clock();
+    let ctx = sim_ctx(&store, &cfg, clock.clone());
+    let left = create_in(&ctx, "mx1", "example.org").await;
+    let renewing = create_in(&ctx, "mx2", "example.org").await;
+    let leased = create_in(&ctx, "mx3", "example.org").await;
+    assert!(engine::run_until_idle(ctx.clone()).await.succeeded());
+    let dns = SimDns::new(store.clone(), cfg.providers.sim.clone(), clock.clone());
+    for host in ["mx1", "mx2", "mx3"] {
+        let name = format!("_acme-challenge.{host}.example.org.");
+        put_txt(&dns, "acme-challenge", &name, &format!("token-of-{host}")).await;
+    }
+    // mx2: another process is renewing its certificate; mx3: a worker holds the request.
+    let now = clock.now();
+    let cert = store
+        .request_detail(&renewing)
+        .await
+        .expect("detail")
+        .certificates[0]
+        .id
+        .clone();
+    let lease = engine::renew::renewal_lease(&cfg);
+    let claimed = store
+        .cert_claim_renewal(&cert, "engine@elsewhere:1:0001", now, now + lease)
+        .await
+        .expect("claim");
+    assert_eq!(claimed, Some(None));
+    store
+        .lease_for_command(
+            &leased,
+            "engine@elsewhere:1:0001",
+            now,
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("lease");
+
+    let report = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    assert_eq!(report.challenges_removed.len(), 1, "{report:?}");
+    let removed = &report.challenges_removed[0];
+    assert_eq!(removed.request_id, left);
+    assert_eq!(removed.hostname, "mx1.example.org");
+    assert_eq!(removed.name, "_acme-challenge.mx1.example.org.");
+    assert_eq!((removed.zone.as_str(), removed.records), ("example.org", 1));
+    let at = |host: &str| {
+        let name = format!("_acme-challenge.{host}.example.org.");
+        let dns = &dns;
+        async move { txt_at(dns, "example.org", &name, "TXT").await }
+    };
+    assert!(at("mx1").await.is_empty());
+    assert_eq!(at("mx2").await.len(), 1, "the renewal's record stays");
+    assert_eq!(at("mx3").await.len(), 1, "the held request's record stays");
+    // The node's other records are untouched.
+    assert!(!txt_at(&dns, "example.org", "mx1.example.org.", "A")
+        .await
+        .is_empty());
+
+    // Nothing is left to find the second time.
+    let again = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    assert!(again.challenges_removed.is_empty(), "{again:?}");
+}

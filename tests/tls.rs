@@ -498,3 +498,152 @@ async fn a_certificate_is_issued_through_http_01() {
     );
     assert!(!err.retryable());
 }
+
+/// Orders kept in memory, as the store keeps them for the engine.
+#[derive(Default)]
+struct Journal {
+    orders: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl tls::OrderJournal for Journal {
+    async fn unfinished(&self, names: &str) -> Result<Vec<String>, TlsError> {
+        let orders = self.orders.lock().expect("lock");
+        Ok(orders
+            .iter()
+            .filter(|(_, n)| n == names)
+            .map(|(u, _)| u.clone())
+            .collect())
+    }
+    async fn placed(&self, url: &str, names: &str) -> Result<(), TlsError> {
+        let mut orders = self.orders.lock().expect("lock");
+        orders.push((url.to_string(), names.to_string()));
+        Ok(())
+    }
+    async fn done(&self, url: &str) -> Result<(), TlsError> {
+        self.orders.lock().expect("lock").retain(|(u, _)| u != url);
+        Ok(())
+    }
+}
+
+/// A DNS provider that never answers a publish: the process is killed while it waits.
+struct Hung;
+
+#[async_trait]
+impl DnsProvider for Hung {
+    fn name(&self) -> &str {
+        "hung"
+    }
+    async fn publish(&self, _: &str, _: &[PlannedRecord]) -> Result<Vec<Published>, DnsError> {
+        std::future::pending().await
+    }
+    async fn remove(&self, _: &str, _: &[Published]) -> Result<(), DnsError> {
+        Ok(())
+    }
+    async fn lookup(&self, _: &str, _: &str, _: &str) -> Result<Vec<Published>, DnsError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An order cut off after it was placed (its process killed while publishing the challenge)
+/// is kept from the moment it was placed; when the same name is ordered again, the abandoned
+/// order's pending authorization is deactivated at the CA before the new order goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_placed_order_deactivates_the_abandoned_ones_authorization() {
+    let Some(s) = servers(&Default::default()) else {
+        return;
+    };
+    let settings = settings(&s);
+    let (account, _) = tls::account(&settings, None).await.expect("account");
+    let journal = Journal::default();
+    let wanted = names(&["mx7.example.test"]);
+
+    let cut_off = tokio::time::timeout(
+        Duration::from_secs(3),
+        tls::obtain_recorded(&settings, &account, &Hung, ZONE, &wanted, &journal),
+    )
+    .await;
+    assert!(cut_off.is_err(), "the order was cut off mid-way");
+    let kept = journal.orders.lock().expect("lock").clone();
+    assert_eq!(kept.len(), 1, "the order was kept when placed");
+    let (abandoned, key) = kept[0].clone();
+    assert_eq!(key, "mx7.example.test");
+    let mut view = tls::OrderView::open(&account, &abandoned)
+        .await
+        .expect("the abandoned order");
+    let pending = [("mx7.example.test".to_string(), "pending".to_string())];
+    assert_eq!(view.authorizations().await.expect("states"), pending);
+
+    let api = powerdns(&s);
+    let issued = tls::obtain_recorded(&settings, &account, &api, ZONE, &wanted, &journal)
+        .await
+        .unwrap_or_else(|e| panic!("obtain: {e}\npebble log:\n{}", s.ca.log()));
+    assert_eq!(issued.names, wanted);
+    let deactivated = [("mx7.example.test".to_string(), "deactivated".to_string())];
+    assert_eq!(view.authorizations().await.expect("states"), deactivated);
+    assert!(
+        journal.orders.lock().expect("lock").is_empty(),
+        "both orders are settled"
+    );
+    assert!(challenge_records(&api, "mx7.example.test").await.is_empty());
+}
+
+/// A DNS provider that refuses every publish; before refusing, it opens a view of the order
+/// the challenge is for (while that order is still pending).
+struct Refusing {
+    account: tls::Account,
+    journal: Arc<Journal>,
+    view: tokio::sync::Mutex<Option<tls::OrderView>>,
+}
+
+#[async_trait]
+impl DnsProvider for Refusing {
+    fn name(&self) -> &str {
+        "refusing"
+    }
+    async fn publish(&self, _: &str, _: &[PlannedRecord]) -> Result<Vec<Published>, DnsError> {
+        let url = self.journal.orders.lock().expect("lock")[0].0.clone();
+        let view = tls::OrderView::open(&self.account, &url)
+            .await
+            .expect("the placed order");
+        *self.view.lock().await = Some(view);
+        Err(DnsError::Rejected("refusing: 422 zone is locked".into()))
+    }
+    async fn remove(&self, _: &str, _: &[Published]) -> Result<(), DnsError> {
+        Ok(())
+    }
+    async fn lookup(&self, _: &str, _: &str, _: &str) -> Result<Vec<Published>, DnsError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An order that fails before its challenge is answered does not leave its authorization
+/// pending at the CA: it is deactivated as the order fails, and the order is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_order_deactivates_its_pending_authorization() {
+    let Some(s) = servers(&Default::default()) else {
+        return;
+    };
+    let settings = settings(&s);
+    let (account, _) = tls::account(&settings, None).await.expect("account");
+    let journal = Arc::new(Journal::default());
+    let refusing = Refusing {
+        account: account.clone(),
+        journal: journal.clone(),
+        view: tokio::sync::Mutex::new(None),
+    };
+    let wanted = names(&["mx8.example.test"]);
+    let err = tls::obtain_recorded(&settings, &account, &refusing, ZONE, &wanted, &*journal)
+        .await
+        .expect_err("the challenge cannot be published");
+    assert!(err.to_string().contains("zone is locked"), "{err}");
+    assert!(journal.orders.lock().expect("lock").is_empty(), "forgotten");
+    let mut view = refusing
+        .view
+        .lock()
+        .await
+        .take()
+        .expect("the order was seen");
+    let deactivated = [("mx8.example.test".to_string(), "deactivated".to_string())];
+    assert_eq!(view.authorizations().await.expect("states"), deactivated);
+}

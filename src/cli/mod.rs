@@ -833,8 +833,7 @@ async fn work(env: &Env, until_idle: bool) -> Result<()> {
     }
     tracing::info!(owner = %ctx.owner, db = %env.store.path().display(), "engine starting");
     if until_idle {
-        engine::run_until_idle(ctx).await;
-        return Ok(());
+        return until_idle_report(&engine::run_until_idle(ctx).await);
     }
     let monitor =
         crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone());
@@ -846,6 +845,31 @@ async fn work(env: &Env, until_idle: bool) -> Result<()> {
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Says on stderr what a run until idle left: requests waiting for a person as notes (the
+/// run succeeded), requests an error kept from moving as the one-line error it fails with.
+fn until_idle_report(out: &engine::IdleOutcome) -> Result<()> {
+    for w in &out.waiting {
+        eprintln!("mailfleet: waiting for a person: {w}");
+    }
+    if out.succeeded() {
+        return Ok(());
+    }
+    let n = out.stuck.len();
+    if n == 0 {
+        let why = out
+            .error
+            .as_deref()
+            .unwrap_or("an error stopped the engine");
+        return Err(eyre!("work --until-idle: {}", sanitize(why)));
+    }
+    let list: Vec<String> = out.stuck.iter().map(|l| l.to_string()).collect();
+    Err(eyre!(
+        "work --until-idle: {n} request{} left: {}",
+        if n == 1 { "" } else { "s" },
+        list.join("; ")
+    ))
 }
 
 async fn shutdown_signal() {

@@ -591,7 +591,6 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
     }
     if report.orphans.is_empty() && report.missing.is_empty() {
         println!("provider inventory and store agree: no orphans, nothing missing");
-        return Ok(());
     }
     for o in &report.orphans {
         println!(
@@ -609,6 +608,24 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
             m.instance_id,
             short(&m.request_id),
             m.request_state
+        );
+    }
+    for c in &report.challenges_removed {
+        println!(
+            "removed  {} leftover challenge record(s) at {} in {} (request {})",
+            c.records,
+            sanitize(&c.name),
+            sanitize(&c.zone),
+            short(&c.request_id)
+        );
+    }
+    for c in &report.challenges_failed {
+        println!(
+            "failed   to clear challenge records at {} in {} (request {}): {}",
+            sanitize(&c.name),
+            sanitize(&c.zone),
+            short(&c.request_id),
+            sanitize(&c.error)
         );
     }
     Ok(())

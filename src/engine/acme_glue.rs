@@ -159,6 +159,42 @@ impl AcmeCa {
                 "dns-01 needs a DNS provider, and [dns] provider is \"none\"".into(),
             ));
         };
-        crate::tls::obtain(&settings, &account, dns, zone, names).await
+        let journal = StoreJournal {
+            store: &self.store,
+            directory: &self.settings.directory,
+        };
+        crate::tls::obtain_recorded(&settings, &account, dns, zone, names, &journal).await
+    }
+}
+
+/// Orders in flight, kept in the store (`acme_orders`).
+struct StoreJournal<'a> {
+    store: &'a Store,
+    directory: &'a str,
+}
+
+fn journal_error(e: crate::store::StoreError) -> TlsError {
+    TlsError::Config(format!("keeping the ACME order: {e}"))
+}
+
+#[async_trait::async_trait]
+impl crate::tls::OrderJournal for StoreJournal<'_> {
+    async fn unfinished(&self, names: &str) -> Result<Vec<String>, TlsError> {
+        self.store
+            .acme_orders_unfinished(self.directory, names)
+            .await
+            .map_err(journal_error)
+    }
+
+    async fn placed(&self, url: &str, names: &str) -> Result<(), TlsError> {
+        let by = format!("pid {}", std::process::id());
+        self.store
+            .acme_order_placed(url, self.directory, names, &by, chrono::Utc::now())
+            .await
+            .map_err(journal_error)
+    }
+
+    async fn done(&self, url: &str) -> Result<(), TlsError> {
+        self.store.acme_order_done(url).await.map_err(journal_error)
     }
 }

@@ -5,8 +5,10 @@
 
 mod acme_glue;
 pub mod ca;
+pub mod challenges;
 pub mod clusters;
 pub mod commands;
+pub mod idle;
 pub mod mail;
 mod pipeline;
 pub mod reconcile;
@@ -15,6 +17,7 @@ pub mod retry;
 mod teardown;
 
 pub use commands::{Command, CommandError, Outcome};
+pub use idle::{IdleOutcome, Left};
 
 use crate::clock::SharedClock;
 use crate::config::{ClusterHealth, Config};
@@ -235,7 +238,12 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         stop_rx.clone(),
     ));
     let renew = tokio::spawn(renew::run(ctx.clone(), stop_rx.clone()));
-    let task = tokio::spawn(main_loop(ctx.clone(), rx, stop_rx, false));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            main_loop(ctx, rx, stop_rx, false).await;
+        }
+    });
     EngineHandle {
         commands: tx,
         shutdown: stop_tx,
@@ -246,11 +254,13 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
     }
 }
 
-/// Runs until no request can make progress, then shuts down gracefully.
-pub async fn run_until_idle(ctx: Arc<Ctx>) {
+/// Runs until nothing is left that the engine can move, waiting for retries scheduled for
+/// later, then shuts down gracefully. The outcome names what is left: requests waiting for a
+/// person, and requests an error keeps from moving (see `idle` for the rule).
+pub async fn run_until_idle(ctx: Arc<Ctx>) -> IdleOutcome {
     let (_tx, rx) = mpsc::channel(1);
     let (_stop_tx, stop_rx) = watch::channel(false);
-    main_loop(ctx, rx, stop_rx, true).await;
+    main_loop(ctx, rx, stop_rx, true).await
 }
 
 async fn main_loop(
@@ -258,12 +268,17 @@ async fn main_loop(
     mut commands: mpsc::Receiver<CommandMsg>,
     mut stop: watch::Receiver<bool>,
     until_idle: bool,
-) {
-    let mut workers: JoinSet<()> = JoinSet::new();
+) -> IdleOutcome {
+    let mut outcome = IdleOutcome::default();
+    // Store errors in a row (a claim, a worker's write, the until-idle check), with no
+    // worker finishing cleanly between them: retried as the policy says.
+    let mut failures = 0u32;
+    let mut workers: JoinSet<Option<String>> = JoinSet::new();
     let mut tick = tokio::time::interval(ctx.cfg.engine.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commands_open = true;
     loop {
+        let mut trouble: Option<String> = None;
         tokio::select! {
             _ = tick.tick() => {
                 if let Err(e) = ctx.store.fail_stuck(ctx.clock.now(), ctx.cfg.engine.stuck_after, &ctx.owner).await {
@@ -272,11 +287,20 @@ async fn main_loop(
             }
             () = ctx.wake.notified() => {}
             Some(done) = workers.join_next(), if !workers.is_empty() => {
-                note_worker_end(done);
+                let mut ended = vec![done];
                 // Every worker that has finished frees its slot now, so one claim refills
                 // them all instead of one claim per finished worker.
                 while let Some(done) = workers.try_join_next() {
-                    note_worker_end(done);
+                    ended.push(done);
+                }
+                for done in ended {
+                    match note_worker_end(done) {
+                        Some(e) => {
+                            failures = failures.saturating_add(1);
+                            trouble = Some(format!("a write failed: {e}"));
+                        }
+                        None => failures = 0,
+                    }
                 }
             }
             msg = commands.recv(), if commands_open => match msg {
@@ -292,9 +316,55 @@ async fn main_loop(
             },
             _ = stop.changed() => break,
         }
-        let claimed = schedule(&ctx, &mut workers).await;
-        if until_idle && workers.is_empty() && claimed == 0 && idle(&ctx).await {
-            break;
+        let claimed = match schedule(&ctx, &mut workers).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming work failed; trying again");
+                failures = failures.saturating_add(1);
+                trouble = Some(format!("claim failed: {e}"));
+                0
+            }
+        };
+        if !until_idle {
+            continue;
+        }
+        if let Some(why) = trouble {
+            match back_off(&ctx, failures, why).await {
+                Some(out) => {
+                    outcome = out;
+                    break;
+                }
+                None => continue,
+            }
+        }
+        if !workers.is_empty() || claimed > 0 {
+            continue;
+        }
+        match idle::check(&ctx).await {
+            Ok(next) => {
+                failures = 0;
+                match next {
+                    idle::Next::Again => {}
+                    idle::Next::WaitUntil(at) => {
+                        let wait = (at - ctx.clock.now()).to_std().unwrap_or_default();
+                        tokio::time::sleep(wait).await;
+                    }
+                    idle::Next::Done(out) => {
+                        outcome = out;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading what is left to do failed; trying again");
+                failures = failures.saturating_add(1);
+                if let Some(out) =
+                    back_off(&ctx, failures, format!("reading the requests failed: {e}")).await
+                {
+                    outcome = out;
+                    break;
+                }
+            }
         }
     }
     ctx.shutting_down.store(true, Ordering::SeqCst);
@@ -314,23 +384,44 @@ async fn main_loop(
     if let Err(e) = ctx.store.release_all_leases(&ctx.owner).await {
         tracing::warn!(error = %e, "could not release leases; they expire on their own");
     }
+    outcome
 }
 
-fn note_worker_end(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!(error = %e, "a worker panicked; its lease will expire and another worker resumes");
+/// After `failures` store errors in a row, the last being `error`: waits as the retry
+/// policy says and returns `None`, or, once the policy gives up, the run's outcome.
+async fn back_off(ctx: &Ctx, failures: u32, error: String) -> Option<IdleOutcome> {
+    if ctx.policy.may_retry(failures) {
+        tokio::time::sleep(ctx.policy.delay(failures, ctx.jitter())).await;
+        return None;
+    }
+    // Reading may still work when writing does not (a full disk).
+    let rows = ctx.store.unfinished(&ctx.owner).await.unwrap_or_default();
+    Some(idle::gave_up(&rows, ctx.clock.now(), error))
+}
+
+/// The store error a worker stopped on, if it did.
+fn note_worker_end(done: Result<Option<String>, tokio::task::JoinError>) -> Option<String> {
+    match done {
+        Ok(stopped) => stopped,
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!(error = %e, "a worker panicked; its lease will expire and another worker resumes");
+            }
+            None
         }
     }
 }
 
 /// Claims what there is room for and starts a worker on each claim.
-async fn schedule(ctx: &Arc<Ctx>, workers: &mut JoinSet<()>) -> usize {
+async fn schedule(
+    ctx: &Arc<Ctx>,
+    workers: &mut JoinSet<Option<String>>,
+) -> Result<usize, StoreError> {
     let room = (ctx.cfg.engine.max_concurrent as usize).saturating_sub(workers.len());
     if room == 0 || ctx.stopping() {
-        return 0;
+        return Ok(0);
     }
-    let out = match ctx
+    let out = ctx
         .store
         .claim(
             &ctx.owner,
@@ -339,30 +430,17 @@ async fn schedule(ctx: &Arc<Ctx>, workers: &mut JoinSet<()>) -> usize {
             room,
             &ctx.admission,
         )
-        .await
-    {
-        Ok(out) => out,
-        Err(e) => {
-            tracing::warn!(error = %e, "claiming work failed; trying again next tick");
-            return 0;
-        }
-    };
+        .await?;
     let n = out.claims.len();
     for claim in out.claims {
         let ctx = ctx.clone();
         workers.spawn(async move {
-            pipeline::run_claim(ctx.clone(), claim).await;
+            let stopped = pipeline::run_claim(ctx.clone(), claim).await;
             ctx.wake.notify_one();
+            stopped
         });
     }
-    n
-}
-
-async fn idle(ctx: &Ctx) -> bool {
-    match ctx.store.pending_work(ctx.clock.now()).await {
-        Ok((now, later, leased)) => now == 0 && later == 0 && leased == 0,
-        Err(_) => false,
-    }
+    Ok(n)
 }
 
 /// Errors a worker stops on.

@@ -72,7 +72,9 @@ pub(crate) fn fenced(ctx: &Ctx, claim: &Claim) -> Fenced {
     }
 }
 
-pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
+/// Runs one claim to its end. Returns the store error the worker stopped on, if it did (a
+/// lease lost to another worker is not one).
+pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) -> Option<String> {
     let (cancel_tx, cancel_rx) = watch::channel(None);
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let hb = {
@@ -106,9 +108,10 @@ pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
         _ = lost_rx.wait_for(|lost| *lost) => Err(WorkerError::Store(StoreError::FenceLost(claim.id.clone()))),
     };
     match result {
-        Ok(()) => {}
+        Ok(()) => None,
         Err(WorkerError::Store(StoreError::FenceLost(_))) => {
             tracing::info!(request = %claim.id, "lease lost; another worker has the request");
+            None
         }
         Err(e) => {
             tracing::warn!(request = %claim.id, error = %e, "worker stopped; the request will be retried");
@@ -117,6 +120,7 @@ pub(crate) async fn run_claim(ctx: Arc<Ctx>, claim: Claim) {
                 .store
                 .release_lease(&claim.id, claim.fence, Some(later))
                 .await;
+            Some(e.to_string())
         }
     }
 }

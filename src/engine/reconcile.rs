@@ -1,5 +1,7 @@
 //! Compares the provider's inventory with the store: orphans are provider instances no live
 //! request owns; missing are instances the store holds that the provider no longer has.
+//! It also clears what cut-off certificate orders left in the zones: `_acme-challenge` TXT
+//! records at a live node's names while no order for them is under way (see `challenges`).
 
 use super::Ctx;
 use crate::providers::ProviderError;
@@ -29,6 +31,10 @@ pub struct Missing {
 pub struct Report {
     pub orphans: Vec<Orphan>,
     pub missing: Vec<Missing>,
+    /// Challenge records left by orders that are no longer under way, now removed.
+    pub challenges_removed: Vec<super::challenges::ChallengeRemoved>,
+    /// Names whose challenge records could not be looked at or removed, and why.
+    pub challenges_failed: Vec<super::challenges::ChallengeFailed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error("reading the provider's inventory failed: {0}")]
     Provider(#[from] ProviderError),
+    #[error("clearing leftover challenge records: {0}")]
+    Dns(String),
 }
 
 pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
@@ -105,5 +113,11 @@ pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
             })
         })
         .collect();
-    Ok(Report { orphans, missing })
+    let cleared = super::challenges::clear_leftovers(ctx).await?;
+    Ok(Report {
+        orphans,
+        missing,
+        challenges_removed: cleared.removed,
+        challenges_failed: cleared.failed,
+    })
 }

@@ -7,7 +7,7 @@
 
 use super::events::audit;
 use super::requests::{apply_change, wake_waiters, Change};
-use super::{rows, Conn, Store, StoreError};
+use super::{rows, Conn, RequestRow, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::capacity::{
     check_quota, select_cluster, Amounts, ClusterView, Health, NoCluster,
@@ -246,20 +246,20 @@ impl Store {
         .await
     }
 
-    /// Work that exists now or later: (runnable now, runnable later, held by a lease).
-    /// Queued requests are left out (admission decides about them), and so are requests
-    /// marked as needing attention: they wait for a person.
-    pub async fn pending_work(&self, now: DateTime<Utc>) -> Result<(i64, i64, i64), StoreError> {
-        let at = ts(now);
+    /// Every request the engine or a person still has to move (not settled in completed,
+    /// suspended or a terminal state), oldest first, each with how many times `owner` has
+    /// seen its teardown stall: what `work --until-idle` waits for or reports.
+    pub async fn unfinished(&self, owner: &str) -> Result<Vec<(RequestRow, i64)>, StoreError> {
+        let owner = owner.to_string();
         self.read(move |c| {
             let sql = format!(
-                "SELECT
-                   COALESCE(SUM(CASE WHEN next_run_at <= ?1 AND (lease_expires_at IS NULL OR lease_expires_at < ?1) THEN 1 ELSE 0 END), 0),
-                   COALESCE(SUM(CASE WHEN next_run_at > ?1 THEN 1 ELSE 0 END), 0),
-                   COALESCE(SUM(CASE WHEN lease_expires_at >= ?1 THEN 1 ELSE 0 END), 0)
-                 FROM requests WHERE state IN {RUNNABLE} AND state <> 'queued' AND needs_attention = 0"
+                "SELECT r.*, (SELECT COUNT(*) FROM audit a WHERE a.action = 'request.teardown-stalled'
+                                AND a.target = r.id AND a.actor = ?1) AS stalls
+                 FROM requests r
+                 WHERE r.state IN {RUNNABLE} OR r.state IN ('pending_approval', 'awaiting_input')
+                 ORDER BY r.created_at, r.id"
             );
-            Ok(c.query_row(&sql, [at], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
+            rows(c, &sql, [owner], |r| Ok((RequestRow::from_row(r)?, r.get("stalls")?)))
         })
         .await
     }

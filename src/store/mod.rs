@@ -10,6 +10,7 @@
 //! beside the writer. Running on tokio's blocking pool also keeps tokio's paused test clock
 //! from jumping ahead while a query runs.
 
+mod acme_orders;
 mod catalog;
 pub(crate) mod certs;
 mod claims;
@@ -31,6 +32,7 @@ mod sim_dns;
 mod steps;
 mod warmup;
 
+pub use acme_orders::ChallengeHolder;
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
 pub use console::{
@@ -99,6 +101,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../assets/migrations/0010_cert_lifecycle.sql"),
+    ),
+    (
+        11,
+        include_str!("../../assets/migrations/0011_acme_orders.sql"),
     ),
     (
         12,

@@ -59,6 +59,13 @@ fn configure_writer(conn: &Conn, path: &Path, cfg: &StoreConfig) -> Result<(), S
     // A WAL grown large in a burst is cut back to this size once it starts over.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_FRAMES)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    if cfg.max_size_kib > 0 {
+        // SQLite counts pages; it keeps a database already past the limit at its size.
+        let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let kib = i64::try_from(cfg.max_size_kib).unwrap_or(i64::MAX);
+        let pages = kib.saturating_mul(1024) / page.max(1);
+        conn.pragma_update(None, "max_page_count", pages.max(1))?;
+    }
     Ok(())
 }
 

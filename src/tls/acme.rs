@@ -4,6 +4,7 @@
 use super::cert::inspect;
 use super::error::{chain, clean, from_acme, problem_text, problem_type};
 use super::http01::Http01Server;
+use super::orders::{names_key, settle_abandoned, NoJournal, OrderJournal};
 use super::{AcmeSettings, Challenge, Issued, TlsError};
 use crate::dns::propagation::{wait_verified, RecordStatus};
 use crate::dns::{DnsError, DnsProvider, Published};
@@ -53,6 +54,10 @@ impl Account {
     /// The directory the account belongs to.
     pub fn directory(&self) -> &str {
         &self.directory
+    }
+
+    pub(super) fn inner(&self) -> &instant_acme::Account {
+        &self.inner
     }
 }
 
@@ -383,6 +388,20 @@ pub async fn obtain(
     zone: &str,
     names: &[String],
 ) -> Result<Issued, TlsError> {
+    obtain_recorded(settings, account, dns, zone, names, &NoJournal).await
+}
+
+/// [`obtain`], keeping the order in `journal` from before its first challenge is answered
+/// until it ends; orders for the same names that an earlier attempt left unfinished have
+/// their pending authorizations deactivated first.
+pub async fn obtain_recorded(
+    settings: &AcmeSettings,
+    account: &Account,
+    dns: &dyn DnsProvider,
+    zone: &str,
+    names: &[String],
+    journal: &dyn OrderJournal,
+) -> Result<Issued, TlsError> {
     let directory = check_directory(settings)?;
     if directory != account.directory {
         return Err(TlsError::Config(format!(
@@ -392,8 +411,15 @@ pub async fn obtain(
         )));
     }
     let names = check_names(names, zone, &settings.challenge)?;
+    let key = names_key(&names);
+    settle_abandoned(account, journal, &key).await?;
     let mut published: Vec<Published> = Vec::new();
     let mut listener: Option<Http01Server> = None;
+    let mut placed = Placed {
+        journal,
+        key: &key,
+        url: None,
+    };
     let result = run_order(
         settings,
         account,
@@ -402,10 +428,20 @@ pub async fn obtain(
         &names,
         &mut published,
         &mut listener,
+        &mut placed,
     )
     .await;
     drop(listener);
     let cleanup = remove_records(dns, zone, &published).await;
+    if let Some(url) = &placed.url {
+        // A failed order's pending authorizations are deactivated now; one cut off before
+        // this point stays kept, and the next order for these names settles it.
+        if result.is_err() {
+            let _ = settle_abandoned(account, journal, &key).await;
+        } else if let Err(e) = journal.done(url).await {
+            tracing::warn!(error = %e, "a finished order could not be forgotten; the next order settles it");
+        }
+    }
     match (result, cleanup) {
         (Ok(issued), Ok(())) => Ok(issued),
         (Ok(issued), Err(e)) => {
@@ -459,6 +495,14 @@ async fn pause(delay: &mut Duration, deadline: Instant, cap: Duration) -> bool {
     true
 }
 
+/// Where an order is kept once placed, and its URL.
+struct Placed<'a> {
+    journal: &'a dyn OrderJournal,
+    key: &'a str,
+    url: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_order(
     settings: &AcmeSettings,
     account: &Account,
@@ -467,6 +511,7 @@ async fn run_order(
     names: &[String],
     published: &mut Vec<Published>,
     listener: &mut Option<Http01Server>,
+    placed: &mut Placed<'_>,
 ) -> Result<Issued, TlsError> {
     let all = names.join(", ");
     let kind = challenge_type(&settings.challenge);
@@ -480,6 +525,9 @@ async fn run_order(
         .new_order(&NewOrder::new(&identifiers))
         .await
         .map_err(|e| from_acme(e, &format!("new order for {all}")))?;
+    // Kept before any challenge is answered: a cut-off attempt is found by the next one.
+    placed.journal.placed(order.url(), placed.key).await?;
+    placed.url = Some(order.url().to_string());
 
     // 1. What each authorization still asks for (a valid one, reused, asks nothing).
     let mut tasks: Vec<Task> = Vec::new();

@@ -15,10 +15,12 @@ mod acme;
 mod cert;
 mod error;
 mod http01;
+mod orders;
 
-pub use acme::{account, obtain, revoke, Account};
+pub use acme::{account, obtain, obtain_recorded, revoke, Account};
 pub use cert::{inspect, renew_due, CertInfo, DEFAULT_RENEW_DAYS};
 pub use error::TlsError;
+pub use orders::{names_key, NoJournal, OrderJournal, OrderView};
 
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;

@@ -584,7 +584,8 @@ async fn until_idle_names_a_rollback_that_keeps_stalling() {
     assert_eq!(left.state, "rolling_back");
     assert!(
         left.why.contains("rollback stalled releasing instance")
-            && left.why.contains("503 Service Unavailable"),
+            && left.why.contains("502 Bad Gateway")
+            && left.why.contains("relay access denied"),
         "{left:?}"
     );
     // Every try was a full round of the policy's retries; it was given max_retries more.

@@ -567,12 +567,14 @@ fn access_of(cli: &Cli) -> Access {
             WarmupCmd::Plans { .. } | WarmupCmd::Plan { .. } | WarmupCmd::Show { .. }
         ),
         Cmd::Dkim(dc) => matches!(dc, DkimCmd::List { .. }),
+        // Removes the challenge records a killed order left (from the database, with the
+        // simulated DNS).
+        Cmd::Reconcile { .. } => false,
         Cmd::Tenant(_)
         | Cmd::Cluster(_)
         | Cmd::Events { .. }
         | Cmd::Alerts { .. }
         | Cmd::Tls(_)
-        | Cmd::Reconcile { .. }
         | Cmd::Dns(_)
         | Cmd::Blocklist(_) => true,
     };

@@ -107,7 +107,13 @@ pub(crate) fn verdict(r: &RequestRow, stalls: i64, now: DateTime<Utc>, max_stall
         return Verdict::Person(why);
     }
     if r.needs_attention && stalls > i64::from(max_stalls) {
-        let why = r.error.clone().unwrap_or_else(|| "rollback stalled".into());
+        // The stall is the rollback's note; why the request failed stays its error.
+        let why = match (&r.wait_reason, &r.error) {
+            (Some(stall), Some(failed)) => format!("{stall}; it had failed: {failed}"),
+            (Some(stall), None) => stall.clone(),
+            (None, Some(failed)) => format!("rollback stalled; it had failed: {failed}"),
+            (None, None) => "rollback stalled".into(),
+        };
         return Verdict::Stuck(why);
     }
     Verdict::Due(next)
@@ -224,13 +230,16 @@ mod tests {
         let now = now();
         let mut r = row("rolling_back", 300, now);
         r.needs_attention = true;
-        r.error = Some("rollback stalled releasing instance: 503".into());
+        r.wait_reason = Some("rollback stalled releasing instance: 503".into());
+        r.error = Some("verify: 554".into());
         let at = now + chrono::Duration::seconds(300);
         assert_eq!(verdict(&r, 0, now, 3), Verdict::Due(at));
         assert_eq!(verdict(&r, 3, now, 3), Verdict::Due(at));
         assert_eq!(
             verdict(&r, 4, now, 3),
-            Verdict::Stuck("rollback stalled releasing instance: 503".into())
+            Verdict::Stuck(
+                "rollback stalled releasing instance: 503; it had failed: verify: 554".into()
+            )
         );
         match next(&[(r, 0)], now, 3) {
             Next::WaitUntil(t) => assert_eq!(t, at),

@@ -2002,7 +2002,6 @@ fn read_commands(request: &str, node: &str) -> Vec<Vec<String>> {
         vec!["warmup", "plans"],
         vec!["warmup", "plan", "standard"],
         vec!["warmup", "show", node],
-        vec!["reconcile"],
     ]
     .into_iter()
     .map(|c| c.into_iter().map(String::from).collect())

@@ -403,10 +403,15 @@ fn check_text(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a reference (a key, or a depends_on entry): not empty, no whitespace, no control
-/// characters.
+/// The longest key (or depends_on entry) of a batch.
+pub const MAX_KEY: usize = 128;
+
+/// Checks a reference (a key, or a depends_on entry): not empty, at most [`MAX_KEY`]
+/// characters, no whitespace, no control characters.
 fn check_reference(field: &str, value: &str) -> Result<(), String> {
-    if value.chars().any(char::is_control) {
+    if value.chars().count() > MAX_KEY {
+        Err(format!("{field}: is longer than {MAX_KEY} characters"))
+    } else if value.chars().any(char::is_control) {
         Err(format!("{field}: must not contain control characters"))
     } else if value.is_empty() {
         Err(format!("{field}: must not be empty"))
@@ -862,6 +867,16 @@ label = "mx-web-2"
             invalid(r#","depends_on":["ok",""]"#).2,
             "depends_on[1]: must not be empty"
         );
+        let long = "k".repeat(MAX_KEY + 1);
+        assert_eq!(
+            invalid(&format!(r#","key":"{long}""#)).2,
+            "key: is longer than 128 characters"
+        );
+        assert!(parse(
+            &base(&format!(r#","key":"{}""#, "k".repeat(MAX_KEY))),
+            Format::Json
+        )
+        .is_ok());
         let (_, key, message) = invalid(r#","label":"mx web""#);
         assert_eq!(key, "");
         assert!(message.starts_with("key: must not contain whitespace (the key defaults"));

@@ -1636,6 +1636,13 @@ fn work_refuses_to_start_when_the_dns_secret_is_not_set() {
             "not set",
         ],
     );
+    // reconcile still compares the inventory, and says why it looked at no zone.
+    let report = fleet.json(&["reconcile", "--json"]);
+    assert_eq!(report["orphans"], json!([]));
+    let why = report["challenges_not_checked"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("MAILFLEET_TEST_NEVER_SET"), "{report}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2258,6 +2265,12 @@ fn reconcile_removes_a_challenge_record_a_killed_order_left() {
     )
     .expect("plant");
     assert_eq!(count(&conn), 1);
+
+    // --read-only changes nothing, at the DNS provider either: it lists what it would remove.
+    let looked = fleet.json(&["--read-only", "reconcile", "--json"]);
+    assert_eq!(looked["challenges_removed"], json!([]));
+    assert_eq!(looked["challenges_left"][0]["name"], json!(name));
+    assert_eq!(count(&conn), 1, "--read-only removed nothing");
 
     let report = fleet.json(&["reconcile", "--json"]);
     let bare = zone.trim_end_matches('.');

@@ -785,7 +785,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::events(&env.store, filter, *follow, *json).await?;
         }
         Cmd::Reconcile { json } => {
-            let report = engine::reconcile::reconcile(&env.ctx()).await?;
+            // --read-only changes nothing, at the DNS provider either: leftovers are listed.
+            let report = engine::reconcile::reconcile_with(&env.ctx(), !cli.read_only).await?;
             output::reconcile(&report, *json)?;
         }
     }

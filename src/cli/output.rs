@@ -619,6 +619,18 @@ pub fn reconcile(report: &Report, as_json: bool) -> Result<()> {
             short(&c.request_id)
         );
     }
+    for c in &report.challenges_left {
+        println!(
+            "left     {} leftover challenge record(s) at {} in {} (request {}; --read-only)",
+            c.records,
+            sanitize(&c.name),
+            sanitize(&c.zone),
+            short(&c.request_id)
+        );
+    }
+    if let Some(why) = &report.challenges_not_checked {
+        println!("challenge records not checked: {}", sanitize(why));
+    }
     for c in &report.challenges_failed {
         println!(
             "failed   to clear challenge records at {} in {} (request {}): {}",

@@ -50,6 +50,10 @@ pub struct ChallengeFailed {
 pub struct Cleared {
     pub removed: Vec<ChallengeRemoved>,
     pub failed: Vec<ChallengeFailed>,
+    /// Found and left where they are: reconcile ran with `--read-only`.
+    pub left: Vec<ChallengeRemoved>,
+    /// Why no zone was looked at (the DNS provider cannot be used).
+    pub not_checked: Option<String>,
 }
 
 /// A DNS call with the engine's retry policy (backoff, a timeout per attempt).
@@ -84,15 +88,20 @@ where
 /// A leftover found: the request, its hostname, the zone, the challenge name and records.
 type Found = (String, String, String, String, Vec<crate::dns::Published>);
 
-/// Finds and removes leftover challenge records; returns what was removed, and the names
-/// whose records could not be looked at or removed.
-pub async fn clear_leftovers(ctx: &Ctx) -> Result<Cleared, ReconcileError> {
+/// Finds leftover challenge records and, with `remove`, removes them; returns what was
+/// removed (or, without `remove`, found and left), and the names whose records could not
+/// be looked at or removed. A DNS provider that cannot be used is reported, not an error:
+/// the rest of reconcile's report stands without it.
+pub async fn clear_leftovers(ctx: &Ctx, remove: bool) -> Result<Cleared, ReconcileError> {
+    let mut out = Cleared::default();
     let dns: &dyn DnsProvider = match ctx.mail.dns() {
         Ok(Some(d)) => d.as_ref(),
-        Ok(None) => return Ok(Cleared::default()),
-        Err(e) => return Err(ReconcileError::Dns(e)),
+        Ok(None) => return Ok(out),
+        Err(e) => {
+            out.not_checked = Some(format!("the DNS provider cannot be used: {e}"));
+            return Ok(out);
+        }
     };
-    let mut out = Cleared::default();
     let holders = ctx.store.challenge_holders(ctx.clock.now()).await?;
     let mut found: Vec<Found> = Vec::new();
     for h in holders.iter().filter(|h| !in_flight(h)) {
@@ -101,8 +110,17 @@ pub async fn clear_leftovers(ctx: &Ctx) -> Result<Cleared, ReconcileError> {
             .domain
             .as_deref()
             .unwrap_or(super::pipeline::DEFAULT_DOMAIN);
-        let Ok(zone) = zone_for(&ctx.cfg, &host, domain) else {
-            continue;
+        let zone = match zone_for(&ctx.cfg, &host, domain) {
+            Ok(zone) => zone,
+            Err(error) => {
+                out.failed.push(ChallengeFailed {
+                    request_id: h.request_id.clone(),
+                    name: format!("_acme-challenge.{host}."),
+                    zone: String::new(),
+                    error,
+                });
+                continue;
+            }
         };
         let mut names: Vec<String> = vec![host.clone()];
         names.extend(h.cert_names.iter().map(|n| n.to_ascii_lowercase()));
@@ -143,6 +161,16 @@ pub async fn clear_leftovers(ctx: &Ctx) -> Result<Cleared, ReconcileError> {
         .collect();
     for (request_id, hostname, zone, name, left) in found {
         if busy.contains(&request_id) {
+            continue;
+        }
+        if !remove {
+            out.left.push(ChallengeRemoved {
+                request_id,
+                hostname,
+                name,
+                zone,
+                records: left.len(),
+            });
             continue;
         }
         if let Err(error) = retried(ctx, dns, || dns.remove(&zone, &left)).await {

@@ -35,6 +35,10 @@ pub struct Report {
     pub challenges_removed: Vec<super::challenges::ChallengeRemoved>,
     /// Names whose challenge records could not be looked at or removed, and why.
     pub challenges_failed: Vec<super::challenges::ChallengeFailed>,
+    /// Leftover challenge records found and left where they are (`--read-only`).
+    pub challenges_left: Vec<super::challenges::ChallengeRemoved>,
+    /// Why challenge records were not looked for (the DNS provider cannot be used).
+    pub challenges_not_checked: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +51,14 @@ pub enum ReconcileError {
     Dns(String),
 }
 
+/// Compares the inventory with the store and removes leftover challenge records.
 pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
+    reconcile_with(ctx, true).await
+}
+
+/// As [`reconcile`]; with `remove` false (`--read-only`) leftover challenge records are
+/// reported and left where they are: nothing is changed anywhere.
+pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, ReconcileError> {
     let mut inventory = None;
     let mut last = None;
     // The provider may fail a call; an inventory read is worth a few tries.
@@ -113,11 +124,13 @@ pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
             })
         })
         .collect();
-    let cleared = super::challenges::clear_leftovers(ctx).await?;
+    let cleared = super::challenges::clear_leftovers(ctx, remove).await?;
     Ok(Report {
         orphans,
         missing,
         challenges_removed: cleared.removed,
         challenges_failed: cleared.failed,
+        challenges_left: cleared.left,
+        challenges_not_checked: cleared.not_checked,
     })
 }

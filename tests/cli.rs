@@ -1447,6 +1447,20 @@ fn dns_plan_uses_the_domains_stored_dkim_key() {
     other[3] = "example.org";
     other[5] = "mx1.example.org";
     assert_eq!(purposes(&fleet.json(&other)), ["a", "mx", "spf", "dmarc"]);
+    // Planning needs no database: one that cannot be read is said, and the plan stands.
+    std::fs::write(fleet.path("junk.db"), "not a database").expect("junk");
+    let mut cmd = fleet.bare();
+    cmd.arg("--db").arg(fleet.path("junk.db")).args(args);
+    let out = run_guarded(cmd, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no stored DKIM key used"), "{stderr}");
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(purposes(&plan), ["a", "mx", "spf", "dmarc"]);
 }
 
 #[test]

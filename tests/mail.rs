@@ -602,6 +602,38 @@ async fn a_key_file_that_cannot_be_deleted_is_not_reported_destroyed() {
     assert!(!said.contains("keys destroyed"), "{said}");
 }
 
+/// A key path recorded by an older build, relative to a folder no longer known, that names
+/// no file from here: the key may still be on disk there, so it is not reported destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_key_record_whose_file_is_not_found_is_not_reported_destroyed() {
+    let (dir, cfg, store, id) = one_completed_node(system_clock()).await;
+    let cert = store
+        .request_detail(&id)
+        .await
+        .expect("detail")
+        .certificates[0]
+        .clone();
+    let legacy = format!("somewhere-else/tls/cert-{}.key", cert.id);
+    rusqlite::Connection::open(db_path(&dir))
+        .expect("open")
+        .execute(
+            "UPDATE certificates SET key_file = ?1 WHERE id = ?2",
+            [&legacy, &cert.id],
+        )
+        .expect("an older record");
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    ask_deprovision(&ctx, &id).await;
+    engine::run_until_idle(ctx).await;
+    let d = store.request_detail(&id).await.expect("detail");
+    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    assert_eq!(d.certificates[0].key_stored, "file");
+    let said = resource_detail(&d, "certificate");
+    assert!(
+        said.contains("NOT deleted") && said.contains("somewhere-else"),
+        "{said}"
+    );
+}
+
 /// A domain that publishes its own DMARC policy keeps it: the node relies on that record
 /// (verified, marked as there already) and its rollback leaves it. With
 /// `keep_existing_dmarc = false` the request fails instead, naming the record, and leaves

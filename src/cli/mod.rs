@@ -674,7 +674,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         use crate::domain::records::{plan, zone_snippet, DmarcPolicy, RecordInput};
         let stored = match dkim_public_key {
             Some(_) => StoredDkim::default(),
-            None => stored_dkim(&cli, domain, selector.as_deref()).await?,
+            // Planning needs no database: one that cannot be read is said, then done without.
+            None => match stored_dkim(&cli, domain, selector.as_deref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let why: Vec<String> = e
+                        .chain()
+                        .map(|c| sanitize(&c.to_string()).into_owned())
+                        .collect();
+                    eprintln!(
+                        "mailfleet: no stored DKIM key used (the database cannot be read: {})",
+                        why.join(": ")
+                    );
+                    StoredDkim::default()
+                }
+            },
         };
         let selector = match (selector, &stored.rsa) {
             (Some(s), _) => s.clone(),

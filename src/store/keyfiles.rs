@@ -34,15 +34,41 @@ impl Store {
     }
 
     /// The file a recorded key path names: an absolute record as it is, a relative one
-    /// under the database's folder (never under the current directory).
+    /// under the database's folder. A record from before paths were kept this way
+    /// ([`is_current_record`] says which) was relative to the folder the command ran in:
+    /// when no file is under the database's folder, the same path from the current
+    /// folder is tried.
     pub fn key_path(&self, recorded: &str) -> PathBuf {
         let p = Path::new(recorded);
         if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir().join(p)
+            return p.to_path_buf();
         }
+        let beside = self.base_dir().join(p);
+        if !beside.exists() && !is_current_record(recorded) {
+            if let Ok(here) = std::path::absolute(p) {
+                if here.exists() {
+                    return here;
+                }
+            }
+        }
+        beside
     }
+}
+
+/// Whether a recorded key path is of the form this build records: absolute, or
+/// `dkim/NAME` or `tls/NAME` under the database's folder. Anything else is an older record,
+/// relative to a folder that is not known; a file it names that is not found may still be
+/// on disk elsewhere, so it is never taken for destroyed.
+pub fn is_current_record(recorded: &str) -> bool {
+    let p = Path::new(recorded);
+    if p.is_absolute() {
+        return true;
+    }
+    let parts: Vec<Component<'_>> = p.components().collect();
+    matches!(
+        parts.as_slice(),
+        [Component::Normal(kind), Component::Normal(_)] if *kind == "dkim" || *kind == "tls"
+    )
 }
 
 /// A relative path of plain names only (no `..`, no root), so that joining it to the base
@@ -53,8 +79,18 @@ fn is_plain(rel: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_plain;
+    use super::{is_current_record, is_plain};
     use std::path::Path;
+
+    #[test]
+    fn records_of_this_build_are_told_from_older_ones() {
+        assert!(is_current_record("tls/cert-1.key"));
+        assert!(is_current_record("dkim/example.com.mf1.key"));
+        assert!(is_current_record("/var/lib/mailfleet/tls/cert-1.key"));
+        assert!(!is_current_record("data/tls/cert-1.key"));
+        assert!(!is_current_record("../site/tls/cert-1.key"));
+        assert!(!is_current_record("cert-1.key"));
+    }
 
     #[test]
     fn only_plain_relative_paths_are_recorded_relative() {

@@ -41,6 +41,7 @@ pub use console::{
 pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
 pub use events::EventFilter;
+pub use keyfiles::is_current_record;
 pub use nodes::{NewNode, NodeFilter};
 use open::{check_is_ours, connect, not_db, open_writer, schema_state};
 pub use open::{Access, Opened, Schema, SCHEMA_VERSION};

@@ -35,9 +35,13 @@ pub struct Report {
     pub challenges_removed: Vec<super::challenges::ChallengeRemoved>,
     /// Names whose challenge records could not be looked at or removed, and why.
     pub challenges_failed: Vec<super::challenges::ChallengeFailed>,
-    /// Leftover challenge records found and left where they are (`--read-only`).
+    /// Leftover challenge records found and left where they are (`--read-only`); in the
+    /// JSON only when there are some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub challenges_left: Vec<super::challenges::ChallengeRemoved>,
-    /// Why challenge records were not looked for (the DNS provider cannot be used).
+    /// Why challenge records were not looked for (the DNS provider cannot be used); in the
+    /// JSON only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub challenges_not_checked: Option<String>,
 }
 

@@ -148,6 +148,39 @@ pub(crate) fn wake_waiters(conn: &Conn, id: &str, at: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// The live requests (not `except`) whose hostname is `wanted`, with when each was made.
+/// The partial index `requests_live_label` (0012) serves this: same label, live states;
+/// the domain is compared as the effective hostname.
+fn live_holders(
+    conn: &Conn,
+    label: &str,
+    wanted: &str,
+    except: &str,
+) -> Result<Vec<(HostnameHolder, String)>, StoreError> {
+    let live = rows(
+        conn,
+        "SELECT id, tenant, state, domain, created_at FROM requests
+         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2",
+        params![label, except],
+        |r| {
+            Ok((
+                HostnameHolder {
+                    request_id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    state: r.get(2)?,
+                },
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        },
+    )?;
+    Ok(live
+        .into_iter()
+        .filter(|(_, d, _)| effective_hostname(label, d.as_deref()) == wanted)
+        .map(|(holder, _, at)| (holder, at))
+        .collect())
+}
+
 /// The request that holds the hostname `label` under `domain` would get, if any. Runs in
 /// the caller's write transaction, so the check and the insert after it are one step: two
 /// creates at once cannot both find the name free.
@@ -157,26 +190,9 @@ fn hostname_holder(
     domain: Option<&str>,
 ) -> Result<Option<HostnameHolder>, StoreError> {
     let wanted = effective_hostname(label, domain);
-    // The partial index `requests_live_label` (0012) serves this: same label, live states.
-    let live = rows(
-        conn,
-        "SELECT id, tenant, state, domain FROM requests
-         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned')",
-        [label],
-        |r| {
-            Ok((
-                HostnameHolder {
-                    request_id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    state: r.get(2)?,
-                },
-                r.get::<_, Option<String>>(3)?,
-            ))
-        },
-    )?;
-    Ok(live
+    Ok(live_holders(conn, label, &wanted, "")?
         .into_iter()
-        .find(|(_, d)| effective_hostname(label, d.as_deref()) == wanted)
+        .next()
         .map(|(holder, _)| holder))
 }
 
@@ -196,30 +212,12 @@ pub(crate) fn hostname_held_elsewhere(
         return Ok(None);
     };
     let wanted = effective_hostname(&label, domain.as_deref());
-    let others = rows(
-        conn,
-        "SELECT id, tenant, state, domain, created_at FROM requests
-         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2",
-        params![label, id],
-        |r| {
-            Ok((
-                HostnameHolder {
-                    request_id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    state: r.get(2)?,
-                },
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        },
-    )?;
-    Ok(others
+    Ok(live_holders(conn, &label, &wanted, id)?
         .into_iter()
-        .filter(|(_, d, _)| effective_hostname(&label, d.as_deref()) == wanted)
-        .find(|(h, _, at)| {
+        .find(|(h, at)| {
             h.state != "queued" || (at.as_str(), h.request_id.as_str()) < (created.as_str(), id)
         })
-        .map(|(h, _, _)| (wanted.clone(), h)))
+        .map(|(h, _)| (wanted, h)))
 }
 
 fn insert_request(

@@ -56,6 +56,21 @@ async fn put_txt(dns: &SimDns, purpose: &'static str, name: &str, text: &str) {
     .expect("publish");
 }
 
+/// Asks for the request's deprovision, runs the engine until idle, and returns the detail of
+/// the request, which must have ended deprovisioned.
+async fn deprovisioned(
+    store: &mailfleet::store::Store,
+    cfg: &mailfleet::config::Config,
+    id: &str,
+) -> mailfleet::store::RequestDetail {
+    let ctx = sim_ctx(store, cfg, system_clock());
+    ask_deprovision(&ctx, id).await;
+    engine::run_until_idle(ctx).await;
+    let d = store.request_detail(id).await.expect("detail");
+    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    d
+}
+
 /// A fresh store on FAST settings with one completed node, mx1.example.org: its temp dir,
 /// config, store and id.
 async fn one_completed_node(
@@ -507,11 +522,7 @@ async fn teardown_revokes_the_certificate_and_destroys_its_key() {
     let file = file.expect("no sealing key here: the key is a file");
     let file = store.key_path(&file).display().to_string();
     assert!(std::path::Path::new(&file).exists());
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    ask_deprovision(&ctx, &id).await;
-    engine::run_until_idle(ctx.clone()).await;
-    let d = store.request_detail(&id).await.expect("detail");
-    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    let d = deprovisioned(&store, &cfg, &id).await;
     let c = &d.certificates[0];
     assert_eq!(c.status, "retired");
     assert!(c.revoked_at.is_some(), "{c:?}");
@@ -576,11 +587,7 @@ async fn a_key_file_that_cannot_be_deleted_is_not_reported_destroyed() {
     // Something that unlink(2) refuses: a folder stands where the key file was.
     std::fs::remove_file(&path).expect("remove the key file");
     std::fs::create_dir_all(path.join("held")).expect("a folder in its place");
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    ask_deprovision(&ctx, &id).await;
-    engine::run_until_idle(ctx).await;
-    let d = store.request_detail(&id).await.expect("detail");
-    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    let d = deprovisioned(&store, &cfg, &id).await;
     let c = &d.certificates[0];
     assert_eq!(c.status, "retired");
     assert_eq!(c.key_stored, "file", "{c:?}");
@@ -621,11 +628,7 @@ async fn an_older_key_record_whose_file_is_not_found_is_not_reported_destroyed()
             [&legacy, &cert.id],
         )
         .expect("an older record");
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    ask_deprovision(&ctx, &id).await;
-    engine::run_until_idle(ctx).await;
-    let d = store.request_detail(&id).await.expect("detail");
-    assert_eq!(d.request.state, "deprovisioned", "{:?}", d.request.error);
+    let d = deprovisioned(&store, &cfg, &id).await;
     assert_eq!(d.certificates[0].key_stored, "file");
     let said = resource_detail(&d, "certificate");
     assert!(

@@ -206,21 +206,56 @@ async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
     );
 }
 
+/// A node whose verify step fails, so that it is rolled back, on a cloud that refuses the
+/// first `refusals` deletes; the request is made, nothing is run yet.
+struct FailingRollback {
+    /// Kept until the test ends: the database lives in it.
+    _dir: tempfile::TempDir,
+    cfg: mailfleet::config::Config,
+    store: mailfleet::store::Store,
+    provider: Arc<Scripted>,
+    ctx: Arc<mailfleet::engine::Ctx>,
+    req: mailfleet::store::RequestRow,
+}
+
+async fn failing_rollback(
+    label: &str,
+    refusals: impl FnOnce(&mailfleet::config::Config) -> u32,
+) -> FailingRollback {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    let refusals = refusals(&cfg);
+    let provider = scripted(&store, &cfg, clock.clone(), |s| {
+        s.fail_probes = true;
+        s.fail_deletes = AtomicU32::new(refusals);
+    });
+    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", label).await;
+    FailingRollback {
+        _dir: dir,
+        cfg,
+        store,
+        provider,
+        ctx,
+        req,
+    }
+}
+
 /// Issue 12, item 9: a rolled-back request says why it failed, not what its rollback's last
 /// retry said; a stalled rollback says so beside that reason, and once it finishes it
 /// carries no "rollback stalled" note.
 #[tokio::test(start_paused = true)]
 async fn a_rolled_back_request_keeps_why_it_failed_through_retries_and_a_stall() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(FAST);
-    let store = open(&db_path(&dir), &cfg).await;
-    let clock = tokio_clock();
-    let provider = scripted(&store, &cfg, clock.clone(), |s| {
-        s.fail_probes = true;
-        s.fail_deletes = AtomicU32::new(u32::MAX);
-    });
-    let ctx = ctx_with(&store, &cfg, clock.clone(), provider.clone());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-r").await;
+    let FailingRollback {
+        _dir: _keep,
+        store,
+        provider,
+        ctx,
+        req,
+        cfg: _,
+    } = failing_rollback("node-r", |_| u32::MAX).await;
     let engine = engine::spawn(ctx.clone());
     let limit = Duration::from_secs(600);
     // Every delete refused: the rollback stalls, and says so beside why the request failed.
@@ -531,18 +566,16 @@ async fn rollback_of_a_running_request_stops_its_worker_and_tears_down() {
 /// that try instead of ending with the request half torn down.
 #[tokio::test(start_paused = true)]
 async fn until_idle_waits_for_a_stalled_rollback_to_be_retried() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(FAST);
-    let store = open(&db_path(&dir), &cfg).await;
-    let clock = tokio_clock();
     // One call's retries (1 + max_retries attempts) all fail: the first teardown stalls.
+    let FailingRollback {
+        _dir: _keep,
+        cfg,
+        store,
+        provider,
+        ctx,
+        req,
+    } = failing_rollback("node-1", |cfg| cfg.engine.max_retries + 1).await;
     let refusals = cfg.engine.max_retries + 1;
-    let provider = scripted(&store, &cfg, clock.clone(), |s| {
-        s.fail_probes = true;
-        s.fail_deletes = AtomicU32::new(refusals);
-    });
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     let out = engine::run_until_idle(ctx.clone()).await;
 
     assert!(out.succeeded(), "{out:?}");
@@ -562,16 +595,14 @@ async fn until_idle_waits_for_a_stalled_rollback_to_be_retried() {
 /// in the run than the retry policy retries a call, the run ends and names it.
 #[tokio::test(start_paused = true)]
 async fn until_idle_names_a_rollback_that_keeps_stalling() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(FAST);
-    let store = open(&db_path(&dir), &cfg).await;
-    let clock = tokio_clock();
-    let provider = scripted(&store, &cfg, clock.clone(), |s| {
-        s.fail_probes = true;
-        s.fail_deletes = AtomicU32::new(u32::MAX);
-    });
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
+    let FailingRollback {
+        _dir: _keep,
+        cfg,
+        store,
+        provider,
+        ctx,
+        req,
+    } = failing_rollback("node-1", |_| u32::MAX).await;
     let out = engine::run_until_idle(ctx.clone()).await;
 
     assert!(!out.succeeded());

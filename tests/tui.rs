@@ -34,9 +34,18 @@ fn id(n: u32) -> String {
     format!("01a20000-0000-7000-8000-0000{n:08x}")
 }
 
+fn uid(n: u32) -> uuid::Uuid {
+    id(n).parse().expect("uuid")
+}
+
+/// Minutes ago, as the console's rows hold times: unix milliseconds.
+fn at_ms(min_ago: i64) -> i64 {
+    (now() - chrono::Duration::minutes(min_ago)).timestamp_millis()
+}
+
 fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> ConsoleRequest {
     ConsoleRequest {
-        id: id(n),
+        id: uid(n),
         tenant: tenant.into(),
         region: "dallas".into(),
         plan: "ssd-1".into(),
@@ -52,36 +61,42 @@ fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> Cons
         wait_reason: None,
         error: None,
         needs_attention: false,
-        created_at: at(min_ago),
+        created_at: at_ms(min_ago),
         steps: StepSummary::default(),
+        haystack: Default::default(),
     }
 }
 
 fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
     ConsoleNode {
-        id: id(1000 + n),
-        request_id: Some(id(req)),
-        provider_id: Some(format!("sim-{n:04}")),
+        id: uid(1000 + n),
+        request_id: Some(uid(req)),
+        provider_id: Some(format!("sim-{n:04}").into()),
         tenant: "acme".into(),
         label: label.into(),
-        hostname: format!("{label}.fleet.example.net"),
-        ip_address: Some(ip.into()),
+        hostname: format!("{label}.fleet.example.net").into(),
+        ip_address: Some(ip.parse().expect("ip")),
         region: "dallas".into(),
         plan: "ssd-1".into(),
         status: status.into(),
         status_reason: None,
         reputation_score: 90 + n as i64,
         current_load: 10 * n as i64,
-        created_at: at(600),
-        last_heartbeat: Some(mailfleet::clock::ts(now() - chrono::Duration::seconds(12))),
-        warmup: (status == "warming").then(|| mailfleet::store::NodeWarmup {
-            plan: "standard".into(),
-            day: 12,
-            days: 42,
-            cap: 95,
-            status: "warming".into(),
+        created_at: at_ms(600),
+        last_heartbeat: Some((now() - chrono::Duration::seconds(12)).timestamp()),
+        warmup: (status == "warming").then(|| {
+            Box::new(mailfleet::store::NodeWarmup {
+                plan: "standard".into(),
+                day: 12,
+                days: 42,
+                cap: 95,
+                status: "warming".into(),
+                reason: None,
+                recent_sent: None,
+            })
         }),
         cert_expires: Some((now() + chrono::Duration::days(60 + i64::from(n))).timestamp()),
+        haystack: Default::default(),
     }
 }
 
@@ -476,7 +491,7 @@ fn state_of(app: &App, label: &str) -> Option<String> {
     app.snap
         .requests
         .iter()
-        .find(|r| r.label == label)
+        .find(|r| &*r.label == label)
         .map(|r| r.state.to_string())
 }
 
@@ -582,7 +597,7 @@ async fn headless_console_provisions_approves_suspends_and_quits() {
         .snap
         .requests
         .iter()
-        .find(|r| r.id == sel)
+        .find(|r| r.id.to_string() == sel)
         .map(|r| r.label.clone())
         .expect("req");
     assert!(app.update(Action::Suspend).is_empty(), "suspend asks first");
@@ -603,10 +618,10 @@ async fn headless_console_provisions_approves_suspends_and_quits() {
         .snap
         .requests
         .iter()
-        .find(|r| r.label == "big-1")
+        .find(|r| &*r.label == "big-1")
         .expect("big")
         .id
-        .clone();
+        .to_string();
     let d = store.request_detail(&big).await.expect("detail");
     assert!(d
         .transitions
@@ -785,7 +800,7 @@ fn approvals_fixture() -> ConsoleSnapshot {
         r.plan = "ssd-16".into();
         (r.cpu, r.memory_gb, r.storage_gb) = (16, 32, 500);
         r.approval_rule = Some(rule.into());
-        r.approval_reason = Some(format!("{rule}: cpu 16 ≥ 16, region {region}"));
+        r.approval_reason = Some(format!("{rule}: cpu 16 ≥ 16, region {region}").into());
         r
     };
     let high = "High-Resource VPS Approval";
@@ -846,8 +861,8 @@ fn approvals_view_puts_the_oldest_first_colours_ages_by_sla_and_shows_quotas() {
                 .snap
                 .requests
                 .iter()
-                .find(|r| r.label == *l)
-                .map(|r| mailfleet::domain::ids::short(&r.id).to_string())
+                .find(|r| &*r.label == *l)
+                .map(|r| mailfleet::domain::ids::short(&r.id.to_string()).to_string())
                 .expect("request");
             row_of(&screen, &id)
         })
@@ -924,8 +939,8 @@ fn visible_labels(app: &App) -> Vec<String> {
         .visible
         .iter()
         .map(|i| match app.view {
-            View::Fleet | View::Warmup => app.snap.nodes[*i].label.clone(),
-            _ => app.snap.requests[*i].label.clone(),
+            View::Fleet | View::Warmup => app.snap.nodes[*i].label.to_string(),
+            _ => app.snap.requests[*i].label.to_string(),
         })
         .collect();
     out.sort();
@@ -1281,7 +1296,7 @@ async fn requests_say_why_they_wait_and_clusters_can_be_tested_from_the_console(
         a.snap
             .requests
             .iter()
-            .any(|r| r.id == after.id && r.wait_reason.is_some())
+            .any(|r| r.id.to_string() == after.id && r.wait_reason.is_some())
     })
     .await;
     app.update(Action::ShowRequests);
@@ -1991,25 +2006,25 @@ fn warmup_fixture() -> ConsoleSnapshot {
         w.status = "held".into();
     }
     let mut paused = node(4, 4, "node-dal-004", "198.51.100.10", "paused");
-    paused.warmup = Some(mailfleet::store::NodeWarmup {
+    paused.warmup = Some(Box::new(mailfleet::store::NodeWarmup {
         plan: "standard".into(),
         day: 11,
         days: 42,
         cap: 4100,
         status: "paused".into(),
-    });
+        reason: None,
+        recent_sent: None,
+    }));
     paused.status_reason = Some("warm-up: complaints 0.15% of 4100 sent, above 0.10%".into());
     snap.nodes.extend([held, paused]);
-    let w = &mut snap.warmup;
-    w.recent_sent
-        .insert(1, vec![10, 20, 40, 80, 80, 40, 0, 80].into());
-    w.recent_sent.insert(2, vec![390, 550, 770, 700].into());
-    w.recent_sent
-        .insert(3, warmup_log().log.iter().map(|d| d.sent as u32).collect());
-    w.reasons
-        .insert(2, "bounces 3.51% of 700 sent, above 3.00%".into());
-    w.reasons
-        .insert(3, "complaints 0.15% of 4100 sent, above 0.10%".into());
+    fn warm(snap: &mut ConsoleSnapshot, i: usize) -> &mut mailfleet::store::NodeWarmup {
+        snap.nodes[i].warmup.as_deref_mut().expect("a warm-up")
+    }
+    warm(&mut snap, 1).recent_sent = Some(vec![10, 20, 40, 80, 80, 40, 0, 80].into());
+    warm(&mut snap, 2).recent_sent = Some(vec![390, 550, 770, 700].into());
+    warm(&mut snap, 3).recent_sent = Some(warmup_log().log.iter().map(|d| d.sent as u32).collect());
+    warm(&mut snap, 2).reason = Some("bounces 3.51% of 700 sent, above 3.00%".into());
+    warm(&mut snap, 3).reason = Some("complaints 0.15% of 4100 sent, above 0.10%".into());
     snap
 }
 
@@ -2195,7 +2210,11 @@ fn warmup_view_charts_cap_against_sent_and_marks_the_held_and_paused_days() {
 #[test]
 fn the_fleet_view_draws_a_sparkline_of_each_warming_nodes_recent_days() {
     let mut app = app_with(warmup_fixture());
-    assert_eq!(app.sparks.len(), 3, "made once, when the snapshot arrived");
+    assert_eq!(
+        app.sparks.iter().flatten().count(),
+        3,
+        "made once, when the snapshot arrived"
+    );
     app.now = now();
     let screen = render(&mut app, 140, 24);
     let line = |label: &str| {
@@ -2219,7 +2238,11 @@ fn the_fleet_view_draws_a_sparkline_of_each_warming_nodes_recent_days() {
     }
     // Without history, today's cap as before.
     let mut snap = warmup_fixture();
-    snap.warmup.recent_sent.clear();
+    for n in &mut snap.nodes {
+        if let Some(w) = n.warmup.as_deref_mut() {
+            w.recent_sent = None;
+        }
+    }
     let mut app = app_with(snap);
     assert!(render(&mut app, 140, 24).contains("d12/42 95/d"));
 }
@@ -2227,7 +2250,10 @@ fn the_fleet_view_draws_a_sparkline_of_each_warming_nodes_recent_days() {
 #[test]
 fn the_header_shows_the_fleets_capacity_and_warns_from_80_percent_used() {
     let mut snap = fixture();
-    snap.warmup.capacity = 1_200_000;
+    // The warming node's cap is the fleet's capacity.
+    if let Some(w) = snap.nodes[1].warmup.as_deref_mut() {
+        w.cap = 1_200_000;
+    }
     snap.warmup.closed_sent = 756_000;
     snap.warmup.closed_cap = 1_200_000;
     let mut app = colour_app(snap.clone());
@@ -2267,7 +2293,11 @@ fn the_header_shows_the_fleets_capacity_and_warns_from_80_percent_used() {
     assert!(!header.contains("scale out"), "{header}");
     assert!(header.trim_end().chars().count() <= 80, "{header}");
     // No capacity known (no warm-up at all): nothing said.
-    let mut app = app_with(fixture());
+    let mut snap = fixture();
+    for n in &mut snap.nodes {
+        n.warmup = None;
+    }
+    let mut app = app_with(snap);
     assert!(!render(&mut app, 160, 24).contains("cap "));
 }
 
@@ -2455,7 +2485,7 @@ async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity(
     let snap = store.console_snapshot().await.expect("snapshot");
     let mut logs = Vec::new();
     for n in &snap.nodes {
-        logs.push(store.node_warmup(&n.id).await.expect("warm-up"));
+        logs.push(store.node_warmup(&n.id.to_string()).await.expect("warm-up"));
     }
     // The window: the fourteen dates up to the newest in the log.
     let newest = logs
@@ -2473,7 +2503,7 @@ async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity(
         (d - s).num_days() as usize
     };
     let (mut under_way, mut capacity) = (0, 0);
-    for (i, (n, log)) in snap.nodes.iter().zip(&logs).enumerate() {
+    for (n, log) in snap.nodes.iter().zip(&logs) {
         let w = n.warmup.as_ref();
         assert_eq!(w.map(|w| w.cap), log.as_ref().map(|l| l.cap), "{}", n.label);
         if matches!(&*n.status, "warming" | "active") {
@@ -2498,16 +2528,16 @@ async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity(
         };
         under_way += usize::from(expected.is_some());
         assert_eq!(
-            snap.warmup.recent_sent.get(&i).map(|s| s.to_vec()),
+            w.and_then(|w| w.recent_sent.as_ref()).map(|s| s.to_vec()),
             expected,
             "{}",
             n.label
         );
         let stopped = w.is_some_and(|w| matches!(&*w.status, "held" | "paused"));
         assert_eq!(
-            snap.warmup.reasons.get(&i),
+            w.and_then(|w| w.reason.as_deref()),
             log.as_ref()
-                .and_then(|l| l.reason.as_ref())
+                .and_then(|l| l.reason.as_deref())
                 .filter(|_| stopped),
             "{}",
             n.label
@@ -2517,7 +2547,9 @@ async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity(
         under_way > 10,
         "the demo has warm-ups under way ({under_way})"
     );
-    assert_eq!(snap.warmup.capacity, capacity);
+    // The console sums the fleet's capacity from the same rows.
+    let app = app_with(snap.clone());
+    assert_eq!(app.capacity, capacity);
     // Yesterday: the newest date a day was closed on, over the days closed on it.
     let closed: Vec<&mailfleet::store::WarmupDay> = logs
         .iter()

@@ -5,9 +5,13 @@
 
 use super::{rows, Store, StoreError, Usage};
 use crate::domain::RequestState;
+use rusqlite::params;
+use rusqlite::types::{Type, ValueRef};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Per request: attempts over all steps, and which step (1–4) failed, if one did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,57 +20,102 @@ pub struct StepSummary {
     pub failed_step: Option<i64>,
 }
 
-/// A request as the console lists it.
+/// A request as the console lists it: only what its views draw, sort and filter on, with
+/// repeated words shared and times as numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleRequest {
-    pub id: String,
+    pub id: Uuid,
     pub tenant: Arc<str>,
     pub region: Arc<str>,
     pub plan: Arc<str>,
     pub cpu: i64,
     pub memory_gb: i64,
     pub storage_gb: i64,
-    pub label: String,
+    pub label: Box<str>,
     /// The domain the request named (`None`: the default one).
-    pub domain: Option<String>,
+    pub domain: Option<Box<str>>,
     pub state: Arc<str>,
     pub requested_by: Arc<str>,
     pub approval_rule: Option<Arc<str>>,
-    pub approval_reason: Option<String>,
-    pub wait_reason: Option<String>,
-    pub error: Option<String>,
+    pub approval_reason: Option<Box<str>>,
+    pub wait_reason: Option<Box<str>>,
+    pub error: Option<Box<str>>,
     pub needs_attention: bool,
-    pub created_at: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
     pub steps: StepSummary,
+    /// What a filter matches against, lowercase, made once when the row arrives (see
+    /// `index`).
+    pub haystack: Box<str>,
 }
 
 impl ConsoleRequest {
     pub fn state(&self) -> RequestState {
         self.state.parse().unwrap_or(RequestState::Failed)
     }
+
+    /// Makes the row's filter text: once per row, when it arrives.
+    pub fn index(&mut self) {
+        let id = self.id.to_string();
+        self.haystack = [
+            crate::domain::ids::short(&id),
+            &self.tenant,
+            &self.label,
+            &self.state,
+            &self.region,
+            self.approval_rule.as_deref().unwrap_or(""),
+            self.error.as_deref().unwrap_or(""),
+            self.wait_reason.as_deref().unwrap_or(""),
+        ]
+        .join(" ")
+        .to_lowercase()
+        .into();
+    }
 }
 
-/// A node as the console lists it.
+/// A node as the console lists it: only what its views draw, sort and filter on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleNode {
-    pub id: String,
-    pub request_id: Option<String>,
-    pub provider_id: Option<String>,
+    pub id: Uuid,
+    pub request_id: Option<Uuid>,
+    pub provider_id: Option<Box<str>>,
     pub tenant: Arc<str>,
-    pub label: String,
-    pub hostname: String,
-    pub ip_address: Option<String>,
+    pub label: Box<str>,
+    pub hostname: Box<str>,
+    pub ip_address: Option<IpAddr>,
     pub region: Arc<str>,
     pub plan: Arc<str>,
     pub status: Arc<str>,
-    pub status_reason: Option<String>,
+    pub status_reason: Option<Box<str>>,
     pub reputation_score: i64,
     pub current_load: i64,
-    pub created_at: String,
-    pub last_heartbeat: Option<String>,
-    pub warmup: Option<NodeWarmup>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_heartbeat: Option<i64>,
+    pub warmup: Option<Box<NodeWarmup>>,
     /// When its certificate expires (unix seconds), if it has one.
     pub cert_expires: Option<i64>,
+    /// What a filter matches against, lowercase (see `index`).
+    pub haystack: Box<str>,
+}
+
+impl ConsoleNode {
+    /// Makes the row's filter text: once per row, when it arrives.
+    pub fn index(&mut self) {
+        let ip = self.ip_address.map(|ip| ip.to_string()).unwrap_or_default();
+        self.haystack = [
+            &*self.label,
+            &ip,
+            &self.region,
+            &self.tenant,
+            &self.status,
+            self.status_reason.as_deref().unwrap_or(""),
+        ]
+        .join(" ")
+        .to_lowercase()
+        .into();
+    }
 }
 
 /// Where a node is on its warm-up plan.
@@ -78,6 +127,18 @@ pub struct NodeWarmup {
     pub cap: i64,
     /// warming | held | paused | completed
     pub status: Arc<str>,
+    /// Why it holds or is paused (held and paused only).
+    pub reason: Option<Box<str>>,
+    /// For a warm-up under way (warming, held or paused) with days among the last
+    /// `RECENT_DAYS` dates of the log: what it sent on each, from its first such day to its
+    /// last, oldest first, a day without a row as 0.
+    pub recent_sent: Option<Box<[u32]>>,
+}
+
+impl NodeWarmup {
+    pub fn under_way(&self) -> bool {
+        matches!(&*self.status, "warming" | "held" | "paused")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,19 +160,9 @@ pub struct ListingRow {
 /// How many dates of the warm-up log the console's sparklines cover.
 pub const RECENT_DAYS: i64 = 14;
 
-/// Warm-up figures beside the node rows, read in the same transaction: what the sparklines,
-/// the Warm-up view's health and the header's capacity show.
+/// The warm-up log's fleet-wide figures: yesterday's utilisation in the header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmupFigures {
-    /// By index into `nodes`, for each node whose warm-up is under way (warming, held or
-    /// paused) and has days among the last `RECENT_DAYS` dates of the log: what it sent on
-    /// each, from its first such day to its last, oldest first, a day without a row as 0.
-    pub recent_sent: HashMap<usize, Box<[u32]>>,
-    /// By index into `nodes`: why its warm-up holds or is paused (held and paused only).
-    pub reasons: HashMap<usize, String>,
-    /// The fleet's daily sending capacity: today's caps of the warming and active nodes
-    /// summed (an active node's is the last cap of its warm-up).
-    pub capacity: i64,
     /// The most recent date the day boundary closed a day on, and what the days closed on
     /// it sent and allowed, in all: yesterday's utilisation.
     pub closed_date: Option<String>,
@@ -134,6 +185,61 @@ pub struct ConsoleSnapshot {
     /// transaction as the rows: a tenant with nothing reserved is absent.
     pub quota_use: HashMap<String, Usage>,
     pub warmup: WarmupFigures,
+    /// The change sequence this snapshot is complete up to (see `ConsoleReader`).
+    pub seq: i64,
+}
+
+/// What changed since a reader's last read, read in one transaction: the rows written
+/// since (new or changed; rows are never deleted), and the small tables whole when any of
+/// their rows changed.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleDelta {
+    pub seq: i64,
+    pub nodes: Vec<ConsoleNode>,
+    pub requests: Vec<ConsoleRequest>,
+    pub listings: Option<Vec<ListingRow>>,
+    pub alerts: Option<(Vec<super::AlertRow>, super::AlertCounts)>,
+    pub quota_use: Option<HashMap<String, Usage>>,
+    pub warmup: Option<WarmupFigures>,
+}
+
+/// What a reader's next read found.
+#[derive(Debug, Clone)]
+pub enum ConsoleUpdate {
+    /// Nothing the console shows changed.
+    Nothing,
+    Delta(ConsoleDelta),
+    /// Everything again: the first read, or the warm-up log's window moved to a new day.
+    Full(ConsoleSnapshot),
+}
+
+/// The console's first screen, before the whole fleet is read: the first rows of the
+/// Fleet view in its default order (by label), and how many there are in all.
+#[derive(Debug, Clone, Default)]
+pub struct FirstPage {
+    pub nodes: Vec<ConsoleNode>,
+    pub total: usize,
+    pub node_status: Vec<(String, usize)>,
+}
+
+/// One console's reading position: the change sequence it holds, the shared words its rows
+/// point to, and the warm-up log's window its sparklines were read for.
+#[derive(Default)]
+pub struct ConsoleReader {
+    seq: Option<i64>,
+    words: Words,
+    window: Option<String>,
+}
+
+impl ConsoleReader {
+    pub fn new() -> ConsoleReader {
+        ConsoleReader::default()
+    }
+
+    /// The sequence the reader holds (`None` before its first read).
+    pub fn seq(&self) -> Option<i64> {
+        self.seq
+    }
 }
 
 /// How many alerts the snapshot carries.
@@ -153,89 +259,287 @@ fn console_alerts(c: &super::Conn) -> Result<Vec<super::AlertRow>, StoreError> {
     Ok(out)
 }
 
-/// Fills in `figures` from the last `RECENT_DAYS` dates of the warm-up log, inside a read:
-/// the `sent` per day of the nodes at `under_way` (indices into `nodes`), and the totals of
-/// the most recent date a day was closed on.
-fn recent_log(
-    c: &super::Conn,
-    nodes: &[ConsoleNode],
-    under_way: &[usize],
-    figures: &mut WarmupFigures,
-) -> Result<(), StoreError> {
-    // Relative to the newest date in the log, not the wall clock: a log read later (or a
-    // demo made earlier) shows the same days.
-    let start: Option<String> = c.query_row(
+/// The first date of the sparklines' window: `RECENT_DAYS` dates back from the newest date
+/// in the log (relative to the log, not the wall clock: a log read later, or a demo made
+/// earlier, shows the same days).
+fn window_start(c: &super::Conn) -> Result<Option<String>, StoreError> {
+    Ok(c.query_row(
         "SELECT date(MAX(date), ?1) FROM warmup_days",
         [format!("-{} days", RECENT_DAYS - 1)],
         |r| r.get(0),
-    )?;
-    let Some(start) = start else {
-        return Ok(());
-    };
-    const WINDOW: usize = RECENT_DAYS as usize;
+    )?)
+}
+
+const WINDOW: usize = RECENT_DAYS as usize;
+
+/// A node's days in the window, as they are read: sent per position, and the first and last
+/// positions it has a day on.
+#[derive(Clone, Copy)]
+struct Days([u32; WINDOW], usize, usize);
+
+impl Days {
+    const NONE: Days = Days([0; WINDOW], usize::MAX, 0);
+
+    fn add(&mut self, pos: usize, sent: i64) {
+        self.0[pos] = u32::try_from(sent.max(0)).unwrap_or(u32::MAX);
+        self.1 = self.1.min(pos);
+        self.2 = self.2.max(pos);
+    }
+
+    fn sent(&self) -> Option<Box<[u32]>> {
+        (self.1 <= self.2).then(|| Box::from(&self.0[self.1..=self.2]))
+    }
+}
+
+fn window_pos(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<usize> {
+    Ok(usize::try_from(r.get::<_, i64>(col)?)
+        .unwrap_or(0)
+        .min(WINDOW - 1))
+}
+
+/// Every under-way node's sent per day over the window from `start`, and the totals of
+/// the most recent date a day was closed on: one pass over the window of the log.
+fn recent_log_all(
+    c: &super::Conn,
+    nodes: &mut [ConsoleNode],
+    start: &str,
+) -> Result<WarmupFigures, StoreError> {
     // Per position in the window: sent and cap of the days closed on it, and how many.
     let mut closed = [(0i64, 0i64, 0usize); WINDOW];
-    // Each under-way node's days, in a slot of its own: sent per position, and the first
-    // and last positions it has a day on. Nothing is allocated per log row.
-    let slot_of: HashMap<&str, usize> = under_way
+    let under_way: Vec<usize> = (0..nodes.len())
+        .filter(|i| nodes[*i].warmup.as_ref().is_some_and(|w| w.under_way()))
+        .collect();
+    let slot_of: HashMap<Uuid, usize> = under_way
         .iter()
         .enumerate()
-        .filter_map(|(slot, i)| Some((nodes.get(*i)?.id.as_str(), slot)))
+        .map(|(slot, i)| (nodes[*i].id, slot))
         .collect();
-    let mut slots = vec![([0u32; WINDOW], usize::MAX, 0usize); under_way.len()];
+    let mut slots = vec![Days::NONE; under_way.len()];
     let mut stmt = c.prepare_cached(
         "SELECT node_id, CAST(julianday(date) - julianday(?1) AS INTEGER), sent, cap,
                 decision IS NOT NULL
          FROM warmup_days WHERE date >= ?1",
     )?;
-    let mut found = stmt.query([&start])?;
+    let mut found = stmt.query([start])?;
     while let Some(r) = found.next()? {
-        let pos = usize::try_from(r.get::<_, i64>(1)?)
-            .unwrap_or(0)
-            .min(WINDOW - 1);
+        let pos = window_pos(r, 1)?;
         let (sent, cap): (i64, i64) = (r.get(2)?, r.get(3)?);
         if r.get::<_, bool>(4)? {
             let day = &mut closed[pos];
             *day = (day.0 + sent, day.1 + cap, day.2 + 1);
         }
-        let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-        if let Some(days) = slot_of.get(id).and_then(|s| slots.get_mut(*s)) {
-            days.0[pos] = u32::try_from(sent.max(0)).unwrap_or(u32::MAX);
-            days.1 = days.1.min(pos);
-            days.2 = days.2.max(pos);
+        if let Some(slot) = uuid_at(r, 0).ok().and_then(|id| slot_of.get(&id)) {
+            slots[*slot].add(pos, sent);
         }
     }
-    drop(slot_of);
-    figures.recent_sent = under_way
-        .iter()
-        .zip(&slots)
-        .filter(|(_, (_, first, last))| first <= last)
-        .map(|(i, (sent, first, last))| (*i, Box::from(&sent[*first..=*last])))
-        .collect();
+    for (i, days) in under_way.iter().zip(&slots) {
+        if let Some(w) = nodes[*i].warmup.as_mut() {
+            w.recent_sent = days.sent();
+        }
+    }
+    let mut figures = WarmupFigures::default();
     if let Some(pos) = closed.iter().rposition(|c| c.2 > 0) {
-        figures.closed_date = start
-            .parse::<chrono::NaiveDate>()
-            .ok()
-            .and_then(|d| d.checked_add_days(chrono::Days::new(pos as u64)))
-            .map(|d| d.to_string());
+        figures.closed_date = day_at(start, pos);
         (figures.closed_sent, figures.closed_cap) = (closed[pos].0, closed[pos].1);
+    }
+    Ok(figures)
+}
+
+fn day_at(start: &str, pos: usize) -> Option<String> {
+    start
+        .parse::<chrono::NaiveDate>()
+        .ok()
+        .and_then(|d| d.checked_add_days(chrono::Days::new(pos as u64)))
+        .map(|d| d.to_string())
+}
+
+/// The sparklines of the under-way nodes among `nodes` (changed rows), one node at a time
+/// through the log's primary key.
+fn recent_log_of(
+    c: &super::Conn,
+    nodes: &mut [ConsoleNode],
+    start: &str,
+) -> Result<(), StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT CAST(julianday(date) - julianday(?2) AS INTEGER), sent
+         FROM warmup_days WHERE node_id = ?1 AND date >= ?2",
+    )?;
+    for n in nodes {
+        let Some(w) = n.warmup.as_mut().filter(|w| w.under_way()) else {
+            continue;
+        };
+        let mut days = Days::NONE;
+        let mut found = stmt.query(params![n.id.to_string(), start])?;
+        while let Some(r) = found.next()? {
+            days.add(window_pos(r, 0)?, r.get(1)?);
+        }
+        w.recent_sent = days.sent();
     }
     Ok(())
 }
 
-/// Shares one copy of each repeated word.
+/// Yesterday's utilisation alone: the most recent date in the window a day was closed on,
+/// and what the days closed on it sent and allowed.
+fn closed_figures(c: &super::Conn, start: &str) -> Result<WarmupFigures, StoreError> {
+    let date: Option<String> = c.query_row(
+        "SELECT MAX(date) FROM warmup_days WHERE date >= ?1 AND decision IS NOT NULL",
+        [start],
+        |r| r.get(0),
+    )?;
+    let Some(date) = date else {
+        return Ok(WarmupFigures::default());
+    };
+    let (sent, cap) = c.query_row(
+        "SELECT COALESCE(SUM(sent), 0), COALESCE(SUM(cap), 0) FROM warmup_days
+         WHERE date = ?1 AND decision IS NOT NULL",
+        [&date],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(WarmupFigures {
+        closed_date: Some(date),
+        closed_sent: sent,
+        closed_cap: cap,
+    })
+}
+
+/// Shares one copy of each repeated word, across a reader's reads.
 #[derive(Default)]
-struct Words(HashMap<String, Arc<str>>);
+struct Words(HashMap<Box<str>, Arc<str>>);
 
 impl Words {
-    fn get(&mut self, s: String) -> Arc<str> {
-        if let Some(w) = self.0.get(&s) {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(w) = self.0.get(s) {
             return w.clone();
         }
-        let w: Arc<str> = Arc::from(s.as_str());
-        self.0.insert(s, w.clone());
+        let w: Arc<str> = Arc::from(s);
+        self.0.insert(Box::from(s), w.clone());
         w
     }
+
+    fn at(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Arc<str>> {
+        Ok(self.get(text_at(r, col)?))
+    }
+
+    fn opt(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Arc<str>>> {
+        Ok(match r.get_ref(col)? {
+            ValueRef::Null => None,
+            _ => Some(self.at(r, col)?),
+        })
+    }
+}
+
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, col: usize) -> rusqlite::Result<&'r str> {
+    r.get_ref(col)?.as_str().map_err(rusqlite::Error::from)
+}
+
+fn boxed(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Box<str>> {
+    Ok(Box::from(text_at(r, col)?))
+}
+
+fn boxed_opt(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Box<str>>> {
+    Ok(match r.get_ref(col)? {
+        ValueRef::Null => None,
+        v => Some(Box::from(v.as_str().map_err(rusqlite::Error::from)?)),
+    })
+}
+
+fn uuid_at(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Uuid> {
+    let text = text_at(r, col)?;
+    Uuid::parse_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, Type::Text, Box::new(e)))
+}
+
+fn uuid_opt(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Uuid>> {
+    match r.get_ref(col)? {
+        ValueRef::Null => Ok(None),
+        _ => uuid_at(r, col).map(Some),
+    }
+}
+
+const NODE_COLUMNS: &str =
+    "n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address,
+       n.region, n.plan, n.status, n.status_reason, n.reputation_score, n.current_load,
+       CAST(unixepoch(n.created_at, 'subsec') * 1000 AS INTEGER), unixepoch(n.last_heartbeat),
+       w.plan, w.day, w.days, w.cap, w.status, w.reason, unixepoch(n.cert_not_after)
+     FROM nodes n LEFT JOIN node_warmup w ON w.node_id = n.id";
+
+fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<ConsoleNode> {
+    let warmup = match r.get_ref(15)? {
+        ValueRef::Null => None,
+        _ => {
+            let status = words.at(r, 19)?;
+            let held = matches!(&*status, "held" | "paused");
+            Some(Box::new(NodeWarmup {
+                plan: words.at(r, 15)?,
+                day: r.get(16)?,
+                days: r.get(17)?,
+                cap: r.get(18)?,
+                status,
+                reason: if held { boxed_opt(r, 20)? } else { None },
+                recent_sent: None,
+            }))
+        }
+    };
+    let mut node = ConsoleNode {
+        id: uuid_at(r, 0)?,
+        request_id: uuid_opt(r, 1)?,
+        provider_id: boxed_opt(r, 2)?,
+        tenant: words.at(r, 3)?,
+        label: boxed(r, 4)?,
+        hostname: boxed(r, 5)?,
+        ip_address: match r.get_ref(6)? {
+            ValueRef::Null => None,
+            v => v.as_str().ok().and_then(|ip| ip.parse().ok()),
+        },
+        region: words.at(r, 7)?,
+        plan: words.at(r, 8)?,
+        status: words.at(r, 9)?,
+        status_reason: boxed_opt(r, 10)?,
+        reputation_score: r.get(11)?,
+        current_load: r.get(12)?,
+        created_at: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+        last_heartbeat: r.get(14)?,
+        warmup,
+        cert_expires: r.get(21)?,
+        haystack: Box::default(),
+    };
+    node.index();
+    Ok(node)
+}
+
+const REQUEST_COLUMNS: &str =
+    "r.id, r.tenant, r.region, r.plan, r.state, r.requested_by, r.cpu, r.memory_gb,
+       r.storage_gb, r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error,
+       r.needs_attention, CAST(unixepoch(r.created_at, 'subsec') * 1000 AS INTEGER), r.domain";
+
+fn request_row(
+    r: &rusqlite::Row<'_>,
+    words: &mut Words,
+    steps: StepSummary,
+) -> rusqlite::Result<ConsoleRequest> {
+    let mut req = ConsoleRequest {
+        id: uuid_at(r, 0)?,
+        tenant: words.at(r, 1)?,
+        region: words.at(r, 2)?,
+        plan: words.at(r, 3)?,
+        state: words.at(r, 4)?,
+        requested_by: words.at(r, 5)?,
+        cpu: r.get(6)?,
+        memory_gb: r.get(7)?,
+        storage_gb: r.get(8)?,
+        label: boxed(r, 9)?,
+        approval_rule: words.opt(r, 10)?,
+        approval_reason: boxed_opt(r, 11)?,
+        wait_reason: boxed_opt(r, 12)?,
+        error: boxed_opt(r, 13)?,
+        needs_attention: r.get(14)?,
+        created_at: r.get::<_, Option<i64>>(15)?.unwrap_or(0),
+        domain: boxed_opt(r, 16)?,
+        steps,
+        haystack: Box::default(),
+    };
+    req.index();
+    Ok(req)
 }
 
 /// Like `rows`, into a vector sized once from `count_sql`, so a large fleet is never copied
@@ -257,167 +561,266 @@ fn sized_rows<T>(
     Ok(out)
 }
 
+fn listings(c: &super::Conn) -> Result<Vec<ListingRow>, StoreError> {
+    rows(
+        c,
+        "SELECT b.id, b.node_id, n.label, b.ip_address, b.blacklist_provider, b.code, b.meaning, b.listed_at,
+                b.delisted_at, b.details, b.severity
+         FROM ip_blacklist_events b LEFT JOIN nodes n ON n.id = b.node_id
+         ORDER BY (b.delisted_at IS NOT NULL), b.listed_at DESC LIMIT 5000",
+        [],
+        |r| {
+            Ok(ListingRow {
+                id: r.get(0)?,
+                node_id: r.get(1)?,
+                node_label: r.get(2)?,
+                ip_address: r.get(3)?,
+                zone: r.get(4)?,
+                code: r.get(5)?,
+                meaning: r.get(6)?,
+                listed_at: r.get(7)?,
+                delisted_at: r.get(8)?,
+                details: r.get(9)?,
+                severity: r.get(10)?,
+            })
+        },
+    )
+}
+
+/// What admission counts as held (see `claims::held`): quota rows are written `allocated`
+/// and end `released`, and the partial index covers this sum.
+fn quota_use(c: &super::Conn) -> Result<HashMap<String, Usage>, StoreError> {
+    Ok(rows(
+        c,
+        "SELECT tenant, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0),
+                COALESCE(SUM(storage_gb), 0)
+         FROM resources WHERE kind = 'quota' AND status <> 'released' GROUP BY tenant",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Usage {
+                    nodes: r.get(1)?,
+                    cpu: r.get(2)?,
+                    memory_gb: r.get(3)?,
+                    storage_gb: r.get(4)?,
+                },
+            ))
+        },
+    )?
+    .into_iter()
+    .collect())
+}
+
+fn current_seq(c: &super::Conn) -> Result<i64, StoreError> {
+    Ok(
+        c.query_row("SELECT seq FROM change_counter WHERE id = 1", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Runs `f` in one read transaction.
+fn in_read<T>(c: &super::Conn, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    c.execute_batch("BEGIN")?;
+    let out = f();
+    let _ = c.execute_batch("COMMIT");
+    out
+}
+
+/// Everything the console shows, in one read transaction.
+fn full(c: &super::Conn, reader: &mut ConsoleReader) -> Result<ConsoleSnapshot, StoreError> {
+    let words = &mut reader.words;
+    let seq = current_seq(c)?;
+    // Rows become console rows as they are read: no second copy of the fleet.
+    let mut nodes = sized_rows(
+        c,
+        "SELECT COUNT(*) FROM nodes",
+        &format!("SELECT {NODE_COLUMNS} ORDER BY n.created_at, n.id"),
+        [],
+        |r| node_row(r, words),
+    )?;
+    let start = window_start(c)?;
+    let warmup = match &start {
+        Some(start) => recent_log_all(c, &mut nodes, start)?,
+        None => WarmupFigures::default(),
+    };
+    let requests = sized_rows(
+        c,
+        "SELECT COUNT(*) FROM requests",
+        &format!(
+            "SELECT {REQUEST_COLUMNS}, COALESCE(s.attempts, 0), s.failed
+             FROM requests r LEFT JOIN (
+                 SELECT request_id, SUM(attempts) AS attempts,
+                        MIN(CASE WHEN status = 'failed' THEN position END) AS failed
+                 FROM request_steps GROUP BY request_id) s ON s.request_id = r.id
+             ORDER BY r.created_at, r.id"
+        ),
+        [],
+        |r| {
+            let steps = StepSummary {
+                attempts: r.get(17)?,
+                failed_step: r.get(18)?,
+            };
+            request_row(r, words, steps)
+        },
+    )?;
+    reader.seq = Some(seq);
+    reader.window = start;
+    Ok(ConsoleSnapshot {
+        nodes,
+        requests,
+        listings: listings(c)?,
+        quota_use: quota_use(c)?,
+        alert_counts: super::reputation::alert_counts(c)?,
+        alerts: console_alerts(c)?,
+        warmup,
+        seq,
+    })
+}
+
+/// What changed since `since`, in one read transaction; `None` when the warm-up log's
+/// window moved (every sparkline shifts: the caller reads everything again).
+fn delta(
+    c: &super::Conn,
+    reader: &mut ConsoleReader,
+    since: i64,
+) -> Result<Option<ConsoleDelta>, StoreError> {
+    let seq = current_seq(c)?;
+    if seq == since {
+        return Ok(Some(ConsoleDelta {
+            seq,
+            ..Default::default()
+        }));
+    }
+    let start = window_start(c)?;
+    if start != reader.window {
+        return Ok(None);
+    }
+    let words = &mut reader.words;
+    let mut nodes = rows(
+        c,
+        &format!("SELECT {NODE_COLUMNS} WHERE n.change_seq > ?1 ORDER BY n.created_at, n.id"),
+        [since],
+        |r| node_row(r, words),
+    )?;
+    let mut warmup = None;
+    if let Some(start) = &start {
+        if nodes.iter().any(|n| n.warmup.is_some()) {
+            recent_log_of(c, &mut nodes, start)?;
+            warmup = Some(closed_figures(c, start)?);
+        }
+    }
+    let requests = rows(
+        c,
+        &format!(
+            "SELECT {REQUEST_COLUMNS},
+                    (SELECT COALESCE(SUM(attempts), 0) FROM request_steps WHERE request_id = r.id),
+                    (SELECT MIN(position) FROM request_steps WHERE request_id = r.id AND status = 'failed')
+             FROM requests r WHERE r.change_seq > ?1 ORDER BY r.created_at, r.id"
+        ),
+        [since],
+        |r| {
+            let steps = StepSummary {
+                attempts: r.get(17)?,
+                failed_step: r.get(18)?,
+            };
+            request_row(r, words, steps)
+        },
+    )?;
+    let changed = |table: &str| -> Result<bool, StoreError> {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE change_seq > ?1)");
+        Ok(c.query_row(&sql, [since], |r| r.get(0))?)
+    };
+    // A node's label shows in the listings and alerts that name it.
+    let listings_changed = changed("ip_blacklist_events")? || !nodes.is_empty();
+    let alerts_changed = changed("alerts")? || !nodes.is_empty();
+    let out = ConsoleDelta {
+        seq,
+        listings: if listings_changed {
+            Some(listings(c)?)
+        } else {
+            None
+        },
+        alerts: if alerts_changed {
+            Some((console_alerts(c)?, super::reputation::alert_counts(c)?))
+        } else {
+            None
+        },
+        quota_use: if requests.is_empty() {
+            None
+        } else {
+            Some(quota_use(c)?)
+        },
+        nodes,
+        requests,
+        warmup,
+    };
+    reader.seq = Some(seq);
+    Ok(Some(out))
+}
+
 impl Store {
+    /// Everything the console shows, in one read transaction (a reader of its own).
     pub async fn console_snapshot(&self) -> Result<ConsoleSnapshot, StoreError> {
-        self.read(|c| {
-            c.execute_batch("BEGIN")?;
-            let out = (|| {
+        let (snap, _) = self.console_read(ConsoleReader::new()).await?;
+        match snap {
+            ConsoleUpdate::Full(s) => Ok(s),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    /// The reader's next read: everything on its first, then what changed since its last.
+    /// Hands the reader back, moved on.
+    pub async fn console_read(
+        &self,
+        mut reader: ConsoleReader,
+    ) -> Result<(ConsoleUpdate, ConsoleReader), StoreError> {
+        self.read(move |c| {
+            let out = in_read(c, || {
+                if let Some(since) = reader.seq {
+                    match delta(c, &mut reader, since)? {
+                        Some(d) if d.seq == since => return Ok(ConsoleUpdate::Nothing),
+                        Some(d) => return Ok(ConsoleUpdate::Delta(d)),
+                        None => {}
+                    }
+                }
+                Ok(ConsoleUpdate::Full(full(c, &mut reader)?))
+            });
+            out.map(|u| (u, reader))
+        })
+        .await
+    }
+
+    /// The first `limit` rows of the Fleet view in its default order (by label), how many
+    /// nodes there are and how many in each status: what the first screen shows while the
+    /// whole fleet is read. Served by indexes (`nodes_by_label`, `nodes_by_status`).
+    pub async fn console_first_page(&self, limit: usize) -> Result<FirstPage, StoreError> {
+        self.read(move |c| {
+            in_read(c, || {
                 let mut words = Words::default();
-                let mut figures = WarmupFigures::default();
-                let mut under_way = Vec::new();
-                let mut index = 0usize;
-                // Rows become console rows as they are read: no second copy of the fleet.
-                let nodes = sized_rows(
+                let nodes = rows(
                     c,
-                    "SELECT COUNT(*) FROM nodes",
-                    "SELECT n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address, n.region,
-                            n.plan, n.status, n.status_reason, n.reputation_score, n.current_load, n.created_at,
-                            n.last_heartbeat, w.plan, w.day, w.days, w.cap, w.status, w.reason,
-                            CAST(unixepoch(n.cert_not_after) AS INTEGER)
-                     FROM nodes n LEFT JOIN node_warmup w ON w.node_id = n.id
-                     ORDER BY n.created_at, n.id",
-                    [],
-                    |r| {
-                        let i = index;
-                        index += 1;
-                        let warmup = match r.get::<_, Option<String>>(15)? {
-                            Some(plan) => Some(NodeWarmup {
-                                plan: words.get(plan),
-                                day: r.get(16)?,
-                                days: r.get(17)?,
-                                cap: r.get(18)?,
-                                status: words.get(r.get(19)?),
-                            }),
-                            None => None,
-                        };
-                        let status = words.get(r.get(9)?);
-                        let id: String = r.get(0)?;
-                        if let Some(w) = &warmup {
-                            if matches!(&*status, "warming" | "active") {
-                                figures.capacity = figures.capacity.saturating_add(w.cap);
-                            }
-                            if matches!(&*w.status, "warming" | "held" | "paused") {
-                                under_way.push(i);
-                            }
-                            if matches!(&*w.status, "held" | "paused") {
-                                if let Some(why) = r.get::<_, Option<String>>(20)? {
-                                    figures.reasons.insert(i, why);
-                                }
-                            }
-                        }
-                        Ok(ConsoleNode {
-                            id,
-                            request_id: r.get(1)?,
-                            provider_id: r.get(2)?,
-                            tenant: words.get(r.get(3)?),
-                            label: r.get(4)?,
-                            hostname: r.get(5)?,
-                            ip_address: r.get(6)?,
-                            region: words.get(r.get(7)?),
-                            plan: words.get(r.get(8)?),
-                            status,
-                            status_reason: r.get(10)?,
-                            reputation_score: r.get(11)?,
-                            current_load: r.get(12)?,
-                            created_at: r.get(13)?,
-                            last_heartbeat: r.get(14)?,
-                            warmup,
-                            cert_expires: r.get(21)?,
-                        })
-                    },
+                    &format!("SELECT {NODE_COLUMNS} ORDER BY n.label, n.id LIMIT ?1"),
+                    [i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| node_row(r, &mut words),
                 )?;
-                // Before the requests are read, so what this borrows is free again for them.
-                recent_log(c, &nodes, &under_way, &mut figures)?;
-                drop(under_way);
-                let requests = sized_rows(
+                let node_status = rows(
                     c,
-                    "SELECT COUNT(*) FROM requests",
-                    "SELECT r.id, r.tenant, r.region, r.plan, r.state, r.requested_by, r.cpu, r.memory_gb, r.storage_gb,
-                            r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error, r.needs_attention,
-                            r.created_at, COALESCE(s.attempts, 0), s.failed, r.domain
-                     FROM requests r LEFT JOIN (
-                         SELECT request_id, SUM(attempts) AS attempts,
-                                MIN(CASE WHEN status = 'failed' THEN position END) AS failed
-                         FROM request_steps GROUP BY request_id) s ON s.request_id = r.id
-                     ORDER BY r.created_at, r.id",
+                    "SELECT status, COUNT(*) FROM nodes GROUP BY status ORDER BY status",
                     [],
-                    |r| {
-                        Ok(ConsoleRequest {
-                            id: r.get(0)?,
-                            tenant: words.get(r.get(1)?),
-                            region: words.get(r.get(2)?),
-                            plan: words.get(r.get(3)?),
-                            state: words.get(r.get(4)?),
-                            requested_by: words.get(r.get(5)?),
-                            cpu: r.get(6)?,
-                            memory_gb: r.get(7)?,
-                            storage_gb: r.get(8)?,
-                            label: r.get(9)?,
-                            domain: r.get(18)?,
-                            approval_rule: r.get::<_, Option<String>>(10)?.map(|x| words.get(x)),
-                            approval_reason: r.get(11)?,
-                            wait_reason: r.get(12)?,
-                            error: r.get(13)?,
-                            needs_attention: r.get(14)?,
-                            created_at: r.get(15)?,
-                            steps: StepSummary { attempts: r.get(16)?, failed_step: r.get(17)? },
-                        })
-                    },
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
                 )?;
-                let listings = rows(
-                    c,
-                    "SELECT b.id, b.node_id, n.label, b.ip_address, b.blacklist_provider, b.code, b.meaning, b.listed_at,
-                            b.delisted_at, b.details, b.severity
-                     FROM ip_blacklist_events b LEFT JOIN nodes n ON n.id = b.node_id
-                     ORDER BY (b.delisted_at IS NOT NULL), b.listed_at DESC LIMIT 5000",
-                    [],
-                    |r| {
-                        Ok(ListingRow {
-                            id: r.get(0)?,
-                            node_id: r.get(1)?,
-                            node_label: r.get(2)?,
-                            ip_address: r.get(3)?,
-                            zone: r.get(4)?,
-                            code: r.get(5)?,
-                            meaning: r.get(6)?,
-                            listed_at: r.get(7)?,
-                            delisted_at: r.get(8)?,
-                            details: r.get(9)?,
-                            severity: r.get(10)?,
-                        })
-                    },
-                )?;
-                // What admission counts as held (see `claims::held`): quota rows are written
-                // `allocated` and end `released`, and the partial index covers this sum.
-                let quota_use = rows(
-                    c,
-                    "SELECT tenant, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0),
-                            COALESCE(SUM(storage_gb), 0)
-                     FROM resources WHERE kind = 'quota' AND status <> 'released' GROUP BY tenant",
-                    [],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            Usage { nodes: r.get(1)?, cpu: r.get(2)?, memory_gb: r.get(3)?, storage_gb: r.get(4)? },
-                        ))
-                    },
-                )?
-                .into_iter()
-                .collect();
-                let alert_counts = super::reputation::alert_counts(c)?;
-                let alerts = console_alerts(c)?;
-                Ok(ConsoleSnapshot {
+                let total = node_status.iter().map(|(_, n)| *n).sum::<i64>();
+                Ok(FirstPage {
                     nodes,
-                    requests,
-                    listings,
-                    quota_use,
-                    alert_counts,
-                    alerts,
-                    warmup: figures,
+                    total: usize::try_from(total).unwrap_or(0),
+                    node_status: node_status
+                        .into_iter()
+                        .map(|(s, n)| (s, usize::try_from(n).unwrap_or(0)))
+                        .collect(),
                 })
-            })();
-            let _ = c.execute_batch("COMMIT");
-            out
+            })
         })
         .await
     }

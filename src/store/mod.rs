@@ -36,7 +36,8 @@ pub use acme_orders::ChallengeHolder;
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
 pub use console::{
-    ConsoleNode, ConsoleRequest, ConsoleSnapshot, ListingRow, NodeWarmup, StepSummary,
+    ConsoleDelta, ConsoleNode, ConsoleReader, ConsoleRequest, ConsoleSnapshot, ConsoleUpdate,
+    FirstPage, ListingRow, NodeWarmup, StepSummary, WarmupFigures,
 };
 pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
@@ -110,6 +111,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         12,
         include_str!("../../assets/migrations/0012_hostname_unique.sql"),
+    ),
+    (
+        13,
+        include_str!("../../assets/migrations/0013_change_seq.sql"),
     ),
 ];
 

@@ -13,11 +13,14 @@ use crate::config::Config;
 use crate::domain::ids::short;
 use crate::domain::RequestState;
 use crate::engine::Command;
-use crate::store::{ConsoleSnapshot, EventRow, RequestDetail};
+use crate::store::{
+    ConsoleDelta, ConsoleNode, ConsoleRequest, ConsoleSnapshot, EventRow, FirstPage, RequestDetail,
+};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tui_input::Input;
+use uuid::Uuid;
 
 /// What `update` asks the runner to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,9 +99,14 @@ pub struct App {
     pub now: DateTime<Utc>,
     pub tick: u64,
     pub snap: Arc<ConsoleSnapshot>,
-    /// Index of each request's node in `snap.nodes`, by a hash of the request's id (see
-    /// `node_of_request`): a copy of 100,000 ids would cost the fleet's memory twice.
-    node_of: HashMap<u64, u32>,
+    /// Where each node is in `snap.nodes`, by id; each request in `snap.requests`; each
+    /// request's node, by the request's id. Ids are 16-byte numbers, not text.
+    node_ids: HashMap<Uuid, u32>,
+    request_ids: HashMap<Uuid, u32>,
+    node_of: HashMap<Uuid, u32>,
+    /// While the whole fleet is still being read: how many nodes there are (the Fleet view
+    /// shows its first page meanwhile).
+    pub loading_total: Option<usize>,
     pub tables: Vec<TableState>,
     pub events: EventsState,
     pub pipeline_state: usize,
@@ -114,8 +122,11 @@ pub struct App {
     /// The Warm-up view's selected node's log, as loaded.
     pub warm: WarmupLog,
     /// Each node's sparkline of its recent warm-up days, by index into `snap.nodes`: made
-    /// when a snapshot arrives, for the nodes with warm-up history only.
-    pub sparks: HashMap<usize, Box<str>>,
+    /// when its row arrives, for the nodes with warm-up history only.
+    pub sparks: Vec<Option<Box<str>>>,
+    /// The fleet's daily sending capacity: today's caps of the warming and active nodes
+    /// summed (an active node's is the last cap of its warm-up), kept as rows change.
+    pub capacity: i64,
     /// The detail pane has the keys (Enter on an open pane): movement scrolls it.
     pub detail_focus: bool,
     /// Lines the detail pane is scrolled down by.
@@ -135,12 +146,14 @@ pub struct App {
     pub quotas: Quotas,
     /// False until the first snapshot arrives: the screen says "loading", not "0 nodes".
     pub loaded: bool,
+    /// When rows last arrived: ages on screen count in seconds for a minute after.
+    pub data_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    /// Nodes per status, sorted by status.
-    pub node_status: Vec<(String, usize)>,
+    /// Nodes per status, sorted by status (a status no node has left is absent).
+    pub node_status: BTreeMap<Arc<str>, usize>,
     /// Requests per state, in `PIPELINE` order.
     pub states: [usize; 14],
     pub needs_attention: usize,
@@ -156,12 +169,42 @@ impl Counts {
     }
 }
 
-/// A request id's key in `App::node_of`: the same for the same id in every run.
-fn id_hash(id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+impl Counts {
+    fn add_node(&mut self, n: &ConsoleNode, sign: isize) {
+        let count = self.node_status.entry(n.status.clone()).or_default();
+        *count = count.saturating_add_signed(sign);
+        if *count == 0 {
+            self.node_status.remove(&n.status);
+        }
+    }
+
+    fn add_request(&mut self, r: &ConsoleRequest, sign: isize) {
+        let state = r.state();
+        if let Some(i) = PIPELINE.iter().position(|s| *s == state) {
+            self.states[i] = self.states[i].saturating_add_signed(sign);
+        }
+        if r.needs_attention {
+            self.needs_attention = self.needs_attention.saturating_add_signed(sign);
+        }
+    }
+}
+
+/// What a node adds to the fleet's daily capacity: its cap today while warming, its last
+/// one once active.
+fn capacity_of(n: &ConsoleNode) -> i64 {
+    match &n.warmup {
+        Some(w) if matches!(&*n.status, "warming" | "active") => w.cap,
+        _ => 0,
+    }
+}
+
+fn spark_of(n: &ConsoleNode) -> Option<Box<str>> {
+    let sent = n.warmup.as_ref()?.recent_sent.as_ref()?;
+    Some(super::warmup::sparkline(sent).into_boxed_str())
+}
+
+fn index_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 /// The states the pipeline view draws, in its order.
@@ -187,7 +230,10 @@ impl App {
             now: Utc::now(),
             tick: 0,
             snap: Arc::new(ConsoleSnapshot::default()),
+            node_ids: HashMap::new(),
+            request_ids: HashMap::new(),
             node_of: HashMap::new(),
+            loading_total: None,
             tables: VIEWS
                 .iter()
                 .map(|v| TableState::new(table::default_sort(*v)))
@@ -202,7 +248,8 @@ impl App {
             timeline: None,
             warm_history: false,
             warm: WarmupLog::default(),
-            sparks: HashMap::new(),
+            sparks: Vec::new(),
+            capacity: 0,
             detail_focus: false,
             detail_scroll: 0,
             status: None,
@@ -213,18 +260,49 @@ impl App {
             counts: Counts::default(),
             quotas: Quotas::default(),
             loaded: false,
+            data_at: None,
         }
     }
 
+    /// When the clock next needs the screen drawn, drawn at `now`: in a second while
+    /// something on it moves by the second (a request in flight, a spinner, rows that
+    /// changed less than a minute ago and show ages in seconds), else in a minute; and
+    /// when the status message is due to go, if sooner.
+    pub fn next_tick(&self, now: std::time::Instant) -> std::time::Instant {
+        let minute = std::time::Duration::from_secs(60);
+        let moving = PIPELINE
+            .iter()
+            .zip(self.counts.states)
+            .any(|(s, n)| n > 0 && (s.is_in_flight() || *s == RequestState::RollingBack))
+            || self
+                .data_at
+                .is_some_and(|at| now.saturating_duration_since(at) < minute);
+        let mut next = now
+            + if moving {
+                std::time::Duration::from_secs(1)
+            } else {
+                minute
+            };
+        if let Some(st) = &self.status {
+            next = next.min((st.at + STATUS_FOR).max(now));
+        }
+        next
+    }
+
     /// The node a request made, if it is in the fleet.
-    pub fn node_of_request(&self, request_id: &str) -> Option<&crate::store::ConsoleNode> {
-        let i = *self.node_of.get(&id_hash(request_id))?;
-        // Two ids with one hash (far rarer than 1 in 10^9 for a fleet of 100,000) only lose
-        // one of the two nodes: the lookup checks it found the node of this very request.
-        self.snap
-            .nodes
-            .get(i as usize)
-            .filter(|n| n.request_id.as_deref() == Some(request_id))
+    pub fn node_of_request(&self, request_id: &Uuid) -> Option<&ConsoleNode> {
+        let i = *self.node_of.get(request_id)?;
+        self.snap.nodes.get(i as usize)
+    }
+
+    /// Where the node with this id is in `snap.nodes`.
+    pub fn node_index(&self, id: Uuid) -> Option<usize> {
+        self.node_ids.get(&id).map(|i| *i as usize)
+    }
+
+    /// Where the request with this id is in `snap.requests`.
+    pub fn request_index(&self, id: Uuid) -> Option<usize> {
+        self.request_ids.get(&id).map(|i| *i as usize)
     }
 
     pub fn table(&self) -> &TableState {
@@ -236,43 +314,230 @@ impl App {
         &mut self.tables[i]
     }
 
-    /// New data from the store: rebuild every view's rows (filter and sort happen here,
-    /// never while drawing), keeping each selection on the same item.
-    pub fn set_snapshot(&mut self, snap: Arc<ConsoleSnapshot>) {
+    /// The first page of the Fleet view, before the whole fleet is read: shown (and
+    /// navigable) until the snapshot replaces it.
+    pub fn set_first_page(&mut self, page: FirstPage) {
+        if self.loaded {
+            return;
+        }
+        self.loading_total = Some(page.total);
+        self.counts.node_status = page
+            .node_status
+            .into_iter()
+            .map(|(s, n)| (Arc::from(s), n))
+            .collect();
+        let snap = ConsoleSnapshot {
+            nodes: page.nodes,
+            ..Default::default()
+        };
+        self.index_rows(&snap);
+        self.sparks = snap.nodes.iter().map(spark_of).collect();
+        self.snap = Arc::new(snap);
+        let mut t = std::mem::take(&mut self.tables[View::Fleet.index()]);
+        table::rebuild(self, View::Fleet, &mut t);
+        self.tables[View::Fleet.index()] = t;
+    }
+
+    fn index_rows(&mut self, snap: &ConsoleSnapshot) {
+        self.node_ids = snap
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id, index_u32(i)))
+            .collect();
         self.node_of = snap
             .nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| Some((id_hash(n.request_id.as_deref()?), u32::try_from(i).ok()?)))
+            .filter_map(|(i, n)| Some((n.request_id?, index_u32(i))))
             .collect();
-        let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
-        for n in &snap.nodes {
-            *by_status.entry(&n.status).or_default() += 1;
+        self.request_ids = snap
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id, index_u32(i)))
+            .collect();
+    }
+
+    /// Everything from the store: rebuild every view's rows (filter and sort happen here,
+    /// never while drawing), keeping each selection on the same item.
+    pub fn set_snapshot(&mut self, mut snap: Arc<ConsoleSnapshot>) {
+        // Rows made by hand (tests, benches) get their filter text here; the store's have it.
+        if snap.nodes.iter().any(|n| n.haystack.is_empty())
+            || snap.requests.iter().any(|r| r.haystack.is_empty())
+        {
+            let s = Arc::make_mut(&mut snap);
+            s.nodes.iter_mut().for_each(ConsoleNode::index);
+            s.requests.iter_mut().for_each(ConsoleRequest::index);
         }
-        let mut counts = Counts {
-            node_status: by_status
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            ..Default::default()
-        };
+        let keep: Vec<Option<String>> = VIEWS
+            .iter()
+            .map(|v| self.tables[v.index()].selected_key(self, *v))
+            .collect();
+        self.index_rows(&snap);
+        let mut counts = Counts::default();
+        for n in &snap.nodes {
+            counts.add_node(n, 1);
+        }
         for r in &snap.requests {
-            if let Some(i) = PIPELINE.iter().position(|s| *s == r.state()) {
-                counts.states[i] += 1;
-            }
-            counts.needs_attention += usize::from(r.needs_attention);
+            counts.add_request(r, 1);
         }
         self.counts = counts;
+        self.capacity = snap.nodes.iter().map(capacity_of).sum();
+        self.sparks = snap.nodes.iter().map(spark_of).collect();
         self.quotas = Quotas::build(&self.cfg, &snap);
-        self.sparks = super::warmup::sparklines(&snap);
         if let Mode::Form(form) = &mut self.mode {
             form.held = super::form::held_hostnames(&snap.requests);
             form.validate();
         }
         self.snap = snap;
         self.loaded = true;
+        self.loading_total = None;
+        for (v, keep) in VIEWS.into_iter().zip(keep) {
+            let i = v.index();
+            let mut t = std::mem::take(&mut self.tables[i]);
+            // Positions from before belong to other rows: found again by key.
+            t.pos.clear();
+            table::rebuild(self, v, &mut t);
+            t.reselect(self, v, keep);
+            self.tables[i] = t;
+        }
+        self.rebuild_timeline();
+    }
+
+    /// What changed in the store: the changed rows replace theirs, new rows join, and each
+    /// view moves only those rows. Counts, capacity, sparklines and quotas follow the same
+    /// rows; the small tables (listings, alerts) come whole when they changed.
+    pub fn apply_delta(&mut self, d: ConsoleDelta) {
+        if !self.loaded {
+            return;
+        }
+        let mut snap = std::mem::take(&mut self.snap);
+        let s = Arc::make_mut(&mut snap);
+        let mut changed_nodes = Vec::with_capacity(d.nodes.len());
+        for mut n in d.nodes {
+            if n.haystack.is_empty() {
+                n.index();
+            }
+            self.counts.add_node(&n, 1);
+            self.capacity = self.capacity.saturating_add(capacity_of(&n));
+            let spark = spark_of(&n);
+            let i = match self.node_ids.get(&n.id) {
+                Some(i) => {
+                    let i = *i as usize;
+                    let old = std::mem::replace(&mut s.nodes[i], n);
+                    self.counts.add_node(&old, -1);
+                    self.capacity = self.capacity.saturating_sub(capacity_of(&old));
+                    i
+                }
+                None => {
+                    let i = s.nodes.len();
+                    self.node_ids.insert(n.id, index_u32(i));
+                    if let Some(r) = n.request_id {
+                        self.node_of.insert(r, index_u32(i));
+                    }
+                    s.nodes.push(n);
+                    i
+                }
+            };
+            if self.sparks.len() < s.nodes.len() {
+                self.sparks.resize(s.nodes.len(), None);
+            }
+            self.sparks[i] = spark;
+            changed_nodes.push(i);
+        }
+        let mut changed_requests = Vec::with_capacity(d.requests.len());
+        for mut r in d.requests {
+            if r.haystack.is_empty() {
+                r.index();
+            }
+            self.counts.add_request(&r, 1);
+            let i = match self.request_ids.get(&r.id) {
+                Some(i) => {
+                    let i = *i as usize;
+                    let old = std::mem::replace(&mut s.requests[i], r);
+                    self.counts.add_request(&old, -1);
+                    i
+                }
+                None => {
+                    let i = s.requests.len();
+                    self.request_ids.insert(r.id, index_u32(i));
+                    s.requests.push(r);
+                    i
+                }
+            };
+            changed_requests.push(i);
+        }
+        let small: Vec<View> = [
+            d.listings.is_some().then_some(View::Blacklist),
+            d.alerts.is_some().then_some(View::Alerts),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let small_keys: Vec<Option<String>> = small
+            .iter()
+            .map(|v| self.tables[v.index()].selected_key(self, *v))
+            .collect();
+        if let Some(l) = d.listings {
+            s.listings = l;
+        }
+        if let Some((alerts, counts)) = d.alerts {
+            s.alerts = alerts;
+            s.alert_counts = counts;
+        }
+        if let Some(q) = d.quota_use {
+            s.quota_use = q;
+        }
+        if let Some(w) = d.warmup {
+            s.warmup = w;
+        }
+        s.seq = d.seq;
+        let requests_changed = !changed_requests.is_empty();
+        if requests_changed {
+            self.quotas = Quotas::build(&self.cfg, s);
+            if let Mode::Form(form) = &mut self.mode {
+                form.held = super::form::held_hostnames(&s.requests);
+                form.validate();
+            }
+        }
+        self.snap = snap;
         for v in VIEWS {
-            self.refresh(v);
+            let rows = match v {
+                View::Fleet | View::Warmup => &changed_nodes,
+                View::Requests | View::Approvals | View::Pipeline => &changed_requests,
+                _ => continue,
+            };
+            // Sorting by QUOTA IF APPROVED compares what the quotas say: when a request
+            // changed, every row's figure may have.
+            let whole =
+                v == View::Approvals && requests_changed && self.tables[v.index()].sort_col == 7;
+            if rows.is_empty() && !whole {
+                continue;
+            }
+            let i = v.index();
+            let mut t = std::mem::take(&mut self.tables[i]);
+            if whole {
+                table::rebuild(self, v, &mut t);
+            } else {
+                let selected = t.visible.get(t.selected).copied();
+                for row in rows {
+                    table::place(self, v, &mut t, *row);
+                }
+                match selected.and_then(|row| t.position(row)) {
+                    Some(p) => t.selected = p,
+                    None => t.selected = t.selected.min(t.visible.len().saturating_sub(1)),
+                }
+            }
+            self.tables[i] = t;
+        }
+        for (v, keep) in small.into_iter().zip(small_keys) {
+            let i = v.index();
+            let mut t = std::mem::take(&mut self.tables[i]);
+            t.pos.clear();
+            table::rebuild(self, v, &mut t);
+            t.reselect(self, v, keep);
+            self.tables[i] = t;
         }
         self.rebuild_timeline();
     }
@@ -301,10 +566,7 @@ impl App {
     fn refresh(&mut self, v: View) {
         let i = v.index();
         let mut t = std::mem::take(&mut self.tables[i]);
-        let keep = t.selected_key(self, v);
-        t.visible = table::rows(self, v, &t);
-        table::sort(self, v, &mut t);
-        t.reselect(self, v, keep);
+        table::rebuild(self, v, &mut t);
         self.tables[i] = t;
     }
 
@@ -334,27 +596,23 @@ impl App {
         let t = self.table();
         let idx = *t.visible.get(t.selected)?;
         match self.view {
-            View::Requests | View::Approvals => self.snap.requests.get(idx).map(|r| r.id.clone()),
-            View::Pipeline => self.snap.requests.get(idx).map(|r| r.id.clone()),
-            View::Fleet | View::Warmup => {
-                self.snap.nodes.get(idx).and_then(|n| n.request_id.clone())
+            View::Requests | View::Approvals | View::Pipeline => {
+                self.snap.requests.get(idx).map(|r| r.id.to_string())
             }
+            View::Fleet | View::Warmup => self
+                .snap
+                .nodes
+                .get(idx)
+                .and_then(|n| n.request_id)
+                .map(|r| r.to_string()),
             View::Blacklist => {
-                let node = self.snap.listings.get(idx)?.node_id.clone()?;
-                self.snap
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == node)
-                    .and_then(|n| n.request_id.clone())
+                let node = self.snap.listings.get(idx)?.node_id.as_deref()?;
+                self.node_by_id(node)?.request_id.map(|r| r.to_string())
             }
             View::Events => self.events.rows.get(idx).and_then(|e| e.request_id.clone()),
             View::Alerts => {
-                let node = self.snap.alerts.get(idx)?.node_id.clone()?;
-                self.snap
-                    .nodes
-                    .iter()
-                    .find(|n| n.id == node)
-                    .and_then(|n| n.request_id.clone())
+                let node = self.snap.alerts.get(idx)?.node_id.as_deref()?;
+                self.node_by_id(node)?.request_id.map(|r| r.to_string())
             }
         }
     }
@@ -371,7 +629,8 @@ impl App {
             return self
                 .marked_nodes()
                 .into_iter()
-                .filter_map(|i| self.snap.nodes.get(i)?.request_id.clone())
+                .filter_map(|i| self.snap.nodes.get(i)?.request_id)
+                .map(|r| r.to_string())
                 .collect();
         }
         let mut out: Vec<String> = t
@@ -393,8 +652,15 @@ impl App {
         out
     }
 
-    fn request(&self, id: &str) -> Option<&crate::store::ConsoleRequest> {
-        self.snap.requests.iter().find(|r| r.id == id)
+    fn request(&self, id: &str) -> Option<&ConsoleRequest> {
+        let i = self.request_index(id.parse().ok()?)?;
+        self.snap.requests.get(i)
+    }
+
+    /// The node with this id (as text), if it is in the fleet.
+    pub fn node_by_id(&self, id: &str) -> Option<&ConsoleNode> {
+        let i = self.node_index(id.parse().ok()?)?;
+        self.snap.nodes.get(i)
     }
 
     /// Applies an action; in the Warm-up view, a selection that moved to another node also
@@ -800,14 +1066,16 @@ impl App {
                 "roll back"
             };
             lines.push(format!("{verb} {} ({}, {})", short(id), r.label, r.state));
-            if let Some(n) = self.node_of_request(id) {
+            if let Some(n) = id.parse().ok().and_then(|id| self.node_of_request(&id)) {
                 lines.push(format!(
                     "  destroys instance {}",
                     n.provider_id.as_deref().unwrap_or("-")
                 ));
                 lines.push(format!(
                     "  releases IP {}",
-                    n.ip_address.as_deref().unwrap_or("-")
+                    n.ip_address
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_else(|| "-".into())
                 ));
                 lines.push(format!("  removes DNS: PTR and records of {}", n.hostname));
                 if n.cert_expires.is_some() {

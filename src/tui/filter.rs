@@ -104,9 +104,15 @@ impl Filter {
 
     /// Whether row `i` of view `v` stays. `haystack` is the row's searchable text, already
     /// lower-case; it is only asked for when there are free words.
-    pub fn keeps(&self, app: &App, v: View, i: usize, haystack: impl FnOnce() -> String) -> bool {
+    pub fn keeps<'a>(
+        &self,
+        app: &'a App,
+        v: View,
+        i: usize,
+        haystack: impl FnOnce() -> std::borrow::Cow<'a, str>,
+    ) -> bool {
         let terms = self.terms.iter().all(|(field, want)| {
-            value(app, v, i, *field).is_some_and(|have| have.to_lowercase().contains(want.as_str()))
+            value(app, v, i, *field).is_some_and(|have| contains_folded(have, want))
         });
         let all = terms && {
             if self.words.is_empty() {
@@ -117,6 +123,16 @@ impl Filter {
             }
         };
         all != self.invert
+    }
+}
+
+/// Whether `have`, lower-cased, contains `want` (already lower-case): without making a
+/// copy when `have` has no upper-case letters, as the words the fleet is made of rarely do.
+fn contains_folded(have: &str, want: &str) -> bool {
+    if have.chars().any(char::is_uppercase) {
+        have.to_lowercase().contains(want)
+    } else {
+        have.contains(want)
     }
 }
 

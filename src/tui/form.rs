@@ -78,7 +78,7 @@ pub fn held_hostnames(requests: &[ConsoleRequest]) -> HashMap<String, String> {
         .map(|r| {
             (
                 effective_hostname(&r.label, r.domain.as_deref()),
-                format!("{} ({})", short(&r.id), r.tenant),
+                format!("{} ({})", short(&r.id.to_string()), r.tenant),
             )
         })
         .collect()

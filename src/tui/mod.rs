@@ -3,7 +3,9 @@
 //!
 //! One loop: terminal keys become Actions, `App::update` applies them and asks for effects
 //! (engine commands, loads), background tasks bring data back as messages, and the screen is
-//! drawn only when something changed — on input, new data, or the 1 s clock for ages.
+//! drawn only when something changed — on input, new data, or the clock: each second while
+//! something moves (requests in flight, rows that changed in the last minute, a status
+//! message to expire), else once a minute.
 
 pub mod action;
 pub mod app;
@@ -18,7 +20,10 @@ pub mod views;
 pub mod warmup;
 
 use crate::engine::{self, Command, CommandMsg};
-use crate::store::{ConsoleSnapshot, EventFilter, EventRow, RequestDetail, Store, WarmupState};
+use crate::store::{
+    ConsoleDelta, ConsoleReader, ConsoleSnapshot, ConsoleUpdate, EventFilter, EventRow, FirstPage,
+    RequestDetail, Store, WarmupState,
+};
 use action::Action;
 use app::{App, Effect, Mode};
 use color_eyre::eyre::{eyre, Result};
@@ -36,7 +41,11 @@ use tui_input::backend::crossterm::EventHandler;
 #[derive(Debug)]
 pub enum Msg {
     Input(Event),
+    /// The first rows, before the whole fleet is read.
+    FirstPage(FirstPage),
     Snapshot(Arc<ConsoleSnapshot>),
+    /// What changed since the last snapshot or delta.
+    Delta(ConsoleDelta),
     Events(Vec<EventRow>, bool),
     Detail(Box<RequestDetail>),
     /// A node's warm-up and its daily log (`None`: the node has no warm-up).
@@ -87,7 +96,7 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
     result
 }
 
-/// The input reader, the store watcher and the clock.
+/// The input reader and the store watcher.
 fn spawn_sources(
     store: &Store,
     tx: mpsc::UnboundedSender<Msg>,
@@ -107,35 +116,51 @@ fn spawn_sources(
         let (tx, store) = (tx.clone(), store.clone());
         tokio::spawn(async move { watch(store, tx).await })
     };
-    let clock = tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            if tx.send(Msg::Tick).is_err() {
+    vec![input, watcher]
+}
+
+/// How many rows the first screen reads before the whole fleet: more than a tall terminal
+/// shows.
+const FIRST_PAGE: usize = 200;
+
+/// Sends the first page, then the whole snapshot, then what changed whenever anything
+/// commits (checked five times a second, and soon after this process's own commits): at
+/// most one read at a time, off the loop, and each one reads only the rows written since
+/// the last (see `ConsoleReader`).
+async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
+    match store.console_first_page(FIRST_PAGE).await {
+        Ok(page) => {
+            if tx.send(Msg::FirstPage(page)).is_err() {
                 return;
             }
         }
-    });
-    vec![input, watcher, clock]
-}
-
-/// Reloads the snapshot when anything commits (checked five times a second), at most one
-/// load at a time, off the loop so a large fleet never blocks input.
-async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
+        Err(e) => tracing::warn!(error = %e, "loading the console's first page failed"),
+    }
     let mut probe = store.version_probe();
     let mut local = store.changes();
+    let mut reader = Some(ConsoleReader::new());
     loop {
         match probe.changed(&store).await {
-            Ok(true) => match store.console_snapshot().await {
-                Ok(snap) => {
-                    if tx.send(Msg::Snapshot(Arc::new(snap))).is_err()
-                        || tx.send(Msg::Changed).is_err()
-                    {
-                        return;
+            Ok(true) => {
+                let r = reader.take().unwrap_or_default();
+                match store.console_read(r).await {
+                    Ok((update, r)) => {
+                        reader = Some(r);
+                        let msg = match update {
+                            ConsoleUpdate::Nothing => None,
+                            ConsoleUpdate::Delta(d) => Some(Msg::Delta(d)),
+                            ConsoleUpdate::Full(s) => Some(Msg::Snapshot(Arc::new(s))),
+                        };
+                        if let Some(msg) = msg {
+                            if tx.send(msg).is_err() || tx.send(Msg::Changed).is_err() {
+                                return;
+                            }
+                        }
                     }
+                    // The next read starts again from everything.
+                    Err(e) => tracing::warn!(error = %e, "reading the console's rows failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "loading the console snapshot failed"),
-            },
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "watching the store failed"),
         }
@@ -157,11 +182,13 @@ pub async fn run_loop<B: Backend>(
 ) -> Result<()> {
     let mut dirty = true;
     let mut mouse = false;
+    let mut tick_at = tokio::time::Instant::now();
     loop {
         if dirty {
             app.now = chrono::Utc::now();
             terminal.draw(|f| views::draw(f, app))?;
             dirty = false;
+            tick_at = tokio::time::Instant::from_std(app.next_tick(std::time::Instant::now()));
         }
         if mouse != app.mouse {
             mouse = app.mouse;
@@ -171,8 +198,12 @@ pub async fn run_loop<B: Backend>(
                 crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture)
             };
         }
-        let Some(first) = rx.recv().await else {
-            return Ok(());
+        let first = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep_until(tick_at) => Msg::Tick,
         };
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -221,8 +252,20 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             vec![]
         }
         Msg::Input(_) => vec![],
+        Msg::FirstPage(p) => {
+            app.set_first_page(p);
+            *dirty = true;
+            vec![]
+        }
         Msg::Snapshot(s) => {
             app.set_snapshot(s);
+            app.data_at = Some(std::time::Instant::now());
+            *dirty = true;
+            vec![]
+        }
+        Msg::Delta(d) => {
+            app.apply_delta(d);
+            app.data_at = Some(std::time::Instant::now());
             *dirty = true;
             vec![]
         }

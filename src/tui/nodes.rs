@@ -90,7 +90,7 @@ impl Timeline {
     /// open alerts, and its status and why.
     pub fn build(app: &App, node_id: &str) -> Timeline {
         let s = &app.snap;
-        let node = s.nodes.iter().find(|n| n.id == node_id);
+        let node = app.node_by_id(node_id);
         let listings: Vec<&ListingRow> = s
             .listings
             .iter()
@@ -103,7 +103,7 @@ impl Timeline {
             .collect();
         alerts.sort_by_key(|a| severity_rank(Some(&a.severity)));
         let label = node
-            .map(|n| n.label.clone())
+            .map(|n| n.label.to_string())
             .or_else(|| listings.iter().find_map(|l| l.node_label.clone()))
             .or_else(|| alerts.iter().find_map(|a| a.node_label.clone()))
             .unwrap_or_else(|| short(node_id).to_string());
@@ -157,7 +157,7 @@ impl Timeline {
             node_id: node_id.to_string(),
             label: clean(&label),
             ip: node
-                .and_then(|n| n.ip_address.clone())
+                .and_then(|n| n.ip_address.map(|ip| ip.to_string()))
                 .or_else(|| listings.first().map(|l| l.ip_address.clone()))
                 .map(|ip| clean(&ip)),
             status: node.map(|n| n.status.to_string()),
@@ -197,7 +197,7 @@ impl App {
         let idx = *t.visible.get(t.selected)?;
         let s = &self.snap;
         match self.view {
-            View::Fleet | View::Warmup => s.nodes.get(idx).map(|n| n.id.clone()),
+            View::Fleet | View::Warmup => s.nodes.get(idx).map(|n| n.id.to_string()),
             View::Blacklist => s.listings.get(idx)?.node_id.clone(),
             View::Alerts => s.alerts.get(idx)?.node_id.clone(),
             View::Requests | View::Approvals | View::Events | View::Pipeline => None,
@@ -267,7 +267,7 @@ impl App {
                     .get(t.selected)
                     .and_then(|i| self.snap.nodes.get(*i))
             }
-            _ => self.snap.nodes.iter().find(|n| n.id == id),
+            _ => self.node_by_id(&id),
         };
         let Some(n) = found else {
             self.say(
@@ -277,9 +277,9 @@ impl App {
             return None;
         };
         Some(Target {
-            id: n.id.clone(),
+            id: n.id.to_string(),
             label: clean(&n.label),
-            ip: n.ip_address.as_deref().map(clean),
+            ip: n.ip_address.map(|ip| ip.to_string()),
             status: n.status.to_string(),
             status_reason: n.status_reason.as_deref().map(clean),
         })
@@ -321,19 +321,12 @@ impl App {
         if t.marks.is_empty() || !matches!(self.view, View::Fleet | View::Warmup) {
             return vec![];
         }
-        let nodes = &self.snap.nodes;
         let mut out: Vec<usize> = t
-            .visible
+            .marks
             .iter()
-            .copied()
-            .filter(|i| nodes.get(*i).is_some_and(|n| t.marks.contains(&n.id)))
+            .filter_map(|m| self.node_index(m.parse().ok()?))
             .collect();
-        if out.len() < t.marks.len() {
-            let shown: std::collections::HashSet<usize> = out.iter().copied().collect();
-            out.extend(
-                (0..nodes.len()).filter(|i| !shown.contains(i) && t.marks.contains(&nodes[*i].id)),
-            );
-        }
+        out.sort_by_key(|i| (t.position(*i).unwrap_or(usize::MAX), *i));
         out
     }
 
@@ -348,9 +341,9 @@ impl App {
             .into_iter()
             .filter_map(|i| self.snap.nodes.get(i))
             .map(|n| Target {
-                id: n.id.clone(),
+                id: n.id.to_string(),
                 label: clean(&n.label),
-                ip: n.ip_address.as_deref().map(clean),
+                ip: n.ip_address.map(|ip| ip.to_string()),
                 status: n.status.to_string(),
                 status_reason: n.status_reason.as_deref().map(clean),
             })

@@ -152,7 +152,7 @@ mod tests {
             pending: 1,
         };
         let r = ConsoleRequest {
-            id: "r".into(),
+            id: uuid::Uuid::nil(),
             tenant: "acme".into(),
             region: "eu-west-1".into(),
             plan: "ssd-16".into(),
@@ -168,8 +168,9 @@ mod tests {
             wait_reason: None,
             error: None,
             needs_attention: false,
-            created_at: String::new(),
+            created_at: 0,
             steps: Default::default(),
+            haystack: Default::default(),
         };
         let s = t.if_approved(&r);
         assert_eq!((s.name, s.used, s.limit, s.over()), ("cpu", 66, 64, true));

@@ -21,6 +21,11 @@ pub struct TableState {
     pub sort_col: usize,
     pub asc: bool,
     pub visible: Vec<usize>,
+    /// Where each row is in `visible` (by row index; `u32::MAX`: not shown): what keeps the
+    /// selection on its row and lets a changed row move without sorting the rest again.
+    pub pos: Vec<u32>,
+    /// `filter`, parsed when it changes.
+    pub parsed: Filter,
     /// Marked rows, by what they stand for (see `mark_key`): request ids, or node ids in
     /// the views that list nodes.
     pub marks: BTreeSet<String>,
@@ -41,12 +46,52 @@ impl TableState {
 
     pub fn reselect(&mut self, app: &App, v: View, keep: Option<String>) {
         if let Some(k) = keep {
-            if let Some(pos) = self.visible.iter().position(|i| key(app, v, *i) == k) {
+            if let Some(pos) = self.find(app, v, &k) {
                 self.selected = pos;
                 return;
             }
         }
         self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Where the row with key `k` is shown: through the id maps and `pos` for the views of
+    /// nodes and requests, by looking in the others (a few thousand rows at most).
+    fn find(&self, app: &App, v: View, k: &str) -> Option<usize> {
+        let row = match v {
+            View::Fleet | View::Warmup => app.node_index(k.parse().ok()?),
+            View::Requests | View::Approvals | View::Pipeline => app.request_index(k.parse().ok()?),
+            _ => return self.visible.iter().position(|i| key(app, v, *i) == k),
+        }?;
+        self.position(row)
+    }
+
+    /// Where row `row` is shown, if it is.
+    pub fn position(&self, row: usize) -> Option<usize> {
+        self.pos
+            .get(row)
+            .copied()
+            .filter(|p| *p != u32::MAX)
+            .map(|p| p as usize)
+    }
+
+    /// Remakes `pos` from `visible`, for `rows` rows.
+    fn index_positions(&mut self, rows: usize) {
+        self.pos.clear();
+        self.pos.resize(rows, u32::MAX);
+        for (p, i) in self.visible.iter().enumerate() {
+            if let Some(slot) = self.pos.get_mut(*i) {
+                *slot = u32::try_from(p).unwrap_or(u32::MAX);
+            }
+        }
+    }
+
+    /// `pos` again for the shown rows from position `from` on, after an insert or removal.
+    fn reindex_from(&mut self, from: usize) {
+        for (p, i) in self.visible.iter().enumerate().skip(from) {
+            if let Some(slot) = self.pos.get_mut(*i) {
+                *slot = u32::try_from(p).unwrap_or(u32::MAX);
+            }
+        }
     }
 
     /// Keeps the selection on screen for a window of `height` rows; returns the first row.
@@ -235,18 +280,18 @@ pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
 pub fn mark_key(app: &App, v: View, i: usize) -> Option<String> {
     match v {
         View::Requests | View::Approvals | View::Pipeline => {
-            app.snap.requests.get(i).map(|r| r.id.clone())
+            app.snap.requests.get(i).map(|r| r.id.to_string())
         }
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.clone()),
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.to_string()),
         View::Blacklist | View::Events | View::Alerts => None,
     }
 }
 
 fn key(app: &App, v: View, i: usize) -> String {
     match v {
-        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.clone()),
+        View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.to_string()),
         View::Requests | View::Approvals | View::Pipeline => {
-            app.snap.requests.get(i).map(|r| r.id.clone())
+            app.snap.requests.get(i).map(|r| r.id.to_string())
         }
         View::Blacklist => app.snap.listings.get(i).map(|l| l.id.clone()),
         View::Events => app.events.rows.get(i).map(|e| e.id.clone()),
@@ -255,185 +300,339 @@ fn key(app: &App, v: View, i: usize) -> String {
     .unwrap_or_default()
 }
 
-/// The rows a view shows before sorting: its own selection, then the filter (see
-/// `filter::Filter`: words and `field:value` terms, all of which must match; a leading `!`
-/// keeps the rows that do not).
-pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
+/// Whether row `i` is one of view `v`'s own rows, before any filter.
+fn in_view(app: &App, v: View, i: usize) -> bool {
     let s = &app.snap;
-    let base: Vec<usize> = match v {
-        View::Fleet => (0..s.nodes.len()).collect(),
+    match v {
+        View::Fleet => i < s.nodes.len(),
         // Warm-ups under way, and those that stopped (held, paused), so operators see why.
-        View::Warmup => (0..s.nodes.len())
-            .filter(|i| super::warmup::under_way(&s.nodes[*i]))
-            .collect(),
-        View::Requests => (0..s.requests.len()).collect(),
-        View::Approvals => (0..s.requests.len())
-            .filter(|i| &*s.requests[*i].state == "pending_approval")
-            .collect(),
+        View::Warmup => s.nodes.get(i).is_some_and(super::warmup::under_way),
+        View::Requests => i < s.requests.len(),
+        View::Approvals => s
+            .requests
+            .get(i)
+            .is_some_and(|r| &*r.state == "pending_approval"),
         View::Pipeline => {
             let want = PIPELINE[app.pipeline_state.min(PIPELINE.len() - 1)];
-            (0..s.requests.len())
-                .filter(|i| s.requests[*i].state() == want)
-                .collect()
+            s.requests.get(i).is_some_and(|r| r.state() == want)
         }
         // Both come ordered from the store: listed (open) first, then history, newest first.
-        View::Blacklist => (0..s.listings.len()).collect(),
-        View::Alerts => (0..s.alerts.len()).collect(),
-        View::Events => (0..app.events.rows.len()).collect(),
-    };
-    if t.filter.is_empty() || v == View::Events {
-        return base;
+        View::Blacklist => i < s.listings.len(),
+        View::Alerts => i < s.alerts.len(),
+        View::Events => i < app.events.rows.len(),
     }
-    let filter = Filter::parse(&t.filter, v);
-    if filter.is_empty() {
-        return base;
+}
+
+/// How many rows view `v` chooses from.
+fn row_count(app: &App, v: View) -> usize {
+    let s = &app.snap;
+    match v {
+        View::Fleet | View::Warmup => s.nodes.len(),
+        View::Requests | View::Approvals | View::Pipeline => s.requests.len(),
+        View::Blacklist => s.listings.len(),
+        View::Alerts => s.alerts.len(),
+        View::Events => app.events.rows.len(),
     }
-    base.into_iter()
-        .filter(|i| filter.keeps(app, v, *i, || haystack(app, v, *i)))
+}
+
+/// Whether view `v` shows row `i`: its own selection, then the filter (see
+/// `filter::Filter`: words and `field:value` terms, all of which must match; a leading `!`
+/// keeps the rows that do not). The Events view's filter is the store's.
+pub fn member(app: &App, v: View, t: &TableState, i: usize) -> bool {
+    in_view(app, v, i)
+        && (v == View::Events
+            || t.parsed.is_empty()
+            || t.parsed.keeps(app, v, i, || haystack(app, v, i)))
+}
+
+/// The rows a view shows, in load order (before sorting).
+pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
+    (0..row_count(app, v))
+        .filter(|i| member(app, v, t, *i))
         .collect()
 }
 
-fn haystack(app: &App, v: View, i: usize) -> String {
+/// Row `i`'s searchable text, lower-case: made when the row arrived for nodes and requests.
+fn haystack(app: &App, v: View, i: usize) -> std::borrow::Cow<'_, str> {
     let s = &app.snap;
-    match v {
-        View::Fleet => s.nodes.get(i).map(|n| {
-            format!(
-                "{} {} {} {} {} {}",
-                n.label,
-                n.ip_address.as_deref().unwrap_or(""),
-                n.region,
-                n.tenant,
-                n.status,
-                n.status_reason.as_deref().unwrap_or("")
-            )
-        }),
+    let made = match v {
+        View::Fleet => s.nodes.get(i).map(|n| return_borrowed(&n.haystack)),
+        View::Requests | View::Approvals | View::Pipeline => {
+            s.requests.get(i).map(|r| return_borrowed(&r.haystack))
+        }
         View::Warmup => s.nodes.get(i).map(|n| {
-            format!(
-                "{} {} {} {} {} {}",
-                n.label,
-                n.ip_address.as_deref().unwrap_or(""),
-                n.region,
-                n.tenant,
-                n.warmup.as_ref().map(|w| &*w.plan).unwrap_or(""),
-                super::warmup::health(app, i).text()
-            )
-        }),
-        View::Requests | View::Approvals | View::Pipeline => s.requests.get(i).map(|r| {
-            format!(
-                "{} {} {} {} {} {} {} {}",
-                short(&r.id),
-                r.tenant,
-                r.label,
-                r.state,
-                r.region,
-                r.approval_rule.as_deref().unwrap_or(""),
-                r.error.as_deref().unwrap_or(""),
-                r.wait_reason.as_deref().unwrap_or("")
+            let ip = n.ip_address.map(|ip| ip.to_string()).unwrap_or_default();
+            std::borrow::Cow::Owned(
+                format!(
+                    "{} {} {} {} {} {}",
+                    n.label,
+                    ip,
+                    n.region,
+                    n.tenant,
+                    n.warmup.as_ref().map(|w| &*w.plan).unwrap_or(""),
+                    super::warmup::health(app, i).text()
+                )
+                .to_lowercase(),
             )
         }),
         View::Blacklist => s.listings.get(i).map(|l| {
-            format!(
-                "{} {} {} {} {} {}",
-                l.ip_address,
-                l.node_label.as_deref().unwrap_or(""),
-                l.zone,
-                l.meaning.as_deref().unwrap_or(""),
-                l.severity.as_deref().unwrap_or(""),
-                l.details.as_deref().unwrap_or("")
+            std::borrow::Cow::Owned(
+                format!(
+                    "{} {} {} {} {} {}",
+                    l.ip_address,
+                    l.node_label.as_deref().unwrap_or(""),
+                    l.zone,
+                    l.meaning.as_deref().unwrap_or(""),
+                    l.severity.as_deref().unwrap_or(""),
+                    l.details.as_deref().unwrap_or("")
+                )
+                .to_lowercase(),
             )
         }),
         View::Alerts => s.alerts.get(i).map(|a| {
-            format!(
-                "{} {} {} {} {}",
-                a.severity,
-                a.kind,
-                a.node_label.as_deref().unwrap_or(""),
-                a.subject,
-                a.message
+            std::borrow::Cow::Owned(
+                format!(
+                    "{} {} {} {} {}",
+                    a.severity,
+                    a.kind,
+                    a.node_label.as_deref().unwrap_or(""),
+                    a.subject,
+                    a.message
+                )
+                .to_lowercase(),
             )
         }),
         View::Events => None,
+    };
+    made.unwrap_or_default()
+}
+
+fn return_borrowed(s: &str) -> std::borrow::Cow<'_, str> {
+    std::borrow::Cow::Borrowed(s)
+}
+
+/// Filters and sorts view `v` from scratch, keeping the selection on its row.
+pub fn rebuild(app: &App, v: View, t: &mut TableState) {
+    let keep = t.selected_key(app, v);
+    t.parsed = Filter::parse(&t.filter, v);
+    t.visible = rows(app, v, t);
+    sort(app, v, t);
+    t.index_positions(row_count(app, v));
+    t.reselect(app, v, keep);
+}
+
+/// Puts row `i`, new or changed, where view `v` now shows it (or takes it out): nothing
+/// moves when it still sorts between its neighbours, so a change costs a look at two rows,
+/// and a move one insert into the sorted rows, never a sort of them all.
+pub fn place(app: &App, v: View, t: &mut TableState, i: usize) {
+    let rows = row_count(app, v);
+    if t.pos.len() < rows {
+        t.pos.resize(rows, u32::MAX);
     }
-    .unwrap_or_default()
-    .to_lowercase()
+    let was = t.position(i);
+    let now = member(app, v, t, i);
+    match (was, now) {
+        (None, false) => {}
+        (Some(p), true) => {
+            let ok_before = p == 0 || order(app, v, t, t.visible[p - 1], i) == Ordering::Less;
+            let ok_after =
+                p + 1 >= t.visible.len() || order(app, v, t, i, t.visible[p + 1]) == Ordering::Less;
+            if !(ok_before && ok_after) {
+                remove_at(t, p);
+                insert(app, v, t, i);
+            }
+        }
+        (Some(p), false) => remove_at(t, p),
+        (None, true) => insert(app, v, t, i),
+    }
+}
+
+fn remove_at(t: &mut TableState, p: usize) {
+    let i = t.visible.remove(p);
+    if let Some(slot) = t.pos.get_mut(i) {
+        *slot = u32::MAX;
+    }
+    t.reindex_from(p);
+}
+
+fn insert(app: &App, v: View, t: &mut TableState, i: usize) {
+    let at = t
+        .visible
+        .partition_point(|x| order(app, v, t, *x, i) == Ordering::Less);
+    t.visible.insert(at, i);
+    t.reindex_from(at);
+}
+
+/// The order view `v` shows rows `a` and `b` in: by its sort column (reversed when
+/// descending), then by load order, so no two rows tie.
+pub fn order(app: &App, v: View, t: &TableState, a: usize, b: usize) -> Ordering {
+    if t.sort_col == usize::MAX || t.sort_col >= columns(v).len() {
+        return a.cmp(&b);
+    }
+    let o = compare(app, v, t.sort_col, a, b);
+    let o = if t.asc { o } else { o.reverse() };
+    o.then(a.cmp(&b))
 }
 
 /// Sorts by the table's column. `usize::MAX` keeps the load order.
 pub fn sort(app: &App, v: View, t: &mut TableState) {
-    if t.sort_col == usize::MAX || t.sort_col >= columns(v).len() {
-        return;
-    }
-    let c = t.sort_col;
+    let mut visible = std::mem::take(&mut t.visible);
+    visible.sort_unstable_by(|a, b| order(app, v, t, *a, *b));
+    t.visible = visible;
+}
+
+/// Rows `a` and `b` of view `v` by column `c`, ascending: on the rows' own fields, with no
+/// text made (the columns that show words compare the words).
+fn compare(app: &App, v: View, c: usize, a: usize, b: usize) -> Ordering {
     let s = &app.snap;
-    let cmp = |a: &usize, b: &usize| -> Ordering {
-        match v {
-            View::Fleet | View::Warmup => {
-                let (x, y) = (&s.nodes[*a], &s.nodes[*b]);
-                match (v, c) {
-                    (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
-                    (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
-                    (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
-                    (View::Fleet, 9) => x.cert_expires.cmp(&y.cert_expires),
-                    (View::Fleet, 6) | (View::Warmup, 1) => warm_key(x).cmp(&warm_key(y)),
-                    (View::Warmup, 2) => x
-                        .warmup
-                        .as_ref()
-                        .map(|w| w.cap)
-                        .cmp(&y.warmup.as_ref().map(|w| w.cap)),
-                    // By what the node sent on its latest day.
-                    (View::Warmup, 3) => {
-                        let last =
-                            |i: &usize| s.warmup.recent_sent.get(i).and_then(|d| d.last().copied());
-                        last(a).cmp(&last(b))
-                    }
-                    (View::Warmup, 4) => {
-                        let rank = |i: &usize| super::warmup::health_rank(app, *i);
-                        (rank(a), &x.label).cmp(&(rank(b), &y.label))
-                    }
-                    (View::Fleet, 1) => ip_key(&x.ip_address).cmp(&ip_key(&y.ip_address)),
-                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
+    match v {
+        View::Fleet | View::Warmup => {
+            let (Some(x), Some(y)) = (s.nodes.get(a), s.nodes.get(b)) else {
+                return Ordering::Equal;
+            };
+            match (v, c) {
+                (_, 0) => x.label.cmp(&y.label),
+                (View::Fleet, 1) => x.ip_address.cmp(&y.ip_address),
+                (View::Fleet, 2) | (View::Warmup, 7) => x.region.cmp(&y.region),
+                (View::Fleet, 3) | (View::Warmup, 6) => x.tenant.cmp(&y.tenant),
+                (View::Fleet, 4) => x.status.cmp(&y.status),
+                (View::Fleet, 5) => x.reputation_score.cmp(&y.reputation_score),
+                (View::Fleet, 7) => x.current_load.cmp(&y.current_load),
+                (View::Fleet, 8) => y.last_heartbeat.cmp(&x.last_heartbeat),
+                (View::Fleet, 9) => x.cert_expires.cmp(&y.cert_expires),
+                (View::Fleet, 10) => node_reason(x).cmp(node_reason(y)),
+                (View::Fleet, 6) | (View::Warmup, 1) => warm_key(x).cmp(&warm_key(y)),
+                (View::Warmup, 2) => x
+                    .warmup
+                    .as_ref()
+                    .map(|w| w.cap)
+                    .cmp(&y.warmup.as_ref().map(|w| w.cap)),
+                // By what the node sent on its latest day.
+                (View::Warmup, 3) => {
+                    let last = |n: &crate::store::ConsoleNode| {
+                        n.warmup
+                            .as_ref()
+                            .and_then(|w| w.recent_sent.as_ref())
+                            .and_then(|d| d.last().copied())
+                    };
+                    last(x).cmp(&last(y))
                 }
+                (View::Warmup, 4) => {
+                    let rank = |i: usize| super::warmup::health_rank(app, i);
+                    (rank(a), &x.label).cmp(&(rank(b), &y.label))
+                }
+                (View::Warmup, 5) => {
+                    let plan =
+                        |n: &crate::store::ConsoleNode| n.warmup.as_ref().map(|w| w.plan.clone());
+                    plan(x).cmp(&plan(y))
+                }
+                _ => Ordering::Equal,
             }
-            View::Requests | View::Approvals | View::Pipeline => {
-                let (x, y) = (&s.requests[*a], &s.requests[*b]);
-                match (v, c) {
-                    (View::Approvals, 0) | (View::Requests | View::Pipeline, 6) => {
-                        y.created_at.cmp(&x.created_at)
+        }
+        View::Requests | View::Approvals | View::Pipeline => {
+            let (Some(x), Some(y)) = (s.requests.get(a), s.requests.get(b)) else {
+                return Ordering::Equal;
+            };
+            let text = |o: &Option<Box<str>>| o.as_deref().unwrap_or("").to_string();
+            if v == View::Approvals {
+                return match c {
+                    0 => y.created_at.cmp(&x.created_at),
+                    1 => short_id(x).cmp(&short_id(y)),
+                    2 => x.tenant.cmp(&y.tenant),
+                    3 => x.region.cmp(&y.region),
+                    4 => x.requested_by.cmp(&y.requested_by),
+                    5 => (&x.plan, x.cpu, x.memory_gb, x.storage_gb).cmp(&(
+                        &y.plan,
+                        y.cpu,
+                        y.memory_gb,
+                        y.storage_gb,
+                    )),
+                    6 => {
+                        let rule = |r: &crate::store::ConsoleRequest| {
+                            r.approval_rule
+                                .as_deref()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| text(&r.approval_reason))
+                        };
+                        rule(x).cmp(&rule(y))
                     }
-                    (View::Approvals, 7) => {
+                    7 => {
                         let full = |r| app.quotas.if_approved(r).map(|q| q.permille());
                         full(x).cmp(&full(y))
                     }
-                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
-                }
+                    _ => Ordering::Equal,
+                };
             }
-            View::Blacklist => {
-                let (x, y) = (&s.listings[*a], &s.listings[*b]);
-                match c {
-                    0 => ip_num(&x.ip_address).cmp(&ip_num(&y.ip_address)),
-                    3 => severity_rank(x.severity.as_deref())
-                        .cmp(&severity_rank(y.severity.as_deref())),
-                    5 => y.listed_at.cmp(&x.listed_at),
-                    6 => listed_for(app, x).cmp(&listed_for(app, y)),
-                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
-                }
+            match c {
+                0 => short_id(x).cmp(&short_id(y)),
+                1 => x.tenant.cmp(&y.tenant),
+                2 => x.label.cmp(&y.label),
+                3 => (&x.state, x.needs_attention).cmp(&(&y.state, y.needs_attention)),
+                4 => step_rank(x).cmp(&step_rank(y)),
+                5 => x.steps.attempts.cmp(&y.steps.attempts),
+                6 => y.created_at.cmp(&x.created_at),
+                7 => note(x).cmp(note(y)),
+                _ => Ordering::Equal,
             }
-            View::Alerts => {
-                let (x, y) = (&s.alerts[*a], &s.alerts[*b]);
-                match c {
-                    0 => severity_rank(Some(&x.severity)).cmp(&severity_rank(Some(&y.severity))),
-                    1 => y.raised_at.cmp(&x.raised_at),
-                    // Open first, then the most recently resolved.
-                    2 => (x.resolved_at.is_some(), &y.resolved_at)
-                        .cmp(&(y.resolved_at.is_some(), &x.resolved_at)),
-                    _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
-                }
-            }
-            _ => cell(app, v, *a, c).cmp(&cell(app, v, *b, c)),
         }
-    };
-    t.visible
-        .sort_by(|a, b| if t.asc { cmp(a, b) } else { cmp(b, a) });
+        View::Blacklist => {
+            let (Some(x), Some(y)) = (s.listings.get(a), s.listings.get(b)) else {
+                return Ordering::Equal;
+            };
+            match c {
+                0 => ip_num(&x.ip_address).cmp(&ip_num(&y.ip_address)),
+                3 => {
+                    severity_rank(x.severity.as_deref()).cmp(&severity_rank(y.severity.as_deref()))
+                }
+                5 => y.listed_at.cmp(&x.listed_at),
+                6 => listed_for(app, x).cmp(&listed_for(app, y)),
+                _ => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
+            }
+        }
+        View::Alerts => {
+            let (Some(x), Some(y)) = (s.alerts.get(a), s.alerts.get(b)) else {
+                return Ordering::Equal;
+            };
+            match c {
+                0 => severity_rank(Some(&x.severity)).cmp(&severity_rank(Some(&y.severity))),
+                1 => y.raised_at.cmp(&x.raised_at),
+                // Open first, then the most recently resolved.
+                2 => (x.resolved_at.is_some(), &y.resolved_at)
+                    .cmp(&(y.resolved_at.is_some(), &x.resolved_at)),
+                _ => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
+            }
+        }
+        View::Events => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
+    }
+}
+
+fn node_reason(n: &crate::store::ConsoleNode) -> &str {
+    n.status_reason.as_deref().unwrap_or("")
+}
+
+/// The last 8 hex digits of a request's id, as the ID column shows them: the low 32 bits.
+fn short_id(r: &crate::store::ConsoleRequest) -> u32 {
+    (r.id.as_u128() & 0xffff_ffff) as u32
+}
+
+/// How far through its steps a request is, for sorting by STEPS: the failed step first,
+/// then by the state's place in the pipeline.
+fn step_rank(r: &crate::store::ConsoleRequest) -> (i64, usize) {
+    let state = r.state();
+    (
+        r.steps.failed_step.unwrap_or(i64::MAX),
+        PIPELINE.iter().position(|s| *s == state).unwrap_or(0),
+    )
+}
+
+/// The NOTE column's words, as far as sorting by them needs.
+fn note(r: &crate::store::ConsoleRequest) -> &str {
+    match (&r.error, &*r.state) {
+        (_, "rolling_back") if r.wait_reason.is_some() => r.wait_reason.as_deref().unwrap_or(""),
+        (Some(e), _) => e,
+        (None, "pending_approval") => r.approval_rule.as_deref().unwrap_or(""),
+        (None, _) => r.wait_reason.as_deref().unwrap_or(""),
+    }
 }
 
 /// Warm-up progress as a sort key: the share of the plan done, then the day.
@@ -477,10 +676,6 @@ fn listed_for(app: &App, l: &crate::store::ListingRow) -> chrono::Duration {
     }
 }
 
-fn ip_key(ip: &Option<String>) -> u32 {
-    ip.as_deref().map(ip_num).unwrap_or(0)
-}
-
 fn ip_num(ip: &str) -> u32 {
     ip.parse::<std::net::Ipv4Addr>().map(u32::from).unwrap_or(0)
 }
@@ -489,6 +684,18 @@ fn ago(app: &App, ts: &str) -> String {
     parse_ts(ts)
         .map(|t| age(app.now, t))
         .unwrap_or_else(|| "-".into())
+}
+
+/// How long ago a time in unix milliseconds was.
+pub fn ago_ms(app: &App, ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| age(app.now, t))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The short form of an id, as people see it (see `ids::short`).
+pub fn short_of(id: &uuid::Uuid) -> String {
+    short(&id.to_string()).to_string()
 }
 
 /// The four step cells of a request: ✓ done, a spinner for the running one, ✗ failed, · pending.
@@ -543,8 +750,11 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 return String::new();
             };
             match (v, c) {
-                (_, 0) => n.label.clone(),
-                (View::Fleet, 1) => n.ip_address.clone().unwrap_or_else(|| "-".into()),
+                (_, 0) => n.label.to_string(),
+                (View::Fleet, 1) => n
+                    .ip_address
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 (View::Fleet, 2) | (View::Warmup, 7) => n.region.to_string(),
                 (View::Fleet, 3) | (View::Warmup, 6) => n.tenant.to_string(),
                 (View::Fleet, 4) => n.status.to_string(),
@@ -553,11 +763,10 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 (View::Fleet, 7) => format!("{}%", n.current_load),
                 (View::Fleet, 8) => n
                     .last_heartbeat
-                    .as_deref()
-                    .map(|t| ago(app, t))
+                    .map(|t| ago_ms(app, t.saturating_mul(1000)))
                     .unwrap_or_else(|| "-".into()),
                 (View::Fleet, 9) => cert_days(app, n.cert_expires),
-                (View::Fleet, 10) => n.status_reason.clone().unwrap_or_default(),
+                (View::Fleet, 10) => n.status_reason.as_deref().unwrap_or_default().to_string(),
                 (View::Warmup, 1) => n
                     .warmup
                     .as_ref()
@@ -569,7 +778,7 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     .map(|w| short_count(w.cap))
                     .unwrap_or_else(|| "-".into()),
                 // Right-aligned, so today lines up on every row.
-                (View::Warmup, 3) => match app.sparks.get(&i) {
+                (View::Warmup, 3) => match app.sparks.get(i).and_then(|s| s.as_deref()) {
                     Some(spark) => format!("{spark:>14}"),
                     None => "-".into(),
                 },
@@ -588,8 +797,8 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
             };
             if v == View::Approvals {
                 match c {
-                    0 => ago(app, &r.created_at),
-                    1 => short(&r.id).to_string(),
+                    0 => ago_ms(app, r.created_at),
+                    1 => short_of(&r.id),
                     2 => r.tenant.to_string(),
                     3 => r.region.to_string(),
                     4 => r.requested_by.to_string(),
@@ -598,9 +807,9 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     6 => r
                         .approval_rule
                         .as_deref()
-                        .map(str::to_string)
-                        .or(r.approval_reason.clone())
-                        .unwrap_or_default(),
+                        .or(r.approval_reason.as_deref())
+                        .unwrap_or_default()
+                        .to_string(),
                     7 => app
                         .quotas
                         .if_approved(r)
@@ -610,9 +819,9 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 }
             } else {
                 match c {
-                    0 => short(&r.id).to_string(),
+                    0 => short_of(&r.id),
                     1 => r.tenant.to_string(),
-                    2 => r.label.clone(),
+                    2 => r.label.to_string(),
                     3 => {
                         if r.needs_attention {
                             format!("{} !", r.state)
@@ -622,18 +831,18 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                     }
                     4 => step_cells(app, r),
                     5 => r.steps.attempts.to_string(),
-                    6 => ago(app, &r.created_at),
+                    6 => ago_ms(app, r.created_at),
                     7 => match (&r.error, &*r.state) {
                         // A rollback's own trouble (a retry, a stall) before why it failed.
                         (_, "rolling_back") if r.wait_reason.is_some() => {
-                            r.wait_reason.clone().unwrap_or_default()
+                            r.wait_reason.as_deref().unwrap_or_default().to_string()
                         }
-                        (Some(e), _) => e.clone(),
+                        (Some(e), _) => e.to_string(),
                         (None, "pending_approval") => format!(
                             "awaiting approval: {}",
                             r.approval_rule.as_deref().unwrap_or("a rule")
                         ),
-                        (None, _) => r.wait_reason.clone().unwrap_or_default(),
+                        (None, _) => r.wait_reason.as_deref().unwrap_or_default().to_string(),
                     },
                     _ => String::new(),
                 }
@@ -729,8 +938,9 @@ pub enum Sla {
     Breach,
 }
 
-pub fn sla(app: &App, created_at: &str) -> Sla {
-    let Some(since) = parse_ts(created_at) else {
+/// `created_at` in unix milliseconds.
+pub fn sla(app: &App, created_at: i64) -> Sla {
+    let Some(since) = chrono::DateTime::from_timestamp_millis(created_at) else {
         return Sla::Fresh;
     };
     let waited = (app.now - since).to_std().unwrap_or_default();
@@ -773,7 +983,7 @@ pub fn cell_style(app: &App, v: View, i: usize, c: usize) -> Option<Style> {
     }
     let r = app.snap.requests.get(i)?;
     match c {
-        0 => match sla(app, &r.created_at) {
+        0 => match sla(app, r.created_at) {
             Sla::Fresh => None,
             Sla::Warn => Some(th.warn()),
             Sla::Breach => Some(th.error()),

@@ -11,9 +11,8 @@ use super::theme::Theme;
 use crate::domain::validate::sanitize;
 use crate::domain::warmup::ResumeFrom;
 use crate::engine::Command;
-use crate::store::{ConsoleNode, ConsoleSnapshot, WarmupState};
+use crate::store::{ConsoleNode, WarmupState};
 use ratatui::style::Style;
-use std::collections::HashMap;
 
 /// Seed 001: the fleet scales out (horizontally) at 80% of its sending capacity.
 pub const SCALE_OUT_PERCENT: i64 = 80;
@@ -41,16 +40,6 @@ pub fn sparkline(sent: &[u32]) -> String {
         .collect()
 }
 
-/// The sparkline of every node with recent warm-up days, by index into the snapshot's
-/// nodes: made when a snapshot arrives.
-pub fn sparklines(snap: &ConsoleSnapshot) -> HashMap<usize, Box<str>> {
-    snap.warmup
-        .recent_sent
-        .iter()
-        .map(|(i, sent)| (*i, sparkline(sent).into_boxed_str()))
-        .collect()
-}
-
 /// A node the Warm-up view lists: its warm-up is under way or stopped (held, paused), and
 /// the node is still in the fleet.
 pub fn under_way(n: &ConsoleNode) -> bool {
@@ -71,7 +60,7 @@ pub fn fleet_cell(app: &App, i: usize, n: &ConsoleNode) -> String {
         head.push(' ');
         head.push_str(&w.status.to_uppercase());
     }
-    match app.sparks.get(&i) {
+    match app.sparks.get(i).and_then(|s| s.as_deref()) {
         Some(spark) => {
             let room = FLEET_WARMUP_WIDTH
                 .saturating_sub(head.chars().count() + 1)
@@ -152,11 +141,10 @@ pub fn health(app: &App, i: usize) -> Health {
     };
     let status = n.warmup.as_ref().map(|w| &*w.status).unwrap_or("");
     let why = |fallback: &str| {
-        let text = s
+        let text = n
             .warmup
-            .reasons
-            .get(&i)
-            .map(String::as_str)
+            .as_ref()
+            .and_then(|w| w.reason.as_deref())
             .or(n.status_reason.as_deref())
             .unwrap_or(fallback);
         sanitize(text).into_owned()
@@ -174,9 +162,9 @@ pub fn health(app: &App, i: usize) -> Health {
 
 /// The fleet's capacity for the header: "cap 1.2M/day", and yesterday's use in percent
 /// when a day has been closed.
-pub fn capacity(snap: &ConsoleSnapshot) -> Option<(String, Option<i64>)> {
-    let w = &snap.warmup;
-    if w.capacity <= 0 && w.closed_cap <= 0 {
+pub fn capacity(app: &App) -> Option<(String, Option<i64>)> {
+    let w = &app.snap.warmup;
+    if app.capacity <= 0 && w.closed_cap <= 0 {
         return None;
     }
     let used = (w.closed_cap > 0).then(|| {
@@ -184,7 +172,7 @@ pub fn capacity(snap: &ConsoleSnapshot) -> Option<(String, Option<i64>)> {
         i64::try_from(percent).unwrap_or(i64::MAX)
     });
     Some((
-        format!("cap {}/day", super::table::short_count(w.capacity)),
+        format!("cap {}/day", super::table::short_count(app.capacity)),
         used,
     ))
 }
@@ -365,10 +353,9 @@ impl App {
                 );
                 return vec![];
             };
-            self.snap
-                .nodes
-                .iter()
-                .position(|n| n.id == id)
+            id.parse()
+                .ok()
+                .and_then(|id| self.node_index(id))
                 .into_iter()
                 .collect()
         } else {
@@ -378,9 +365,12 @@ impl App {
             .into_iter()
             .filter_map(|i| self.snap.nodes.get(i))
             .map(|n| WarmTarget {
-                id: n.id.clone(),
+                id: n.id.to_string(),
                 label: sanitize(&n.label).into_owned(),
-                ip: sanitize(n.ip_address.as_deref().unwrap_or("no IP")).into_owned(),
+                ip: n
+                    .ip_address
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "no IP".into()),
                 status: n.status.to_string(),
                 warmup: n
                     .warmup

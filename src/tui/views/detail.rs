@@ -68,12 +68,14 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 .unwrap_or_default()
         )),
     ];
-    if let Some(n) = app.node_of_request(&r.id) {
+    if let Some(n) = r.id.parse().ok().and_then(|id| app.node_of_request(&id)) {
         let mut spans = vec![
             Span::raw(format!(
                 "node {} · {} · ",
                 c(&n.label),
-                c(n.ip_address.as_deref().unwrap_or("no IP"))
+                n.ip_address
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "no IP".into())
             )),
             Span::styled(c(&n.status), th.status(&n.status)),
         ];

@@ -75,7 +75,7 @@ fn view_body(f: &mut Frame, app: &mut App, area: Rect) {
 /// daily capacity and yesterday's use of it, as header parts (the hint goes first).
 fn capacity_parts(app: &App) -> Vec<Part> {
     let th = app.theme;
-    let Some((cap, used)) = super::warmup::capacity(&app.snap) else {
+    let Some((cap, used)) = super::warmup::capacity(app) else {
         return vec![];
     };
     let mut parts = vec![part(4, vec![Span::raw(format!("{cap} "))])];

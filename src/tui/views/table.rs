@@ -19,11 +19,15 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
     let offset = app.tables[idx].scroll(height);
     let t = &app.tables[idx];
     let total = t.visible.len();
+    // The first page, while the whole fleet is read: out of how many there are.
+    let (of, reading) = match app.loading_total {
+        Some(n) if v == View::Fleet => (n.max(total), " reading…"),
+        _ => (total, ""),
+    };
     let title = format!(
-        " {} {}/{}{} ",
+        " {} {}/{of}{reading}{} ",
         v.title(),
         if total == 0 { 0 } else { t.selected + 1 },
-        total,
         match t.sort_col {
             c if c < cols.len() => format!(
                 "  sorted by {}{}",

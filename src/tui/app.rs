@@ -412,9 +412,19 @@ impl App {
         if !self.loaded {
             return;
         }
-        let mut snap = std::mem::take(&mut self.snap);
-        let s = Arc::make_mut(&mut snap);
-        let mut changed_nodes = Vec::with_capacity(d.nodes.len());
+        // Each view's selected row, to keep the selection on it.
+        let selected: Vec<Option<usize>> = self
+            .tables
+            .iter()
+            .map(|t| t.visible.get(t.selected).copied())
+            .collect();
+        let requests_changed = !d.requests.is_empty();
+        // Sorting the Approvals view by QUOTA IF APPROVED compares what the quotas say:
+        // when a request changed, every row's figure may have, so that view is sorted anew.
+        let approvals = View::Approvals.index();
+        let whole = requests_changed && self.tables[approvals].sort_col == 7;
+        // One row at a time: replaced, then moved in each view, so that every other row
+        // is where its values sort while this one moves.
         for mut n in d.nodes {
             if n.haystack.is_empty() {
                 n.index();
@@ -422,6 +432,7 @@ impl App {
             self.counts.add_node(&n, 1);
             self.capacity = self.capacity.saturating_add(capacity_of(&n));
             let spark = spark_of(&n);
+            let s = Arc::make_mut(&mut self.snap);
             let i = match self.node_ids.get(&n.id) {
                 Some(i) => {
                     let i = *i as usize;
@@ -440,18 +451,18 @@ impl App {
                     i
                 }
             };
-            if self.sparks.len() < s.nodes.len() {
-                self.sparks.resize(s.nodes.len(), None);
+            if self.sparks.len() <= i {
+                self.sparks.resize(i + 1, None);
             }
             self.sparks[i] = spark;
-            changed_nodes.push(i);
+            self.place_row(&[View::Fleet, View::Warmup], i);
         }
-        let mut changed_requests = Vec::with_capacity(d.requests.len());
         for mut r in d.requests {
             if r.haystack.is_empty() {
                 r.index();
             }
             self.counts.add_request(&r, 1);
+            let s = Arc::make_mut(&mut self.snap);
             let i = match self.request_ids.get(&r.id) {
                 Some(i) => {
                     let i = *i as usize;
@@ -466,7 +477,18 @@ impl App {
                     i
                 }
             };
-            changed_requests.push(i);
+            if whole {
+                self.place_row(&[View::Requests, View::Pipeline], i);
+            } else {
+                self.place_row(&[View::Requests, View::Approvals, View::Pipeline], i);
+            }
+        }
+        for (t, row) in self.tables.iter_mut().zip(selected) {
+            if let Some(p) = row.and_then(|row| t.position(row)) {
+                t.selected = p;
+            } else {
+                t.selected = t.selected.min(t.visible.len().saturating_sub(1));
+            }
         }
         let small: Vec<View> = [
             d.listings.is_some().then_some(View::Blacklist),
@@ -479,6 +501,7 @@ impl App {
             .iter()
             .map(|v| self.tables[v.index()].selected_key(self, *v))
             .collect();
+        let s = Arc::make_mut(&mut self.snap);
         if let Some(l) = d.listings {
             s.listings = l;
         }
@@ -493,53 +516,40 @@ impl App {
             s.warmup = w;
         }
         s.seq = d.seq;
-        let requests_changed = !changed_requests.is_empty();
         if requests_changed {
-            self.quotas = Quotas::build(&self.cfg, s);
+            self.quotas = Quotas::build(&self.cfg, &self.snap);
             if let Mode::Form(form) = &mut self.mode {
-                form.held = super::form::held_hostnames(&s.requests);
+                form.held = super::form::held_hostnames(&self.snap.requests);
                 form.validate();
             }
         }
-        self.snap = snap;
-        for v in VIEWS {
-            let rows = match v {
-                View::Fleet | View::Warmup => &changed_nodes,
-                View::Requests | View::Approvals | View::Pipeline => &changed_requests,
-                _ => continue,
-            };
-            // Sorting by QUOTA IF APPROVED compares what the quotas say: when a request
-            // changed, every row's figure may have.
-            let whole =
-                v == View::Approvals && requests_changed && self.tables[v.index()].sort_col == 7;
-            if rows.is_empty() && !whole {
-                continue;
-            }
-            let i = v.index();
-            let mut t = std::mem::take(&mut self.tables[i]);
-            if whole {
-                table::rebuild(self, v, &mut t);
-            } else {
-                let selected = t.visible.get(t.selected).copied();
-                for row in rows {
-                    table::place(self, v, &mut t, *row);
-                }
-                match selected.and_then(|row| t.position(row)) {
-                    Some(p) => t.selected = p,
-                    None => t.selected = t.selected.min(t.visible.len().saturating_sub(1)),
-                }
-            }
-            self.tables[i] = t;
+        let mut rebuild: Vec<(View, Option<String>)> = small.into_iter().zip(small_keys).collect();
+        if whole {
+            rebuild.push((View::Approvals, None));
         }
-        for (v, keep) in small.into_iter().zip(small_keys) {
+        for (v, keep) in rebuild {
             let i = v.index();
             let mut t = std::mem::take(&mut self.tables[i]);
-            t.pos.clear();
+            if keep.is_some() {
+                t.pos.clear();
+            }
             table::rebuild(self, v, &mut t);
-            t.reselect(self, v, keep);
+            if keep.is_some() {
+                t.reselect(self, v, keep);
+            }
             self.tables[i] = t;
         }
         self.rebuild_timeline();
+    }
+
+    /// Moves row `i` (new or changed) where each of `views` now shows it.
+    fn place_row(&mut self, views: &[View], i: usize) {
+        for v in views {
+            let k = v.index();
+            let mut t = std::mem::take(&mut self.tables[k]);
+            table::place(self, *v, &mut t, i);
+            self.tables[k] = t;
+        }
     }
 
     pub fn set_events(&mut self, rows: Vec<EventRow>, appended: bool) {

@@ -148,6 +148,58 @@ pub struct App {
     pub loaded: bool,
     /// When rows last arrived: ages on screen count in seconds for a minute after.
     pub data_at: Option<std::time::Instant>,
+    /// Work too big for the input loop (a whole snapshot, a sort or filter of a large
+    /// view), handed to the runner to do elsewhere; see `Job`.
+    pub jobs: Vec<Job>,
+    /// The job whose result is awaited: older results are dropped (the newest wins), and
+    /// deltas wait for it (`queued`) so the rows it was given do not change under it.
+    pub pending: Option<u64>,
+    /// The views the pending job is making (the title says so meanwhile).
+    pub pending_views: Vec<View>,
+    queued: Vec<ConsoleDelta>,
+    jobs_made: u64,
+}
+
+/// Rows a view may filter or sort on the input loop; more, and the work is a `Job`.
+pub const INLINE_ROWS: usize = 20_000;
+
+/// Work for elsewhere: a scratch console with the same settings, views and data, that
+/// makes the asked-for views (or takes the whole snapshot) where waiting does not block
+/// input. Its result comes back through `App::install`.
+pub struct Job {
+    pub id: u64,
+    pub scratch: Box<App>,
+    pub work: Work,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.work {
+            Work::Snapshot(_) => "snapshot".to_string(),
+            Work::Views(v) => format!("{v:?}"),
+        };
+        write!(f, "Job({}, {what})", self.id)
+    }
+}
+
+pub enum Work {
+    Snapshot(Arc<ConsoleSnapshot>),
+    Views(Vec<View>),
+}
+
+impl Job {
+    /// Does the work (off the loop); the scratch console comes back with the result.
+    pub fn run(mut self) -> Job {
+        match &self.work {
+            Work::Snapshot(snap) => self.scratch.set_snapshot(snap.clone()),
+            Work::Views(views) => {
+                for v in views {
+                    self.scratch.refresh(*v);
+                }
+            }
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -157,6 +209,8 @@ pub struct Counts {
     /// Requests per state, in `PIPELINE` order.
     pub states: [usize; 14],
     pub needs_attention: usize,
+    /// Requests awaiting approval, per tenant (a tenant with none is absent).
+    pub pending: BTreeMap<Arc<str>, usize>,
 }
 
 impl Counts {
@@ -185,6 +239,13 @@ impl Counts {
         }
         if r.needs_attention {
             self.needs_attention = self.needs_attention.saturating_add_signed(sign);
+        }
+        if state == RequestState::PendingApproval {
+            let count = self.pending.entry(r.tenant.clone()).or_default();
+            *count = count.saturating_add_signed(sign);
+            if *count == 0 {
+                self.pending.remove(&r.tenant);
+            }
         }
     }
 }
@@ -261,7 +322,181 @@ impl App {
             quotas: Quotas::default(),
             loaded: false,
             data_at: None,
+            jobs: Vec::new(),
+            pending: None,
+            pending_views: Vec::new(),
+            queued: Vec::new(),
+            jobs_made: 0,
         }
+    }
+
+    /// A console with this one's settings, views (sort, filter, selection) and data, for
+    /// a job; no rows of its own are made until it runs.
+    fn scratch(&self) -> Box<App> {
+        let mut s = App::new(
+            self.cfg.clone(),
+            self.keymap.clone(),
+            self.actor.clone(),
+            String::new(),
+            self.read_only,
+            self.theme,
+        );
+        s.now = self.now;
+        s.pipeline_state = self.pipeline_state;
+        s.snap = self.snap.clone();
+        s.node_ids = self.node_ids.clone();
+        s.request_ids = self.request_ids.clone();
+        s.quotas = self.quotas.clone();
+        s.loaded = self.loaded;
+        s.tables = self
+            .tables
+            .iter()
+            .map(|t| TableState {
+                visible: Vec::new(),
+                pos: Vec::new(),
+                ..t.clone()
+            })
+            .collect();
+        Box::new(s)
+    }
+
+    /// Hands `work` to a job; returns its id.
+    fn defer(&mut self, work: Work, views: Vec<View>) -> u64 {
+        self.jobs_made += 1;
+        let id = self.jobs_made;
+        let scratch = match &work {
+            // The scratch console needs only the settings: the snapshot replaces the rest.
+            Work::Snapshot(_) => {
+                let mut s = self.scratch();
+                s.snap = Arc::default();
+                s.node_ids.clear();
+                s.request_ids.clear();
+                s
+            }
+            Work::Views(_) => self.scratch(),
+        };
+        self.pending = Some(id);
+        self.pending_views = views;
+        self.jobs.push(Job { id, scratch, work });
+        id
+    }
+
+    /// Rebuilds view `v`: here when it is small, else as a job (the newest one wins).
+    fn rebuild_view(&mut self, v: View) {
+        let rows = match v {
+            View::Fleet | View::Warmup => self.snap.nodes.len(),
+            View::Requests | View::Approvals | View::Pipeline => self.snap.requests.len(),
+            _ => 0,
+        };
+        if rows <= INLINE_ROWS || self.pending_snapshot() {
+            self.refresh(v);
+        } else {
+            self.defer(Work::Views(vec![v]), vec![v]);
+        }
+    }
+
+    fn pending_snapshot(&self) -> bool {
+        self.pending.is_some() && self.pending_views.len() == VIEWS.len()
+    }
+
+    /// A whole snapshot: taken here when it is small, else made ready by a job.
+    pub fn receive_snapshot(&mut self, snap: Arc<ConsoleSnapshot>) {
+        if snap.nodes.len().max(snap.requests.len()) <= INLINE_ROWS {
+            self.pending = None;
+            self.pending_views.clear();
+            self.queued.clear();
+            self.set_snapshot(snap);
+            return;
+        }
+        // Deltas read before this snapshot are in it.
+        self.queued.clear();
+        self.defer(Work::Snapshot(snap), VIEWS.to_vec());
+    }
+
+    /// What changed: applied now, or after the awaited job's result.
+    pub fn receive_delta(&mut self, d: ConsoleDelta) {
+        if self.pending.is_some() {
+            self.queued.push(d);
+        } else {
+            self.apply_delta(d);
+        }
+    }
+
+    /// A job's result: taken if it is the newest asked for, keeping each selection on its
+    /// row; then the deltas that waited for it. Returns whether it was taken.
+    pub fn install(&mut self, job: Job) -> bool {
+        if self.pending != Some(job.id) {
+            return false;
+        }
+        let mut s = *job.scratch;
+        let views: Vec<View> = match job.work {
+            Work::Snapshot(_) => {
+                let keep: Vec<Option<String>> = VIEWS
+                    .iter()
+                    .map(|v| self.tables[v.index()].selected_key(self, *v))
+                    .collect();
+                self.snap = std::mem::take(&mut s.snap);
+                self.node_ids = std::mem::take(&mut s.node_ids);
+                self.request_ids = std::mem::take(&mut s.request_ids);
+                self.node_of = std::mem::take(&mut s.node_of);
+                self.counts = std::mem::take(&mut s.counts);
+                self.capacity = s.capacity;
+                self.sparks = std::mem::take(&mut s.sparks);
+                self.quotas = std::mem::take(&mut s.quotas);
+                self.loaded = true;
+                self.loading_total = None;
+                if let Mode::Form(form) = &mut self.mode {
+                    form.held = super::form::held_hostnames(&self.snap.requests);
+                    form.validate();
+                }
+                for (v, keep) in VIEWS.into_iter().zip(keep) {
+                    let i = v.index();
+                    let made = &mut s.tables[i];
+                    let t = &mut self.tables[i];
+                    t.visible = std::mem::take(&mut made.visible);
+                    t.pos = std::mem::take(&mut made.pos);
+                    let mut t = std::mem::take(&mut self.tables[i]);
+                    t.reselect(self, v, keep);
+                    self.tables[i] = t;
+                }
+                self.rebuild_timeline();
+                VIEWS.to_vec()
+            }
+            Work::Views(views) => {
+                for v in &views {
+                    let i = v.index();
+                    let keep = self.tables[i].selected_key(self, *v);
+                    let made = &mut s.tables[i];
+                    let t = &mut self.tables[i];
+                    t.visible = std::mem::take(&mut made.visible);
+                    t.pos = std::mem::take(&mut made.pos);
+                    let mut t = std::mem::take(&mut self.tables[i]);
+                    t.reselect(self, *v, keep);
+                    self.tables[i] = t;
+                }
+                views
+            }
+        };
+        self.pending = None;
+        self.pending_views.clear();
+        // A view whose sort, filter or stage changed while the job ran is made again.
+        for v in views {
+            let i = v.index();
+            let (now, then) = (&self.tables[i], &s.tables[i]);
+            let same = now.sort_col == then.sort_col
+                && now.asc == then.asc
+                && now.filter == then.filter
+                && (v != View::Pipeline || self.pipeline_state == s.pipeline_state);
+            if !same {
+                self.rebuild_view(v);
+            }
+        }
+        if self.pending.is_none() {
+            for d in std::mem::take(&mut self.queued) {
+                self.apply_delta(d);
+            }
+        }
+        true
     }
 
     /// When the clock next needs the screen drawn, drawn at `now`: in a second while
@@ -385,7 +620,7 @@ impl App {
         self.counts = counts;
         self.capacity = snap.nodes.iter().map(capacity_of).sum();
         self.sparks = snap.nodes.iter().map(spark_of).collect();
-        self.quotas = Quotas::build(&self.cfg, &snap);
+        self.quotas = Quotas::build(&self.cfg, &snap, &self.counts.pending);
         if let Mode::Form(form) = &mut self.mode {
             form.held = super::form::held_hostnames(&snap.requests);
             form.validate();
@@ -462,6 +697,9 @@ impl App {
                 r.index();
             }
             self.counts.add_request(&r, 1);
+            if let Mode::Form(form) = &mut self.mode {
+                super::form::update_held(&mut form.held, &r);
+            }
             let s = Arc::make_mut(&mut self.snap);
             let i = match self.request_ids.get(&r.id) {
                 Some(i) => {
@@ -517,9 +755,8 @@ impl App {
         }
         s.seq = d.seq;
         if requests_changed {
-            self.quotas = Quotas::build(&self.cfg, &self.snap);
+            self.quotas = Quotas::build(&self.cfg, &self.snap, &self.counts.pending);
             if let Mode::Form(form) = &mut self.mode {
-                form.held = super::form::held_hostnames(&self.snap.requests);
                 form.validate();
             }
         }
@@ -748,7 +985,7 @@ impl App {
                 } else {
                     (self.pipeline_state + 1) % n
                 };
-                self.refresh(View::Pipeline);
+                self.rebuild_view(View::Pipeline);
             }
             Action::Left | Action::Right => {}
             Action::Open if matches!(self.view, View::Blacklist | View::Alerts) => {
@@ -787,7 +1024,7 @@ impl App {
                         t.marks.clear();
                     } else if !t.filter.is_empty() {
                         t.filter.clear();
-                        self.refresh(self.view);
+                        self.rebuild_view(self.view);
                     }
                 }
             }
@@ -799,7 +1036,7 @@ impl App {
                     Action::SortNext => t.sort_col = (t.sort_col + 1) % cols,
                     _ => t.asc = !t.asc,
                 }
-                self.refresh(self.view);
+                self.rebuild_view(self.view);
             }
             Action::SortBy(col) => {
                 if col >= table::columns(self.view).len() {
@@ -812,7 +1049,7 @@ impl App {
                     t.sort_col = col;
                     t.asc = true;
                 }
-                self.refresh(self.view);
+                self.rebuild_view(self.view);
             }
             Action::Select(pos) => {
                 let selected = self.table().selected;
@@ -1211,7 +1448,7 @@ impl App {
         }
         self.table_mut().filter = text.to_string();
         self.table_mut().selected = 0;
-        self.refresh(self.view);
+        self.rebuild_view(self.view);
         self.follow_selection().into_iter().collect()
     }
 

@@ -84,6 +84,18 @@ pub fn held_hostnames(requests: &[ConsoleRequest]) -> HashMap<String, String> {
         .collect()
 }
 
+/// Keeps [`Form::held`] as request `r` changed: its hostname is held while its state
+/// holds one, and let go when it no longer does.
+pub fn update_held(held: &mut HashMap<String, String>, r: &ConsoleRequest) {
+    let host = effective_hostname(&r.label, r.domain.as_deref());
+    let who = format!("{} ({})", short(&r.id.to_string()), r.tenant);
+    if holds_hostname(r.state()) {
+        held.insert(host, who);
+    } else if held.get(&host) == Some(&who) {
+        held.remove(&host);
+    }
+}
+
 pub const TENANT: usize = 0;
 pub const REGION: usize = 1;
 pub const PLAN: usize = 2;

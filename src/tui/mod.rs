@@ -46,6 +46,8 @@ pub enum Msg {
     Snapshot(Arc<ConsoleSnapshot>),
     /// What changed since the last snapshot or delta.
     Delta(ConsoleDelta),
+    /// A job done off the loop (see `app::Job`).
+    Built(Box<app::Job>),
     Events(Vec<EventRow>, bool),
     Detail(Box<RequestDetail>),
     /// A node's warm-up and its daily log (`None`: the node has no warm-up).
@@ -217,6 +219,12 @@ pub async fn run_loop<B: Backend>(
                 }
                 perform(app, e, store, commands.as_ref(), &tx);
             }
+            for job in std::mem::take(&mut app.jobs) {
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(Msg::Built(Box::new(job.run())));
+                });
+            }
         }
         if app.quit {
             return Ok(());
@@ -258,16 +266,22 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             vec![]
         }
         Msg::Snapshot(s) => {
-            app.set_snapshot(s);
+            app.receive_snapshot(s);
             app.data_at = Some(std::time::Instant::now());
             *dirty = true;
             vec![]
         }
         Msg::Delta(d) => {
-            app.apply_delta(d);
+            app.receive_delta(d);
             app.data_at = Some(std::time::Instant::now());
             *dirty = true;
             vec![]
+        }
+        Msg::Built(job) => {
+            if app.install(*job) {
+                *dirty = true;
+            }
+            app.follow_selection().into_iter().collect()
         }
         Msg::Events(rows, appended) => {
             app.set_events(rows, appended);

@@ -85,13 +85,13 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    pub fn build(cfg: &Config, snap: &ConsoleSnapshot) -> Quotas {
-        let mut pending: HashMap<&str, usize> = HashMap::new();
-        for r in &snap.requests {
-            if &*r.state == "pending_approval" {
-                *pending.entry(&r.tenant).or_default() += 1;
-            }
-        }
+    /// From the tenants' use (`snap.quota_use`) and how many requests of each await
+    /// approval (counted as rows arrive, see `app::Counts`).
+    pub fn build(
+        cfg: &Config,
+        snap: &ConsoleSnapshot,
+        pending: &std::collections::BTreeMap<std::sync::Arc<str>, usize>,
+    ) -> Quotas {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut tenants: Vec<TenantQuota> = cfg
             .tenants

@@ -22,6 +22,7 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
     // The first page, while the whole fleet is read: out of how many there are.
     let (of, reading) = match app.loading_total {
         Some(n) if v == View::Fleet => (n.max(total), " reading…"),
+        _ if app.pending_views.contains(&v) => (total, " sorting…"),
         _ => (total, ""),
     };
     let title = format!(

@@ -287,3 +287,151 @@ async fn deltas_keep_every_view_as_a_full_read_would() {
         assert_eq!(sparks(&live), sparks(&fresh), "round {round}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_is_the_fleet_by_label_before_the_whole_fleet_is_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, cfg) = demo(&dir, 300).await;
+    let page = store.console_first_page(40).await.expect("first page");
+    let whole = store.console_snapshot().await.expect("snapshot");
+    assert_eq!(page.total, whole.nodes.len());
+    let mut labels: Vec<(String, String)> = whole
+        .nodes
+        .iter()
+        .map(|n| (n.label.to_string(), n.id.to_string()))
+        .collect();
+    labels.sort();
+    let got: Vec<(String, String)> = page
+        .nodes
+        .iter()
+        .map(|n| (n.label.to_string(), n.id.to_string()))
+        .collect();
+    assert_eq!(got, labels[..40].to_vec());
+    let statuses: usize = page.node_status.iter().map(|(_, n)| n).sum();
+    assert_eq!(statuses, whole.nodes.len());
+
+    // The console shows it, says it is still reading, and takes the whole fleet after.
+    let mut app = new_app(&cfg);
+    app.set_first_page(page);
+    assert_eq!(app.table().visible.len(), 40);
+    assert_eq!(app.loading_total, Some(whole.nodes.len()));
+    let screen = render(&mut app);
+    assert!(
+        screen.contains(&format!("Fleet 1/{} reading…", whole.nodes.len())),
+        "{screen}"
+    );
+    assert!(screen.contains(&labels[0].0), "{screen}");
+    app.update(Action::Down);
+    app.update(Action::Down);
+    let third = labels[2].1.clone();
+    app.set_snapshot(Arc::new(whole));
+    assert_eq!(app.loading_total, None);
+    assert_eq!(shown(&app, View::Fleet).1, Some(third), "the selection stays");
+}
+
+fn render(app: &mut App) -> String {
+    let mut term =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 30)).expect("terminal");
+    term.draw(|f| mailfleet::tui::views::draw(f, app))
+        .expect("draw");
+    let buf = term.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A fleet bigger than the loop sorts in place, made by hand.
+fn big_snapshot(n: usize) -> ConsoleSnapshot {
+    let statuses: [Arc<str>; 3] = ["active".into(), "paused".into(), "warming".into()];
+    let (tenant, region, plan): (Arc<str>, Arc<str>, Arc<str>) =
+        ("acme".into(), "dallas".into(), "ssd-1".into());
+    let nodes = (0..n)
+        .map(|i| mailfleet::store::ConsoleNode {
+            id: uuid::Uuid::from_u128(0x1000_0000 + i as u128),
+            request_id: None,
+            provider_id: None,
+            tenant: tenant.clone(),
+            label: format!("node-{:06}", (i * 7919) % n).into(),
+            hostname: "h".into(),
+            ip_address: None,
+            region: region.clone(),
+            plan: plan.clone(),
+            status: statuses[i % 3].clone(),
+            status_reason: None,
+            reputation_score: (i % 97) as i64,
+            current_load: 0,
+            created_at: i as i64,
+            last_heartbeat: None,
+            warmup: None,
+            cert_expires: None,
+            haystack: Default::default(),
+        })
+        .collect();
+    ConsoleSnapshot {
+        nodes,
+        ..Default::default()
+    }
+}
+
+/// Runs the jobs a console asked for, as the runner would.
+fn settle(app: &mut App) {
+    while let Some(job) = app.jobs.pop() {
+        app.install(job.run());
+    }
+}
+
+#[test]
+fn big_sorts_run_as_jobs_and_the_newest_result_wins() {
+    let n = mailfleet::tui::app::INLINE_ROWS + 5_000;
+    let cfg = config("");
+    let mut app = new_app(&cfg);
+    app.receive_snapshot(Arc::new(big_snapshot(n)));
+    // Too big for the loop: nothing is taken until the job is done.
+    assert!(!app.loaded);
+    let job = app.jobs.pop().expect("a job for the snapshot");
+    assert!(app.install(job.run()));
+    assert!(app.loaded && app.pending.is_none());
+    assert_eq!(app.table().visible.len(), n);
+
+    // The reference: the same data sorted on the spot.
+    let mut reference = new_app(&cfg);
+    reference.set_snapshot(Arc::new(big_snapshot(n)));
+    reference.update(Action::SortBy(5));
+    settle(&mut reference);
+    reference.update(Action::SortBy(5));
+    settle(&mut reference);
+
+    app.update(Action::SortBy(5));
+    let first = app.jobs.pop().expect("a job for the sort");
+    // Asked again before the first is done: the first one's result is dropped.
+    app.update(Action::SortBy(5));
+    let second = app.jobs.pop().expect("a second job");
+    assert!(app.pending_views.contains(&View::Fleet));
+    assert!(render(&mut app).contains("sorting…"));
+    // A change that arrives meanwhile waits for the result, then moves its row.
+    let mut changed = app.snap.nodes[42].clone();
+    changed.reputation_score = 1_000;
+    app.receive_delta(mailfleet::store::ConsoleDelta {
+        seq: 1,
+        nodes: vec![changed.clone()],
+        ..Default::default()
+    });
+    assert_eq!(app.snap.nodes[42].reputation_score, 42 % 97, "not yet");
+    assert!(!app.install(first.run()), "an older result is dropped");
+    assert!(app.install(second.run()));
+    assert_eq!(app.snap.nodes[42].reputation_score, 1_000);
+    reference.apply_delta(mailfleet::store::ConsoleDelta {
+        seq: 1,
+        nodes: vec![changed],
+        ..Default::default()
+    });
+    assert!(shown(&app, View::Fleet).0 == shown(&reference, View::Fleet).0);
+    // Descending by REP: the changed row leads.
+    assert_eq!(app.table().visible[0], 42);
+    assert!(!render(&mut app).contains("sorting…"));
+}

@@ -326,7 +326,11 @@ async fn the_first_page_is_the_fleet_by_label_before_the_whole_fleet_is_read() {
     let third = labels[2].1.clone();
     app.set_snapshot(Arc::new(whole));
     assert_eq!(app.loading_total, None);
-    assert_eq!(shown(&app, View::Fleet).1, Some(third), "the selection stays");
+    assert_eq!(
+        shown(&app, View::Fleet).1,
+        Some(third),
+        "the selection stays"
+    );
 }
 
 fn render(app: &mut App) -> String {
@@ -357,7 +361,6 @@ fn big_snapshot(n: usize) -> ConsoleSnapshot {
             provider_id: None,
             tenant: tenant.clone(),
             label: format!("node-{:06}", (i * 7919) % n).into(),
-            hostname: "h".into(),
             ip_address: None,
             region: region.clone(),
             plan: plan.clone(),
@@ -369,7 +372,7 @@ fn big_snapshot(n: usize) -> ConsoleSnapshot {
             last_heartbeat: None,
             warmup: None,
             cert_expires: None,
-            haystack: Default::default(),
+            upper: Default::default(),
         })
         .collect();
     ConsoleSnapshot {
@@ -434,4 +437,22 @@ fn big_sorts_run_as_jobs_and_the_newest_result_wins() {
     // Descending by REP: the changed row leads.
     assert_eq!(app.table().visible[0], 42);
     assert!(!render(&mut app).contains("sorting…"));
+}
+
+#[test]
+fn a_filter_finds_words_in_any_case_without_rows_keeping_a_copy() {
+    let cfg = config("");
+    let mut snap = big_snapshot(10);
+    snap.nodes[3].status_reason = Some("Abuse REPORT from Spamhaus".into());
+    snap.nodes[4].ip_address = Some("198.51.100.77".parse().expect("ip"));
+    let mut app = new_app(&cfg);
+    app.set_snapshot(Arc::new(snap));
+    app.apply_filter("report");
+    assert_eq!(app.table().visible, vec![3]);
+    app.apply_filter("spamhaus abuse");
+    assert_eq!(app.table().visible, vec![3]);
+    app.apply_filter("100.77");
+    assert_eq!(app.table().visible, vec![4]);
+    app.apply_filter("!report");
+    assert_eq!(app.table().visible.len(), 9);
 }

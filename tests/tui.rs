@@ -63,7 +63,7 @@ fn request(n: u32, tenant: &str, label: &str, state: &str, min_ago: i64) -> Cons
         needs_attention: false,
         created_at: at_ms(min_ago),
         steps: StepSummary::default(),
-        haystack: Default::default(),
+        upper: Default::default(),
     }
 }
 
@@ -74,7 +74,6 @@ fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
         provider_id: Some(format!("sim-{n:04}").into()),
         tenant: "acme".into(),
         label: label.into(),
-        hostname: format!("{label}.fleet.example.net").into(),
         ip_address: Some(ip.parse().expect("ip")),
         region: "dallas".into(),
         plan: "ssd-1".into(),
@@ -96,7 +95,7 @@ fn node(n: u32, req: u32, label: &str, ip: &str, status: &str) -> ConsoleNode {
             })
         }),
         cert_expires: Some((now() + chrono::Duration::days(60 + i64::from(n))).timestamp()),
-        haystack: Default::default(),
+        upper: Default::default(),
     }
 }
 

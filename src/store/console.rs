@@ -44,9 +44,9 @@ pub struct ConsoleRequest {
     /// Unix milliseconds.
     pub created_at: i64,
     pub steps: StepSummary,
-    /// What a filter matches against, lowercase, made once when the row arrives (see
-    /// `index`).
-    pub haystack: Box<str>,
+    /// Which of the words a filter searches have upper-case letters, made when the row
+    /// arrives (see `Searched`).
+    pub upper: Searched,
 }
 
 impl ConsoleRequest {
@@ -54,11 +54,10 @@ impl ConsoleRequest {
         self.state.parse().unwrap_or(RequestState::Failed)
     }
 
-    /// Makes the row's filter text: once per row, when it arrives.
-    pub fn index(&mut self) {
-        let id = self.id.to_string();
-        self.haystack = [
-            crate::domain::ids::short(&id),
+    /// The words a filter searches: the short id (hex, lower-case), tenant, label, state,
+    /// region, approval rule, error, wait reason.
+    fn searched(&self) -> [&str; 7] {
+        [
             &self.tenant,
             &self.label,
             &self.state,
@@ -67,9 +66,52 @@ impl ConsoleRequest {
             self.error.as_deref().unwrap_or(""),
             self.wait_reason.as_deref().unwrap_or(""),
         ]
-        .join(" ")
-        .to_lowercase()
-        .into();
+    }
+
+    /// Notes which searched words need folding: once per row, when it arrives.
+    pub fn index(&mut self) {
+        self.upper = Searched::of(&self.searched());
+    }
+
+    /// Whether `word` (lower-case) is in any of the words a filter searches.
+    pub fn mentions(&self, word: &str) -> bool {
+        let short = format!("{:08x}", (self.id.as_u128() & 0xffff_ffff) as u32);
+        short.contains(word) || self.upper.any_contains(&self.searched(), word)
+    }
+}
+
+/// Per row, which of the words a filter searches have upper-case letters: those are
+/// lower-cased when a filter runs, the rest (nearly all: labels, tenants, states) are
+/// searched as they are, so filtering makes no copy of a row's text and the row keeps
+/// none. A row made by hand is not indexed yet (`is_indexed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Searched(u16);
+
+impl Searched {
+    const INDEXED: u16 = 1 << 15;
+
+    fn of(words: &[&str]) -> Searched {
+        let mut bits = Self::INDEXED;
+        for (k, w) in words.iter().enumerate() {
+            if w.chars().any(char::is_uppercase) {
+                bits |= 1 << k;
+            }
+        }
+        Searched(bits)
+    }
+
+    pub fn is_indexed(self) -> bool {
+        self.0 & Self::INDEXED != 0
+    }
+
+    fn any_contains(self, words: &[&str], word: &str) -> bool {
+        words.iter().enumerate().any(|(k, w)| {
+            if self.0 & (1 << k) != 0 {
+                w.to_lowercase().contains(word)
+            } else {
+                w.contains(word)
+            }
+        })
     }
 }
 
@@ -81,7 +123,6 @@ pub struct ConsoleNode {
     pub provider_id: Option<Box<str>>,
     pub tenant: Arc<str>,
     pub label: Box<str>,
-    pub hostname: Box<str>,
     pub ip_address: Option<IpAddr>,
     pub region: Arc<str>,
     pub plan: Arc<str>,
@@ -96,25 +137,42 @@ pub struct ConsoleNode {
     pub warmup: Option<Box<NodeWarmup>>,
     /// When its certificate expires (unix seconds), if it has one.
     pub cert_expires: Option<i64>,
-    /// What a filter matches against, lowercase (see `index`).
-    pub haystack: Box<str>,
+    /// Which of the words a filter searches have upper-case letters (see `Searched`).
+    pub upper: Searched,
 }
 
 impl ConsoleNode {
-    /// Makes the row's filter text: once per row, when it arrives.
-    pub fn index(&mut self) {
-        let ip = self.ip_address.map(|ip| ip.to_string()).unwrap_or_default();
-        self.haystack = [
-            &*self.label,
-            &ip,
+    /// The words a filter searches besides the IP: label, region, tenant, status, and why.
+    fn searched(&self) -> [&str; 5] {
+        [
+            &self.label,
             &self.region,
             &self.tenant,
             &self.status,
             self.status_reason.as_deref().unwrap_or(""),
         ]
-        .join(" ")
-        .to_lowercase()
-        .into();
+    }
+
+    /// Notes which searched words need folding: once per row, when it arrives.
+    pub fn index(&mut self) {
+        self.upper = Searched::of(&self.searched());
+    }
+
+    /// Whether `word` (lower-case) is in the node's IP or any of the words a filter
+    /// searches.
+    pub fn mentions(&self, word: &str) -> bool {
+        let ip = self.ip_address.is_some_and(|ip| {
+            use std::io::Write;
+            // An address written out on the stack: no copy of it is kept or allocated.
+            let mut buf = [0u8; 48];
+            let mut out = std::io::Cursor::new(&mut buf[..]);
+            let n = write!(out, "{ip}")
+                .ok()
+                .map(|_| out.position() as usize)
+                .unwrap_or(0);
+            std::str::from_utf8(&buf[..n]).is_ok_and(|text| text.contains(word))
+        });
+        ip || self.upper.any_contains(&self.searched(), word)
     }
 }
 
@@ -457,7 +515,7 @@ fn uuid_opt(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Uuid>>
 }
 
 const NODE_COLUMNS: &str =
-    "n.id, n.request_id, n.provider_id, n.tenant, n.label, n.hostname, n.ip_address,
+    "n.id, n.request_id, n.provider_id, n.tenant, n.label, NULL, n.ip_address,
        n.region, n.plan, n.status, n.status_reason, n.reputation_score, n.current_load,
        CAST(unixepoch(n.created_at, 'subsec') * 1000 AS INTEGER), unixepoch(n.last_heartbeat),
        w.plan, w.day, w.days, w.cap, w.status, w.reason, unixepoch(n.cert_not_after)
@@ -486,7 +544,6 @@ fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<Consol
         provider_id: boxed_opt(r, 2)?,
         tenant: words.at(r, 3)?,
         label: boxed(r, 4)?,
-        hostname: boxed(r, 5)?,
         ip_address: match r.get_ref(6)? {
             ValueRef::Null => None,
             v => v.as_str().ok().and_then(|ip| ip.parse().ok()),
@@ -501,7 +558,7 @@ fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<Consol
         last_heartbeat: r.get(14)?,
         warmup,
         cert_expires: r.get(21)?,
-        haystack: Box::default(),
+        upper: Searched::default(),
     };
     node.index();
     Ok(node)
@@ -536,7 +593,7 @@ fn request_row(
         created_at: r.get::<_, Option<i64>>(15)?.unwrap_or(0),
         domain: boxed_opt(r, 16)?,
         steps,
-        haystack: Box::default(),
+        upper: Searched::default(),
     };
     req.index();
     Ok(req)

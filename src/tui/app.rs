@@ -598,8 +598,8 @@ impl App {
     /// never while drawing), keeping each selection on the same item.
     pub fn set_snapshot(&mut self, mut snap: Arc<ConsoleSnapshot>) {
         // Rows made by hand (tests, benches) get their filter text here; the store's have it.
-        if snap.nodes.iter().any(|n| n.haystack.is_empty())
-            || snap.requests.iter().any(|r| r.haystack.is_empty())
+        if snap.nodes.iter().any(|n| !n.upper.is_indexed())
+            || snap.requests.iter().any(|r| !r.upper.is_indexed())
         {
             let s = Arc::make_mut(&mut snap);
             s.nodes.iter_mut().for_each(ConsoleNode::index);
@@ -661,7 +661,7 @@ impl App {
         // One row at a time: replaced, then moved in each view, so that every other row
         // is where its values sort while this one moves.
         for mut n in d.nodes {
-            if n.haystack.is_empty() {
+            if !n.upper.is_indexed() {
                 n.index();
             }
             self.counts.add_node(&n, 1);
@@ -693,7 +693,7 @@ impl App {
             self.place_row(&[View::Fleet, View::Warmup], i);
         }
         for mut r in d.requests {
-            if r.haystack.is_empty() {
+            if !r.upper.is_indexed() {
                 r.index();
             }
             self.counts.add_request(&r, 1);
@@ -1324,7 +1324,10 @@ impl App {
                         .map(|ip| ip.to_string())
                         .unwrap_or_else(|| "-".into())
                 ));
-                lines.push(format!("  removes DNS: PTR and records of {}", n.hostname));
+                lines.push(format!(
+                    "  removes DNS: PTR and records of {}",
+                    crate::domain::hostname::effective_hostname(&r.label, r.domain.as_deref())
+                ));
                 if n.cert_expires.is_some() {
                     lines.push(if self.cfg.tls.revoke_on_teardown {
                         "  revokes its certificate at the CA and destroys the key".to_string()

@@ -102,26 +102,13 @@ impl Filter {
         self.terms.is_empty() && self.words.is_empty()
     }
 
-    /// Whether row `i` of view `v` stays. `haystack` is the row's searchable text, already
-    /// lower-case; it is only asked for when there are free words.
-    pub fn keeps<'a>(
-        &self,
-        app: &'a App,
-        v: View,
-        i: usize,
-        haystack: impl FnOnce() -> std::borrow::Cow<'a, str>,
-    ) -> bool {
+    /// Whether row `i` of view `v` stays. `mentions` says whether the row's searchable
+    /// text holds a (lower-case) word; it is only asked when there are free words.
+    pub fn keeps(&self, app: &App, v: View, i: usize, mentions: impl Fn(&str) -> bool) -> bool {
         let terms = self.terms.iter().all(|(field, want)| {
             value(app, v, i, *field).is_some_and(|have| contains_folded(have, want))
         });
-        let all = terms && {
-            if self.words.is_empty() {
-                true
-            } else {
-                let hay = haystack();
-                self.words.iter().all(|w| hay.contains(w.as_str()))
-            }
-        };
+        let all = terms && { self.words.iter().all(|w| mentions(w)) };
         all != self.invert
     }
 }

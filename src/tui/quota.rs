@@ -170,7 +170,7 @@ mod tests {
             needs_attention: false,
             created_at: 0,
             steps: Default::default(),
-            haystack: Default::default(),
+            upper: Default::default(),
         };
         let s = t.if_approved(&r);
         assert_eq!((s.name, s.used, s.limit, s.over()), ("cpu", 66, 64, true));

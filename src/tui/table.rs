@@ -342,7 +342,22 @@ pub fn member(app: &App, v: View, t: &TableState, i: usize) -> bool {
     in_view(app, v, i)
         && (v == View::Events
             || t.parsed.is_empty()
-            || t.parsed.keeps(app, v, i, || haystack(app, v, i)))
+            || match v {
+                View::Fleet => app
+                    .snap
+                    .nodes
+                    .get(i)
+                    .is_some_and(|n| t.parsed.keeps(app, v, i, |w| n.mentions(w))),
+                View::Requests | View::Approvals | View::Pipeline => app
+                    .snap
+                    .requests
+                    .get(i)
+                    .is_some_and(|r| t.parsed.keeps(app, v, i, |w| r.mentions(w))),
+                _ => {
+                    let hay = haystack(app, v, i);
+                    t.parsed.keeps(app, v, i, |w| hay.contains(w))
+                }
+            })
 }
 
 /// The rows a view shows, in load order (before sorting).
@@ -352,63 +367,51 @@ pub fn rows(app: &App, v: View, t: &TableState) -> Vec<usize> {
         .collect()
 }
 
-/// Row `i`'s searchable text, lower-case: made when the row arrived for nodes and requests.
-fn haystack(app: &App, v: View, i: usize) -> std::borrow::Cow<'_, str> {
+/// Row `i`'s searchable text, lower-case, in the views whose rows keep none: made when a
+/// filter runs (the Warm-up view's says how each warm-up is doing, which changes with it).
+fn haystack(app: &App, v: View, i: usize) -> String {
     let s = &app.snap;
     let made = match v {
-        View::Fleet => s.nodes.get(i).map(|n| return_borrowed(&n.haystack)),
-        View::Requests | View::Approvals | View::Pipeline => {
-            s.requests.get(i).map(|r| return_borrowed(&r.haystack))
-        }
+        View::Fleet | View::Requests | View::Approvals | View::Pipeline => None,
         View::Warmup => s.nodes.get(i).map(|n| {
             let ip = n.ip_address.map(|ip| ip.to_string()).unwrap_or_default();
-            std::borrow::Cow::Owned(
-                format!(
-                    "{} {} {} {} {} {}",
-                    n.label,
-                    ip,
-                    n.region,
-                    n.tenant,
-                    n.warmup.as_ref().map(|w| &*w.plan).unwrap_or(""),
-                    super::warmup::health(app, i).text()
-                )
-                .to_lowercase(),
+            format!(
+                "{} {} {} {} {} {}",
+                n.label,
+                ip,
+                n.region,
+                n.tenant,
+                n.warmup.as_ref().map(|w| &*w.plan).unwrap_or(""),
+                super::warmup::health(app, i).text()
             )
+            .to_lowercase()
         }),
         View::Blacklist => s.listings.get(i).map(|l| {
-            std::borrow::Cow::Owned(
-                format!(
-                    "{} {} {} {} {} {}",
-                    l.ip_address,
-                    l.node_label.as_deref().unwrap_or(""),
-                    l.zone,
-                    l.meaning.as_deref().unwrap_or(""),
-                    l.severity.as_deref().unwrap_or(""),
-                    l.details.as_deref().unwrap_or("")
-                )
-                .to_lowercase(),
+            format!(
+                "{} {} {} {} {} {}",
+                l.ip_address,
+                l.node_label.as_deref().unwrap_or(""),
+                l.zone,
+                l.meaning.as_deref().unwrap_or(""),
+                l.severity.as_deref().unwrap_or(""),
+                l.details.as_deref().unwrap_or("")
             )
+            .to_lowercase()
         }),
         View::Alerts => s.alerts.get(i).map(|a| {
-            std::borrow::Cow::Owned(
-                format!(
-                    "{} {} {} {} {}",
-                    a.severity,
-                    a.kind,
-                    a.node_label.as_deref().unwrap_or(""),
-                    a.subject,
-                    a.message
-                )
-                .to_lowercase(),
+            format!(
+                "{} {} {} {} {}",
+                a.severity,
+                a.kind,
+                a.node_label.as_deref().unwrap_or(""),
+                a.subject,
+                a.message
             )
+            .to_lowercase()
         }),
         View::Events => None,
     };
     made.unwrap_or_default()
-}
-
-fn return_borrowed(s: &str) -> std::borrow::Cow<'_, str> {
-    std::borrow::Cow::Borrowed(s)
 }
 
 /// Filters and sorts view `v` from scratch, keeping the selection on its row.

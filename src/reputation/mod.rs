@@ -2,7 +2,9 @@
 //! node (pause, alerts).
 
 pub mod dnsbl;
+pub mod inflight;
 pub mod monitor;
 pub mod pacing;
 pub mod policy;
 pub mod udp;
+pub mod wire;

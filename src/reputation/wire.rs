@@ -311,13 +311,17 @@ mod tests {
         assert_eq!(encode_query("a b.test", TYPE_A), Err(NameError::NotAscii));
         assert_eq!(encode_query("é.test", TYPE_A), Err(NameError::NotAscii));
         // 253 characters of text is the longest name that fits.
-        let longest = vec![
+        let longest = [
             "x".repeat(63),
             "y".repeat(63),
             "z".repeat(63),
             "w".repeat(61),
         ];
         assert!(encode_query(&longest.join("."), TYPE_A).is_ok());
+        assert_eq!(
+            encode_query(&format!("{}w", longest.join(".")), TYPE_A),
+            Err(NameError::NameTooLong)
+        );
     }
 
     #[test]

@@ -506,17 +506,14 @@ impl OursAt {
             concurrency,
         };
         let (checker, fixture) = (ours.checker.clone(), ours.fixture.clone());
-        let warm = ours
-            .rt
-            .block_on(tokio::spawn(async move {
-                for zone in &fixture.zones {
-                    let health = checker.health(zone).await;
-                    assert!(health.usable, "bench zone unusable: {health:?}");
-                }
-                // Warm-up: the server's packet cache, and our code paths.
-                checker.check_all(&fixture.ips, &fixture.zones).await.len()
-            }))
-            .expect("the warm-up task finishes");
+        let warm = ours.run(async move {
+            for zone in &fixture.zones {
+                let health = checker.health(zone).await;
+                assert!(health.usable, "bench zone unusable: {health:?}");
+            }
+            // Warm-up: the server's packet cache, and our code paths.
+            checker.check_all(&fixture.ips, &fixture.zones).await.len()
+        });
         assert_eq!(
             warm,
             ours.fixture.truth.len(),
@@ -525,34 +522,42 @@ impl OursAt {
         ours
     }
 
+    /// Runs `task` as a task spawned on the runtime, and waits for it.
+    fn run<F>(&self, task: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt
+            .block_on(self.rt.spawn(task))
+            .expect("the measuring task finishes")
+    }
+
     /// PASSES x check_all, timed as one run; misclassifications of the worst pass.
     fn timed_run(&self) -> Run {
         let (checker, fixture) = (self.checker.clone(), self.fixture.clone());
-        self.rt
-            .block_on(tokio::spawn(async move {
-                let fixture = &*fixture;
-                let started = Instant::now();
-                let mut passes = Vec::with_capacity(PASSES);
-                for _ in 0..PASSES {
-                    passes.push(checker.check_all(&fixture.ips, &fixture.zones).await);
-                }
-                let took = started.elapsed();
-                let checks = passes.iter().map(Vec::len).sum::<usize>();
-                let mut run = Run {
-                    rate: checks as f64 / took.as_secs_f64(),
-                    checks,
-                    misclassified: 0,
-                    examples: Vec::new(),
-                };
-                for verdicts in &passes {
-                    let why: Vec<String> =
-                        verdicts.iter().filter_map(|v| wrong(v, fixture)).collect();
-                    run.misclassified = run.misclassified.max(why.len());
-                    run.examples.extend(why.into_iter().take(5));
-                }
-                run
-            }))
-            .expect("the measuring task finishes")
+        self.run(async move {
+            let fixture = &*fixture;
+            let started = Instant::now();
+            let mut passes = Vec::with_capacity(PASSES);
+            for _ in 0..PASSES {
+                passes.push(checker.check_all(&fixture.ips, &fixture.zones).await);
+            }
+            let took = started.elapsed();
+            let checks = passes.iter().map(Vec::len).sum::<usize>();
+            let mut run = Run {
+                rate: checks as f64 / took.as_secs_f64(),
+                checks,
+                misclassified: 0,
+                examples: Vec::new(),
+            };
+            for verdicts in &passes {
+                let why: Vec<String> = verdicts.iter().filter_map(|v| wrong(v, fixture)).collect();
+                run.misclassified = run.misclassified.max(why.len());
+                run.examples.extend(why.into_iter().take(5));
+            }
+            run
+        })
     }
 
     /// Per-check latency: the same checks, `concurrency` in flight, each timed on its own
@@ -560,43 +565,41 @@ impl OursAt {
     fn latency(&self) -> (f64, usize) {
         let (checker, fixture) = (self.checker.clone(), self.fixture.clone());
         let concurrency = self.concurrency;
-        self.rt
-            .block_on(tokio::spawn(async move {
-                let fixture = &*fixture;
-                // (ip, zone index): a reference in the stream's item trips the Send check.
-                let pairs: Vec<(Ipv4Addr, usize)> = fixture
-                    .ips
+        self.run(async move {
+            let fixture = &*fixture;
+            // (ip, zone index): a reference in the stream's item trips the Send check.
+            let pairs: Vec<(Ipv4Addr, usize)> = fixture
+                .ips
+                .iter()
+                .flat_map(|ip| (0..fixture.zones.len()).map(move |z| (*ip, z)))
+                .collect();
+            let mut latencies: Vec<Duration> = Vec::with_capacity(pairs.len() * RUNS);
+            let mut worst = 0;
+            for _ in 0..RUNS {
+                let timed: Vec<(Verdict, Duration)> = stream::iter(pairs.iter().copied())
+                    .map(|(ip, zone)| {
+                        let checker = &checker;
+                        let zone = &fixture.zones[zone];
+                        async move {
+                            let started = Instant::now();
+                            let v = checker.check(ip, zone).await;
+                            (v, started.elapsed())
+                        }
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+                let wrong_here = timed
                     .iter()
-                    .flat_map(|ip| (0..fixture.zones.len()).map(move |z| (*ip, z)))
-                    .collect();
-                let mut latencies: Vec<Duration> = Vec::with_capacity(pairs.len() * RUNS);
-                let mut worst = 0;
-                for _ in 0..RUNS {
-                    let timed: Vec<(Verdict, Duration)> = stream::iter(pairs.iter().copied())
-                        .map(|(ip, zone)| {
-                            let checker = &checker;
-                            let zone = &fixture.zones[zone];
-                            async move {
-                                let started = Instant::now();
-                                let v = checker.check(ip, zone).await;
-                                (v, started.elapsed())
-                            }
-                        })
-                        .buffer_unordered(concurrency)
-                        .collect()
-                        .await;
-                    let wrong_here = timed
-                        .iter()
-                        .filter(|(v, _)| wrong(v, fixture).is_some())
-                        .count();
-                    worst = worst.max(wrong_here);
-                    latencies.extend(timed.iter().map(|(_, took)| *took));
-                }
-                latencies.sort();
-                let p99 = latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)];
-                (p99.as_secs_f64() * 1000.0, worst)
-            }))
-            .expect("the latency task finishes")
+                    .filter(|(v, _)| wrong(v, fixture).is_some())
+                    .count();
+                worst = worst.max(wrong_here);
+                latencies.extend(timed.iter().map(|(_, took)| *took));
+            }
+            latencies.sort();
+            let p99 = latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)];
+            (p99.as_secs_f64() * 1000.0, worst)
+        })
     }
 }
 

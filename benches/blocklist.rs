@@ -29,7 +29,7 @@
 //! first query, so nothing is stale): the figures are the clients', not the sqlite
 //! backend's. MAILFLEET_BENCH_PDNS_CACHES=0 turns them off. Ours runs as a task on a
 //! multi-threaded runtime like the console's; MAILFLEET_BENCH_RUNTIME=current_thread for one
-//! thread.
+//! thread. MAILFLEET_BENCH_PYDNSBL=0 skips pydnsbl.
 
 #[path = "../tests/support/pdns.rs"]
 mod pdns;
@@ -168,7 +168,11 @@ fn main() {
         None => println!("server ceiling: not measured (lost answers)"),
     }
 
-    let py = run_pydnsbl(&server, &fixture);
+    let py = if std::env::var("MAILFLEET_BENCH_PYDNSBL").as_deref() == Ok("0") {
+        Err("MAILFLEET_BENCH_PYDNSBL=0".to_string())
+    } else {
+        run_pydnsbl(&server, &fixture)
+    };
     match &py {
         Ok(v) => println!(
             "pydnsbl {}: {} checks/s best (concurrency {}), {} median, {} min; {} server queries per check; {} misclassified (worst run; {} error codes reported as listed)",
@@ -262,7 +266,9 @@ impl Level {
             "misclassified": self.ours.misclassified,
             "resent": self.ours.resent,
             "smallest_window": self.ours.smallest_window,
+            "cpu_us_per_check": self.ours.cpu_us.map(|r| r.json(2)),
             "dnsperf_qps": self.perf_rates().map(|r| r.json(0)),
+            "dnsperf_cpu_us_per_query": self.perf.as_ref().ok().and_then(|runs| Spread::of(&runs.iter().map(|r| r.cpu_us).collect::<Vec<_>>())).map(|r| r.json(2)),
             "dnsperf_lost_pct": perf_lost.map(round2),
             "dnsperf_why_missing": self.perf.as_ref().err(),
             "vs_dnsperf": Spread::of(&self.ratios).map(|r| r.json(2)),
@@ -290,6 +296,7 @@ fn measure_level(
     let mut misclassified = 0;
     let mut queries_per_check: Option<f64> = None;
     let mut examples = Vec::new();
+    let mut cpu = Vec::with_capacity(RUNS);
     for round in 0..RUNS {
         let mut our_run = || {
             let before = api.statistic("udp-queries").ok();
@@ -299,6 +306,7 @@ fn measure_level(
                 queries_per_check = Some(queries_per_check.map_or(per_check, |q| q.min(per_check)));
             }
             misclassified = misclassified.max(run.misclassified);
+            cpu.push(run.cpu_us);
             examples.extend(run.examples.into_iter().take(5 - examples.len().min(5)));
             run.rate
         };
@@ -324,15 +332,21 @@ fn measure_level(
         if let Some(p) = perf {
             ratios.push(rate / p.qps);
             println!(
-                "  round {}: mailfleet {rate:.0} checks/s, dnsperf {:.0} queries/s ({:.2}% lost): {:.2}",
+                "  round {}: mailfleet {rate:.0} checks/s ({:.1} µs CPU per check), dnsperf {:.0} queries/s ({:.1} µs CPU per query, {:.2}% lost): {:.2}",
                 round + 1,
+                cpu.last().copied().unwrap_or_default(),
                 p.qps,
+                p.cpu_us,
                 p.lost_pct,
                 rate / p.qps
             );
             perf_runs.push(p);
         } else {
-            println!("  round {}: mailfleet {rate:.0} checks/s", round + 1);
+            println!(
+                "  round {}: mailfleet {rate:.0} checks/s ({:.1} µs CPU per check)",
+                round + 1,
+                cpu.last().copied().unwrap_or_default()
+            );
         }
     }
     let (p99_ms, latency_wrong) = ours.latency();
@@ -342,6 +356,7 @@ fn measure_level(
         concurrency,
         ours: Ours {
             rates: Spread::of(&rates),
+            cpu_us: Spread::of(&cpu),
             p99_ms,
             queries_per_check,
             misclassified,
@@ -450,6 +465,8 @@ fn load_fixture(server: &Pdns) -> Fixture {
 struct Ours {
     /// Checks/s of each run (PASSES x check_all).
     rates: Option<Spread>,
+    /// CPU µs per check of each run.
+    cpu_us: Option<Spread>,
     p99_ms: f64,
     /// Queries the server received per check (A, plus TXT for listings), fewest of the runs.
     queries_per_check: Option<f64>,
@@ -466,6 +483,8 @@ struct Ours {
 struct Run {
     rate: f64,
     checks: usize,
+    /// CPU time of this process per check, in µs (every thread: the client's cost).
+    cpu_us: f64,
     misclassified: usize,
     examples: Vec<String>,
 }
@@ -536,7 +555,8 @@ impl OursAt {
     /// PASSES x check_all, timed as one run; misclassifications of the worst pass.
     fn timed_run(&self) -> Run {
         let (checker, fixture) = (self.checker.clone(), self.fixture.clone());
-        self.run(async move {
+        let cpu_before = cpu_time(libc::RUSAGE_SELF);
+        let mut run = self.run(async move {
             let fixture = &*fixture;
             let started = Instant::now();
             let mut passes = Vec::with_capacity(PASSES);
@@ -548,6 +568,7 @@ impl OursAt {
             let mut run = Run {
                 rate: checks as f64 / took.as_secs_f64(),
                 checks,
+                cpu_us: 0.0,
                 misclassified: 0,
                 examples: Vec::new(),
             };
@@ -557,7 +578,11 @@ impl OursAt {
                 run.examples.extend(why.into_iter().take(5));
             }
             run
-        })
+        });
+        // Includes checking the verdicts against the truth: a little more than the client's.
+        let cpu = cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu_before);
+        run.cpu_us = cpu.as_secs_f64() * 1e6 / run.checks as f64;
+        run
     }
 
     /// Per-check latency: the same checks, `concurrency` in flight, each timed on its own
@@ -601,6 +626,20 @@ impl OursAt {
             (p99.as_secs_f64() * 1000.0, worst)
         })
     }
+}
+
+/// CPU time (user + system) used so far by this process (`RUSAGE_SELF`) or by its children
+/// that were waited for (`RUSAGE_CHILDREN`).
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given, which outlives the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Why a verdict disagrees with the truth, if it does.
@@ -687,6 +726,8 @@ struct DnsPerf {
 
 struct PerfRun {
     qps: f64,
+    /// dnsperf's CPU time per query sent, in µs.
+    cpu_us: f64,
     /// Queries dnsperf counted as lost.
     lost_pct: f64,
 }
@@ -710,6 +751,7 @@ impl DnsPerf {
 
     /// One run: PASSES times through the list, `concurrency` queries outstanding.
     fn run_once(&self, addr: SocketAddr, concurrency: usize) -> Result<PerfRun, String> {
+        let cpu_before = cpu_time(libc::RUSAGE_CHILDREN);
         let text = run_bounded(
             Command::new("dnsperf")
                 .arg("-s")
@@ -747,7 +789,13 @@ impl DnsPerf {
             (Some(sent), Some(lost)) if sent > 0.0 => lost * 100.0 / sent,
             _ => 0.0,
         };
-        Ok(PerfRun { qps, lost_pct })
+        let sent = figure("Queries sent").unwrap_or(0.0).max(1.0);
+        let cpu = cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu_before);
+        Ok(PerfRun {
+            qps,
+            lost_pct,
+            cpu_us: cpu.as_secs_f64() * 1e6 / sent,
+        })
     }
 }
 

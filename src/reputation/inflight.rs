@@ -105,6 +105,14 @@ impl<T> InFlight<T> {
         Some((key, value))
     }
 
+    pub fn get(&self, key: Key) -> Option<&T> {
+        let entry = self.entries.get(key.index as usize)?;
+        if entry.generation != key.generation {
+            return None;
+        }
+        entry.value.as_ref()
+    }
+
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         let entry = self.entries.get_mut(key.index as usize)?;
         if entry.generation != key.generation {

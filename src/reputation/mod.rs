@@ -3,6 +3,7 @@
 
 pub mod dnsbl;
 pub mod inflight;
+pub mod mmsg;
 pub mod monitor;
 pub mod pacing;
 pub mod policy;

@@ -17,6 +17,7 @@
 //! smaller window, not the timeout.
 
 use super::inflight::{InFlight, Key};
+use super::mmsg::{self, RecvBatch};
 use super::pacing::Pacing;
 use super::wire::{self, Reply};
 use rand::rngs::StdRng;
@@ -29,7 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::ReadBuf;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
@@ -98,11 +99,11 @@ impl UdpDns {
             std_socket.connect(server)?;
             std_socket.set_nonblocking(true)?;
             set_receive_buffer(&std_socket, RECEIVE_BUFFER);
-            let sender = std_socket.try_clone()?;
+            let direct = std_socket.try_clone()?;
             let _enter = runtime.enter();
             opened.push(Socket {
-                receiver: UdpSocket::from_std(std_socket)?,
-                sender,
+                readiness: UdpSocket::from_std(std_socket)?,
+                direct,
             });
         }
         let concurrency = concurrency.clamp(1, super::inflight::CAPACITY);
@@ -120,7 +121,8 @@ impl UdpDns {
             timeout,
             next_socket: 0,
             rng: StdRng::from_entropy(),
-            buf: vec![0; 65_535],
+            batch: RecvBatch::new(),
+            unsent: Vec::new(),
         };
         let driver = runtime.spawn(driver);
         Ok(UdpDns {
@@ -169,13 +171,15 @@ fn set_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) {
     }
 }
 
-/// One socket, read through the runtime (woken when datagrams wait) and written to directly:
-/// the runtime's `try_send` answers "would block" until its reactor has first seen the
-/// socket writable, which would turn a fresh socket's first queries into losses.
+/// One socket, registered with the runtime for its readiness (the driver is woken when
+/// datagrams wait), and read and written directly, several datagrams a call (see `mmsg`).
+/// Sends do not wait for the runtime to have seen the socket writable: its `try_send`
+/// answers "would block" until then, which would turn a fresh socket's first queries into
+/// losses.
 struct Socket {
-    receiver: UdpSocket,
+    readiness: UdpSocket,
     /// The same socket (a duplicate descriptor), non-blocking.
-    sender: std::net::UdpSocket,
+    direct: std::net::UdpSocket,
 }
 
 /// A query in flight.
@@ -211,7 +215,9 @@ struct Driver {
     timeout: Duration,
     next_socket: usize,
     rng: StdRng,
-    buf: Vec<u8>,
+    batch: RecvBatch,
+    /// Queries admitted in this wake, not sent yet: sent together.
+    unsent: Vec<Key>,
 }
 
 impl Future for Driver {
@@ -246,35 +252,39 @@ impl Future for Driver {
 impl Driver {
     /// Reads every datagram waiting on every socket, and hands out the replies.
     fn receive(&mut self, cx: &mut Context<'_>, pacing: &mut Pacing) {
-        let mut buf = std::mem::take(&mut self.buf);
         let mut errors = 0;
         for socket in 0..self.sockets.len() {
-            loop {
-                let mut read = ReadBuf::new(&mut buf);
-                match self.sockets[socket].receiver.poll_recv(cx, &mut read) {
-                    Poll::Ready(Ok(())) => {
-                        let len = read.filled().len();
-                        self.take_reply(socket, &buf[..len], pacing);
+            while let Poll::Ready(Ok(())) = self.sockets[socket].readiness.poll_recv_ready(cx) {
+                let Socket { readiness, direct } = &self.sockets[socket];
+                let batch = &mut self.batch;
+                match readiness.try_io(Interest::READABLE, || batch.recv(direct)) {
+                    Ok(_) => {
+                        let batch = std::mem::take(&mut self.batch);
+                        for (message, cut) in batch.datagrams() {
+                            self.take_reply(socket, message, cut, pacing);
+                        }
+                        self.batch = batch;
                     }
+                    // Nothing more waits: the next poll_recv_ready registers the wake.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     // An ICMP report (port unreachable, ...): the queries it concerns time out
                     // or are answered by a later copy.
-                    Poll::Ready(Err(_)) => {
+                    Err(_) => {
                         errors += 1;
                         if errors > MAX_ERRORS_PER_WAKE {
                             cx.waker().wake_by_ref();
                             break;
                         }
                     }
-                    Poll::Pending => break,
                 }
             }
         }
-        self.buf = buf;
     }
 
     /// One datagram: the reply of the query in flight under its id, sent from that query's
-    /// socket, for that query's question; anything else is dropped.
-    fn take_reply(&mut self, socket: usize, message: &[u8], pacing: &mut Pacing) {
+    /// socket, for that query's question; anything else is dropped. A datagram longer than
+    /// the buffer is taken as a truncated reply when its question matches.
+    fn take_reply(&mut self, socket: usize, message: &[u8], cut: bool, pacing: &mut Pacing) {
         let Some(id) = wire::id_of(message) else {
             return;
         };
@@ -284,19 +294,23 @@ impl Driver {
         if pending.socket != socket {
             return;
         }
-        let Ok(reply) = wire::read_reply(message, &pending.packet) else {
-            return;
+        let result = if cut {
+            if !wire::is_reply_to(message, &pending.packet) {
+                return;
+            }
+            Err(QueryError::Truncated)
+        } else {
+            match wire::read_reply(message, &pending.packet) {
+                Ok(reply) if reply.truncated => Err(QueryError::Truncated),
+                Ok(reply) => Ok(reply),
+                Err(_) => return,
+            }
         };
         let Some(pending) = self.in_flight.remove(key) else {
             return;
         };
         // Karn: the round trip of a query sent more than once is not known.
         pacing.answered((pending.resends == 0).then(|| pending.first_sent.elapsed()));
-        let result = if reply.truncated {
-            Err(QueryError::Truncated)
-        } else {
-            Ok(reply)
-        };
         let _ = pending.reply.send(result);
     }
 
@@ -323,7 +337,7 @@ impl Driver {
             pending.resends += 1;
             let wait = pacing.rto() * (1 << pending.resends.min(MAX_BACKOFF_SHIFT));
             let at = (now + wait).min(pending.deadline);
-            let sent = send(&self.sockets[pending.socket].sender, &pending.packet);
+            let sent = send(&self.sockets[pending.socket].direct, &pending.packet);
             pacing.lost(now.into_std());
             match sent {
                 Ok(()) => self.timers.push(Reverse(Timer { at, key })),
@@ -345,8 +359,12 @@ impl Driver {
                 Poll::Pending => break,
             }
         }
+        if !self.unsent.is_empty() {
+            self.flush();
+        }
     }
 
+    /// Puts a query in flight (id drawn, timer set); `flush` sends it.
     fn start(&mut self, request: Request, pacing: &Pacing) {
         if request.reply.is_closed() {
             return; // the caller gave up while it queued
@@ -374,17 +392,48 @@ impl Driver {
             return;
         };
         wire::set_id(&mut pending.packet, id);
-        match send(&self.sockets[socket].sender, &pending.packet) {
-            Ok(()) => {
-                let at = (now + pacing.rto()).min(pending.deadline);
-                self.timers.push(Reverse(Timer { at, key }));
+        let at = (now + pacing.rto()).min(pending.deadline);
+        self.timers.push(Reverse(Timer { at, key }));
+        self.unsent.push(key);
+    }
+
+    /// Sends the queries admitted, several per call on each socket. Those a full send buffer
+    /// refused count as lost (their timers send them again); an error fails them.
+    fn flush(&mut self) {
+        let unsent = std::mem::take(&mut self.unsent);
+        for socket in 0..self.sockets.len() {
+            let packets: Vec<&[u8]> = unsent
+                .iter()
+                .filter_map(|&key| self.in_flight.get(key))
+                .filter(|p| p.socket == socket)
+                .map(|p| p.packet.as_slice())
+                .collect();
+            if packets.is_empty() {
+                continue;
             }
-            Err(e) => {
-                if let Some(p) = self.in_flight.remove(key) {
-                    let _ = p.reply.send(Err(QueryError::Io(e)));
+            let direct = &self.sockets[socket].direct;
+            // An error left on the socket by an earlier ICMP report is read by the first
+            // try, so it tries twice.
+            let failed = match mmsg::send_all(direct, &packets) {
+                Ok(_) => None,
+                Err(_) => match mmsg::send_all(direct, &packets) {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                    Err(e) => Some(e.to_string()),
+                },
+            };
+            if let Some(e) = failed {
+                for &key in &unsent {
+                    if self.in_flight.get(key).is_some_and(|p| p.socket == socket) {
+                        if let Some(p) = self.in_flight.remove(key) {
+                            let _ = p.reply.send(Err(QueryError::Io(e.clone())));
+                        }
+                    }
                 }
             }
         }
+        self.unsent = unsent;
+        self.unsent.clear();
     }
 }
 
@@ -511,6 +560,34 @@ mod tests {
             let reply = dns.query(query(i)).await.expect("answered");
             assert_eq!(reply.response_code, ResponseCode::NXDomain, "query {i}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_reply_or_one_longer_than_the_buffer_is_truncated() {
+        use hickory_resolver::proto::rr::rdata::TXT;
+        use hickory_resolver::proto::rr::{RData, Record};
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let server = socket.local_addr().expect("addr");
+        tokio::spawn(echo_server(socket, |q| {
+            let name = q.queries()[0].name().clone();
+            let mut reply = reply_to(q, &name.to_ascii(), ResponseCode::NoError);
+            if name.to_ascii().starts_with("tc.") {
+                reply.set_truncated(true);
+            } else {
+                // Longer than any receive buffer: the kernel cuts it.
+                let text = "x".repeat(250);
+                for _ in 0..12 {
+                    let txt = TXT::new(vec![text.clone()]);
+                    reply.add_answer(Record::from_rdata(name.clone(), 60, RData::TXT(txt)));
+                }
+            }
+            vec![reply]
+        }));
+        let dns = UdpDns::new(server, 1, 8, Duration::from_secs(2)).expect("client");
+        let tc = encode_query("tc.example.", TYPE_A).expect("name");
+        assert_eq!(dns.query(tc).await, Err(QueryError::Truncated));
+        let long = encode_query("long.example.", TYPE_A).expect("name");
+        assert_eq!(dns.query(long).await, Err(QueryError::Truncated));
     }
 
     #[tokio::test]

@@ -123,10 +123,15 @@ pub enum ReplyError {
     OtherQuestion,
 }
 
-/// Reads `message` as the reply to `query` (a message from [`encode_query`]): the ids must
-/// already have been matched by the caller; the question must be the same name (ignoring
-/// ASCII case), type and class.
-pub fn read_reply(message: &[u8], query: &[u8]) -> Result<Reply, ReplyError> {
+/// Whether `message`'s header and question make it a reply to `query`; only those are read
+/// (for a reply cut short on the way).
+pub fn is_reply_to(message: &[u8], query: &[u8]) -> bool {
+    reply_header(message, query).is_ok()
+}
+
+/// The checks of `read_reply` up to the end of the question: flags, answer count, and where
+/// the answers start.
+fn reply_header(message: &[u8], query: &[u8]) -> Result<(u16, u16, usize), ReplyError> {
     let header = message.get(..HEADER_LEN).ok_or(ReplyError::Malformed)?;
     let flags = u16::from_be_bytes([header[2], header[3]]);
     let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
@@ -135,10 +140,6 @@ pub fn read_reply(message: &[u8], query: &[u8]) -> Result<Reply, ReplyError> {
     if !is_response || opcode != 0 || count(4) != 1 {
         return Err(ReplyError::NotAReply);
     }
-    let truncated = flags & 0x0200 != 0;
-    let response_code = ResponseCode::from_low((flags & 0xF) as u8);
-    let answers = count(6);
-
     let asked = question_of(query);
     let asked_name_len = asked.len().saturating_sub(4);
     let (same_name, pos) = name_equals(message, HEADER_LEN, &asked[..asked_name_len])?;
@@ -146,8 +147,16 @@ pub fn read_reply(message: &[u8], query: &[u8]) -> Result<Reply, ReplyError> {
     if !same_name || fixed != &asked[asked_name_len..] {
         return Err(ReplyError::OtherQuestion);
     }
-    let mut pos = pos + 4;
+    Ok((flags, count(6), pos + 4))
+}
 
+/// Reads `message` as the reply to `query` (a message from [`encode_query`]): the ids must
+/// already have been matched by the caller; the question must be the same name (ignoring
+/// ASCII case), type and class.
+pub fn read_reply(message: &[u8], query: &[u8]) -> Result<Reply, ReplyError> {
+    let (flags, answers, mut pos) = reply_header(message, query)?;
+    let truncated = flags & 0x0200 != 0;
+    let response_code = ResponseCode::from_low((flags & 0xF) as u8);
     let mut reply = Reply {
         response_code,
         truncated,
@@ -429,6 +438,11 @@ mod tests {
         assert!(read_reply(&upper.to_vec().expect("write"), &query).is_ok());
         // A query is not a reply to itself.
         assert_eq!(read_reply(&query, &query), Err(ReplyError::NotAReply));
+        // The header and question alone say whether a datagram cut short is the reply.
+        let same = hickory_reply(&asked).to_vec().expect("write");
+        assert!(is_reply_to(&same, &query));
+        assert!(!is_reply_to(&other.to_vec().expect("write"), &query));
+        assert!(!is_reply_to(&query, &query));
     }
 
     #[test]

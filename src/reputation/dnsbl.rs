@@ -370,11 +370,15 @@ impl Checker {
         if per_ip == 0 {
             return Vec::new();
         }
-        stream::iter(0..ips.len() * per_ip)
-            .map(|k| self.check(ips[k / per_ip], &zones[k % per_ip]))
-            .buffered(self.concurrency)
+        // Unordered, then put back in place: in order, one query lost and sent again would
+        // hold up every check behind it once `concurrency` of them had finished.
+        let mut found: Vec<(usize, Verdict)> = stream::iter(0..ips.len() * per_ip)
+            .map(|k| async move { (k, self.check(ips[k / per_ip], &zones[k % per_ip]).await) })
+            .buffer_unordered(self.concurrency)
             .collect()
-            .await
+            .await;
+        found.sort_unstable_by_key(|(k, _)| *k);
+        found.into_iter().map(|(_, v)| v).collect()
     }
 
     /// Health-checks each zone, then checks every IP on every zone. Answers from a zone

@@ -254,10 +254,7 @@ impl Checker {
             .build();
         // One driver reads them all, so a few suffice: more spread the ids and ports a forger
         // must guess, but each costs an empty read per wake.
-        let sockets = std::env::var("MAILFLEET_DNSBL_SOCKETS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(cfg.concurrency.div_ceil(128).clamp(1, 4));
+        let sockets = cfg.concurrency.div_ceil(128).clamp(1, 4);
         let udp = super::udp::UdpDns::new(server, sockets, cfg.concurrency.max(1), cfg.timeout)
             .map_err(|e| format!("blocklists: cannot open a UDP socket: {e}"))?;
         Ok(Checker {
@@ -363,6 +360,10 @@ impl Checker {
     }
 
     /// Every IP on every zone, at most `concurrency` queries at once; IP-major order.
+    ///
+    /// Twice as many checks as seats are kept asking: the client then has a query queued
+    /// for each seat an answer frees, and sends it in the same wake that read the answer,
+    /// so the server is never left idle while this task catches up.
     pub async fn check_all(&self, ips: &[Ipv4Addr], zones: &[Zone]) -> Vec<Verdict> {
         // By index, so the closure borrows nothing of its argument (the future stays Send
         // for any caller that spawns it).
@@ -374,7 +375,7 @@ impl Checker {
         // hold up every check behind it once `concurrency` of them had finished.
         let mut found: Vec<(usize, Verdict)> = stream::iter(0..ips.len() * per_ip)
             .map(|k| async move { (k, self.check(ips[k / per_ip], &zones[k % per_ip]).await) })
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(2 * self.concurrency)
             .collect()
             .await;
         found.sort_unstable_by_key(|(k, _)| *k);

@@ -52,6 +52,12 @@ const RECEIVE_BUFFER: usize = 1 << 20;
 /// Resends of one query wait the RTO times 2^n, n at most this.
 const MAX_BACKOFF_SHIFT: u32 = 6;
 
+/// Queries sent at once when nothing is in flight. Beyond it, each answer lets two more
+/// go (slow start, ack-clocked as TCP's): the window is reached in a few round trips instead
+/// of in one burst, which a server's receive buffer (PowerDNS's holds ~190 queries) would
+/// partly drop, and drops before any round trip is measured cost the initial RTO.
+const INITIAL_BURST: usize = 32;
+
 /// Receive errors (ICMP reports on a connected socket) read in one wake before yielding.
 const MAX_ERRORS_PER_WAKE: usize = 64;
 
@@ -123,6 +129,7 @@ impl UdpDns {
             rng: StdRng::from_entropy(),
             batch: RecvBatch::new(),
             unsent: Vec::new(),
+            credit: INITIAL_BURST,
         };
         let driver = runtime.spawn(driver);
         Ok(UdpDns {
@@ -218,6 +225,8 @@ struct Driver {
     batch: RecvBatch,
     /// Queries admitted in this wake, not sent yet: sent together.
     unsent: Vec<Key>,
+    /// Queries that may be sent before more answers come (see INITIAL_BURST).
+    credit: usize,
 }
 
 impl Future for Driver {
@@ -311,6 +320,7 @@ impl Driver {
         };
         // Karn: the round trip of a query sent more than once is not known.
         pacing.answered((pending.resends == 0).then(|| pending.first_sent.elapsed()));
+        self.freed(true);
         let _ = pending.reply.send(result);
     }
 
@@ -328,6 +338,7 @@ impl Driver {
             };
             if now >= pending.deadline || pending.reply.is_closed() {
                 if let Some(p) = self.in_flight.remove(key) {
+                    self.freed(false);
                     let _ = p.reply.send(Err(QueryError::Timeout));
                 }
                 continue;
@@ -343,6 +354,7 @@ impl Driver {
                 Ok(()) => self.timers.push(Reverse(Timer { at, key })),
                 Err(e) => {
                     if let Some(p) = self.in_flight.remove(key) {
+                        self.freed(false);
                         let _ = p.reply.send(Err(QueryError::Io(e)));
                     }
                 }
@@ -350,15 +362,28 @@ impl Driver {
         }
     }
 
-    /// Takes new queries while the window has room, and sends them.
+    /// A seat came free: an answer lets two queries go, a query given up one.
+    fn freed(&mut self, answered: bool) {
+        self.credit += if answered { 2 } else { 1 };
+    }
+
+    /// Takes new queries while the window and the credit have room, and sends them.
     fn admit(&mut self, cx: &mut Context<'_>, pacing: &mut Pacing) {
-        while !self.closed && self.in_flight.len() < pacing.window() {
+        if self.in_flight.is_empty() {
+            self.credit = self.credit.max(INITIAL_BURST);
+        }
+        while !self.closed && self.credit > 0 && self.in_flight.len() < pacing.window() {
             match self.incoming.poll_recv(cx) {
-                Poll::Ready(Some(request)) => self.start(request, pacing),
+                Poll::Ready(Some(request)) => {
+                    self.credit -= 1;
+                    self.start(request, pacing);
+                }
                 Poll::Ready(None) => self.closed = true,
                 Poll::Pending => break,
             }
         }
+        // What this wake's answers earned and did not use carries over only up to a burst.
+        self.credit = self.credit.min(INITIAL_BURST);
         if !self.unsent.is_empty() {
             self.flush();
         }
@@ -426,6 +451,7 @@ impl Driver {
                 for &key in &unsent {
                     if self.in_flight.get(key).is_some_and(|p| p.socket == socket) {
                         if let Some(p) = self.in_flight.remove(key) {
+                            self.freed(false);
                             let _ = p.reply.send(Err(QueryError::Io(e.clone())));
                         }
                     }
@@ -618,6 +644,55 @@ mod tests {
             ask.await
         };
         assert_eq!(target, Err(QueryError::Timeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queries_start_in_a_burst_of_32_then_each_answer_lets_two_go() {
+        // A plain socket: read and answered by hand, without the runtime.
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        server.set_nonblocking(true).expect("nonblocking");
+        let dns = Arc::new(
+            UdpDns::new(
+                server.local_addr().expect("addr"),
+                1,
+                256,
+                Duration::from_secs(2),
+            )
+            .expect("client"),
+        );
+        let asking: Vec<_> = (0..200)
+            .map(|i| {
+                let dns = dns.clone();
+                tokio::spawn(async move { dns.query(query(i)).await })
+            })
+            .collect();
+        let arrived = |buf: &mut Vec<u8>| {
+            let mut got = Vec::new();
+            while let Ok((n, from)) = server.recv_from(buf) {
+                got.push((Message::from_vec(&buf[..n]).expect("query"), from));
+            }
+            got
+        };
+        let mut buf = vec![0u8; 512];
+        // Well within the first RTO (400 ms): nothing is resent yet.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let first = arrived(&mut buf);
+        assert_eq!(
+            first.len(),
+            INITIAL_BURST,
+            "the window is 256, the first burst 32"
+        );
+        // Three answers: six more queries go, not 200 - 32.
+        for (q, from) in first.iter().take(3) {
+            let name = q.queries()[0].name().to_ascii();
+            let reply = reply_to(q, &name, ResponseCode::NXDomain);
+            server
+                .send_to(&reply.to_vec().expect("write"), from)
+                .expect("answer");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(arrived(&mut buf).len(), 6);
+        drop(asking);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,8 +2,8 @@
 //! ports, connected to the one server), and one driver task that owns them and does all the
 //! socket work. Callers hand it a query message (see `wire`) and await the reply; the driver,
 //! on each wake, reads every datagram waiting, resends what is overdue and sends what the
-//! window admits, so a busy checker costs a few wakes per batch of answers rather than a task,
-//! a timer and a lock per query. A general resolver opens a socket per query; a checker
+//! window admits (several datagrams per system call, see `mmsg`), so a busy checker costs a
+//! few wakes per batch of answers rather than a task, a timer and a lock per query. A general resolver opens a socket per query; a checker
 //! asking thousands of questions of one resolver should not.
 //!
 //! Forged replies are guarded against as a resolver would: random ports, random ids (see
@@ -14,7 +14,9 @@
 //! A query unanswered for the retransmission timeout is sent again (same id, same question;
 //! each further resend waits twice as long), and the number of queries in flight adapts to
 //! loss (see `pacing`): a server dropping queries under load costs a short wait and a
-//! smaller window, not the timeout.
+//! smaller window, not the timeout. From idle, queries start in a burst of 32 and each answer
+//! lets two more go (slow start), so the window is not sent in one burst that a server's
+//! receive buffer would partly drop.
 
 use super::inflight::{InFlight, Key};
 use super::mmsg::{self, RecvBatch};

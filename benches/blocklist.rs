@@ -1,28 +1,35 @@
 //! `cargo bench --bench blocklist`: 1,000 IPs on 6 zones (6,000 checks) against a local
 //! PowerDNS (tests/support/pdns.rs) whose zones hold a known truth for every (ip, zone): ~10%
 //! listed with Spamhaus codes (half with a TXT reason), ~3% the error code 127.255.255.254,
-//! the rest not listed. Times `Checker::check_all` (one warm-up, then 3 runs: best and
-//! median checks/s), then the p99 latency of single checks run 64 at a time, and counts
-//! misclassifications against the truth. Then runs the same checks with pydnsbl
-//! (benches/pydnsbl_compare.py, in a venv cached at TARGET/pydnsbl-venv) on the same server.
-//! pydnsbl is given its best of concurrency 64 and its default 200, and a fresh c-ares channel
-//! per timed run (c-ares caches answers per channel, and pycares cannot turn that off).
-//! Ours is measured at concurrency 64 and 256 (where PowerDNS's receive buffer starts to drop
-//! queries: each lost query is sent again after a learnt RTO, and the window shrinks), and so
-//! is dnsperf (Debian's `dnsperf`, when installed) sending the same A queries to the same
-//! server with as many in flight: the rate a dedicated load generator reaches.
+//! the rest not listed.
+//!
+//! At each concurrency (64 and 256: where PowerDNS's receive buffer starts to drop queries,
+//! each lost query is sent again after a learnt RTO and the window shrinks), mailfleet and
+//! dnsperf (Debian's `dnsperf`, skipped when absent) take turns, RUNS rounds, the order
+//! swapped every round: mailfleet runs `Checker::check_all` PASSES times (30,000 checks),
+//! dnsperf sends the same 6,000 A queries PASSES times (30,000 queries) with as many in
+//! flight, to the same server. Each round's ratio (mailfleet checks/s ÷ dnsperf queries/s)
+//! is taken from two runs seconds apart, so load from elsewhere on the machine weighs on
+//! both; min and median over the rounds are reported, of each rate and of the ratios. A
+//! check is an A query plus, for a listing, a TXT query, so checks/s is the stricter figure.
+//! Then the p99 latency of single checks run `concurrency` at a time, and misclassifications
+//! against the truth in every run (worst run reported).
+//!
+//! Then pydnsbl (benches/pydnsbl_compare.py, in a venv cached at TARGET/pydnsbl-venv) on the
+//! same server, given its best of concurrency 64 and its default 200 and a fresh c-ares
+//! channel per timed run (c-ares caches answers per channel, and pycares cannot turn that
+//! off); mailfleet's min and median at each concurrency are divided by pydnsbl's best.
 //! Prints every tool's figures; the last line is one JSON object.
 //!
 //! Honesty checks printed beside the rates: the server's own `udp-queries` counter per check
 //! for each tool (ours is ~1.1: the A query, plus the TXT for listings; pydnsbl's 1.0), and
-//! the server's ceiling measured by a bare UDP client (no resolver library), which shows
-//! whether the server or the client is the bottleneck on this machine.
+//! the server's ceiling measured by a bare UDP client (no resolver library).
 //!
 //! The server runs with its packet and query caches on (all records are loaded before the
 //! first query, so nothing is stale): the figures are the clients', not the sqlite
 //! backend's. MAILFLEET_BENCH_PDNS_CACHES=0 turns them off. Ours runs as a task on a
 //! multi-threaded runtime like the console's; MAILFLEET_BENCH_RUNTIME=current_thread for one
-//! thread.
+//! thread. MAILFLEET_BENCH_PYDNSBL=0 skips pydnsbl.
 
 #[path = "../tests/support/pdns.rs"]
 mod pdns;
@@ -31,7 +38,7 @@ use futures::stream::{self, StreamExt};
 use mailfleet::reputation::dnsbl::{
     Checker, CheckerConfig, Codes, Severity, Status, Verdict, Zone,
 };
-use pdns::{Pdns, PdnsApi, PdnsOptions};
+use pdns::{Pdns, PdnsOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -45,16 +52,21 @@ use std::time::{Duration, Instant};
 
 const IPS: usize = 1000;
 const ZONES: usize = 6;
+/// Rounds per concurrency (one mailfleet run and one dnsperf run each).
 const RUNS: usize = 3;
+/// Passes through the 6,000 checks (mailfleet) or queries (dnsperf) in one run.
+const PASSES: usize = 5;
+/// The concurrency of the server-ceiling client.
 const CONCURRENCY: usize = 64;
 /// Each concurrency ours and dnsperf are measured at.
 const CONCURRENCIES: [usize; 2] = [64, 256];
-/// Times dnsperf goes through the query file (6,000 queries each).
-const DNSPERF_PASSES: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(2);
 const SPAMHAUS_LISTING_CODES: [u8; 7] = [2, 3, 4, 9, 10, 11, 30];
 const PIP_TIME_LIMIT: Duration = Duration::from_secs(300);
 const SCRIPT_TIME_LIMIT: Duration = Duration::from_secs(300);
+/// The targets of issue 13 item 7, printed beside the figures.
+const TARGET_VS_DNSPERF: f64 = 0.7;
+const TARGET_VS_PYDNSBL: f64 = 5.0;
 
 /// What the zone says about one IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +95,34 @@ struct Fixture {
     truth: HashMap<(Ipv4Addr, String), Truth>,
 }
 
+/// Min, median and max of some figures.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Option<Spread> {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *v.first()?,
+            median: v[v.len() / 2],
+            max: *v.last()?,
+        })
+    }
+
+    fn json(self, digits: i32) -> Value {
+        let r = |x: f64| {
+            let k = 10f64.powi(digits);
+            (x * k).round() / k
+        };
+        json!({"min": r(self.min), "median": r(self.median), "max": r(self.max)})
+    }
+}
+
 fn main() {
     let caches = std::env::var("MAILFLEET_BENCH_PDNS_CACHES").as_deref() != Ok("0");
     let server = match Pdns::start_with(&PdnsOptions { caches }) {
@@ -108,48 +148,18 @@ fn main() {
         .filter(|t| **t == Truth::ErrorCode)
         .count();
     println!(
-        "blocklist: {IPS} IPs x {ZONES} zones on PowerDNS at {} (caches {}): {listed} listed, {errors} error codes, {} not listed",
+        "blocklist: {IPS} IPs x {ZONES} zones on PowerDNS at {} (caches {}): {listed} listed, {errors} error codes, {} not listed; {RUNS} rounds per concurrency, {PASSES} passes per run",
         server.dns_addr(),
         if caches { "on" } else { "off" },
         fixture.truth.len() - listed - errors,
     );
 
     let fixture = Arc::new(fixture);
-    let mut levels = Vec::new();
-    for concurrency in CONCURRENCIES {
-        let ours = run_ours(
-            server.dns_addr(),
-            server.api_client(),
-            fixture.clone(),
-            concurrency,
-        );
-        println!(
-            "mailfleet at concurrency {concurrency}: {:.0} checks/s best, {:.0} median over {RUNS} runs of check_all; p99 {:.2} ms per check; {} server queries per check; {} misclassified (worst run); {} queries sent again, window down to {}",
-            ours.best,
-            ours.median,
-            ours.p99_ms,
-            ours.queries_per_check.map_or("?".to_string(), |q| format!("{q:.3}")),
-            ours.misclassified,
-            ours.resent,
-            ours.smallest_window,
-        );
-        for line in &ours.examples {
-            println!("  misclassified: {line}");
-        }
-        let perf = run_dnsperf(&server, &fixture, concurrency);
-        match &perf {
-            Ok(p) => println!(
-                "dnsperf at concurrency {concurrency}: {:.0} queries/s best, {:.0} median over {RUNS} runs; {:.2}% lost (worst run); mailfleet's checks/s are {:.2} of it",
-                p.best,
-                p.median,
-                p.lost_pct,
-                ours.best / p.best
-            ),
-            Err(why) => println!("dnsperf at concurrency {concurrency}: not measured: {why}"),
-        }
-        levels.push((concurrency, ours, perf));
-    }
-    let ours = &levels[0].1;
+    let dnsperf = DnsPerf::prepare(&fixture);
+    let levels: Vec<Level> = CONCURRENCIES
+        .iter()
+        .map(|&c| measure_level(&server, &fixture, dnsperf.as_ref(), c))
+        .collect();
     let ceiling = raw_udp_ceiling(&server, &fixture);
     match ceiling {
         Some(q) => println!(
@@ -158,40 +168,33 @@ fn main() {
         None => println!("server ceiling: not measured (lost answers)"),
     }
 
-    let py = run_pydnsbl(&server, &fixture);
+    let py = if std::env::var("MAILFLEET_BENCH_PYDNSBL").as_deref() == Ok("0") {
+        Err("MAILFLEET_BENCH_PYDNSBL=0".to_string())
+    } else {
+        run_pydnsbl(&server, &fixture)
+    };
     match &py {
         Ok(v) => println!(
-            "pydnsbl {}: {} checks/s best (concurrency {}), {} median; {} server queries per check; {} misclassified (worst run; {} error codes reported as listed)",
+            "pydnsbl {}: {} checks/s best (concurrency {}), {} median, {} min; {} server queries per check; {} misclassified (worst run; {} error codes reported as listed)",
             v["versions"]["pydnsbl"].as_str().unwrap_or("?"), v["checks_per_s"], v["best_concurrency"], v["checks_per_s_median"],
-            v["queries_per_check"], v["misclassified"], v["error_as_listed"]
+            v["checks_per_s_min"], v["queries_per_check"], v["misclassified"], v["error_as_listed"]
         ),
         Err(why) => println!("pydnsbl: not measured: {why}"),
     }
     let py_rate = py.as_ref().ok().and_then(|v| v["checks_per_s"].as_f64());
-    let ratio = py_rate.map(|p| round2(ours.best / p));
-    if let Some(r) = ratio {
-        println!("ratio (mailfleet / pydnsbl checks per second): {r:.2}");
+    for level in &levels {
+        if let (Some(p), Some(ours)) = (py_rate, level.ours.rates) {
+            println!(
+                "mailfleet / pydnsbl at concurrency {}: {:.2} min, {:.2} median (target >= {TARGET_VS_PYDNSBL})",
+                level.concurrency,
+                ours.min / p,
+                ours.median / p
+            );
+        }
     }
-    let by_concurrency: Vec<Value> = levels
-        .iter()
-        .map(|(c, o, perf)| {
-            let perf = perf.as_ref().ok();
-            json!({
-                "concurrency": c,
-                "checks_per_s": o.best.round(),
-                "checks_per_s_median": o.median.round(),
-                "p99_ms": round2(o.p99_ms),
-                "misclassified": o.misclassified,
-                "resent": o.resent,
-                "smallest_window": o.smallest_window,
-                "dnsperf_qps": perf.map(|p| p.best.round()),
-                "dnsperf_qps_median": perf.map(|p| p.median.round()),
-                "dnsperf_lost_pct": perf.map(|p| round2(p.lost_pct)),
-                "vs_dnsperf": perf.map(|p| round2(o.best / p.best)),
-                "vs_pydnsbl": py_rate.map(|p| round2(o.best / p)),
-            })
-        })
-        .collect();
+    let by_concurrency: Vec<Value> = levels.iter().map(|l| l.json(py_rate)).collect();
+    let first = &levels[0];
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
     println!(
         "{}",
         json!({
@@ -199,27 +202,207 @@ fn main() {
             "ips": IPS,
             "zones": ZONES,
             "checks": IPS * ZONES,
-            "concurrency": CONCURRENCY,
+            "rounds": RUNS,
+            "passes_per_run": PASSES,
             "pdns_caches": caches,
-            "checks_per_s": ours.best.round(),
-            "checks_per_s_median": ours.median.round(),
-            "p99_ms": round2(ours.p99_ms),
-            "queries_per_check": ours.queries_per_check.map(round2),
-            "misclassified": ours.misclassified,
+            "concurrency": first.concurrency,
+            "checks_per_s": first.ours.rates.map(|r| r.max.round()),
+            "checks_per_s_median": first.ours.rates.map(|r| r.median.round()),
+            "checks_per_s_min": first.ours.rates.map(|r| r.min.round()),
+            "p99_ms": round2(first.ours.p99_ms),
+            "queries_per_check": first.ours.queries_per_check.map(round2),
+            "misclassified": levels.iter().map(|l| l.ours.misclassified).max(),
             "pydnsbl_checks_per_s": py_rate,
+            "pydnsbl_checks_per_s_median": py.as_ref().ok().map(|v| v["checks_per_s_median"].clone()),
             "pydnsbl_queries_per_check": py.as_ref().ok().map(|v| v["queries_per_check"].clone()),
             "pydnsbl_misclassified": py.as_ref().ok().map(|v| v["misclassified"].clone()),
             "pydnsbl_error_as_listed": py.as_ref().ok().map(|v| v["error_as_listed"].clone()),
             "pydnsbl_why_missing": py.as_ref().err(),
-            "ratio": ratio,
+            "ratio": py_rate.zip(first.ours.rates).map(|(p, r)| round2(r.median / p)),
             "server_ceiling_qps": ceiling.map(f64::round),
+            "targets": {"vs_dnsperf": TARGET_VS_DNSPERF, "vs_pydnsbl": TARGET_VS_PYDNSBL, "misclassified": 0},
+            "targets_met": levels.iter().all(|l| l.meets_targets(py_rate)),
             "by_concurrency": by_concurrency,
         })
     );
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+/// Both clients at one concurrency.
+struct Level {
+    concurrency: usize,
+    ours: Ours,
+    /// dnsperf's queries/s per round, or why it was not run.
+    perf: Result<Vec<PerfRun>, String>,
+    /// mailfleet checks/s ÷ dnsperf queries/s, round by round.
+    ratios: Vec<f64>,
+}
+
+impl Level {
+    fn perf_rates(&self) -> Option<Spread> {
+        let runs = self.perf.as_ref().ok()?;
+        Spread::of(&runs.iter().map(|r| r.qps).collect::<Vec<_>>())
+    }
+
+    fn meets_targets(&self, py_rate: Option<f64>) -> bool {
+        let vs_dnsperf = Spread::of(&self.ratios).is_some_and(|r| r.median >= TARGET_VS_DNSPERF);
+        let vs_py = py_rate
+            .zip(self.ours.rates)
+            .is_some_and(|(p, r)| r.median / p >= TARGET_VS_PYDNSBL);
+        vs_dnsperf && vs_py && self.ours.misclassified == 0
+    }
+
+    fn json(&self, py_rate: Option<f64>) -> Value {
+        let perf_lost = self
+            .perf
+            .as_ref()
+            .ok()
+            .map(|runs| runs.iter().map(|r| r.lost_pct).fold(0.0, f64::max));
+        let round2 = |x: f64| (x * 100.0).round() / 100.0;
+        json!({
+            "concurrency": self.concurrency,
+            "checks_per_s": self.ours.rates.map(|r| r.json(0)),
+            "queries_per_s": self.ours.rates.zip(self.ours.queries_per_check).map(|(r, q)| (r.median * q).round()),
+            "p99_ms": round2(self.ours.p99_ms),
+            "misclassified": self.ours.misclassified,
+            "resent": self.ours.resent,
+            "smallest_window": self.ours.smallest_window,
+            "cpu_us_per_check": self.ours.cpu_us.map(|r| r.json(2)),
+            "dnsperf_qps": self.perf_rates().map(|r| r.json(0)),
+            "dnsperf_cpu_us_per_query": self.perf.as_ref().ok().and_then(|runs| Spread::of(&runs.iter().map(|r| r.cpu_us).collect::<Vec<_>>())).map(|r| r.json(2)),
+            "dnsperf_lost_pct": perf_lost.map(round2),
+            "dnsperf_why_missing": self.perf.as_ref().err(),
+            "vs_dnsperf": Spread::of(&self.ratios).map(|r| r.json(2)),
+            "vs_pydnsbl": py_rate.zip(self.ours.rates).map(|(p, r)| json!({
+                "min": round2(r.min / p), "median": round2(r.median / p)
+            })),
+            "targets_met": self.meets_targets(py_rate),
+        })
+    }
+}
+
+/// RUNS rounds of mailfleet and dnsperf at `concurrency`, then the latency of single checks.
+fn measure_level(
+    server: &Pdns,
+    fixture: &Arc<Fixture>,
+    dnsperf: Result<&DnsPerf, &String>,
+    concurrency: usize,
+) -> Level {
+    let ours = OursAt::start(server.dns_addr(), fixture.clone(), concurrency);
+    let api = server.api_client();
+    let mut rates = Vec::with_capacity(RUNS);
+    let mut perf_runs = Vec::with_capacity(RUNS);
+    let mut perf_failed: Option<String> = dnsperf.err().cloned();
+    let mut ratios = Vec::with_capacity(RUNS);
+    let mut misclassified = 0;
+    let mut queries_per_check: Option<f64> = None;
+    let mut examples = Vec::new();
+    let mut cpu = Vec::with_capacity(RUNS);
+    for round in 0..RUNS {
+        let mut our_run = || {
+            let before = api.statistic("udp-queries").ok();
+            let run = ours.timed_run();
+            if let (Some(b), Some(a)) = (before, api.statistic("udp-queries").ok()) {
+                let per_check = (a - b) as f64 / run.checks as f64;
+                queries_per_check = Some(queries_per_check.map_or(per_check, |q| q.min(per_check)));
+            }
+            misclassified = misclassified.max(run.misclassified);
+            cpu.push(run.cpu_us);
+            examples.extend(run.examples.into_iter().take(5 - examples.len().min(5)));
+            run.rate
+        };
+        let mut perf_run = || match (dnsperf, &perf_failed) {
+            (Ok(d), None) => match d.run_once(server.dns_addr(), concurrency) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    perf_failed = Some(e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        // Swapped every round, so neither always runs on a machine the other just warmed.
+        let (rate, perf) = if round % 2 == 0 {
+            let rate = our_run();
+            (rate, perf_run())
+        } else {
+            let perf = perf_run();
+            (our_run(), perf)
+        };
+        rates.push(rate);
+        if let Some(p) = perf {
+            ratios.push(rate / p.qps);
+            println!(
+                "  round {}: mailfleet {rate:.0} checks/s ({:.1} µs CPU per check), dnsperf {:.0} queries/s ({:.1} µs CPU per query, {:.2}% lost): {:.2}",
+                round + 1,
+                cpu.last().copied().unwrap_or_default(),
+                p.qps,
+                p.cpu_us,
+                p.lost_pct,
+                rate / p.qps
+            );
+            perf_runs.push(p);
+        } else {
+            println!(
+                "  round {}: mailfleet {rate:.0} checks/s ({:.1} µs CPU per check)",
+                round + 1,
+                cpu.last().copied().unwrap_or_default()
+            );
+        }
+    }
+    let (p99_ms, latency_wrong) = ours.latency();
+    misclassified = misclassified.max(latency_wrong);
+    let pacing = ours.checker.pacing();
+    let level = Level {
+        concurrency,
+        ours: Ours {
+            rates: Spread::of(&rates),
+            cpu_us: Spread::of(&cpu),
+            p99_ms,
+            queries_per_check,
+            misclassified,
+            examples,
+            resent: pacing.losses,
+            smallest_window: pacing.smallest_window,
+        },
+        perf: match perf_failed {
+            Some(why) => Err(why),
+            None => Ok(perf_runs),
+        },
+        ratios,
+    };
+    level.print();
+    level
+}
+
+impl Level {
+    fn print(&self) {
+        let c = self.concurrency;
+        let o = &self.ours;
+        if let Some(r) = o.rates {
+            println!(
+                "mailfleet at concurrency {c}: {:.0} checks/s min, {:.0} median, {:.0} max over {RUNS} runs of {PASSES} x check_all; p99 {:.2} ms per check; {} server queries per check; {} misclassified (worst run); {} queries sent again, window down to {}",
+                r.min,
+                r.median,
+                r.max,
+                o.p99_ms,
+                o.queries_per_check.map_or("?".to_string(), |q| format!("{q:.3}")),
+                o.misclassified,
+                o.resent,
+                o.smallest_window,
+            );
+        }
+        for line in &o.examples {
+            println!("  misclassified: {line}");
+        }
+        match (&self.perf, self.perf_rates(), Spread::of(&self.ratios)) {
+            (Ok(_), Some(p), Some(ratio)) => println!(
+                "dnsperf at concurrency {c}: {:.0} queries/s min, {:.0} median, {:.0} max; mailfleet / dnsperf round by round: {:.2} min, {:.2} median (target >= {TARGET_VS_DNSPERF})",
+                p.min, p.median, p.max, ratio.min, ratio.median
+            ),
+            (Err(why), _, _) => println!("dnsperf at concurrency {c}: not measured: {why}"),
+            _ => println!("dnsperf at concurrency {c}: no run"),
+        }
+    }
 }
 
 // ---- the zones -------------------------------------------------------------------------------
@@ -280,12 +463,14 @@ fn load_fixture(server: &Pdns) -> Fixture {
 // ---- ours ------------------------------------------------------------------------------------
 
 struct Ours {
-    best: f64,
-    median: f64,
+    /// Checks/s of each run (PASSES x check_all).
+    rates: Option<Spread>,
+    /// CPU µs per check of each run.
+    cpu_us: Option<Spread>,
     p99_ms: f64,
     /// Queries the server received per check (A, plus TXT for listings), fewest of the runs.
     queries_per_check: Option<f64>,
-    /// Wrong verdicts in the worst run (of IPS × ZONES).
+    /// Wrong verdicts in the worst pass (of IPS × ZONES).
     misclassified: usize,
     examples: Vec<String>,
     /// Queries sent again after going unanswered for an RTO, over every run.
@@ -294,120 +479,174 @@ struct Ours {
     smallest_window: usize,
 }
 
-/// Runs [`measure_ours`] as a task on a runtime like the console's (multi-threaded, one
-/// worker per core); MAILFLEET_BENCH_RUNTIME=current_thread runs it on one thread instead.
-fn run_ours(dns: SocketAddr, api: PdnsApi, fixture: Arc<Fixture>, concurrency: usize) -> Ours {
-    let current = std::env::var("MAILFLEET_BENCH_RUNTIME").as_deref() == Ok("current_thread");
-    let rt = if current {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    }
-    .enable_all()
-    .build()
-    .expect("tokio runtime");
-    rt.block_on(async move { tokio::spawn(measure_ours(dns, api, fixture, concurrency)).await })
-        .expect("the measuring task finishes")
+/// One timed run of ours.
+struct Run {
+    rate: f64,
+    checks: usize,
+    /// CPU time of this process per check, in µs (every thread: the client's cost).
+    cpu_us: f64,
+    misclassified: usize,
+    examples: Vec<String>,
 }
 
-async fn measure_ours(
-    dns: SocketAddr,
-    api: PdnsApi,
+/// A checker at one concurrency, on a runtime like the console's (multi-threaded, one worker
+/// per core; MAILFLEET_BENCH_RUNTIME=current_thread runs it on one thread instead). Every
+/// measurement runs as a task spawned on it.
+struct OursAt {
+    rt: tokio::runtime::Runtime,
+    checker: Arc<Checker>,
     fixture: Arc<Fixture>,
     concurrency: usize,
-) -> Ours {
-    let fixture = &*fixture;
-    let udp_queries = || api.statistic("udp-queries").ok();
-    let checker = Checker::new(&CheckerConfig {
-        resolver: Some(dns),
-        timeout: TIMEOUT,
-        concurrency,
-    })
-    .expect("build checker");
-    for zone in &fixture.zones {
-        let health = checker.health(zone).await;
-        assert!(health.usable, "bench zone unusable: {health:?}");
-    }
-    let checks = (fixture.ips.len() * fixture.zones.len()) as f64;
-    let mut misclassified = 0;
-    let mut examples = Vec::new();
-    let mut tally = |verdicts: &mut dyn Iterator<Item = &Verdict>| {
-        let mut run_wrong = 0;
-        for v in verdicts {
-            if let Some(why) = wrong(v, fixture) {
-                run_wrong += 1;
-                if examples.len() < 5 {
-                    examples.push(why);
-                }
-            }
-        }
-        misclassified = misclassified.max(run_wrong);
-    };
-    // Warm-up: the server's packet cache, and our code paths.
-    let warm = checker.check_all(&fixture.ips, &fixture.zones).await;
-    assert_eq!(
-        warm.len(),
-        fixture.truth.len(),
-        "check_all answers every pair"
-    );
-    let mut rates = Vec::with_capacity(RUNS);
-    let mut queries: Option<f64> = None;
-    for _ in 0..RUNS {
-        let before = udp_queries();
-        let started = Instant::now();
-        let verdicts = checker.check_all(&fixture.ips, &fixture.zones).await;
-        rates.push(checks / started.elapsed().as_secs_f64());
-        if let (Some(b), Some(a)) = (before, udp_queries()) {
-            let per_check = (a - b) as f64 / checks;
-            queries = Some(queries.map_or(per_check, |q: f64| q.min(per_check)));
-        }
-        tally(&mut verdicts.iter());
-    }
-    rates.sort_by(f64::total_cmp);
+}
 
-    // Per-check latency: the same checks, `concurrency` in flight, each timed on its own.
-    // (ip, zone index): a reference in the stream's item trips the Send check of the task.
-    let pairs: Vec<(Ipv4Addr, usize)> = fixture
-        .ips
-        .iter()
-        .flat_map(|ip| (0..fixture.zones.len()).map(move |z| (*ip, z)))
-        .collect();
-    let mut latencies: Vec<Duration> = Vec::with_capacity(pairs.len() * RUNS);
-    for _ in 0..RUNS {
-        let timed: Vec<(Verdict, Duration)> = stream::iter(pairs.iter().copied())
-            .map(|(ip, zone)| {
-                let checker = &checker;
-                let zone = &fixture.zones[zone];
-                async move {
-                    let started = Instant::now();
-                    let v = checker.check(ip, zone).await;
-                    (v, started.elapsed())
-                }
+impl OursAt {
+    fn start(dns: SocketAddr, fixture: Arc<Fixture>, concurrency: usize) -> OursAt {
+        let current = std::env::var("MAILFLEET_BENCH_RUNTIME").as_deref() == Ok("current_thread");
+        let rt = if current {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+        let checker = rt.block_on(async {
+            Checker::new(&CheckerConfig {
+                resolver: Some(dns),
+                timeout: TIMEOUT,
+                concurrency,
             })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        tally(&mut timed.iter().map(|(v, _)| v));
-        latencies.extend(timed.iter().map(|(_, took)| *took));
+            .expect("build checker")
+        });
+        let ours = OursAt {
+            rt,
+            checker: Arc::new(checker),
+            fixture,
+            concurrency,
+        };
+        let (checker, fixture) = (ours.checker.clone(), ours.fixture.clone());
+        let warm = ours.run(async move {
+            for zone in &fixture.zones {
+                let health = checker.health(zone).await;
+                assert!(health.usable, "bench zone unusable: {health:?}");
+            }
+            // Warm-up: the server's packet cache, and our code paths.
+            checker.check_all(&fixture.ips, &fixture.zones).await.len()
+        });
+        assert_eq!(
+            warm,
+            ours.fixture.truth.len(),
+            "check_all answers every pair"
+        );
+        ours
     }
-    latencies.sort();
-    let p99 = latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)];
-    let pacing = checker.pacing();
-    Ours {
-        resent: pacing.losses,
-        smallest_window: pacing.smallest_window,
-        best: rates[rates.len() - 1],
-        median: rates[rates.len() / 2],
-        p99_ms: p99.as_secs_f64() * 1000.0,
-        queries_per_check: queries,
-        misclassified,
-        examples,
+
+    /// Runs `task` as a task spawned on the runtime, and waits for it.
+    fn run<F>(&self, task: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt
+            .block_on(self.rt.spawn(task))
+            .expect("the measuring task finishes")
     }
+
+    /// PASSES x check_all, timed as one run; misclassifications of the worst pass.
+    fn timed_run(&self) -> Run {
+        let (checker, fixture) = (self.checker.clone(), self.fixture.clone());
+        let cpu_before = cpu_time(libc::RUSAGE_SELF);
+        let mut run = self.run(async move {
+            let fixture = &*fixture;
+            let started = Instant::now();
+            let mut passes = Vec::with_capacity(PASSES);
+            for _ in 0..PASSES {
+                passes.push(checker.check_all(&fixture.ips, &fixture.zones).await);
+            }
+            let took = started.elapsed();
+            let checks = passes.iter().map(Vec::len).sum::<usize>();
+            let mut run = Run {
+                rate: checks as f64 / took.as_secs_f64(),
+                checks,
+                cpu_us: 0.0,
+                misclassified: 0,
+                examples: Vec::new(),
+            };
+            for verdicts in &passes {
+                let why: Vec<String> = verdicts.iter().filter_map(|v| wrong(v, fixture)).collect();
+                run.misclassified = run.misclassified.max(why.len());
+                run.examples.extend(why.into_iter().take(5));
+            }
+            run
+        });
+        // Includes checking the verdicts against the truth: a little more than the client's.
+        let cpu = cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu_before);
+        run.cpu_us = cpu.as_secs_f64() * 1e6 / run.checks as f64;
+        run
+    }
+
+    /// Per-check latency: the same checks, `concurrency` in flight, each timed on its own
+    /// (RUNS passes). The p99 in ms, and the misclassified of the worst pass.
+    fn latency(&self) -> (f64, usize) {
+        let (checker, fixture) = (self.checker.clone(), self.fixture.clone());
+        let concurrency = self.concurrency;
+        self.run(async move {
+            let fixture = &*fixture;
+            // (ip, zone index): a reference in the stream's item trips the Send check.
+            let pairs: Vec<(Ipv4Addr, usize)> = fixture
+                .ips
+                .iter()
+                .flat_map(|ip| (0..fixture.zones.len()).map(move |z| (*ip, z)))
+                .collect();
+            let mut latencies: Vec<Duration> = Vec::with_capacity(pairs.len() * RUNS);
+            let mut worst = 0;
+            for _ in 0..RUNS {
+                let timed: Vec<(Verdict, Duration)> = stream::iter(pairs.iter().copied())
+                    .map(|(ip, zone)| {
+                        let checker = &checker;
+                        let zone = &fixture.zones[zone];
+                        async move {
+                            let started = Instant::now();
+                            let v = checker.check(ip, zone).await;
+                            (v, started.elapsed())
+                        }
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+                let wrong_here = timed
+                    .iter()
+                    .filter(|(v, _)| wrong(v, fixture).is_some())
+                    .count();
+                worst = worst.max(wrong_here);
+                latencies.extend(timed.iter().map(|(_, took)| *took));
+            }
+            latencies.sort();
+            let p99 = latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)];
+            (p99.as_secs_f64() * 1000.0, worst)
+        })
+    }
+}
+
+/// CPU time (user + system) used so far by this process (`RUSAGE_SELF`) or by its children
+/// that were waited for (`RUSAGE_CHILDREN`).
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given, which outlives the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Why a verdict disagrees with the truth, if it does.
 fn wrong(v: &Verdict, fixture: &Fixture) -> Option<String> {
-    let truth = fixture.truth.get(&(v.ip, v.zone.clone()))?;
+    let Some(truth) = fixture.truth.get(&(v.ip, v.zone.clone())) else {
+        return Some(format!("{} on {}: not a pair of the fixture", v.ip, v.zone));
+    };
     let ok = match truth {
         Truth::Listed { code, reason } => {
             v.status == Status::Listed && v.code == Some(*code) && v.reason == *reason
@@ -479,33 +718,40 @@ fn a_query(id: u16, name: &str) -> Vec<u8> {
 
 // ---- dnsperf ---------------------------------------------------------------------------------
 
-struct Perf {
-    best: f64,
-    median: f64,
-    /// Queries dnsperf counted as lost, in the worst run.
+/// The query file dnsperf reads: every check's A query, in the fixture's order.
+struct DnsPerf {
+    _dir: tempfile::TempDir,
+    list: PathBuf,
+}
+
+struct PerfRun {
+    qps: f64,
+    /// dnsperf's CPU time per query sent, in µs.
+    cpu_us: f64,
+    /// Queries dnsperf counted as lost.
     lost_pct: f64,
 }
 
-/// dnsperf sending every check's A query, `concurrency` outstanding, DNSPERF_PASSES times
-/// through the list per run; best and median queries/s of RUNS runs.
-fn run_dnsperf(server: &Pdns, fixture: &Fixture, concurrency: usize) -> Result<Perf, String> {
-    let work = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let list = work.path().join("queries.txt");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&list).map_err(|e| format!("query file: {e}"))?,
-    );
-    for ip in &fixture.ips {
-        for z in &fixture.zones {
-            writeln!(out, "{}.{} A", pdns::reversed(*ip), z.zone)
-                .map_err(|e| format!("query file: {e}"))?;
+impl DnsPerf {
+    fn prepare(fixture: &Fixture) -> Result<DnsPerf, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let list = dir.path().join("queries.txt");
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&list).map_err(|e| format!("query file: {e}"))?,
+        );
+        for ip in &fixture.ips {
+            for z in &fixture.zones {
+                writeln!(out, "{}.{} A", pdns::reversed(*ip), z.zone)
+                    .map_err(|e| format!("query file: {e}"))?;
+            }
         }
+        out.flush().map_err(|e| format!("query file: {e}"))?;
+        Ok(DnsPerf { _dir: dir, list })
     }
-    out.flush().map_err(|e| format!("query file: {e}"))?;
-    drop(out);
-    let addr = server.dns_addr();
-    let mut rates = Vec::with_capacity(RUNS);
-    let mut lost_pct: f64 = 0.0;
-    for _ in 0..RUNS {
+
+    /// One run: PASSES times through the list, `concurrency` queries outstanding.
+    fn run_once(&self, addr: SocketAddr, concurrency: usize) -> Result<PerfRun, String> {
+        let cpu_before = cpu_time(libc::RUSAGE_CHILDREN);
         let text = run_bounded(
             Command::new("dnsperf")
                 .arg("-s")
@@ -513,9 +759,9 @@ fn run_dnsperf(server: &Pdns, fixture: &Fixture, concurrency: usize) -> Result<P
                 .arg("-p")
                 .arg(addr.port().to_string())
                 .arg("-d")
-                .arg(&list)
+                .arg(&self.list)
                 .arg("-n")
-                .arg(DNSPERF_PASSES.to_string())
+                .arg(PASSES.to_string())
                 .arg("-q")
                 .arg(concurrency.to_string())
                 .arg("-t")
@@ -539,19 +785,18 @@ fn run_dnsperf(server: &Pdns, fixture: &Fixture, concurrency: usize) -> Result<P
                 .ok()
         };
         let qps = figure("Queries per second").ok_or("dnsperf printed no rate")?;
-        if let (Some(sent), Some(lost)) = (figure("Queries sent"), figure("Queries lost")) {
-            if sent > 0.0 {
-                lost_pct = lost_pct.max(lost * 100.0 / sent);
-            }
-        }
-        rates.push(qps);
+        let lost_pct = match (figure("Queries sent"), figure("Queries lost")) {
+            (Some(sent), Some(lost)) if sent > 0.0 => lost * 100.0 / sent,
+            _ => 0.0,
+        };
+        let sent = figure("Queries sent").unwrap_or(0.0).max(1.0);
+        let cpu = cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu_before);
+        Ok(PerfRun {
+            qps,
+            lost_pct,
+            cpu_us: cpu.as_secs_f64() * 1e6 / sent,
+        })
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(Perf {
-        best: rates[rates.len() - 1],
-        median: rates[rates.len() / 2],
-        lost_pct,
-    })
 }
 
 // ---- pydnsbl ---------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ def main():
             error_as_listed = max(error_as_listed, e)
         entry = {
             "checks_per_s_best": round(max(rates), 1),
+            "checks_per_s_min": round(min(rates), 1),
             "checks_per_s_median": round(statistics.median(rates), 1),
             "queries_per_check": round(min(queries), 3) if queries else None,
             "misclassified": wrong,
@@ -196,6 +197,7 @@ def main():
             "runs": args.runs,
             "best_concurrency": best[0],
             "checks_per_s": best[1]["checks_per_s_best"],
+            "checks_per_s_min": best[1]["checks_per_s_min"],
             "checks_per_s_median": best[1]["checks_per_s_median"],
             "queries_per_check": best[1]["queries_per_check"],
             "misclassified": best[1]["misclassified"],

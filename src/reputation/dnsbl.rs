@@ -5,6 +5,7 @@
 //! answered with an error code, such as Spamhaus 127.255.255.254 for a query through a
 //! public resolver — never a listing) or unknown (a timeout or SERVFAIL — never clean).
 
+use super::wire;
 use futures::stream::{self, StreamExt};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -251,8 +252,9 @@ impl Checker {
         let resolver = TokioResolver::builder_with_config(rc, TokioConnectionProvider::default())
             .with_options(opts)
             .build();
-        // Enough sockets that one slow reader never holds up the rest.
-        let sockets = (cfg.concurrency / 16).clamp(1, 16);
+        // One driver reads them all, so a few suffice: more spread the ids and ports a forger
+        // must guess, but each costs an empty read per wake.
+        let sockets = cfg.concurrency.div_ceil(128).clamp(1, 4);
         let udp = super::udp::UdpDns::new(server, sockets, cfg.concurrency.max(1), cfg.timeout)
             .map_err(|e| format!("blocklists: cannot open a UDP socket: {e}"))?;
         Ok(Checker {
@@ -269,27 +271,14 @@ impl Checker {
 
     async fn a(&self, name: &str) -> Lookup<Vec<Ipv4Addr>> {
         use super::udp::QueryError;
-        use hickory_resolver::proto::rr::{Name, RData, RecordType};
-        let Ok(qname) = Name::from_ascii(name) else {
-            return Lookup::Refused(format!("{name:?} is not a DNS name"));
+        let packet = match wire::encode_query(name, wire::TYPE_A) {
+            Ok(p) => p,
+            Err(e) => return Lookup::Refused(format!("{name:?} is not a DNS name: {e}")),
         };
-        match self.udp.query(&qname, RecordType::A).await {
-            Ok(reply) => match reply.response_code() {
-                ResponseCode::NoError => {
-                    let v: Vec<Ipv4Addr> = reply
-                        .answers()
-                        .iter()
-                        .filter_map(|r| match r.data() {
-                            RData::A(a) => Some(a.0),
-                            _ => None,
-                        })
-                        .collect();
-                    if v.is_empty() {
-                        Lookup::Nothing
-                    } else {
-                        Lookup::Found(v)
-                    }
-                }
+        match self.udp.query(packet).await {
+            Ok(reply) => match reply.response_code {
+                ResponseCode::NoError if reply.a.is_empty() => Lookup::Nothing,
+                ResponseCode::NoError => Lookup::Found(reply.a),
                 ResponseCode::NXDomain => Lookup::Nothing,
                 ResponseCode::ServFail => Lookup::Unknown("SERVFAIL".into()),
                 other => Lookup::Refused(format!("the server answered {other}")),
@@ -316,26 +305,23 @@ impl Checker {
     }
 
     async fn txt(&self, name: &str) -> Option<String> {
-        use hickory_resolver::proto::rr::{Name, RData, RecordType};
-        let join = |t: &hickory_resolver::proto::rr::rdata::TXT| {
-            t.txt_data()
-                .iter()
-                .map(|part| String::from_utf8_lossy(part).into_owned())
-                .collect::<String>()
-        };
-        let qname = Name::from_ascii(name).ok()?;
-        let text: Vec<String> = match self.udp.query(&qname, RecordType::TXT).await {
+        let packet = wire::encode_query(name, wire::TYPE_TXT).ok()?;
+        let text: Vec<String> = match self.udp.query(packet).await {
             Ok(reply) => reply
-                .answers()
+                .txt
                 .iter()
-                .filter_map(|r| match r.data() {
-                    RData::TXT(t) => Some(join(t)),
-                    _ => None,
-                })
+                .map(|t| String::from_utf8_lossy(t).into_owned())
                 .collect(),
             Err(super::udp::QueryError::Truncated) => {
                 let l = self.resolver.txt_lookup(name).await.ok()?;
-                l.iter().map(join).collect()
+                l.iter()
+                    .map(|t| {
+                        t.txt_data()
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part).into_owned())
+                            .collect::<String>()
+                    })
+                    .collect()
             }
             Err(_) => return None,
         };
@@ -374,6 +360,10 @@ impl Checker {
     }
 
     /// Every IP on every zone, at most `concurrency` queries at once; IP-major order.
+    ///
+    /// Twice as many checks as seats are kept asking: the client then has a query queued
+    /// for each seat an answer frees, and sends it in the same wake that read the answer,
+    /// so the server is never left idle while this task catches up.
     pub async fn check_all(&self, ips: &[Ipv4Addr], zones: &[Zone]) -> Vec<Verdict> {
         // By index, so the closure borrows nothing of its argument (the future stays Send
         // for any caller that spawns it).
@@ -381,11 +371,15 @@ impl Checker {
         if per_ip == 0 {
             return Vec::new();
         }
-        stream::iter(0..ips.len() * per_ip)
-            .map(|k| self.check(ips[k / per_ip], &zones[k % per_ip]))
-            .buffered(self.concurrency)
+        // Unordered, then put back in place: in order, one query lost and sent again would
+        // hold up every check behind it once `concurrency` of them had finished.
+        let mut found: Vec<(usize, Verdict)> = stream::iter(0..ips.len() * per_ip)
+            .map(|k| async move { (k, self.check(ips[k / per_ip], &zones[k % per_ip]).await) })
+            .buffer_unordered(2 * self.concurrency)
             .collect()
-            .await
+            .await;
+        found.sort_unstable_by_key(|(k, _)| *k);
+        found.into_iter().map(|(_, v)| v).collect()
     }
 
     /// Health-checks each zone, then checks every IP on every zone. Answers from a zone

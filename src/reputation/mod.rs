@@ -2,7 +2,10 @@
 //! node (pause, alerts).
 
 pub mod dnsbl;
+pub mod inflight;
+pub mod mmsg;
 pub mod monitor;
 pub mod pacing;
 pub mod policy;
 pub mod udp;
+pub mod wire;

@@ -456,3 +456,33 @@ fn a_filter_finds_words_in_any_case_without_rows_keeping_a_copy() {
     app.apply_filter("!report");
     assert_eq!(app.table().visible.len(), 9);
 }
+
+#[test]
+fn an_idle_console_wakes_once_a_minute_and_each_second_only_while_rows_change() {
+    use std::time::{Duration, Instant};
+    let cfg = config("");
+    let mut app = new_app(&cfg);
+    app.set_snapshot(Arc::new(big_snapshot(10)));
+    let now = Instant::now();
+    assert_eq!(app.next_tick(now), now + Duration::from_secs(60), "idle");
+    app.data_at = Some(now - Duration::from_secs(5));
+    assert_eq!(
+        app.next_tick(now),
+        now + Duration::from_secs(1),
+        "rows just changed"
+    );
+    app.data_at = Some(now - Duration::from_secs(61));
+    assert_eq!(
+        app.next_tick(now),
+        now + Duration::from_secs(60),
+        "quiet again"
+    );
+    // A status message goes when it is due, not a minute later.
+    app.say("done", false);
+    let said = app.status.as_ref().expect("status").at;
+    assert_eq!(
+        app.next_tick(said),
+        said + mailfleet::tui::app::STATUS_FOR,
+        "the message expires on time"
+    );
+}

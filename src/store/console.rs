@@ -693,7 +693,9 @@ fn full(c: &super::Conn, reader: &mut ConsoleReader) -> Result<ConsoleSnapshot, 
     let mut nodes = sized_rows(
         c,
         "SELECT COUNT(*) FROM nodes",
-        &format!("SELECT {NODE_COLUMNS} ORDER BY n.created_at, n.id"),
+        // In the table's own order: nothing to sort, so no second copy of the rows while
+        // they are read (the views sort; ties go by this order, which new rows keep).
+        &format!("SELECT {NODE_COLUMNS} ORDER BY n.rowid"),
         [],
         |r| node_row(r, words),
     )?;
@@ -711,7 +713,7 @@ fn full(c: &super::Conn, reader: &mut ConsoleReader) -> Result<ConsoleSnapshot, 
                  SELECT request_id, SUM(attempts) AS attempts,
                         MIN(CASE WHEN status = 'failed' THEN position END) AS failed
                  FROM request_steps GROUP BY request_id) s ON s.request_id = r.id
-             ORDER BY r.created_at, r.id"
+             ORDER BY r.rowid"
         ),
         [],
         |r| {
@@ -757,7 +759,7 @@ fn delta(
     let words = &mut reader.words;
     let mut nodes = rows(
         c,
-        &format!("SELECT {NODE_COLUMNS} WHERE n.change_seq > ?1 ORDER BY n.created_at, n.id"),
+        &format!("SELECT {NODE_COLUMNS} WHERE n.change_seq > ?1 ORDER BY n.rowid"),
         [since],
         |r| node_row(r, words),
     )?;
@@ -774,7 +776,7 @@ fn delta(
             "SELECT {REQUEST_COLUMNS},
                     (SELECT COALESCE(SUM(attempts), 0) FROM request_steps WHERE request_id = r.id),
                     (SELECT MIN(position) FROM request_steps WHERE request_id = r.id AND status = 'failed')
-             FROM requests r WHERE r.change_seq > ?1 ORDER BY r.created_at, r.id"
+             FROM requests r WHERE r.change_seq > ?1 ORDER BY r.rowid"
         ),
         [since],
         |r| {

@@ -141,9 +141,11 @@ async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
     let mut probe = store.version_probe();
     let mut local = store.changes();
     let mut reader = Some(ConsoleReader::new());
+    let mut last_change = std::time::Instant::now();
     loop {
         match probe.changed(&store).await {
             Ok(true) => {
+                last_change = std::time::Instant::now();
                 let r = reader.take().unwrap_or_default();
                 match store.console_read(r).await {
                     Ok((update, r)) => {
@@ -166,8 +168,11 @@ async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "watching the store failed"),
         }
+        // Five times a second while things change, once a second after ten quiet seconds.
+        let quiet = last_change.elapsed() > Duration::from_secs(10);
+        let every = Duration::from_millis(if quiet { 1000 } else { 200 });
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = local.changed() => tokio::time::sleep(Duration::from_millis(30)).await,
         }
     }

@@ -140,6 +140,7 @@ async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
     }
     let mut probe = store.version_probe();
     let mut local = store.changes();
+    let mut local_open = true;
     let mut reader = Some(ConsoleReader::new());
     let mut last_change = std::time::Instant::now();
     loop {
@@ -173,7 +174,12 @@ async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
         let every = Duration::from_millis(if quiet { 1000 } else { 200 });
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = local.changed() => tokio::time::sleep(Duration::from_millis(30)).await,
+            // A store without a writer (read-only) has no commits of its own to tell of:
+            // its channel is closed, and waiting on it would return at once, every time.
+            changed = local.changed(), if local_open => match changed {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(30)).await,
+                Err(_) => local_open = false,
+            },
         }
     }
 }

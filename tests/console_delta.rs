@@ -351,8 +351,9 @@ fn render(app: &mut App) -> String {
 
 /// A fleet bigger than the loop sorts in place, made by hand.
 fn big_snapshot(n: usize) -> ConsoleSnapshot {
-    let statuses: [Arc<str>; 3] = ["active".into(), "paused".into(), "warming".into()];
-    let (tenant, region, plan): (Arc<str>, Arc<str>, Arc<str>) =
+    use mailfleet::store::Word;
+    let statuses: [Word; 3] = ["active".into(), "paused".into(), "warming".into()];
+    let (tenant, region, plan): (Word, Word, Word) =
         ("acme".into(), "dallas".into(), "ssd-1".into());
     let nodes = (0..n)
         .map(|i| mailfleet::store::ConsoleNode {

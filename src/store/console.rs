@@ -13,6 +13,49 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// A word many rows share (a tenant, region, plan, state): one copy of its text, which
+/// each row points at with 8 bytes (an `Arc<str>` takes 16).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Word(Arc<Box<str>>);
+
+impl std::ops::Deref for Word {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// Ordered, compared and hashed as its text, so maps keyed by words are looked up by text.
+impl std::borrow::Borrow<str> for Word {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
+impl From<&str> for Word {
+    fn from(s: &str) -> Word {
+        Word(Arc::new(Box::from(s)))
+    }
+}
+
+impl From<String> for Word {
+    fn from(s: String) -> Word {
+        Word(Arc::new(s.into_boxed_str()))
+    }
+}
+
 /// Per request: attempts over all steps, and which step (1–4) failed, if one did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepSummary {
@@ -25,18 +68,18 @@ pub struct StepSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleRequest {
     pub id: Uuid,
-    pub tenant: Arc<str>,
-    pub region: Arc<str>,
-    pub plan: Arc<str>,
+    pub tenant: Word,
+    pub region: Word,
+    pub plan: Word,
     pub cpu: i64,
     pub memory_gb: i64,
     pub storage_gb: i64,
     pub label: Box<str>,
     /// The domain the request named (`None`: the default one).
     pub domain: Option<Box<str>>,
-    pub state: Arc<str>,
-    pub requested_by: Arc<str>,
-    pub approval_rule: Option<Arc<str>>,
+    pub state: Word,
+    pub requested_by: Word,
+    pub approval_rule: Option<Word>,
     pub approval_reason: Option<Box<str>>,
     pub wait_reason: Option<Box<str>>,
     pub error: Option<Box<str>>,
@@ -121,12 +164,12 @@ pub struct ConsoleNode {
     pub id: Uuid,
     pub request_id: Option<Uuid>,
     pub provider_id: Option<Box<str>>,
-    pub tenant: Arc<str>,
+    pub tenant: Word,
     pub label: Box<str>,
     pub ip_address: Option<IpAddr>,
-    pub region: Arc<str>,
-    pub plan: Arc<str>,
-    pub status: Arc<str>,
+    pub region: Word,
+    pub plan: Word,
+    pub status: Word,
     pub status_reason: Option<Box<str>>,
     pub reputation_score: i64,
     pub current_load: i64,
@@ -179,12 +222,12 @@ impl ConsoleNode {
 /// Where a node is on its warm-up plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeWarmup {
-    pub plan: Arc<str>,
+    pub plan: Word,
     pub day: i64,
     pub days: i64,
     pub cap: i64,
     /// warming | held | paused | completed
-    pub status: Arc<str>,
+    pub status: Word,
     /// Why it holds or is paused (held and paused only).
     pub reason: Option<Box<str>>,
     /// For a warm-up under way (warming, held or paused) with days among the last
@@ -462,23 +505,23 @@ fn closed_figures(c: &super::Conn, start: &str) -> Result<WarmupFigures, StoreEr
 
 /// Shares one copy of each repeated word, across a reader's reads.
 #[derive(Default)]
-struct Words(HashMap<Box<str>, Arc<str>>);
+struct Words(HashMap<Box<str>, Word>);
 
 impl Words {
-    fn get(&mut self, s: &str) -> Arc<str> {
+    fn get(&mut self, s: &str) -> Word {
         if let Some(w) = self.0.get(s) {
             return w.clone();
         }
-        let w: Arc<str> = Arc::from(s);
+        let w = Word::from(s);
         self.0.insert(Box::from(s), w.clone());
         w
     }
 
-    fn at(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Arc<str>> {
+    fn at(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Word> {
         Ok(self.get(text_at(r, col)?))
     }
 
-    fn opt(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Arc<str>>> {
+    fn opt(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Word>> {
         Ok(match r.get_ref(col)? {
             ValueRef::Null => None,
             _ => Some(self.at(r, col)?),

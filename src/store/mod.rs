@@ -37,7 +37,7 @@ pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
 pub use console::{
     ConsoleDelta, ConsoleNode, ConsoleReader, ConsoleRequest, ConsoleSnapshot, ConsoleUpdate,
-    FirstPage, ListingRow, NodeWarmup, Searched, StepSummary, WarmupFigures,
+    FirstPage, ListingRow, NodeWarmup, Searched, StepSummary, WarmupFigures, Word,
 };
 pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};

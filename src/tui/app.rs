@@ -15,6 +15,7 @@ use crate::domain::RequestState;
 use crate::engine::Command;
 use crate::store::{
     ConsoleDelta, ConsoleNode, ConsoleRequest, ConsoleSnapshot, EventRow, FirstPage, RequestDetail,
+    Word,
 };
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -216,12 +217,12 @@ impl Job {
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     /// Nodes per status, sorted by status (a status no node has left is absent).
-    pub node_status: BTreeMap<Arc<str>, usize>,
+    pub node_status: BTreeMap<Word, usize>,
     /// Requests per state, in `PIPELINE` order.
     pub states: [usize; 14],
     pub needs_attention: usize,
     /// Requests awaiting approval, per tenant (a tenant with none is absent).
-    pub pending: BTreeMap<Arc<str>, usize>,
+    pub pending: BTreeMap<Word, usize>,
 }
 
 impl Counts {
@@ -576,7 +577,7 @@ impl App {
         self.counts.node_status = page
             .node_status
             .into_iter()
-            .map(|(s, n)| (Arc::from(s), n))
+            .map(|(s, n)| (Word::from(s), n))
             .collect();
         let snap = ConsoleSnapshot {
             nodes: page.nodes,

@@ -90,7 +90,7 @@ impl Quotas {
     pub fn build(
         cfg: &Config,
         snap: &ConsoleSnapshot,
-        pending: &std::collections::BTreeMap<std::sync::Arc<str>, usize>,
+        pending: &std::collections::BTreeMap<crate::store::Word, usize>,
     ) -> Quotas {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut tenants: Vec<TenantQuota> = cfg

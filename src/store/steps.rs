@@ -285,7 +285,9 @@ impl Store {
                 conn.prepare_cached("UPDATE requests SET error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
                     .execute([&f.id])?;
             } else {
-                conn.prepare_cached("UPDATE requests SET error = NULL WHERE id = ?")?.execute([&f.id])?;
+                // Usually there is no error to clear: no row rewritten for nothing.
+                conn.prepare_cached("UPDATE requests SET error = NULL WHERE id = ? AND error IS NOT NULL")?
+                    .execute([&f.id])?;
             }
             Ok(to)
         })

@@ -314,3 +314,50 @@ async fn a_claim_that_finds_the_same_wait_reason_opens_no_transaction() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_health_that_did_not_change_is_not_written_again() {
+    use mailfleet::reputation::dnsbl::ZoneHealth;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let health = |usable: bool| {
+        vec![
+            ZoneHealth {
+                zone: "zen.example".into(),
+                usable: true,
+                why: None,
+            },
+            ZoneHealth {
+                zone: "bl.example".into(),
+                usable,
+                why: (!usable).then(|| "test entry not listed".to_string()),
+            },
+        ]
+    };
+    store
+        .record_zone_health(health(false), Utc::now())
+        .await
+        .expect("first");
+    let (batches, jobs, _) = activity(&store);
+    store
+        .record_zone_health(health(false), Utc::now())
+        .await
+        .expect("same again");
+    assert_eq!(
+        activity(&store).0,
+        batches,
+        "the same health opened a write transaction"
+    );
+    assert_eq!(activity(&store).1, jobs);
+    store
+        .record_zone_health(health(true), Utc::now())
+        .await
+        .expect("recovered");
+    assert_eq!(activity(&store).0, batches + 1, "a change is written");
+    let open = store.alerts(true, 10).await.expect("alerts");
+    assert!(
+        open.iter().all(|a| !a.subject.contains("bl.example")),
+        "the recovered zone's alert is resolved: {open:?}"
+    );
+}

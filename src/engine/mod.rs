@@ -282,7 +282,7 @@ async fn main_loop(
         let deadline = wakes.deadline(&ctx);
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
-                wakes.retry = None;
+                wakes.again = None;
                 if wakes.stuck_due(&ctx) {
                     look_for_stuck(&ctx, &mut wakes).await;
                 }
@@ -343,7 +343,7 @@ async fn main_loop(
                 trouble = Some(format!("claim failed: {e}"));
                 if !until_idle {
                     let wait = ctx.policy.delay(failures, ctx.jitter());
-                    wakes.retry = Some(
+                    wakes.again = Some(
                         ctx.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                     );
                 }
@@ -359,7 +359,11 @@ async fn main_loop(
                     outcome = out;
                     break;
                 }
-                None => continue,
+                None => {
+                    // Waited as the policy says: try again now.
+                    wakes.again = Some(ctx.clock.now());
+                    continue;
+                }
             }
         }
         if !workers.is_empty() || claimed > 0 {
@@ -369,11 +373,9 @@ async fn main_loop(
             Ok(next) => {
                 failures = 0;
                 match next {
-                    idle::Next::Again => {}
-                    idle::Next::WaitUntil(at) => {
-                        let wait = (at - ctx.clock.now()).to_std().unwrap_or_default();
-                        tokio::time::sleep(wait).await;
-                    }
+                    idle::Next::Again => wakes.again = Some(ctx.clock.now()),
+                    // Sleeping in the loop's own wait, so that a commit wakes it sooner.
+                    idle::Next::WaitUntil(at) => wakes.again = Some(at),
                     idle::Next::Done(out) => {
                         outcome = out;
                         break;
@@ -383,11 +385,13 @@ async fn main_loop(
             Err(e) => {
                 tracing::warn!(error = %e, "reading what is left to do failed; trying again");
                 failures = failures.saturating_add(1);
-                if let Some(out) =
-                    back_off(&ctx, failures, format!("reading the requests failed: {e}")).await
-                {
-                    outcome = out;
-                    break;
+                let why = format!("reading the requests failed: {e}");
+                match back_off(&ctx, failures, why).await {
+                    Some(out) => {
+                        outcome = out;
+                        break;
+                    }
+                    None => wakes.again = Some(ctx.clock.now()),
                 }
             }
         }

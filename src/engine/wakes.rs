@@ -25,8 +25,9 @@ pub(super) struct Moments {
     pub due: Option<DateTime<Utc>>,
     /// When stuck detection next has something to look at.
     pub stuck: DateTime<Utc>,
-    /// When to try again after the store failed.
-    pub retry: Option<DateTime<Utc>>,
+    /// When to go round again regardless: after the store failed, or when `--until-idle`
+    /// waits for a retry or a lease.
+    pub again: Option<DateTime<Utc>>,
 }
 
 impl Moments {
@@ -36,7 +37,7 @@ impl Moments {
             due: None,
             // Stuck detection looks once at start, then when its next moment comes.
             stuck: ctx.clock.now(),
-            retry: None,
+            again: None,
         }
     }
 
@@ -44,7 +45,7 @@ impl Moments {
     pub fn deadline(&self, ctx: &Ctx) -> tokio::time::Instant {
         let now = ctx.clock.now();
         let mut at = self.stuck;
-        for t in [self.due, self.retry].into_iter().flatten() {
+        for t in [self.due, self.again].into_iter().flatten() {
             at = at.min(t);
         }
         let wait = (at - now).to_std().unwrap_or_default().max(MIN_SLEEP);

@@ -128,15 +128,17 @@ const CANDIDATE_COLUMNS: &str =
 
 /// What the read-only look found.
 struct Plan {
-    /// Requests to write to (lease, admit, reject, or note a new wait reason), in order.
-    ids: Vec<String>,
+    /// Whether a claim has anything to write (a lease, an admission, a rejection, a new
+    /// wait reason).
+    to_write: bool,
     /// Waiting requests whose reason is unchanged: nothing to write.
     still_waiting: usize,
     next_due: Option<DateTime<Utc>>,
 }
 
-/// Looks, on any connection, at what a claim would do.
-fn plan(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<Plan, StoreError> {
+/// What a claim looks at, oldest waiting requests first (when rechecking them), then work
+/// due now; and whether more was due than it looked at.
+fn candidates(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<(Vec<Candidate>, bool), StoreError> {
     let at = ts(ask.now);
     let scan = i64::try_from(ask.limit.saturating_mul(4)).unwrap_or(i64::MAX);
     let mut cands = Vec::new();
@@ -157,8 +159,14 @@ fn plan(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<Plan, StoreError> {
     let due = rows(conn, &sql, params![at, scan], Candidate::from_row)?;
     let more_due = i64::try_from(due.len()).unwrap_or(i64::MAX) >= scan;
     cands.extend(due);
+    Ok((cands, more_due))
+}
+
+/// Looks, on a read-only connection, at whether a claim has anything to write.
+fn plan(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<Plan, StoreError> {
+    let (cands, more_due) = candidates(conn, ask)?;
     let mut out = Plan {
-        ids: Vec::new(),
+        to_write: false,
         still_waiting: 0,
         next_due: None,
     };
@@ -180,12 +188,12 @@ fn plan(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<Plan, StoreError> {
         } else {
             leases += 1;
         }
-        out.ids.push(c.id);
+        out.to_write = true;
     }
     out.next_due = if more_due && leases < ask.limit {
         Some(ask.now)
     } else {
-        next_due(conn, &at)?
+        next_due(conn, &ts(ask.now))?
     };
     Ok(out)
 }
@@ -203,34 +211,17 @@ fn next_due(conn: &Conn, at: &str) -> Result<Option<DateTime<Utc>>, StoreError> 
     Ok(min.as_deref().and_then(parse_ts))
 }
 
-/// Carries out a plan in the writer's transaction. Each request is read again (another
-/// engine may have taken it meanwhile) and admission decided again against the books as
-/// they are now: the plan only says which requests to look at.
-fn carry_out(
-    conn: &Conn,
-    ask: &ClaimAsk<'_>,
-    ids: &[String],
-    out: &mut ClaimOutcome,
-) -> Result<(), StoreError> {
-    let at = ts(ask.now);
+/// Claims in the writer's transaction, as the look said there is something to: the
+/// candidates are read again (another engine may have taken some meanwhile, or made others
+/// due) and admission decided again against the books as they are now.
+fn carry_out(conn: &Conn, ask: &ClaimAsk<'_>, out: &mut ClaimOutcome) -> Result<(), StoreError> {
     let lease_until = ts(ask.now + dur(ask.lease_ttl));
-    let sql = format!(
-        "SELECT {CANDIDATE_COLUMNS} FROM requests
-         WHERE id = ?1 AND state IN {RUNNABLE} AND (lease_expires_at IS NULL OR lease_expires_at < ?2)
-           AND (next_run_at <= ?2 OR {WAITING})"
-    );
+    let (cands, _) = candidates(conn, ask)?;
     let mut books = Books::default();
-    for id in ids {
+    for c in cands {
         if out.claims.len() >= ask.limit {
             break;
         }
-        let Some(c) = conn
-            .prepare_cached(&sql)?
-            .query_row(params![id, at], Candidate::from_row)
-            .optional()?
-        else {
-            continue;
-        };
         if c.state == RequestState::Queued {
             match admission::decide(conn, ask.admission, &mut books, &c.who())? {
                 Decision::Admit(cluster) => {
@@ -301,32 +292,23 @@ impl Store {
     /// opens no write transaction.
     pub async fn claim_as(&self, ask: ClaimAsk<'_>) -> Result<ClaimOutcome, StoreError> {
         let owned = OwnedAsk::from(&ask);
-        let (ids, still_waiting, next_due) = self
-            .read(move |conn| {
-                let p = plan(conn, &owned.ask())?;
-                Ok((p.ids, p.still_waiting, p.next_due))
-            })
-            .await?;
-        let mut out = ClaimOutcome {
-            waiting: still_waiting,
-            next_due,
-            ..ClaimOutcome::default()
-        };
-        if ids.is_empty() {
-            return Ok(out);
+        let plan = self.read(move |conn| plan(conn, &owned.ask())).await?;
+        if !plan.to_write {
+            return Ok(ClaimOutcome {
+                waiting: plan.still_waiting,
+                next_due: plan.next_due,
+                ..ClaimOutcome::default()
+            });
         }
         let owned = OwnedAsk::from(&ask);
-        let done = self
+        let mut out = self
             .write(move |conn| {
                 let mut o = ClaimOutcome::default();
-                carry_out(conn, &owned.ask(), &ids, &mut o)?;
+                carry_out(conn, &owned.ask(), &mut o)?;
                 Ok(o)
             })
             .await?;
-        out.claims = done.claims;
-        out.admitted = done.admitted;
-        out.waiting += done.waiting;
-        out.rejected = done.rejected;
+        out.next_due = plan.next_due;
         out.wrote = true;
         Ok(out)
     }

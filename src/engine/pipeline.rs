@@ -578,12 +578,12 @@ impl StepRun<'_> {
             ("submission_probe", Probe::Submission),
         ] {
             let answer = self.call(task, || p.probe(&id, probe)).await?;
-            self.done(
+            // A quick probe follows, then the step's completion: the mark rides with that
+            // write (or with a retry's note) instead of taking a transaction of its own.
+            self.done_soon(
                 task,
                 crate::domain::validate::sanitize(&answer).into_owned(),
-                None,
-            )
-            .await?;
+            );
         }
         let task = "test_message";
         let answer = self.call(task, || p.probe(&id, Probe::TestMessage)).await?;

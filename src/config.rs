@@ -448,7 +448,9 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// Pipelines in flight per engine process.
     pub max_concurrent: u32,
-    /// How often the scheduler looks for work.
+    /// How often the engine asks the database whether another process committed (one read
+    /// of `PRAGMA data_version`). Its own work wakes it without waiting: commands, its own
+    /// commits, retries and leases falling due.
     #[serde(with = "duration_serde")]
     pub tick: Duration,
 }

@@ -1,6 +1,8 @@
 //! `work --until-idle`: when a run is over, and what it leaves behind. The engine's loop asks
 //! `check` whenever it has nothing running and claimed nothing; the answer is to wait (a
 //! retry or a lease is due later), to go round again, or to stop with an `IdleOutcome`.
+//! A queued request that waits for admission (it has a `wait_reason`) is not due: it is
+//! looked at again only when something commits, and the loop has just done so.
 //!
 //! The rule: a run waits for everything the engine itself will move — retries scheduled for
 //! later (a stalled rollback's included), leases other engines hold, queued requests not yet
@@ -97,7 +99,9 @@ pub(crate) fn verdict(r: &RequestRow, stalls: i64, now: DateTime<Utc>, max_stall
     }
     let next = parse_ts(&r.next_run_at).unwrap_or(now).max(now);
     if state == RequestState::Queued {
-        if next <= now {
+        // A request that waits for admission (it has a reason) is looked at again whenever
+        // something commits; the loop has done so before asking, so it still waits.
+        if next <= now && r.wait_reason.is_none() {
             return Verdict::Due(now);
         }
         let why = r

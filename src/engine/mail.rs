@@ -527,19 +527,23 @@ impl StepRun<'_> {
             return Ok(Vec::new());
         }
         let d = &self.ctx.cfg.dns;
-        if self.ctx.store.dns_records(&self.claim.id).await?.is_empty() {
+        let mut known = self.ctx.store.dns_records(&self.claim.id).await?;
+        if known.is_empty() {
             // Configured before records were published (a database from an earlier
             // version, or a demo fleet): they are published now, then checked.
             let keys = self.dkim_key().await?;
             self.dns_publish(ip, &keys).await?;
+            known = self.ctx.store.dns_records(&self.claim.id).await?;
         }
         let deadline = tokio::time::Instant::now() + d.propagation_timeout;
         loop {
-            let rows: Vec<DnsRecordRow> = self
-                .ctx
-                .store
-                .dns_records(&self.claim.id)
-                .await?
+            // The first round checks what was just read; later rounds read again.
+            let now_known = if known.is_empty() {
+                self.ctx.store.dns_records(&self.claim.id).await?
+            } else {
+                std::mem::take(&mut known)
+            };
+            let rows: Vec<DnsRecordRow> = now_known
                 .into_iter()
                 .filter(|r| r.status == "published" || r.status == "verified")
                 .collect();
@@ -697,16 +701,17 @@ impl StepRun<'_> {
                 info.not_before, info.not_after
             )));
         }
-        self.done(
+        // Local work; the probes (quick calls) and the step's completion follow, and the
+        // mark rides with the next write.
+        self.done_soon(
             TASK,
             format!(
                 "{host}: valid until {} ({} days)",
                 info.not_after.format("%Y-%m-%d"),
                 (info.not_after - now).num_days()
             ),
-            None,
-        )
-        .await
+        );
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod renew;
 pub mod retry;
 mod teardown;
+mod wakes;
 
 pub use commands::{Command, CommandError, Outcome};
 pub use idle::{IdleOutcome, Left};
@@ -24,12 +25,11 @@ use crate::config::{ClusterHealth, Config};
 use crate::domain::capacity::{Amounts, Health};
 use crate::domain::RetryPolicy;
 use crate::providers::Provider;
-use crate::store::{Admission, ClusterSpec, Store, StoreError};
+use crate::store::{Admission, ClaimAsk, ClusterSpec, Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinSet;
 
@@ -98,7 +98,6 @@ impl Ctx {
                     ),
                 })
                 .collect(),
-            recheck_after: Duration::from_secs(5).max(e.tick),
         };
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         let owner = format!(
@@ -274,18 +273,28 @@ async fn main_loop(
     // worker finishing cleanly between them: retried as the policy says.
     let mut failures = 0u32;
     let mut workers: JoinSet<Option<String>> = JoinSet::new();
-    let mut tick = tokio::time::interval(ctx.cfg.engine.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wakes = wakes::Moments::new(&ctx);
+    let mut others = wakes::OtherProcesses::new(&ctx);
+    let mut local = wakes::LocalCommits::new(&ctx);
     let mut commands_open = true;
     loop {
         let mut trouble: Option<String> = None;
+        let deadline = wakes.deadline(&ctx);
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = ctx.store.fail_stuck(ctx.clock.now(), ctx.cfg.engine.stuck_after, &ctx.owner).await {
-                    tracing::warn!(error = %e, "stuck detection failed");
+            () = tokio::time::sleep_until(deadline) => {
+                wakes.again = None;
+                if wakes.stuck_due(&ctx) {
+                    look_for_stuck(&ctx, &mut wakes).await;
                 }
             }
-            () = ctx.wake.notified() => {}
+            changed = others.committed(&ctx) => {
+                if !changed {
+                    continue;
+                }
+                wakes.dirty = true;
+            }
+            () = local.committed() => wakes.dirty = true,
+            () = ctx.wake.notified() => wakes.dirty = true,
             Some(done) = workers.join_next(), if !workers.is_empty() => {
                 let mut ended = vec![done];
                 // Every worker that has finished frees its slot now, so one claim refills
@@ -302,6 +311,7 @@ async fn main_loop(
                         None => failures = 0,
                     }
                 }
+                wakes.dirty = true;
             }
             msg = commands.recv(), if commands_open => match msg {
                 Some(msg) => {
@@ -316,12 +326,27 @@ async fn main_loop(
             },
             _ = stop.changed() => break,
         }
-        let claimed = match schedule(&ctx, &mut workers).await {
-            Ok(n) => n,
+        if local.take() {
+            wakes.dirty = true;
+        }
+        let claimed = match schedule(&ctx, &mut workers, wakes.dirty).await {
+            Ok(s) => {
+                if s.looked {
+                    wakes.dirty = false;
+                }
+                wakes.due = s.next_due;
+                s.claimed
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming work failed; trying again");
                 failures = failures.saturating_add(1);
                 trouble = Some(format!("claim failed: {e}"));
+                if !until_idle {
+                    let wait = ctx.policy.delay(failures, ctx.jitter());
+                    wakes.again = Some(
+                        ctx.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    );
+                }
                 0
             }
         };
@@ -334,7 +359,11 @@ async fn main_loop(
                     outcome = out;
                     break;
                 }
-                None => continue,
+                None => {
+                    // Waited as the policy says: try again now.
+                    wakes.again = Some(ctx.clock.now());
+                    continue;
+                }
             }
         }
         if !workers.is_empty() || claimed > 0 {
@@ -344,11 +373,9 @@ async fn main_loop(
             Ok(next) => {
                 failures = 0;
                 match next {
-                    idle::Next::Again => {}
-                    idle::Next::WaitUntil(at) => {
-                        let wait = (at - ctx.clock.now()).to_std().unwrap_or_default();
-                        tokio::time::sleep(wait).await;
-                    }
+                    idle::Next::Again => wakes.again = Some(ctx.clock.now()),
+                    // Sleeping in the loop's own wait, so that a commit wakes it sooner.
+                    idle::Next::WaitUntil(at) => wakes.again = Some(at),
                     idle::Next::Done(out) => {
                         outcome = out;
                         break;
@@ -358,11 +385,13 @@ async fn main_loop(
             Err(e) => {
                 tracing::warn!(error = %e, "reading what is left to do failed; trying again");
                 failures = failures.saturating_add(1);
-                if let Some(out) =
-                    back_off(&ctx, failures, format!("reading the requests failed: {e}")).await
-                {
-                    outcome = out;
-                    break;
+                let why = format!("reading the requests failed: {e}");
+                match back_off(&ctx, failures, why).await {
+                    Some(out) => {
+                        outcome = out;
+                        break;
+                    }
+                    None => wakes.again = Some(ctx.clock.now()),
                 }
             }
         }
@@ -385,6 +414,25 @@ async fn main_loop(
         tracing::warn!(error = %e, "could not release leases; they expire on their own");
     }
     outcome
+}
+
+/// Fails what is stuck (a read first; it writes only when something is), then works out
+/// when to look next. Waiting requests are looked at again too: a rare safety net that
+/// writes nothing when nothing changed.
+async fn look_for_stuck(ctx: &Ctx, wakes: &mut wakes::Moments) {
+    let now = ctx.clock.now();
+    let after = ctx.cfg.engine.stuck_after;
+    if let Err(e) = ctx.store.fail_stuck(now, after, &ctx.owner).await {
+        tracing::warn!(error = %e, "stuck detection failed");
+    }
+    wakes.dirty = true;
+    wakes.stuck = match ctx.store.next_stuck_check(now, after).await {
+        Ok(at) => at,
+        Err(e) => {
+            tracing::warn!(error = %e, "stuck detection cannot tell when to look next");
+            now + chrono::Duration::from_std(ctx.cfg.engine.tick).unwrap_or_default()
+        }
+    };
 }
 
 /// After `failures` store errors in a row, the last being `error`: waits as the retry
@@ -412,35 +460,51 @@ fn note_worker_end(done: Result<Option<String>, tokio::task::JoinError>) -> Opti
     }
 }
 
-/// Claims what there is room for and starts a worker on each claim.
+/// What one round of scheduling did.
+struct Scheduled {
+    claimed: usize,
+    /// Whether it looked at the store (there was room to claim).
+    looked: bool,
+    /// When claimable work next falls due, if it looked.
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Claims what there is room for and starts a worker on each claim. Waiting requests are
+/// looked at again only when `recheck_waiting` (something committed since the last look).
 async fn schedule(
     ctx: &Arc<Ctx>,
     workers: &mut JoinSet<Option<String>>,
-) -> Result<usize, StoreError> {
+    recheck_waiting: bool,
+) -> Result<Scheduled, StoreError> {
     let room = (ctx.cfg.engine.max_concurrent as usize).saturating_sub(workers.len());
     if room == 0 || ctx.stopping() {
-        return Ok(0);
+        return Ok(Scheduled {
+            claimed: 0,
+            looked: false,
+            next_due: None,
+        });
     }
     let out = ctx
         .store
-        .claim(
-            &ctx.owner,
-            ctx.clock.now(),
-            ctx.cfg.engine.lease_ttl,
-            room,
-            &ctx.admission,
-        )
+        .claim_as(ClaimAsk {
+            owner: &ctx.owner,
+            now: ctx.clock.now(),
+            lease_ttl: ctx.cfg.engine.lease_ttl,
+            limit: room,
+            admission: &ctx.admission,
+            recheck_waiting,
+        })
         .await?;
     let n = out.claims.len();
     for claim in out.claims {
         let ctx = ctx.clone();
-        workers.spawn(async move {
-            let stopped = pipeline::run_claim(ctx.clone(), claim).await;
-            ctx.wake.notify_one();
-            stopped
-        });
+        workers.spawn(pipeline::run_claim(ctx, claim));
     }
-    Ok(n)
+    Ok(Scheduled {
+        claimed: n,
+        looked: true,
+        next_due: out.next_due,
+    })
 }
 
 /// Errors a worker stops on.

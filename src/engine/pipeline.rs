@@ -373,7 +373,18 @@ impl StepRun<'_> {
         let ip = get(ResourceKind::Ip)
             .and_then(|ip| ip.parse().ok())
             .ok_or_else(|| Stop::Failed("no IP recorded for this request".into()))?;
+        self.remember_instance(&id, ip);
         Ok((id, ip))
+    }
+
+    /// Keeps the instance and its IP for the worker's later steps: while it holds the lease
+    /// nobody else changes them, so they are read from the store at most once.
+    fn remember_instance(&self, id: &str, ip: Ipv4Addr) {
+        *self
+            .found
+            .instance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((id.to_string(), ip));
     }
 
     fn resource(
@@ -453,6 +464,7 @@ impl StepRun<'_> {
             .await?;
         let ip =
             ip.ok_or_else(|| Stop::Failed("wait_for_ip: the provider reported no IP".into()))?;
+        self.remember_instance(&inst.id, ip);
         Ok(self.last(
             "wait_for_ip",
             format!("{ip} assigned"),
@@ -566,12 +578,12 @@ impl StepRun<'_> {
             ("submission_probe", Probe::Submission),
         ] {
             let answer = self.call(task, || p.probe(&id, probe)).await?;
-            self.done(
+            // A quick probe follows, then the step's completion: the mark rides with that
+            // write (or with a retry's note) instead of taking a transaction of its own.
+            self.done_soon(
                 task,
                 crate::domain::validate::sanitize(&answer).into_owned(),
-                None,
-            )
-            .await?;
+            );
         }
         let task = "test_message";
         let answer = self.call(task, || p.probe(&id, Probe::TestMessage)).await?;

@@ -16,8 +16,11 @@ use tokio::sync::watch;
 
 /// How often zones are health-checked again.
 const HEALTH_EVERY: Duration = Duration::from_secs(300);
-/// How long the monitor sleeps when no node is due.
+/// Least time between two passes that found nothing due.
 const IDLE: Duration = Duration::from_secs(1);
+/// Most time between two passes: a node another process registered is found by then (one
+/// this process registers wakes the monitor through the store's change counter).
+const IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// A stable spread of node ids over the interval (FNV-1a; not randomised per process, so
 /// a node keeps its moment across restarts).
@@ -136,10 +139,27 @@ impl Monitor {
         Ok(n)
     }
 
-    /// Runs until `stop` turns true.
+    /// How long to sleep after a pass that found nothing due: until the next node falls
+    /// due or zones need their health check, within `IDLE..=IDLE_MAX`.
+    async fn idle_wait(&self, health_due: tokio::time::Instant) -> Duration {
+        let to_health = health_due.saturating_duration_since(tokio::time::Instant::now());
+        let to_node = match self.store.next_check_due().await {
+            Ok(Some(at)) => (at - self.clock.now()).to_std().unwrap_or_default(),
+            Ok(None) => IDLE_MAX,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell when a node is next due");
+                IDLE
+            }
+        };
+        to_node.min(to_health).clamp(IDLE, IDLE_MAX)
+    }
+
+    /// Runs until `stop` turns true. It sleeps until a node falls due, the zones' health
+    /// check comes round, or this process commits (a node registered), whichever is first.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut zones: Vec<Zone> = Vec::new();
         let mut health_due = tokio::time::Instant::now();
+        let mut commits = self.store.changes();
         loop {
             if *stop.borrow() {
                 return;
@@ -165,10 +185,20 @@ impl Monitor {
                 }
             };
             if idle {
+                let wait = self.idle_wait(health_due).await;
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE) => {}
-                    _ = stop.changed() => {}
+                    _ = stop.changed() => continue,
                 }
+                // A commit before now counts too: it may have registered a node.
+                if wait > IDLE && !commits.has_changed().unwrap_or(true) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait - IDLE) => {}
+                        _ = commits.changed() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                commits.borrow_and_update();
             }
         }
     }

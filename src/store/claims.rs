@@ -5,14 +5,12 @@
 //! engines (even in two processes) never claim the same request. PostgreSQL will do the same
 //! with `FOR UPDATE SKIP LOCKED`.
 
-use super::events::audit;
-use super::requests::{apply_change, wake_waiters, Change};
+use super::admission::{self, Books, Decision, Who};
+use super::requests::{apply_change, Change};
 use super::{rows, Conn, RequestRow, Store, StoreError};
-use crate::clock::ts;
-use crate::domain::capacity::{
-    check_quota, select_cluster, Amounts, ClusterView, Health, NoCluster,
-};
-use crate::domain::ids::{new_id, short};
+use crate::clock::{parse_ts, ts};
+use crate::domain::capacity::{Amounts, Health};
+use crate::domain::ids::short;
 use crate::domain::{RequestEvent, RequestState};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -25,9 +23,6 @@ pub struct Admission {
     pub max_in_flight_per_tenant: i64,
     pub quotas: HashMap<String, Amounts>,
     pub clusters: Vec<ClusterSpec>,
-    /// How long a queued request that cannot be admitted waits before it is looked at again
-    /// (it is woken sooner when something it waits for changes).
-    pub recheck_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -54,20 +49,224 @@ pub struct ClaimOutcome {
     pub admitted: usize,
     pub waiting: usize,
     pub rejected: usize,
+    /// Whether the claim opened a write transaction: only when it had something to write.
+    pub wrote: bool,
+    /// When the next piece of work that is not waiting on admission becomes claimable (a
+    /// retry's `next_run_at`, or when a lease on it runs out), as read before this claim's
+    /// writes; `now` when more was due than one claim looks at. `None`: nothing scheduled.
+    pub next_due: Option<DateTime<Utc>>,
 }
 
-const RUNNABLE: &str =
+/// One claim's question.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimAsk<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_ttl: Duration,
+    /// Most requests to lease.
+    pub limit: usize,
+    pub admission: &'a Admission,
+    /// Look again at queued requests already waiting for admission. Their verdict changes
+    /// only when something commits (or the config changes), so the engine asks for this
+    /// only after a commit, and otherwise leaves them alone: no read, no write.
+    pub recheck_waiting: bool,
+}
+
+pub(super) const RUNNABLE: &str =
     "('queued','allocating','configuring','activating','verifying','failed','rolling_back')";
-const IN_FLIGHT: &str = "('allocating','configuring','activating','verifying')";
+pub(super) const IN_FLIGHT: &str = "('allocating','configuring','activating','verifying')";
+/// A queued request that waits for admission: it is looked at again only on a recheck.
+const WAITING: &str = "(state = 'queued' AND wait_reason IS NOT NULL)";
+/// Most waiting requests one recheck looks at, oldest first.
+const WAITING_SCAN: i64 = 1000;
 
 fn dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or_default()
 }
 
+/// A request a claim may take, as read.
+struct Candidate {
+    id: String,
+    state: RequestState,
+    tenant: String,
+    region: String,
+    need: Amounts,
+    wait_reason: Option<String>,
+}
+
+impl Candidate {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+        let state: String = r.get(1)?;
+        Ok(Candidate {
+            id: r.get(0)?,
+            // An unknown state is never runnable; the queries only return runnable ones.
+            state: state.parse().unwrap_or(RequestState::Rejected),
+            tenant: r.get(2)?,
+            region: r.get(3)?,
+            need: Amounts {
+                units: 1,
+                cpu: r.get(4)?,
+                memory_gb: r.get(5)?,
+                storage_gb: r.get(6)?,
+            },
+            wait_reason: r.get(7)?,
+        })
+    }
+
+    fn who(&self) -> Who<'_> {
+        Who {
+            id: &self.id,
+            tenant: &self.tenant,
+            region: &self.region,
+            need: self.need,
+        }
+    }
+}
+
+const CANDIDATE_COLUMNS: &str =
+    "id, state, tenant, region, cpu, memory_gb, storage_gb, wait_reason";
+
+/// What the read-only look found.
+struct Plan {
+    /// Whether a claim has anything to write (a lease, an admission, a rejection, a new
+    /// wait reason).
+    to_write: bool,
+    /// Waiting requests whose reason is unchanged: nothing to write.
+    still_waiting: usize,
+    next_due: Option<DateTime<Utc>>,
+}
+
+/// What a claim looks at, oldest waiting requests first (when rechecking them), then work
+/// due now; and whether more was due than it looked at.
+fn candidates(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<(Vec<Candidate>, bool), StoreError> {
+    let at = ts(ask.now);
+    let scan = i64::try_from(ask.limit.saturating_mul(4)).unwrap_or(i64::MAX);
+    let mut cands = Vec::new();
+    if ask.recheck_waiting {
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM requests
+             WHERE {WAITING} AND (lease_expires_at IS NULL OR lease_expires_at < ?1)
+             ORDER BY created_at, id LIMIT ?2"
+        );
+        cands = rows(conn, &sql, params![at, WAITING_SCAN], Candidate::from_row)?;
+    }
+    let sql = format!(
+        "SELECT {CANDIDATE_COLUMNS} FROM requests
+         WHERE state IN {RUNNABLE} AND next_run_at <= ?1 AND NOT {WAITING}
+           AND (lease_expires_at IS NULL OR lease_expires_at < ?1)
+         ORDER BY next_run_at, id LIMIT ?2"
+    );
+    let due = rows(conn, &sql, params![at, scan], Candidate::from_row)?;
+    let more_due = i64::try_from(due.len()).unwrap_or(i64::MAX) >= scan;
+    cands.extend(due);
+    Ok((cands, more_due))
+}
+
+/// Looks, on a read-only connection, at whether a claim has anything to write.
+fn plan(conn: &Conn, ask: &ClaimAsk<'_>) -> Result<Plan, StoreError> {
+    let (cands, more_due) = candidates(conn, ask)?;
+    let mut out = Plan {
+        to_write: false,
+        still_waiting: 0,
+        next_due: None,
+    };
+    let mut books = Books::default();
+    let mut leases = 0usize;
+    for c in cands {
+        if leases >= ask.limit {
+            break;
+        }
+        if c.state == RequestState::Queued {
+            match admission::decide(conn, ask.admission, &mut books, &c.who())? {
+                Decision::Admit(_) => leases += 1,
+                Decision::Wait(why) if Some(&why) == c.wait_reason.as_ref() => {
+                    out.still_waiting += 1;
+                    continue;
+                }
+                Decision::Wait(_) | Decision::Reject(_) => {}
+            }
+        } else {
+            leases += 1;
+        }
+        out.to_write = true;
+    }
+    out.next_due = if more_due && leases < ask.limit {
+        Some(ask.now)
+    } else {
+        next_due(conn, &ts(ask.now))?
+    };
+    Ok(out)
+}
+
+/// The earliest time at which work not waiting on admission, and not claimable now,
+/// becomes claimable: its `next_run_at`, or the end of the lease on it.
+fn next_due(conn: &Conn, at: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let sql = format!(
+        "SELECT MIN(CASE WHEN lease_expires_at >= ?1 AND lease_expires_at > next_run_at
+                         THEN lease_expires_at ELSE next_run_at END)
+         FROM requests
+         WHERE state IN {RUNNABLE} AND NOT {WAITING} AND (next_run_at > ?1 OR lease_expires_at >= ?1)"
+    );
+    let min: Option<String> = conn.prepare_cached(&sql)?.query_row([at], |r| r.get(0))?;
+    Ok(min.as_deref().and_then(parse_ts))
+}
+
+/// Claims in the writer's transaction, as the look said there is something to: the
+/// candidates are read again (another engine may have taken some meanwhile, or made others
+/// due) and admission decided again against the books as they are now.
+fn carry_out(conn: &Conn, ask: &ClaimAsk<'_>, out: &mut ClaimOutcome) -> Result<(), StoreError> {
+    let lease_until = ts(ask.now + dur(ask.lease_ttl));
+    let (cands, _) = candidates(conn, ask)?;
+    let mut books = Books::default();
+    for c in cands {
+        if out.claims.len() >= ask.limit {
+            break;
+        }
+        if c.state == RequestState::Queued {
+            match admission::decide(conn, ask.admission, &mut books, &c.who())? {
+                Decision::Admit(cluster) => {
+                    admission::admit(conn, &c.who(), &cluster, ask.now)?;
+                    out.admitted += 1;
+                }
+                Decision::Wait(why) => {
+                    // Written only when it says something new: a request that waits for the
+                    // same thing is left as it is, `next_run_at` included.
+                    if Some(&why) != c.wait_reason.as_ref() {
+                        conn.prepare_cached("UPDATE requests SET wait_reason = ? WHERE id = ?")?
+                            .execute(params![why, c.id])?;
+                    }
+                    out.waiting += 1;
+                    continue;
+                }
+                Decision::Reject(why) => {
+                    admission::reject(conn, &c.id, &why, ask.now)?;
+                    out.rejected += 1;
+                    continue;
+                }
+            }
+        }
+        let (fence, state): (i64, String) = conn
+            .prepare_cached(
+                "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1
+                 WHERE id = ? RETURNING fence, state",
+            )?
+            .query_row(params![ask.owner, lease_until, c.id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        out.claims.push(Claim {
+            id: c.id,
+            fence,
+            state: state.parse().map_err(StoreError::Rejected)?,
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Claims up to `limit` requests that have work now: admits queued requests whose
     /// prerequisites, tenant slot, quota and cluster capacity allow it (reserving quota and
-    /// capacity in the same transaction), and leases them to `owner`.
+    /// capacity in the same transaction), and leases them to `owner`. Requests already
+    /// waiting for admission are looked at again too.
     pub async fn claim(
         &self,
         owner: &str,
@@ -76,65 +275,66 @@ impl Store {
         limit: usize,
         adm: &Admission,
     ) -> Result<ClaimOutcome, StoreError> {
-        let owner = owner.to_string();
-        let adm = adm.clone();
-        self.write(move |conn| {
-            let at = ts(now);
-            let lease_until = ts(now + dur(lease_ttl));
-            let recheck = ts(now + dur(adm.recheck_after));
-            let sql = format!(
-                "SELECT id, state, tenant, region, cpu, memory_gb, storage_gb FROM requests
-                 WHERE state IN {RUNNABLE} AND next_run_at <= ?1
-                   AND (lease_expires_at IS NULL OR lease_expires_at < ?1)
-                 ORDER BY next_run_at, id LIMIT ?2"
-            );
-            let cands = rows(conn, &sql, params![at, i64::try_from(limit.saturating_mul(4)).unwrap_or(i64::MAX)], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    Amounts { units: 1, cpu: r.get(4)?, memory_gb: r.get(5)?, storage_gb: r.get(6)? },
-                ))
-            })?;
-            let mut out = ClaimOutcome::default();
-            if cands.is_empty() {
-                return Ok(out);
-            }
-            let mut books: Option<Books> = None;
-            for (id, state, tenant, region, need) in cands {
-                if out.claims.len() >= limit {
-                    break;
-                }
-                let state: RequestState = state.parse().map_err(StoreError::Rejected)?;
-                if state == RequestState::Queued {
-                    let books = books.get_or_insert_with(Books::default);
-                    let who = Who { id: &id, tenant: &tenant, region: &region };
-                    match admit(conn, &adm, books, &who, need, now)? {
-                        Admit::Yes => out.admitted += 1,
-                        Admit::Wait(reason) => {
-                            conn.prepare_cached("UPDATE requests SET wait_reason = ?, next_run_at = ? WHERE id = ?")?
-                                .execute(params![reason, recheck, id])?;
-                            out.waiting += 1;
-                            continue;
-                        }
-                        Admit::Rejected => {
-                            out.rejected += 1;
-                            continue;
-                        }
-                    }
-                }
-                let (fence, state): (i64, String) = conn
-                    .prepare_cached(
-                        "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1
-                         WHERE id = ? RETURNING fence, state",
-                    )?
-                    .query_row(params![owner, lease_until, id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                out.claims.push(Claim { id, fence, state: state.parse().map_err(StoreError::Rejected)? });
-            }
-            Ok(out)
+        self.claim_as(ClaimAsk {
+            owner,
+            now,
+            lease_ttl,
+            limit,
+            admission: adm,
+            recheck_waiting: true,
         })
         .await
+    }
+
+    /// A claim, as `ask` says. It looks first on a read-only connection; only when there is
+    /// something to write (a lease, an admission, a rejection, a new wait reason) does it
+    /// take the writer, where each request is checked again. A claim with nothing to do
+    /// opens no write transaction.
+    pub async fn claim_as(&self, ask: ClaimAsk<'_>) -> Result<ClaimOutcome, StoreError> {
+        let owned = OwnedAsk::from(&ask);
+        let plan = self.read(move |conn| plan(conn, &owned.ask())).await?;
+        if !plan.to_write {
+            return Ok(ClaimOutcome {
+                waiting: plan.still_waiting,
+                next_due: plan.next_due,
+                ..ClaimOutcome::default()
+            });
+        }
+        let owned = OwnedAsk::from(&ask);
+        let mut out = self
+            .write(move |conn| {
+                let mut o = ClaimOutcome::default();
+                carry_out(conn, &owned.ask(), &mut o)?;
+                Ok(o)
+            })
+            .await?;
+        out.next_due = plan.next_due;
+        out.wrote = true;
+        Ok(out)
+    }
+
+    /// When stuck detection next has something to look at: the earliest moment a request in
+    /// flight would have gone `stuck_after` without progress. With nothing in flight, a
+    /// request that starts now could be stuck at `now + stuck_after` at the soonest. Progress
+    /// only moves these moments later, so waking then (and not before) misses nothing.
+    pub async fn next_stuck_check(
+        &self,
+        now: DateTime<Utc>,
+        stuck_after: Duration,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let sql = format!(
+            "SELECT MIN(MAX(r.progress_at, COALESCE(
+                 (SELECT MAX(t.updated_at) FROM step_tasks t WHERE t.request_id = r.id), '')))
+             FROM requests r WHERE r.state IN {IN_FLIGHT}"
+        );
+        let last: Option<String> = self
+            .read(move |c| Ok(c.prepare_cached(&sql)?.query_row([], |r| r.get(0))?))
+            .await?;
+        let after = dur(stuck_after);
+        Ok(last
+            .as_deref()
+            .and_then(parse_ts)
+            .map_or(now + after, |t| (t + after).min(now + after)))
     }
 
     /// Fails every request whose step has made no progress since `cutoff`. The fence moves
@@ -265,232 +465,36 @@ impl Store {
     }
 }
 
-/// What is reserved and in flight, read per tenant and cluster the first time a claim needs
-/// it, and kept current as the claim admits.
-#[derive(Default)]
-struct Books {
-    in_flight: HashMap<String, i64>,
-    quota_used: HashMap<String, Amounts>,
-    cluster_used: HashMap<String, Amounts>,
-}
-
-fn held(conn: &Conn, kind: &str, key: &str, value: &str) -> Result<Amounts, StoreError> {
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)
-         FROM resources WHERE kind = ?1 AND {key} = ?2 AND status <> 'released'"
-    );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![kind, value], |r| {
-            Ok(Amounts {
-                units: r.get(0)?,
-                cpu: r.get(1)?,
-                memory_gb: r.get(2)?,
-                storage_gb: r.get(3)?,
-            })
-        })?)
-}
-
-impl Books {
-    fn in_flight(&mut self, conn: &Conn, tenant: &str) -> Result<i64, StoreError> {
-        if let Some(n) = self.in_flight.get(tenant) {
-            return Ok(*n);
-        }
-        let sql =
-            format!("SELECT COUNT(*) FROM requests WHERE tenant = ? AND state IN {IN_FLIGHT}");
-        let n: i64 = conn
-            .prepare_cached(&sql)?
-            .query_row([tenant], |r| r.get(0))?;
-        self.in_flight.insert(tenant.to_string(), n);
-        Ok(n)
-    }
-
-    fn quota(&mut self, conn: &Conn, tenant: &str) -> Result<Amounts, StoreError> {
-        if let Some(a) = self.quota_used.get(tenant) {
-            return Ok(*a);
-        }
-        let a = held(conn, "quota", "tenant", tenant)?;
-        self.quota_used.insert(tenant.to_string(), a);
-        Ok(a)
-    }
-
-    fn cluster(&mut self, conn: &Conn, cluster: &str) -> Result<Amounts, StoreError> {
-        if let Some(a) = self.cluster_used.get(cluster) {
-            return Ok(*a);
-        }
-        let a = held(conn, "capacity", "cluster", cluster)?;
-        self.cluster_used.insert(cluster.to_string(), a);
-        Ok(a)
-    }
-}
-
-enum Admit {
-    Yes,
-    Wait(String),
-    Rejected,
-}
-
-struct Who<'a> {
-    id: &'a str,
-    tenant: &'a str,
-    region: &'a str,
-}
-
-/// Ends a queued request `rejected` at admission (the engine's decision), saying why, and
-/// wakes whatever waited on it.
-fn reject_at_admission(
-    conn: &Conn,
-    id: &str,
-    reason: &str,
+/// A `ClaimAsk` that can travel to the database thread.
+struct OwnedAsk {
+    owner: String,
     now: DateTime<Utc>,
-) -> Result<Admit, StoreError> {
-    apply_change(
-        conn,
-        &Change {
-            id,
-            event: RequestEvent::Reject,
-            fence: None,
-            actor: "engine",
-            reason: Some(reason),
-            at: now,
-        },
-    )?;
-    conn.prepare_cached("UPDATE requests SET error = ?, wait_reason = NULL WHERE id = ?")?
-        .execute(params![reason, id])?;
-    wake_waiters(conn, id, &ts(now))?;
-    Ok(Admit::Rejected)
+    lease_ttl: Duration,
+    limit: usize,
+    admission: Admission,
+    recheck_waiting: bool,
 }
 
-fn admit(
-    conn: &Conn,
-    adm: &Admission,
-    books: &mut Books,
-    who: &Who<'_>,
-    need: Amounts,
-    now: DateTime<Utc>,
-) -> Result<Admit, StoreError> {
-    let Who { id, tenant, region } = *who;
-    let at = ts(now);
-    let deps = rows(
-        conn,
-        "SELECT r.id, r.state FROM request_deps d JOIN requests r ON r.id = d.depends_on WHERE d.request_id = ? ORDER BY r.id",
-        [id],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-    )?;
-    if let Some((dep, st)) = deps
-        .iter()
-        .find(|(_, s)| matches!(s.as_str(), "rolled_back" | "rejected" | "deprovisioned"))
-    {
-        let reason = format!("prerequisite {} ended {st}", short(dep));
-        return reject_at_admission(conn, id, &reason, now);
-    }
-    if let Some((dep, st)) = deps.iter().find(|(_, s)| s != "completed") {
-        return Ok(Admit::Wait(format!(
-            "waiting for prerequisite {} ({st})",
-            short(dep)
-        )));
-    }
-    if let Some((host, holder)) = super::requests::hostname_held_elsewhere(conn, id)? {
-        return reject_at_admission(conn, id, &holder.refusal(&host), now);
-    }
-    let flying = books.in_flight(conn, tenant)?;
-    if flying >= adm.max_in_flight_per_tenant {
-        return Ok(Admit::Wait(format!(
-            "tenant limit: {tenant} has {flying}/{} in flight",
-            adm.max_in_flight_per_tenant
-        )));
-    }
-    let Some(limit) = adm.quotas.get(tenant).copied() else {
-        return Ok(Admit::Wait(format!("tenant {tenant} is not in the config")));
-    };
-    let used = books.quota(conn, tenant)?;
-    if let Err(why) = check_quota(tenant, limit, used, need) {
-        return reject_at_admission(conn, id, &format!("quota: {why}"), now);
-    }
-    let mut views: Vec<ClusterView<'_>> = Vec::new();
-    for c in adm.clusters.iter().filter(|c| c.region == region) {
-        views.push(ClusterView {
-            name: &c.name,
-            provider: &c.provider,
-            region: &c.region,
-            default: c.default,
-            health: c.health,
-            capacity: c.capacity,
-            used: books.cluster(conn, &c.name)?,
-        });
-    }
-    let cluster = match select_cluster(&views, None, region, need) {
-        Ok(c) => c.name.to_string(),
-        Err(NoCluster::NoneInRegion) => {
-            return Ok(Admit::Wait(format!(
-                "capacity: no cluster serves region {region}"
-            )))
+impl OwnedAsk {
+    fn from(a: &ClaimAsk<'_>) -> OwnedAsk {
+        OwnedAsk {
+            owner: a.owner.to_string(),
+            now: a.now,
+            lease_ttl: a.lease_ttl,
+            limit: a.limit,
+            admission: a.admission.clone(),
+            recheck_waiting: a.recheck_waiting,
         }
-        Err(NoCluster::NoneHealthy) => {
-            return Ok(Admit::Wait(format!(
-                "capacity: every cluster in {region} is degraded or offline"
-            )))
-        }
-        Err(NoCluster::NoRoom) => {
-            return Ok(Admit::Wait(format!(
-                "capacity: no cluster in {region} has room for {} cpu, {} GB RAM, {} GB disk",
-                need.cpu, need.memory_gb, need.storage_gb
-            )))
-        }
-    };
-    for (seq, kind) in [(1, "quota"), (2, "capacity")] {
-        conn.prepare_cached(
-            "INSERT INTO resources (id, request_id, seq, kind, status, tenant, cluster, cpu, memory_gb, storage_gb, slots, created_at)
-             VALUES (?, ?, ?, ?, 'allocated', ?, ?, ?, ?, ?, 1, ?)",
-        )?
-        .execute(params![
-            new_id(),
-            id,
-            seq,
-            kind,
-            tenant,
-            if kind == "capacity" { Some(cluster.as_str()) } else { None },
-            need.cpu,
-            need.memory_gb,
-            need.storage_gb,
-            at
-        ])?;
     }
-    books.quota_used.insert(tenant.to_string(), used.plus(need));
-    let cu = books.cluster(conn, &cluster)?;
-    books.cluster_used.insert(cluster.clone(), cu.plus(need));
-    *books.in_flight.entry(tenant.to_string()).or_insert(0) += 1;
-    let reason = format!("cluster {cluster}");
-    apply_change(
-        conn,
-        &Change {
-            id,
-            event: RequestEvent::Admit,
-            fence: None,
-            actor: "engine",
-            reason: Some(&reason),
-            at: now,
-        },
-    )?;
-    conn.prepare_cached("UPDATE requests SET cluster = ?, wait_reason = NULL WHERE id = ?")?
-        .execute(params![cluster, id])?;
-    conn.prepare_cached(
-        "UPDATE request_steps SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE request_id = ? AND step = 'allocate'",
-    )?
-    .execute(params![at, id])?;
-    conn.prepare_cached(
-        "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at)
-         VALUES (?, 'allocate', 'reserve_capacity', 1, 'done', ?, ?)
-         ON CONFLICT (request_id, step, name) DO UPDATE SET status = 'done', detail = excluded.detail, updated_at = excluded.updated_at",
-    )?
-    .execute(params![id, format!("quota and capacity reserved on {cluster}"), at])?;
-    audit(
-        conn,
-        &at,
-        "engine",
-        "request.admit",
-        Some(id),
-        Some(&cluster),
-    )?;
-    Ok(Admit::Yes)
+
+    fn ask(&self) -> ClaimAsk<'_> {
+        ClaimAsk {
+            owner: &self.owner,
+            now: self.now,
+            lease_ttl: self.lease_ttl,
+            limit: self.limit,
+            admission: &self.admission,
+            recheck_waiting: self.recheck_waiting,
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! from jumping ahead while a query runs.
 
 mod acme_orders;
+mod admission;
 mod catalog;
 pub(crate) mod certs;
 mod claims;
@@ -34,7 +35,7 @@ mod warmup;
 
 pub use acme_orders::ChallengeHolder;
 pub use certs::{CertRow, NewCert, NewCertIns};
-pub use claims::{Admission, Claim, ClaimOutcome, ClusterSpec};
+pub use claims::{Admission, Claim, ClaimAsk, ClaimOutcome, ClusterSpec};
 pub use console::{
     ConsoleDelta, ConsoleNode, ConsoleReader, ConsoleRequest, ConsoleSnapshot, ConsoleUpdate,
     FirstPage, ListingRow, NodeWarmup, Searched, StepSummary, WarmupFigures, Word,
@@ -213,6 +214,8 @@ struct Inner {
     /// The commit count the checkpointer has copied into the database file through.
     copied: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
+    /// Reads run so far (`Store::reads`).
+    reads: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -319,6 +322,7 @@ impl Store {
                 changes,
                 copied,
                 stats,
+                reads: AtomicU64::new(0),
             }),
         };
         Ok((store, opened))
@@ -356,6 +360,12 @@ impl Store {
         &self.inner.stats
     }
 
+    /// How many reads this store has run (the version probe's are not counted): for tests
+    /// and benchmarks that check a loop sleeps when it has nothing to do.
+    pub fn reads(&self) -> u64 {
+        self.inner.reads.load(Relaxed)
+    }
+
     /// Runs `f` on a read-only connection on a blocking thread.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -363,6 +373,7 @@ impl Store {
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
+        inner.reads.fetch_add(1, Relaxed);
         let slot = inner
             .read_slots
             .clone()

@@ -220,15 +220,18 @@ impl Store {
         .await
     }
 
-    /// The earliest time a node is next due, if any node is scheduled.
-    pub async fn next_check_due(&self) -> Result<Option<String>, StoreError> {
-        self.read(|c| {
-            Ok(
-                c.prepare_cached("SELECT MIN(next_check_at) FROM node_checks")?
-                    .query_row([], |r| r.get(0))?,
-            )
-        })
-        .await
+    /// The earliest time a node that is checked (see `nodes_due_for_check`) is next due, if
+    /// any is scheduled. A node never checked is not in it: it is due at once, and appears
+    /// with a commit.
+    pub async fn next_check_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!(
+            "SELECT MIN(k.next_check_at) FROM node_checks k JOIN nodes n ON n.id = k.node_id
+             WHERE n.status IN {CHECKED} AND n.ip_address IS NOT NULL"
+        );
+        let min: Option<String> = self
+            .read(move |c| Ok(c.prepare_cached(&sql)?.query_row([], |r| r.get(0))?))
+            .await?;
+        Ok(min.as_deref().and_then(crate::clock::parse_ts))
     }
 
     /// Applies one round of checks of a node: the policy decides from the node's current
@@ -333,11 +336,39 @@ impl Store {
     }
 
     /// Records each zone's health; an unusable zone raises a low alert until it recovers.
+    /// Only a change is written: when every zone is as recorded (and its alert open or not
+    /// as it should be), nothing is, so `checked_at` is when the zone's health last changed.
     pub async fn record_zone_health(
         &self,
         health: Vec<ZoneHealth>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let wanted: Vec<(String, bool, Option<String>)> = health
+            .iter()
+            .map(|h| (h.zone.clone(), h.usable, h.why.clone()))
+            .collect();
+        let same = self
+            .read(move |c| {
+                for (zone, usable, why) in &wanted {
+                    let row: Option<(bool, Option<String>)> = c
+                        .prepare_cached("SELECT usable, why FROM zone_health WHERE zone = ?")?
+                        .query_row([zone], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let alert_open: bool = c
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM alerts WHERE subject = ? AND resolved_at IS NULL)",
+                        )?
+                        .query_row([format!("zone:{zone}")], |r| r.get(0))?;
+                    if row.as_ref() != Some(&(*usable, why.clone())) || alert_open == *usable {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        if same {
+            return Ok(());
+        }
         self.write(move |conn| {
             let at = ts(now);
             for h in &health {

@@ -134,20 +134,6 @@ pub(crate) fn illegal(id: &str, from: RequestState, e: TransitionError) -> Store
     })
 }
 
-/// Makes queued requests that might now be admitted look again at once: those of the same
-/// tenant or region, and the dependents of `id`.
-pub(crate) fn wake_waiters(conn: &Conn, id: &str, at: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE requests SET next_run_at = ?1
-         WHERE state = 'queued' AND next_run_at > ?1 AND (
-             tenant = (SELECT tenant FROM requests WHERE id = ?2)
-             OR region = (SELECT region FROM requests WHERE id = ?2)
-             OR id IN (SELECT request_id FROM request_deps WHERE depends_on = ?2))",
-    )?
-    .execute(params![at, id])?;
-    Ok(())
-}
-
 /// The live requests (not `except`) whose hostname is `wanted`, with when each was made.
 /// The partial index `requests_live_label` (0012) serves this: same label, live states;
 /// the domain is compared as the effective hostname.
@@ -585,9 +571,6 @@ impl Store {
                 Some(&id),
                 reason.as_deref(),
             )?;
-            if changed.to.is_terminal() {
-                wake_waiters(conn, &id, &at)?;
-            }
             Ok(changed.to)
         })
         .await

@@ -3,7 +3,7 @@
 //! another worker has taken the request over. Every write also extends the lease.
 
 use super::events::audit;
-use super::requests::{apply_change, wake_waiters, Change};
+use super::requests::{apply_change, Change};
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
@@ -284,9 +284,10 @@ impl Store {
             if to == RequestState::Completed {
                 conn.prepare_cached("UPDATE requests SET error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
                     .execute([&f.id])?;
-                wake_waiters(conn, &f.id, &at)?;
             } else {
-                conn.prepare_cached("UPDATE requests SET error = NULL WHERE id = ?")?.execute([&f.id])?;
+                // Usually there is no error to clear: no row rewritten for nothing.
+                conn.prepare_cached("UPDATE requests SET error = NULL WHERE id = ? AND error IS NOT NULL")?
+                    .execute([&f.id])?;
             }
             Ok(to)
         })
@@ -383,7 +384,6 @@ impl Store {
                     error = CASE WHEN teardown = 'deprovision' THEN NULL ELSE error END WHERE id = ?",
             )?
             .execute([&f.id])?;
-            wake_waiters(conn, &f.id, &ts(f.now))?;
             Ok(to)
         })
         .await

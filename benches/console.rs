@@ -40,7 +40,8 @@
 //! before the idle window, default 10), `MAILFLEET_BENCH_RSS_S` (default 90),
 //! `MAILFLEET_BENCH_KEYS` (timed keys a run, default 300), `MAILFLEET_BENCH_NODES` (the big
 //! fleet, default 100000), `MAILFLEET_BENCH_EVENTS` (its least events, default 1000000).
-//! Figures from shorter or smaller runs are marked so in the JSON (`"defaults": false`).
+//! `MAILFLEET_BENCH_KEEP=1` keeps the temp dir (databases, settings, logs);
+//! `MAILFLEET_BENCH_DBS=DIR` makes the databases in DIR, or reuses those already there. Figures from shorter or smaller runs are marked so in the JSON (`"defaults": false`).
 //!
 //! Ends with one JSON line.
 
@@ -158,10 +159,14 @@ fn main() {
         .prefix("console-bench-")
         .tempdir_in(&opts.dir)
         .expect("temp dir");
-    // Key files and logs of everything this bench runs stay in its temp dir. Set before
-    // any thread starts.
+    // Databases kept from an earlier run (quick checks only), or made in the temp dir.
+    let kept = std::env::var_os("MAILFLEET_BENCH_DBS").map(std::path::PathBuf::from);
+    let db_dir = kept.clone().unwrap_or_else(|| dir.path().to_path_buf());
+    std::fs::create_dir_all(&db_dir).expect("database dir");
+    // Key files and logs of everything this bench runs stay beside its databases. Set
+    // before any thread starts.
     for var in ["XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"] {
-        std::env::set_var(var, dir.path());
+        std::env::set_var(var, &db_dir);
     }
     std::env::remove_var("MAILFLEET_CONFIG");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -183,32 +188,38 @@ fn main() {
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), "console".into());
     out.insert("runs".into(), opts.runs.into());
-    out.insert("defaults".into(), opts.defaults().into());
+    out.insert(
+        "defaults".into(),
+        (opts.defaults() && kept.is_none()).into(),
+    );
     out.insert("big_nodes".into(), opts.big_nodes.into());
 
-    let dbs = parts::Dbs::make(&rt, dir.path(), &opts);
+    let dbs = parts::Dbs::make(&rt, &db_dir, &opts);
     if let Some(big) = &dbs.big {
         out.insert("big_events".into(), big.events.into());
     }
     if opts.wants("first") {
         out.insert(
             "first_frame".into(),
-            parts::first_frame(&dbs, &opts, dir.path()),
+            parts::first_frame(&dbs, &opts, &db_dir),
         );
     }
     if opts.wants("idle") {
-        out.insert("idle_cpu".into(), parts::idle_cpu(&dbs, &opts, dir.path()));
+        out.insert("idle_cpu".into(), parts::idle_cpu(&dbs, &opts, &db_dir));
     }
     if opts.wants("keys") {
-        out.insert("key_to_frame".into(), parts::keys(&dbs, &opts, dir.path()));
+        out.insert("key_to_frame".into(), parts::keys(&dbs, &opts, &db_dir));
     }
     if opts.wants("rss") {
-        out.insert("peak_rss".into(), parts::peak_rss(&dbs, &opts, dir.path()));
+        out.insert("peak_rss".into(), parts::peak_rss(&dbs, &opts, &db_dir));
     }
     let all_met = out
         .values()
         .filter_map(|v| v.get("met"))
         .all(|m| m.as_bool() == Some(true));
     out.insert("all_met".into(), all_met.into());
+    if std::env::var_os("MAILFLEET_BENCH_KEEP").is_some() {
+        println!("  (kept {})", dir.keep().display());
+    }
     println!("{}", Value::Object(out));
 }

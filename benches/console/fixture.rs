@@ -55,57 +55,95 @@ pub fn empty(dir: &Path) -> Db {
     }
 }
 
-/// A settled demo fleet of `nodes` nodes, topped up with events to at least `min_events`.
-pub fn demo(
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    name: &str,
-    nodes: usize,
-    min_events: u64,
-) -> Db {
+/// A demo fleet being settled by `mailfleet work --until-idle` (see [`Making::finish`]).
+pub struct Making {
+    db: Db,
+    cfg: Config,
+    name: String,
+    made: Option<(Duration, usize, usize)>,
+    settle: std::process::Child,
+    started: Instant,
+}
+
+/// Makes a demo fleet of `nodes` nodes (unless `dir/NAME.db` exists: a kept database is
+/// reused) and starts settling it; several settle at once.
+pub fn demo(rt: &tokio::runtime::Runtime, dir: &Path, name: &str, nodes: usize) -> Making {
     let (config, cfg) = write_config(dir, name, nodes);
     let path = dir.join(format!("{name}.db"));
     let t = Instant::now();
-    let summary = rt.block_on(async {
-        let store = Store::open(&path, &cfg.store).await.expect("open store");
-        store
-            .sync_catalog(&cfg, chrono::Utc::now())
-            .await
-            .expect("catalog");
-        let spec = DemoSpec { nodes, seed: 7 };
-        mailfleet::demo::generate(&store, &cfg, &spec, chrono::Utc::now())
-            .await
-            .expect("demo fleet")
+    let made = (!path.exists()).then(|| {
+        let summary = rt.block_on(async {
+            let store = Store::open(&path, &cfg.store).await.expect("open store");
+            store
+                .sync_catalog(&cfg, chrono::Utc::now())
+                .await
+                .expect("catalog");
+            let spec = DemoSpec { nodes, seed: 7 };
+            mailfleet::demo::generate(&store, &cfg, &spec, chrono::Utc::now())
+                .await
+                .expect("demo fleet")
+        });
+        (t.elapsed(), summary.nodes, summary.requests)
     });
-    let made = t.elapsed();
-    let t = Instant::now();
-    run_cli(&path, &config, dir, &["work", "--until-idle"]);
-    let settled = t.elapsed();
-    let mut events = count_events(&path);
-    if events < min_events {
-        top_up_events(rt, &path, &cfg, min_events - events);
-        events = count_events(&path);
-    }
-    println!(
-        "  database {name}: {} nodes, {} requests, {events} events (made in {:.1} s, settled in {:.1} s)",
-        summary.nodes,
-        summary.requests,
-        made.as_secs_f64(),
-        settled.as_secs_f64()
-    );
-    Db {
-        path,
-        config,
-        nodes,
-        events,
+    let settle = cli(&path, &config, dir, &["work", "--until-idle"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mailfleet work --until-idle");
+    Making {
+        db: Db {
+            path,
+            config,
+            nodes,
+            events: 0,
+        },
+        cfg,
+        name: name.to_string(),
+        made,
+        settle,
+        started: Instant::now(),
     }
 }
 
-/// Runs one CLI command against the database; a failure is reported, not fatal (a run until
-/// idle that leaves requests waiting for a person exits non-zero).
-fn run_cli(db: &Path, config: &Path, home: &Path, args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
-        .arg("--db")
+impl Making {
+    /// Waits for the fleet to settle, then tops it up to at least `min_events` events.
+    pub fn finish(self, rt: &tokio::runtime::Runtime, min_events: u64) -> Db {
+        let Making {
+            mut db,
+            cfg,
+            name,
+            made,
+            settle,
+            started,
+        } = self;
+        report(&["work", "--until-idle"], settle.wait_with_output());
+        let settled = started.elapsed();
+        db.events = count_events(&db.path);
+        if db.events < min_events {
+            top_up_events(rt, &db.path, &cfg, min_events - db.events);
+            db.events = count_events(&db.path);
+        }
+        match made {
+            Some((took, nodes, requests)) => println!(
+                "  database {name}: {nodes} nodes, {requests} requests, {} events (made in {:.1} s, settled in {:.1} s)",
+                db.events,
+                took.as_secs_f64(),
+                settled.as_secs_f64()
+            ),
+            None => println!(
+                "  database {name}: reused, {} events (settled in {:.1} s)",
+                db.events,
+                settled.as_secs_f64()
+            ),
+        }
+        db
+    }
+}
+
+/// A CLI command against the database, with the bench's XDG directories.
+fn cli(db: &Path, config: &Path, home: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"));
+    cmd.arg("--db")
         .arg(db)
         .arg("--config")
         .arg(config)
@@ -114,9 +152,19 @@ fn run_cli(db: &Path, config: &Path, home: &Path, args: &[&str]) {
         .env("XDG_CONFIG_HOME", home)
         .env("XDG_DATA_HOME", home)
         .env_remove("MAILFLEET_CONFIG")
-        .env_remove("MAILFLEET_DB")
-        .output()
-        .expect("run mailfleet");
+        .env_remove("MAILFLEET_DB");
+    cmd
+}
+
+/// Runs one CLI command against the database.
+fn run_cli(db: &Path, config: &Path, home: &Path, args: &[&str]) {
+    report(args, cli(db, config, home, args).output());
+}
+
+/// A failure is said, not fatal: a run until idle that leaves requests waiting for a
+/// person exits non-zero.
+fn report(args: &[&str], out: std::io::Result<std::process::Output>) {
+    let out = out.expect("run mailfleet");
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last: Vec<&str> = err.lines().rev().take(3).collect();

@@ -27,21 +27,19 @@ pub struct Dbs {
 impl Dbs {
     pub fn make(rt: &tokio::runtime::Runtime, dir: &Path, opts: &Opts) -> Dbs {
         let t = Instant::now();
+        let empty = opts.wants("first").then(|| fixture::empty(dir));
+        let ten = opts
+            .wants("keys")
+            .then(|| fixture::demo(rt, dir, "ten", 10));
+        let five_hundred = opts
+            .wants("idle")
+            .then(|| fixture::demo(rt, dir, "five-hundred", 500));
+        let big = fixture::demo(rt, dir, "big", opts.big_nodes);
         let dbs = Dbs {
-            empty: opts.wants("first").then(|| fixture::empty(dir)),
-            ten: opts
-                .wants("keys")
-                .then(|| fixture::demo(rt, dir, "ten", 10, 0)),
-            five_hundred: opts
-                .wants("idle")
-                .then(|| fixture::demo(rt, dir, "five-hundred", 500, 0)),
-            big: Some(fixture::demo(
-                rt,
-                dir,
-                "big",
-                opts.big_nodes,
-                opts.min_events,
-            )),
+            empty,
+            ten: ten.map(|m| m.finish(rt, 0)),
+            five_hundred: five_hundred.map(|m| m.finish(rt, 0)),
+            big: Some(big.finish(rt, opts.min_events)),
         };
         println!("  (databases ready in {:.1} s)", t.elapsed().as_secs_f64());
         dbs

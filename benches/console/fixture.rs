@@ -61,8 +61,8 @@ pub struct Making {
     cfg: Config,
     name: String,
     made: Option<(Duration, usize, usize)>,
-    settle: std::process::Child,
-    started: Instant,
+    /// The settling run: its output and how long it took.
+    settle: std::thread::JoinHandle<(std::io::Result<std::process::Output>, Duration)>,
 }
 
 /// Makes a demo fleet of `nodes` nodes (unless `dir/NAME.db` exists: a kept database is
@@ -85,11 +85,11 @@ pub fn demo(rt: &tokio::runtime::Runtime, dir: &Path, name: &str, nodes: usize) 
         });
         (t.elapsed(), summary.nodes, summary.requests)
     });
-    let settle = cli(&path, &config, dir, &["work", "--until-idle"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run mailfleet work --until-idle");
+    let mut settle = cli(&path, &config, dir, &["work", "--until-idle"]);
+    let settle = std::thread::spawn(move || {
+        let t = Instant::now();
+        (settle.output(), t.elapsed())
+    });
     Making {
         db: Db {
             path,
@@ -101,7 +101,6 @@ pub fn demo(rt: &tokio::runtime::Runtime, dir: &Path, name: &str, nodes: usize) 
         name: name.to_string(),
         made,
         settle,
-        started: Instant::now(),
     }
 }
 
@@ -114,10 +113,9 @@ impl Making {
             name,
             made,
             settle,
-            started,
         } = self;
-        report(&["work", "--until-idle"], settle.wait_with_output());
-        let settled = started.elapsed();
+        let (out, settled) = settle.join().expect("settling thread");
+        report(&["work", "--until-idle"], out);
         db.events = count_events(&db.path);
         if db.events < min_events {
             top_up_events(rt, &db.path, &cfg, min_events - db.events);

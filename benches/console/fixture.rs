@@ -293,7 +293,7 @@ impl WriterReport {
 /// A writer committing `per_second` changes a second, evenly spread, until stopped.
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<WriterReport>,
+    handle: Option<std::thread::JoinHandle<WriterReport>>,
 }
 
 impl Writer {
@@ -329,11 +329,25 @@ impl Writer {
         });
         // The writer is ready (its nodes listed) before the caller starts timing.
         let _ = ready_rx.recv_timeout(Duration::from_secs(120));
-        Writer { stop, handle }
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
     }
 
-    pub fn stop(self) -> WriterReport {
+    pub fn stop(mut self) -> WriterReport {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("writer thread")
+        self.handle
+            .take()
+            .expect("a writer stops once")
+            .join()
+            .expect("writer thread")
+    }
+}
+
+impl Drop for Writer {
+    /// A writer left running (a part gave up early) stops with its owner.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -281,16 +281,39 @@ fn key_run(db: &Db, opts: &Opts, home: &Path, extras: bool) -> Option<KeyRun> {
     let (mut c, _) = start_with_rows(db, home)?;
     let writer = Writer::start(db, WRITES_PER_S);
     std::thread::sleep(Duration::from_secs(2));
+    let navigated = navigate(&mut c, opts);
+    let (views, filter) = match (&navigated, extras) {
+        (Some(_), true) => (view_switches(&mut c), filter_typing(&mut c, db)),
+        _ => (vec![], vec![]),
+    };
+    let writer = writer.stop();
+    if navigated.is_none() {
+        println!("  the keys could not be driven; the screen:\n{}", c.text());
+    }
+    c.quit(Duration::from_secs(60));
+    let (times, missed) = navigated?;
+    Some(KeyRun {
+        times,
+        missed,
+        views,
+        filter,
+        writer,
+    })
+}
+
+/// `opts.keys` timed navigation keys after 20 untimed ones, 30–130 ms apart: the times (ms)
+/// and how many keys never showed their effect within `KEY_TIMEOUT`.
+fn navigate(c: &mut Console, opts: &Opts) -> Option<(Vec<f64>, usize)> {
     let mut rng = SmallRng::seed_from_u64(13);
-    let (mut sel, total) = position(&c, "Fleet")?;
+    let (mut sel, mut total) = position(c, "Fleet")?;
     // The page: from the top, one PgDn.
     if sel != 1 {
-        press_to(&mut c, b"g", 1)?;
+        press_to(c, b"g", 1)?;
     }
     c.press(b"\x1b[6~", KEY_TIMEOUT, |s| {
         pty::title_position(s, "Fleet").is_some_and(|(sel, _)| sel != 1)
-    });
-    sel = position(&c, "Fleet")?.0;
+    })?;
+    sel = position(c, "Fleet")?.0;
     let page = sel.saturating_sub(1).max(1);
     let (mut times, mut missed) = (Vec::with_capacity(opts.keys), 0);
     let warm_up = 20;
@@ -302,7 +325,7 @@ fn key_run(db: &Db, opts: &Opts, home: &Path, extras: bool) -> Option<KeyRun> {
             continue;
         }
         pressed += 1;
-        match press_to(&mut c, bytes, want) {
+        match press_to(c, bytes, want) {
             Some(d) if pressed > warm_up => times.push(ms(d)),
             Some(_) => {}
             None => {
@@ -310,26 +333,10 @@ fn key_run(db: &Db, opts: &Opts, home: &Path, extras: bool) -> Option<KeyRun> {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        sel = match position(&c, "Fleet") {
-            Some((s, _)) => s,
-            None => want,
-        };
+        (sel, total) = position(c, "Fleet").unwrap_or((want, total));
         std::thread::sleep(Duration::from_millis(rng.gen_range(30..130)));
     }
-    let (views, filter) = if extras {
-        (view_switches(&mut c), filter_typing(&mut c, db))
-    } else {
-        (vec![], vec![])
-    };
-    let writer = writer.stop();
-    c.quit(Duration::from_secs(60));
-    Some(KeyRun {
-        times,
-        missed,
-        views,
-        filter,
-        writer,
-    })
+    Some((times, missed))
 }
 
 /// `2` then `1`, ten times each: to the frame that shows the other view's title.

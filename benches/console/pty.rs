@@ -218,8 +218,17 @@ impl Console {
             "  (the console did not quit within {grace:?}; killing pid {})",
             self.pid
         );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Drop kills it.
+    }
+}
+
+impl Drop for Console {
+    /// A console the bench is done with never outlives it.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! Each database is a demo fleet made by `mailfleet::demo::generate` (what `mailfleet demo`
 //! makes), with the settings `mailfleet::demo::config_for` gives a fleet of its size (the
 //! ones `mailfleet demo` runs its console with) written to a file beside it, then settled by
-//! `mailfleet work --until-idle` so no work is due when the console opens it.
+//! `mailfleet work --until-idle` (with the simulated cloud's delays cut short, see
+//! `write_settle_config`) so no work is due when the console opens it.
 //!
 //! The writer is another client of the same database: a thread with its own `Store` that
 //! pauses and resumes nodes through the store's public methods (what an operator's `node
@@ -40,6 +41,24 @@ fn write_config(dir: &Path, name: &str, nodes: usize) -> (PathBuf, Config) {
     let text = toml::to_string(&cfg).expect("settings as TOML");
     std::fs::write(&path, text).expect("write the settings");
     (path, cfg)
+}
+
+/// The settings the settling run uses: the fleet's own, with the simulated cloud's delays
+/// and the retry backoff cut short and more pipelines at once, so the demo's requests in
+/// flight finish in seconds rather than the many minutes their realistic timings take. The
+/// catalog (plans, clusters, tenants, quotas) is the same, so the database ends as the
+/// fleet's own settings would leave it.
+fn write_settle_config(dir: &Path, name: &str, cfg: &Config) -> PathBuf {
+    let mut fast = cfg.clone();
+    fast.engine.retry_backoff = vec![Duration::from_millis(20)];
+    fast.engine.poll_interval = Duration::from_millis(20);
+    fast.engine.max_in_flight_per_tenant = fast.engine.max_in_flight_per_tenant.max(32);
+    fast.providers.sim.delay_ms = [0, 5];
+    fast.providers.sim.boot_ms = [20, 60];
+    let path = dir.join(format!("{name}-settle.toml"));
+    let text = toml::to_string(&fast).expect("settings as TOML");
+    std::fs::write(&path, text).expect("write the settings");
+    path
 }
 
 /// An initialised database with nothing in it (`mailfleet init`).
@@ -85,7 +104,8 @@ pub fn demo(rt: &tokio::runtime::Runtime, dir: &Path, name: &str, nodes: usize) 
         });
         (t.elapsed(), summary.nodes, summary.requests)
     });
-    let mut settle = cli(&path, &config, dir, &["work", "--until-idle"]);
+    let settle_config = write_settle_config(dir, name, &cfg);
+    let mut settle = cli(&path, &settle_config, dir, &["work", "--until-idle"]);
     let settle = std::thread::spawn(move || {
         let t = Instant::now();
         (settle.output(), t.elapsed())

@@ -31,7 +31,8 @@
 //! taken on the reader thread as soon as that frame is parsed.
 //!
 //! The databases are demo fleets (`mailfleet::demo::generate`, run with the settings
-//! `mailfleet demo` uses for a fleet that size), settled by `mailfleet work --until-idle`,
+//! `mailfleet demo` uses for a fleet that size), settled by `mailfleet work --until-idle`
+//! (with the simulated cloud's delays cut short for that run only),
 //! made once per bench run in a temp dir under `MAILFLEET_BENCH_DIR` (default `.`, the
 //! same disk as the engine bench's).
 //!
@@ -41,7 +42,9 @@
 //! `MAILFLEET_BENCH_KEYS` (timed keys a run, default 300), `MAILFLEET_BENCH_NODES` (the big
 //! fleet, default 100000), `MAILFLEET_BENCH_EVENTS` (its least events, default 1000000).
 //! `MAILFLEET_BENCH_KEEP=1` keeps the temp dir (databases, settings, logs);
-//! `MAILFLEET_BENCH_DBS=DIR` makes the databases in DIR, or reuses those already there. Figures from shorter or smaller runs are marked so in the JSON (`"defaults": false`).
+//! `MAILFLEET_BENCH_DBS=DIR` makes the databases in DIR, or reuses those already there.
+//! Figures from shorter, smaller or reused-database runs say so in the JSON
+//! (`"defaults": false`).
 //!
 //! Ends with one JSON line.
 

@@ -276,9 +276,10 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             *dirty = true;
             vec![]
         }
+        // A whole snapshot is the fleet as it stands, not a change: only deltas keep the
+        // clock going by the second.
         Msg::Snapshot(s) => {
             app.receive_snapshot(s);
-            app.data_at = Some(std::time::Instant::now());
             *dirty = true;
             vec![]
         }

@@ -834,9 +834,10 @@ fn delta(
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE change_seq > ?1)");
         Ok(c.query_row(&sql, [since], |r| r.get(0))?)
     };
-    // A node's label shows in the listings and alerts that name it.
-    let listings_changed = changed("ip_blacklist_events")? || !nodes.is_empty();
-    let alerts_changed = changed("alerts")? || !nodes.is_empty();
+    // Listings and alerts show their node's label too, but a label never changes: only
+    // their own rows changing makes them worth reading again.
+    let listings_changed = changed("ip_blacklist_events")?;
+    let alerts_changed = changed("alerts")?;
     let out = ConsoleDelta {
         seq,
         listings: if listings_changed {

@@ -307,8 +307,6 @@ async fn the_first_page_is_the_fleet_by_label_before_the_whole_fleet_is_read() {
         .map(|n| (n.label.to_string(), n.id.to_string()))
         .collect();
     assert_eq!(got, labels[..40].to_vec());
-    let statuses: usize = page.node_status.iter().map(|(_, n)| n).sum();
-    assert_eq!(statuses, whole.nodes.len());
 
     // The console shows it, says it is still reading, and takes the whole fleet after.
     let mut app = new_app(&cfg);

@@ -320,7 +320,6 @@ pub enum ConsoleUpdate {
 pub struct FirstPage {
     pub nodes: Vec<ConsoleNode>,
     pub total: usize,
-    pub node_status: Vec<(String, usize)>,
 }
 
 /// One console's reading position: the change sequence it holds, the shared words its rows
@@ -895,9 +894,9 @@ impl Store {
         .await
     }
 
-    /// The first `limit` rows of the Fleet view in its default order (by label), how many
-    /// nodes there are and how many in each status: what the first screen shows while the
-    /// whole fleet is read. Served by indexes (`nodes_by_label`, `nodes_by_status`).
+    /// The first `limit` rows of the Fleet view in its default order (by label) and how
+    /// many nodes there are: what the first screen shows while the whole fleet is read.
+    /// Served by indexes (`nodes_by_label`, and the smallest one for the count).
     pub async fn console_first_page(&self, limit: usize) -> Result<FirstPage, StoreError> {
         self.read(move |c| {
             in_read(c, || {
@@ -908,20 +907,12 @@ impl Store {
                     [i64::try_from(limit).unwrap_or(i64::MAX)],
                     |r| node_row(r, &mut words),
                 )?;
-                let node_status = rows(
-                    c,
-                    "SELECT status, COUNT(*) FROM nodes GROUP BY status ORDER BY status",
-                    [],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-                )?;
-                let total = node_status.iter().map(|(_, n)| *n).sum::<i64>();
+                // The smallest index answers it; counts by status wait for the whole read
+                // (the header says it is still loading until then).
+                let total: i64 = c.query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))?;
                 Ok(FirstPage {
                     nodes,
                     total: usize::try_from(total).unwrap_or(0),
-                    node_status: node_status
-                        .into_iter()
-                        .map(|(s, n)| (s, usize::try_from(n).unwrap_or(0)))
-                        .collect(),
                 })
             })
         })

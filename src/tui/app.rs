@@ -574,11 +574,6 @@ impl App {
             return;
         }
         self.loading_total = Some(page.total);
-        self.counts.node_status = page
-            .node_status
-            .into_iter()
-            .map(|(s, n)| (Word::from(s), n))
-            .collect();
         let snap = ConsoleSnapshot {
             nodes: page.nodes,
             ..Default::default()

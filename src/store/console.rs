@@ -611,11 +611,12 @@ const REQUEST_COLUMNS: &str =
        r.storage_gb, r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error,
        r.needs_attention, CAST(unixepoch(r.created_at, 'subsec') * 1000 AS INTEGER), r.domain";
 
-fn request_row(
-    r: &rusqlite::Row<'_>,
-    words: &mut Words,
-    steps: StepSummary,
-) -> rusqlite::Result<ConsoleRequest> {
+/// A request row of `REQUEST_COLUMNS`, then its steps' attempts and failed position.
+fn request_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<ConsoleRequest> {
+    let steps = StepSummary {
+        attempts: r.get(17)?,
+        failed_step: r.get(18)?,
+    };
     let mut req = ConsoleRequest {
         id: uuid_at(r, 0)?,
         tenant: words.at(r, 1)?,
@@ -758,13 +759,7 @@ fn full(c: &super::Conn, reader: &mut ConsoleReader) -> Result<ConsoleSnapshot, 
              ORDER BY r.rowid"
         ),
         [],
-        |r| {
-            let steps = StepSummary {
-                attempts: r.get(17)?,
-                failed_step: r.get(18)?,
-            };
-            request_row(r, words, steps)
-        },
+        |r| request_row(r, words),
     )?;
     reader.seq = Some(seq);
     reader.window = start;
@@ -821,13 +816,7 @@ fn delta(
              FROM requests r WHERE r.change_seq > ?1 ORDER BY r.rowid"
         ),
         [since],
-        |r| {
-            let steps = StepSummary {
-                attempts: r.get(17)?,
-                failed_step: r.get(18)?,
-            };
-            request_row(r, words, steps)
-        },
+        |r| request_row(r, words),
     )?;
     let changed = |table: &str| -> Result<bool, StoreError> {
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE change_seq > ?1)");

@@ -335,11 +335,6 @@ impl ConsoleReader {
     pub fn new() -> ConsoleReader {
         ConsoleReader::default()
     }
-
-    /// The sequence the reader holds (`None` before its first read).
-    pub fn seq(&self) -> Option<i64> {
-        self.seq
-    }
 }
 
 /// How many alerts the snapshot carries.

@@ -485,3 +485,74 @@ fn an_idle_console_wakes_once_a_minute_and_each_second_only_while_rows_change() 
         "the message expires on time"
     );
 }
+
+/// Typing a filter into a fleet too big for the loop: each character narrows the rows the
+/// view shows (kept in order, not sorted again), a character taken back widens them, and
+/// at each step the view is what a console that filtered once would show. A change that
+/// arrives after the filter goes by the filter as it is now, not as it was.
+#[test]
+fn a_filter_typed_on_a_big_fleet_shows_what_filtering_once_would() {
+    let n = mailfleet::tui::app::INLINE_ROWS + 5_000;
+    let cfg = config("");
+    let mut app = new_app(&cfg);
+    app.set_snapshot(Arc::new(big_snapshot(n)));
+    // Sorted by REP, descending, so the order the filter keeps is not the labels'.
+    app.update(Action::SortBy(5));
+    settle(&mut app);
+    app.update(Action::SortBy(5));
+    settle(&mut app);
+    let once = |text: &str| {
+        let mut r = new_app(&cfg);
+        r.set_snapshot(Arc::new(big_snapshot(n)));
+        r.update(Action::SortBy(5));
+        settle(&mut r);
+        r.update(Action::SortBy(5));
+        settle(&mut r);
+        r.apply_filter(text);
+        settle(&mut r);
+        shown(&r, View::Fleet).0
+    };
+    for text in [
+        "n",
+        "no",
+        "node-00",
+        "node-001",
+        "node-0012",
+        "node-001",
+        "status:p",
+        "status:paused",
+        "status:paused node-01",
+        "!node-01",
+        "",
+    ] {
+        app.apply_filter(text);
+        assert!(app.pending.is_some(), "{text:?}: too big for the loop");
+        settle(&mut app);
+        let got = shown(&app, View::Fleet).0;
+        assert!(
+            got == once(text),
+            "{text:?}: {} rows, not as filtering once",
+            got.len()
+        );
+    }
+    // A filter typed, then a row that changes so it no longer matches, and one that now
+    // does: both go by the filter typed.
+    app.apply_filter("status:active");
+    settle(&mut app);
+    let before = app.table().visible.len();
+    let (mut leaves, mut joins) = (app.snap.nodes[0].clone(), app.snap.nodes[1].clone());
+    assert_eq!((&*leaves.status, &*joins.status), ("active", "paused"));
+    leaves.status = "paused".into();
+    joins.status = "active".into();
+    app.receive_delta(mailfleet::store::ConsoleDelta {
+        seq: 1,
+        nodes: vec![leaves, joins],
+        ..Default::default()
+    });
+    let shown_now = &app.table().visible;
+    assert_eq!(shown_now.len(), before);
+    assert!(!shown_now.contains(&0) && shown_now.contains(&1));
+    assert!(shown_now
+        .iter()
+        .all(|i| &*app.snap.nodes[*i].status == "active"));
+}

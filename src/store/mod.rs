@@ -117,6 +117,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../../assets/migrations/0013_change_seq.sql"),
     ),
+    (
+        14,
+        include_str!("../../assets/migrations/0014_warmup_closed_index.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

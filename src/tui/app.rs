@@ -189,6 +189,7 @@ impl std::fmt::Debug for Job {
         let what = match &self.work {
             Work::Snapshot(_) => "snapshot".to_string(),
             Work::Views(v) => format!("{v:?}"),
+            Work::Filter(v) => format!("filter {v:?}"),
         };
         write!(f, "Job({}, {what})", self.id)
     }
@@ -196,7 +197,11 @@ impl std::fmt::Debug for Job {
 
 pub enum Work {
     Snapshot(Arc<ConsoleSnapshot>),
+    /// Views made again: filtered and sorted.
     Views(Vec<View>),
+    /// A view whose filter changed (and nothing else): a narrower filter thins out the
+    /// rows it shows (see `table::refilter`).
+    Filter(View),
 }
 
 impl Job {
@@ -209,6 +214,7 @@ impl Job {
                     self.scratch.refresh(*v);
                 }
             }
+            Work::Filter(v) => self.scratch.refilter(*v),
         }
         self
     }
@@ -356,17 +362,23 @@ impl App {
         s.now = self.now;
         s.pipeline_state = self.pipeline_state;
         s.snap = self.snap.clone();
-        s.node_ids = self.node_ids.clone();
-        s.request_ids = self.request_ids.clone();
+        // No id maps: they only find a selection again, which `install` does here.
         s.quotas = self.quotas.clone();
         s.loaded = self.loaded;
         s.tables = self
             .tables
             .iter()
             .map(|t| TableState {
+                selected: t.selected,
+                offset: t.offset,
+                filter: t.filter.clone(),
+                sort_col: t.sort_col,
+                asc: t.asc,
                 visible: Vec::new(),
                 pos: Vec::new(),
-                ..t.clone()
+                parsed: t.parsed.clone(),
+                made_for: None,
+                marks: Default::default(),
             })
             .collect();
         Box::new(s)
@@ -381,11 +393,17 @@ impl App {
             Work::Snapshot(_) => {
                 let mut s = self.scratch();
                 s.snap = Arc::default();
-                s.node_ids.clear();
-                s.request_ids.clear();
                 s
             }
             Work::Views(_) => self.scratch(),
+            // The view's rows as they stand, which a narrower filter only thins out.
+            Work::Filter(v) => {
+                let mut s = self.scratch();
+                let (from, to) = (&self.tables[v.index()], &mut s.tables[v.index()]);
+                to.visible = from.visible.clone();
+                to.made_for = from.made_for;
+                s
+            }
         };
         self.pending = Some(id);
         self.pending_views = views;
@@ -395,16 +413,31 @@ impl App {
 
     /// Rebuilds view `v`: here when it is small, else as a job (the newest one wins).
     fn rebuild_view(&mut self, v: View) {
+        if self.inline(v) {
+            self.refresh(v);
+        } else {
+            self.defer(Work::Views(vec![v]), vec![v]);
+        }
+    }
+
+    /// View `v` after its filter (alone) changed: like `rebuild_view`.
+    fn refilter_view(&mut self, v: View) {
+        if self.inline(v) {
+            self.refilter(v);
+        } else {
+            self.defer(Work::Filter(v), vec![v]);
+        }
+    }
+
+    /// Whether view `v` is small enough to be made on the loop (or must be: a snapshot
+    /// is being made).
+    fn inline(&self, v: View) -> bool {
         let rows = match v {
             View::Fleet | View::Warmup => self.snap.nodes.len(),
             View::Requests | View::Approvals | View::Pipeline => self.snap.requests.len(),
             _ => 0,
         };
-        if rows <= INLINE_ROWS || self.pending_snapshot() {
-            self.refresh(v);
-        } else {
-            self.defer(Work::Views(vec![v]), vec![v]);
-        }
+        rows <= INLINE_ROWS || self.pending_snapshot()
     }
 
     fn pending_snapshot(&self) -> bool {
@@ -465,8 +498,7 @@ impl App {
                     let i = v.index();
                     let made = &mut s.tables[i];
                     let t = &mut self.tables[i];
-                    t.visible = std::mem::take(&mut made.visible);
-                    t.pos = std::mem::take(&mut made.pos);
+                    t.take_rows(made);
                     let mut t = std::mem::take(&mut self.tables[i]);
                     t.reselect(self, v, keep);
                     self.tables[i] = t;
@@ -474,14 +506,18 @@ impl App {
                 self.rebuild_timeline();
                 VIEWS.to_vec()
             }
-            Work::Views(views) => {
+            Work::Views(_) | Work::Filter(_) => {
+                let views = match job.work {
+                    Work::Filter(v) => vec![v],
+                    Work::Views(views) => views,
+                    Work::Snapshot(_) => vec![],
+                };
                 for v in &views {
                     let i = v.index();
                     let keep = self.tables[i].selected_key(self, *v);
                     let made = &mut s.tables[i];
                     let t = &mut self.tables[i];
-                    t.visible = std::mem::take(&mut made.visible);
-                    t.pos = std::mem::take(&mut made.pos);
+                    t.take_rows(made);
                     let mut t = std::mem::take(&mut self.tables[i]);
                     t.reselect(self, *v, keep);
                     self.tables[i] = t;
@@ -646,6 +682,7 @@ impl App {
             let mut t = std::mem::take(&mut self.tables[i]);
             // Positions from before belong to other rows: found again by key.
             t.pos.clear();
+            t.made_for = None;
             table::rebuild(self, v, &mut t);
             t.reselect(self, v, keep);
             self.tables[i] = t;
@@ -827,6 +864,13 @@ impl App {
         let i = v.index();
         let mut t = std::mem::take(&mut self.tables[i]);
         table::rebuild(self, v, &mut t);
+        self.tables[i] = t;
+    }
+
+    fn refilter(&mut self, v: View) {
+        let i = v.index();
+        let mut t = std::mem::take(&mut self.tables[i]);
+        table::refilter(self, v, &mut t);
         self.tables[i] = t;
     }
 
@@ -1464,7 +1508,7 @@ impl App {
         }
         self.table_mut().filter = text.to_string();
         self.table_mut().selected = 0;
-        self.rebuild_view(self.view);
+        self.refilter_view(self.view);
         self.follow_selection().into_iter().collect()
     }
 

@@ -98,6 +98,29 @@ impl Filter {
         f
     }
 
+    /// Whether every row `narrower` keeps, this filter keeps too: each of this filter's
+    /// words is inside one of its words, each term inside one of its terms on the same
+    /// field (what typing one more character does). Then the rows it shows are a subset
+    /// of these, in the same order: filtering them again is enough, with no sort.
+    pub fn keeps_all_of(&self, narrower: &Filter) -> bool {
+        // An empty filter keeps every row, inverted or not (see `table::member`).
+        if self.is_empty() {
+            return true;
+        }
+        if self.invert || narrower.invert {
+            return false;
+        }
+        self.words
+            .iter()
+            .all(|w| narrower.words.iter().any(|n| n.contains(w.as_str())))
+            && self.terms.iter().all(|(field, want)| {
+                narrower
+                    .terms
+                    .iter()
+                    .any(|(f, n)| f == field && n.contains(want.as_str()))
+            })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.terms.is_empty() && self.words.is_empty()
     }
@@ -203,5 +226,34 @@ mod tests {
             ]
         );
         assert_eq!(f.words, vec!["dal".to_string()]);
+    }
+
+    #[test]
+    fn narrowing_is_told_from_any_other_change() {
+        let f = |t: &str| Filter::parse(t, View::Fleet);
+        // Typing on: each step keeps a subset.
+        for (from, to) in [
+            ("", "n"),
+            ("n", "no"),
+            ("node-a", "node-am"),
+            ("ams", "ams dal"),
+            ("tenant:ac", "tenant:acme"),
+            ("tenant:acme", "tenant:acme big"),
+            ("", "!paused"),
+        ] {
+            assert!(f(from).keeps_all_of(&f(to)), "{from:?} → {to:?}");
+        }
+        // Anything else may show rows the old filter hid.
+        for (from, to) in [
+            ("no", "n"),
+            ("node-am", "node-ab"),
+            ("tenant", "tenant:"),
+            ("tenant:acme", "region:acme"),
+            ("!paused", "!paused2"),
+            ("!p", "!pa"),
+            ("ams", ""),
+        ] {
+            assert!(!f(from).keeps_all_of(&f(to)), "{from:?} → {to:?}");
+        }
     }
 }

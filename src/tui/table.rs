@@ -26,6 +26,10 @@ pub struct TableState {
     pub pos: Vec<u32>,
     /// `filter`, parsed when it changes.
     pub parsed: Filter,
+    /// What `visible` was sorted for (sort column, direction, pipeline stage), while it
+    /// holds the rows `parsed` keeps, in that order: `None` once its rows are another
+    /// snapshot's, and in a job's copy that has none.
+    pub made_for: Option<(usize, bool, usize)>,
     /// Marked rows, by what they stand for (see `mark_key`): request ids, or node ids in
     /// the views that list nodes.
     pub marks: BTreeSet<String>,
@@ -38,6 +42,15 @@ impl TableState {
             asc,
             ..Default::default()
         }
+    }
+
+    /// Takes the rows a job made, and the filter and sort they were made for (the
+    /// changes to a view that arrive later go by the same filter).
+    pub fn take_rows(&mut self, made: &mut TableState) {
+        self.visible = std::mem::take(&mut made.visible);
+        self.pos = std::mem::take(&mut made.pos);
+        self.parsed = std::mem::take(&mut made.parsed);
+        self.made_for = made.made_for;
     }
 
     pub fn selected_key(&self, app: &App, v: View) -> Option<String> {
@@ -420,6 +433,34 @@ pub fn rebuild(app: &App, v: View, t: &mut TableState) {
     t.parsed = Filter::parse(&t.filter, v);
     t.visible = rows(app, v, t);
     sort(app, v, t);
+    t.made_for = Some(made_for(app, t));
+    t.index_positions(row_count(app, v));
+    t.reselect(app, v, keep);
+}
+
+fn made_for(app: &App, t: &TableState) -> (usize, bool, usize) {
+    (t.sort_col, t.asc, app.pipeline_state)
+}
+
+/// View `v` after its filter, and nothing else, changed. Typing on into a filter only
+/// narrows it: the rows still shown are some of those shown now, in the same order, so
+/// they are kept without sorting anything again. Only in the views whose rows change one
+/// by one (`place`), while `visible` is still what `made_for` says; else `rebuild`.
+pub fn refilter(app: &App, v: View, t: &mut TableState) {
+    let parsed = Filter::parse(&t.filter, v);
+    let narrows = matches!(
+        v,
+        View::Fleet | View::Warmup | View::Requests | View::Approvals | View::Pipeline
+    ) && t.made_for == Some(made_for(app, t))
+        && t.parsed.keeps_all_of(&parsed);
+    if !narrows {
+        return rebuild(app, v, t);
+    }
+    let keep = t.selected_key(app, v);
+    t.parsed = parsed;
+    let mut visible = std::mem::take(&mut t.visible);
+    visible.retain(|i| member(app, v, t, *i));
+    t.visible = visible;
     t.index_positions(row_count(app, v));
     t.reselect(app, v, keep);
 }

@@ -79,7 +79,14 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
         crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone())
     };
 
-    let mut terminal = ratatui::try_init()?;
+    // Raw mode, the alternate screen, and the terminal put back on a panic; then the
+    // console's own terminal, which writes each frame in one go: stdout alone goes out
+    // in pieces of 1 KiB, and a full page of the fleet (a page down, a scroll) is
+    // 10–20 KiB, each piece a wakeup of the terminal at the far end of the SSH session.
+    drop(ratatui::try_init()?);
+    let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(
+        std::io::BufWriter::with_capacity(FRAME_BUFFER, std::io::stdout()),
+    ))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let tasks = spawn_sources(&env.store, tx.clone());
     let result = run_loop(&mut terminal, &mut app, &env.store, commands, tx, rx).await;
@@ -97,6 +104,9 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
     }
     result
 }
+
+/// The bytes of output held until a frame ends: more than the largest frame.
+const FRAME_BUFFER: usize = 256 * 1024;
 
 /// The input reader and the store watcher.
 fn spawn_sources(

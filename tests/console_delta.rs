@@ -5,7 +5,7 @@
 
 mod support;
 
-use mailfleet::store::{ConsoleReader, ConsoleSnapshot, ConsoleUpdate, Store};
+use mailfleet::store::{ConsoleDelta, ConsoleReader, ConsoleSnapshot, ConsoleUpdate, Store};
 use mailfleet::tui::action::{Action, View, VIEWS};
 use mailfleet::tui::app::App;
 use mailfleet::tui::keymap::Keymap;
@@ -555,4 +555,156 @@ fn a_filter_typed_on_a_big_fleet_shows_what_filtering_once_would() {
     assert!(shown_now
         .iter()
         .all(|i| &*app.snap.nodes[*i].status == "active"));
+}
+
+/// The counter, whether a stamp is open, and the newest stamp of each table the console
+/// reads, as committed.
+fn stamps(db: &rusqlite::Connection) -> (i64, i64, i64) {
+    let (seq, open): (i64, i64) = db
+        .query_row("SELECT seq, open FROM change_counter", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("counter");
+    let newest: i64 = db
+        .query_row(
+            "SELECT MAX(s) FROM (SELECT MAX(change_seq) AS s FROM requests
+                UNION ALL SELECT MAX(change_seq) FROM nodes
+                UNION ALL SELECT MAX(change_seq) FROM ip_blacklist_events
+                UNION ALL SELECT MAX(change_seq) FROM alerts)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("newest");
+    (seq, open, newest)
+}
+
+/// The engine's writes stamp a request's (or node's) row once per transaction, in the
+/// statement itself where they can: each write reaches a reader holding the sequence just
+/// before it, the counter moves once per transaction however many rows and steps it
+/// touches, no committed state holds an open stamp, and a write from outside the store
+/// (which opens none) is stamped by the triggers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_engine_write_reaches_a_reader_holding_the_sequence_before_it() {
+    use mailfleet::domain::{ResourceKind, Step};
+    use mailfleet::store::{Fenced, LastTask, NewNode, ResourceWrite};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "stamped-1").await;
+    let db = rusqlite::Connection::open(db_path(&dir)).expect("db");
+    let (first, mut reader) = read(&store, ConsoleReader::new()).await;
+    let ConsoleUpdate::Full(snap) = first else {
+        panic!("the first read is everything");
+    };
+    let mut seq = snap.seq;
+
+    // Each write is one transaction: after it, the reader holding `seq` sees the request
+    // (and the node, once there is one) and the counter has moved by exactly one.
+    let mut after = |what: &str, update: ConsoleUpdate, node: bool| -> ConsoleDelta {
+        let ConsoleUpdate::Delta(d) = update else {
+            panic!("{what}: a delta, not {update:?}");
+        };
+        assert_eq!(d.seq, seq + 1, "{what}: one stamp for the transaction");
+        assert!(
+            d.requests.iter().any(|r| r.id.to_string() == req.id),
+            "{what}: the request is in the delta"
+        );
+        assert_eq!(!d.nodes.is_empty(), node, "{what}: nodes {:?}", d.nodes);
+        let (counter, open, newest) = stamps(&db);
+        assert_eq!((counter, open), (d.seq, 0), "{what}: committed closed");
+        assert!(newest <= counter, "{what}: no stamp beyond the counter");
+        seq = d.seq;
+        d
+    };
+
+    let claim = store
+        .claim(
+            "a",
+            chrono::Utc::now(),
+            std::time::Duration::from_secs(30),
+            1,
+            ctx.admission(),
+        )
+        .await
+        .expect("claim")
+        .claims
+        .remove(0);
+    let (u, r) = read(&store, reader).await;
+    reader = r;
+    let d = after("admit and lease", u, false);
+    assert_eq!(d.requests[0].steps.attempts, 1, "allocate started");
+    let f = || {
+        let now = chrono::Utc::now();
+        Fenced {
+            id: req.id.clone(),
+            fence: claim.fence,
+            actor: "tester".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(30),
+            marks: Vec::new(),
+        }
+    };
+    store.heartbeat(&f()).await.expect("heartbeat");
+    let (u, r) = read(&store, reader).await;
+    reader = r;
+    after("heartbeat", u, false);
+    store
+        .note_retry(&f(), Some(Step::Allocate), "create_instance", "busy".into())
+        .await
+        .expect("retry");
+    let (u, r) = read(&store, reader).await;
+    reader = r;
+    let d = after("retry", u, false);
+    assert_eq!(
+        d.requests[0].steps.attempts, 2,
+        "the retry's attempt is shown"
+    );
+    let last = |task: &'static str, node: Option<NewNode>| LastTask {
+        task,
+        detail: "done".into(),
+        resource: Some(ResourceWrite {
+            kind: Some(ResourceKind::Node),
+            allocated: true,
+            provider: Some("sim".into()),
+            provider_ref: None,
+            detail: None,
+        })
+        .filter(|_| node.is_some()),
+        node,
+    };
+    for step in [Step::Allocate, Step::Configure] {
+        store
+            .complete_step(&f(), step, last("step", None))
+            .await
+            .expect("step");
+        let (u, r) = read(&store, reader).await;
+        reader = r;
+        let d = after(step.as_str(), u, false);
+        assert_eq!(d.requests[0].steps.attempts, 2 + step.position());
+    }
+    let node = NewNode {
+        provider_id: "sim-1".into(),
+        hostname: "stamped-1.fleet.example.net".into(),
+        ip: "100.64.0.9".into(),
+        warmup: Some(("standard".into(), 30, 50)),
+        warmup_date: "2025-01-01".into(),
+    };
+    store
+        .complete_step(&f(), Step::Activate, last("register_node", Some(node)))
+        .await
+        .expect("activate");
+    let (u, r) = read(&store, reader).await;
+    reader = r;
+    let d = after("activate", u, true);
+    assert!(d.nodes[0].warmup.is_some(), "the node's warm-up is read");
+
+    // Outside the store: no stamp opened, the triggers stamp it as they always did.
+    db.execute(
+        "UPDATE request_steps SET attempts = attempts + 1 WHERE request_id = ?1 AND step = 'verify'",
+        [&req.id],
+    )
+    .expect("foreign write");
+    let (u, _) = read(&store, reader).await;
+    after("a write from outside the store", u, false);
 }

@@ -29,21 +29,21 @@ pub(super) struct Books {
     cluster_used: HashMap<String, Amounts>,
 }
 
-fn held(conn: &Conn, kind: &str, key: &str, value: &str) -> Result<Amounts, StoreError> {
+/// The kind is written into the statement, not bound: only then can SQLite use the partial
+/// index that holds that kind's live rows (`resources_quota_held`, `resources_capacity_held`).
+fn held(conn: &Conn, kind: &'static str, key: &str, value: &str) -> Result<Amounts, StoreError> {
     let sql = format!(
         "SELECT COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)
-         FROM resources WHERE kind = ?1 AND {key} = ?2 AND status <> 'released'"
+         FROM resources WHERE kind = '{kind}' AND {key} = ?1 AND status <> 'released'"
     );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![kind, value], |r| {
-            Ok(Amounts {
-                units: r.get(0)?,
-                cpu: r.get(1)?,
-                memory_gb: r.get(2)?,
-                storage_gb: r.get(3)?,
-            })
-        })?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![value], |r| {
+        Ok(Amounts {
+            units: r.get(0)?,
+            cpu: r.get(1)?,
+            memory_gb: r.get(2)?,
+            storage_gb: r.get(3)?,
+        })
+    })?)
 }
 
 impl Books {

@@ -91,9 +91,10 @@ impl Store {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {key}, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)
-                 FROM resources WHERE kind = ? AND status <> 'released' AND {key} IS NOT NULL GROUP BY {key}"
+                 FROM resources WHERE kind = '{kind}' AND status <> 'released' AND {key} IS NOT NULL GROUP BY {key}"
             );
-            let list = rows(c, &sql, [kind], |r| {
+            // The kind is in the statement (not bound) so that its partial index serves it.
+            let list = rows(c, &sql, [], |r| {
                 Ok((r.get::<_, String>(0)?, Usage { nodes: r.get(1)?, cpu: r.get(2)?, memory_gb: r.get(3)?, storage_gb: r.get(4)? }))
             })?;
             Ok(list.into_iter().collect())

@@ -245,12 +245,13 @@ fn carry_out(conn: &Conn, ask: &ClaimAsk<'_>, out: &mut ClaimOutcome) -> Result<
                 }
             }
         }
+        let seq = super::stamp(conn)?;
         let (fence, state): (i64, String) = conn
             .prepare_cached(
-                "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1
+                "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1, change_seq = ?
                  WHERE id = ? RETURNING fence, state",
             )?
-            .query_row(params![ask.owner, lease_until, c.id], |r| {
+            .query_row(params![ask.owner, lease_until, seq, c.id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         out.claims.push(Claim {

@@ -135,7 +135,10 @@ impl Store {
             let cancel = touch(conn, &f)?;
             for (name, rtype, content) in &added {
                 conn.prepare_cached(
-                    "UPDATE dns_records SET owned = 1 WHERE request_id = ? AND name = ? AND rtype = ? AND content = ?",
+                    // Most are planned as ours already: only a change is written (`owned` is in
+                    // dns_records_owner's condition, so even a no-op rewrites that index).
+                    "UPDATE dns_records SET owned = 1
+                     WHERE request_id = ? AND name = ? AND rtype = ? AND content = ? AND owned = 0",
                 )?
                 .execute(params![f.id, name, rtype, content])?;
             }

@@ -121,6 +121,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../assets/migrations/0014_warmup_closed_index.sql"),
     ),
+    (
+        15,
+        include_str!("../../assets/migrations/0015_stamp_once.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -541,6 +545,15 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
         }
         return false;
     }
+    // No stamp is open between transactions (see `stamp`); this one starts with none.
+    if let Err(e) = close_stamp(conn) {
+        let _ = conn.execute_batch("ROLLBACK");
+        let msg = e.to_string();
+        for job in batch {
+            let _ = job.reply.send(Err(StoreError::Rejected(msg.clone())));
+        }
+        return false;
+    }
     let single = batch.len() == 1;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
@@ -558,7 +571,8 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
         false
     } else {
         let commit_started = std::time::Instant::now();
-        let commit = conn.execute_batch("COMMIT");
+        // The stamp is closed in the transaction it was opened in, before it commits.
+        let commit = close_stamp(conn).and_then(|()| Ok(conn.execute_batch("COMMIT")?));
         stats
             .commit_us
             .fetch_add(commit_started.elapsed().as_micros() as u64, Relaxed);
@@ -580,6 +594,29 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
         let _ = reply.send(r);
     }
     committed && any_ok
+}
+
+/// Opens the change stamp of the writer's transaction, if it is not open yet, and returns
+/// it: the sequence that every row the console shows and this transaction changes is to
+/// carry (migration 0015). The first call bumps the counter once; later calls in the same
+/// transaction return the same value. A statement that writes such a row may set
+/// `change_seq` to it itself, which spares the triggers their second write of the row;
+/// the triggers stamp whatever the statement does not, with this value while it is open.
+/// The writer closes it before the transaction commits (`close_stamp`), so no committed
+/// state holds an open stamp. A job's savepoint rolls back its opening with the rest.
+pub(crate) fn stamp(conn: &Conn) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE change_counter SET seq = seq + 1 - open, open = 1 WHERE id = 1 RETURNING seq",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Closes the transaction's change stamp, if one is open: run before every commit.
+fn close_stamp(conn: &Conn) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE change_counter SET open = 0 WHERE open = 1")?
+        .execute([])?;
+    Ok(())
 }
 
 fn run_in_savepoint(conn: &Conn, run: JobFn) -> Result<Payload, StoreError> {

@@ -97,13 +97,14 @@ pub(crate) fn register(conn: &Conn, f: &Fenced, n: &NewNode) -> Result<String, S
     let at = ts(f.now);
     conn.prepare_cached(
         "INSERT INTO nodes (id, request_id, provider_id, tenant, label, hostname, ip_address, region, cluster,
-             plan, status, status_reason, created_at, updated_at, last_heartbeat, cert_not_after)
+             plan, status, status_reason, created_at, updated_at, last_heartbeat, cert_not_after, change_seq)
          SELECT ?1, r.id, ?2, r.tenant, r.label, ?3, ?4, r.region, r.cluster, r.plan, 'warming',
              'registered by the activate step', ?5, ?5, ?5,
-             (SELECT MAX(c.not_after) FROM certificates c WHERE c.request_id = r.id AND c.status = 'active')
+             (SELECT MAX(c.not_after) FROM certificates c WHERE c.request_id = r.id AND c.status = 'active'),
+             ?7
          FROM requests r WHERE r.id = ?6",
     )?
-    .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id])?;
+    .execute(params![id, n.provider_id, n.hostname, n.ip, at, f.id, super::stamp(conn)?])?;
     if let Some((plan, days, cap)) = &n.warmup {
         conn.prepare_cached(
             "INSERT INTO node_warmup (node_id, plan, day, days, cap, status, started_at, day_started_at, updated_at, day_date)

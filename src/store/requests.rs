@@ -95,10 +95,13 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
     };
     let to = transition(from, event).map_err(|e| illegal(c.id, from, e))?;
     let at = ts(c.at);
+    // Stamped by the statement itself: the rest of the caller's writes to this request and
+    // its steps find it stamped already (see `super::stamp`).
+    let seq = super::stamp(conn)?;
     conn.prepare_cached(
-        "UPDATE requests SET state = ?, updated_at = ?, progress_at = ? WHERE id = ?",
+        "UPDATE requests SET state = ?, updated_at = ?, progress_at = ?, change_seq = ? WHERE id = ?",
     )?
-    .execute(params![to.as_str(), at, at, c.id])?;
+    .execute(params![to.as_str(), at, at, seq, c.id])?;
     conn.prepare_cached("INSERT INTO transitions (request_id, from_state, to_state, actor, reason, at) VALUES (?, ?, ?, ?, ?, ?)")?
         .execute(params![c.id, from.as_str(), to.as_str(), c.actor, c.reason, at])?;
     let payload = json!({
@@ -252,10 +255,11 @@ fn insert_request(
             Some(_) => {}
         }
     }
+    let seq = super::stamp(conn)?;
     conn.prepare_cached(
         "INSERT INTO requests (id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain,
-            state, requested_by, next_run_at, progress_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?12, ?12, ?12, ?12)",
+            state, requested_by, next_run_at, progress_at, created_at, updated_at, change_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?12, ?12, ?12, ?12, ?13)",
     )?
     .execute(params![
         id,
@@ -269,7 +273,8 @@ fn insert_request(
         new.label,
         new.domain,
         new.requested_by,
-        at
+        at,
+        seq
     ])?;
     for step in STEPS {
         conn.prepare_cached("INSERT INTO request_steps (request_id, step, position, status) VALUES (?, ?, ?, 'pending')")?

@@ -76,10 +76,14 @@ fn extend_lease(conn: &Conn, f: &Fenced) -> Result<Option<String>, StoreError> {
     let row: Option<Option<String>> = conn
         // A lease released (the request completed) is not taken again by a late heartbeat.
         .prepare_cached(
-            "UPDATE requests SET lease_expires_at = ?1 WHERE id = ?2 AND fence = ?3 AND lease_owner IS NOT NULL
+            "UPDATE requests SET lease_expires_at = ?1, change_seq = ?4
+             WHERE id = ?2 AND fence = ?3 AND lease_owner IS NOT NULL
              RETURNING cancel_requested",
         )?
-        .query_row(params![ts(f.lease_until), f.id, f.fence], |r| r.get(0))
+        .query_row(
+            params![ts(f.lease_until), f.id, f.fence, super::stamp(conn)?],
+            |r| r.get(0),
+        )
         .optional()?;
     row.ok_or_else(|| StoreError::FenceLost(short(&f.id).to_string()))
 }
@@ -216,19 +220,20 @@ impl Store {
         let task = task.to_string();
         self.write(move |conn| {
             let cancel = touch(conn, &f)?;
+            // While rolling back, `error` keeps why the request failed; the retry is a note.
+            conn.prepare_cached(
+                "UPDATE requests SET
+                    error = CASE WHEN state = 'rolling_back' THEN error ELSE ?1 END,
+                    wait_reason = CASE WHEN state = 'rolling_back' THEN ?1 ELSE wait_reason END,
+                    change_seq = ?3
+                 WHERE id = ?2",
+            )?
+            .execute(params![detail, f.id, super::stamp(conn)?])?;
             if let Some(step) = step {
                 conn.prepare_cached("UPDATE request_steps SET attempts = attempts + 1, error = ? WHERE request_id = ? AND step = ?")?
                     .execute(params![detail, f.id, step.as_str()])?;
                 set_task(conn, &f, step, &task, "retrying", Some(&detail))?;
             }
-            // While rolling back, `error` keeps why the request failed; the retry is a note.
-            conn.prepare_cached(
-                "UPDATE requests SET
-                    error = CASE WHEN state = 'rolling_back' THEN error ELSE ?1 END,
-                    wait_reason = CASE WHEN state = 'rolling_back' THEN ?1 ELSE wait_reason END
-                 WHERE id = ?2",
-            )?
-            .execute(params![detail, f.id])?;
             Ok(cancel)
         })
         .await

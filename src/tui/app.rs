@@ -153,7 +153,9 @@ pub struct App {
     /// view), handed to the runner to do elsewhere; see `Job`.
     pub jobs: Vec<Job>,
     /// The job whose result is awaited: older results are dropped (the newest wins), and
-    /// deltas wait for it (`queued`) so the rows it was given do not change under it.
+    /// deltas wait for it (`queued`) so the rows it was given do not change under it; and
+    /// for any older job still running on the same rows, so that a change never copies
+    /// the fleet to leave that job its own.
     pub pending: Option<u64>,
     /// The views the pending job is making (the title says so meanwhile).
     pub pending_views: Vec<View>,
@@ -458,24 +460,40 @@ impl App {
         self.defer(Work::Snapshot(snap), VIEWS.to_vec());
     }
 
-    /// What changed: applied now, or after the awaited job's result.
+    /// What changed: applied now, or once no job holds the rows (see `pending`).
     pub fn receive_delta(&mut self, d: ConsoleDelta) {
-        if self.pending.is_some() {
-            self.queued.push(d);
-        } else {
+        self.queued.push(d);
+        self.apply_queued();
+    }
+
+    /// Applies the deltas that waited, if no job holds the rows any more; returns whether
+    /// it did.
+    fn apply_queued(&mut self) -> bool {
+        let free = self.pending.is_none() && Arc::strong_count(&self.snap) == 1;
+        if !free || self.queued.is_empty() {
+            return false;
+        }
+        for d in std::mem::take(&mut self.queued) {
             self.apply_delta(d);
         }
+        true
     }
 
     /// A job's result: taken if it is the newest asked for, keeping each selection on its
-    /// row; then the deltas that waited for it. Returns whether it was taken.
+    /// row; then the deltas that waited for it. Returns whether the screen changed (an
+    /// older result is dropped, but the deltas may have waited for it alone).
     pub fn install(&mut self, job: Job) -> bool {
         if self.pending != Some(job.id) {
-            return false;
+            drop(job);
+            return self.apply_queued();
         }
         let mut s = *job.scratch;
         let views: Vec<View> = match job.work {
-            Work::Snapshot(_) => {
+            Work::Snapshot(read) => {
+                // The job's own handle on the snapshot goes now: the deltas that waited
+                // for it change it in place, and a second handle would make each of them
+                // copy the whole fleet first.
+                drop(read);
                 let keep: Vec<Option<String>> = VIEWS
                     .iter()
                     .map(|v| self.tables[v.index()].selected_key(self, *v))
@@ -547,11 +565,7 @@ impl App {
         for v in stale {
             self.rebuild_view(v);
         }
-        if self.pending.is_none() {
-            for d in std::mem::take(&mut self.queued) {
-                self.apply_delta(d);
-            }
-        }
+        self.apply_queued();
         true
     }
 

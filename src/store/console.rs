@@ -8,7 +8,7 @@ use crate::domain::RequestState;
 use rusqlite::params;
 use rusqlite::types::{Type, ValueRef};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -80,9 +80,9 @@ pub struct ConsoleRequest {
     pub state: Word,
     pub requested_by: Word,
     pub approval_rule: Option<Word>,
-    pub approval_reason: Option<Box<str>>,
-    pub wait_reason: Option<Box<str>>,
-    pub error: Option<Box<str>>,
+    pub approval_reason: Option<Word>,
+    pub wait_reason: Option<Word>,
+    pub error: Option<Word>,
     pub needs_attention: bool,
     /// Unix milliseconds.
     pub created_at: i64,
@@ -200,7 +200,7 @@ pub struct ConsoleNode {
     pub region: Word,
     pub plan: Word,
     pub status: Word,
-    pub status_reason: Option<Box<str>>,
+    pub status_reason: Option<Word>,
     pub reputation_score: i64,
     pub current_load: i64,
     /// Unix milliseconds.
@@ -520,18 +520,32 @@ fn closed_figures(c: &super::Conn, start: &str) -> Result<WarmupFigures, StoreEr
     })
 }
 
-/// Shares one copy of each repeated word, across a reader's reads.
+/// Shares one copy of each repeated word, across a reader's reads. Reasons and errors repeat too ("warm-up finished", a blocklist's listing, a capacity
+/// wait), but may also each be new: words no row holds any more are let go whenever the
+/// set has doubled since the last look.
 #[derive(Default)]
-struct Words(HashMap<Box<str>, Word>);
+struct Words {
+    set: HashSet<Word>,
+    kept: usize,
+}
 
 impl Words {
     fn get(&mut self, s: &str) -> Word {
-        if let Some(w) = self.0.get(s) {
+        if let Some(w) = self.set.get(s) {
             return w.clone();
         }
         let w = Word::from(s);
-        self.0.insert(Box::from(s), w.clone());
+        self.set.insert(w.clone());
         w
+    }
+
+    /// Lets go of the words only this set still holds, if it has grown enough since the
+    /// last time for that to be worth a look.
+    fn prune(&mut self) {
+        if self.set.len() > 2 * self.kept + 256 {
+            self.set.retain(|w| Arc::strong_count(&w.0) > 1);
+            self.kept = self.set.len();
+        }
     }
 
     fn at(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Word> {
@@ -634,7 +648,7 @@ fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<Consol
         region: words.at(r, 7)?,
         plan: words.at(r, 8)?,
         status: words.at(r, 9)?,
-        status_reason: boxed_opt(r, 10)?,
+        status_reason: words.opt(r, 10)?,
         reputation_score: r.get(11)?,
         current_load: r.get(12)?,
         created_at: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
@@ -670,9 +684,9 @@ fn request_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<Con
         storage_gb: r.get(8)?,
         label: boxed(r, 9)?,
         approval_rule: words.opt(r, 10)?,
-        approval_reason: boxed_opt(r, 11)?,
-        wait_reason: boxed_opt(r, 12)?,
-        error: boxed_opt(r, 13)?,
+        approval_reason: words.opt(r, 11)?,
+        wait_reason: words.opt(r, 12)?,
+        error: words.opt(r, 13)?,
         needs_attention: r.get(14)?,
         created_at: r.get::<_, Option<i64>>(15)?.unwrap_or(0),
         domain: boxed_opt(r, 16)?,
@@ -897,6 +911,7 @@ impl Store {
     ) -> Result<(ConsoleUpdate, ConsoleReader), StoreError> {
         self.read(move |c| {
             let out = in_read(c, || {
+                reader.words.prune();
                 if let Some(since) = reader.seq {
                     match delta(c, &mut reader, since)? {
                         Some(d) if d.seq == since => return Ok(ConsoleUpdate::Nothing),
@@ -958,6 +973,25 @@ mod tests {
             .map(|l| l.expect("plan row"))
             .collect();
         lines.join("\n")
+    }
+
+    /// Words no row holds are let go once the set has grown; words rows hold stay, one
+    /// copy each.
+    #[test]
+    fn a_reader_lets_go_of_words_no_row_holds() {
+        let mut words = Words::default();
+        let held: Vec<Word> = (0..100).map(|i| words.get(&format!("kept {i}"))).collect();
+        for i in 0..1000 {
+            drop(words.get(&format!("error {i}")));
+        }
+        words.prune();
+        assert_eq!(words.set.len(), 100, "only the words rows hold");
+        let again = words.get("kept 7");
+        assert!(Arc::ptr_eq(&again.0, &held[7].0), "one copy of a held word");
+        // Under the threshold nothing is looked at.
+        drop(words.get("passing"));
+        words.prune();
+        assert_eq!(words.set.len(), 101);
     }
 
     /// The reads the console repeats while anything changes go through indexes: a plan

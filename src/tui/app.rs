@@ -6,6 +6,7 @@ use super::form::Form;
 use super::keymap::Keymap;
 use super::nodes::Timeline;
 use super::quota::Quotas;
+use super::rowindex::RowIndex;
 use super::table::{self, TableState};
 use super::theme::Theme;
 use super::warmup::WarmupLog;
@@ -18,7 +19,7 @@ use crate::store::{
     Word,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tui_input::Input;
 use uuid::Uuid;
@@ -102,9 +103,10 @@ pub struct App {
     pub snap: Arc<ConsoleSnapshot>,
     /// Where each node is in `snap.nodes`, by id; each request in `snap.requests`; each
     /// request's node, by the request's id. Ids are 16-byte numbers, not text.
-    node_ids: HashMap<Uuid, u32>,
-    request_ids: HashMap<Uuid, u32>,
-    node_of: HashMap<Uuid, u32>,
+    node_ids: RowIndex,
+    request_ids: RowIndex,
+    /// Nodes by the request that made them.
+    node_of: RowIndex,
     /// While the whole fleet is still being read: how many nodes there are (the Fleet view
     /// shows its first page meanwhile).
     pub loading_total: Option<usize>,
@@ -284,10 +286,6 @@ fn spark_of(n: &ConsoleNode) -> Option<Box<str>> {
     Some(super::warmup::sparkline(sent).into_boxed_str())
 }
 
-fn index_u32(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
-}
-
 /// The states the pipeline view draws, in its order.
 pub const PIPELINE: [RequestState; 14] = crate::domain::ALL_STATES;
 
@@ -311,9 +309,9 @@ impl App {
             now: Utc::now(),
             tick: 0,
             snap: Arc::new(ConsoleSnapshot::default()),
-            node_ids: HashMap::new(),
-            request_ids: HashMap::new(),
-            node_of: HashMap::new(),
+            node_ids: RowIndex::default(),
+            request_ids: RowIndex::default(),
+            node_of: RowIndex::default(),
             loading_total: None,
             tables: VIEWS
                 .iter()
@@ -594,18 +592,21 @@ impl App {
 
     /// The node a request made, if it is in the fleet.
     pub fn node_of_request(&self, request_id: &Uuid) -> Option<&ConsoleNode> {
-        let i = *self.node_of.get(request_id)?;
-        self.snap.nodes.get(i as usize)
+        let i = self
+            .node_of
+            .get(request_id, |i| self.snap.nodes[i].request_id)?;
+        self.snap.nodes.get(i)
     }
 
     /// Where the node with this id is in `snap.nodes`.
     pub fn node_index(&self, id: Uuid) -> Option<usize> {
-        self.node_ids.get(&id).map(|i| *i as usize)
+        self.node_ids.get(&id, |i| Some(self.snap.nodes[i].id))
     }
 
     /// Where the request with this id is in `snap.requests`.
     pub fn request_index(&self, id: Uuid) -> Option<usize> {
-        self.request_ids.get(&id).map(|i| *i as usize)
+        self.request_ids
+            .get(&id, |i| Some(self.snap.requests[i].id))
     }
 
     pub fn table(&self) -> &TableState {
@@ -637,24 +638,10 @@ impl App {
     }
 
     fn index_rows(&mut self, snap: &ConsoleSnapshot) {
-        self.node_ids = snap
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id, index_u32(i)))
-            .collect();
-        self.node_of = snap
-            .nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((n.request_id?, index_u32(i))))
-            .collect();
-        self.request_ids = snap
-            .requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id, index_u32(i)))
-            .collect();
+        let (nodes, requests) = (&snap.nodes, &snap.requests);
+        self.node_ids = RowIndex::build(nodes.len(), |i| Some(nodes[i].id));
+        self.node_of = RowIndex::build(nodes.len(), |i| nodes[i].request_id);
+        self.request_ids = RowIndex::build(requests.len(), |i| Some(requests[i].id));
     }
 
     /// Everything from the store: rebuild every view's rows (filter and sort happen here,
@@ -732,9 +719,8 @@ impl App {
             self.capacity = self.capacity.saturating_add(capacity_of(&n));
             let spark = spark_of(&n);
             let s = Arc::make_mut(&mut self.snap);
-            let i = match self.node_ids.get(&n.id) {
+            let i = match self.node_ids.get(&n.id, |i| Some(s.nodes[i].id)) {
                 Some(i) => {
-                    let i = *i as usize;
                     let old = std::mem::replace(&mut s.nodes[i], n);
                     self.counts.add_node(&old, -1);
                     self.capacity = self.capacity.saturating_sub(capacity_of(&old));
@@ -742,11 +728,13 @@ impl App {
                 }
                 None => {
                     let i = s.nodes.len();
-                    self.node_ids.insert(n.id, index_u32(i));
-                    if let Some(r) = n.request_id {
-                        self.node_of.insert(r, index_u32(i));
-                    }
+                    let (id, request) = (n.id, n.request_id);
                     s.nodes.push(n);
+                    let nodes = &s.nodes;
+                    self.node_ids.insert(id, i, |k| Some(nodes[k].id));
+                    if let Some(r) = request {
+                        self.node_of.insert(r, i, |k| nodes[k].request_id);
+                    }
                     i
                 }
             };
@@ -765,17 +753,18 @@ impl App {
                 super::form::update_held(&mut form.held, &r);
             }
             let s = Arc::make_mut(&mut self.snap);
-            let i = match self.request_ids.get(&r.id) {
+            let i = match self.request_ids.get(&r.id, |i| Some(s.requests[i].id)) {
                 Some(i) => {
-                    let i = *i as usize;
                     let old = std::mem::replace(&mut s.requests[i], r);
                     self.counts.add_request(&old, -1);
                     i
                 }
                 None => {
                     let i = s.requests.len();
-                    self.request_ids.insert(r.id, index_u32(i));
+                    let id = r.id;
                     s.requests.push(r);
+                    let requests = &s.requests;
+                    self.request_ids.insert(id, i, |k| Some(requests[k].id));
                     i
                 }
             };

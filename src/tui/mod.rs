@@ -14,6 +14,7 @@ pub mod form;
 pub mod keymap;
 pub mod nodes;
 pub mod quota;
+pub mod rowindex;
 pub mod table;
 pub mod theme;
 pub mod views;

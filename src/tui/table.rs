@@ -577,7 +577,7 @@ fn compare(app: &App, v: View, c: usize, a: usize, b: usize) -> Ordering {
             let (Some(x), Some(y)) = (s.requests.get(a), s.requests.get(b)) else {
                 return Ordering::Equal;
             };
-            let text = |o: &Option<Box<str>>| o.as_deref().unwrap_or("").to_string();
+            let text = |o: &Option<crate::store::Word>| o.as_deref().unwrap_or("").to_string();
             if v == View::Approvals {
                 return match c {
                     0 => y.created_at.cmp(&x.created_at),

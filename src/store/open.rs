@@ -75,9 +75,17 @@ fn finish_conn(conn: &Conn) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Each reader's page cache, KiB.
+const READER_CACHE_KIB: i64 = 256;
+
 pub(super) fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, StoreError> {
     let conn = if read_only {
-        open_read_conn(path, cfg)?
+        let conn = open_read_conn(path, cfg)?;
+        // Readers keep little: every commit empties a reader's cache before its next read,
+        // and the big reads (the console's first load, a listing) walk pages once. Up to
+        // eight pooled readers at SQLite's 2 MiB each held 16 MiB for nothing.
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+        conn
     } else {
         let conn = open_conn(path, cfg, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         configure_writer(&conn, path, cfg)?;

@@ -594,19 +594,19 @@ impl App {
     pub fn node_of_request(&self, request_id: &Uuid) -> Option<&ConsoleNode> {
         let i = self
             .node_of
-            .get(request_id, |i| self.snap.nodes[i].request_id)?;
+            .get(request_id, |i| self.snap.nodes.get(i)?.request_id)?;
         self.snap.nodes.get(i)
     }
 
     /// Where the node with this id is in `snap.nodes`.
     pub fn node_index(&self, id: Uuid) -> Option<usize> {
-        self.node_ids.get(&id, |i| Some(self.snap.nodes[i].id))
+        self.node_ids.get(&id, |i| Some(self.snap.nodes.get(i)?.id))
     }
 
     /// Where the request with this id is in `snap.requests`.
     pub fn request_index(&self, id: Uuid) -> Option<usize> {
         self.request_ids
-            .get(&id, |i| Some(self.snap.requests[i].id))
+            .get(&id, |i| Some(self.snap.requests.get(i)?.id))
     }
 
     pub fn table(&self) -> &TableState {
@@ -639,9 +639,9 @@ impl App {
 
     fn index_rows(&mut self, snap: &ConsoleSnapshot) {
         let (nodes, requests) = (&snap.nodes, &snap.requests);
-        self.node_ids = RowIndex::build(nodes.len(), |i| Some(nodes[i].id));
-        self.node_of = RowIndex::build(nodes.len(), |i| nodes[i].request_id);
-        self.request_ids = RowIndex::build(requests.len(), |i| Some(requests[i].id));
+        self.node_ids = RowIndex::build(nodes.len(), |i| Some(nodes.get(i)?.id));
+        self.node_of = RowIndex::build(nodes.len(), |i| nodes.get(i)?.request_id);
+        self.request_ids = RowIndex::build(requests.len(), |i| Some(requests.get(i)?.id));
     }
 
     /// Everything from the store: rebuild every view's rows (filter and sort happen here,
@@ -719,7 +719,7 @@ impl App {
             self.capacity = self.capacity.saturating_add(capacity_of(&n));
             let spark = spark_of(&n);
             let s = Arc::make_mut(&mut self.snap);
-            let i = match self.node_ids.get(&n.id, |i| Some(s.nodes[i].id)) {
+            let i = match self.node_ids.get(&n.id, |i| Some(s.nodes.get(i)?.id)) {
                 Some(i) => {
                     let old = std::mem::replace(&mut s.nodes[i], n);
                     self.counts.add_node(&old, -1);
@@ -731,9 +731,9 @@ impl App {
                     let (id, request) = (n.id, n.request_id);
                     s.nodes.push(n);
                     let nodes = &s.nodes;
-                    self.node_ids.insert(id, i, |k| Some(nodes[k].id));
+                    self.node_ids.insert(id, i, |k| Some(nodes.get(k)?.id));
                     if let Some(r) = request {
-                        self.node_of.insert(r, i, |k| nodes[k].request_id);
+                        self.node_of.insert(r, i, |k| nodes.get(k)?.request_id);
                     }
                     i
                 }
@@ -753,7 +753,7 @@ impl App {
                 super::form::update_held(&mut form.held, &r);
             }
             let s = Arc::make_mut(&mut self.snap);
-            let i = match self.request_ids.get(&r.id, |i| Some(s.requests[i].id)) {
+            let i = match self.request_ids.get(&r.id, |i| Some(s.requests.get(i)?.id)) {
                 Some(i) => {
                     let old = std::mem::replace(&mut s.requests[i], r);
                     self.counts.add_request(&old, -1);
@@ -764,7 +764,8 @@ impl App {
                     let id = r.id;
                     s.requests.push(r);
                     let requests = &s.requests;
-                    self.request_ids.insert(id, i, |k| Some(requests[k].id));
+                    self.request_ids
+                        .insert(id, i, |k| Some(requests.get(k)?.id));
                     i
                 }
             };

@@ -380,6 +380,18 @@ fn big_snapshot(n: usize) -> ConsoleSnapshot {
     }
 }
 
+/// A console on a big fleet made by hand, its Fleet sorted by REP, descending (a sort
+/// asked twice: ascending, then reversed), the jobs done.
+fn by_rep_descending(cfg: &mailfleet::config::Config, n: usize) -> App {
+    let mut app = new_app(cfg);
+    app.set_snapshot(Arc::new(big_snapshot(n)));
+    for _ in 0..2 {
+        app.update(Action::SortBy(5));
+        settle(&mut app);
+    }
+    app
+}
+
 /// Runs the jobs a console asked for, as the runner would.
 fn settle(app: &mut App) {
     while let Some(job) = app.jobs.pop() {
@@ -401,12 +413,7 @@ fn big_sorts_run_as_jobs_and_the_newest_result_wins() {
     assert_eq!(app.table().visible.len(), n);
 
     // The reference: the same data sorted on the spot.
-    let mut reference = new_app(&cfg);
-    reference.set_snapshot(Arc::new(big_snapshot(n)));
-    reference.update(Action::SortBy(5));
-    settle(&mut reference);
-    reference.update(Action::SortBy(5));
-    settle(&mut reference);
+    let mut reference = by_rep_descending(&cfg, n);
 
     app.update(Action::SortBy(5));
     let first = app.jobs.pop().expect("a job for the sort");
@@ -494,20 +501,10 @@ fn an_idle_console_wakes_once_a_minute_and_each_second_only_while_rows_change() 
 fn a_filter_typed_on_a_big_fleet_shows_what_filtering_once_would() {
     let n = mailfleet::tui::app::INLINE_ROWS + 5_000;
     let cfg = config("");
-    let mut app = new_app(&cfg);
-    app.set_snapshot(Arc::new(big_snapshot(n)));
     // Sorted by REP, descending, so the order the filter keeps is not the labels'.
-    app.update(Action::SortBy(5));
-    settle(&mut app);
-    app.update(Action::SortBy(5));
-    settle(&mut app);
+    let mut app = by_rep_descending(&cfg, n);
     let once = |text: &str| {
-        let mut r = new_app(&cfg);
-        r.set_snapshot(Arc::new(big_snapshot(n)));
-        r.update(Action::SortBy(5));
-        settle(&mut r);
-        r.update(Action::SortBy(5));
-        settle(&mut r);
+        let mut r = by_rep_descending(&cfg, n);
         r.apply_filter(text);
         settle(&mut r);
         shown(&r, View::Fleet).0

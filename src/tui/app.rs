@@ -365,22 +365,7 @@ impl App {
         // No id maps: they only find a selection again, which `install` does here.
         s.quotas = self.quotas.clone();
         s.loaded = self.loaded;
-        s.tables = self
-            .tables
-            .iter()
-            .map(|t| TableState {
-                selected: t.selected,
-                offset: t.offset,
-                filter: t.filter.clone(),
-                sort_col: t.sort_col,
-                asc: t.asc,
-                visible: Vec::new(),
-                pos: Vec::new(),
-                parsed: t.parsed.clone(),
-                made_for: None,
-                marks: Default::default(),
-            })
-            .collect();
+        s.tables = self.tables.iter().map(TableState::without_rows).collect();
         Box::new(s)
     }
 
@@ -486,61 +471,47 @@ impl App {
             return self.apply_queued();
         }
         let mut s = *job.scratch;
-        let views: Vec<View> = match job.work {
-            Work::Snapshot(read) => {
-                // The job's own handle on the snapshot goes now: the deltas that waited
-                // for it change it in place, and a second handle would make each of them
-                // copy the whole fleet first.
-                drop(read);
-                let keep: Vec<Option<String>> = VIEWS
-                    .iter()
-                    .map(|v| self.tables[v.index()].selected_key(self, *v))
-                    .collect();
-                self.snap = std::mem::take(&mut s.snap);
-                self.node_ids = std::mem::take(&mut s.node_ids);
-                self.request_ids = std::mem::take(&mut s.request_ids);
-                self.node_of = std::mem::take(&mut s.node_of);
-                self.counts = std::mem::take(&mut s.counts);
-                self.capacity = s.capacity;
-                self.sparks = std::mem::take(&mut s.sparks);
-                self.quotas = std::mem::take(&mut s.quotas);
-                self.loaded = true;
-                self.loading_total = None;
-                if let Mode::Form(form) = &mut self.mode {
-                    form.held = super::form::held_hostnames(&self.snap.requests);
-                    form.validate();
-                }
-                for (v, keep) in VIEWS.into_iter().zip(keep) {
-                    let i = v.index();
-                    let made = &mut s.tables[i];
-                    let t = &mut self.tables[i];
-                    t.take_rows(made);
-                    let mut t = std::mem::take(&mut self.tables[i]);
-                    t.reselect(self, v, keep);
-                    self.tables[i] = t;
-                }
-                self.rebuild_timeline();
-                VIEWS.to_vec()
-            }
-            Work::Views(_) | Work::Filter(_) => {
-                let views = match job.work {
-                    Work::Filter(v) => vec![v],
-                    Work::Views(views) => views,
-                    Work::Snapshot(_) => vec![],
-                };
-                for v in &views {
-                    let i = v.index();
-                    let keep = self.tables[i].selected_key(self, *v);
-                    let made = &mut s.tables[i];
-                    let t = &mut self.tables[i];
-                    t.take_rows(made);
-                    let mut t = std::mem::take(&mut self.tables[i]);
-                    t.reselect(self, *v, keep);
-                    self.tables[i] = t;
-                }
-                views
-            }
+        let (views, read) = match job.work {
+            Work::Snapshot(read) => (VIEWS.to_vec(), Some(read)),
+            Work::Views(views) => (views, None),
+            Work::Filter(v) => (vec![v], None),
         };
+        // Each view's selection, by key, before its rows change.
+        let keep: Vec<Option<String>> = views
+            .iter()
+            .map(|v| self.tables[v.index()].selected_key(self, *v))
+            .collect();
+        let whole = read.is_some();
+        if let Some(read) = read {
+            // The job's own handle on the snapshot goes now: the deltas that waited for it
+            // change it in place, and a second handle would make each of them copy the
+            // whole fleet first.
+            drop(read);
+            self.snap = std::mem::take(&mut s.snap);
+            self.node_ids = std::mem::take(&mut s.node_ids);
+            self.request_ids = std::mem::take(&mut s.request_ids);
+            self.node_of = std::mem::take(&mut s.node_of);
+            self.counts = std::mem::take(&mut s.counts);
+            self.capacity = s.capacity;
+            self.sparks = std::mem::take(&mut s.sparks);
+            self.quotas = std::mem::take(&mut s.quotas);
+            self.loaded = true;
+            self.loading_total = None;
+            if let Mode::Form(form) = &mut self.mode {
+                form.held = super::form::held_hostnames(&self.snap.requests);
+                form.validate();
+            }
+        }
+        for (v, keep) in views.iter().zip(keep) {
+            let i = v.index();
+            self.tables[i].take_rows(&mut s.tables[i]);
+            let mut t = std::mem::take(&mut self.tables[i]);
+            t.reselect(self, *v, keep);
+            self.tables[i] = t;
+        }
+        if whole {
+            self.rebuild_timeline();
+        }
         self.pending = None;
         self.pending_views.clear();
         // A view whose sort, filter or stage changed while the job ran is made again.
@@ -557,7 +528,7 @@ impl App {
             })
             .collect();
         drop(s);
-        if views.len() == VIEWS.len() {
+        if whole {
             give_back_memory();
         }
         for v in stale {

@@ -44,6 +44,22 @@ impl TableState {
         }
     }
 
+    /// Its settings (sort, filter, selection) with no rows: what a job starts from.
+    pub fn without_rows(&self) -> TableState {
+        TableState {
+            selected: self.selected,
+            offset: self.offset,
+            filter: self.filter.clone(),
+            sort_col: self.sort_col,
+            asc: self.asc,
+            visible: Vec::new(),
+            pos: Vec::new(),
+            parsed: self.parsed.clone(),
+            made_for: None,
+            marks: Default::default(),
+        }
+    }
+
     /// Takes the rows a job made, and the filter and sort they were made for (the
     /// changes to a view that arrive later go by the same filter).
     pub fn take_rows(&mut self, made: &mut TableState) {

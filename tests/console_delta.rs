@@ -760,3 +760,31 @@ fn changes_that_wait_for_a_big_snapshot_do_not_copy_it() {
     assert_eq!(app.snap.nodes[7].reputation_score, 600);
     assert!(std::ptr::eq(Arc::as_ptr(&app.snap), at), "still one copy");
 }
+
+/// A narrower filter keeps the shown rows in the order they are shown and sorts nothing:
+/// rows put out of their sort order by hand stay in that order (a rebuild would sort
+/// them back). A filter that is not narrower sorts again.
+#[test]
+fn a_narrower_filter_thins_the_shown_rows_without_sorting_them() {
+    let cfg = config("");
+    let mut app = new_app(&cfg);
+    app.set_snapshot(Arc::new(big_snapshot(100)));
+    app.apply_filter("node-00");
+    let sorted = app.table().visible.clone();
+    assert!(sorted.len() > 2);
+    let mut reversed = sorted.clone();
+    reversed.reverse();
+    app.tables[View::Fleet.index()].visible = reversed.clone();
+    app.apply_filter("node-000");
+    let kept: Vec<usize> = reversed
+        .iter()
+        .copied()
+        .filter(|i| app.snap.nodes[*i].label.contains("node-000"))
+        .collect();
+    assert!(kept.len() > 1);
+    assert_eq!(app.table().visible, kept, "thinned in the order shown");
+    app.apply_filter("node-0");
+    let mut resorted = app.table().visible.clone();
+    resorted.sort_by(|a, b| app.snap.nodes[*a].label.cmp(&app.snap.nodes[*b].label));
+    assert_eq!(app.table().visible, resorted, "a wider filter sorts again");
+}

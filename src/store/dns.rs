@@ -152,7 +152,7 @@ impl Store {
                                    WHERE a.value ->> 0 = d.name AND a.value ->> 1 = d.rtype AND a.value ->> 2 = d.content)
                    AND EXISTS (SELECT 1 FROM dns_records o
                                WHERE o.name = d.name AND o.rtype = d.rtype AND o.content = d.content
-                                 AND o.request_id <> d.request_id AND o.owned = 1 AND o.status <> 'removed')",
+                                 AND o.request_id <> d.request_id AND o.owned = 1 AND o.removed_at IS NULL)",
             )?
             .execute(params![f.id, added_json])?;
             conn.prepare_cached(
@@ -208,7 +208,7 @@ impl Store {
             let mine = rows(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM dns_records WHERE request_id = ? AND owned = 1 AND status <> 'removed' ORDER BY position"
+                    "SELECT {COLUMNS} FROM dns_records WHERE request_id = ? AND owned = 1 AND removed_at IS NULL ORDER BY position"
                 ),
                 params![f.id],
                 row,
@@ -220,7 +220,7 @@ impl Store {
                     conn.prepare_cached(
                         "SELECT request_id, position FROM dns_records
                          WHERE name = ? AND rtype = ? AND content = ? AND request_id <> ?
-                           AND status <> 'removed' AND status <> 'planned'
+                           AND removed_at IS NULL AND status <> 'planned'
                          ORDER BY owned DESC, published_at LIMIT 1",
                     )?
                     .query_row(params![r.name, r.rtype, r.content, f.id], |x| {

@@ -368,3 +368,69 @@ fn open_writer_once(
     let applied = migrate(&conn, path)?;
     Ok((conn, applied))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// An in-memory database with the migrations before `version` applied.
+    fn before(version: i64) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        // Rows of requests that the test does not make.
+        conn.pragma_update(None, "foreign_keys", "OFF")
+            .expect("pragma");
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < version) {
+            conn.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("migration {v}: {e}"));
+        }
+        conn
+    }
+
+    fn apply(conn: &rusqlite::Connection, version: i64) {
+        let (_, sql) = MIGRATIONS
+            .iter()
+            .find(|(v, _)| *v == version)
+            .expect("known migration");
+        conn.execute_batch(sql).expect("apply");
+    }
+
+    #[test]
+    fn migration_16_keeps_removed_records_out_of_the_live_indexes() {
+        let conn = before(16);
+        conn.execute_batch(
+            "INSERT INTO dns_records (request_id, position, zone, purpose, name, rtype, ttl, content, want,
+                                      provider, owned, status, published_at, verified_at, removed_at) VALUES
+                 ('r1', 0, 'x.', 'a', 'a.x.', 'A', 300, '1.2.3.4', '1.2.3.4', 'sim', 1, 'verified', 'p', 'v', NULL),
+                 ('r2', 0, 'x.', 'a', 'b.x.', 'A', 300, '1.2.3.5', '1.2.3.5', 'sim', 1, 'removed', 'p', 'v', 'gone'),
+                 ('r3', 0, 'x.', 'a', 'c.x.', 'A', 300, '1.2.3.6', '1.2.3.6', 'sim', 1, 'removed', 'p', NULL, NULL);",
+        )
+        .expect("rows as 0015 left them");
+        apply(&conn, 16);
+
+        // A removed record keeps or gets its time; the live ones are those without.
+        let live: Vec<String> = conn
+            .prepare("SELECT name FROM dns_records INDEXED BY dns_records_live WHERE name > '' AND removed_at IS NULL")
+            .expect("the live index serves `removed_at IS NULL`")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(live, vec!["a.x.".to_string()]);
+        let times: Vec<String> = conn
+            .prepare("SELECT removed_at FROM dns_records WHERE status = 'removed' ORDER BY name")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(times, vec!["gone".to_string(), "p".to_string()]);
+        let index: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE name = 'events_by_name'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        assert_eq!(index, None);
+    }
+}

@@ -321,21 +321,9 @@ impl Store {
                 changes_tx.subscribe(),
                 copied_tx,
             ));
-            let stats = stats.clone();
-            std::thread::Builder::new()
-                .name("mailfleet-writer".into())
-                .spawn(move || writer_thread(conn, rx, changes_tx, stats))
-                .map(|_| tx)
+            tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone()));
+            tx
         });
-        let writer = match writer {
-            Some(Ok(tx)) => Some(tx),
-            Some(Err(e)) => {
-                return Err(StoreError::Rejected(format!(
-                    "cannot start the writer thread: {e}"
-                )))
-            }
-            None => None,
-        };
         let store = Store {
             inner: Arc::new(Inner {
                 path,
@@ -502,41 +490,71 @@ async fn checkpointer(
     }
 }
 
-/// The writer: one thread of its own, not a task that hands each batch to the blocking
-/// pool. A batch's replies go out as it commits, and the next batch starts at once with
-/// whatever queued meanwhile; as a task, it had to wait for a runtime worker (busy with the
-/// pipelines that queued the writes) to be polled again between batches, which left the
-/// one writer idle about a fifth of the time in `cargo bench --bench engine`.
-fn writer_thread(
+/// The writer. Each time a write arrives after a quiet spell, one blocking task takes the
+/// connection and runs batch after batch for as long as writes keep coming, then hands the
+/// connection back and waits. A batch's replies go out as it commits, and the next batch
+/// starts at once with whatever queued meanwhile. Handing each batch to the blocking pool
+/// instead left the one writer idle about a fifth of the time in
+/// `cargo bench --bench engine`: between batches it waited for a runtime worker, busy with
+/// the pipelines that queued the writes, to poll it again. (A blocking task, unlike a
+/// thread of its own, also keeps tokio's paused test clock from jumping ahead while a
+/// write runs.)
+async fn writer_task(
     conn: Conn,
     mut rx: mpsc::Receiver<Job>,
     changes: watch::Sender<u64>,
     stats: Arc<WriterStats>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let mut held = Some((conn, changes));
+    while let Some(first) = rx.recv().await {
+        let Some((conn, changes)) = held.take() else {
+            return;
+        };
+        let stats = stats.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut next = Some(first);
+            while let Some(first) = next {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                run_counted(&conn, batch, &stats, &changes);
+                next = rx.try_recv().ok();
             }
+            (conn, changes, rx)
+        })
+        .await;
+        match done {
+            Ok((conn, changes, back)) => {
+                held = Some((conn, changes));
+                rx = back;
+            }
+            Err(_) => return,
         }
-        stats.batches.fetch_add(1, Relaxed);
-        stats.jobs.fetch_add(batch.len() as u64, Relaxed);
-        let started = std::time::Instant::now();
-        let cpu0 = thread_cpu_us();
-        let before = conn.total_changes();
-        // Only a batch that changed rows counts as a change: an empty claim does not.
-        let committed = run_batch(&conn, batch, &stats) && conn.total_changes() != before;
-        stats
-            .cpu_us
-            .fetch_add(thread_cpu_us().saturating_sub(cpu0), Relaxed);
-        stats
-            .busy_us
-            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-        if committed {
-            changes.send_modify(|v| *v = v.wrapping_add(1));
-        }
+    }
+}
+
+/// Runs one batch, counts it in the writer's figures, and tells the watchers of a commit
+/// that changed rows.
+fn run_counted(conn: &Conn, batch: Vec<Job>, stats: &WriterStats, changes: &watch::Sender<u64>) {
+    stats.batches.fetch_add(1, Relaxed);
+    stats.jobs.fetch_add(batch.len() as u64, Relaxed);
+    let started = std::time::Instant::now();
+    let cpu0 = thread_cpu_us();
+    let before = conn.total_changes();
+    // Only a batch that changed rows counts as a change: an empty claim does not.
+    let committed = run_batch(conn, batch, stats) && conn.total_changes() != before;
+    stats
+        .cpu_us
+        .fetch_add(thread_cpu_us().saturating_sub(cpu0), Relaxed);
+    stats
+        .busy_us
+        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    if committed {
+        changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 

@@ -35,7 +35,9 @@ quota = { nodes = 100000, cpu = 100000, memory_gb = 100000, storage_gb = 1000000
 "#;
 
 /// One-row INSERT + COMMIT in a loop, with the journal mode and synchronous setting the
-/// store uses, through the same SQLite library.
+/// store is configured with, through the same SQLite library. (With "full" the store's
+/// writer leaves the sync to its syncer thread, which acknowledges nothing before it is
+/// durable: the same promise as SQLite's FULL, which this loop uses.)
 fn bare_commit_rate(dir: &std::path::Path, sync: config::Synchronous) -> f64 {
     let conn = rusqlite::Connection::open(dir.join("bare.db")).expect("bare db");
     conn.pragma_update(None, "journal_mode", "WAL")

@@ -31,6 +31,7 @@ mod rows;
 pub mod sim;
 mod sim_dns;
 mod steps;
+mod sync;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
@@ -191,7 +192,9 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     /// Time spent inside transactions, in microseconds.
     pub busy_us: AtomicU64,
-    /// Of that, time spent committing (writing the WAL and syncing it), in microseconds.
+    /// Of that, time spent committing (writing the WAL), in microseconds. With
+    /// `synchronous = "full"` the sync that makes a commit durable runs beside the writer
+    /// (see `sync`), not in this time.
     pub commit_us: AtomicU64,
     /// Of that, time the writer's thread was on a CPU, in microseconds (where the platform
     /// tells; else 0).
@@ -259,6 +262,16 @@ impl Store {
         cfg: &StoreConfig,
         access: Access,
     ) -> Result<(Store, Opened), StoreError> {
+        Self::open_syncing(path, cfg, access, sync::sync_data()).await
+    }
+
+    /// `open_as`, with the writes made durable by `sync` (where `synchronous = "full"`).
+    pub(crate) async fn open_syncing(
+        path: &Path,
+        cfg: &StoreConfig,
+        access: Access,
+        sync: sync::SyncFn,
+    ) -> Result<(Store, Opened), StoreError> {
         let (path, settings) = (path.to_path_buf(), cfg.clone());
         let p2 = path.clone();
         let (writer_conn, opened) =
@@ -313,17 +326,31 @@ impl Store {
         let (changes_tx, changes) = watch::channel(0u64);
         let (copied_tx, copied) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());
-        let writer = writer_conn.map(|conn| {
-            let (tx, rx) = mpsc::channel::<Job>(4096);
-            tokio::spawn(checkpointer(
-                path.clone(),
-                cfg.clone(),
-                changes_tx.subscribe(),
-                copied_tx,
-            ));
-            tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone()));
-            tx
-        });
+        let writer = match writer_conn {
+            Some(conn) => {
+                // Durable before acknowledged, with the syncing beside the writer (see
+                // `sync`): SQLite itself then commits without waiting on the disk.
+                let syncer = match cfg.synchronous {
+                    crate::config::Synchronous::Full => {
+                        conn.pragma_update(None, "synchronous", "NORMAL")?;
+                        Some(sync::Syncer::start(path.clone(), sync).map_err(|e| {
+                            StoreError::Rejected(format!("cannot start the store's syncer: {e}"))
+                        })?)
+                    }
+                    crate::config::Synchronous::Normal => None,
+                };
+                let (tx, rx) = mpsc::channel::<Job>(4096);
+                tokio::spawn(checkpointer(
+                    path.clone(),
+                    cfg.clone(),
+                    changes_tx.subscribe(),
+                    copied_tx,
+                ));
+                tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone(), syncer));
+                Some(tx)
+            }
+            None => None,
+        };
         let store = Store {
             inner: Arc::new(Inner {
                 path,
@@ -492,22 +519,24 @@ async fn checkpointer(
 
 /// The writer. Each time a write arrives after a quiet spell, one blocking task takes the
 /// connection and runs batch after batch for as long as writes keep coming, then hands the
-/// connection back and waits. A batch's replies go out as it commits, and the next batch
-/// starts at once with whatever queued meanwhile. Handing each batch to the blocking pool
-/// instead left the one writer idle about a fifth of the time in
-/// `cargo bench --bench engine`: between batches it waited for a runtime worker, busy with
-/// the pipelines that queued the writes, to poll it again. (A blocking task, unlike a
-/// thread of its own, also keeps tokio's paused test clock from jumping ahead while a
-/// write runs.)
+/// connection back and waits. The next batch starts as soon as one has committed, with
+/// whatever queued meanwhile; the replies of a committed batch go out once the syncer
+/// (when there is one: `synchronous = "full"`) has made it durable, or at once. Handing
+/// each batch to the blocking pool instead left the one writer idle about a fifth of the
+/// time in `cargo bench --bench engine`: between batches it waited for a runtime worker,
+/// busy with the pipelines that queued the writes, to poll it again. (A blocking task,
+/// unlike a thread of its own, also keeps tokio's paused test clock from jumping ahead
+/// while a write runs; so it waits for the syncer before it ends.)
 async fn writer_task(
     conn: Conn,
     mut rx: mpsc::Receiver<Job>,
     changes: watch::Sender<u64>,
     stats: Arc<WriterStats>,
+    syncer: Option<sync::Syncer>,
 ) {
-    let mut held = Some((conn, changes));
+    let mut held = Some((conn, changes, syncer));
     while let Some(first) = rx.recv().await {
-        let Some((conn, changes)) = held.take() else {
+        let Some((conn, changes, syncer)) = held.take() else {
             return;
         };
         let stats = stats.clone();
@@ -521,15 +550,22 @@ async fn writer_task(
                         Err(_) => break,
                     }
                 }
-                run_counted(&conn, batch, &stats, &changes);
+                run_counted(&conn, batch, &stats, &changes, syncer.as_ref());
                 next = rx.try_recv().ok();
+                if next.is_none() {
+                    // The writes now waiting for their replies are what would come next.
+                    if let Some(s) = &syncer {
+                        s.drain();
+                    }
+                    next = rx.try_recv().ok();
+                }
             }
-            (conn, changes, rx)
+            (conn, changes, syncer, rx)
         })
         .await;
         match done {
-            Ok((conn, changes, back)) => {
-                held = Some((conn, changes));
+            Ok((conn, changes, syncer, back)) => {
+                held = Some((conn, changes, syncer));
                 rx = back;
             }
             Err(_) => return,
@@ -537,29 +573,51 @@ async fn writer_task(
     }
 }
 
-/// Runs one batch, counts it in the writer's figures, and tells the watchers of a commit
-/// that changed rows.
-fn run_counted(conn: &Conn, batch: Vec<Job>, stats: &WriterStats, changes: &watch::Sender<u64>) {
+/// Runs one batch, counts it in the writer's figures, tells the watchers of a commit that
+/// changed rows, and replies (through the syncer, if there is one and the batch committed).
+fn run_counted(
+    conn: &Conn,
+    batch: Vec<Job>,
+    stats: &WriterStats,
+    changes: &watch::Sender<u64>,
+    syncer: Option<&sync::Syncer>,
+) {
+    if let Some(why) = syncer.and_then(sync::Syncer::failed) {
+        for job in batch {
+            let _ = job.reply.send(Err(StoreError::Rejected(why.clone())));
+        }
+        return;
+    }
     stats.batches.fetch_add(1, Relaxed);
     stats.jobs.fetch_add(batch.len() as u64, Relaxed);
     let started = std::time::Instant::now();
     let cpu0 = thread_cpu_us();
     let before = conn.total_changes();
+    let (replies, committed) = run_batch(conn, batch, stats);
     // Only a batch that changed rows counts as a change: an empty claim does not.
-    let committed = run_batch(conn, batch, stats) && conn.total_changes() != before;
+    let changed = committed && conn.total_changes() != before;
     stats
         .cpu_us
         .fetch_add(thread_cpu_us().saturating_sub(cpu0), Relaxed);
     stats
         .busy_us
         .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-    if committed {
+    match syncer {
+        Some(s) if committed => s.hand(replies),
+        _ => {
+            for (reply, r) in replies {
+                let _ = reply.send(r);
+            }
+        }
+    }
+    if changed {
         changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
-/// Runs one group of jobs in one transaction; returns whether anything committed.
-fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
+/// Runs one group of jobs in one transaction; returns the replies (not sent yet) and
+/// whether the transaction committed.
+fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Reply>, bool) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch {
@@ -567,7 +625,7 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
                 .reply
                 .send(Err(StoreError::Rejected(format!("database busy: {msg}"))));
         }
-        return false;
+        return (Vec::new(), false);
     }
     // No stamp is open between transactions (see `stamp`); this one starts with none.
     if let Err(e) = close_stamp(conn) {
@@ -576,7 +634,7 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
         for job in batch {
             let _ = job.reply.send(Err(StoreError::Rejected(msg.clone())));
         }
-        return false;
+        return (Vec::new(), false);
     }
     let single = batch.len() == 1;
     let mut results = Vec::with_capacity(batch.len());
@@ -614,10 +672,7 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> bool {
             }
         }
     };
-    for (reply, r) in results {
-        let _ = reply.send(r);
-    }
-    committed && any_ok
+    (results, committed && any_ok)
 }
 
 /// Opens the change stamp of the writer's transaction, if it is not open yet, and returns

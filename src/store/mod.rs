@@ -330,14 +330,19 @@ impl Store {
             Some(conn) => {
                 // Durable before acknowledged, with the syncing beside the writer (see
                 // `sync`): SQLite itself then commits without waiting on the disk.
+                // Only a WAL has a file of its own to sync; a file system where SQLite
+                // could not use one keeps SQLite's own syncing.
+                let wal = conn
+                    .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))?
+                    .eq_ignore_ascii_case("wal");
                 let syncer = match cfg.synchronous {
-                    crate::config::Synchronous::Full => {
+                    crate::config::Synchronous::Full if wal => {
                         conn.pragma_update(None, "synchronous", "NORMAL")?;
                         Some(sync::Syncer::start(path.clone(), sync).map_err(|e| {
                             StoreError::Rejected(format!("cannot start the store's syncer: {e}"))
                         })?)
                     }
-                    crate::config::Synchronous::Normal => None,
+                    _ => None,
                 };
                 let (tx, rx) = mpsc::channel::<Job>(4096);
                 tokio::spawn(checkpointer(

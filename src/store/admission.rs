@@ -29,21 +29,25 @@ pub(super) struct Books {
     cluster_used: HashMap<String, Amounts>,
 }
 
-/// The kind is written into the statement, not bound: only then can SQLite use the partial
-/// index that holds that kind's live rows (`resources_quota_held`, `resources_capacity_held`).
-fn held(conn: &Conn, kind: &'static str, key: &str, value: &str) -> Result<Amounts, StoreError> {
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0), COALESCE(SUM(storage_gb), 0)
-         FROM resources WHERE kind = '{kind}' AND {key} = ?1 AND status <> 'released'"
-    );
-    Ok(conn.prepare_cached(&sql)?.query_row(params![value], |r| {
-        Ok(Amounts {
-            units: r.get(0)?,
-            cpu: r.get(1)?,
-            memory_gb: r.get(2)?,
-            storage_gb: r.get(3)?,
+/// What the live rows of `kind` (`quota` or `capacity`) of `owner` (a tenant or a
+/// cluster) add up to: one row of the running totals (migration 0017), not a sum over the
+/// fleet.
+fn held(conn: &Conn, kind: &'static str, owner: &str) -> Result<Amounts, StoreError> {
+    use rusqlite::OptionalExtension;
+    let found = conn
+        .prepare_cached(
+            "SELECT units, cpu, memory_gb, storage_gb FROM held_totals WHERE kind = ?1 AND owner = ?2",
+        )?
+        .query_row(params![kind, owner], |r| {
+            Ok(Amounts {
+                units: r.get(0)?,
+                cpu: r.get(1)?,
+                memory_gb: r.get(2)?,
+                storage_gb: r.get(3)?,
+            })
         })
-    })?)
+        .optional()?;
+    Ok(found.unwrap_or_default())
 }
 
 impl Books {
@@ -64,7 +68,7 @@ impl Books {
         if let Some(a) = self.quota_used.get(tenant) {
             return Ok(*a);
         }
-        let a = held(conn, "quota", "tenant", tenant)?;
+        let a = held(conn, "quota", tenant)?;
         self.quota_used.insert(tenant.to_string(), a);
         Ok(a)
     }
@@ -73,7 +77,7 @@ impl Books {
         if let Some(a) = self.cluster_used.get(cluster) {
             return Ok(*a);
         }
-        let a = held(conn, "capacity", "cluster", cluster)?;
+        let a = held(conn, "capacity", cluster)?;
         self.cluster_used.insert(cluster.to_string(), a);
         Ok(a)
     }

@@ -742,14 +742,12 @@ fn listings(c: &super::Conn) -> Result<Vec<ListingRow>, StoreError> {
     )
 }
 
-/// What admission counts as held (see `claims::held`): quota rows are written `allocated`
-/// and end `released`, and the partial index covers this sum.
+/// What admission counts as held (see `admission::held`): the running totals per tenant
+/// (migration 0017), one row a tenant whatever the size of the fleet.
 fn quota_use(c: &super::Conn) -> Result<HashMap<String, Usage>, StoreError> {
     Ok(rows(
         c,
-        "SELECT tenant, COUNT(*), COALESCE(SUM(cpu), 0), COALESCE(SUM(memory_gb), 0),
-                COALESCE(SUM(storage_gb), 0)
-         FROM resources WHERE kind = 'quota' AND status <> 'released' GROUP BY tenant",
+        "SELECT owner, units, cpu, memory_gb, storage_gb FROM held_totals WHERE kind = 'quota' AND units > 0",
         [],
         |r| {
             Ok((

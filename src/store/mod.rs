@@ -130,6 +130,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../../assets/migrations/0016_fewer_pages.sql"),
     ),
+    (
+        17,
+        include_str!("../../assets/migrations/0017_held_totals.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -433,4 +433,146 @@ mod tests {
             .ok();
         assert_eq!(index, None);
     }
+
+    /// The running totals against the sums they stand for: every (kind, owner) with live
+    /// rows matches, and every other total is zero.
+    fn assert_totals_match(conn: &rusqlite::Connection, when: &str) {
+        type Sums = std::collections::BTreeMap<(String, String), (i64, i64, i64, i64)>;
+        let read = |sql: &str| -> Sums {
+            conn.prepare(sql)
+                .expect("prepare")
+                .query_map([], |r| {
+                    Ok((
+                        (r.get(0)?, r.get(1)?),
+                        (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    ))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        let sums = read(
+            "SELECT kind, CASE kind WHEN 'quota' THEN tenant ELSE cluster END AS owner,
+                    COUNT(*), SUM(cpu), SUM(memory_gb), SUM(storage_gb)
+             FROM resources
+             WHERE kind IN ('quota', 'capacity') AND status <> 'released' AND owner IS NOT NULL
+             GROUP BY kind, owner",
+        );
+        let totals = read(
+            "SELECT kind, owner, units, cpu, memory_gb, storage_gb FROM held_totals WHERE units <> 0
+                 OR cpu <> 0 OR memory_gb <> 0 OR storage_gb <> 0",
+        );
+        assert_eq!(totals, sums, "{when}");
+    }
+
+    #[test]
+    fn migration_17_totals_what_is_held_and_keeps_it_through_every_write() {
+        let conn = before(17);
+        let insert = |id: &str,
+                      kind: &str,
+                      status: &str,
+                      tenant: &str,
+                      cluster: Option<&str>,
+                      cpu: i64| {
+            conn.execute(
+                "INSERT INTO resources (id, request_id, seq, kind, status, tenant, cluster, cpu, memory_gb,
+                                        storage_gb, slots, created_at)
+                 VALUES (?1, ?1, 1, ?2, ?3, ?4, ?5, ?6, ?6 * 2, ?6 * 10, 1, 't')",
+                rusqlite::params![id, kind, status, tenant, cluster, cpu],
+            )
+            .expect("insert");
+        };
+        // As 0016 left them: live and released rows of both kinds, one capacity row
+        // without a cluster, and rows of other kinds.
+        insert("a", "quota", "allocated", "acme", Some("dal"), 2);
+        insert("b", "quota", "allocated", "acme", Some("dal"), 4);
+        insert("c", "quota", "released", "acme", Some("dal"), 8);
+        insert("d", "quota", "allocated", "globex", Some("sea"), 1);
+        insert("e", "capacity", "allocated", "acme", Some("dal"), 2);
+        insert("f", "capacity", "released", "acme", Some("dal"), 4);
+        insert("g", "capacity", "allocated", "acme", None, 16);
+        insert("h", "instance", "allocated", "acme", Some("dal"), 32);
+        apply(&conn, 17);
+        assert_totals_match(&conn, "after the migration");
+        let acme: (i64, i64) = conn
+            .query_row(
+                "SELECT units, cpu FROM held_totals WHERE kind = 'quota' AND owner = 'acme'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("acme's quota");
+        assert_eq!(acme, (2, 6));
+
+        // Then a few hundred writes of every shape the triggers must follow.
+        let tenants = ["acme", "globex", "initech"];
+        let clusters = [Some("dal"), Some("sea"), None];
+        let kinds = ["quota", "capacity", "instance"];
+        let statuses = ["intent", "allocated", "released"];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| -> usize {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 33) as usize) % n
+        };
+        for step in 0..400 {
+            let id = format!("r{}", next(40));
+            let what = match next(6) {
+                0 | 1 => {
+                    conn.execute(
+                        "INSERT INTO resources (id, request_id, seq, kind, status, tenant, cluster, cpu, memory_gb,
+                                                storage_gb, slots, created_at)
+                         VALUES (?1, ?1, 1, ?2, ?3, ?4, ?5, ?6, ?6 * 2, ?6 * 10, 1, 't')
+                         ON CONFLICT (id) DO NOTHING",
+                        rusqlite::params![
+                            id,
+                            kinds[next(3)],
+                            statuses[next(3)],
+                            tenants[next(3)],
+                            clusters[next(3)],
+                            next(8) as i64 + 1
+                        ],
+                    )
+                    .expect("insert");
+                    "insert"
+                }
+                2 => {
+                    conn.execute(
+                        "UPDATE resources SET status = 'released' WHERE id = ?1",
+                        [&id],
+                    )
+                    .expect("release");
+                    "release"
+                }
+                3 => {
+                    conn.execute(
+                        "UPDATE resources SET cpu = ?2, storage_gb = ?2 * 3 WHERE id = ?1",
+                        rusqlite::params![id, next(8) as i64],
+                    )
+                    .expect("resize");
+                    "resize"
+                }
+                4 => {
+                    conn.execute(
+                        "UPDATE resources SET tenant = ?2, cluster = ?3, kind = ?4, status = ?5 WHERE id = ?1",
+                        rusqlite::params![
+                            id,
+                            tenants[next(3)],
+                            clusters[next(3)],
+                            kinds[next(3)],
+                            statuses[next(3)]
+                        ],
+                    )
+                    .expect("move");
+                    "move"
+                }
+                _ => {
+                    conn.execute("DELETE FROM resources WHERE id = ?1", [&id])
+                        .expect("delete");
+                    "delete"
+                }
+            };
+            assert_totals_match(&conn, &format!("step {step}: {what} {id}"));
+        }
+    }
 }

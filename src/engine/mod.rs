@@ -493,6 +493,7 @@ async fn schedule(
             limit: room,
             admission: &ctx.admission,
             recheck_waiting,
+            clock: Some(&ctx.clock),
         })
         .await?;
     let n = out.claims.len();

@@ -70,6 +70,11 @@ pub struct ClaimAsk<'a> {
     /// only when something commits (or the config changes), so the engine asks for this
     /// only after a commit, and otherwise leaves them alone: no read, no write.
     pub recheck_waiting: bool,
+    /// The clock the claim's writes read again once the writer runs them, so that a
+    /// request admitted there is stamped no earlier than a prerequisite that completed in a
+    /// write queued ahead of the claim (`now` was read before either was queued). Without
+    /// it, the claim's writes carry `now`.
+    pub clock: Option<&'a crate::clock::SharedClock>,
 }
 
 pub(super) const RUNNABLE: &str =
@@ -283,6 +288,7 @@ impl Store {
             limit,
             admission: adm,
             recheck_waiting: true,
+            clock: None,
         })
         .await
     }
@@ -305,7 +311,11 @@ impl Store {
         let mut out = self
             .write(move |conn| {
                 let mut o = ClaimOutcome::default();
-                carry_out(conn, &owned.ask(), &mut o)?;
+                let mut ask = owned.ask();
+                if let Some(clock) = &owned.clock {
+                    ask.now = ask.now.max(clock.now());
+                }
+                carry_out(conn, &ask, &mut o)?;
                 Ok(o)
             })
             .await?;
@@ -474,6 +484,7 @@ struct OwnedAsk {
     limit: usize,
     admission: Admission,
     recheck_waiting: bool,
+    clock: Option<crate::clock::SharedClock>,
 }
 
 impl OwnedAsk {
@@ -485,6 +496,7 @@ impl OwnedAsk {
             limit: a.limit,
             admission: a.admission.clone(),
             recheck_waiting: a.recheck_waiting,
+            clock: a.clock.cloned(),
         }
     }
 
@@ -496,6 +508,8 @@ impl OwnedAsk {
             limit: self.limit,
             admission: &self.admission,
             recheck_waiting: self.recheck_waiting,
+            // The owner's clock is read once, where the writer runs the claim.
+            clock: None,
         }
     }
 }

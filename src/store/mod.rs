@@ -342,7 +342,13 @@ impl Store {
                 let syncer = match cfg.synchronous {
                     crate::config::Synchronous::Full if wal => {
                         conn.pragma_update(None, "synchronous", "NORMAL")?;
-                        Some(sync::Syncer::start(path.clone(), sync).map_err(|e| {
+                        // The file name SQLite opened (symbolic links resolved): its WAL
+                        // sits beside that, not beside a link to it.
+                        let db = conn
+                            .path()
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|| path.clone());
+                        Some(sync::Syncer::start(db, sync).map_err(|e| {
                             StoreError::Rejected(format!("cannot start the store's syncer: {e}"))
                         })?)
                     }

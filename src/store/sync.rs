@@ -128,15 +128,20 @@ fn run(
         while let Ok(more) = rx.try_recv() {
             groups.push(more);
         }
-        let synced = match &file {
-            Some(f) => sync(f),
-            None => std::fs::File::open(&wal).and_then(|f| {
+        // After a failed sync nothing is confirmed again: a later sync can succeed
+        // although the pages the failed one should have written are gone.
+        let before = lock(&state.0).failed.clone();
+        let synced = match (&before, &file) {
+            (Some(_), _) => Ok(()),
+            (None, Some(f)) => sync(f),
+            (None, None) => std::fs::File::open(&wal).and_then(|f| {
                 let r = sync(&f);
                 file = Some(f);
                 r
             }),
         };
         let failed = match synced {
+            _ if before.is_some() => before,
             Ok(()) => None,
             Err(e) => {
                 let why = format!("the disk did not confirm a commit ({e}); no more writes are taken until mailfleet is started again");
@@ -283,5 +288,35 @@ mod tests {
             put(&store, v).await.expect("write");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// SQLite puts the WAL beside the file a symbolic link names, so that is the one the
+    /// syncer must sync; beside the link there is nothing to open.
+    #[tokio::test]
+    async fn a_database_reached_through_a_symbolic_link_is_synced_where_its_wal_is() {
+        let real = tempfile::tempdir().expect("tmp");
+        let links = tempfile::tempdir().expect("tmp");
+        let cfg = StoreConfig::default();
+        // Made where it lives, then opened through a link from elsewhere.
+        drop(
+            Store::open(&real.path().join("s.db"), &cfg)
+                .await
+                .expect("create"),
+        );
+        let link = links.path().join("link.db");
+        std::os::unix::fs::symlink(real.path().join("s.db"), &link).expect("symlink");
+        let synced = Arc::new(AtomicUsize::new(0));
+        let counted = synced.clone();
+        let sync: SyncFn = Arc::new(move |f: &std::fs::File| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            f.sync_data()
+        });
+        let store = Store::open_syncing(&link, &cfg, Access::Create, sync)
+            .await
+            .expect("open through the link")
+            .0;
+        put(&store, 1).await.expect("a write through the link");
+        assert_eq!(synced.load(Ordering::SeqCst), 1);
+        assert!(real.path().join("s.db-wal").exists());
     }
 }

@@ -115,6 +115,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Syncs the WAL, opening it the first time (it exists once a batch has committed).
+fn sync_wal(
+    wal: &std::path::Path,
+    file: &mut Option<std::fs::File>,
+    sync: &SyncFn,
+) -> std::io::Result<()> {
+    let f = match file {
+        Some(f) => f,
+        None => file.insert(std::fs::File::open(wal)?),
+    };
+    sync(f)
+}
+
 fn run(
     wal: PathBuf,
     rx: mpsc::Receiver<Vec<Reply>>,
@@ -131,24 +144,12 @@ fn run(
         // After a failed sync nothing is confirmed again: a later sync can succeed
         // although the pages the failed one should have written are gone.
         let before = lock(&state.0).failed.clone();
-        let synced = match (&before, &file) {
-            (Some(_), _) => Ok(()),
-            (None, Some(f)) => sync(f),
-            (None, None) => std::fs::File::open(&wal).and_then(|f| {
-                let r = sync(&f);
-                file = Some(f);
-                r
-            }),
-        };
-        let failed = match synced {
-            _ if before.is_some() => before,
-            Ok(()) => None,
-            Err(e) => {
-                let why = format!("the disk did not confirm a commit ({e}); no more writes are taken until mailfleet is started again");
+        let failed = before.or_else(|| {
+            sync_wal(&wal, &mut file, &sync).err().map(|e| {
                 tracing::error!(error = %e, "syncing the WAL failed; the store takes no more writes");
-                Some(why)
-            }
-        };
+                format!("the disk did not confirm a commit ({e}); no more writes are taken until mailfleet is started again")
+            })
+        });
         let count = groups.len() as u64;
         for (reply, result) in groups.into_iter().flatten() {
             let result = match (&failed, result) {
@@ -185,6 +186,17 @@ mod tests {
             .await
             .expect("open")
             .0
+    }
+
+    /// A sync that counts its calls and then does what `then` does.
+    fn counting(then: fn(&std::fs::File) -> std::io::Result<()>) -> (SyncFn, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let sync: SyncFn = Arc::new(move |f: &std::fs::File| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            then(f)
+        });
+        (sync, calls)
     }
 
     /// One write of a row to a table of the test's own.
@@ -250,12 +262,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_sync_fails_the_write_and_the_store_takes_no_more() {
         let dir = tempfile::tempdir().expect("tmp");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let sync: SyncFn = Arc::new(move |_: &std::fs::File| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            Err(std::io::Error::other("injected I/O error"))
-        });
+        let (sync, calls) = counting(|_| Err(std::io::Error::other("injected I/O error")));
         let store = open(&dir, sync, Synchronous::Full).await;
         let first = put(&store, 1)
             .await
@@ -277,12 +284,7 @@ mod tests {
     #[tokio::test]
     async fn with_synchronous_normal_nothing_waits_for_a_sync() {
         let dir = tempfile::tempdir().expect("tmp");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let sync: SyncFn = Arc::new(move |f: &std::fs::File| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            f.sync_data()
-        });
+        let (sync, calls) = counting(std::fs::File::sync_data);
         let store = open(&dir, sync, Synchronous::Normal).await;
         for v in 0..3 {
             put(&store, v).await.expect("write");
@@ -305,12 +307,7 @@ mod tests {
         );
         let link = links.path().join("link.db");
         std::os::unix::fs::symlink(real.path().join("s.db"), &link).expect("symlink");
-        let synced = Arc::new(AtomicUsize::new(0));
-        let counted = synced.clone();
-        let sync: SyncFn = Arc::new(move |f: &std::fs::File| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            f.sync_data()
-        });
+        let (sync, synced) = counting(std::fs::File::sync_data);
         let store = Store::open_syncing(&link, &cfg, Access::Create, sync)
             .await
             .expect("open through the link")

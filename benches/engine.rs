@@ -5,7 +5,7 @@
 use mailfleet::clock::{SharedClock, SystemClock};
 use mailfleet::config;
 use mailfleet::engine::{self, commands::CreateRequest, Command, Ctx};
-use mailfleet::providers::sim::SimProvider;
+use mailfleet::providers::Registry;
 use mailfleet::store::{RequestFilter, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,14 +107,10 @@ async fn run() {
         .sync_catalog(&cfg, clock.now())
         .await
         .expect("catalog");
-    let provider = Arc::new(SimProvider::new(
-        store.clone(),
-        cfg.providers.sim.clone(),
-        clock.clone(),
-    ));
+    let providers = Registry::build(&cfg, &store, &clock).expect("providers");
     let ctx = Ctx::new(
         store.clone(),
-        provider,
+        providers,
         clock.clone(),
         Arc::new(cfg.clone()),
     );

@@ -31,7 +31,7 @@ pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
 pub const CONFIG_ENV: &str = "MAILFLEET_CONFIG";
 
 /// Provider kinds a cluster may name.
-pub const KNOWN_PROVIDERS: &[&str] = &["sim"];
+pub const KNOWN_PROVIDERS: &[&str] = &["sim", "hostwinds"];
 
 /// Source name used in errors for the built-in defaults layer.
 const DEFAULTS_SOURCE: &str = "(built-in defaults)";
@@ -645,6 +645,52 @@ pub enum Synchronous {
 #[serde(default, deny_unknown_fields)]
 pub struct ProvidersConfig {
     pub sim: SimConfig,
+    /// The Hostwinds cloud API, for clusters with `provider = "hostwinds"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostwinds: Option<HostwindsConfig>,
+}
+
+/// Hostwinds' cloud API (`[providers.hostwinds]`): where it is, which environment variable
+/// holds the key, and how mailfleet's plans and regions map to Hostwinds' ids.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostwindsConfig {
+    /// The environment variable that holds the API key (the key itself is never in a file).
+    pub api_key_env: String,
+    /// The API's one endpoint; overridable for tests.
+    #[serde(default = "default_hostwinds_endpoint")]
+    pub endpoint: String,
+    /// The OS template new instances are made from (`template` of `add_instance`).
+    pub template: String,
+    /// The firewall profile that opens SMTP, submission and SSH (`set_instance_firewall`).
+    #[serde(default = "default_hostwinds_firewall")]
+    pub smtp_firewall: String,
+    /// Region name (as clusters use it) → Hostwinds `location_id`.
+    pub locations: std::collections::BTreeMap<String, u32>,
+    /// Plan name (as `[[plans]]` names it) → Hostwinds product id (`rid`).
+    pub plans: std::collections::BTreeMap<String, u32>,
+}
+
+pub const HOSTWINDS_ENDPOINT: &str = "https://clients.hostwinds.com/cloud/api.php";
+
+fn default_hostwinds_endpoint() -> String {
+    HOSTWINDS_ENDPOINT.to_string()
+}
+
+fn default_hostwinds_firewall() -> String {
+    "smtp".to_string()
+}
+
+/// How the engine reaches a cluster's machines to install and check the mail stack.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessKind {
+    /// The simulated cloud's own machines (only for `provider = "sim"`).
+    Sim,
+    /// By what the provider reports of the instance; the machine is not contacted.
+    ProviderView,
+    /// Over SSH and SMTP to the machine itself.
+    Ssh,
 }
 
 /// The simulated cloud.
@@ -705,6 +751,21 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub health: ClusterHealth,
     pub capacity: Capacity,
+    /// How its machines are reached; by default the simulated cloud's own for `sim`, and
+    /// SSH for a real cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessKind>,
+}
+
+impl ClusterConfig {
+    /// How this cluster's machines are reached.
+    pub fn access(&self) -> AccessKind {
+        self.access.unwrap_or(if self.provider == "sim" {
+            AccessKind::Sim
+        } else {
+            AccessKind::Ssh
+        })
+    }
 }
 
 /// Operator-declared health of a cluster.
@@ -1133,6 +1194,10 @@ impl Config {
                 ));
             }
             check_name(&format!("clusters[{i}].region"), &cluster.region)?;
+            self.validate_access(i, cluster)?;
+            if cluster.provider == "hostwinds" {
+                self.validate_hostwinds_cluster(i, cluster)?;
+            }
             if cluster.default {
                 if let Some(first) = region_default.insert(&cluster.region, &cluster.name) {
                     return Err(ConfigError::invalid(
@@ -1214,7 +1279,80 @@ impl Config {
         check_fraction("engine.retry_jitter", e.retry_jitter)
     }
 
+    /// A cluster's `access` fits its provider.
+    fn validate_access(&self, i: usize, c: &ClusterConfig) -> Result<(), ConfigError> {
+        let key = format!("clusters[{i}].access");
+        match (c.provider.as_str(), c.access()) {
+            ("sim", AccessKind::Sim) => Ok(()),
+            ("sim", _) => Err(ConfigError::invalid(
+                key,
+                "a sim cluster's machines are the simulated cloud's own: leave access unset (or \"sim\")",
+            )),
+            (_, AccessKind::Sim) => Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"sim\" is for the simulated cloud's machines, not {:?}'s",
+                    c.provider
+                ),
+            )),
+            (_, AccessKind::Ssh) => Err(ConfigError::invalid(
+                key,
+                format!(
+                    "cluster {:?}: installing the mail stack over SSH is not built yet; set \
+                     access = \"provider-view\" to check nodes by what {} reports of them",
+                    c.name, c.provider
+                ),
+            )),
+            (_, AccessKind::ProviderView) => Ok(()),
+        }
+    }
+
+    /// A Hostwinds cluster has the provider's section, and a Hostwinds id for its region
+    /// and for every plan it can be ordered.
+    fn validate_hostwinds_cluster(&self, i: usize, c: &ClusterConfig) -> Result<(), ConfigError> {
+        let Some(h) = &self.providers.hostwinds else {
+            return Err(ConfigError::invalid(
+                format!("clusters[{i}].provider"),
+                format!(
+                    "cluster {:?} uses \"hostwinds\", which needs a [providers.hostwinds] section",
+                    c.name
+                ),
+            ));
+        };
+        if !h.locations.contains_key(&c.region) {
+            return Err(ConfigError::invalid(
+                format!("clusters[{i}].region"),
+                format!(
+                    "cluster {:?}: region {:?} has no Hostwinds location_id in providers.hostwinds.locations",
+                    c.name, c.region
+                ),
+            ));
+        }
+        if let Some(p) = self.plans.iter().find(|p| !h.plans.contains_key(&p.name)) {
+            return Err(ConfigError::invalid(
+                "providers.hostwinds.plans",
+                format!(
+                    "plan {:?} has no Hostwinds rid, and cluster {:?} can be ordered it",
+                    p.name, c.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_sim(&self) -> Result<(), ConfigError> {
+        if let Some(h) = &self.providers.hostwinds {
+            mail::env_name("providers.hostwinds.api_key_env", &h.api_key_env)?;
+            mail::http_url("providers.hostwinds.endpoint", &h.endpoint)?;
+            for (key, v) in [
+                ("providers.hostwinds.template", &h.template),
+                ("providers.hostwinds.smtp_firewall", &h.smtp_firewall),
+            ] {
+                if v.trim().is_empty() || v.chars().any(char::is_control) {
+                    return Err(ConfigError::invalid(key, "must be a non-empty name"));
+                }
+            }
+        }
         let sim = &self.providers.sim;
         check_fraction("providers.sim.failure_rate", sim.failure_rate)?;
         for (key, [min, max]) in [

@@ -5,6 +5,7 @@
 //! mailfleet: a terminal operations console, and the engine behind it, for fleets of
 //! email-sending servers.
 
+pub mod access;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -82,11 +82,15 @@ impl Redactor {
 /// The environment variables the config names for secrets. A new secret setting belongs
 /// here too.
 fn secret_env_names(cfg: &Config) -> Vec<&str> {
-    vec![
+    let mut names = vec![
         cfg.dns.powerdns.api_key_env.as_str(),
         cfg.dns.cloudflare.token_env.as_str(),
         cfg.dkim.key_env.as_str(),
-    ]
+    ];
+    if let Some(h) = &cfg.providers.hostwinds {
+        names.push(h.api_key_env.as_str());
+    }
+    names
 }
 
 /// Upstream text made fit for one of mailfleet's errors: secrets redacted, control

@@ -4,12 +4,13 @@
 mod support;
 
 use async_trait::async_trait;
+use mailfleet::access::{NodeAccess, NodeRef};
 use mailfleet::clock::{parse_ts, SharedClock, TokioClock};
 use mailfleet::engine;
 use mailfleet::providers::sim::SimProvider;
 use mailfleet::providers::{
     ErrorKind, Instance, InstanceSpec, InstanceStatus, Probe, Provider, ProviderError,
-    ProviderResult,
+    ProviderResult, Registry,
 };
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -105,11 +106,22 @@ impl Provider for Scripted {
         self.note(format!("rdns {}", name.unwrap_or("reset")));
         self.inner.set_rdns(id, ip, name).await
     }
-    async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()> {
-        self.note("bootstrap".into());
-        self.inner.bootstrap(id, user_data).await
+    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
+        self.inner.inventory().await
     }
-    async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String> {
+}
+
+/// The simulated machines behind the scripted cloud, with the same script.
+#[async_trait]
+impl NodeAccess for Scripted {
+    fn name(&self) -> &str {
+        "sim"
+    }
+    async fn bootstrap(&self, node: &NodeRef, user_data: &str) -> ProviderResult<()> {
+        self.note("bootstrap".into());
+        self.inner.bootstrap(node, user_data).await
+    }
+    async fn probe(&self, node: &NodeRef, probe: Probe) -> ProviderResult<String> {
         self.note(format!("probe {probe:?}"));
         if self.fail_probes {
             return Err(ProviderError::new(
@@ -118,11 +130,19 @@ impl Provider for Scripted {
                 "554 5.7.1 relay access denied",
             ));
         }
-        self.inner.probe(id, probe).await
+        self.inner.probe(node, probe).await
     }
-    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
-        self.inner.inventory().await
-    }
+}
+
+/// Every cluster on the scripted cloud.
+fn scripted_ctx(
+    store: &mailfleet::store::Store,
+    cfg: &mailfleet::config::Config,
+    clock: SharedClock,
+    provider: &Arc<Scripted>,
+) -> Arc<mailfleet::engine::Ctx> {
+    let providers = Registry::uniform(cfg, provider.clone(), provider.clone());
+    mailfleet::engine::Ctx::new(store.clone(), providers, clock, Arc::new(cfg.clone()))
 }
 
 fn scripted(
@@ -147,7 +167,7 @@ async fn failed_verify_rolls_back_in_reverse_order_and_frees_everything() {
     let store = open(&db_path(&dir), &cfg).await;
     let clock = tokio_clock();
     let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_probes = true);
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     engine::run_until_idle(ctx.clone()).await;
 
@@ -231,7 +251,7 @@ async fn failing_rollback(
         s.fail_probes = true;
         s.fail_deletes = AtomicU32::new(refusals);
     });
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
     let req = create(&ctx, "acme", "dallas", "ssd-1", label).await;
     FailingRollback {
         _dir: dir,
@@ -399,7 +419,7 @@ boot_ms = [0, 0]
     let provider = scripted(&store, &cfg, clock.clone(), |s| {
         s.fail_creates = AtomicU32::new(2)
     });
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     engine::run_until_idle(ctx.clone()).await;
     let d = store.request_detail(&req.id).await.expect("detail");
@@ -457,7 +477,7 @@ boot_ms = [0, 0]
     let start = chrono::Utc::now();
     let clock: SharedClock = Arc::new(TokioClock::new(start));
     let provider = scripted(&store, &cfg, clock.clone(), |s| s.never_ready = true);
-    let ctx = ctx_with(&store, &cfg, clock, provider.clone());
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
     let req = create(&ctx, "acme", "dallas", "ssd-1", "node-1").await;
     engine::run_until_idle(ctx.clone()).await;
     let d = store.request_detail(&req.id).await.expect("detail");

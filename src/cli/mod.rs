@@ -11,7 +11,7 @@ use crate::domain::validate::sanitize;
 use crate::domain::RequestState;
 use crate::engine::commands::CreateRequest;
 use crate::engine::{self, Command, Ctx};
-use crate::providers::sim::SimProvider;
+use crate::providers::Registry;
 use crate::store::{Access, EventFilter, NodeFilter, RequestFilter, Store};
 use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result, WrapErr};
@@ -446,18 +446,17 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn ctx(&self) -> Arc<Ctx> {
-        let provider = Arc::new(SimProvider::new(
+    /// The engine's context: the composition root, where each cluster's provider is made
+    /// from the config. A provider that cannot be used (a key not set) is an error here.
+    pub fn ctx(&self) -> Result<Arc<Ctx>> {
+        let providers = Registry::build(&self.cfg, &self.store, &self.clock)
+            .map_err(|e| eyre!("config: {e}"))?;
+        Ok(Ctx::new(
             self.store.clone(),
-            self.cfg.providers.sim.clone(),
-            self.clock.clone(),
-        ));
-        Ctx::new(
-            self.store.clone(),
-            provider,
+            providers,
             self.clock.clone(),
             self.cfg.clone(),
-        )
+        ))
     }
 }
 
@@ -767,7 +766,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::cluster_list(&list, *json)?;
         }
         Cmd::Cluster(ClusterCmd::Test { name, json }) => {
-            let report = engine::clusters::test(&env.ctx(), name).await?;
+            let report = engine::clusters::test(&*env.ctx()?, name).await?;
             if *json {
                 output::print_json(&serde_json::to_value(&report)?)?;
             } else {
@@ -800,7 +799,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Reconcile { json } => {
             // --read-only changes nothing, at the DNS provider either: leftovers are listed.
-            let report = engine::reconcile::reconcile_with(&env.ctx(), !cli.read_only).await?;
+            let report = engine::reconcile::reconcile_with(&*env.ctx()?, !cli.read_only).await?;
             output::reconcile(&report, *json)?;
         }
     }
@@ -843,7 +842,7 @@ fn refuse_read_only(cli: &Cli) -> Result<()> {
 }
 
 async fn work(env: &Env, until_idle: bool) -> Result<()> {
-    let ctx = env.ctx();
+    let ctx = env.ctx()?;
     // A DNS provider or CA that cannot be used would fail every request: say so now.
     if let Some(p) = ctx.mail.problem() {
         return Err(eyre!("{}", sanitize(&p)));
@@ -963,7 +962,7 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         RequestCmd::Deprovision(d) => decide(d, |id, reason| Command::Deprovision { id, reason }),
     };
     refuse_read_only(cli)?;
-    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
     let id = match &outcome {
         engine::Outcome::Created(r) => r.id.clone(),
         engine::Outcome::Changed { id, .. } | engine::Outcome::TeardownSignalled { id } => {
@@ -1073,7 +1072,7 @@ async fn import(env: &Env, file: &std::path::Path, json: bool) -> Result<()> {
     }
     let text = std::fs::read_to_string(file).wrap_err_with(|| format!("{shown}: cannot read"))?;
     let items = batch::parse(&text, format).map_err(|e| eyre!("{shown}: {e}"))?;
-    let rows = engine::commands::import(&env.ctx(), &env.actor, &items).await?;
+    let rows = engine::commands::import(&env.ctx()?, &env.actor, &items).await?;
     // The rows come back in the order they were written (prerequisites first); name each
     // by its key.
     let key_of = |label: &str, tenant: &str| {
@@ -1118,7 +1117,7 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
         NodeCmd::List { .. } | NodeCmd::Show { .. } => return node_read(env, nc).await,
     };
     refuse_read_only(cli)?;
-    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
     println!("{}", sanitize(&outcome.describe()));
     Ok(())
 }
@@ -1258,7 +1257,7 @@ async fn dkim(cli: &Cli, env: &Env, dc: &DkimCmd) -> Result<()> {
             json,
         } => {
             refuse_read_only(cli)?;
-            let ctx = env.ctx();
+            let ctx = env.ctx()?;
             let r = crate::engine::mail::rotate_dkim(
                 &ctx.mail,
                 &env.store,
@@ -1367,7 +1366,7 @@ async fn warmup(cli: &Cli, env: &Env, wc: &WarmupCmd) -> Result<()> {
         }
     };
     refuse_read_only(cli)?;
-    let outcome = engine::commands::execute(&env.ctx(), &env.actor, command).await?;
+    let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
     println!("{}", sanitize(&outcome.describe()));
     Ok(())
 }

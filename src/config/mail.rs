@@ -188,7 +188,7 @@ impl TlsConfig {
     }
 }
 
-fn env_name(key: &str, v: &str) -> Result<(), ConfigError> {
+pub(crate) fn env_name(key: &str, v: &str) -> Result<(), ConfigError> {
     if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(ConfigError::invalid(
             key,
@@ -198,7 +198,7 @@ fn env_name(key: &str, v: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn http_url(key: &str, v: &str) -> Result<(), ConfigError> {
+pub(crate) fn http_url(key: &str, v: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(v) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => Err(ConfigError::invalid(

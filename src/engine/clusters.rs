@@ -136,15 +136,14 @@ pub async fn test(ctx: &Ctx, name: &str) -> Result<ConnectivityReport, CommandEr
             known.join(", ")
         )));
     };
-    if ctx.provider.name() != c.provider {
-        return Err(CommandError::Invalid(format!(
-            "cluster {}: its provider {} is not configured in this process",
-            c.name, c.provider
-        )));
-    }
+    let provider = ctx
+        .providers
+        .cluster(&c.name)
+        .map_err(|e| CommandError::Invalid(format!("cluster {}: {e}", c.name)))?
+        .provider
+        .clone();
     let start = Instant::now();
-    let answer =
-        tokio::time::timeout(ctx.cfg.engine.call_timeout, ctx.provider.ping(&c.name)).await;
+    let answer = tokio::time::timeout(ctx.cfg.engine.call_timeout, provider.ping(&c.name)).await;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (ok, detail) = match answer {
         // The provider's words, on screen and in the report.

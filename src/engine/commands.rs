@@ -441,7 +441,16 @@ async fn service(
         fence,
         state,
     };
-    let p = &ctx.provider;
+    let p = match ctx.cluster(req.cluster.as_deref()) {
+        Ok(b) => b.provider.clone(),
+        Err(e) => {
+            let _ = store.release_lease(&id, fence, None).await;
+            return Err(CommandError::Invalid(format!(
+                "request {}: {e}",
+                short(&id)
+            )));
+        }
+    };
     let (task, result) = if event == RequestEvent::Suspend {
         (
             "suspend",

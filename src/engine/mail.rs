@@ -615,7 +615,8 @@ impl StepRun<'_> {
     ) -> Result<(), Stop> {
         const TASK: &str = "rdns_confirm";
         let host = self.hostname();
-        let inst = self.call(TASK, || self.ctx.provider.status(id)).await?;
+        let p = &self.binding()?.provider;
+        let inst = self.call(TASK, || p.status(id)).await?;
         let ptr = inst
             .rdns
             .as_deref()

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod idle;
 pub mod mail;
 mod pipeline;
+pub use pipeline::SMTP_FIREWALL;
 pub mod reconcile;
 pub mod renew;
 pub mod retry;
@@ -24,7 +25,7 @@ use crate::clock::SharedClock;
 use crate::config::{ClusterHealth, Config};
 use crate::domain::capacity::{Amounts, Health};
 use crate::domain::RetryPolicy;
-use crate::providers::Provider;
+use crate::providers::{Binding, ProviderError, Registry};
 use crate::store::{Admission, ClaimAsk, ClusterSpec, Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -36,7 +37,8 @@ use tokio::task::JoinSet;
 /// What every task of the engine shares.
 pub struct Ctx {
     pub store: Store,
-    pub provider: Arc<dyn Provider>,
+    /// Each cluster's provider and the way to its machines.
+    pub providers: Registry,
     pub clock: SharedClock,
     pub cfg: Arc<Config>,
     /// This engine's identity in leases: `engine@host:pid:random`.
@@ -53,7 +55,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(
         store: Store,
-        provider: Arc<dyn Provider>,
+        providers: Registry,
         clock: SharedClock,
         cfg: Arc<Config>,
     ) -> Arc<Ctx> {
@@ -109,7 +111,7 @@ impl Ctx {
         Arc::new(Ctx {
             mail,
             store,
-            provider,
+            providers,
             clock,
             policy,
             admission,
@@ -124,12 +126,24 @@ impl Ctx {
     /// Where warming nodes' daily sending counts come from: the simulated cloud makes them
     /// up; with a real provider they are what agents report into the store.
     pub fn counts_feed(&self) -> Arc<dyn crate::warmup::SendingCounts> {
-        if self.provider.name() == crate::providers::sim::NAME {
+        if self.providers.all_sim() {
             Arc::new(crate::warmup::sim::SimCounts {
                 seed: self.cfg.providers.sim.seed,
             })
         } else {
             Arc::new(crate::warmup::Reported)
+        }
+    }
+
+    /// The provider and machine access of a request's cluster.
+    pub fn cluster(&self, name: Option<&str>) -> Result<&Binding, ProviderError> {
+        match name {
+            Some(n) => self.providers.cluster(n),
+            None => Err(ProviderError::new(
+                "engine",
+                crate::providers::ErrorKind::Invalid,
+                "the request was never placed in a cluster",
+            )),
         }
     }
 

@@ -286,6 +286,13 @@ impl StepRun<'_> {
         }
     }
 
+    /// The request's cluster: its provider, and the way to its machines.
+    pub(super) fn binding(&self) -> Result<&crate::providers::Binding, Stop> {
+        self.ctx
+            .cluster(self.req.cluster.as_deref())
+            .map_err(|e| Stop::Failed(e.to_string()))
+    }
+
     pub(super) fn hostname(&self) -> String {
         format!(
             "{}.{}",
@@ -396,7 +403,7 @@ impl StepRun<'_> {
         ResourceWrite {
             kind: Some(kind),
             allocated: true,
-            provider: Some(self.ctx.provider.name().to_string()),
+            provider: self.binding().ok().map(|b| b.provider.name().to_string()),
             provider_ref,
             detail: Some(detail),
         }
@@ -417,7 +424,7 @@ impl StepRun<'_> {
     }
 
     async fn allocate(&self) -> Result<LastTask, Stop> {
-        let p = &self.ctx.provider;
+        let p = &self.binding()?.provider;
         let req = self.req;
         let spec = crate::providers::InstanceSpec {
             idempotency_key: req.id.clone(),
@@ -480,7 +487,8 @@ impl StepRun<'_> {
         ready: impl Fn(InstanceStatus, Option<Ipv4Addr>) -> bool,
     ) -> Result<Option<Ipv4Addr>, Stop> {
         loop {
-            let inst = self.call(task, || self.ctx.provider.status(id)).await?;
+            let p = &self.binding()?.provider;
+            let inst = self.call(task, || p.status(id)).await?;
             if ready(inst.status, inst.ip) {
                 return Ok(inst.ip);
             }
@@ -497,7 +505,7 @@ impl StepRun<'_> {
     }
 
     async fn configure(&self) -> Result<LastTask, Stop> {
-        let p = &self.ctx.provider;
+        let p = &self.binding()?.provider;
         let (id, ip) = self.instance().await?;
         let host = self.hostname();
         self.call("firewall", || p.set_firewall(&id, SMTP_FIREWALL))
@@ -522,7 +530,13 @@ impl StepRun<'_> {
         self.dns_publish(ip, &keys).await?;
         self.tls_certificate().await?;
         let user_data = cloud_init(&host);
-        self.call("mail_stack", || p.bootstrap(&id, &user_data))
+        let node = crate::access::NodeRef {
+            instance_id: id.clone(),
+            ip,
+            hostname: host.clone(),
+        };
+        let access = &self.binding()?.access;
+        self.call("mail_stack", || access.bootstrap(&node, &user_data))
             .await?;
         Ok(self.last(
             "mail_stack",
@@ -532,7 +546,7 @@ impl StepRun<'_> {
     }
 
     async fn activate(&self) -> Result<LastTask, Stop> {
-        let p = &self.ctx.provider;
+        let p = &self.binding()?.provider;
         let (id, ip) = self.instance().await?;
         self.call("start_services", || p.resume(&id)).await?;
         self.done("start_services", "postfix started".into(), None)
@@ -568,16 +582,21 @@ impl StepRun<'_> {
     }
 
     async fn verify(&self) -> Result<LastTask, Stop> {
-        let p = &self.ctx.provider;
         let (id, ip) = self.instance().await?;
         let records = self.dns_propagation(ip).await?;
+        let node = crate::access::NodeRef {
+            instance_id: id.clone(),
+            ip,
+            hostname: self.hostname(),
+        };
+        let access = &self.binding()?.access;
         self.rdns_confirm(&id, ip, &records).await?;
         self.tls_check().await?;
         for (task, probe) in [
             ("smtp_probe", Probe::Smtp),
             ("submission_probe", Probe::Submission),
         ] {
-            let answer = self.call(task, || p.probe(&id, probe)).await?;
+            let answer = self.call(task, || access.probe(&node, probe)).await?;
             // A quick probe follows, then the step's completion: the mark rides with that
             // write (or with a retry's note) instead of taking a transaction of its own.
             self.done_soon(
@@ -586,7 +605,9 @@ impl StepRun<'_> {
             );
         }
         let task = "test_message";
-        let answer = self.call(task, || p.probe(&id, Probe::TestMessage)).await?;
+        let answer = self
+            .call(task, || access.probe(&node, Probe::TestMessage))
+            .await?;
         Ok(self.last(
             task,
             crate::domain::validate::sanitize(&answer).into_owned(),

@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::providers::ProviderError;
 use crate::store::StoreError;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Orphan {
@@ -55,39 +55,37 @@ pub enum ReconcileError {
     Dns(String),
 }
 
-/// Compares the inventory with the store and removes leftover challenge records.
-pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
-    reconcile_with(ctx, true).await
-}
-
-/// As [`reconcile`]; with `remove` false (`--read-only`) leftover challenge records are
-/// reported and left where they are: nothing is changed anywhere.
-pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, ReconcileError> {
-    let mut inventory = None;
+/// The provider's inventory; a read is worth a few tries.
+async fn inventory(
+    ctx: &Ctx,
+    p: &dyn crate::providers::Provider,
+) -> Result<Vec<crate::providers::Instance>, ReconcileError> {
     let mut last = None;
-    // The provider may fail a call; an inventory read is worth a few tries.
     for _ in 0..=ctx.policy.max_retries {
-        match ctx.provider.inventory().await {
-            Ok(inv) => {
-                inventory = Some(inv);
-                break;
-            }
+        match p.inventory().await {
+            Ok(inv) => return Ok(inv),
             Err(e) if e.retryable() => last = Some(e),
             Err(e) => return Err(e.into()),
         }
     }
-    let Some(inventory) = inventory else {
-        return Err(last
-            .unwrap_or_else(|| {
-                ProviderError::new(
-                    "engine",
-                    crate::providers::ErrorKind::Transient,
-                    "no answer",
-                )
-            })
-            .into());
-    };
-    let held = ctx.store.live_instances().await?;
+    Err(last
+        .unwrap_or_else(|| {
+            ProviderError::new(
+                p.name(),
+                crate::providers::ErrorKind::Transient,
+                "no answer",
+            )
+        })
+        .into())
+}
+
+/// Orphans (at the provider, owned by no live request) and missing instances (held by the
+/// store, gone at the provider).
+fn compare(
+    provider: &str,
+    inventory: &[crate::providers::Instance],
+    held: &[&(crate::store::ResourceRow, String)],
+) -> (Vec<Orphan>, Vec<Missing>) {
     let by_ref: HashSet<&str> = held
         .iter()
         .filter_map(|(r, _)| r.provider_ref.as_deref())
@@ -98,9 +96,9 @@ pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, Reconcile
         .map(|(r, _)| r.request_id.as_str())
         .collect();
     let mut orphans = Vec::new();
-    let mut present: HashMap<&str, ()> = HashMap::new();
-    for inst in &inventory {
-        present.insert(inst.id.as_str(), ());
+    let mut present: HashSet<&str> = HashSet::new();
+    for inst in inventory {
+        present.insert(inst.id.as_str());
         let owned = by_ref.contains(inst.id.as_str())
             || inst
                 .idempotency_key
@@ -108,12 +106,15 @@ pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, Reconcile
                 .is_some_and(|k| intents.contains(k));
         if !owned {
             orphans.push(Orphan {
-                provider: ctx.provider.name().to_string(),
-                instance_id: inst.id.clone(),
+                provider: provider.to_string(),
+                instance_id: crate::domain::validate::sanitize(&inst.id).into_owned(),
                 label: crate::domain::validate::sanitize(&inst.label).into_owned(),
-                region: inst.region.clone(),
+                region: crate::domain::validate::sanitize(&inst.region).into_owned(),
                 ip: inst.ip.map(|ip| ip.to_string()),
-                idempotency_key: inst.idempotency_key.clone(),
+                idempotency_key: inst
+                    .idempotency_key
+                    .as_deref()
+                    .map(|k| crate::domain::validate::sanitize(k).into_owned()),
             });
         }
     }
@@ -121,13 +122,39 @@ pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, Reconcile
         .iter()
         .filter_map(|(r, state)| {
             let id = r.provider_ref.as_deref()?;
-            (!present.contains_key(id)).then(|| Missing {
+            (!present.contains(id)).then(|| Missing {
                 request_id: r.request_id.clone(),
                 request_state: state.clone(),
                 instance_id: id.to_string(),
             })
         })
         .collect();
+    (orphans, missing)
+}
+
+/// Compares the inventory with the store and removes leftover challenge records.
+pub async fn reconcile(ctx: &Ctx) -> Result<Report, ReconcileError> {
+    reconcile_with(ctx, true).await
+}
+
+/// As [`reconcile`]; with `remove` false (`--read-only`) leftover challenge records are
+/// reported and left where they are: nothing is changed anywhere.
+pub async fn reconcile_with(ctx: &Ctx, remove: bool) -> Result<Report, ReconcileError> {
+    let held = ctx.store.live_instances().await?;
+    let mut orphans = Vec::new();
+    let mut missing = Vec::new();
+    // Each provider's inventory once, however many clusters it serves, compared with the
+    // instances the store holds at that provider.
+    for p in ctx.providers.providers() {
+        let inventory = inventory(ctx, p.as_ref()).await?;
+        let mine: Vec<&(crate::store::ResourceRow, String)> = held
+            .iter()
+            .filter(|(r, _)| r.provider.as_deref().is_none_or(|n| n == p.name()))
+            .collect();
+        let (o, m) = compare(p.name(), &inventory, &mine);
+        orphans.extend(o);
+        missing.extend(m);
+    }
     let cleared = super::challenges::clear_leftovers(ctx, remove).await?;
     Ok(Report {
         orphans,

@@ -6,7 +6,7 @@
 use super::pipeline::{call, fenced, Stop};
 use super::{Ctx, WorkerError};
 use crate::domain::ResourceKind;
-use crate::providers::{ErrorKind, InstanceStatus};
+use crate::providers::{ErrorKind, InstanceStatus, Provider, ProviderError};
 use crate::store::{Claim, ResourceRow};
 use std::sync::Arc;
 
@@ -29,6 +29,13 @@ fn rank(kind: &str) -> u8 {
 
 pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError> {
     let mut live = ctx.store.live_resources(&claim.id).await?;
+    // The cluster's provider (an error only a compensation that needs it reports).
+    let cluster = ctx
+        .store
+        .get_request(&claim.id)
+        .await?
+        .and_then(|r| r.cluster);
+    let provider = ctx.cluster(cluster.as_deref()).map(|b| b.provider.clone());
     live.sort_by_key(|r| (rank(&r.kind), -r.seq));
     let instance_ref = live
         .iter()
@@ -42,7 +49,12 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError
         let Some(kind) = ResourceKind::parse(&r.kind) else {
             continue;
         };
-        match compensate(ctx, claim, r, kind, instance_ref.as_deref(), ip.as_deref()).await {
+        let at = At {
+            provider: &provider,
+            instance: instance_ref.as_deref(),
+            ip: ip.as_deref(),
+        };
+        match compensate(ctx, claim, r, kind, &at).await {
             Ok(detail) => {
                 ctx.store
                     .release_resource(&fenced(ctx, claim), kind, Some(detail))
@@ -64,15 +76,29 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError
     Ok(())
 }
 
+/// Where a request's compensations act: its cluster's provider, its instance and IP.
+struct At<'a> {
+    provider: &'a Result<Arc<dyn Provider>, ProviderError>,
+    instance: Option<&'a str>,
+    ip: Option<&'a str>,
+}
+
+impl At<'_> {
+    fn provider(&self) -> Result<&Arc<dyn Provider>, Stop> {
+        self.provider
+            .as_ref()
+            .map_err(|e| Stop::Failed(e.to_string()))
+    }
+}
+
 async fn compensate(
     ctx: &Ctx,
     claim: &Claim,
     r: &ResourceRow,
     kind: ResourceKind,
-    instance: Option<&str>,
-    ip: Option<&str>,
+    at: &At<'_>,
 ) -> Result<String, Stop> {
-    let p = &ctx.provider;
+    let (instance, ip) = (at.instance, at.ip);
     match kind {
         ResourceKind::Node => {
             ctx.store
@@ -84,6 +110,7 @@ async fn compensate(
             let (Some(id), Some(ip)) = (instance, ip.and_then(|i| i.parse().ok())) else {
                 return Ok("nothing to reset".into());
             };
+            let p = at.provider()?;
             let reset = call(ctx, claim, None, "reset_rdns", None, || async move {
                 match p.set_rdns(id, ip, None).await {
                     Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
@@ -94,6 +121,7 @@ async fn compensate(
             reset.map(|()| format!("PTR of {ip} reset"))
         }
         ResourceKind::Instance => {
+            let p = at.provider()?;
             let id = match &r.provider_ref {
                 Some(id) => id.clone(),
                 // Only the intent was recorded: ask the provider whether the create went

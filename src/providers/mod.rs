@@ -1,7 +1,14 @@
-//! Cloud providers behind one trait. `sim` is the embedded default cloud; real providers
-//! (Hostwinds, manual) implement the same trait.
+//! Cloud providers behind one trait: what a cloud's API does (create, status, delete,
+//! power, resize, PTR, firewall, inventory). `sim` is the embedded default cloud;
+//! `hostwinds` is Hostwinds' API. Reaching the machine itself (installing the mail stack,
+//! checking it answers) is not a provider's job: see [`crate::access`]. Each cluster's
+//! provider comes from the [`Registry`], built once at start-up.
 
+pub mod hostwinds;
+pub mod registry;
 pub mod sim;
+
+pub use registry::{Binding, Registry, RegistryError};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -112,10 +119,6 @@ pub trait Provider: Send + Sync {
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()>;
     /// Sets (or with `None`, resets) the PTR record of the instance's IP.
     async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()>;
-    /// Installs the mail stack (cloud-init user data or an SSH script).
-    async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()>;
-    /// Runs a verify check; returns what the server answered.
-    async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String>;
     /// Every live instance the provider has.
     async fn inventory(&self) -> ProviderResult<Vec<Instance>>;
     /// A connectivity check: one real round trip to the provider for `cluster`. Returns what

@@ -7,6 +7,7 @@ use super::{
     ErrorKind, Instance, InstanceSpec, InstanceStatus, Probe, Provider, ProviderError,
     ProviderResult,
 };
+use crate::access::{NodeAccess, NodeRef};
 use crate::clock::{parse_ts, SharedClock};
 use crate::config::SimConfig;
 use crate::domain::ids::new_id;
@@ -325,7 +326,32 @@ impl Provider for SimProvider {
         self.change(id, "set_rdns", rdns).await
     }
 
-    async fn bootstrap(&self, id: &str, user_data: &str) -> ProviderResult<()> {
+    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
+        self.call("inventory").await?;
+        let rows = self.store.sim_list_live().await.map_err(Self::store_err)?;
+        Ok(rows.iter().map(|r| self.to_instance(r)).collect())
+    }
+
+    /// The API's latency (and failure rate) plus a query of the simulated inventory.
+    async fn ping(&self, cluster: &str) -> ProviderResult<String> {
+        self.call("ping").await?;
+        let n = self
+            .store
+            .sim_count_live(cluster)
+            .await
+            .map_err(Self::store_err)?;
+        Ok(format!("{n} live instances in {cluster}"))
+    }
+}
+
+/// The simulated cloud's machines: installed and checked through its inventory.
+#[async_trait]
+impl NodeAccess for SimProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn bootstrap(&self, node: &NodeRef, user_data: &str) -> ProviderResult<()> {
         self.call("bootstrap").await?;
         if user_data.trim().is_empty() {
             return Err(ProviderError::new(
@@ -334,11 +360,13 @@ impl Provider for SimProvider {
                 "bootstrap: empty user data",
             ));
         }
-        self.change(id, "bootstrap", SimChange::MailStack).await
+        self.change(&node.instance_id, "bootstrap", SimChange::MailStack)
+            .await
     }
 
-    async fn probe(&self, id: &str, probe: Probe) -> ProviderResult<String> {
+    async fn probe(&self, node: &NodeRef, probe: Probe) -> ProviderResult<String> {
         self.call("probe").await?;
+        let id = node.instance_id.as_str();
         let row = match self.store.sim_get(id).await.map_err(Self::store_err)? {
             Some(r) if r.deleted_at.is_none() => r,
             _ => {
@@ -377,23 +405,6 @@ impl Provider for SimProvider {
                 format!("250 2.0.0 Ok: queued as {}", &row.id[4..].to_uppercase())
             }
         })
-    }
-
-    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
-        self.call("inventory").await?;
-        let rows = self.store.sim_list_live().await.map_err(Self::store_err)?;
-        Ok(rows.iter().map(|r| self.to_instance(r)).collect())
-    }
-
-    /// The API's latency (and failure rate) plus a query of the simulated inventory.
-    async fn ping(&self, cluster: &str) -> ProviderResult<String> {
-        self.call("ping").await?;
-        let n = self
-            .store
-            .sim_count_live(cluster)
-            .await
-            .map_err(Self::store_err)?;
-        Ok(format!("{n} live instances in {cluster}"))
     }
 }
 

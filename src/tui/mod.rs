@@ -72,7 +72,10 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
         read_only,
         theme,
     );
-    let engine = (!read_only).then(|| engine::spawn(env.ctx()));
+    let engine = match read_only {
+        true => None,
+        false => Some(engine::spawn(env.ctx()?)),
+    };
     let commands = engine.as_ref().map(|e| e.sender());
     let monitor = if read_only {
         None

@@ -7,7 +7,7 @@ use mailfleet::config::{self, Config};
 use mailfleet::engine::commands::CreateRequest;
 use mailfleet::engine::{self, Command, Ctx, Outcome};
 use mailfleet::providers::sim::SimProvider;
-use mailfleet::providers::Provider;
+use mailfleet::providers::{Provider, Registry};
 use mailfleet::store::{RequestFilter, RequestRow, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,21 +68,24 @@ pub const COMPLETED_KINDS: [&str; 9] = [
 ];
 
 pub fn sim_ctx(store: &Store, cfg: &Config, clock: SharedClock) -> Arc<Ctx> {
-    let provider: Arc<dyn Provider> = Arc::new(SimProvider::new(
-        store.clone(),
-        cfg.providers.sim.clone(),
-        clock.clone(),
-    ));
-    Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
+    let providers = Registry::build(cfg, store, &clock).expect("providers");
+    Ctx::new(store.clone(), providers, clock, Arc::new(cfg.clone()))
 }
 
+/// Every cluster on `provider`, its machines reached through the simulated cloud.
 pub fn ctx_with(
     store: &Store,
     cfg: &Config,
     clock: SharedClock,
     provider: Arc<dyn Provider>,
 ) -> Arc<Ctx> {
-    Ctx::new(store.clone(), provider, clock, Arc::new(cfg.clone()))
+    let machines = Arc::new(SimProvider::new(
+        store.clone(),
+        cfg.providers.sim.clone(),
+        clock.clone(),
+    ));
+    let providers = Registry::uniform(cfg, provider, machines);
+    Ctx::new(store.clone(), providers, clock, Arc::new(cfg.clone()))
 }
 
 /// Wall time that moves with tokio's clock, for tests on paused time.

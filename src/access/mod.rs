@@ -1,0 +1,108 @@
+//! Reaching a node itself, not its cloud: installing the mail stack and checking that it
+//! answers. A cloud's API creates, powers and deletes machines (`providers`); what runs on a
+//! machine is reached through the machine (SSH, SMTP), which is this module's job.
+//!
+//! Two kinds today: the simulated cloud's machines ([`crate::providers::sim::SimProvider`]
+//! implements [`NodeAccess`] from its inventory), and [`ProviderView`], which checks what the
+//! cluster's provider reports of the instance, for a real cloud whose machines this process
+//! cannot reach (contract tests, demos against a provider's test account). SSH bootstrap
+//! and real SMTP checks come with the lab of real hosts.
+
+use crate::providers::{ErrorKind, InstanceStatus, Probe, Provider, ProviderError, ProviderResult};
+use async_trait::async_trait;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// The node a bootstrap or check is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    /// The instance's id at its provider.
+    pub instance_id: String,
+    pub ip: Ipv4Addr,
+    pub hostname: String,
+}
+
+#[async_trait]
+pub trait NodeAccess: Send + Sync {
+    /// How the node is reached, for messages and records ("sim", "provider-view", ...).
+    fn name(&self) -> &str;
+    /// Installs the mail stack (cloud-init user data or an SSH script).
+    async fn bootstrap(&self, node: &NodeRef, user_data: &str) -> ProviderResult<()>;
+    /// Runs a verify check; returns what the server answered.
+    async fn probe(&self, node: &NodeRef, probe: Probe) -> ProviderResult<String>;
+}
+
+/// Checks a node by what its provider reports: running, with the IP the pipeline recorded.
+/// Nothing is installed and nothing is connected to; the answers say so. For clusters whose
+/// machines this process cannot reach (`access = "provider-view"`).
+pub struct ProviderView {
+    provider: Arc<dyn Provider>,
+}
+
+pub const PROVIDER_VIEW: &str = "provider-view";
+
+impl ProviderView {
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self { provider }
+    }
+
+    async fn running(&self, node: &NodeRef, what: &str) -> ProviderResult<()> {
+        let inst = self.provider.status(&node.instance_id).await?;
+        let fail = |kind, msg: String| Err(ProviderError::new(PROVIDER_VIEW, kind, msg));
+        match inst.status {
+            InstanceStatus::Running => {}
+            InstanceStatus::Building => {
+                return fail(
+                    ErrorKind::Transient,
+                    format!("{what}: instance {} is still building", node.instance_id),
+                )
+            }
+            s => {
+                return fail(
+                    ErrorKind::Invalid,
+                    format!("{what}: instance {} is {s:?}", node.instance_id),
+                )
+            }
+        }
+        if inst.ip != Some(node.ip) {
+            return fail(
+                ErrorKind::Invalid,
+                format!(
+                    "{what}: the provider reports instance {} at {}, not {}",
+                    node.instance_id,
+                    inst.ip
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_else(|| "no IP".into()),
+                    node.ip
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NodeAccess for ProviderView {
+    fn name(&self) -> &str {
+        PROVIDER_VIEW
+    }
+
+    async fn bootstrap(&self, node: &NodeRef, user_data: &str) -> ProviderResult<()> {
+        if user_data.trim().is_empty() {
+            return Err(ProviderError::new(
+                PROVIDER_VIEW,
+                ErrorKind::Invalid,
+                "bootstrap: empty user data",
+            ));
+        }
+        self.running(node, "bootstrap").await
+    }
+
+    async fn probe(&self, node: &NodeRef, probe: Probe) -> ProviderResult<String> {
+        self.running(node, "probe").await?;
+        Ok(format!(
+            "{:?}: instance {} running at {} by its provider (node not contacted)",
+            probe, node.instance_id, node.ip
+        ))
+    }
+}

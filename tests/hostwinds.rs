@@ -1,0 +1,356 @@
+//! The Hostwinds provider against a contract server that keeps real inventory and answers
+//! as Hostwinds does (tests/support/hostwinds_fake.rs): the full pipeline, rollback of an
+//! instance that never gets an IP, reconcile, resize, and the key kept out of everything.
+
+#[path = "support/hostwinds_fake.rs"]
+mod hostwinds_fake;
+mod support;
+
+use hostwinds_fake::{HostwindsFake, Trouble};
+use mailfleet::engine;
+use mailfleet::providers::{ErrorKind, InstanceSpec, InstanceStatus, Registry};
+use std::time::Duration;
+use support::*;
+
+/// A key long enough to be redacted wherever it might show up.
+fn key_for(test: &str) -> String {
+    format!("hw-{test}-Zq81sK3mXv0Lp2Rt")
+}
+
+/// Dallas served by Hostwinds (the fake), its nodes checked by what Hostwinds reports. The
+/// key is in `env` (a variable of this test's own: tests run side by side).
+fn hw_config(fake: &HostwindsFake, env: &str, extra: &str) -> mailfleet::config::Config {
+    let fast = FAST.replace(
+        "[engine]\n",
+        "[engine]\ncall_timeout = \"400ms\"\nstuck_after = \"3s\"\n",
+    );
+    config(&format!(
+        r#"{fast}
+[providers.hostwinds]
+api_key_env = "{env}"
+endpoint = "{endpoint}"
+template = "debian-12"
+smtp_firewall = "SMTP-587"
+locations = {{ dallas = 3 }}
+plans = {{ ssd-1 = 101, ssd-2 = 102, ssd-4 = 104, ssd-8 = 108, ssd-16 = 116 }}
+[[clusters]]
+name = "hw-dallas"
+provider = "hostwinds"
+region = "dallas"
+default = true
+access = "provider-view"
+capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
+{extra}"#,
+        endpoint = fake.endpoint()
+    ))
+}
+
+/// Every byte of the database directory (database, WAL): where a key must never be.
+fn disk_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+        if let Ok(b) = std::fs::read(e.path()) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_provisioned_at_hostwinds_once_even_when_the_create_times_out() {
+    let key = key_for("pipeline");
+    std::env::set_var("MF_TEST_HW_KEY_PIPELINE", &key);
+    let fake = HostwindsFake::start(&key, 3).await;
+    // The first create is made but answered too late; the retry must find it, not buy a
+    // second. Then a 5xx and an error answer (HTTP 200) on the way, both retried.
+    fake.trouble("add_instance", Trouble::Stall(Duration::from_millis(900)));
+    fake.trouble("set_instance_firewall", Trouble::Http(502));
+    fake.trouble(
+        "set_rdns",
+        Trouble::Error("Service temporarily unavailable, try again".into()),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_PIPELINE", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-node-1").await;
+    engine::run_until_idle(ctx.clone()).await;
+
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+    assert_eq!(d.request.cluster.as_deref(), Some("hw-dallas"));
+    let vms = fake.vms();
+    assert_eq!(vms.len(), 1, "one instance bought: {vms:?}");
+    let vm = &vms[0];
+    assert_eq!(
+        vm.srvrname, req.id,
+        "the request id is the instance's srvrname"
+    );
+    assert_eq!((vm.rid, vm.location_id), (101, 3), "ssd-1 in dallas");
+    assert_eq!(vm.template, "debian-12");
+    assert_eq!(vm.firewall.as_deref(), Some("SMTP-587"));
+    assert_eq!(
+        vm.rdns.as_deref(),
+        Some(format!("hw-node-1.{}", mailfleet::domain::hostname::DEFAULT_DOMAIN).as_str())
+    );
+    let actions = fake.actions();
+    let adds = actions.iter().filter(|a| *a == "add_instance").count();
+    assert_eq!(adds, 1, "the retry found the first instance: {actions:?}");
+    assert!(
+        actions.iter().filter(|a| *a == "get_instance").count() >= 3,
+        "the create was polled until it had its IP: {actions:?}"
+    );
+    let inst = d
+        .resources
+        .iter()
+        .find(|r| r.kind == "instance")
+        .expect("instance resource");
+    assert_eq!(inst.provider.as_deref(), Some("hostwinds"));
+    assert_eq!(
+        inst.provider_ref.as_deref(),
+        Some(vm.serviceid.to_string().as_str())
+    );
+    let ip = d.resources.iter().find(|r| r.kind == "ip").expect("ip");
+    assert_eq!(ip.provider_ref.as_deref(), Some(vm.main_ip.as_str()));
+
+    // The key went to Hostwinds in every call, and nowhere else.
+    assert!(fake.bodies().iter().all(|b| b.contains(&key)));
+    drop(ctx);
+    drop(store);
+    assert!(!contains(&disk_bytes(&dir), &key), "the key is on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_not_authorized_and_the_error_names_the_variable_not_the_key() {
+    let key = key_for("wrong");
+    let fake = HostwindsFake::start(&key, 1).await;
+    let wrong = key_for("wrong-one");
+    std::env::set_var("MF_TEST_HW_KEY_WRONG", &wrong);
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_WRONG", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let reg = Registry::build(&cfg, &store, &system_clock()).expect("registry");
+    let p = reg.cluster("hw-dallas").expect("bound").provider.clone();
+    let e = p.status("7000001").await.expect_err("not authorized");
+    assert_eq!(e.kind, ErrorKind::Invalid, "not worth retrying: {e}");
+    assert!(e.message.contains("not authorized"), "{e}");
+    assert!(e.message.contains("MF_TEST_HW_KEY_WRONG"), "{e}");
+    assert!(!e.to_string().contains(&wrong), "{e}");
+
+    // A request on the cluster fails at once, without retries. Its rollback cannot learn
+    // from Hostwinds whether the create made an instance, so it does not claim the intent
+    // released: it stalls, marked for a person, and says why.
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-refused").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolling_back");
+    assert!(d.request.needs_attention);
+    let why = d.request.error.clone().unwrap_or_default();
+    assert!(why.contains("not authorized"), "{why}");
+    let stall = d.request.wait_reason.clone().unwrap_or_default();
+    assert!(stall.contains("not authorized"), "{stall}");
+    let failed_at = d
+        .transitions
+        .iter()
+        .find(|t| t.to_state == "failed")
+        .expect("failed");
+    assert!(failed_at
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("not authorized"));
+    assert!(
+        fake.actions()
+            .iter()
+            .filter(|a| *a == "get_instances")
+            .count()
+            <= 3,
+        "a refusal is not retried: {:?}",
+        fake.actions()
+    );
+    assert!(fake.vms().is_empty());
+    drop(ctx);
+    drop(store);
+    assert!(!contains(&disk_bytes(&dir), &wrong), "the key is on disk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_gets_an_ip_is_terminated_by_the_rollback() {
+    let key = key_for("noip");
+    std::env::set_var("MF_TEST_HW_KEY_NOIP", &key);
+    let fake = HostwindsFake::start(&key, 1).await;
+    fake.never_ip();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_NOIP", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-no-ip").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back");
+    assert_eq!(fake.vms().len(), 1, "it was bought");
+    assert!(fake.live().is_empty(), "and terminated: {:?}", fake.vms());
+    assert!(fake.actions().contains(&"terminate".to_string()));
+    assert!(d.resources.iter().all(|r| r.status == "released"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_an_instance_no_request_owns() {
+    let key = key_for("reconcile");
+    std::env::set_var("MF_TEST_HW_KEY_RECONCILE", &key);
+    let fake = HostwindsFake::start(&key, 1).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_RECONCILE", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-owned").await;
+    engine::run_until_idle(ctx.clone()).await;
+    assert_eq!(
+        store
+            .request_detail(&req.id)
+            .await
+            .expect("d")
+            .request
+            .state,
+        "completed"
+    );
+    let foreign = fake.add_foreign("made-in-the-panel");
+    let report = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    let orphans: Vec<&str> = report
+        .orphans
+        .iter()
+        .map(|o| o.instance_id.as_str())
+        .collect();
+    assert_eq!(orphans, [foreign.to_string().as_str()], "{report:?}");
+    assert_eq!(report.orphans[0].provider, "hostwinds");
+    assert_eq!(report.orphans[0].region, "dallas");
+    assert!(report.missing.is_empty(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_orders_applies_and_confirms_and_reverts_when_it_fails() {
+    let key = key_for("resize");
+    std::env::set_var("MF_TEST_HW_KEY_RESIZE", &key);
+    let fake = HostwindsFake::start(&key, 0).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_RESIZE", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let reg = Registry::build(&cfg, &store, &system_clock()).expect("registry");
+    let p = reg.cluster("hw-dallas").expect("bound").provider.clone();
+    let spec = InstanceSpec {
+        idempotency_key: "req-resize".into(),
+        label: "r".into(),
+        hostname: "r.example.net".into(),
+        region: "dallas".into(),
+        cluster: "hw-dallas".into(),
+        plan: "ssd-1".into(),
+        cpu: 1,
+        memory_gb: 1,
+        storage_gb: 25,
+    };
+    let inst = p.create(&spec).await.expect("create");
+    assert_eq!(
+        p.status(&inst.id).await.expect("status").status,
+        InstanceStatus::Running
+    );
+    p.resize(&inst.id, "ssd-4", 4, 8, 160)
+        .await
+        .expect("resize");
+    assert_eq!(fake.vms()[0].rid, 104);
+    let tail: Vec<String> = fake.actions().into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        ["confirm_upgrade", "upgrade_server", "upgrade_instance"]
+    );
+
+    fake.trouble(
+        "upgrade_server",
+        Trouble::Error("hypervisor refused the upgrade".into()),
+    );
+    let e = p
+        .resize(&inst.id, "ssd-8", 8, 16, 320)
+        .await
+        .expect_err("fails");
+    assert!(e.message.contains("hypervisor refused"), "{e}");
+    assert_eq!(
+        fake.actions().last().map(String::as_str),
+        Some("revert_upgrade")
+    );
+    assert_eq!(fake.vms()[0].rid, 104, "the failed upgrade was reverted");
+    assert!(fake.vms()[0].upgrade.is_none(), "no order left open");
+}
+
+#[tokio::test]
+async fn a_hostwinds_cluster_without_its_key_or_mappings_is_refused_at_start_up() {
+    let fake = HostwindsFake::start("unused-key-000000000", 0).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_NEVER_SET", "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let e = Registry::build(&cfg, &store, &system_clock())
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string().contains("hw-dallas")
+            && e.to_string().contains("providers.hostwinds.api_key_env")
+            && e.to_string().contains("MF_TEST_HW_KEY_NEVER_SET"),
+        "{e}"
+    );
+
+    let bad_region = mailfleet::config::from_layers(&[
+        ("(built-in defaults)".into(), mailfleet::config::DEFAULT_TOML.into()),
+        (
+            "test".into(),
+                "[providers.hostwinds]\napi_key_env = \"K\"\ntemplate = \"t\"\nlocations = { seattle = 2 }\n\
+                 plans = { ssd-1 = 1, ssd-2 = 2, ssd-4 = 4, ssd-8 = 8, ssd-16 = 16 }\n\
+                 [[clusters]]\nname = \"hw\"\nprovider = \"hostwinds\"\nregion = \"dallas\"\naccess = \"provider-view\"\n\
+                 capacity = { cpu = 1, memory_gb = 1, storage_gb = 1, vm_slots = 1 }\n"
+                .into(),
+        ),
+    ])
+    .expect_err("no location for dallas")
+    .to_string();
+    assert!(
+        bad_region.contains("clusters[")
+            && bad_region.contains(".region")
+            && bad_region.contains("location_id"),
+        "{bad_region}"
+    );
+    let no_plan = mailfleet::config::from_layers(&[
+        ("(built-in defaults)".into(), mailfleet::config::DEFAULT_TOML.into()),
+        (
+            "test".into(),
+            "[providers.hostwinds]\napi_key_env = \"K\"\ntemplate = \"t\"\nlocations = { dallas = 2 }\nplans = { ssd-1 = 1 }\n\
+             [[clusters]]\nname = \"hw\"\nprovider = \"hostwinds\"\nregion = \"dallas\"\naccess = \"provider-view\"\n\
+             capacity = { cpu = 1, memory_gb = 1, storage_gb = 1, vm_slots = 1 }\n"
+                .into(),
+        ),
+    ])
+    .expect_err("no rid for ssd-2")
+    .to_string();
+    assert!(
+        no_plan.contains("providers.hostwinds.plans") && no_plan.contains("ssd-2"),
+        "{no_plan}"
+    );
+    let ssh = mailfleet::config::from_layers(&[
+        ("(built-in defaults)".into(), mailfleet::config::DEFAULT_TOML.into()),
+        (
+            "test".into(),
+            "[providers.hostwinds]\napi_key_env = \"K\"\ntemplate = \"t\"\nlocations = { dallas = 2 }\n\
+             plans = { ssd-1 = 1, ssd-2 = 2, ssd-4 = 4, ssd-8 = 8, ssd-16 = 16 }\n\
+             [[clusters]]\nname = \"hw\"\nprovider = \"hostwinds\"\nregion = \"dallas\"\n\
+             capacity = { cpu = 1, memory_gb = 1, storage_gb = 1, vm_slots = 1 }\n"
+                .into(),
+        ),
+    ])
+    .expect_err("SSH access is not built yet")
+    .to_string();
+    assert!(
+        ssh.contains(".access") && ssh.contains("provider-view"),
+        "{ssh}"
+    );
+}

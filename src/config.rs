@@ -1815,7 +1815,7 @@ mod tests {
             ),
             (
                 cluster("a", "dallas", "provider = \"aws\"\n").replace("provider = \"sim\"\n", ""),
-                "config: clusters[0].provider \"aws\" is not a known provider (known: sim)",
+                "config: clusters[0].provider \"aws\" is not a known provider (known: sim, hostwinds)",
             ),
             (
                 [

@@ -45,6 +45,30 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
     ))
 }
 
+/// A store and engine on `fake` (key in `env`), with one request for `label` run until
+/// the engine is idle.
+struct Run {
+    dir: tempfile::TempDir,
+    store: mailfleet::store::Store,
+    ctx: std::sync::Arc<engine::Ctx>,
+    req: mailfleet::store::RequestRow,
+}
+
+async fn provision(fake: &HostwindsFake, env: &str, label: &str) -> Run {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(fake, env, "");
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", label).await;
+    engine::run_until_idle(ctx.clone()).await;
+    Run {
+        dir,
+        store,
+        ctx,
+        req,
+    }
+}
+
 /// Every byte of the database directory (database, WAL): where a key must never be.
 fn disk_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
     let mut all = Vec::new();
@@ -73,12 +97,12 @@ async fn a_node_is_provisioned_at_hostwinds_once_even_when_the_create_times_out(
         "set_rdns",
         Trouble::Error("Service temporarily unavailable, try again".into()),
     );
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_PIPELINE", "");
-    let store = open(&db_path(&dir), &cfg).await;
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-node-1").await;
-    engine::run_until_idle(ctx.clone()).await;
+    let Run {
+        dir,
+        store,
+        ctx,
+        req,
+    } = provision(&fake, "MF_TEST_HW_KEY_PIPELINE", "hw-node-1").await;
 
     let d = store.request_detail(&req.id).await.expect("detail");
     assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
@@ -185,12 +209,12 @@ async fn an_instance_that_never_gets_an_ip_is_terminated_by_the_rollback() {
     std::env::set_var("MF_TEST_HW_KEY_NOIP", &key);
     let fake = HostwindsFake::start(&key, 1).await;
     fake.never_ip();
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_NOIP", "");
-    let store = open(&db_path(&dir), &cfg).await;
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-no-ip").await;
-    engine::run_until_idle(ctx.clone()).await;
+    let Run {
+        dir: _dir,
+        store,
+        ctx: _ctx,
+        req,
+    } = provision(&fake, "MF_TEST_HW_KEY_NOIP", "hw-no-ip").await;
     let d = store.request_detail(&req.id).await.expect("detail");
     assert_eq!(d.request.state, "rolled_back");
     assert_eq!(fake.vms().len(), 1, "it was bought");
@@ -204,12 +228,12 @@ async fn reconcile_finds_an_instance_no_request_owns() {
     let key = key_for("reconcile");
     std::env::set_var("MF_TEST_HW_KEY_RECONCILE", &key);
     let fake = HostwindsFake::start(&key, 1).await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = hw_config(&fake, "MF_TEST_HW_KEY_RECONCILE", "");
-    let store = open(&db_path(&dir), &cfg).await;
-    let ctx = sim_ctx(&store, &cfg, system_clock());
-    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-owned").await;
-    engine::run_until_idle(ctx.clone()).await;
+    let Run {
+        dir: _dir,
+        store,
+        ctx,
+        req,
+    } = provision(&fake, "MF_TEST_HW_KEY_RECONCILE", "hw-owned").await;
     assert_eq!(
         store
             .request_detail(&req.id)

@@ -653,7 +653,8 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Re
     }
     let single = batch.len() == 1;
     let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
         // A lone job needs no savepoint: if it fails, the whole transaction rolls back.
         let outcome = if single {
             (job.run)(conn)
@@ -661,6 +662,25 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Re
             run_in_savepoint(conn, job.run)
         };
         results.push((job.reply, outcome));
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (it does on a full disk, an
+            // I/O error or out of memory), taking every earlier job's writes with it. No
+            // job may go on outside a transaction: each statement would commit on its own.
+            let why = match results.last() {
+                Some((_, Err(e))) => e.to_string(),
+                _ => "the transaction ended early".to_owned(),
+            };
+            let lost = format!("rolled back with the batch after: {why}");
+            for (_, r) in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(StoreError::Rejected(lost.clone()));
+                }
+            }
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Rejected(lost.clone())));
+            }
+            return (results, false);
+        }
     }
     let any_ok = results.iter().any(|(_, r)| r.is_ok());
     let committed = if single && !any_ok {
@@ -720,6 +740,10 @@ fn run_in_savepoint(conn: &Conn, run: JobFn) -> Result<Payload, StoreError> {
     };
     exec("SAVEPOINT job")?;
     let outcome = run(conn);
+    if outcome.is_err() && conn.is_autocommit() {
+        // SQLite ended the transaction, savepoints and all: the caller sees it and stops.
+        return outcome;
+    }
     if outcome.is_err() {
         exec("ROLLBACK TO job")?;
     }
@@ -744,4 +768,68 @@ pub(crate) fn rows<T>(
         .query_map(params, map)?
         .collect::<Result<Vec<T>, _>>()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        run: impl FnOnce(&Conn) -> Result<(), StoreError> + Send + 'static,
+    ) -> (Job, oneshot::Receiver<Result<Payload, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let run: JobFn = Box::new(move |conn| run(conn).map(|()| Box::new(()) as Payload));
+        (Job { run, reply }, rx)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Conn) -> Result<(), StoreError> + Send + 'static {
+        move |conn| {
+            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            Ok(())
+        }
+    }
+
+    /// When SQLite rolls a batch's transaction back itself (as it may on a full disk), the
+    /// jobs before the failing one lost their writes and say so, and the jobs after it do
+    /// not run outside a transaction (each statement would commit alone).
+    #[test]
+    fn a_transaction_sqlite_rolled_back_fails_the_whole_batch_and_writes_nothing() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE t (x INTEGER);
+             CREATE TABLE change_counter (id INTEGER PRIMARY KEY, seq INTEGER, open INTEGER);
+             INSERT INTO change_counter VALUES (1, 0, 0);",
+        )
+        .expect("schema");
+        let (first, first_rx) = job(insert(1));
+        // Stands in for a statement SQLite answers by ending the transaction.
+        let (failing, failing_rx) = job(|conn| {
+            conn.execute_batch("ROLLBACK")?;
+            Err(StoreError::Rejected("database or disk is full".into()))
+        });
+        let (last, last_rx) = job(insert(3));
+        let stats = WriterStats::default();
+        let (replies, committed) = run_batch(&conn, vec![first, failing, last], &stats);
+        assert!(!committed);
+        for (reply, r) in replies {
+            let _ = reply.send(r);
+        }
+        let said = |rx: oneshot::Receiver<Result<Payload, StoreError>>| match rx.blocking_recv() {
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(_)) => "ok".to_owned(),
+            Err(_) => "no reply".to_owned(),
+        };
+        assert_eq!(said(failing_rx), "database or disk is full");
+        for rx in [first_rx, last_rx] {
+            assert_eq!(
+                said(rx),
+                "rolled back with the batch after: database or disk is full"
+            );
+        }
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 0, "no job's write may survive");
+        assert!(conn.is_autocommit());
+    }
 }

@@ -644,6 +644,8 @@ pub enum Synchronous {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvidersConfig {
+    /// The circuit breaker and bulkhead every provider's calls go through.
+    pub limits: ProviderLimits,
     pub sim: SimConfig,
     /// The Hostwinds cloud API, for clusters with `provider = "hostwinds"`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -691,6 +693,30 @@ pub enum AccessKind {
     ProviderView,
     /// Over SSH and SMTP to the machine itself.
     Ssh,
+}
+
+/// How much trouble a provider may be to the engine (`[providers.limits]`): after
+/// `breaker_failures` calls in a row fail (timeouts, 5xx, rate limits), its circuit opens
+/// and requests on it wait instead of spending their retries; after `breaker_cooldown`
+/// one probe call is let through, and its success closes the circuit. At most
+/// `max_in_flight` calls go to one provider at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderLimits {
+    pub breaker_failures: u32,
+    #[serde(with = "duration_serde")]
+    pub breaker_cooldown: Duration,
+    pub max_in_flight: u32,
+}
+
+impl Default for ProviderLimits {
+    fn default() -> Self {
+        ProviderLimits {
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            max_in_flight: 16,
+        }
+    }
 }
 
 /// The simulated cloud.
@@ -1353,6 +1379,28 @@ impl Config {
                 }
             }
         }
+        let limits = &self.providers.limits;
+        for (key, v, max) in [
+            (
+                "providers.limits.breaker_failures",
+                limits.breaker_failures,
+                1000,
+            ),
+            ("providers.limits.max_in_flight", limits.max_in_flight, 1024),
+        ] {
+            if v == 0 || v > max {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 1 and {max} (got {v})"),
+                ));
+            }
+        }
+        if limits.breaker_cooldown.is_zero() {
+            return Err(ConfigError::invalid(
+                "providers.limits.breaker_cooldown",
+                "must be greater than zero",
+            ));
+        }
         let sim = &self.providers.sim;
         check_fraction("providers.sim.failure_rate", sim.failure_rate)?;
         for (key, [min, max]) in [
@@ -1708,6 +1756,28 @@ mod tests {
         let text = [plan("ssd-1"), plan("ssd-2"), plan("ssd-1")].concat();
         let message = user_error(&text);
         assert_eq!(message, "config: plans[2].name \"ssd-1\" is defined twice");
+    }
+
+    #[test]
+    fn provider_limits_out_of_range_are_rejected_naming_the_field() {
+        let message = user_error("[providers.limits]\nbreaker_failures = 0\n");
+        assert!(
+            message.starts_with(
+                "config: providers.limits.breaker_failures must be between 1 and 1000"
+            ),
+            "{message}"
+        );
+        let message = user_error("[providers.limits]\nmax_in_flight = 5000\n");
+        assert!(
+            message.contains("providers.limits.max_in_flight"),
+            "{message}"
+        );
+        let message = user_error("[providers.limits]\nbreaker_cooldown = \"0s\"\n");
+        assert!(
+            message.contains("providers.limits.breaker_cooldown"),
+            "{message}"
+        );
+        assert!(with_user("[providers.limits]\nbreaker_failures = 3\nmax_in_flight = 2\n").is_ok());
     }
 
     #[test]

@@ -1295,6 +1295,67 @@ fn warmup_plans_are_listed_and_each_prints_its_days_and_nodes_show_their_warmup(
     );
 }
 
+/// A node's life is kept as transitions: `node show` lists them (who, when, why), an
+/// operator's maintenance is one, a refusal names the node and what may, and a status
+/// filter the lifecycle does not know is refused naming the flag.
+#[test]
+fn node_show_lists_the_nodes_transitions_and_refusals_name_what_may() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id);
+    let node_id = node["id"].as_str().expect("node id").to_string();
+    let said = fleet.ok(&["node", "maintenance", &node_id, "--reason", "disk swap"]);
+    assert!(said.contains("in maintenance"), "{said}");
+    let args = ["node", "pause", node_id.as_str()];
+    let out = fleet.run(&args);
+    assert_one_line_error(&out, &args, &["a node in maintenance cannot be paused"]);
+    fleet.ok(&["node", "resume", &node_id]);
+
+    let text = fleet.ok(&["node", "show", &node_id]);
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "transitions:")
+        .skip(1)
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("provisioning → warming  by engine@"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("warming → maintenance  by ") && lines[1].ends_with(": disk swap"),
+        "{text}"
+    );
+    assert!(lines[2].contains("maintenance → warming"), "{text}");
+    let shown = fleet.json(&["node", "show", &node_id, "--json"]);
+    let moves: Vec<(&str, &str)> = shown["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .map(|t| {
+            (
+                t["from"].as_str().unwrap_or("-"),
+                t["to"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("provisioning", "warming"),
+            ("warming", "maintenance"),
+            ("maintenance", "warming")
+        ]
+    );
+
+    let args = ["node", "list", "--status", "sleeping"];
+    let out = fleet.run(&args);
+    assert_one_line_error(
+        &out,
+        &args,
+        &["--status", "unknown node status \"sleeping\""],
+    );
+}
+
 #[test]
 fn dkim_keys_are_made_with_their_record_and_the_private_half_never_shows() {
     let fleet = Fleet::new();

@@ -133,11 +133,42 @@ async fn a_delta_holds_only_the_rows_a_commit_touched() {
         [req.id.to_string()],
     )
     .expect("same");
-    let (update, _) = read(&store, reader).await;
+    let (update, reader) = read(&store, reader).await;
     let ConsoleUpdate::Delta(d) = update else {
         panic!("a delta, not {update:?}");
     };
     assert_eq!((d.nodes.len(), d.requests.len()), (0, 1));
+    assert!(d.circuits.is_none(), "no circuit changed");
+
+    // A provider's circuit opening reaches the console as the small table, and no rows.
+    let now = chrono::Utc::now();
+    store
+        .record_breaker(mailfleet::store::BreakerChange {
+            provider: "sim".into(),
+            open: true,
+            failures: 5,
+            opened_at: Some(now),
+            retry_at: Some(now + chrono::Duration::seconds(30)),
+            last_error: Some("sim: 503".into()),
+            now,
+        })
+        .await
+        .expect("breaker");
+    let (update, _) = read(&store, reader).await;
+    let ConsoleUpdate::Delta(d) = update else {
+        panic!("a delta, not {update:?}");
+    };
+    assert_eq!((d.nodes.len(), d.requests.len()), (0, 0));
+    let circuits = d.circuits.expect("the circuits, read again");
+    assert!(
+        circuits.iter().any(|c| c.provider == "sim" && c.open),
+        "{circuits:?}"
+    );
+    let (update, _) = read(&store, ConsoleReader::new()).await;
+    let ConsoleUpdate::Full(full) = update else {
+        panic!("a first read is everything");
+    };
+    assert!(full.circuits.iter().any(|c| c.provider == "sim" && c.open));
 }
 
 /// Random changes of every kind the console shows, applied as deltas to one console and

@@ -361,3 +361,76 @@ async fn zone_health_that_did_not_change_is_not_written_again() {
         "the recovered zone's alert is resolved: {open:?}"
     );
 }
+
+/// Admission holds queued requests on a provider whose circuit is open, saying so, and
+/// admits them once it is recorded closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_holds_queued_requests_with_the_reason_until_it_closes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "node-held").await;
+    let now = Utc::now();
+    let circuit = |open: bool| mailfleet::store::BreakerChange {
+        provider: "sim".into(),
+        open,
+        failures: 5,
+        opened_at: open.then_some(now),
+        retry_at: open.then(|| now + chrono::Duration::seconds(30)),
+        last_error: open.then(|| "sim: HTTP 503".to_string()),
+        now,
+    };
+    store.record_breaker(circuit(true)).await.expect("open");
+    let ttl = Duration::from_secs(30);
+    let held = store
+        .claim("tester", Utc::now(), ttl, 100, ctx.admission())
+        .await
+        .expect("claim");
+    assert_eq!((held.admitted, held.waiting), (0, 1));
+    let row = store
+        .get_request(&req.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.state, "queued");
+    let why = row.wait_reason.expect("a wait reason");
+    assert!(
+        why.starts_with("provider unavailable: sim: circuit open after 5 failed calls in a row (last: sim: HTTP 503); tried again at "),
+        "{why}"
+    );
+    let listed = mailfleet::engine::clusters::clusters(&store, &cfg)
+        .await
+        .expect("clusters");
+    assert!(listed
+        .iter()
+        .filter(|c| c.provider == "sim")
+        .all(|c| c.circuit.state == "open"));
+
+    store.record_breaker(circuit(false)).await.expect("closed");
+    let admitted = store
+        .claim("tester", Utc::now(), ttl, 100, ctx.admission())
+        .await
+        .expect("claim");
+    assert_eq!(admitted.admitted, 1);
+    let row = store
+        .get_request(&req.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!((row.state.as_str(), row.wait_reason), ("allocating", None));
+    let names: Vec<String> = store
+        .list_events(&mailfleet::store::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n.starts_with("provider."))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"provider.circuit_opened".to_string()));
+    assert!(names.contains(&"provider.circuit_closed".to_string()));
+}

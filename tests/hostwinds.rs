@@ -364,3 +364,92 @@ async fn a_hostwinds_cluster_without_its_key_or_mappings_is_refused_at_start_up(
         "{ssh}"
     );
 }
+
+/// Hostwinds answers 503 five times running. After three in a row the circuit opens: the
+/// request waits for it (deferred, not failed) instead of spending its retries, the engine
+/// probes, each failed probe opens it again, and a probe that succeeds closes it; the request
+/// then completes with one instance. Without the breaker its four attempts would all have
+/// failed and it would have rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_parks_the_request_and_a_probe_that_succeeds_lets_it_finish() {
+    let key = key_for("breaker");
+    std::env::set_var("MF_TEST_HW_KEY_BREAKER", &key);
+    let fake = HostwindsFake::start(&key, 1).await;
+    for _ in 0..5 {
+        fake.trouble("*", Trouble::Http(503));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = hw_config(
+        &fake,
+        "MF_TEST_HW_KEY_BREAKER",
+        "[providers.limits]\nbreaker_failures = 3\nbreaker_cooldown = \"300ms\"\nmax_in_flight = 2\n",
+    );
+    assert_eq!(cfg.engine.max_retries, 3);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hw-breaker").await;
+    let out = engine::run_until_idle(ctx.clone()).await;
+    assert!(out.succeeded(), "{out:?}");
+
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+    assert_eq!(d.request.wait_reason, None);
+    assert_eq!(fake.live().len(), 1, "one instance");
+    let events: Vec<(String, serde_json::Value)> = store
+        .list_events(&mailfleet::store::EventFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.name.starts_with("provider."))
+        .map(|e| (e.name, serde_json::from_str(&e.payload).unwrap_or_default()))
+        .collect();
+    // Oldest first: opened after three, opened again by each of the two failed probes,
+    // closed by the good one.
+    let events: Vec<_> = events.into_iter().rev().collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "provider.circuit_opened",
+            "provider.circuit_opened",
+            "provider.circuit_opened",
+            "provider.circuit_closed"
+        ],
+        "{events:?}"
+    );
+    let failures: Vec<&serde_json::Value> =
+        events[..3].iter().map(|(_, p)| &p["failures"]).collect();
+    assert_eq!(failures, [3, 4, 5]);
+    assert_eq!(events[0].1["provider"], "hostwinds");
+    let deferred: Vec<String> = store
+        .list_audit(1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "request.deferred")
+        .filter_map(|a| a.detail)
+        .collect();
+    // Newest first: the first time it was parked is the last row.
+    let first = deferred.last().expect("the request was parked");
+    assert!(
+        first.starts_with(
+            "provider unavailable: hostwinds: circuit open after 3 failed calls in a row"
+        ),
+        "{deferred:?}"
+    );
+    assert!(
+        deferred.iter().all(|d| !d.contains(&key)),
+        "the key is not in the reason"
+    );
+    let listed = engine::clusters::clusters(&store, &cfg)
+        .await
+        .expect("clusters");
+    let hw = listed
+        .iter()
+        .find(|c| c.name == "hw-dallas")
+        .expect("cluster");
+    assert_eq!((hw.circuit.state.as_str(), hw.max_in_flight), ("closed", 2));
+}

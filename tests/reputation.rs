@@ -296,14 +296,102 @@ async fn an_operator_pauses_and_resumes_a_node_with_the_reason_recorded() {
     )
     .await
     .expect_err("already paused");
-    assert!(
-        err.to_string().contains("only a warming or active node"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "node mx-op: the node is already paused (operator)"
     );
     execute(&ctx, "oncall", Command::ResumeNode { id: n.id.clone() })
         .await
         .expect("resume");
     assert_eq!(node(&store, "mx-op").await.status, "warming");
+
+    // Maintenance takes it out of rotation; a pause is refused there, a suspended service
+    // still stops it, and each comes back to where it was.
+    let out = execute(
+        &ctx,
+        "oncall",
+        Command::MaintainNode {
+            id: n.id.clone(),
+            reason: Some("kernel upgrade".into()),
+        },
+    )
+    .await
+    .expect("maintenance");
+    assert_eq!(out.describe(), "node mx-op in maintenance");
+    let err = execute(
+        &ctx,
+        "oncall",
+        Command::PauseNode {
+            id: n.id.clone(),
+            reason: None,
+        },
+    )
+    .await
+    .expect_err("not serving");
+    assert_eq!(
+        err.to_string(),
+        "node mx-op: a node in maintenance cannot be paused: only a warming or active node can be paused"
+    );
+    let req = n.request_id.clone().expect("request");
+    for command in [
+        Command::Suspend {
+            id: req.clone(),
+            reason: Some("unpaid".into()),
+        },
+        Command::Reactivate {
+            id: req.clone(),
+            reason: None,
+        },
+    ] {
+        execute(&ctx, "billing", command).await.expect("service");
+    }
+    assert_eq!(node(&store, "mx-op").await.status, "maintenance");
+    execute(&ctx, "oncall", Command::ResumeNode { id: n.id.clone() })
+        .await
+        .expect("maintenance done");
+    assert_eq!(node(&store, "mx-op").await.status, "warming");
+
+    // Every change is a transition, in order, with who and why; and an event each.
+    let mut moves: Vec<(Option<String>, String, Option<String>, String)> = store
+        .node_transitions(&n.id)
+        .await
+        .expect("transitions")
+        .into_iter()
+        .map(|t| (t.from, t.to, t.cause, t.actor))
+        .collect();
+    let step = |from: &str, to: &str, cause: Option<&str>, actor: &str| {
+        (
+            Some(from.to_string()),
+            to.to_string(),
+            cause.map(str::to_string),
+            actor.to_string(),
+        )
+    };
+    // Registered by the engine that ran the activate step (its owner name).
+    assert!(moves[0].3.starts_with("engine@"), "{moves:?}");
+    moves[0].3 = "engine".into();
+    assert_eq!(
+        moves,
+        [
+            step("provisioning", "warming", None, "engine"),
+            step("warming", "paused", Some("operator"), "oncall"),
+            step("paused", "warming", None, "oncall"),
+            step("warming", "maintenance", None, "oncall"),
+            step("maintenance", "paused", Some("service"), "billing"),
+            step("paused", "maintenance", None, "billing"),
+            step("maintenance", "warming", None, "oncall"),
+        ]
+    );
+    let names = event_names(&store, &n.id).await;
+    for (name, times) in [
+        ("node.registered", 1),
+        ("node.paused", 2),
+        ("node.resumed", 2),
+        ("node.maintenance", 1),
+        ("node.maintenance_done", 1),
+    ] {
+        assert_eq!(count(&names, name), times, "{name}: {names:?}");
+    }
     let audit = store.list_audit(100).await.expect("audit");
     assert!(audit
         .iter()
@@ -400,5 +488,81 @@ fn the_one_shot_check_reports_each_ip_on_each_zone() {
     assert_eq!(
         stderr.trim(),
         "error: IP: \"192.0.2.300\" is not an IPv4 address"
+    );
+}
+
+/// The engine starts the blocklist monitor itself (the console and `work` start nothing
+/// else): with `[blocklists] monitor` on, a node registered on a listed IP is checked and
+/// paused by the monitor, through the node lifecycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_starts_the_monitor_which_pauses_a_listed_node() {
+    let Some(dns) = pdns::Pdns::start().expect("pdns") else {
+        return;
+    };
+    pdns::blocklist_fixture(&dns, "high.bl.test").expect("zone");
+    // Every address of the simulated cloud's pool is listed.
+    dns.add_records(
+        "high.bl.test",
+        &[(
+            "*.100.51.198".to_string(),
+            "A".to_string(),
+            "127.0.0.2".to_string(),
+        )],
+    )
+    .expect("wildcard");
+    let settings = format!(
+        r#"
+[providers.sim]
+ip_pools = ["198.51.100.0/24"]
+[blocklists]
+monitor = true
+resolver = "{}"
+timeout = "1s"
+interval = "10m"
+[[blocklists.zones]]
+zone = "high.bl.test"
+severity = "high"
+codes = "spamhaus"
+"#,
+        dns.dns_addr()
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&format!("{FAST}{settings}"));
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let handle = mailfleet::engine::spawn(ctx.clone());
+    create(&ctx, "acme", "dallas", "ssd-1", "mx-listed").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let n = loop {
+        let found = store
+            .list_nodes(&NodeFilter::default())
+            .await
+            .expect("nodes")
+            .into_iter()
+            .find(|n| n.label == "mx-listed" && n.status == "paused");
+        if let Some(n) = found {
+            break n;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the monitor never paused the node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    handle.shutdown().await;
+    assert!(n
+        .ip_address
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("198.51.100."));
+    let last = store
+        .node_transitions(&n.id)
+        .await
+        .expect("transitions")
+        .pop()
+        .expect("a transition");
+    assert_eq!(
+        (last.to.as_str(), last.cause.as_deref(), last.actor.as_str()),
+        ("paused", Some("blocklist"), "monitor")
     );
 }

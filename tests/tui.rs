@@ -1589,6 +1589,37 @@ fn the_header_badge_counts_open_alerts_by_severity_within_80_columns() {
     );
 }
 
+/// A provider whose circuit is open is named on the header, in the error colour, even at
+/// 80 columns with alerts beside it; a closed one is not.
+#[test]
+fn the_header_names_a_provider_whose_circuit_is_open() {
+    let mut snap = reputation_fixture();
+    let circuit = |provider: &str, open: bool| mailfleet::store::BreakerRow {
+        provider: provider.into(),
+        open,
+        failures: if open { 5 } else { 0 },
+        opened_at: None,
+        retry_at: None,
+        last_error: None,
+        updated_at: "2026-12-07T06:00:00Z".into(),
+    };
+    snap.circuits = vec![circuit("hostwinds", true), circuit("sim", false)];
+    let mut app = colour_app(snap.clone());
+    let screen = render(&mut app, 80, 24);
+    let header = screen.lines().next().expect("header");
+    assert!(header.contains("hostwinds circuit open"), "{header}");
+    assert!(!header.contains("sim circuit"), "{header}");
+    assert!(header.contains("▲"), "the alert badge stays: {header}");
+    let buf = render_buffer(&mut app, 80, 24);
+    let x = header[..header.find("hostwinds circuit").expect("on the header")]
+        .chars()
+        .count() as u16;
+    assert_eq!(buf[(x, 0)].fg, ratatui::style::Color::Red);
+    snap.circuits = vec![circuit("hostwinds", false)];
+    let mut app = app_with(snap);
+    assert!(!render(&mut app, 120, 24).contains("circuit open"));
+}
+
 #[test]
 fn the_header_says_who_you_are_even_at_80_columns() {
     let mut snap = reputation_fixture();

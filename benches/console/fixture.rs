@@ -271,11 +271,11 @@ impl Changer {
                 .await
         };
         match done {
-            Ok(true) => {
+            Ok(Ok(_)) => {
                 *paused = !*paused;
                 true
             }
-            Ok(false) => false,
+            Ok(Err(_)) => false,
             Err(e) => {
                 eprintln!("  (writer: {e})");
                 false

@@ -228,8 +228,15 @@ pub enum NodeCmd {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Put a paused node back in rotation.
+    /// Put a paused node back in rotation, or bring one in maintenance back.
     Resume { id: String },
+    /// Take a warming or active node out of rotation for work on it (`node resume` brings
+    /// it back).
+    Maintenance {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Check the node's IP on the blocklists now, and act on the answers.
     Check { id: String },
 }
@@ -851,14 +858,9 @@ async fn work(env: &Env, until_idle: bool) -> Result<()> {
     if until_idle {
         return until_idle_report(&engine::run_until_idle(ctx).await);
     }
-    let monitor =
-        crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone());
     let handle = engine::spawn(ctx);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
-    if let Some(m) = monitor {
-        m.stop().await;
-    }
     handle.shutdown().await;
     Ok(())
 }
@@ -1113,6 +1115,10 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
             reason: reason.clone(),
         },
         NodeCmd::Resume { id } => Command::ResumeNode { id: id.clone() },
+        NodeCmd::Maintenance { id, reason } => Command::MaintainNode {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
         NodeCmd::Check { id } => Command::CheckNode { id: id.clone() },
         NodeCmd::List { .. } | NodeCmd::Show { .. } => return node_read(env, nc).await,
     };
@@ -1378,6 +1384,10 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
             tenant,
             json,
         } => {
+            if let Some(s) = status {
+                s.parse::<crate::domain::node::NodeStatus>()
+                    .map_err(|e| eyre!("--status: {}", sanitize(&e)))?;
+            }
             let rows = env
                 .store
                 .list_nodes(&NodeFilter {
@@ -1392,8 +1402,12 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
             let id = env.store.resolve_node_id(id).await?;
             let node = env.store.get_node(&id).await?;
             let warmup = env.store.node_warmup(&id).await?;
-            output::node_show(&node, warmup.as_ref(), *json)
+            let transitions = env.store.node_transitions(&id).await?;
+            output::node_show(&node, warmup.as_ref(), &transitions, *json)
         }
-        NodeCmd::Pause { .. } | NodeCmd::Resume { .. } | NodeCmd::Check { .. } => Ok(()),
+        NodeCmd::Pause { .. }
+        | NodeCmd::Resume { .. }
+        | NodeCmd::Maintenance { .. }
+        | NodeCmd::Check { .. } => Ok(()),
     }
 }

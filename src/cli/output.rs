@@ -388,10 +388,12 @@ pub fn node_list(rows: &[NodeRow], as_json: bool, now: DateTime<Utc>) -> Result<
 pub fn node_show(
     n: &NodeRow,
     warmup: Option<&crate::store::WarmupState>,
+    transitions: &[crate::store::NodeTransitionRow],
     as_json: bool,
 ) -> Result<()> {
     if as_json {
         let mut v = serde_json::to_value(n)?;
+        v["transitions"] = serde_json::to_value(transitions)?;
         v["warmup"] = match warmup {
             Some(w) => json!({"plan": w.plan, "day": w.day, "days": w.days, "cap": w.cap,
                 "status": w.status, "reason": w.reason}),
@@ -430,6 +432,24 @@ pub fn node_show(
                 .map(|r| format!(": {}", clean(r)))
                 .unwrap_or_default()
         );
+    }
+    if !transitions.is_empty() {
+        println!("  transitions:");
+        for t in transitions {
+            let from = t.from.as_deref().map(clean).unwrap_or_else(|| "-".into());
+            let cause = t
+                .cause
+                .as_deref()
+                .map(|c| format!(" ({})", clean(c)))
+                .unwrap_or_default();
+            println!(
+                "    {}  {from} → {}{cause}  by {}: {}",
+                clean(&t.at),
+                clean(&t.to),
+                clean(&t.actor),
+                clean(&t.reason)
+            );
+        }
     }
     Ok(())
 }
@@ -706,6 +726,8 @@ pub fn cluster_list(list: &[crate::engine::clusters::ClusterStatus], as_json: bo
                 of(c.used.cpu, c.capacity.cpu),
                 of(c.used.memory_gb, c.capacity.memory_gb),
                 of(c.used.storage_gb, c.capacity.storage_gb),
+                circuit_cell(&c.circuit),
+                c.max_in_flight.to_string(),
             ]
         })
         .collect();
@@ -721,12 +743,39 @@ pub fn cluster_list(list: &[crate::engine::clusters::ClusterStatus], as_json: bo
                 "SLOTS",
                 "CPU",
                 "MEMORY GB",
-                "STORAGE GB"
+                "STORAGE GB",
+                "CIRCUIT",
+                "MAX CALLS"
             ],
             body
         )
     );
+    // An open circuit's last error, under the table: too long for a cell.
+    for c in list.iter().filter(|c| c.circuit.state == "open") {
+        if let Some(e) = &c.circuit.last_error {
+            println!(
+                "{}: {} circuit open: last error: {}",
+                clean(&c.name),
+                clean(&c.provider),
+                clean(e)
+            );
+        }
+    }
     Ok(())
+}
+
+/// `closed`, or `open (5 failures, probe 12:00:31)`.
+fn circuit_cell(c: &crate::engine::clusters::Circuit) -> String {
+    if c.state != "open" {
+        return clean(&c.state);
+    }
+    let probe = c
+        .retry_at
+        .as_deref()
+        .and_then(crate::clock::parse_ts)
+        .map(|t| format!(", probe {}", t.format("%H:%M:%S")))
+        .unwrap_or_default();
+    format!("open ({} failures{probe})", c.failures)
 }
 
 pub fn zone_list(zones: &[crate::reputation::dnsbl::Zone], as_json: bool) -> Result<()> {

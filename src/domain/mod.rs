@@ -7,6 +7,7 @@ pub mod batch;
 pub mod capacity;
 pub mod hostname;
 pub mod ids;
+pub mod node;
 pub mod records;
 pub mod resource;
 pub mod retry;

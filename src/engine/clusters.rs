@@ -32,6 +32,34 @@ pub struct ClusterStatus {
     pub capacity: Amounts,
     pub used: Amounts,
     pub free: Amounts,
+    /// Its provider's circuit breaker as last recorded: closed, or open (requests wait)
+    /// until `retry_at`, when a probe goes.
+    pub circuit: Circuit,
+    /// At most this many calls go to its provider at once (`providers.limits`).
+    pub max_in_flight: u32,
+}
+
+/// A provider's circuit, as `cluster list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Circuit {
+    /// closed | open
+    pub state: String,
+    pub failures: i64,
+    pub opened_at: Option<String>,
+    pub retry_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl Circuit {
+    fn closed() -> Circuit {
+        Circuit {
+            state: "closed".into(),
+            failures: 0,
+            opened_at: None,
+            retry_at: None,
+            last_error: None,
+        }
+    }
 }
 
 /// What a connectivity test found.
@@ -94,6 +122,20 @@ pub async fn tenants(store: &Store, cfg: &Config) -> Result<Vec<TenantStatus>, S
 /// Every cluster in the config, in config order, with what is reserved on it.
 pub async fn clusters(store: &Store, cfg: &Config) -> Result<Vec<ClusterStatus>, StoreError> {
     let usage = store.cluster_usage().await?;
+    let breakers = store.breakers().await?;
+    let circuit = |provider: &str| {
+        breakers
+            .iter()
+            .find(|b| b.provider == provider && b.open)
+            .map(|b| Circuit {
+                state: "open".into(),
+                failures: b.failures,
+                opened_at: b.opened_at.clone(),
+                retry_at: b.retry_at.clone(),
+                last_error: b.last_error.clone(),
+            })
+            .unwrap_or_else(Circuit::closed)
+    };
     Ok(cfg
         .clusters
         .iter()
@@ -119,6 +161,8 @@ pub async fn clusters(store: &Store, cfg: &Config) -> Result<Vec<ClusterStatus>,
                     memory_gb: capacity.memory_gb - used.memory_gb,
                     storage_gb: capacity.storage_gb - used.storage_gb,
                 },
+                circuit: circuit(&c.provider),
+                max_in_flight: cfg.providers.limits.max_in_flight,
             }
         })
         .collect())

@@ -59,9 +59,15 @@ pub enum Command {
         id: String,
         reason: Option<String>,
     },
-    /// Put a paused node back in rotation, whatever paused it.
+    /// Put a paused node back in rotation, whatever paused it but a suspended service, or
+    /// bring one in maintenance back.
     ResumeNode {
         id: String,
+    },
+    /// Take a serving node out of rotation for work on it.
+    MaintainNode {
+        id: String,
+        reason: Option<String>,
     },
     /// Check a node's IP on the blocklists now, and act on the answers.
     CheckNode {
@@ -90,7 +96,8 @@ impl Command {
             | Command::Reactivate { reason, .. }
             | Command::Rollback { reason, .. }
             | Command::Deprovision { reason, .. }
-            | Command::PauseNode { reason, .. } => reason.as_deref(),
+            | Command::PauseNode { reason, .. }
+            | Command::MaintainNode { reason, .. } => reason.as_deref(),
             Command::Create(_)
             | Command::TestCluster { .. }
             | Command::ResumeNode { .. }
@@ -199,30 +206,20 @@ pub async fn execute(
         Command::PauseNode { id, reason } => {
             let id = store.resolve_node_id(&id).await?;
             let node = store.get_node(&id).await?;
-            if !store.pause_node(&id, actor, reason, now).await? {
-                return Err(CommandError::Invalid(format!(
-                    "node {} is {}: only a warming or active node can be paused",
-                    node.label, node.status
-                )));
-            }
-            Ok(Outcome::Node {
-                text: format!("node {} paused", node.label),
-                id,
-            })
+            let moved = store.pause_node(&id, actor, reason, now).await?;
+            node_moved(node, moved, "paused")
         }
         Command::ResumeNode { id } => {
             let id = store.resolve_node_id(&id).await?;
             let node = store.get_node(&id).await?;
-            if !store.resume_node(&id, actor, now).await? {
-                return Err(CommandError::Invalid(format!(
-                    "node {} is {}: only a paused node can be resumed",
-                    node.label, node.status
-                )));
-            }
-            Ok(Outcome::Node {
-                text: format!("node {} resumed", node.label),
-                id,
-            })
+            let moved = store.resume_node(&id, actor, now).await?;
+            node_moved(node, moved, "resumed")
+        }
+        Command::MaintainNode { id, reason } => {
+            let id = store.resolve_node_id(&id).await?;
+            let node = store.get_node(&id).await?;
+            let moved = store.maintain_node(&id, actor, reason, now).await?;
+            node_moved(node, moved, "in maintenance")
         }
         Command::CheckNode { id } => check_node(ctx, &id).await,
         Command::WarmupResume { id, from } => {
@@ -476,9 +473,11 @@ async fn service(
             let _ = store.release_lease(&id, fence, None).await;
             Err(match stop {
                 Stop::Store(e) => CommandError::Store(e),
-                Stop::Failed(m) | Stop::Cancelled(m) => {
-                    CommandError::Provider(format!("{task} of request {} failed: {m}", short(&id)))
-                }
+                other => CommandError::Provider(format!(
+                    "{task} of request {} failed: {}",
+                    short(&id),
+                    other.describe()
+                )),
             })
         }
     }
@@ -632,4 +631,22 @@ fn same_hostname_twice(items: &[BatchItem]) -> Result<(), CommandError> {
         }
     }
     Ok(())
+}
+
+/// What an operator's node command did, or the lifecycle's refusal naming the node.
+fn node_moved(
+    node: crate::store::NodeRow,
+    moved: Result<crate::store::Moved, crate::domain::node::NodeRefusal>,
+    done: &str,
+) -> Result<Outcome, CommandError> {
+    match moved {
+        Ok(_) => Ok(Outcome::Node {
+            text: format!("node {} {done}", node.label),
+            id: node.id,
+        }),
+        Err(refusal) => Err(CommandError::Invalid(format!(
+            "node {}: {refusal}",
+            node.label
+        ))),
+    }
 }

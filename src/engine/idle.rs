@@ -104,6 +104,14 @@ pub(crate) fn verdict(r: &RequestRow, stalls: i64, now: DateTime<Utc>, max_stall
         if next <= now && r.wait_reason.is_none() {
             return Verdict::Due(now);
         }
+        // Waiting for a provider whose circuit is open: the engine probes it, and the
+        // request is admitted once it closes. Looked at again every second meanwhile.
+        if r.wait_reason
+            .as_deref()
+            .is_some_and(|w| w.starts_with(crate::store::BREAKER_WAIT))
+        {
+            return Verdict::Due(now + chrono::Duration::seconds(1));
+        }
         let why = r
             .wait_reason
             .clone()

@@ -800,11 +800,12 @@ pub(super) async fn retire_certificate(ctx: &Ctx, claim: &Claim) -> Result<Strin
             .await;
             revoked.push(match outcome {
                 Ok(()) => (c.id, Ok(())),
-                Err(Stop::Failed(why) | Stop::Cancelled(why)) => {
+                Err(Stop::Store(e)) => return Err(Stop::Store(e)),
+                Err(other) => {
+                    let why = other.describe();
                     tracing::warn!(host = %c.hostname, error = %why, "certificate not revoked");
                     (c.id, Err(why))
                 }
-                Err(Stop::Store(e)) => return Err(Stop::Store(e)),
             });
         }
     }

@@ -4,6 +4,7 @@
 //! node state; every write goes through the store, fenced by the lease it holds.
 
 mod acme_glue;
+mod breakers;
 pub mod ca;
 pub mod challenges;
 pub mod clusters;
@@ -191,6 +192,8 @@ pub struct EngineHandle {
     warmup: tokio::task::JoinHandle<()>,
     /// Certificate renewals.
     renew: tokio::task::JoinHandle<()>,
+    /// The blocklist monitor, when it is on.
+    monitor: Option<crate::reputation::monitor::MonitorHandle>,
     ctx: Arc<Ctx>,
 }
 
@@ -225,6 +228,9 @@ impl EngineHandle {
     /// Stops claiming, waits up to the grace period for in-flight steps, releases leases.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(m) = self.monitor {
+            m.stop().await;
+        }
         let _ = self.task.await;
         let _ = self.warmup.await;
         let _ = self.renew.await;
@@ -233,14 +239,21 @@ impl EngineHandle {
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
     /// they expire. For crash tests.
     pub fn kill(self) {
+        if let Some(m) = self.monitor {
+            m.abort();
+        }
         self.task.abort();
         self.warmup.abort();
         self.renew.abort();
     }
 }
 
-/// Starts the engine on the current tokio runtime.
+/// Starts the engine on the current tokio runtime: its claim loop and every background
+/// loop beside it (warm-up, certificate renewal, and the blocklist monitor when
+/// `[blocklists] monitor` is on). The one place they start; the console and `work` call it.
 pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
+    let monitor =
+        crate::reputation::monitor::spawn(ctx.store.clone(), ctx.cfg.clone(), ctx.clock.clone());
     let (tx, rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let warmup = tokio::spawn(crate::warmup::run(
@@ -263,6 +276,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         task,
         warmup,
         renew,
+        monitor,
         ctx,
     }
 }
@@ -283,6 +297,9 @@ async fn main_loop(
     until_idle: bool,
 ) -> IdleOutcome {
     let mut outcome = IdleOutcome::default();
+    // Probes providers whose circuit is open; it ends with the loop.
+    let prober = tokio::spawn(breakers::probe_loop(ctx.clone()));
+    let _prober = pipeline::AbortOnDrop(prober);
     // Store errors in a row (a claim, a worker's write, the until-idle check), with no
     // worker finishing cleanly between them: retried as the policy says.
     let mut failures = 0u32;

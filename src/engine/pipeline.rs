@@ -45,6 +45,23 @@ pub(crate) enum Stop {
     Failed(String),
     Cancelled(String),
     Store(StoreError),
+    /// The provider's circuit is open: the request waits until `until` (the lease given
+    /// back, `wait_reason` saying why), spending none of its retries.
+    Deferred {
+        until: chrono::DateTime<chrono::Utc>,
+        why: String,
+    },
+}
+
+impl Stop {
+    /// The words of a stop that is not the store's.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Stop::Failed(m) | Stop::Cancelled(m) => m.clone(),
+            Stop::Deferred { why, .. } => why.clone(),
+            Stop::Store(e) => e.to_string(),
+        }
+    }
 }
 
 impl From<StoreError> for Stop {
@@ -53,7 +70,7 @@ impl From<StoreError> for Stop {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -169,6 +186,12 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                             return Ok(());
                         }
                     }
+                    Err(Stop::Deferred { until, why }) => {
+                        ctx.store
+                            .defer(&signals.fenced(ctx, claim), why, until)
+                            .await?;
+                        return Ok(());
+                    }
                     Err(Stop::Cancelled(what)) => {
                         let reason = format!("{what} requested by an operator during {step}");
                         ctx.store
@@ -252,6 +275,14 @@ where
     .await?
     {
         Ok(v) => Ok(v),
+        Err(e) if e.kind == crate::providers::ErrorKind::Unavailable => Err(Stop::Deferred {
+            until: e.retry_at.unwrap_or_else(|| ctx.clock.now()),
+            why: format!(
+                "{}{}",
+                crate::store::BREAKER_WAIT,
+                crate::untrusted::untrusted_text(&e.to_string())
+            ),
+        }),
         Err(e) => Err(Stop::Failed(format!(
             "{task}: {}",
             crate::untrusted::untrusted_text(&e.to_string())

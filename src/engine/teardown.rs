@@ -61,6 +61,11 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError
                     .await?
             }
             Err(Stop::Store(e)) => return Err(e.into()),
+            Err(Stop::Deferred { until, why }) => {
+                // Not a stall: the provider is down and the engine waits for it.
+                ctx.store.defer(&fenced(ctx, claim), why, until).await?;
+                return Ok(());
+            }
             Err(Stop::Failed(msg) | Stop::Cancelled(msg)) => {
                 let retry_at = ctx.clock.now()
                     + chrono::Duration::from_std(ctx.policy.cap).unwrap_or_default();

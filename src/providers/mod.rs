@@ -4,6 +4,7 @@
 //! checking it answers) is not a provider's job: see [`crate::access`]. Each cluster's
 //! provider comes from the [`Registry`], built once at start-up.
 
+pub mod guard;
 pub mod hostwinds;
 pub mod registry;
 pub mod sim;
@@ -70,6 +71,9 @@ pub enum ErrorKind {
     NotFound,
     /// The request was refused as it stands; retrying will not help.
     Invalid,
+    /// Not called: the provider's circuit is open (see [`guard`]). Wait until `retry_at`
+    /// instead of retrying.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +82,8 @@ pub struct ProviderError {
     pub provider: String,
     pub kind: ErrorKind,
     pub message: String,
+    /// For `Unavailable`: when the provider is tried again.
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ProviderError {
@@ -86,6 +92,7 @@ impl ProviderError {
             provider: provider.to_string(),
             kind,
             message: message.into(),
+            retry_at: None,
         }
     }
 

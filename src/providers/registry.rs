@@ -1,6 +1,7 @@
 //! Which provider serves which cluster, built once at start-up: the one place where
 //! provider clients are made from the config.
 
+use super::guard::Guard;
 use super::{Provider, ProviderError};
 use crate::access::{NodeAccess, ProviderView};
 use crate::clock::SharedClock;
@@ -22,6 +23,9 @@ pub struct Registry {
     clusters: HashMap<String, Binding>,
     /// Each distinct provider client once, in config order.
     providers: Vec<Arc<dyn Provider>>,
+    /// The breaker and bulkhead of each client `build` made (tests that bring their own
+    /// provider have none).
+    guards: Vec<Arc<Guard>>,
 }
 
 /// Why the registry could not be built: a cluster's provider cannot be used as configured.
@@ -42,15 +46,28 @@ impl Registry {
             cfg.providers.sim.clone(),
             clock.clone(),
         ));
-        let mut hostwinds: Option<Arc<dyn Provider>> = None;
+        // Each client behind its breaker and bulkhead (see `guard`).
+        let guard = |inner: Arc<dyn Provider>| -> Arc<Guard> {
+            Arc::new(Guard::new(
+                inner,
+                &cfg.providers.limits,
+                cfg.engine.call_timeout,
+                clock.clone(),
+                Some(store.clone()),
+            ))
+        };
+        let mut guarded_sim: Option<Arc<Guard>> = None;
+        let mut hostwinds: Option<Arc<Guard>> = None;
         let mut reg = Registry::default();
         for (i, c) in cfg.clusters.iter().enumerate() {
-            let provider: Arc<dyn Provider> = match c.provider.as_str() {
-                "sim" => sim.clone(),
+            let provider: Arc<Guard> = match c.provider.as_str() {
+                "sim" => guarded_sim
+                    .get_or_insert_with(|| guard(sim.clone()))
+                    .clone(),
                 "hostwinds" => match &hostwinds {
                     Some(h) => h.clone(),
                     None => {
-                        let h = hostwinds_client(cfg, i)?;
+                        let h = guard(hostwinds_client(cfg, i)?);
                         hostwinds = Some(h.clone());
                         h
                     }
@@ -61,6 +78,10 @@ impl Registry {
                     )))
                 }
             };
+            if !reg.guards.iter().any(|g| Arc::ptr_eq(g, &provider)) {
+                reg.guards.push(provider.clone());
+            }
+            let provider: Arc<dyn Provider> = provider;
             let access: Arc<dyn NodeAccess> = match c.access() {
                 AccessKind::Sim => sim.clone(),
                 AccessKind::ProviderView => Arc::new(ProviderView::new(provider.clone())),
@@ -125,6 +146,11 @@ impl Registry {
     /// Each distinct provider client once.
     pub fn providers(&self) -> &[Arc<dyn Provider>] {
         &self.providers
+    }
+
+    /// Each provider's breaker and bulkhead.
+    pub fn guards(&self) -> &[Arc<Guard>] {
+        &self.guards
     }
 
     /// Whether every cluster runs on the simulated cloud.

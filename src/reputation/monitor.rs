@@ -215,6 +215,11 @@ impl MonitorHandle {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+
+    /// Stops at once, as a crash would.
+    pub fn abort(self) {
+        self.task.abort();
+    }
 }
 
 /// Starts the monitor in the background, when `[blocklists] monitor` is on.

@@ -11,7 +11,9 @@ use super::events::audit;
 use super::requests::{apply_change, Change};
 use super::{rows, Conn, StoreError};
 use crate::clock::ts;
-use crate::domain::capacity::{check_quota, select_cluster, Amounts, ClusterView, NoCluster};
+use crate::domain::capacity::{
+    check_quota, select_cluster, Amounts, ClusterView, Health, NoCluster,
+};
 use crate::domain::ids::{new_id, short};
 use crate::domain::RequestEvent;
 use chrono::{DateTime, Utc};
@@ -27,6 +29,8 @@ pub(super) struct Books {
     in_flight: HashMap<String, i64>,
     quota_used: HashMap<String, Amounts>,
     cluster_used: HashMap<String, Amounts>,
+    /// Providers whose circuit is open, read once per claim.
+    open_circuits: Option<HashMap<String, super::breakers::BreakerRow>>,
 }
 
 /// What the live rows of `kind` (`quota` or `capacity`) of `owner` (a tenant or a
@@ -80,6 +84,18 @@ impl Books {
         let a = held(conn, "capacity", cluster)?;
         self.cluster_used.insert(cluster.to_string(), a);
         Ok(a)
+    }
+
+    /// Why `provider`'s requests wait, if its circuit is open.
+    fn circuit_open(&mut self, conn: &Conn, provider: &str) -> Result<Option<String>, StoreError> {
+        if self.open_circuits.is_none() {
+            self.open_circuits = Some(super::breakers::open(conn)?);
+        }
+        Ok(self
+            .open_circuits
+            .as_ref()
+            .and_then(|m| m.get(provider))
+            .and_then(super::breakers::BreakerRow::wait_reason))
     }
 
     /// Counts an admission: what it reserves is no longer free for the next candidate.
@@ -166,13 +182,22 @@ pub(super) fn decide(
         return Ok(Decision::Reject(format!("quota: {why}")));
     }
     let mut views: Vec<ClusterView<'_>> = Vec::new();
+    // A cluster whose provider's circuit is open takes nothing new until it closes.
+    let mut circuit_open: Option<String> = None;
     for c in adm.clusters.iter().filter(|c| c.region == region) {
+        let mut health = c.health;
+        if health == Health::Online {
+            if let Some(why) = books.circuit_open(conn, &c.provider)? {
+                health = Health::Offline;
+                circuit_open.get_or_insert(why);
+            }
+        }
         views.push(ClusterView {
             name: &c.name,
             provider: &c.provider,
             region: &c.region,
             default: c.default,
-            health: c.health,
+            health,
             capacity: c.capacity,
             used: books.cluster(conn, &c.name)?,
         });
@@ -185,9 +210,9 @@ pub(super) fn decide(
             )))
         }
         Err(NoCluster::NoneHealthy) => {
-            return Ok(Decision::Wait(format!(
-                "capacity: every cluster in {region} is degraded or offline"
-            )))
+            return Ok(Decision::Wait(circuit_open.unwrap_or_else(|| {
+                format!("capacity: every cluster in {region} is degraded or offline")
+            })))
         }
         Err(NoCluster::NoRoom) => {
             return Ok(Decision::Wait(format!(

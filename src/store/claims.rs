@@ -253,7 +253,8 @@ fn carry_out(conn: &Conn, ask: &ClaimAsk<'_>, out: &mut ClaimOutcome) -> Result<
         let seq = super::stamp(conn)?;
         let (fence, state): (i64, String) = conn
             .prepare_cached(
-                "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1, change_seq = ?
+                "UPDATE requests SET lease_owner = ?, lease_expires_at = ?, fence = fence + 1, change_seq = ?,
+                     wait_reason = CASE WHEN needs_attention = 1 THEN wait_reason END
                  WHERE id = ? RETURNING fence, state",
             )?
             .query_row(params![ask.owner, lease_until, seq, c.id], |r| {

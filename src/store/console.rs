@@ -311,6 +311,8 @@ pub struct ConsoleSnapshot {
     /// transaction as the rows: a tenant with nothing reserved is absent.
     pub quota_use: HashMap<String, Usage>,
     pub warmup: WarmupFigures,
+    /// Each provider's circuit breaker as last recorded (the header names open ones).
+    pub circuits: Vec<super::BreakerRow>,
     /// The change sequence this snapshot is complete up to (see `ConsoleReader`).
     pub seq: i64,
 }
@@ -327,6 +329,7 @@ pub struct ConsoleDelta {
     pub alerts: Option<(Vec<super::AlertRow>, super::AlertCounts)>,
     pub quota_use: Option<HashMap<String, Usage>>,
     pub warmup: Option<WarmupFigures>,
+    pub circuits: Option<Vec<super::BreakerRow>>,
 }
 
 /// What a reader's next read found.
@@ -824,6 +827,7 @@ fn full(c: &super::Conn, reader: &mut ConsoleReader) -> Result<ConsoleSnapshot, 
         alert_counts: super::reputation::alert_counts(c)?,
         alerts: console_alerts(c)?,
         warmup,
+        circuits: super::breakers::all(c)?,
         seq,
     })
 }
@@ -866,6 +870,11 @@ fn delta(
     // their own rows changing makes them worth reading again.
     let listings_changed = changed("ip_blacklist_events")?;
     let alerts_changed = changed("alerts")?;
+    let circuits = if changed("provider_breakers")? {
+        Some(super::breakers::all(c)?)
+    } else {
+        None
+    };
     let out = ConsoleDelta {
         seq,
         listings: if listings_changed {
@@ -886,6 +895,7 @@ fn delta(
         nodes,
         requests,
         warmup,
+        circuits,
     };
     reader.seq = Some(seq);
     Ok(Some(out))

@@ -210,6 +210,33 @@ fn insert_batch(conn: &Conn, b: &DemoBatch) -> Result<(), StoreError> {
                 n.cert_not_after
             ])?;
         }
+        // Each node's history as `node show` lists it: registered, then where it is now.
+        let mut st = conn.prepare_cached(
+            "INSERT INTO node_transitions (node_id, at, from_status, to_status, cause, actor, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for n in &b.nodes {
+            st.execute(params![
+                n.id,
+                n.created_at,
+                "provisioning",
+                "warming",
+                None::<&str>,
+                "engine",
+                "registered by the activate step"
+            ])?;
+            if n.status != "warming" {
+                st.execute(params![
+                    n.id,
+                    n.updated_at,
+                    n.resume_status,
+                    n.status,
+                    None::<&str>,
+                    "engine",
+                    n.status_reason.as_deref().unwrap_or("demo history")
+                ])?;
+            }
+        }
     }
     if !b.node_warmup.is_empty() {
         let mut st = conn.prepare_cached(

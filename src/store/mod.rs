@@ -12,6 +12,7 @@
 
 mod acme_orders;
 mod admission;
+mod breakers;
 mod catalog;
 pub(crate) mod certs;
 mod claims;
@@ -35,6 +36,7 @@ mod sync;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
+pub use breakers::{BreakerChange, BreakerRow, BREAKER_WAIT};
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimAsk, ClaimOutcome, ClusterSpec};
 pub use console::{
@@ -45,7 +47,7 @@ pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
 pub use events::EventFilter;
 pub use keyfiles::is_current_record;
-pub use nodes::{NewNode, NodeFilter};
+pub use nodes::{Moved, NewNode, NodeFilter, NodeTransitionRow};
 use open::{check_is_ours, connect, not_db, open_writer, schema_state};
 pub use open::{Access, Opened, Schema, SCHEMA_VERSION};
 pub use probe::VersionProbe;
@@ -133,6 +135,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         17,
         include_str!("../../assets/migrations/0017_held_totals.sql"),
+    ),
+    (
+        18,
+        include_str!("../../assets/migrations/0018_node_transitions.sql"),
+    ),
+    (
+        19,
+        include_str!("../../assets/migrations/0019_provider_breakers.sql"),
     ),
 ];
 

@@ -471,6 +471,47 @@ mod tests {
     }
 
     #[test]
+    fn migration_18_starts_each_nodes_history_with_the_status_it_had() {
+        let conn = before(18);
+        conn.execute_batch(
+            "INSERT INTO nodes (id, tenant, label, hostname, region, plan, status, status_reason,
+                                pause_cause, created_at, updated_at) VALUES
+                 ('n1', 'acme', 'a', 'a.x', 'r', 'p', 'warming', NULL, NULL, 't1', 't2'),
+                 ('n2', 'acme', 'b', 'b.x', 'r', 'p', 'paused', 'blocklist: listed on z', 'blocklist', 't1', 't3');",
+        )
+        .expect("nodes");
+        apply(&conn, 18);
+        type Row = (String, String, Option<String>, String, Option<String>);
+        let rows: Vec<Row> = conn
+            .prepare("SELECT node_id, at, from_status, to_status || '/' || reason, cause FROM node_transitions ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                (
+                    "n1".into(),
+                    "t2".into(),
+                    None,
+                    "warming/status when transitions began to be kept".into(),
+                    None
+                ),
+                (
+                    "n2".into(),
+                    "t3".into(),
+                    None,
+                    "paused/status when transitions began to be kept: blocklist: listed on z"
+                        .into(),
+                    Some("blocklist".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn migration_17_totals_what_is_held_and_keeps_it_through_every_write() {
         let conn = before(17);
         let insert = |id: &str,

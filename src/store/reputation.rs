@@ -3,9 +3,11 @@
 //! transaction with their outbox events), zone health, and operators' pause and resume.
 
 use super::events::{audit, emit, EventTarget};
+use super::nodes::{transition, Moved};
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::new_id;
+use crate::domain::node::{NodeEvent, NodeRefusal, NodeStatus, PauseCause};
 use crate::reputation::dnsbl::{Severity, Verdict, ZoneHealth};
 use crate::reputation::policy::{plan, Change, NodeView, OpenListing};
 use chrono::{DateTime, Utc};
@@ -104,82 +106,33 @@ fn severity_of(s: &str) -> Severity {
     }
 }
 
-/// Pauses a node (remembering the status to return to) with a cause and a reason.
-fn pause(
-    conn: &Conn,
-    node_id: &str,
-    cause: &str,
-    reason: &str,
-    actor: &str,
-    at: &str,
-) -> Result<bool, StoreError> {
-    let row: Option<(String, String, Option<String>)> = conn
-        .prepare_cached("SELECT status, tenant, request_id FROM nodes WHERE id = ?")?
-        .query_row([node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((status, tenant, request_id)) = row else {
-        return Err(StoreError::NotFound(node_id.to_string()));
-    };
-    if !matches!(status.as_str(), "warming" | "active") {
-        return Ok(false);
-    }
-    conn.prepare_cached(
-        "UPDATE nodes SET status = 'paused', resume_status = ?, status_reason = ?, pause_cause = ?,
-            updated_at = ? WHERE id = ?",
-    )?
-    .execute(params![status, reason, cause, at, node_id])?;
-    let target = EventTarget {
-        request_id: request_id.as_deref(),
-        node_id: Some(node_id),
-        tenant: Some(&tenant),
-    };
-    let payload = json!({"node_id": node_id, "from": status, "to": "paused", "reason": reason, "cause": cause});
-    emit(conn, "node.paused", &target, actor, &payload, at)?;
-    Ok(true)
-}
-
-/// Resumes a paused node to the status it had; returns whether it did.
+/// Lifts a blocklist pause: the node goes back where it was and its warm-up, stopped by the
+/// pause, goes on from its day (see `resumed_warmup`).
 fn resume(
     conn: &Conn,
     node_id: &str,
+    asked: Option<PauseCause>,
     why: &str,
     actor: &str,
     at: &str,
-) -> Result<bool, StoreError> {
-    let row: Option<(String, Option<String>, String, Option<String>)> = conn
-        .prepare_cached("SELECT status, resume_status, tenant, request_id FROM nodes WHERE id = ?")?
-        .query_row([node_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let Some((status, back, tenant, request_id)) = row else {
-        return Err(StoreError::NotFound(node_id.to_string()));
-    };
-    if status != "paused" {
-        return Ok(false);
+) -> Result<Result<Moved, NodeRefusal>, StoreError> {
+    let moved = transition(conn, node_id, NodeEvent::Resume(asked), actor, why, at)?;
+    if moved.is_ok() {
+        resumed_warmup(conn, node_id, at)?;
     }
-    let back = back.unwrap_or_else(|| "warming".into());
-    conn.prepare_cached(
-        "UPDATE nodes SET status = ?, resume_status = NULL, status_reason = ?, pause_cause = NULL,
-            updated_at = ? WHERE id = ?",
-    )?
-    .execute(params![back, why, at, node_id])?;
-    let target = EventTarget {
-        request_id: request_id.as_deref(),
-        node_id: Some(node_id),
-        tenant: Some(&tenant),
-    };
-    let payload = json!({"node_id": node_id, "from": "paused", "to": back, "reason": why});
-    emit(conn, "node.resumed", &target, actor, &payload, at)?;
-    // A warm-up stopped by the pause goes on from its day, starting today: the paused days
-    // sent nothing and prove nothing.
+    Ok(moved)
+}
+
+/// A warm-up stopped by a pause goes on from its day, starting today: the paused days sent
+/// nothing and prove nothing.
+fn resumed_warmup(conn: &Conn, node_id: &str, at: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE node_warmup SET status = 'warming', reason = NULL, day_date = substr(?1, 1, 10),
             day_started_at = ?1, updated_at = ?1
          WHERE node_id = ?2 AND status <> 'completed'",
     )?
     .execute(params![at, node_id])?;
-    Ok(true)
+    Ok(())
 }
 
 /// The bounce rate of the node's latest day with mail sent, if any.
@@ -295,10 +248,14 @@ impl Store {
                         emit(conn, "node.delisted", &target, "monitor", &payload, &at)?;
                     }
                     Change::Pause { reason } => {
-                        pause(conn, &node_id, "blocklist", reason, "monitor", &at)?;
+                        let event = NodeEvent::Pause(PauseCause::Blocklist);
+                        // A node no longer serving (paused for another cause, in
+                        // maintenance) stays as it is; its listing is recorded above.
+                        let _ = transition(conn, &node_id, event, "monitor", reason, &at)?;
                     }
                     Change::Resume => {
-                        resume(conn, &node_id, "delisted everywhere: resumed automatically", "monitor", &at)?;
+                        let why = "delisted everywhere: resumed automatically";
+                        let _ = resume(conn, &node_id, Some(PauseCause::Blocklist), why, "monitor", &at)?;
                     }
                     Change::Alert { severity, zone, message } => {
                         let subject = format!("node:{node_id}:{zone}");
@@ -406,7 +363,7 @@ impl Store {
         actor: &str,
         reason: Option<String>,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
         let (node_id, actor) = (node_id.to_string(), actor.to_string());
         self.write(move |conn| {
             let at = ts(now);
@@ -417,30 +374,96 @@ impl Store {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             );
-            let done = pause(conn, &node_id, "operator", &why, &actor, &at)?;
-            if done {
+            let event = NodeEvent::Pause(PauseCause::Operator);
+            let moved = transition(conn, &node_id, event, &actor, &why, &at)?;
+            if moved.is_ok() {
                 audit(conn, &at, &actor, "node.pause", Some(&node_id), Some(&why))?;
             }
-            Ok(done)
+            Ok(moved)
         })
         .await
     }
 
-    /// An operator resumes a paused node, whatever paused it.
+    /// An operator resumes a paused node, whatever paused it but a suspended service, or
+    /// brings one in maintenance back.
     pub async fn resume_node(
         &self,
         node_id: &str,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
         let (node_id, actor) = (node_id.to_string(), actor.to_string());
         self.write(move |conn| {
             let at = ts(now);
-            let done = resume(conn, &node_id, &format!("resumed by {actor}"), &actor, &at)?;
-            if done {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM nodes WHERE id = ?")?
+                .query_row([&node_id], |r| r.get(0))
+                .optional()?;
+            let moved = if status.as_deref() == Some(NodeStatus::Maintenance.as_str()) {
+                let why = format!("maintenance done, said {actor}");
+                transition(
+                    conn,
+                    &node_id,
+                    NodeEvent::LeaveMaintenance,
+                    &actor,
+                    &why,
+                    &at,
+                )?
+            } else {
+                resume(
+                    conn,
+                    &node_id,
+                    None,
+                    &format!("resumed by {actor}"),
+                    &actor,
+                    &at,
+                )?
+            };
+            if moved.is_ok() {
                 audit(conn, &at, &actor, "node.resume", Some(&node_id), None)?;
             }
-            Ok(done)
+            Ok(moved)
+        })
+        .await
+    }
+
+    /// An operator takes a serving node out of rotation for work on it.
+    pub async fn maintain_node(
+        &self,
+        node_id: &str,
+        actor: &str,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
+        let (node_id, actor) = (node_id.to_string(), actor.to_string());
+        self.write(move |conn| {
+            let at = ts(now);
+            let why = format!(
+                "maintenance by {actor}{}",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            let moved = transition(
+                conn,
+                &node_id,
+                NodeEvent::EnterMaintenance,
+                &actor,
+                &why,
+                &at,
+            )?;
+            if moved.is_ok() {
+                audit(
+                    conn,
+                    &at,
+                    &actor,
+                    "node.maintenance",
+                    Some(&node_id),
+                    Some(&why),
+                )?;
+            }
+            Ok(moved)
         })
         .await
     }

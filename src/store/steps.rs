@@ -377,6 +377,36 @@ impl Store {
         .await
     }
 
+    /// The request waits for its provider until `until` (its circuit is open): the lease
+    /// is given back, `wait_reason` says why, and no retry or stall is counted. Its next
+    /// claim clears the reason.
+    pub async fn defer(
+        &self,
+        f: &Fenced,
+        why: String,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let f = f.clone();
+        self.write(move |conn| {
+            touch(conn, &f)?;
+            conn.prepare_cached(
+                "UPDATE requests SET wait_reason = ?, lease_owner = NULL, lease_expires_at = NULL,
+                    next_run_at = ? WHERE id = ?",
+            )?
+            .execute(params![why, ts(until), f.id])?;
+            audit(
+                conn,
+                &ts(f.now),
+                &f.actor,
+                "request.deferred",
+                Some(&f.id),
+                Some(&why),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Every compensation ran: rolled_back (or deprovisioned). Refused while anything is
     /// still held.
     pub async fn finish_teardown(&self, f: &Fenced) -> Result<RequestState, StoreError> {

@@ -3,8 +3,10 @@
 //! operators' resume and pace changes.
 
 use super::events::{audit, emit, EventTarget};
+use super::nodes::transition;
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
+use crate::domain::node::{NodeEvent, PauseCause};
 use crate::domain::warmup::{DayCounts, Decision, ResumeFrom};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -281,17 +283,9 @@ impl Store {
                     )?
                     .execute(params![reason, next, at, node.node_id])?;
                     let why = format!("warm-up: {reason}");
-                    conn.prepare_cached(
-                        "UPDATE nodes SET status = 'paused', resume_status = status, status_reason = ?,
-                            pause_cause = 'warmup', updated_at = ? WHERE id = ? AND status IN ('warming', 'active')",
-                    )?
-                    .execute(params![why, at, node.node_id])?;
-                    let mut p = base.clone();
-                    p["from"] = json!("warming");
-                    p["to"] = json!("paused");
-                    p["reason"] = json!(why);
-                    p["cause"] = json!("warmup");
-                    emit(conn, "node.paused", &tgt, "engine", &p, &at)?;
+                    let event = NodeEvent::Pause(PauseCause::Warmup);
+                    // A node already out of rotation stays as it is.
+                    let _ = transition(conn, &node.node_id, event, "engine", &why, &at)?;
                 }
                 Decision::Complete => {
                     conn.prepare_cached(
@@ -299,11 +293,9 @@ impl Store {
                          WHERE node_id = ?",
                     )?
                     .execute(params![next, at, node.node_id])?;
-                    conn.prepare_cached(
-                        "UPDATE nodes SET status = 'active', status_reason = 'warm-up completed', updated_at = ?
-                         WHERE id = ? AND status = 'warming'",
-                    )?
-                    .execute(params![at, node.node_id])?;
+                    // A node out of rotation goes back active when it returns.
+                    let _ = transition(conn, &node.node_id, NodeEvent::WarmupCompleted, "engine",
+                        "warm-up completed", &at)?;
                     emit(conn, "warmup.completed", &tgt, "engine", &base, &at)?;
                 }
             }
@@ -351,13 +343,10 @@ impl Store {
             let (tenant, request_id) = target(conn, &node_id)?;
             let tgt = EventTarget { request_id: request_id.as_deref(), node_id: Some(&node_id), tenant: Some(&tenant) };
             if nstatus == "paused" {
-                conn.prepare_cached(
-                    "UPDATE nodes SET status = 'warming', resume_status = NULL, pause_cause = NULL, status_reason = ?,
-                        updated_at = ? WHERE id = ?",
-                )?
-                .execute(params![format!("warm-up resumed by {actor}"), at, node_id])?;
-                emit(conn, "node.resumed", &tgt, &actor,
-                    &json!({"node_id": node_id, "from": "paused", "to": "warming"}), &at)?;
+                let why = format!("warm-up resumed by {actor}");
+                if let Err(refusal) = transition(conn, &node_id, NodeEvent::Resume(None), &actor, &why, &at)? {
+                    return Err(StoreError::Rejected(refusal.to_string()));
+                }
             }
             let from_word = match from {
                 ResumeFrom::Day => "day",

@@ -778,6 +778,9 @@ impl App {
         if let Some(w) = d.warmup {
             s.warmup = w;
         }
+        if let Some(c) = d.circuits {
+            s.circuits = c;
+        }
         s.seq = d.seq;
         if requests_changed {
             self.quotas = Quotas::build(&self.cfg, &self.snap, &self.counts.pending);

@@ -46,7 +46,7 @@ pub enum Msg {
     FirstPage(FirstPage),
     Snapshot(Arc<ConsoleSnapshot>),
     /// What changed since the last snapshot or delta.
-    Delta(ConsoleDelta),
+    Delta(Box<ConsoleDelta>),
     /// A job done off the loop (see `app::Job`).
     Built(Box<app::Job>),
     Events(Vec<EventRow>, bool),
@@ -77,11 +77,6 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
         false => Some(engine::spawn(env.ctx()?)),
     };
     let commands = engine.as_ref().map(|e| e.sender());
-    let monitor = if read_only {
-        None
-    } else {
-        crate::reputation::monitor::spawn(env.store.clone(), env.cfg.clone(), env.clock.clone())
-    };
 
     // Raw mode, the alternate screen, and the terminal put back on a panic; then the
     // console's own terminal, which writes each frame in one go: stdout alone goes out
@@ -99,9 +94,6 @@ pub async fn run(env: crate::cli::Env, read_only: bool) -> Result<()> {
     }
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
-    if let Some(m) = monitor {
-        m.stop().await;
-    }
     if let Some(engine) = engine {
         eprintln!("mailfleet: stopping the engine (finishing in-flight steps)…");
         engine.shutdown().await;
@@ -167,7 +159,7 @@ async fn watch(store: Store, tx: mpsc::UnboundedSender<Msg>) {
                         reader = Some(r);
                         let msg = match update {
                             ConsoleUpdate::Nothing => None,
-                            ConsoleUpdate::Delta(d) => Some(Msg::Delta(d)),
+                            ConsoleUpdate::Delta(d) => Some(Msg::Delta(Box::new(d))),
                             ConsoleUpdate::Full(s) => Some(Msg::Snapshot(Arc::new(s))),
                         };
                         if let Some(msg) = msg {
@@ -298,7 +290,7 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             vec![]
         }
         Msg::Delta(d) => {
-            app.receive_delta(d);
+            app.receive_delta(*d);
             app.data_at = Some(std::time::Instant::now());
             *dirty = true;
             vec![]

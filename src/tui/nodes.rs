@@ -10,6 +10,7 @@ use super::app::{App, Confirm, Effect, Mode, Pending};
 use super::table::severity_rank;
 use crate::clock::{age, parse_ts};
 use crate::domain::ids::short;
+use crate::domain::node::NodeStatus;
 use crate::domain::validate::sanitize;
 use crate::engine::Command;
 use crate::store::ListingRow;
@@ -356,7 +357,12 @@ impl App {
         let Some(first) = targets.first() else {
             return vec![];
         };
-        let can = |n: &Target| matches!(n.status.as_str(), "warming" | "active");
+        // The lifecycle's rule (domain::node): a pause takes a serving node out.
+        let can = |n: &Target| {
+            n.status
+                .parse::<NodeStatus>()
+                .is_ok_and(NodeStatus::serving)
+        };
         if targets.len() == 1 && !can(first) {
             self.say(
                 format!(
@@ -415,21 +421,25 @@ impl App {
         let Some(first) = targets.first() else {
             return vec![];
         };
-        if targets.len() == 1 && first.status != "paused" {
+        // Resume lifts a pause or ends maintenance (domain::node).
+        let can = |n: &Target| matches!(n.status.as_str(), "paused" | "maintenance");
+        if targets.len() == 1 && !can(first) {
             self.say(
                 format!(
-                    "resume: {} is {}: only a paused node can be resumed",
+                    "resume: {} is {}: only a paused node or one in maintenance can be resumed",
                     first.label, first.status
                 ),
                 true,
             );
             return vec![];
         }
-        let (go, skip): (Vec<Target>, Vec<Target>) =
-            targets.into_iter().partition(|n| n.status == "paused");
+        let (go, skip): (Vec<Target>, Vec<Target>) = targets.into_iter().partition(can);
         if go.is_empty() {
             self.say(
-                format!("resume: none of the {} marked nodes is paused", skip.len()),
+                format!(
+                    "resume: none of the {} marked nodes is paused or in maintenance",
+                    skip.len()
+                ),
                 true,
             );
             return vec![];
@@ -442,7 +452,8 @@ impl App {
                 n.ip.as_deref().unwrap_or("no IP")
             ));
             lines.push(format!(
-                "  paused: {}",
+                "  {}: {}",
+                n.status,
                 n.status_reason.as_deref().unwrap_or("no reason recorded")
             ));
             let zones = self.zones_listing(&n.id);
@@ -458,7 +469,7 @@ impl App {
             lines,
             go,
             &skip,
-            "not resumed (not paused)",
+            "not resumed (not paused or in maintenance)",
             |n| Command::ResumeNode { id: n.id },
         )
     }

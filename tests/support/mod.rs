@@ -36,6 +36,14 @@ pub fn config(overrides: &str) -> Config {
             "(built-in defaults)".to_string(),
             config::DEFAULT_TOML.to_string(),
         ),
+        // The engine starts the blocklist monitor (`engine::spawn`); tests that want it
+        // turn it back on with a resolver of their own. A provider's circuit, opened by a
+        // flaky simulated cloud, is probed again in moments rather than 30 s.
+        (
+            "(tests)".to_string(),
+            "[blocklists]\nmonitor = false\n[providers.limits]\nbreaker_cooldown = \"50ms\"\n"
+                .to_string(),
+        ),
         ("test".to_string(), overrides.to_string()),
     ])
     .expect("test config is valid")

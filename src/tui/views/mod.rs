@@ -181,6 +181,19 @@ fn header(f: &mut Frame, app: &App, area: Rect) {
             vec![Span::styled("loading the fleet… ", th.warn())],
         ));
     } else {
+        // A provider whose circuit is open: its requests wait. Never dropped for width.
+        for c in app.snap.circuits.iter().filter(|c| c.open) {
+            parts.push(part(
+                1,
+                vec![Span::styled(
+                    format!(
+                        "{} circuit open ",
+                        crate::domain::validate::sanitize(&c.provider)
+                    ),
+                    th.error(),
+                )],
+            ));
+        }
         parts.extend(alert_badge(app));
         // Counted when the data arrived: drawing never walks the fleet.
         parts.push(part(

@@ -31,7 +31,7 @@ pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
 pub const CONFIG_ENV: &str = "MAILFLEET_CONFIG";
 
 /// Provider kinds a cluster may name.
-pub const KNOWN_PROVIDERS: &[&str] = &["sim", "hostwinds"];
+pub const KNOWN_PROVIDERS: &[&str] = &["sim", "hostwinds", "manual"];
 
 /// Source name used in errors for the built-in defaults layer.
 const DEFAULTS_SOURCE: &str = "(built-in defaults)";
@@ -1885,7 +1885,7 @@ mod tests {
             ),
             (
                 cluster("a", "dallas", "provider = \"aws\"\n").replace("provider = \"sim\"\n", ""),
-                "config: clusters[0].provider \"aws\" is not a known provider (known: sim, hostwinds)",
+                "config: clusters[0].provider \"aws\" is not a known provider (known: sim, hostwinds, manual)",
             ),
             (
                 [

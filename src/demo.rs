@@ -662,7 +662,7 @@ const MAINTENANCE_REASONS: [&str; 4] = [
     "TLS certificate rotation",
 ];
 const AWAIT_REASON: &str =
-    "manual provider: an administrator must enter the console password and SSH port";
+    "manual provider: waiting for an administrator to enter the server's IP address and SSH port (request provide)";
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -3121,7 +3121,7 @@ impl<'a> Flow<'a> {
                 };
                 self.pipeline_until(step, halt);
             }
-            Fate::AwaitingInput => self.pipeline_until(Step::Activate, Halt::Input),
+            Fate::AwaitingInput => self.pipeline_until(Step::Allocate, Halt::Input),
             Fate::Failed => {
                 let (step, done) = self.random_failure(&STEPS);
                 self.pipeline_until(step, Halt::Fail { done });

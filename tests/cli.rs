@@ -1356,6 +1356,57 @@ fn node_show_lists_the_nodes_transitions_and_refusals_name_what_may() {
     );
 }
 
+/// `request provide` checks what it is given before anything moves: an address that is
+/// not IPv4, a port out of range, and a request that is not waiting for input are each one
+/// line naming what is wrong.
+#[test]
+fn request_provide_refuses_bad_access_details_naming_the_flag() {
+    let fleet = Fleet::new();
+    let id = fleet.create("acme", "dallas", "ssd-1", "node-p");
+    for (args, words) in [
+        (
+            vec![
+                "request",
+                "provide",
+                id.as_str(),
+                "--ip",
+                "999.1.1.1",
+                "--ssh-port",
+                "22",
+            ],
+            vec!["--ip", "is not an IPv4 address"],
+        ),
+        (
+            vec![
+                "request",
+                "provide",
+                id.as_str(),
+                "--ip",
+                "192.0.2.9",
+                "--ssh-port",
+                "70000",
+            ],
+            vec!["--ssh-port", "not a port"],
+        ),
+        (
+            vec![
+                "request",
+                "provide",
+                id.as_str(),
+                "--ip",
+                "192.0.2.9",
+                "--ssh-port",
+                "22",
+            ],
+            vec!["request", "is queued: it cannot take input"],
+        ),
+    ] {
+        let out = fleet.run(&args);
+        assert_one_line_error(&out, &args, &words);
+    }
+    assert_eq!(fleet.state(&id), "queued");
+}
+
 #[test]
 fn dkim_keys_are_made_with_their_record_and_the_private_half_never_shows() {
     let fleet = Fleet::new();

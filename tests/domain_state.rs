@@ -78,21 +78,21 @@ const LEGAL: [(RequestState, RequestEvent, RequestState); 27] = [
     // pending_approval → queued, rejected
     (S::PendingApproval, E::Approve, S::Queued),
     (S::PendingApproval, E::Reject, S::Rejected),
-    // allocating → configuring, failed, rolling_back
+    // allocating → configuring, awaiting_input, failed, rolling_back
     (S::Allocating, E::StepSucceeded, S::Configuring),
+    (S::Allocating, E::AwaitInput, S::AwaitingInput),
     (S::Allocating, E::StepFailed, S::Failed),
     (S::Allocating, E::Rollback, S::RollingBack),
     // configuring → activating, failed, rolling_back
     (S::Configuring, E::StepSucceeded, S::Activating),
     (S::Configuring, E::StepFailed, S::Failed),
     (S::Configuring, E::Rollback, S::RollingBack),
-    // activating → verifying, awaiting_input, failed, rolling_back
+    // activating → verifying, failed, rolling_back
     (S::Activating, E::StepSucceeded, S::Verifying),
-    (S::Activating, E::AwaitInput, S::AwaitingInput),
     (S::Activating, E::StepFailed, S::Failed),
     (S::Activating, E::Rollback, S::RollingBack),
-    // awaiting_input → activating, rolling_back
-    (S::AwaitingInput, E::InputProvided, S::Activating),
+    // awaiting_input → allocating (the access details came), rolling_back
+    (S::AwaitingInput, E::InputProvided, S::Allocating),
     (S::AwaitingInput, E::Rollback, S::RollingBack),
     // verifying → completed, failed, rolling_back
     (S::Verifying, E::StepSucceeded, S::Completed),

@@ -646,3 +646,169 @@ async fn until_idle_names_a_rollback_that_keeps_stalling() {
     let row = store.get_request(&req.id).await.expect("get").expect("row");
     assert_eq!(row.state, "rolling_back");
 }
+
+/// A manual provider (seed 002): the request stops at awaiting_input, saying what it waits
+/// for and from whom; bad access details are refused naming the field; given them, the
+/// pipeline goes on to a node at that address, with the firewall and PTR left to the
+/// vendor (no resource claims them); an address is one live request's; a deprovision gives
+/// the server back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_server_waits_for_its_access_details_then_is_provisioned() {
+    use mailfleet::engine::commands::{execute, Command};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&format!(
+        "{FAST}
+[[clusters]]
+name = \"vendor-dallas\"
+provider = \"manual\"
+region = \"dallas\"
+default = true
+access = \"provider-view\"
+capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
+"
+    ));
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    // A run ends by shutting its engine down: each run gets an engine of its own.
+    let run = || engine::run_until_idle(sim_ctx(&store, &cfg, system_clock()));
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "vendor-1").await;
+    let out = run().await;
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    let row = store
+        .get_request(&req.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.state, "awaiting_input");
+    let why = row.wait_reason.expect("what it waits for");
+    assert!(
+        why.contains("request provide") && why.contains("--ip IP --ssh-port PORT"),
+        "{why}"
+    );
+
+    let provide = |ip: &str, port: u16| Command::Provide {
+        id: req.id.clone(),
+        ip: ip.parse().expect("ip"),
+        ssh_port: port,
+    };
+    let err = execute(&ctx, "admin", provide("127.0.0.1", 22))
+        .await
+        .expect_err("loopback");
+    assert!(
+        err.to_string()
+            .contains("--ip: 127.0.0.1 is a loopback address"),
+        "{err}"
+    );
+    let err = execute(&ctx, "admin", provide("192.0.2.55", 0))
+        .await
+        .expect_err("port 0");
+    assert!(err.to_string().contains("--ssh-port"), "{err}");
+    assert_eq!(
+        store
+            .get_request(&req.id)
+            .await
+            .expect("read")
+            .expect("row")
+            .state,
+        "awaiting_input",
+        "a refusal changes nothing"
+    );
+    execute(&ctx, "admin", provide("192.0.2.55", 2222))
+        .await
+        .expect("provide");
+    // Given again once it has moved on: refused by the state machine.
+    let err = execute(&ctx, "admin", provide("192.0.2.56", 22))
+        .await
+        .expect_err("no longer waiting");
+    assert!(err.to_string().contains("allocating"), "{err}");
+    let out = run().await;
+    assert!(out.succeeded() && out.waiting.is_empty(), "{out:?}");
+
+    let d = store.request_detail(&req.id).await.expect("detail");
+    assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+    let node = store
+        .list_nodes(&mailfleet::store::NodeFilter::default())
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.label == "vendor-1")
+        .expect("node");
+    assert_eq!(node.ip_address.as_deref(), Some("192.0.2.55"));
+    let kinds: Vec<&str> = d.resources.iter().map(|r| r.kind.as_str()).collect();
+    assert!(
+        !kinds.contains(&"firewall") && !kinds.contains(&"rdns"),
+        "{kinds:?}"
+    );
+    let inst = d
+        .resources
+        .iter()
+        .find(|r| r.kind == "instance")
+        .expect("instance");
+    assert_eq!(
+        inst.provider_ref.as_deref(),
+        Some(format!("manual-{}", req.id).as_str())
+    );
+    let vendor: Vec<&str> = d
+        .tasks
+        .iter()
+        .filter(|t| t.name == "firewall" || t.name == "rdns")
+        .filter_map(|t| t.detail.as_deref())
+        .collect();
+    assert_eq!(vendor.len(), 2, "{vendor:?}");
+    assert!(
+        vendor.iter().all(|t| t.starts_with("left to the vendor")),
+        "{vendor:?}"
+    );
+    let audit = store.list_audit(100).await.expect("audit");
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "request.provide" && a.actor == "admin"));
+
+    // The address is this request's while it lives.
+    let other = create(&ctx, "acme", "dallas", "ssd-1", "vendor-2").await;
+    run().await;
+    let err = execute(
+        &ctx,
+        "admin",
+        Command::Provide {
+            id: other.id.clone(),
+            ip: "192.0.2.55".parse().expect("ip"),
+            ssh_port: 22,
+        },
+    )
+    .await
+    .expect_err("taken");
+    assert!(
+        err.to_string().contains("192.0.2.55 is already request"),
+        "{err}"
+    );
+    execute(
+        &ctx,
+        "admin",
+        Command::Deprovision {
+            id: req.id.clone(),
+            reason: Some("vendor contract ended".into()),
+        },
+    )
+    .await
+    .expect("deprovision");
+    run().await;
+    let access = store
+        .manual_access(&req.id)
+        .await
+        .expect("read")
+        .expect("access");
+    assert!(access.released, "the server went back to its vendor");
+    execute(
+        &ctx,
+        "admin",
+        Command::Provide {
+            id: other.id.clone(),
+            ip: "192.0.2.55".parse().expect("ip"),
+            ssh_port: 22,
+        },
+    )
+    .await
+    .expect("free again");
+}

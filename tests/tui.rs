@@ -2616,3 +2616,69 @@ async fn the_snapshot_carries_each_warm_ups_recent_days_and_the_fleets_capacity(
     let screen = render(&mut app, 160, 40);
     assert!(screen.contains("cap vs sent per day"), "{screen}");
 }
+
+/// `i` on a request awaiting input opens its access-details form: each field is checked
+/// as it is typed, nothing is sent while one is wrong, and enter sends the details. On any
+/// other request it says what it needs.
+#[test]
+fn i_enters_the_access_details_of_a_request_awaiting_them() {
+    use crossterm::event::KeyCode;
+    let mut snap = fixture();
+    snap.requests = vec![request(9, "acme", "vendor-9", "awaiting_input", 5)];
+    let mut app = app_with(snap);
+    app.update(Action::ShowRequests);
+    assert!(key(&mut app, KeyCode::Char('i')).is_empty());
+    let Mode::Form(form) = &app.mode else {
+        panic!("the access-details form is open")
+    };
+    assert_eq!(form.fields[1].value(), "22", "SSH's port to start with");
+    for c in "127.0.0.1".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let screen = render(&mut app, 100, 24);
+    assert!(screen.contains("Access details of vendor-9"), "{screen}");
+    assert!(
+        screen.contains("127.0.0.1 is a loopback address"),
+        "{screen}"
+    );
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing sent");
+    for _ in 0..9 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    for c in "192.0.2.7".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('0'));
+    let Mode::Form(form) = &app.mode else {
+        panic!("the form is open")
+    };
+    assert_eq!(form.fields[1].value(), "220");
+    assert_eq!(
+        (
+            form.fields[0].error.as_deref(),
+            form.fields[1].error.as_deref()
+        ),
+        (None, None)
+    );
+    let sent = key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        sent,
+        vec![Effect::Send(vec![mailfleet::engine::Command::Provide {
+            id: id(9),
+            ip: "192.0.2.7".parse().expect("ip"),
+            ssh_port: 220,
+        }])]
+    );
+    assert!(matches!(app.mode, Mode::Normal));
+
+    // Elsewhere it says what it needs and opens nothing.
+    let mut app = app_with(fixture());
+    app.update(Action::ShowRequests);
+    assert!(key(&mut app, KeyCode::Char('i')).is_empty());
+    assert!(matches!(app.mode, Mode::Normal));
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("select a request awaiting input")));
+}

@@ -194,6 +194,19 @@ pub enum RequestCmd {
     Rollback(Decision),
     /// Tear down a completed or suspended service.
     Deprovision(Decision),
+    /// Enter the access details of a request waiting for them (awaiting_input: a manual
+    /// provider's vendor-managed server); the pipeline goes on.
+    Provide {
+        id: String,
+        /// The server's public IPv4 address.
+        #[arg(long)]
+        ip: String,
+        /// The port its SSH server listens on.
+        #[arg(long = "ssh-port")]
+        ssh_port: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -962,6 +975,37 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
         RequestCmd::Reactivate(d) => decide(d, |id, reason| Command::Reactivate { id, reason }),
         RequestCmd::Rollback(d) => decide(d, |id, reason| Command::Rollback { id, reason }),
         RequestCmd::Deprovision(d) => decide(d, |id, reason| Command::Deprovision { id, reason }),
+        RequestCmd::Provide {
+            id,
+            ip,
+            ssh_port,
+            json,
+        } => {
+            let ip: std::net::Ipv4Addr = ip
+                .trim()
+                .parse()
+                .map_err(|_| eyre!("--ip: {:?} is not an IPv4 address", sanitize(ip.trim())))?;
+            let ssh_port: u16 =
+                ssh_port
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        eyre!(
+                            "--ssh-port: {:?} is not a port (1 to 65535)",
+                            sanitize(ssh_port.trim())
+                        )
+                    })?;
+            (
+                Command::Provide {
+                    id: id.clone(),
+                    ip,
+                    ssh_port,
+                },
+                *json,
+            )
+        }
     };
     refuse_read_only(cli)?;
     let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;

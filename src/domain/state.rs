@@ -123,9 +123,10 @@ impl RequestState {
     pub fn step(self) -> Option<super::Step> {
         use super::Step;
         match self {
-            Self::Allocating => Some(Step::Allocate),
+            // A manual provider's server is waited for in allocate (its access details).
+            Self::Allocating | Self::AwaitingInput => Some(Step::Allocate),
             Self::Configuring => Some(Step::Configure),
-            Self::Activating | Self::AwaitingInput => Some(Step::Activate),
+            Self::Activating => Some(Step::Activate),
             Self::Verifying => Some(Step::Verify),
             _ => None,
         }
@@ -211,8 +212,8 @@ pub fn transition(
         (S::Configuring, E::StepSucceeded) => S::Activating,
         (S::Activating, E::StepSucceeded) => S::Verifying,
         (S::Verifying, E::StepSucceeded) => S::Completed,
-        (S::Activating, E::AwaitInput) => S::AwaitingInput,
-        (S::AwaitingInput, E::InputProvided) => S::Activating,
+        (S::Allocating, E::AwaitInput) => S::AwaitingInput,
+        (S::AwaitingInput, E::InputProvided) => S::Allocating,
         (S::Allocating | S::Configuring | S::Activating | S::Verifying, E::StepFailed) => S::Failed,
 
         (
@@ -271,7 +272,7 @@ pub fn event_names(from: Option<RequestState>, to: RequestState) -> &'static [&'
         (Some(S::Configuring), S::Activating) => &[STEP],
         (Some(S::Activating), S::Verifying) => &[STEP, "service.activated"],
         (Some(S::Verifying), S::Completed) => &[STEP, "provisioning.completed"],
-        (Some(S::AwaitingInput), S::Activating) => &["provisioning.input-provided"],
+        (Some(S::AwaitingInput), S::Allocating) => &["provisioning.input-provided"],
         (_, S::AwaitingInput) => &["provisioning.awaiting-input"],
         (Some(S::Suspended), S::Completed) => &["service.reactivated"],
         (_, S::Suspended) => &["service.suspended"],

@@ -50,6 +50,13 @@ pub enum Command {
         id: String,
         reason: Option<String>,
     },
+    /// An administrator enters the access details of a request waiting for them (a
+    /// manual provider's server): its IP address and SSH port.
+    Provide {
+        id: String,
+        ip: std::net::Ipv4Addr,
+        ssh_port: u16,
+    },
     /// A connectivity test of one cluster (changes nothing).
     TestCluster {
         name: String,
@@ -99,6 +106,7 @@ impl Command {
             | Command::PauseNode { reason, .. }
             | Command::MaintainNode { reason, .. } => reason.as_deref(),
             Command::Create(_)
+            | Command::Provide { .. }
             | Command::TestCluster { .. }
             | Command::ResumeNode { .. }
             | Command::CheckNode { .. }
@@ -180,6 +188,11 @@ pub async fn execute(
             let state = store
                 .decide(&id, RequestEvent::Approve, actor, reason, now)
                 .await?;
+            Ok(Outcome::Changed { id, state })
+        }
+        Command::Provide { id, ip, ssh_port } => {
+            let id = store.resolve_request_id(&id).await?;
+            let state = store.provide_access(&id, ip, ssh_port, actor, now).await?;
             Ok(Outcome::Changed { id, state })
         }
         Command::Reject { id, reason } => {

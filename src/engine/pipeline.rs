@@ -51,13 +51,15 @@ pub(crate) enum Stop {
         until: chrono::DateTime<chrono::Utc>,
         why: String,
     },
+    /// A person must enter the server's access details (a manual provider).
+    AwaitInput(String),
 }
 
 impl Stop {
     /// The words of a stop that is not the store's.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Stop::Failed(m) | Stop::Cancelled(m) => m.clone(),
+            Stop::Failed(m) | Stop::Cancelled(m) | Stop::AwaitInput(m) => m.clone(),
             Stop::Deferred { why, .. } => why.clone(),
             Stop::Store(e) => e.to_string(),
         }
@@ -189,6 +191,12 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
                     Err(Stop::Deferred { until, why }) => {
                         ctx.store
                             .defer(&signals.fenced(ctx, claim), why, until)
+                            .await?;
+                        return Ok(());
+                    }
+                    Err(Stop::AwaitInput(why)) => {
+                        ctx.store
+                            .await_input(&signals.fenced(ctx, claim), why)
                             .await?;
                         return Ok(());
                     }
@@ -495,6 +503,13 @@ impl StepRun<'_> {
             Some(self.resource(ResourceKind::Instance, Some(inst.id.clone()), detail)),
         )
         .await?;
+        if p.vendor_managed() && inst.status == InstanceStatus::Building {
+            return Err(Stop::AwaitInput(format!(
+                "manual provider: waiting for an administrator to enter the server's IP address \
+                 and SSH port (mailfleet request provide {} --ip IP --ssh-port PORT)",
+                crate::domain::ids::short(&req.id)
+            )));
+        }
         let ip = self
             .wait_for(&inst.id, "wait_for_ip", |s, ip| {
                 ip.is_some() && s != InstanceStatus::Building
@@ -539,24 +554,41 @@ impl StepRun<'_> {
         let p = &self.binding()?.provider;
         let (id, ip) = self.instance().await?;
         let host = self.hostname();
-        self.call("firewall", || p.set_firewall(&id, SMTP_FIREWALL))
+        if p.vendor_managed() {
+            // Not mailfleet's to set: recorded as what the vendor must do, with no resource
+            // for a teardown to undo.
+            self.done(
+                "firewall",
+                "left to the vendor: open 22, 25 and 587".into(),
+                None,
+            )
             .await?;
-        let d = format!("profile {SMTP_FIREWALL}: 22, 25, 587 open");
-        self.done(
-            "firewall",
-            d.clone(),
-            Some(self.resource(ResourceKind::Firewall, Some(SMTP_FIREWALL.into()), d)),
-        )
-        .await?;
-        self.call("rdns", || p.set_rdns(&id, ip, Some(&host)))
+            self.done(
+                "rdns",
+                format!("left to the vendor: PTR {ip} → {host}"),
+                None,
+            )
             .await?;
-        let d = format!("PTR {ip} → {host}");
-        self.done(
-            "rdns",
-            d.clone(),
-            Some(self.resource(ResourceKind::Rdns, Some(host.clone()), d)),
-        )
-        .await?;
+        } else {
+            self.call("firewall", || p.set_firewall(&id, SMTP_FIREWALL))
+                .await?;
+            let d = format!("profile {SMTP_FIREWALL}: 22, 25, 587 open");
+            self.done(
+                "firewall",
+                d.clone(),
+                Some(self.resource(ResourceKind::Firewall, Some(SMTP_FIREWALL.into()), d)),
+            )
+            .await?;
+            self.call("rdns", || p.set_rdns(&id, ip, Some(&host)))
+                .await?;
+            let d = format!("PTR {ip} → {host}");
+            self.done(
+                "rdns",
+                d.clone(),
+                Some(self.resource(ResourceKind::Rdns, Some(host.clone()), d)),
+            )
+            .await?;
+        }
         let keys = self.dkim_key().await?;
         self.dns_publish(ip, &keys).await?;
         self.tls_certificate().await?;

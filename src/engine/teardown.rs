@@ -66,7 +66,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, claim: &Claim) -> Result<(), WorkerError
                 ctx.store.defer(&fenced(ctx, claim), why, until).await?;
                 return Ok(());
             }
-            Err(Stop::Failed(msg) | Stop::Cancelled(msg)) => {
+            Err(Stop::Failed(msg) | Stop::Cancelled(msg) | Stop::AwaitInput(msg)) => {
                 let retry_at = ctx.clock.now()
                     + chrono::Duration::from_std(ctx.policy.cap).unwrap_or_default();
                 let error = format!("rollback stalled releasing {}: {msg}", r.kind);

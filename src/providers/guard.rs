@@ -372,6 +372,9 @@ impl Provider for Guard {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn vendor_managed(&self) -> bool {
+        self.inner.vendor_managed()
+    }
     async fn create(&self, spec: &InstanceSpec) -> ProviderResult<Instance> {
         self.guarded(self.inner.create(spec)).await
     }

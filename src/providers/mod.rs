@@ -6,6 +6,7 @@
 
 pub mod guard;
 pub mod hostwinds;
+pub mod manual;
 pub mod registry;
 pub mod sim;
 
@@ -128,6 +129,12 @@ pub trait Provider: Send + Sync {
     async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()>;
     /// Every live instance the provider has.
     async fn inventory(&self) -> ProviderResult<Vec<Instance>>;
+    /// Its servers are a vendor's, entered by an administrator (the manual provider): the
+    /// allocate step waits for their access details, and the firewall, PTR and power are
+    /// left to the vendor.
+    fn vendor_managed(&self) -> bool {
+        false
+    }
     /// A connectivity check: one real round trip to the provider for `cluster`. Returns what
     /// it answered, in words. By default it lists the inventory.
     async fn ping(&self, cluster: &str) -> ProviderResult<String> {

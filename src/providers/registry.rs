@@ -57,12 +57,18 @@ impl Registry {
             ))
         };
         let mut guarded_sim: Option<Arc<Guard>> = None;
+        let mut manual: Option<Arc<Guard>> = None;
         let mut hostwinds: Option<Arc<Guard>> = None;
         let mut reg = Registry::default();
         for (i, c) in cfg.clusters.iter().enumerate() {
             let provider: Arc<Guard> = match c.provider.as_str() {
                 "sim" => guarded_sim
                     .get_or_insert_with(|| guard(sim.clone()))
+                    .clone(),
+                "manual" => manual
+                    .get_or_insert_with(|| {
+                        guard(Arc::new(super::manual::ManualProvider::new(store.clone())))
+                    })
                     .clone(),
                 "hostwinds" => match &hostwinds {
                     Some(h) => h.clone(),

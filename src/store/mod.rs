@@ -22,6 +22,7 @@ mod dkim;
 mod dns;
 mod events;
 mod keyfiles;
+mod manual;
 mod nodes;
 mod open;
 mod probe;
@@ -47,6 +48,7 @@ pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
 pub use events::EventFilter;
 pub use keyfiles::is_current_record;
+pub use manual::{unusable_ip, ManualAccess};
 pub use nodes::{Moved, NewNode, NodeFilter, NodeTransitionRow};
 use open::{check_is_ours, connect, not_db, open_writer, schema_state};
 pub use open::{Access, Opened, Schema, SCHEMA_VERSION};
@@ -143,6 +145,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         19,
         include_str!("../../assets/migrations/0019_provider_breakers.sql"),
+    ),
+    (
+        20,
+        include_str!("../../assets/migrations/0020_manual_access.sql"),
     ),
 ];
 

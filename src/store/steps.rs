@@ -407,6 +407,22 @@ impl Store {
         .await
     }
 
+    /// The request waits for a person to enter its server's access details (a manual
+    /// provider): awaiting_input, the lease given back, `wait_reason` saying what is asked.
+    pub async fn await_input(&self, f: &Fenced, why: String) -> Result<(), StoreError> {
+        let f = f.clone();
+        self.write(move |conn| {
+            touch(conn, &f)?;
+            change(conn, &f, RequestEvent::AwaitInput, Some(&why))?;
+            conn.prepare_cached(
+                "UPDATE requests SET wait_reason = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+            )?
+            .execute(params![why, f.id])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Every compensation ran: rolled_back (or deprovisioned). Refused while anything is
     /// still held.
     pub async fn finish_teardown(&self, f: &Fenced) -> Result<RequestState, StoreError> {

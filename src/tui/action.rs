@@ -143,6 +143,8 @@ pub enum Action {
     PauseNode,
     /// Put the selected row's paused node back in rotation, after a confirmation.
     ResumeNode,
+    /// Enter the access details of the selected request awaiting them (a manual provider).
+    Provide,
     Follow,
     ToggleMouse,
 }
@@ -161,6 +163,7 @@ impl Action {
                 | Action::CheckNode
                 | Action::PauseNode
                 | Action::ResumeNode
+                | Action::Provide
         )
     }
 
@@ -207,6 +210,7 @@ impl Action {
             Action::CheckNode => "check node now",
             Action::PauseNode => "pause node",
             Action::ResumeNode => "resume node",
+            Action::Provide => "enter access details",
             Action::Follow => "follow",
             Action::ToggleMouse => "mouse",
         }

@@ -1142,6 +1142,23 @@ impl App {
                 )
             }
             Action::Rollback => return self.ask_rollback(),
+            Action::Provide => {
+                let ids = self.applicable(&[RequestState::AwaitingInput]);
+                match ids.as_slice() {
+                    [id] => {
+                        let label = self
+                            .request(id)
+                            .map(|r| r.label.to_string())
+                            .unwrap_or_default();
+                        self.mode = Mode::Form(Box::new(Form::provide(id, &label)));
+                    }
+                    [] => self.say(
+                        "access details: select a request awaiting input (a manual provider's)",
+                        true,
+                    ),
+                    _ => self.say("access details: one request at a time", true),
+                }
+            }
             Action::CheckNode => return self.check_node(),
             Action::PauseNode => return self.ask_pause(),
             Action::ResumeNode => return self.ask_resume(),

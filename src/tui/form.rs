@@ -58,8 +58,18 @@ impl Field {
     }
 }
 
+/// What a form is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// A new request (the provision form).
+    Create,
+    /// The access details of a request awaiting them: its id and label.
+    Provide { id: String, label: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct Form {
+    pub purpose: Purpose,
     pub fields: Vec<Field>,
     pub focus: usize,
     /// Set when submit was tried with an invalid field.
@@ -106,6 +116,7 @@ pub const DEPENDS: usize = 5;
 impl Form {
     pub fn new(cfg: &Config, held: HashMap<String, String>) -> Form {
         let mut f = Form {
+            purpose: Purpose::Create,
             fields: vec![
                 Field::choice(
                     "tenant",
@@ -136,6 +147,77 @@ impl Form {
         f
     }
 
+    /// The access-details form of request `id` (a manual provider's server): its IPv4
+    /// address and SSH port (22 to start with).
+    pub fn provide(id: &str, label: &str) -> Form {
+        let mut port = Field::text("ssh-port");
+        port.input = Input::new("22".into());
+        let mut f = Form {
+            purpose: Purpose::Provide {
+                id: id.to_string(),
+                label: label.to_string(),
+            },
+            fields: vec![Field::text("ip"), port],
+            focus: 0,
+            tried: false,
+            held: HashMap::new(),
+        };
+        f.validate();
+        f
+    }
+
+    /// A title for the form's box.
+    pub fn title(&self) -> String {
+        match &self.purpose {
+            Purpose::Create => {
+                " Provision a node (tab moves, ←/→ choose, enter submits, esc abandons) ".into()
+            }
+            Purpose::Provide { label, .. } => format!(
+                " Access details of {} (tab moves, enter submits, esc abandons) ",
+                crate::domain::validate::sanitize(label)
+            ),
+        }
+    }
+
+    /// What submitting sends, if every field is valid.
+    pub fn submit(&mut self) -> Option<crate::engine::Command> {
+        match self.purpose.clone() {
+            Purpose::Create => self.request().map(crate::engine::Command::Create),
+            Purpose::Provide { id, .. } => {
+                if !self.validate() {
+                    self.tried = true;
+                    self.focus = self
+                        .fields
+                        .iter()
+                        .position(|f| f.error.is_some())
+                        .unwrap_or(self.focus);
+                    return None;
+                }
+                Some(crate::engine::Command::Provide {
+                    id,
+                    ip: self.fields[0].value().parse().ok()?,
+                    ssh_port: self.fields[1].value().parse().ok()?,
+                })
+            }
+        }
+    }
+
+    /// The access details' checks: an IPv4 host address, a port from 1 to 65535.
+    fn validate_provide(&mut self) -> bool {
+        let ip = self.fields[0].value();
+        self.fields[0].error = match ip.parse::<std::net::Ipv4Addr>() {
+            _ if ip.is_empty() => Some("required".into()),
+            Ok(addr) => crate::store::unusable_ip(addr).map(|why| format!("{addr} {why}")),
+            Err(_) => Some("not an IPv4 address".into()),
+        };
+        let port = self.fields[1].value();
+        self.fields[1].error = match port.parse::<u16>() {
+            Ok(p) if p > 0 => None,
+            _ => Some("a port from 1 to 65535".into()),
+        };
+        self.fields.iter().all(|f| f.error.is_none())
+    }
+
     pub fn focused(&mut self) -> &mut Field {
         let i = self.focus.min(self.fields.len() - 1);
         &mut self.fields[i]
@@ -164,6 +246,9 @@ impl Form {
 
     /// Checks every field; true when all are valid.
     pub fn validate(&mut self) -> bool {
+        if matches!(self.purpose, Purpose::Provide { .. }) {
+            return self.validate_provide();
+        }
         let label = self.fields[LABEL].value();
         self.fields[LABEL].error = if label.is_empty() {
             Some("required".into())

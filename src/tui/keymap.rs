@@ -121,6 +121,7 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("s", Action::Suspend),
     ("u", Action::Reactivate),
     ("R", Action::Rollback),
+    ("i", Action::Provide),
     // Node keys: global like every binding, acting on the selected row's node in the views
     // that list nodes (see `View::lists_nodes`); elsewhere they say where to use them.
     ("c", Action::CheckNode),

@@ -390,8 +390,12 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         },
         Mode::Form(form) => match k.code {
             KeyCode::Esc => {
+                let what = match form.purpose {
+                    form::Purpose::Create => "provision form",
+                    form::Purpose::Provide { .. } => "access details",
+                };
                 app.mode = Mode::Normal;
-                app.say("provision form abandoned; nothing was written", false);
+                app.say(format!("{what} abandoned; nothing was written"), false);
                 vec![]
             }
             KeyCode::Tab | KeyCode::Down => {
@@ -407,11 +411,18 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 form.validate();
                 vec![]
             }
-            KeyCode::Enter => match form.request() {
-                Some(req) => {
+            KeyCode::Enter => match form.submit() {
+                Some(command) => {
+                    let said = match &command {
+                        Command::Create(req) => format!("provisioning {}…", req.label),
+                        Command::Provide { ip, ssh_port, .. } => {
+                            format!("access details sent: {ip}, SSH port {ssh_port}")
+                        }
+                        _ => String::new(),
+                    };
                     app.mode = Mode::Normal;
-                    app.say(format!("provisioning {}…", req.label), false);
-                    vec![Effect::Send(vec![Command::Create(req)])]
+                    app.say(said, false);
+                    vec![Effect::Send(vec![command])]
                 }
                 None => vec![],
             },

@@ -231,10 +231,9 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
         Mode::Form(form) => {
             let r = centered(area, 76, 16);
             f.render_widget(Clear, r);
-            let block = Block::default().borders(Borders::ALL).title(Span::styled(
-                " Provision a node (tab moves, ←/→ choose, enter submits, esc abandons) ",
-                th.title(),
-            ));
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .title(Span::styled(form.title(), th.title()));
             let inner = block.inner(r);
             f.render_widget(block, r);
             let rows =

@@ -687,11 +687,12 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         "{why}"
     );
 
-    let provide = |ip: &str, port: u16| Command::Provide {
-        id: req.id.clone(),
+    let provide_to = |id: &str, ip: &str, port: u16| Command::Provide {
+        id: id.to_string(),
         ip: ip.parse().expect("ip"),
         ssh_port: port,
     };
+    let provide = |ip: &str, port: u16| provide_to(&req.id, ip, port);
     let err = execute(&ctx, "admin", provide("127.0.0.1", 22))
         .await
         .expect_err("loopback");
@@ -768,17 +769,9 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
     // The address is this request's while it lives.
     let other = create(&ctx, "acme", "dallas", "ssd-1", "vendor-2").await;
     run().await;
-    let err = execute(
-        &ctx,
-        "admin",
-        Command::Provide {
-            id: other.id.clone(),
-            ip: "192.0.2.55".parse().expect("ip"),
-            ssh_port: 22,
-        },
-    )
-    .await
-    .expect_err("taken");
+    let err = execute(&ctx, "admin", provide_to(&other.id, "192.0.2.55", 22))
+        .await
+        .expect_err("taken");
     assert!(
         err.to_string().contains("192.0.2.55 is already request"),
         "{err}"
@@ -800,15 +793,7 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         .expect("read")
         .expect("access");
     assert!(access.released, "the server went back to its vendor");
-    execute(
-        &ctx,
-        "admin",
-        Command::Provide {
-            id: other.id.clone(),
-            ip: "192.0.2.55".parse().expect("ip"),
-            ssh_port: 22,
-        },
-    )
-    .await
-    .expect("free again");
+    execute(&ctx, "admin", provide_to(&other.id, "192.0.2.55", 22))
+        .await
+        .expect("free again");
 }

@@ -364,20 +364,36 @@ impl Store {
         reason: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
+        let event = NodeEvent::Pause(PauseCause::Operator);
+        self.operator_move(node_id, actor, event, ("paused", "node.pause"), reason, now)
+            .await
+    }
+
+    /// An operator's move of a node, with the reason they gave, audited when it happened.
+    /// `words` are how the reason starts ("paused" by …) and the audit's action.
+    async fn operator_move(
+        &self,
+        node_id: &str,
+        actor: &str,
+        event: NodeEvent,
+        words: (&'static str, &'static str),
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
         let (node_id, actor) = (node_id.to_string(), actor.to_string());
+        let (verb, action) = words;
         self.write(move |conn| {
             let at = ts(now);
             let why = format!(
-                "paused by {actor}{}",
+                "{verb} by {actor}{}",
                 reason
                     .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             );
-            let event = NodeEvent::Pause(PauseCause::Operator);
             let moved = transition(conn, &node_id, event, &actor, &why, &at)?;
             if moved.is_ok() {
-                audit(conn, &at, &actor, "node.pause", Some(&node_id), Some(&why))?;
+                audit(conn, &at, &actor, action, Some(&node_id), Some(&why))?;
             }
             Ok(moved)
         })
@@ -435,36 +451,15 @@ impl Store {
         reason: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Result<Moved, NodeRefusal>, StoreError> {
-        let (node_id, actor) = (node_id.to_string(), actor.to_string());
-        self.write(move |conn| {
-            let at = ts(now);
-            let why = format!(
-                "maintenance by {actor}{}",
-                reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-            let moved = transition(
-                conn,
-                &node_id,
-                NodeEvent::EnterMaintenance,
-                &actor,
-                &why,
-                &at,
-            )?;
-            if moved.is_ok() {
-                audit(
-                    conn,
-                    &at,
-                    &actor,
-                    "node.maintenance",
-                    Some(&node_id),
-                    Some(&why),
-                )?;
-            }
-            Ok(moved)
-        })
+        let words = ("maintenance", "node.maintenance");
+        self.operator_move(
+            node_id,
+            actor,
+            NodeEvent::EnterMaintenance,
+            words,
+            reason,
+            now,
+        )
         .await
     }
 

@@ -184,13 +184,7 @@ impl Form {
         match self.purpose.clone() {
             Purpose::Create => self.request().map(crate::engine::Command::Create),
             Purpose::Provide { id, .. } => {
-                if !self.validate() {
-                    self.tried = true;
-                    self.focus = self
-                        .fields
-                        .iter()
-                        .position(|f| f.error.is_some())
-                        .unwrap_or(self.focus);
+                if !self.checked() {
                     return None;
                 }
                 Some(crate::engine::Command::Provide {
@@ -290,15 +284,24 @@ impl Form {
         self.fields.iter().all(|f| f.error.is_none())
     }
 
+    /// Validates for a submit: when a field is wrong, its error shows from now on and the
+    /// focus goes to it.
+    fn checked(&mut self) -> bool {
+        if self.validate() {
+            return true;
+        }
+        self.tried = true;
+        self.focus = self
+            .fields
+            .iter()
+            .position(|f| f.error.is_some())
+            .unwrap_or(self.focus);
+        false
+    }
+
     /// The request to create, if every field is valid.
     pub fn request(&mut self) -> Option<CreateRequest> {
-        if !self.validate() {
-            self.tried = true;
-            self.focus = self
-                .fields
-                .iter()
-                .position(|f| f.error.is_some())
-                .unwrap_or(self.focus);
+        if !self.checked() {
             return None;
         }
         let plan = self.fields[PLAN].value();

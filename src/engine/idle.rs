@@ -88,7 +88,10 @@ pub(crate) fn verdict(r: &RequestRow, stalls: i64, now: DateTime<Utc>, max_stall
             return Verdict::Person(why);
         }
         RequestState::AwaitingInput => {
-            return Verdict::Person("awaiting access details from an admin".into())
+            let why = r
+                .why_waiting()
+                .unwrap_or_else(|| "awaiting access details from an admin".into());
+            return Verdict::Person(why);
         }
         _ => {}
     }

@@ -69,6 +69,12 @@ impl RequestRow {
             RequestState::Queued => self.wait_reason.clone(),
             // A compensation being retried, or stalled (then it needs attention).
             RequestState::RollingBack => self.wait_reason.clone(),
+            // Access details a person must enter; a provider whose circuit is open.
+            RequestState::AwaitingInput
+            | RequestState::Allocating
+            | RequestState::Configuring
+            | RequestState::Activating
+            | RequestState::Verifying => self.wait_reason.clone(),
             _ => None,
         }
     }

@@ -229,7 +229,11 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             );
         }
         Mode::Form(form) => {
-            let r = centered(area, 76, 16);
+            // Two rows a field, the borders, and a spare row.
+            let height = u16::try_from(form.fields.len() * 2 + 3)
+                .unwrap_or(16)
+                .min(16);
+            let r = centered(area, 76, height);
             f.render_widget(Clear, r);
             let block = Block::default()
                 .borders(Borders::ALL)

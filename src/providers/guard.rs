@@ -190,14 +190,79 @@ struct InFlight<'a> {
     guard: &'a Guard,
     probe: bool,
     settled: bool,
+    /// When the call went to the provider (it had its slot).
+    called_at: Option<tokio::time::Instant>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.guard.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if self.probe && !self.settled {
-            self.guard.lock().abandon_probe();
+        if self.settled {
+            return;
         }
+        let g = self.guard;
+        // Dropped after a whole call timeout at the provider (the caller's own timer, set to
+        // the same length, went first): that is a timeout, and counts as one.
+        let timed_out = self
+            .called_at
+            .is_some_and(|t| t.elapsed() >= g.call_timeout);
+        if !timed_out {
+            if self.probe {
+                g.lock().abandon_probe();
+            }
+            return;
+        }
+        let now = g.clock.now();
+        let (changed, snapshot) = {
+            let mut b = g.lock();
+            let why = format!(
+                "{}: call timed out after {}",
+                g.inner.name(),
+                crate::config::format_duration(g.call_timeout)
+            );
+            let changed = b.settle(now, self.probe, Answer::Trouble(why));
+            (changed, b.clone())
+        };
+        if let Some(circuit) = changed {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (store, name) = (g.store.clone(), g.inner.name().to_string());
+                rt.spawn(record(store, name, circuit, snapshot, now));
+            }
+        }
+    }
+}
+
+/// Logs a circuit that opened or closed and writes it to the store.
+async fn record(
+    store: Option<Store>,
+    name: String,
+    circuit: Circuit,
+    b: Breaker,
+    now: DateTime<Utc>,
+) {
+    match circuit {
+        Circuit::Open => tracing::warn!(
+            provider = %name,
+            failures = b.failures,
+            retry_at = ?b.retry_at,
+            "provider circuit open"
+        ),
+        _ => tracing::info!(provider = %name, "provider circuit closed"),
+    }
+    let Some(store) = store else {
+        return;
+    };
+    let change = BreakerChange {
+        provider: name.clone(),
+        open: circuit == Circuit::Open,
+        failures: b.failures,
+        opened_at: b.opened_at,
+        retry_at: b.retry_at,
+        last_error: b.last_error.clone(),
+        now,
+    };
+    if let Err(e) = store.record_breaker(change).await {
+        tracing::warn!(provider = %name, error = %e, "provider circuit not recorded");
     }
 }
 
@@ -291,6 +356,7 @@ impl Guard {
             guard: self,
             probe,
             settled: false,
+            called_at: None,
         };
         let Ok(Ok(_slot)) = tokio::time::timeout(self.call_timeout, self.slots.acquire()).await
         else {
@@ -304,6 +370,7 @@ impl Guard {
                 ),
             ));
         };
+        flight.called_at = Some(tokio::time::Instant::now());
         let out = match tokio::time::timeout(self.call_timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(ProviderError::new(
@@ -328,37 +395,10 @@ impl Guard {
         flight.settled = true;
         drop(flight);
         if let Some(circuit) = changed {
-            self.record(circuit, &snapshot, now).await;
+            let name = self.inner.name().to_string();
+            record(self.store.clone(), name, circuit, snapshot, now).await;
         }
         out
-    }
-
-    async fn record(&self, circuit: Circuit, b: &Breaker, now: DateTime<Utc>) {
-        let name = self.inner.name();
-        match circuit {
-            Circuit::Open => tracing::warn!(
-                provider = name,
-                failures = b.failures,
-                retry_at = ?b.retry_at,
-                "provider circuit open"
-            ),
-            _ => tracing::info!(provider = name, "provider circuit closed"),
-        }
-        let Some(store) = &self.store else {
-            return;
-        };
-        let change = BreakerChange {
-            provider: name.to_string(),
-            open: circuit == Circuit::Open,
-            failures: b.failures,
-            opened_at: b.opened_at,
-            retry_at: b.retry_at,
-            last_error: b.last_error.clone(),
-            now,
-        };
-        if let Err(e) = store.record_breaker(change).await {
-            tracing::warn!(provider = name, error = %e, "provider circuit not recorded");
-        }
     }
 
     /// The half-open probe when nothing else calls: one inventory round trip.
@@ -596,6 +636,30 @@ mod tests {
             ErrorKind::NotFound
         );
         assert_eq!(g.view().failures, 0);
+    }
+
+    /// A caller whose own timer, as long as the guard's, drops the call at the timeout:
+    /// the timeout still counts against the circuit.
+    #[tokio::test(start_paused = true)]
+    async fn calls_dropped_at_the_timeout_count_as_timeouts() {
+        let flaky = Arc::new(Flaky::default());
+        let g = guard(&flaky, 3, 4);
+        for _ in 0..3 {
+            let out = tokio::time::timeout(Duration::from_secs(5), g.inventory()).await;
+            match out {
+                Err(_) => {}
+                Ok(r) => assert_eq!(r.expect_err("timed out").kind, ErrorKind::Transient),
+            }
+        }
+        let v = g.view();
+        assert_eq!((v.circuit, v.failures, v.in_flight), (Circuit::Open, 3, 0));
+        assert!(v
+            .last_error
+            .is_some_and(|e| e.contains("timed out after 5s")));
+        // Dropped before the timeout (a cancelled worker): not the provider's fault.
+        let g = guard(&flaky, 1, 4);
+        let _ = tokio::time::timeout(Duration::from_secs(1), g.inventory()).await;
+        assert_eq!((g.view().circuit, g.view().failures), (Circuit::Closed, 0));
     }
 
     #[tokio::test]

@@ -512,8 +512,6 @@ async fn the_engine_starts_the_monitor_which_pauses_a_listed_node() {
     .expect("wildcard");
     let settings = format!(
         r#"
-[providers.sim]
-ip_pools = ["198.51.100.0/24"]
 [blocklists]
 monitor = true
 resolver = "{}"
@@ -527,7 +525,11 @@ codes = "spamhaus"
         dns.dns_addr()
     );
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(&format!("{FAST}{settings}"));
+    let fast = FAST.replace(
+        "[providers.sim]",
+        "[providers.sim]\nip_pools = [\"198.51.100.0/24\"]",
+    );
+    let cfg = config(&format!("{fast}{settings}"));
     let store = open(&db_path(&dir), &cfg).await;
     let ctx = sim_ctx(&store, &cfg, system_clock());
     let handle = mailfleet::engine::spawn(ctx.clone());

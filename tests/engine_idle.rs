@@ -434,3 +434,27 @@ async fn an_open_circuit_holds_queued_requests_with_the_reason_until_it_closes()
     assert!(names.contains(&"provider.circuit_opened".to_string()));
     assert!(names.contains(&"provider.circuit_closed".to_string()));
 }
+
+/// A context that ran until idle once runs again: the second run moves a request created
+/// after the first, instead of claiming and releasing it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_until_idle_on_the_same_context_does_the_work() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    for label in ["node-first", "node-second"] {
+        let req = create(&ctx, "acme", "dallas", "ssd-1", label).await;
+        let run = mailfleet::engine::run_until_idle(ctx.clone());
+        let out = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the run ends");
+        assert!(out.succeeded(), "{out:?}");
+        let row = store
+            .get_request(&req.id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(row.state, "completed", "{label}");
+    }
+}

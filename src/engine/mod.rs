@@ -297,6 +297,10 @@ async fn main_loop(
     until_idle: bool,
 ) -> IdleOutcome {
     let mut outcome = IdleOutcome::default();
+    // A run that ended before on this context left it stopping (its workers gave their
+    // leases back at once): this run starts it again, or every claim it made would be
+    // released unworked, round after round.
+    ctx.shutting_down.store(false, Ordering::SeqCst);
     // Probes providers whose circuit is open; it ends with the loop.
     let prober = tokio::spawn(breakers::probe_loop(ctx.clone()));
     let _prober = pipeline::AbortOnDrop(prober);

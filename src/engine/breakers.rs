@@ -6,6 +6,7 @@
 
 use super::Ctx;
 use crate::clock::parse_ts;
+use crate::providers::Provider;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub(crate) async fn probe_loop(ctx: Arc<Ctx>) {
                     continue;
                 };
                 for g in ctx.providers.guards() {
-                    if g.view().provider == b.provider {
+                    if g.name() == b.provider {
                         g.restore(opened, retry, b.last_error.clone());
                     }
                 }
@@ -41,7 +42,7 @@ pub(crate) async fn probe_loop(ctx: Arc<Ctx>) {
             if at <= now {
                 // A request's call may be the probe already; then this one is refused.
                 if let Err(e) = g.probe().await {
-                    tracing::debug!(provider = %g.view().provider, error = %e, "probe");
+                    tracing::debug!(provider = g.name(), error = %e, "probe");
                 }
             } else if let Ok(d) = (at - now).to_std() {
                 wait = wait.min(d);

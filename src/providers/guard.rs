@@ -215,11 +215,7 @@ impl Drop for InFlight<'_> {
         let now = g.clock.now();
         let (changed, snapshot) = {
             let mut b = g.lock();
-            let why = format!(
-                "{}: call timed out after {}",
-                g.inner.name(),
-                crate::config::format_duration(g.call_timeout)
-            );
+            let why = g.timed_out().to_string();
             let changed = b.settle(now, self.probe, Answer::Trouble(why));
             (changed, b.clone())
         };
@@ -318,9 +314,21 @@ impl Guard {
         }
     }
 
-    /// Whether the circuit is open and due for its probe.
+    /// When an open circuit's probe may go (`None`: it is closed).
     pub fn probe_due(&self) -> Option<DateTime<Utc>> {
         self.lock().retry_at
+    }
+
+    /// A call that took the whole call timeout.
+    fn timed_out(&self) -> ProviderError {
+        ProviderError::new(
+            self.inner.name(),
+            ErrorKind::Transient,
+            format!(
+                "call timed out after {}",
+                crate::config::format_duration(self.call_timeout)
+            ),
+        )
     }
 
     fn unavailable(&self, until: DateTime<Utc>) -> ProviderError {
@@ -328,15 +336,7 @@ impl Guard {
         let mut e = ProviderError::new(
             self.inner.name(),
             ErrorKind::Unavailable,
-            format!(
-                "circuit open after {} failed calls in a row{}; tried again at {}",
-                b.failures,
-                b.last_error
-                    .as_deref()
-                    .map(|w| format!(" (last: {w})"))
-                    .unwrap_or_default(),
-                until.format("%H:%M:%S UTC")
-            ),
+            crate::store::circuit_open(b.failures, b.last_error.as_deref(), Some(until)),
         );
         e.retry_at = Some(until);
         e
@@ -373,14 +373,7 @@ impl Guard {
         flight.called_at = Some(tokio::time::Instant::now());
         let out = match tokio::time::timeout(self.call_timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(ProviderError::new(
-                self.inner.name(),
-                ErrorKind::Transient,
-                format!(
-                    "call timed out after {}",
-                    crate::config::format_duration(self.call_timeout)
-                ),
-            )),
+            Err(_) => Err(self.timed_out()),
         };
         let answer = match &out {
             Err(e) if e.kind == ErrorKind::Transient => Answer::Trouble(e.to_string()),

@@ -7,6 +7,7 @@
 use super::{
     ErrorKind, Instance, InstanceSpec, InstanceStatus, Provider, ProviderError, ProviderResult,
 };
+use crate::clock::SharedClock;
 use crate::store::{ManualAccess, Store, StoreError};
 use async_trait::async_trait;
 use std::net::Ipv4Addr;
@@ -16,6 +17,7 @@ const PREFIX: &str = "manual-";
 
 pub struct ManualProvider {
     store: Store,
+    clock: SharedClock,
 }
 
 fn store_error(e: StoreError) -> ProviderError {
@@ -56,8 +58,8 @@ fn instance(request_id: &str, label: &str, access: Option<&ManualAccess>) -> Ins
 }
 
 impl ManualProvider {
-    pub fn new(store: Store) -> ManualProvider {
-        ManualProvider { store }
+    pub fn new(store: Store, clock: SharedClock) -> ManualProvider {
+        ManualProvider { store, clock }
     }
 
     async fn lookup(&self, request_id: &str) -> ProviderResult<Instance> {
@@ -107,7 +109,7 @@ impl Provider for ManualProvider {
     /// The server goes back to its vendor: mailfleet forgets its access details.
     async fn delete(&self, id: &str) -> ProviderResult<()> {
         self.store
-            .release_manual_access(request_of(id)?, chrono::Utc::now())
+            .release_manual_access(request_of(id)?, self.clock.now())
             .await
             .map_err(store_error)
     }

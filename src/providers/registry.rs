@@ -67,7 +67,10 @@ impl Registry {
                     .clone(),
                 "manual" => manual
                     .get_or_insert_with(|| {
-                        guard(Arc::new(super::manual::ManualProvider::new(store.clone())))
+                        guard(Arc::new(super::manual::ManualProvider::new(
+                            store.clone(),
+                            clock.clone(),
+                        )))
                     })
                     .clone(),
                 "hostwinds" => match &hostwinds {

@@ -40,22 +40,32 @@ impl BreakerRow {
         if !self.open {
             return None;
         }
-        let retry = self
-            .retry_at
-            .as_deref()
-            .and_then(parse_ts)
-            .map(|t| format!("; tried again at {}", t.format("%H:%M:%S UTC")))
-            .unwrap_or_default();
+        let retry = self.retry_at.as_deref().and_then(parse_ts);
+        let failures = u32::try_from(self.failures).unwrap_or(u32::MAX);
         Some(format!(
-            "{BREAKER_WAIT}{}: circuit open after {} failed calls in a row{}{retry}",
+            "{BREAKER_WAIT}{}: {}",
             self.provider,
-            self.failures,
-            self.last_error
-                .as_deref()
-                .map(|w| format!(" (last: {w})"))
-                .unwrap_or_default()
+            circuit_open(failures, self.last_error.as_deref(), retry)
         ))
     }
+}
+
+/// "circuit open after 5 failed calls in a row (last: …); tried again at 12:00:31 UTC": the
+/// words of an open circuit, for the guard's refusal and a waiting request's reason alike.
+pub fn circuit_open(
+    failures: u32,
+    last_error: Option<&str>,
+    retry_at: Option<DateTime<Utc>>,
+) -> String {
+    format!(
+        "circuit open after {failures} failed calls in a row{}{}",
+        last_error
+            .map(|w| format!(" (last: {w})"))
+            .unwrap_or_default(),
+        retry_at
+            .map(|t| format!("; tried again at {}", t.format("%H:%M:%S UTC")))
+            .unwrap_or_default()
+    )
 }
 
 /// How every wait reason an open circuit gives starts: `work --until-idle` waits for these

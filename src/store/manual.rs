@@ -21,31 +21,39 @@ pub struct ManualAccess {
     pub released: bool,
 }
 
-pub(super) fn access(conn: &Conn, request_id: &str) -> Result<Option<ManualAccess>, StoreError> {
-    let row: Option<(String, String, i64, String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT request_id, ip, ssh_port, provided_by, released_at FROM manual_access WHERE request_id = ?",
-        )?
-        .query_row([request_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    let Some((request_id, ip, port, by, released)) = row else {
-        return Ok(None);
-    };
+const ACCESS_COLUMNS: &str = "request_id, ip, ssh_port, provided_by, released_at";
+
+/// One `manual_access` row (`ACCESS_COLUMNS`), checked.
+fn access_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ManualAccess, StoreError>> {
+    let (request_id, ip, port, by, released): (String, String, i64, String, Option<String>) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
     let bad = |what: &str| {
         StoreError::Rejected(format!(
             "manual_access of {}: bad {what}",
             short(&request_id)
         ))
     };
-    Ok(Some(ManualAccess {
-        ip: ip.parse().map_err(|_| bad("ip"))?,
-        ssh_port: u16::try_from(port).map_err(|_| bad("ssh_port"))?,
+    let (ip, ssh_port) = match (ip.parse(), u16::try_from(port)) {
+        (Ok(ip), Ok(port)) => (ip, port),
+        (Err(_), _) => return Ok(Err(bad("ip"))),
+        (_, Err(_)) => return Ok(Err(bad("ssh_port"))),
+    };
+    Ok(Ok(ManualAccess {
+        ip,
+        ssh_port,
         request_id,
         provided_by: by,
         released: released.is_some(),
     }))
+}
+
+fn access(conn: &Conn, request_id: &str) -> Result<Option<ManualAccess>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACCESS_COLUMNS} FROM manual_access WHERE request_id = ?"
+    ))?
+    .query_row([request_id], access_row)
+    .optional()?
+    .transpose()
 }
 
 /// Why `ip` cannot be a server's public address, if it cannot.
@@ -138,19 +146,10 @@ impl Store {
     /// Every live request's access details, for a manual provider's inventory.
     pub async fn manual_access_live(&self) -> Result<Vec<ManualAccess>, StoreError> {
         self.read(|c| {
-            let ids = super::rows(
-                c,
-                "SELECT request_id FROM manual_access WHERE released_at IS NULL ORDER BY provided_at",
-                [],
-                |r| r.get::<_, String>(0),
-            )?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(a) = access(c, &id)? {
-                    out.push(a);
-                }
-            }
-            Ok(out)
+            let sql = format!(
+                "SELECT {ACCESS_COLUMNS} FROM manual_access WHERE released_at IS NULL ORDER BY provided_at"
+            );
+            super::rows(c, &sql, [], access_row)?.into_iter().collect()
         })
         .await
     }

@@ -37,7 +37,7 @@ mod sync;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
-pub use breakers::{BreakerChange, BreakerRow, BREAKER_WAIT};
+pub use breakers::{circuit_open, BreakerChange, BreakerRow, BREAKER_WAIT};
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimAsk, ClaimOutcome, ClusterSpec};
 pub use console::{

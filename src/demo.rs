@@ -737,17 +737,17 @@ fn demo_ip(n: u32) -> Ipv4Addr {
 
 fn state_of(step: Step) -> RequestState {
     match step {
-        Step::Allocate => RequestState::Allocating,
+        Step::Allocate | Step::Resize => RequestState::Allocating,
         Step::Configure => RequestState::Configuring,
         Step::Activate => RequestState::Activating,
-        Step::Verify => RequestState::Verifying,
+        Step::Verify | Step::Confirm => RequestState::Verifying,
     }
 }
 
 fn step_index(step: Step) -> usize {
     match step {
-        Step::Allocate => 0,
-        Step::Configure => 1,
+        Step::Allocate | Step::Resize => 0,
+        Step::Configure | Step::Confirm => 1,
         Step::Activate => 2,
         Step::Verify => 3,
     }
@@ -773,10 +773,10 @@ fn release_rank(kind: ResourceKind) -> u8 {
         ResourceKind::Certificate => 1,
         ResourceKind::Dns => 2,
         ResourceKind::Rdns => 3,
-        ResourceKind::Instance => 4,
+        ResourceKind::Instance | ResourceKind::Upgrade => 4,
         ResourceKind::Firewall => 5,
         ResourceKind::Ip => 6,
-        ResourceKind::Capacity => 7,
+        ResourceKind::Capacity | ResourceKind::ResizeHold => 7,
         ResourceKind::Quota => 8,
     }
 }
@@ -1962,7 +1962,7 @@ impl<'a> Flow<'a> {
 
     fn task_time(&mut self, step: Step, index: usize) -> i64 {
         let (lo, hi) = match (step, index) {
-            (Step::Allocate, _) => (400, 2_500),
+            (Step::Allocate | Step::Resize | Step::Confirm, _) => (400, 2_500),
             (Step::Configure, 4) => (5 * SEC, 20 * SEC),
             (Step::Configure, 5) => (25 * SEC, 95 * SEC),
             (Step::Configure, _) => (200, 1_500),
@@ -2121,6 +2121,8 @@ impl<'a> Flow<'a> {
             }
             (Step::Verify, 3) => format!("220 {host} ESMTP Postfix (Ubuntu)"),
             (Step::Verify, 4) => format!("250-{host} STARTTLS offered on 587"),
+            // The demo's history has no resizes.
+            (Step::Resize | Step::Confirm, _) => String::new(),
             (Step::Verify, _) => {
                 let queued_as = self
                     .sim
@@ -2331,8 +2333,8 @@ impl<'a> Flow<'a> {
         let weights: Vec<f64> = steps
             .iter()
             .map(|s| match s {
-                Step::Allocate | Step::Configure => 3.0,
-                Step::Activate | Step::Verify => 2.0,
+                Step::Allocate | Step::Configure | Step::Resize => 3.0,
+                Step::Activate | Step::Verify | Step::Confirm => 2.0,
             })
             .collect();
         let step = steps[weighted(&mut self.rng, &weights)];
@@ -2393,6 +2395,8 @@ impl<'a> Flow<'a> {
                 }
                 format!("PTR of {ip} reset")
             }
+            // The demo's history has no resizes.
+            ResourceKind::Upgrade | ResourceKind::ResizeHold => String::new(),
             ResourceKind::Instance => match self.res[i].provider_ref.clone() {
                 Some(id) => {
                     if let Some(sim) = self.sim.as_mut() {

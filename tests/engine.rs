@@ -96,7 +96,16 @@ impl Provider for Scripted {
         self.inner.resume(id).await
     }
     async fn resize(&self, id: &str, plan: &str, cpu: i64, m: i64, s: i64) -> ProviderResult<()> {
+        self.note(format!("resize {plan}"));
         self.inner.resize(id, plan, cpu, m, s).await
+    }
+    async fn confirm_resize(&self, id: &str) -> ProviderResult<()> {
+        self.note("confirm_resize".into());
+        self.inner.confirm_resize(id).await
+    }
+    async fn revert_resize(&self, id: &str) -> ProviderResult<()> {
+        self.note("revert_resize".into());
+        self.inner.revert_resize(id).await
     }
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {
         self.note(format!("firewall {profile}"));
@@ -796,4 +805,298 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
     execute(&ctx, "admin", provide_to(&other.id, "192.0.2.55", 22))
         .await
         .expect("free again");
+}
+
+/// The node `req` made.
+async fn node_of(store: &mailfleet::store::Store, req: &str) -> mailfleet::store::NodeRow {
+    store
+        .list_nodes(&mailfleet::store::NodeFilter::default())
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.request_id.as_deref() == Some(req))
+        .expect("node")
+}
+
+async fn resize(
+    ctx: &Arc<mailfleet::engine::Ctx>,
+    node: &str,
+    plan: &str,
+) -> Result<mailfleet::store::RequestRow, mailfleet::engine::commands::CommandError> {
+    use mailfleet::engine::commands::{execute, Command, Outcome};
+    let cmd = Command::ResizeNode {
+        id: node.to_string(),
+        plan: plan.to_string(),
+        reason: Some("more room for the queue".into()),
+    };
+    match execute(ctx, "ops", cmd).await? {
+        Outcome::Created(r) => Ok(*r),
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+fn usage(u: &mailfleet::store::Usage) -> (i64, i64, i64, i64) {
+    (u.nodes, u.cpu, u.memory_gb, u.storage_gb)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_is_resized_by_a_request_of_its_own_and_its_plan_and_quota_follow() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    let provider = scripted(&store, &cfg, clock.clone(), |_| {});
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "web-1").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let node = node_of(&store, &req.id).await;
+    assert_eq!(node.plan, "ssd-1");
+
+    // Refused, writing nothing: the plan it is on, a plan that does not exist.
+    let e = resize(&ctx, &node.id, "ssd-1")
+        .await
+        .expect_err("same plan");
+    assert!(e.to_string().contains("already on plan ssd-1"), "{e}");
+    let e = resize(&ctx, &node.id, "ssd-64")
+        .await
+        .expect_err("no such plan");
+    assert!(e.to_string().starts_with("plan: unknown plan"), "{e}");
+    assert_eq!(all_requests(&store).await.len(), 1);
+
+    let r = resize(&ctx, &node.id, "ssd-4").await.expect("filed");
+    assert_eq!(r.operation, "resize");
+    assert_eq!(r.target.as_deref(), Some(req.id.as_str()));
+    assert_eq!(r.from_plan.as_deref(), Some("ssd-1"));
+    assert_eq!(r.state, "queued");
+    // One at a time, and the node is not torn down under it.
+    let e = resize(&ctx, &node.id, "ssd-8").await.expect_err("second");
+    assert!(e.to_string().contains("one at a time"), "{e}");
+    let e = mailfleet::engine::commands::execute(
+        &ctx,
+        "ops",
+        mailfleet::engine::Command::Deprovision {
+            id: req.id.clone(),
+            reason: None,
+        },
+    )
+    .await
+    .expect_err("deprovision while resizing");
+    assert!(e.to_string().contains("while its resize"), "{e}");
+
+    let before = calls_len(&provider);
+    engine::run_until_idle(ctx.clone()).await;
+    let d = store.request_detail(&r.id).await.expect("detail");
+    assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+    let path: Vec<&str> = d.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(path, ["queued", "allocating", "verifying", "completed"]);
+    let steps: Vec<(&str, &str)> = d
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(steps, [("resize", "done"), ("confirm", "done")]);
+    let tasks: Vec<&str> = d.tasks.iter().map(|t| t.name.as_str()).collect();
+    for t in [
+        "reserve_capacity",
+        "upgrade",
+        "wait_running",
+        "smtp_probe",
+        "confirm_upgrade",
+        "record_plan",
+    ] {
+        assert!(tasks.contains(&t), "{t} in {tasks:?}");
+    }
+    assert!(
+        d.resources.iter().all(|r| r.status == "released"),
+        "the hold and the upgrade are folded in: {:?}",
+        d.resources
+    );
+    // The provider was asked to upgrade, then to confirm, and nothing else changed.
+    let calls: Vec<String> = provider.calls()[before..].to_vec();
+    assert_eq!(
+        calls,
+        ["resize ssd-4", "probe Smtp", "confirm_resize"],
+        "{calls:?}"
+    );
+    let inst = d_instance(&store, &req.id).await;
+    let sim = store.sim_get(&inst).await.expect("read").expect("instance");
+    assert_eq!((sim.plan.as_str(), sim.cpu, sim.memory_gb), ("ssd-4", 4, 8));
+    // The node, its request and its reservation are on the new plan.
+    assert_eq!(node_of(&store, &req.id).await.plan, "ssd-4");
+    let p = store
+        .get_request(&req.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(
+        (p.plan.as_str(), p.cpu, p.memory_gb, p.storage_gb),
+        ("ssd-4", 4, 8, 100)
+    );
+    let used = store.tenant_usage().await.expect("usage");
+    assert_eq!(usage(&used["acme"]), (1, 4, 8, 100));
+    let events = store
+        .list_events(&mailfleet::store::EventFilter::default())
+        .await
+        .expect("events");
+    let names: Vec<&str> = events
+        .iter()
+        .filter(|e| e.request_id.as_deref() == Some(r.id.as_str()))
+        .map(|e| e.name.as_str())
+        .collect();
+    for n in [
+        "resize.requested",
+        "resize.admitted",
+        "resize.applied",
+        "resize.completed",
+        "node.resized",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    // A completed resize is history: it is not rolled back (undoing it is another resize).
+    let e = mailfleet::engine::commands::execute(
+        &ctx,
+        "ops",
+        mailfleet::engine::Command::Rollback {
+            id: r.id.clone(),
+            reason: None,
+        },
+    )
+    .await
+    .expect_err("rollback of a completed resize");
+    assert!(e.to_string().contains("cannot be rolled back"), "{e}");
+    // Down again: a shrink needs no room, and gives back what it no longer holds.
+    let down = resize(&ctx, &node.id, "ssd-2").await.expect("filed");
+    engine::run_until_idle(ctx.clone()).await;
+    assert_eq!(
+        store
+            .get_request(&down.id)
+            .await
+            .expect("read")
+            .expect("row")
+            .state,
+        "completed"
+    );
+    let used = store.tenant_usage().await.expect("usage");
+    assert_eq!(usage(&used["acme"]), (1, 2, 2, 50));
+}
+
+fn calls_len(p: &Scripted) -> usize {
+    p.calls().len()
+}
+
+async fn d_instance(store: &mailfleet::store::Store, req: &str) -> String {
+    store
+        .request_detail(req)
+        .await
+        .expect("detail")
+        .resources
+        .into_iter()
+        .find(|r| r.kind == "instance")
+        .and_then(|r| r.provider_ref)
+        .expect("instance")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resize_whose_node_does_not_answer_is_reverted_and_gives_its_room_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let clock = tokio_clock();
+    let ctx = sim_ctx(&store, &cfg, clock.clone());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "web-2").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let node = node_of(&store, &req.id).await;
+    // The node stops answering SMTP after the upgrade.
+    let provider = scripted(&store, &cfg, clock.clone(), |s| s.fail_probes = true);
+    let ctx = scripted_ctx(&store, &cfg, clock, &provider);
+    let r = resize(&ctx, &node.id, "ssd-8").await.expect("filed");
+    engine::run_until_idle(ctx.clone()).await;
+
+    let d = store.request_detail(&r.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back");
+    let path: Vec<&str> = d.transitions.iter().map(|t| t.to_state.as_str()).collect();
+    assert_eq!(
+        path,
+        [
+            "queued",
+            "allocating",
+            "verifying",
+            "failed",
+            "rolling_back",
+            "rolled_back"
+        ]
+    );
+    assert!(
+        d.request
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("relay access denied"),
+        "{:?}",
+        d.request.error
+    );
+    assert_eq!(
+        provider.calls(),
+        ["resize ssd-8", "probe Smtp", "revert_resize"],
+        "upgraded, checked, reverted: never confirmed"
+    );
+    let released: Vec<(&str, &str)> = d
+        .resources
+        .iter()
+        .map(|r| (r.kind.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(released.len(), 2, "an upgrade and a hold: {released:?}");
+    assert!(
+        released.iter().all(|(_, s)| *s == "released"),
+        "{released:?}"
+    );
+    let inst = d_instance(&store, &req.id).await;
+    let sim = store.sim_get(&inst).await.expect("read").expect("instance");
+    assert_eq!(
+        (sim.plan.as_str(), sim.cpu),
+        ("ssd-1", 1),
+        "back on its plan"
+    );
+    assert_eq!(node_of(&store, &req.id).await.plan, "ssd-1");
+    let used = store.tenant_usage().await.expect("usage");
+    assert_eq!(usage(&used["acme"]), (1, 1, 1, 30), "the growth given back");
+    let cap = store.cluster_usage().await.expect("usage");
+    assert_eq!(cap.values().map(|u| u.cpu).sum::<i64>(), 1);
+    // The node is in service on its old plan, and may be resized again.
+    resize(&ctx, &node.id, "ssd-2").await.expect("again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resize_past_the_tenants_quota_is_rejected_at_admission_and_holds_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&format!(
+        "{FAST}
+[[tenants]]
+name = \"acme\"
+quota = {{ nodes = 5, cpu = 6, memory_gb = 64, storage_gb = 1000 }}
+"
+    ));
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, tokio_clock());
+    let a = create(&ctx, "acme", "dallas", "ssd-2", "q-1").await;
+    let b = create(&ctx, "acme", "dallas", "ssd-2", "q-2").await;
+    engine::run_until_idle(ctx.clone()).await;
+    let node = node_of(&store, &a.id).await;
+    // 2 + 2 cpu held; ssd-8 would add 6 more: 10/6.
+    let r = resize(&ctx, &node.id, "ssd-8").await.expect("filed");
+    engine::run_until_idle(ctx.clone()).await;
+    let row = store.get_request(&r.id).await.expect("read").expect("row");
+    assert_eq!(row.state, "rejected");
+    assert_eq!(
+        row.error.as_deref(),
+        Some("quota: acme: cpu 10/6 after this resize")
+    );
+    let used = store.tenant_usage().await.expect("usage");
+    assert_eq!(usage(&used["acme"]), (2, 4, 4, 100), "nothing reserved");
+    // ssd-4 adds 2: 6/6 fits.
+    let r = resize(&ctx, &node.id, "ssd-4").await.expect("filed");
+    engine::run_until_idle(ctx.clone()).await;
+    let row = store.get_request(&r.id).await.expect("read").expect("row");
+    assert_eq!(row.state, "completed", "{:?}", row.error);
+    let _ = b;
 }

@@ -117,14 +117,17 @@ fn fixture() -> ConsoleSnapshot {
     requests[0].steps = StepSummary {
         attempts: 4,
         failed_step: None,
+        ..Default::default()
     };
     requests[2].steps = StepSummary {
         attempts: 2,
         failed_step: None,
+        ..Default::default()
     };
     requests[5].steps = StepSummary {
         attempts: 6,
         failed_step: Some(4),
+        ..Default::default()
     };
     requests[5].error =
         Some("verify: smtp_probe: connect 198.51.100.9:25: connection refused".into());

@@ -252,6 +252,17 @@ pub enum NodeCmd {
     },
     /// Check the node's IP on the blocklists now, and act on the answers.
     Check { id: String },
+    /// Move the node to another plan: files a resize request (upgrade, check, confirm;
+    /// rolled back by reverting the upgrade). Watch it with `request show`.
+    Resize {
+        id: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1164,6 +1175,30 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
             reason: reason.clone(),
         },
         NodeCmd::Check { id } => Command::CheckNode { id: id.clone() },
+        NodeCmd::Resize {
+            id,
+            plan,
+            reason,
+            json,
+        } => {
+            refuse_read_only(cli)?;
+            let command = Command::ResizeNode {
+                id: id.clone(),
+                plan: plan.clone(),
+                reason: reason.clone(),
+            };
+            let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
+            if let (true, engine::Outcome::Created(r)) = (*json, &outcome) {
+                let detail = env.store.request_detail(&r.id).await?;
+                return output::print_json(&output::request_json(
+                    &detail.request,
+                    &detail.steps,
+                    &detail.depends_on,
+                ));
+            }
+            println!("{}", sanitize(&outcome.describe()));
+            return Ok(());
+        }
         NodeCmd::List { .. } | NodeCmd::Show { .. } => return node_read(env, nc).await,
     };
     refuse_read_only(cli)?;
@@ -1452,6 +1487,7 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
         NodeCmd::Pause { .. }
         | NodeCmd::Resume { .. }
         | NodeCmd::Maintenance { .. }
-        | NodeCmd::Check { .. } => Ok(()),
+        | NodeCmd::Check { .. }
+        | NodeCmd::Resize { .. } => Ok(()),
     }
 }

@@ -40,6 +40,45 @@ impl Amounts {
     }
 }
 
+/// What a resize from `old` to `new` needs beyond what the node holds: each dimension's
+/// growth, nothing for one that shrinks, and no unit (the node is counted already).
+pub fn growth(old: Amounts, new: Amounts) -> Amounts {
+    Amounts {
+        units: 0,
+        cpu: (new.cpu - old.cpu).max(0),
+        memory_gb: (new.memory_gb - old.memory_gb).max(0),
+        storage_gb: (new.storage_gb - old.storage_gb).max(0),
+    }
+}
+
+/// The first dimension that `need` grows past `limit`, as (name, value, limit). Only the
+/// dimensions that grow are looked at: a pool already over its limit in another (a limit
+/// lowered since) does not stop a resize that does not add to it.
+pub fn growth_excess(
+    limit: Amounts,
+    used: Amounts,
+    need: Amounts,
+) -> Option<(&'static str, i64, i64)> {
+    [
+        ("cpu", used.cpu + need.cpu, limit.cpu, need.cpu),
+        (
+            "memory_gb",
+            used.memory_gb + need.memory_gb,
+            limit.memory_gb,
+            need.memory_gb,
+        ),
+        (
+            "storage_gb",
+            used.storage_gb + need.storage_gb,
+            limit.storage_gb,
+            need.storage_gb,
+        ),
+    ]
+    .into_iter()
+    .find(|(_, v, l, n)| *n > 0 && v > l)
+    .map(|(what, v, l, _)| (what, v, l))
+}
+
 /// Checks a tenant's quota: "acme: cpu 66/64 after this request" when it would not fit.
 pub fn check_quota(
     tenant: &str,
@@ -137,6 +176,23 @@ mod tests {
             check_quota("acme", limit, a(3, 62, 10, 10), a(1, 4, 8, 100)),
             Err("acme: cpu 66/64 after this request".to_string())
         );
+    }
+
+    #[test]
+    fn a_resize_needs_only_what_grows_and_is_stopped_only_by_what_it_adds_to() {
+        // ssd-2 (2 cpu, 4 GB, 80 GB) to a plan with more cpu and memory but less disk.
+        let need = growth(a(1, 2, 4, 80), a(1, 4, 8, 40));
+        assert_eq!(need, a(0, 2, 4, 0));
+        let limit = a(3, 10, 16, 100);
+        assert_eq!(growth_excess(limit, a(3, 8, 12, 100), need), None);
+        assert_eq!(
+            growth_excess(limit, a(3, 9, 12, 100), need),
+            Some(("cpu", 11, 10))
+        );
+        // Disk already over its (lowered) limit: not this resize's to refuse, it adds none.
+        assert_eq!(growth_excess(limit, a(9, 8, 12, 500), need), None);
+        // A shrink needs nothing.
+        assert_eq!(growth(a(1, 4, 8, 160), a(1, 2, 4, 80)), a(0, 0, 0, 0));
     }
 
     fn cluster<'a>(

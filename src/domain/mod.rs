@@ -18,5 +18,8 @@ pub mod warmup;
 
 pub use resource::{Lifecycle, LifecycleEvent, ResourceKind};
 pub use retry::RetryPolicy;
-pub use state::{event_names, transition, RequestEvent, RequestState, TransitionError, ALL_STATES};
-pub use step::{Step, StepStatus, STEPS};
+pub use state::{
+    event_names, event_names_for, transition, transition_for, Operation, RequestEvent,
+    RequestState, TransitionError, ALL_STATES,
+};
+pub use step::{Step, StepStatus, RESIZE_STEPS, STEPS};

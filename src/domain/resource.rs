@@ -25,6 +25,13 @@ pub enum ResourceKind {
     Dns,
     /// The node's TLS certificate (`certificates` holds it).
     Certificate,
+    /// A resize: the provider's upgrade order, applied but not yet confirmed. Released by
+    /// confirming it, or by reverting it in a rollback. Recorded as an intent before the call.
+    Upgrade,
+    /// A resize: what the new plan needs beyond the old one, added to the node's own quota
+    /// and capacity rows while the resize runs. Released by folding the new plan into those
+    /// rows, or by taking it back out in a rollback.
+    ResizeHold,
 }
 
 impl ResourceKind {
@@ -39,6 +46,8 @@ impl ResourceKind {
             Self::Node => "node",
             Self::Dns => "dns",
             Self::Certificate => "certificate",
+            Self::Upgrade => "upgrade",
+            Self::ResizeHold => "resize_hold",
         }
     }
 
@@ -53,6 +62,8 @@ impl ResourceKind {
             Self::Node,
             Self::Dns,
             Self::Certificate,
+            Self::Upgrade,
+            Self::ResizeHold,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

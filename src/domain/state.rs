@@ -256,6 +256,115 @@ pub fn transition(
     Ok(next)
 }
 
+/// What a request does. Every request provisioned a node until resizes came; a resize
+/// (`mailfleet node resize`) changes the plan of a node a provisioning request made, runs
+/// its own two steps and is rolled back by reverting the provider's upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Provision,
+    Resize,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provision => "provision",
+            Self::Resize => "resize",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        [Self::Provision, Self::Resize]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    /// The steps it runs, in order.
+    pub fn steps(self) -> &'static [super::Step] {
+        match self {
+            Self::Provision => &super::STEPS,
+            Self::Resize => &super::step::RESIZE_STEPS,
+        }
+    }
+
+    /// The step a request in `state` runs, if any.
+    pub fn step(self, state: RequestState) -> Option<super::Step> {
+        match self {
+            Self::Provision => state.step(),
+            Self::Resize => match state {
+                RequestState::Allocating => Some(super::Step::Resize),
+                RequestState::Verifying => Some(super::Step::Confirm),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state machine of a request doing `op`. A resize goes queued → (pending_approval) →
+/// allocating (its resize step) → verifying (its confirm step) → completed, or from a
+/// failed step through rolling_back (the upgrade reverted) to rolled_back. It never waits
+/// for input, is never suspended, and once completed is history: undoing it is another
+/// resize.
+pub fn transition_for(
+    op: Operation,
+    state: RequestState,
+    event: RequestEvent,
+) -> Result<RequestState, TransitionError> {
+    use RequestEvent as E;
+    use RequestState as S;
+    match op {
+        Operation::Provision => transition(state, event),
+        Operation::Resize => match (state, event) {
+            (S::Allocating, E::StepSucceeded) => Ok(S::Verifying),
+            (
+                S::Configuring | S::Activating | S::AwaitingInput | S::Suspended | S::Deprovisioned,
+                _,
+            )
+            | (S::Allocating, E::AwaitInput)
+            | (S::Completed, _)
+            | (_, E::Suspend | E::Reactivate | E::Deprovision) => Err(TransitionError::Illegal {
+                state,
+                event: event.verb(),
+            }),
+            _ => transition(state, event),
+        },
+    }
+}
+
+/// The outbox events a transition of a request doing `op` publishes, in order.
+pub fn event_names_for(
+    op: Operation,
+    from: Option<RequestState>,
+    to: RequestState,
+) -> &'static [&'static str] {
+    use RequestState as S;
+    const STEP: &str = "resize.step-completed";
+    match op {
+        Operation::Provision => event_names(from, to),
+        Operation::Resize => match (from, to) {
+            (None, _) => &["resize.requested"],
+            (Some(S::Queued), S::PendingApproval) => &["approval.requested"],
+            (Some(S::PendingApproval), S::Queued) => &["approval.granted"],
+            (Some(S::PendingApproval), S::Rejected) => &["approval.rejected"],
+            (_, S::Rejected) => &["resize.rejected"],
+            (Some(S::Queued), S::Allocating) => &["resize.admitted"],
+            (Some(S::Allocating), S::Verifying) => &[STEP, "resize.applied"],
+            (Some(S::Verifying), S::Completed) => &[STEP, "resize.completed"],
+            (_, S::Failed) => &["resize.failed"],
+            (_, S::RollingBack) => &["resize.reverting"],
+            (_, S::RolledBack) => &["resize.reverted"],
+            _ => &["resize.changed"],
+        },
+    }
+}
+
 /// The outbox events a transition publishes, in order. Every transition publishes at least
 /// one, so nothing changes state without leaving history.
 pub fn event_names(from: Option<RequestState>, to: RequestState) -> &'static [&'static str] {

@@ -1,4 +1,5 @@
-//! The four pipeline steps, their sub-tasks and per-step status. Pure data.
+//! The steps requests run, their sub-tasks and per-step status. Pure data. A provisioning
+//! request runs the four of [`STEPS`]; a resize runs the two of [`RESIZE_STEPS`].
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -10,6 +11,10 @@ pub enum Step {
     Configure,
     Activate,
     Verify,
+    /// A resize: the provider's upgrade ordered and applied.
+    Resize,
+    /// A resize: the node checked on its new size, then the upgrade confirmed.
+    Confirm,
 }
 
 pub const STEPS: [Step; 4] = [
@@ -19,6 +24,8 @@ pub const STEPS: [Step; 4] = [
     Step::Verify,
 ];
 
+pub const RESIZE_STEPS: [Step; 2] = [Step::Resize, Step::Confirm];
+
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -26,20 +33,26 @@ impl Step {
             Self::Configure => "configure",
             Self::Activate => "activate",
             Self::Verify => "verify",
+            Self::Resize => "resize",
+            Self::Confirm => "confirm",
         }
     }
 
     pub fn position(self) -> i64 {
         match self {
-            Self::Allocate => 1,
-            Self::Configure => 2,
+            Self::Allocate | Self::Resize => 1,
+            Self::Configure | Self::Confirm => 2,
             Self::Activate => 3,
             Self::Verify => 4,
         }
     }
 
     pub fn parse(s: &str) -> Option<Step> {
-        STEPS.iter().copied().find(|st| st.as_str() == s)
+        STEPS
+            .iter()
+            .chain(RESIZE_STEPS.iter())
+            .copied()
+            .find(|st| st.as_str() == s)
     }
 
     /// The sub-tasks the engine records for this step, in the order it runs them.
@@ -63,6 +76,8 @@ impl Step {
                 "submission_probe",
                 "test_message",
             ],
+            Self::Resize => &["reserve_capacity", "upgrade", "wait_running"],
+            Self::Confirm => &["smtp_probe", "confirm_upgrade", "record_plan"],
         }
     }
 }

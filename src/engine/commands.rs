@@ -76,6 +76,13 @@ pub enum Command {
         id: String,
         reason: Option<String>,
     },
+    /// Move a node to another plan: files a resize request (its own steps, rolled back by
+    /// reverting the provider's upgrade).
+    ResizeNode {
+        id: String,
+        plan: String,
+        reason: Option<String>,
+    },
     /// Check a node's IP on the blocklists now, and act on the answers.
     CheckNode {
         id: String,
@@ -104,7 +111,8 @@ impl Command {
             | Command::Rollback { reason, .. }
             | Command::Deprovision { reason, .. }
             | Command::PauseNode { reason, .. }
-            | Command::MaintainNode { reason, .. } => reason.as_deref(),
+            | Command::MaintainNode { reason, .. }
+            | Command::ResizeNode { reason, .. } => reason.as_deref(),
             Command::Create(_)
             | Command::Provide { .. }
             | Command::TestCluster { .. }
@@ -139,6 +147,14 @@ pub enum Outcome {
 impl Outcome {
     pub fn describe(&self) -> String {
         match self {
+            Outcome::Created(r) if r.operation() == crate::domain::Operation::Resize => format!(
+                "request {} created ({}): resize node {} from {} to {}",
+                short(&r.id),
+                r.state,
+                r.label,
+                r.from_plan.as_deref().unwrap_or("?"),
+                r.plan
+            ),
             Outcome::Created(r) => format!("request {} created ({})", short(&r.id), r.state),
             Outcome::Changed { id, state } => format!("request {} is now {state}", short(id)),
             Outcome::ClusterTested(r) => r.describe(),
@@ -235,6 +251,7 @@ pub async fn execute(
             node_moved(node, moved, "in maintenance")
         }
         Command::CheckNode { id } => check_node(ctx, &id).await,
+        Command::ResizeNode { id, plan, reason } => resize(ctx, actor, &id, &plan, reason).await,
         Command::WarmupResume { id, from } => {
             let id = store.resolve_node_id(&id).await?;
             let node = store.get_node(&id).await?;
@@ -494,6 +511,63 @@ async fn service(
             })
         }
     }
+}
+
+/// Files a resize of a node onto `plan`, through the approval rules as a create of that
+/// plan would go. A node whose servers a vendor manages is not resized by mailfleet.
+async fn resize(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    id: &str,
+    plan: &str,
+    reason: Option<String>,
+) -> Result<Outcome, CommandError> {
+    let cfg = &ctx.cfg;
+    let Some(p) = cfg.plan(plan) else {
+        return Err(CommandError::Invalid(format!(
+            "plan: unknown plan {:?}; known: {}",
+            crate::domain::validate::sanitize(plan),
+            cfg.plans
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let node_id = ctx.store.resolve_node_id(id).await?;
+    let node = ctx.store.get_node(&node_id).await?;
+    if let Ok(b) = ctx.cluster(node.cluster.as_deref()) {
+        if b.provider.vendor_managed() {
+            return Err(CommandError::Invalid(format!(
+                "node {}: its server is a vendor's (cluster {}, provider {}); the vendor resizes it",
+                node.label,
+                node.cluster.as_deref().unwrap_or("?"),
+                b.provider.name()
+            )));
+        }
+    }
+    let rules = cfg.approval_rules();
+    let facts = RequestFacts {
+        tenant: &node.tenant,
+        region: &node.region,
+        kind: &p.kind,
+        cpu: p.cpu,
+        memory_gb: p.memory_gb,
+        storage_gb: p.storage_gb,
+    };
+    let new = crate::store::NewResize {
+        node_id,
+        plan: p.name.clone(),
+        kind: p.kind.clone(),
+        cpu: p.cpu,
+        memory_gb: p.memory_gb,
+        storage_gb: p.storage_gb,
+        requested_by: actor.to_string(),
+        reason,
+        approval: first_match(&rules, &facts),
+    };
+    let row = ctx.store.create_resize(new, ctx.clock.now()).await?;
+    Ok(Outcome::Created(Box::new(row)))
 }
 
 async fn create(ctx: &Arc<Ctx>, actor: &str, c: CreateRequest) -> Result<Outcome, CommandError> {

@@ -237,6 +237,9 @@ mod tests {
             progress_at: ts(now),
             created_at: ts(now),
             updated_at: ts(now),
+            operation: "provision".into(),
+            target: None,
+            from_plan: None,
         }
     }
 

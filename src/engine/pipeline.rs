@@ -161,14 +161,14 @@ async fn drive(ctx: &Arc<Ctx>, claim: &Claim, signals: &Signals) -> Result<(), W
             | RequestState::Configuring
             | RequestState::Activating
             | RequestState::Verifying => {
-                let Some(step) = state.step() else {
-                    return Ok(());
-                };
                 if req.is_none() {
                     req = ctx.store.get_request(&claim.id).await?;
                 }
                 let Some(req) = req.as_ref() else {
                     return Err(StoreError::NotFound(claim.id.clone()).into());
+                };
+                let Some(step) = req.operation().step(state) else {
+                    return Ok(());
                 };
                 let run = StepRun {
                     ctx,
@@ -322,6 +322,8 @@ impl StepRun<'_> {
             Step::Configure => self.configure().await,
             Step::Activate => self.activate().await,
             Step::Verify => self.verify().await,
+            Step::Resize => self.resize().await,
+            Step::Confirm => self.confirm().await,
         }
     }
 
@@ -674,6 +676,118 @@ impl StepRun<'_> {
         Ok(self.last(
             task,
             crate::domain::validate::sanitize(&answer).into_owned(),
+            None,
+        ))
+    }
+
+    /// A resize's first step: the provider's upgrade ordered and applied (the intent on
+    /// record before the call), then the instance waited for until it runs on its new size.
+    async fn resize(&self) -> Result<LastTask, Stop> {
+        let p = &self.binding()?.provider;
+        let req = self.req;
+        let t = self.ctx.store.resize_target(&req.id).await?;
+        let live = self.ctx.store.live_resources(&req.id).await?;
+        let upgrade = live
+            .iter()
+            .find(|r| r.kind == ResourceKind::Upgrade.as_str());
+        let from = req.from_plan.as_deref().unwrap_or("its plan");
+        if upgrade.is_none_or(|r| r.status != "allocated") {
+            if upgrade.is_some() {
+                // A worker stopped during the call: whatever it left open is undone first,
+                // so that the order placed next is the only one.
+                self.call("upgrade", || p.revert_resize(&t.instance_id))
+                    .await?;
+            }
+            let intent = ResourceWrite {
+                allocated: false,
+                detail: Some(format!(
+                    "ordering {} → {} for instance {}",
+                    from, req.plan, t.instance_id
+                )),
+                ..self.resource(
+                    ResourceKind::Upgrade,
+                    Some(t.instance_id.clone()),
+                    String::new(),
+                )
+            };
+            if let Some(c) = self
+                .ctx
+                .store
+                .record_resource(&self.fenced(), self.step, "upgrade", intent)
+                .await?
+            {
+                return Err(Stop::Cancelled(c));
+            }
+            self.call("upgrade", || {
+                p.resize(
+                    &t.instance_id,
+                    &req.plan,
+                    req.cpu,
+                    req.memory_gb,
+                    req.storage_gb,
+                )
+            })
+            .await?;
+            let detail = format!(
+                "instance {} upgraded {} → {} (not yet confirmed)",
+                t.instance_id, from, req.plan
+            );
+            self.done(
+                "upgrade",
+                detail.clone(),
+                Some(self.resource(ResourceKind::Upgrade, Some(t.instance_id.clone()), detail)),
+            )
+            .await?;
+        }
+        self.wait_for(&t.instance_id, "wait_running", |s, _| {
+            s == InstanceStatus::Running
+        })
+        .await?;
+        Ok(self.last(
+            "wait_running",
+            format!("instance {} running on {}", t.instance_id, req.plan),
+            None,
+        ))
+    }
+
+    /// A resize's second step: the node answers on its new size, then the upgrade is
+    /// confirmed; completing the step folds the new plan into the node.
+    async fn confirm(&self) -> Result<LastTask, Stop> {
+        let binding = self.binding()?;
+        let req = self.req;
+        let t = self.ctx.store.resize_target(&req.id).await?;
+        let ip: Ipv4Addr = t.ip.parse().map_err(|_| {
+            Stop::Failed(format!(
+                "the node's recorded IP {:?} is not an address",
+                t.ip
+            ))
+        })?;
+        let node = crate::access::NodeRef {
+            instance_id: t.instance_id.clone(),
+            ip,
+            hostname: t.hostname.clone(),
+        };
+        let access = &binding.access;
+        let answer = self
+            .call("smtp_probe", || access.probe(&node, Probe::Smtp))
+            .await?;
+        self.done_soon(
+            "smtp_probe",
+            crate::domain::validate::sanitize(&answer).into_owned(),
+        );
+        let p = &binding.provider;
+        self.call("confirm_upgrade", || p.confirm_resize(&t.instance_id))
+            .await?;
+        self.done_soon(
+            "confirm_upgrade",
+            format!("{} confirmed at {}", req.plan, p.name()),
+        );
+        Ok(self.last(
+            "record_plan",
+            format!(
+                "node {} on {} ({} cpu, {} GB RAM, {} GB disk)",
+                req.label, req.plan, req.cpu, req.memory_gb, req.storage_gb
+            ),
             None,
         ))
     }

@@ -18,10 +18,11 @@ fn rank(kind: &str) -> u8 {
         Some(ResourceKind::Certificate) => 1,
         Some(ResourceKind::Dns) => 2,
         Some(ResourceKind::Rdns) => 3,
-        Some(ResourceKind::Instance) => 4,
+        // A resize's upgrade is reverted before what it held is taken back.
+        Some(ResourceKind::Instance | ResourceKind::Upgrade) => 4,
         Some(ResourceKind::Firewall) => 5,
         Some(ResourceKind::Ip) => 6,
-        Some(ResourceKind::Capacity) => 7,
+        Some(ResourceKind::Capacity | ResourceKind::ResizeHold) => 7,
         Some(ResourceKind::Quota) => 8,
         None => 9,
     }
@@ -169,5 +170,21 @@ async fn compensate(
             r.cluster.as_deref().unwrap_or("cluster")
         )),
         ResourceKind::Quota => Ok(format!("quota returned to {}", r.tenant)),
+        ResourceKind::Upgrade => {
+            let Some(id) = r.provider_ref.as_deref() else {
+                return Ok("no upgrade was ordered".into());
+            };
+            let p = at.provider()?;
+            call(ctx, claim, None, "revert_upgrade", None, || {
+                p.revert_resize(id)
+            })
+            .await?;
+            Ok(format!("upgrade of instance {id} reverted"))
+        }
+        ResourceKind::ResizeHold => Ok(ctx
+            .store
+            .return_resize_hold(&fenced(ctx, claim))
+            .await?
+            .unwrap_or_else(|| "nothing held".into())),
     }
 }

@@ -437,6 +437,12 @@ impl Provider for Guard {
         self.guarded(self.inner.resize(id, plan, cpu, memory_gb, storage_gb))
             .await
     }
+    async fn confirm_resize(&self, id: &str) -> ProviderResult<()> {
+        self.guarded(self.inner.confirm_resize(id)).await
+    }
+    async fn revert_resize(&self, id: &str) -> ProviderResult<()> {
+        self.guarded(self.inner.revert_resize(id)).await
+    }
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {
         self.guarded(self.inner.set_firewall(id, profile)).await
     }
@@ -562,6 +568,12 @@ mod tests {
             unimplemented!()
         }
         async fn resize(&self, _: &str, _: &str, _: i64, _: i64, _: i64) -> ProviderResult<()> {
+            unimplemented!()
+        }
+        async fn confirm_resize(&self, _: &str) -> ProviderResult<()> {
+            unimplemented!()
+        }
+        async fn revert_resize(&self, _: &str) -> ProviderResult<()> {
             unimplemented!()
         }
         async fn set_firewall(&self, _: &str, _: &str) -> ProviderResult<()> {

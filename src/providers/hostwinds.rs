@@ -276,6 +276,15 @@ fn classify(action: &str, message: &str) -> ProviderError {
     err(kind, format!("{action}: {message}"))
 }
 
+/// Hostwinds refuses to confirm or revert when no upgrade order is open ("no applied
+/// upgrade to confirm"): for a retried confirm or revert, that is the work already done.
+fn nothing_pending(e: &ProviderError) -> bool {
+    let m = e.message.to_ascii_lowercase();
+    e.kind == ErrorKind::Invalid
+        && m.contains("upgrade")
+        && (m.contains(": no ") || m.contains("no pending"))
+}
+
 fn number(v: &Value) -> Option<u64> {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
@@ -382,8 +391,9 @@ impl Provider for Hostwinds {
         self.simple("boot", id, &[]).await
     }
 
-    /// `upgrade_instance` (the order) → `upgrade_server` → `confirm_upgrade`; an upgrade
-    /// that fails after the order is reverted (`revert_upgrade`).
+    /// `upgrade_instance` (the order) → `upgrade_server`; `confirm_upgrade` comes with
+    /// [`Provider::confirm_resize`]. An upgrade that fails after the order is reverted
+    /// (`revert_upgrade`), so that a retry can order again.
     async fn resize(
         &self,
         id: &str,
@@ -395,11 +405,7 @@ impl Provider for Hostwinds {
         let rid = self.rid(plan)?;
         self.simple("upgrade_instance", id, &[("rid", rid.to_string())])
             .await?;
-        let done = match self.simple("upgrade_server", id, &[]).await {
-            Ok(()) => self.simple("confirm_upgrade", id, &[]).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
+        if let Err(e) = self.simple("upgrade_server", id, &[]).await {
             if let Err(r) = self.simple("revert_upgrade", id, &[]).await {
                 return Err(err(
                     r.kind,
@@ -412,6 +418,20 @@ impl Provider for Hostwinds {
             return Err(e);
         }
         Ok(())
+    }
+
+    async fn confirm_resize(&self, id: &str) -> ProviderResult<()> {
+        match self.simple("confirm_upgrade", id, &[]).await {
+            Err(e) if nothing_pending(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn revert_resize(&self, id: &str) -> ProviderResult<()> {
+        match self.simple("revert_upgrade", id, &[]).await {
+            Err(e) if nothing_pending(&e) || e.kind == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {

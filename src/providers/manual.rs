@@ -127,6 +127,14 @@ impl Provider for ManualProvider {
         Err(Self::vendors("resizing"))
     }
 
+    async fn confirm_resize(&self, _: &str) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    async fn revert_resize(&self, _: &str) -> ProviderResult<()> {
+        Ok(())
+    }
+
     async fn set_firewall(&self, _: &str, _: &str) -> ProviderResult<()> {
         Err(Self::vendors("the firewall"))
     }

@@ -116,6 +116,9 @@ pub trait Provider: Send + Sync {
     async fn delete(&self, id: &str) -> ProviderResult<()>;
     async fn suspend(&self, id: &str) -> ProviderResult<()>;
     async fn resume(&self, id: &str) -> ProviderResult<()>;
+    /// Orders and applies a resize to `plan`: the instance runs on the new size (it may
+    /// restart, and reads as building until it is back), but the change is final only once
+    /// confirmed. A resize that fails part-way leaves no order open.
     async fn resize(
         &self,
         id: &str,
@@ -124,6 +127,12 @@ pub trait Provider: Send + Sync {
         memory_gb: i64,
         storage_gb: i64,
     ) -> ProviderResult<()>;
+    /// Makes an applied resize final. With none pending it succeeds: a confirm retried
+    /// after the provider took it finds nothing left to do.
+    async fn confirm_resize(&self, id: &str) -> ProviderResult<()>;
+    /// Undoes a resize not yet confirmed: the instance goes back to its former size. With
+    /// none pending it succeeds.
+    async fn revert_resize(&self, id: &str) -> ProviderResult<()>;
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()>;
     /// Sets (or with `None`, resets) the PTR record of the instance's IP.
     async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()>;

@@ -293,6 +293,8 @@ impl Provider for SimProvider {
             .await
     }
 
+    /// The instance restarts on its new size (building again for a boot's time); its
+    /// former size is kept until the resize is confirmed or reverted.
     async fn resize(
         &self,
         id: &str,
@@ -302,13 +304,35 @@ impl Provider for SimProvider {
         storage_gb: i64,
     ) -> ProviderResult<()> {
         self.call("resize").await?;
+        let inst = self.live(id).await?;
+        Self::running(&inst, "resize")?;
+        let boot = self.between(self.cfg.boot_ms);
         let resize = SimChange::Resize {
             cpu,
             memory_gb,
             storage_gb,
             plan: plan.to_string(),
+            ready_at: self.clock.now()
+                + chrono::Duration::milliseconds(i64::try_from(boot).unwrap_or(0)),
         };
         self.change(id, "resize", resize).await
+    }
+
+    async fn confirm_resize(&self, id: &str) -> ProviderResult<()> {
+        self.call("confirm_resize").await?;
+        self.live(id).await?;
+        self.change(id, "confirm_resize", SimChange::ConfirmResize)
+            .await
+    }
+
+    async fn revert_resize(&self, id: &str) -> ProviderResult<()> {
+        self.call("revert_resize").await?;
+        match self.live(id).await {
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        self.change(id, "revert_resize", SimChange::RevertResize)
+            .await
     }
 
     async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {

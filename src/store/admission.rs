@@ -55,7 +55,7 @@ fn held(conn: &Conn, kind: &'static str, owner: &str) -> Result<Amounts, StoreEr
 }
 
 impl Books {
-    fn in_flight(&mut self, conn: &Conn, tenant: &str) -> Result<i64, StoreError> {
+    pub(super) fn in_flight(&mut self, conn: &Conn, tenant: &str) -> Result<i64, StoreError> {
         if let Some(n) = self.in_flight.get(tenant) {
             return Ok(*n);
         }
@@ -68,7 +68,7 @@ impl Books {
         Ok(n)
     }
 
-    fn quota(&mut self, conn: &Conn, tenant: &str) -> Result<Amounts, StoreError> {
+    pub(super) fn quota(&mut self, conn: &Conn, tenant: &str) -> Result<Amounts, StoreError> {
         if let Some(a) = self.quota_used.get(tenant) {
             return Ok(*a);
         }
@@ -77,7 +77,7 @@ impl Books {
         Ok(a)
     }
 
-    fn cluster(&mut self, conn: &Conn, cluster: &str) -> Result<Amounts, StoreError> {
+    pub(super) fn cluster(&mut self, conn: &Conn, cluster: &str) -> Result<Amounts, StoreError> {
         if let Some(a) = self.cluster_used.get(cluster) {
             return Ok(*a);
         }
@@ -87,7 +87,11 @@ impl Books {
     }
 
     /// Why `provider`'s requests wait, if its circuit is open.
-    fn circuit_open(&mut self, conn: &Conn, provider: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn circuit_open(
+        &mut self,
+        conn: &Conn,
+        provider: &str,
+    ) -> Result<Option<String>, StoreError> {
         if self.open_circuits.is_none() {
             self.open_circuits = Some(super::breakers::open(conn)?);
         }
@@ -99,7 +103,7 @@ impl Books {
     }
 
     /// Counts an admission: what it reserves is no longer free for the next candidate.
-    fn reserve(&mut self, tenant: &str, cluster: &str, quota: Amounts, need: Amounts) {
+    pub(super) fn reserve(&mut self, tenant: &str, cluster: &str, quota: Amounts, need: Amounts) {
         self.quota_used.insert(tenant.to_string(), quota.plus(need));
         if let Some(c) = self.cluster_used.get_mut(cluster) {
             *c = c.plus(need);
@@ -124,7 +128,11 @@ pub(super) struct Who<'a> {
     pub id: &'a str,
     pub tenant: &'a str,
     pub region: &'a str,
+    /// What it asks for: for a resize, the new plan's sizes (the growth is worked out
+    /// against what the node holds).
     pub need: Amounts,
+    /// A resize: the provisioning request of the node it resizes.
+    pub target: Option<&'a str>,
 }
 
 /// Decides, by reading only, whether `who` may start now. An admission is counted in
@@ -135,11 +143,15 @@ pub(super) fn decide(
     books: &mut Books,
     who: &Who<'_>,
 ) -> Result<Decision, StoreError> {
+    if let Some(target) = who.target {
+        return super::resize::decide(conn, adm, books, who, target);
+    }
     let Who {
         id,
         tenant,
         region,
         need,
+        ..
     } = *who;
     let deps = rows(
         conn,
@@ -257,6 +269,9 @@ pub(super) fn admit(
     cluster: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if let Some(target) = who.target {
+        return super::resize::admit(conn, who, target, cluster, now);
+    }
     let Who {
         id, tenant, need, ..
     } = *who;

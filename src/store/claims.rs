@@ -97,6 +97,7 @@ struct Candidate {
     region: String,
     need: Amounts,
     wait_reason: Option<String>,
+    target: Option<String>,
 }
 
 impl Candidate {
@@ -115,6 +116,7 @@ impl Candidate {
                 storage_gb: r.get(6)?,
             },
             wait_reason: r.get(7)?,
+            target: r.get(8)?,
         })
     }
 
@@ -124,12 +126,13 @@ impl Candidate {
             tenant: &self.tenant,
             region: &self.region,
             need: self.need,
+            target: self.target.as_deref(),
         }
     }
 }
 
 const CANDIDATE_COLUMNS: &str =
-    "id, state, tenant, region, cpu, memory_gb, storage_gb, wait_reason";
+    "id, state, tenant, region, cpu, memory_gb, storage_gb, wait_reason, target";
 
 /// What the read-only look found.
 struct Plan {

@@ -61,6 +61,8 @@ impl From<String> for Word {
 pub struct StepSummary {
     pub attempts: i64,
     pub failed_step: Option<i64>,
+    /// The request is a resize: its two steps (resize, confirm), not provisioning's four.
+    pub resize: bool,
 }
 
 /// A request as the console lists it: only what its views draw, sort and filter on, with
@@ -665,15 +667,19 @@ fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<Consol
 }
 
 const REQUEST_COLUMNS: &str =
-    "r.id, r.tenant, r.region, r.plan, r.state, r.requested_by, r.cpu, r.memory_gb,
+    "r.id, r.tenant, r.region,
+       CASE WHEN r.operation = 'resize' THEN COALESCE(r.from_plan, '?') || '→' || r.plan ELSE r.plan END,
+       r.state, r.requested_by, r.cpu, r.memory_gb,
        r.storage_gb, r.label, r.approval_rule, r.approval_reason, r.wait_reason, r.error,
-       r.needs_attention, CAST(unixepoch(r.created_at, 'subsec') * 1000 AS INTEGER), r.domain";
+       r.needs_attention, CAST(unixepoch(r.created_at, 'subsec') * 1000 AS INTEGER), r.domain,
+       r.operation = 'resize'";
 
 /// A request row of `REQUEST_COLUMNS`, then its steps' attempts and failed position.
 fn request_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<ConsoleRequest> {
     let steps = StepSummary {
-        attempts: r.get(17)?,
-        failed_step: r.get(18)?,
+        attempts: r.get(18)?,
+        failed_step: r.get(19)?,
+        resize: r.get(17)?,
     };
     let mut req = ConsoleRequest {
         id: uuid_at(r, 0)?,

@@ -28,6 +28,7 @@ mod open;
 mod probe;
 mod reputation;
 mod requests;
+mod resize;
 #[macro_use]
 mod rows;
 pub mod sim;
@@ -55,6 +56,7 @@ pub use open::{Access, Opened, Schema, SCHEMA_VERSION};
 pub use probe::VersionProbe;
 pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
+pub use resize::{NewResize, ResizeTarget};
 pub use rows::*;
 pub use sim_dns::{SimDnsNew, SimDnsRecord};
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
@@ -150,6 +152,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         20,
         include_str!("../../assets/migrations/0020_manual_access.sql"),
     ),
+    (21, include_str!("../../assets/migrations/0021_resize.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

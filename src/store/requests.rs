@@ -7,7 +7,10 @@ use crate::clock::ts;
 use crate::domain::approval::RuleMatch;
 use crate::domain::hostname::{effective_hostname, HostnameHolder};
 use crate::domain::ids::{new_id, short, valid_prefix};
-use crate::domain::state::{event_names, transition, RequestEvent, RequestState, TransitionError};
+use crate::domain::state::{
+    event_names, event_names_for, transition_for, Operation, RequestEvent, RequestState,
+    TransitionError,
+};
 use crate::domain::STEPS;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -50,14 +53,17 @@ pub(crate) struct Change<'a> {
 
 pub(crate) struct Changed {
     pub to: RequestState,
+    /// What the request does: its steps and its next step follow from it.
+    pub op: Operation,
 }
 
 /// Writes one transition: checks it against the state machine (and the fence), updates the
 /// request, appends the transition row and the outbox events.
 pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, StoreError> {
-    let row: Option<(String, i64, String, String, Option<String>, String)> = conn
+    type Read = (String, i64, String, String, Option<String>, String, String);
+    let row: Option<Read> = conn
         .prepare_cached(
-            "SELECT state, fence, tenant, label, teardown, region FROM requests WHERE id = ?",
+            "SELECT state, fence, tenant, label, teardown, region, operation FROM requests WHERE id = ?",
         )?
         .query_row([c.id], |r| {
             Ok((
@@ -67,10 +73,11 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
             ))
         })
         .optional()?;
-    let Some((state, fence, tenant, label, teardown, region)) = row else {
+    let Some((state, fence, tenant, label, teardown, region, op)) = row else {
         return Err(StoreError::NotFound(c.id.to_string()));
     };
     if c.fence.is_some_and(|expected| expected != fence) {
@@ -93,7 +100,10 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
         }
         other => other,
     };
-    let to = transition(from, event).map_err(|e| illegal(c.id, from, e))?;
+    let op = Operation::parse(&op).ok_or_else(|| {
+        StoreError::Rejected(format!("request {}: unknown operation {op:?}", short(c.id)))
+    })?;
+    let to = transition_for(op, from, event).map_err(|e| illegal(c.id, from, e))?;
     let at = ts(c.at);
     // Stamped by the statement itself: the rest of the caller's writes to this request and
     // its steps find it stamped already (see `super::stamp`).
@@ -106,18 +116,18 @@ pub(crate) fn apply_change(conn: &Conn, c: &Change<'_>) -> Result<Changed, Store
         .execute(params![c.id, from.as_str(), to.as_str(), c.actor, c.reason, at])?;
     let payload = json!({
         "request_id": c.id, "tenant": tenant, "label": label, "region": region,
-        "from": from.as_str(), "to": to.as_str(), "step": from.step().map(|s| s.as_str()),
-        "reason": c.reason,
+        "from": from.as_str(), "to": to.as_str(), "step": op.step(from).map(|s| s.as_str()),
+        "operation": op.as_str(), "reason": c.reason,
     });
     let target = EventTarget {
         request_id: Some(c.id),
         node_id: None,
         tenant: Some(&tenant),
     };
-    for name in event_names(Some(from), to) {
+    for name in event_names_for(op, Some(from), to) {
         emit(conn, name, &target, c.actor, &payload, &at)?;
     }
-    Ok(Changed { to })
+    Ok(Changed { to, op })
 }
 
 pub(crate) fn illegal(id: &str, from: RequestState, e: TransitionError) -> StoreError {
@@ -594,15 +604,18 @@ impl Store {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |conn| {
             let at = ts(now);
-            let (state, lease_exp): (String, Option<String>) = conn
-                .prepare_cached("SELECT state, lease_expires_at FROM requests WHERE id = ?")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            let (state, lease_exp, op): (String, Option<String>, String) = conn
+                .prepare_cached("SELECT state, lease_expires_at, operation FROM requests WHERE id = ?")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.clone()))?;
             let state: RequestState = state.parse().map_err(StoreError::Rejected)?;
+            let op = Operation::parse(&op).unwrap_or(Operation::Provision);
             let event = if deprovision { RequestEvent::Deprovision } else { RequestEvent::Rollback };
             // Check legality first so a refused command writes nothing.
-            transition(state, event).map_err(|e| illegal(&id, state, e))?;
+            transition_for(op, state, event).map_err(|e| illegal(&id, state, e))?;
+            let what = if deprovision { "be deprovisioned" } else { "be rolled back" };
+            super::resize::refuse_while_resizing(conn, &id, what)?;
             let held = lease_exp.is_some_and(|e| e > at);
             let kind = if deprovision { "deprovision" } else { "rollback" };
             audit(conn, &at, &actor, &format!("request.{kind}"), Some(&id), reason.as_deref())?;

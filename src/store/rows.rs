@@ -46,9 +46,21 @@ pub struct RequestRow {
     pub progress_at: String,
     pub created_at: String,
     pub updated_at: String,
+    /// `provision` or `resize` (see [`crate::domain::Operation`]).
+    pub operation: String,
+    /// A resize: the provisioning request of the node it resizes.
+    pub target: Option<String>,
+    /// A resize: the plan the node was on when it was filed.
+    pub from_plan: Option<String>,
 }
 
 impl RequestRow {
+    /// What the request does. Only names written from `Operation::as_str` are stored.
+    pub fn operation(&self) -> crate::domain::Operation {
+        crate::domain::Operation::parse(&self.operation)
+            .unwrap_or(crate::domain::Operation::Provision)
+    }
+
     /// The state as the domain type. The column only ever holds names written from
     /// `RequestState::as_str`, so a parse failure means a corrupted row: shown as failed.
     pub fn state(&self) -> RequestState {
@@ -244,7 +256,10 @@ from_row!(RequestRow {
     next_run_at,
     progress_at,
     created_at,
-    updated_at
+    updated_at,
+    operation,
+    target,
+    from_plan
 });
 from_row!(StepRow {
     request_id,

@@ -210,12 +210,38 @@ impl Store {
                 SimChange::MailStack => conn
                     .prepare_cached(&format!("UPDATE sim_instances SET mail_stack = ?1, updated_at = ?2 {live} {built}"))?
                     .execute(params![1, at, id])?,
-                SimChange::Resize { cpu, memory_gb, storage_gb, plan } => conn
+                // The former size is kept (the first time) until a confirm or a revert.
+                SimChange::Resize { cpu, memory_gb, storage_gb, plan, ready_at } => conn
                     .prepare_cached(
-                        "UPDATE sim_instances SET cpu = ?4, memory_gb = ?5, storage_gb = ?6, plan = ?1, updated_at = ?2
+                        "UPDATE sim_instances SET
+                             prev_plan = COALESCE(prev_plan, plan), prev_cpu = COALESCE(prev_cpu, cpu),
+                             prev_memory_gb = COALESCE(prev_memory_gb, memory_gb),
+                             prev_storage_gb = COALESCE(prev_storage_gb, storage_gb),
+                             cpu = ?4, memory_gb = ?5, storage_gb = ?6, plan = ?1, updated_at = ?2,
+                             power = 'building', ready_at = ?7
                          WHERE id = ?3 AND deleted_at IS NULL",
                     )?
-                    .execute(params![plan, at, id, cpu, memory_gb, storage_gb])?,
+                    .execute(params![plan, at, id, cpu, memory_gb, storage_gb, ts(*ready_at)])?,
+                // Nothing pending is nothing to do: still a success.
+                SimChange::ConfirmResize => {
+                    conn.prepare_cached(
+                        "UPDATE sim_instances SET prev_plan = NULL, prev_cpu = NULL, prev_memory_gb = NULL,
+                             prev_storage_gb = NULL, updated_at = ?1
+                         WHERE id = ?2 AND deleted_at IS NULL AND prev_plan IS NOT NULL",
+                    )?
+                    .execute(params![at, id])?;
+                    1
+                }
+                SimChange::RevertResize => {
+                    conn.prepare_cached(
+                        "UPDATE sim_instances SET plan = prev_plan, cpu = prev_cpu, memory_gb = prev_memory_gb,
+                             storage_gb = prev_storage_gb, prev_plan = NULL, prev_cpu = NULL,
+                             prev_memory_gb = NULL, prev_storage_gb = NULL, updated_at = ?1
+                         WHERE id = ?2 AND deleted_at IS NULL AND prev_plan IS NOT NULL",
+                    )?
+                    .execute(params![at, id])?;
+                    1
+                }
                 SimChange::Delete => conn
                     .prepare_cached(&format!("UPDATE sim_instances SET deleted_at = ?1, power = 'stopped', updated_at = ?2 {live}"))?
                     .execute(params![at, at, id])?,
@@ -236,11 +262,17 @@ pub enum SimChange {
         name: Option<String>,
     },
     MailStack,
+    /// Applied at once, on a restart that ends at `ready_at`; kept revertible.
     Resize {
         cpu: i64,
         memory_gb: i64,
         storage_gb: i64,
         plan: String,
+        ready_at: DateTime<Utc>,
     },
+    /// The resize is final.
+    ConfirmResize,
+    /// Back to the size before the resize.
+    RevertResize,
     Delete,
 }

@@ -7,7 +7,7 @@ use super::requests::{apply_change, Change};
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
-use crate::domain::{RequestEvent, RequestState, ResourceKind, Step};
+use crate::domain::{Operation, RequestEvent, RequestState, ResourceKind, Step};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
@@ -155,6 +155,15 @@ fn change(
     event: RequestEvent,
     reason: Option<&str>,
 ) -> Result<RequestState, StoreError> {
+    Ok(change_op(conn, f, event, reason)?.to)
+}
+
+fn change_op(
+    conn: &Conn,
+    f: &Fenced,
+    event: RequestEvent,
+    reason: Option<&str>,
+) -> Result<super::requests::Changed, StoreError> {
     let c = Change {
         id: &f.id,
         event,
@@ -163,7 +172,7 @@ fn change(
         reason,
         at: f.now,
     };
-    Ok(apply_change(conn, &c)?.to)
+    apply_change(conn, &c)
 }
 
 impl Store {
@@ -274,8 +283,9 @@ impl Store {
             }
             set_task(conn, &f, step, task, "done", Some(&detail))?;
             let at = ts(f.now);
-            let to = change(conn, &f, RequestEvent::StepSucceeded, None)?;
-            let next = to.step().map(|s| s.as_str()).unwrap_or("");
+            let moved = change_op(conn, &f, RequestEvent::StepSucceeded, None)?;
+            let to = moved.to;
+            let next = moved.op.step(to).map(|s| s.as_str()).unwrap_or("");
             conn.prepare_cached(
                 "UPDATE request_steps SET
                     status = CASE step WHEN ?1 THEN 'done' ELSE 'running' END,
@@ -286,6 +296,9 @@ impl Store {
                  WHERE request_id = ?4 AND step IN (?1, ?2)",
             )?
             .execute(params![step.as_str(), next, at, f.id])?;
+            if to == RequestState::Completed && moved.op == Operation::Resize {
+                super::resize::fold(conn, &f)?;
+            }
             if to == RequestState::Completed {
                 conn.prepare_cached("UPDATE requests SET error = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?")?
                     .execute([&f.id])?;

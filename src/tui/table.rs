@@ -758,13 +758,20 @@ pub fn short_of(id: &uuid::Uuid) -> String {
     short(&id.to_string()).to_string()
 }
 
-/// The four step cells of a request: ✓ done, a spinner for the running one, ✗ failed, · pending.
+/// The step cells of a request (four, or a resize's two): ✓ done, a spinner for the running
+/// one, ✗ failed, · pending.
 pub fn step_cells(app: &App, r: &crate::store::ConsoleRequest) -> String {
     const SPIN: [char; 4] = ['◐', '◓', '◑', '◒'];
     let state = r.state();
     let failed = r.steps.failed_step;
-    let current = state.step().map(|s| s.position()).unwrap_or(0);
-    (1..=4)
+    let op = if r.steps.resize {
+        crate::domain::Operation::Resize
+    } else {
+        crate::domain::Operation::Provision
+    };
+    let current = op.step(state).map(|s| s.position()).unwrap_or(0);
+    let count = i64::try_from(op.steps().len()).unwrap_or(4);
+    (1..=count)
         .map(|p| {
             if Some(p) == failed {
                 '✗'

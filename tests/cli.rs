@@ -1356,6 +1356,42 @@ fn node_show_lists_the_nodes_transitions_and_refusals_name_what_may() {
     );
 }
 
+/// `node resize` files a request of its own that the engine runs to a node on the new
+/// plan; the lists show it as a resize (from→to, two steps), and a refusal names the flag.
+#[test]
+fn node_resize_files_a_request_that_moves_the_node_to_the_new_plan() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id);
+    let node_id = node["id"].as_str().expect("node id").to_string();
+    let short_node = &node_id[node_id.len() - 8..];
+    let args = ["node", "resize", short_node, "--plan", "ssd-99"];
+    assert_refused_without_writing(&fleet, &args, &["plan: unknown plan \"ssd-99\""]);
+    let filed = fleet.json(&["node", "resize", short_node, "--plan", "ssd-4", "--json"]);
+    assert_eq!(filed["operation"], "resize");
+    assert_eq!(filed["from_plan"], "ssd-1");
+    assert_eq!(filed["target"].as_str(), Some(id.as_str()));
+    let steps: Vec<&str> = filed["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps, ["resize", "confirm"]);
+    fleet.ok(&["work", "--until-idle"]);
+    let resize = filed["id"].as_str().expect("id");
+    let list = fleet.ok(&["request", "list"]);
+    let line = list
+        .lines()
+        .find(|l| resize.ends_with(l.split_whitespace().next().unwrap_or("-")))
+        .expect("the resize listed");
+    assert!(
+        line.contains("completed") && line.contains("ssd-1→ssd-4") && line.contains("2/2"),
+        "{line}"
+    );
+    let shown = fleet.json(&["node", "show", &node_id, "--json"]);
+    assert_eq!(shown["plan"], "ssd-4");
+}
+
 /// `request provide` checks what it is given before anything moves: an address that is
 /// not IPv4, a port out of range, and a request that is not waiting for input are each one
 /// line naming what is wrong.

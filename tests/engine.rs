@@ -745,6 +745,9 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         .find(|n| n.label == "vendor-1")
         .expect("node");
     assert_eq!(node.ip_address.as_deref(), Some("192.0.2.55"));
+    // Its vendor resizes it, not mailfleet: refused before anything is filed.
+    let e = resize(&ctx, &node.id, "ssd-2").await.expect_err("vendor's");
+    assert!(e.to_string().contains("the vendor resizes it"), "{e}");
     let kinds: Vec<&str> = d.resources.iter().map(|r| r.kind.as_str()).collect();
     assert!(
         !kinds.contains(&"firewall") && !kinds.contains(&"rdns"),
@@ -881,6 +884,17 @@ async fn a_node_is_resized_by_a_request_of_its_own_and_its_plan_and_quota_follow
     )
     .await
     .expect_err("deprovision while resizing");
+    assert!(e.to_string().contains("while its resize"), "{e}");
+    let e = mailfleet::engine::commands::execute(
+        &ctx,
+        "ops",
+        mailfleet::engine::Command::Suspend {
+            id: req.id.clone(),
+            reason: None,
+        },
+    )
+    .await
+    .expect_err("suspend while resizing");
     assert!(e.to_string().contains("while its resize"), "{e}");
 
     let before = calls_len(&provider);

@@ -69,6 +69,11 @@ async fn provision(fake: &HostwindsFake, env: &str, label: &str) -> Run {
     }
 }
 
+/// The config `run` was made with (its fake's endpoint and key variable).
+fn hw_cfg_of(run: &Run) -> mailfleet::config::Config {
+    (*run.ctx.cfg).clone()
+}
+
 /// Every byte of the database directory (database, WAL): where a key must never be.
 fn disk_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
     let mut all = Vec::new();
@@ -285,12 +290,18 @@ async fn resize_orders_applies_and_confirms_and_reverts_when_it_fails() {
     p.resize(&inst.id, "ssd-4", 4, 8, 160)
         .await
         .expect("resize");
+    assert_eq!(fake.vms()[0].rid, 101, "applied, not yet confirmed");
+    p.confirm_resize(&inst.id).await.expect("confirm");
     assert_eq!(fake.vms()[0].rid, 104);
     let tail: Vec<String> = fake.actions().into_iter().rev().take(3).collect();
     assert_eq!(
         tail,
         ["confirm_upgrade", "upgrade_server", "upgrade_instance"]
     );
+    // A confirm retried after Hostwinds took it finds nothing to do, and says so by
+    // succeeding.
+    p.confirm_resize(&inst.id).await.expect("confirm again");
+    assert_eq!(fake.vms()[0].rid, 104);
 
     fake.trouble(
         "upgrade_server",
@@ -307,6 +318,87 @@ async fn resize_orders_applies_and_confirms_and_reverts_when_it_fails() {
     );
     assert_eq!(fake.vms()[0].rid, 104, "the failed upgrade was reverted");
     assert!(fake.vms()[0].upgrade.is_none(), "no order left open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_resized_at_hostwinds_by_its_own_request_and_a_refused_confirm_reverts_it() {
+    use mailfleet::engine::commands::{execute, Command, Outcome};
+    let key = key_for("noderesize");
+    std::env::set_var("MF_TEST_HW_KEY_NODERESIZE", &key);
+    let fake = HostwindsFake::start(&key, 2).await;
+    let run = provision(&fake, "MF_TEST_HW_KEY_NODERESIZE", "grow-1").await;
+    let store = &run.store;
+    let node = store
+        .list_nodes(&mailfleet::store::NodeFilter::default())
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.label == "grow-1")
+        .expect("node");
+    let file = |plan: &str| Command::ResizeNode {
+        id: node.id.clone(),
+        plan: plan.to_string(),
+        reason: None,
+    };
+    let resize = |plan: &'static str| {
+        let ctx = run.ctx.clone();
+        let cmd = file(plan);
+        async move {
+            match execute(&ctx, "ops", cmd).await.expect("filed") {
+                Outcome::Created(r) => *r,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let up = resize("ssd-4").await;
+    engine::run_until_idle(sim_ctx(store, &hw_cfg_of(&run), system_clock())).await;
+    let row = store.get_request(&up.id).await.expect("read").expect("row");
+    assert_eq!(row.state, "completed", "{:?}", row.error);
+    let vm = fake.vms().into_iter().next().expect("vm");
+    assert_eq!(vm.rid, 104, "Hostwinds has the instance on ssd-4's rid");
+    assert!(vm.upgrade.is_none());
+    let acts = fake.actions();
+    let from = acts
+        .iter()
+        .position(|a| a == "upgrade_instance")
+        .expect("ordered");
+    let upgrade: Vec<&str> = acts[from..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| a.contains("upgrade"))
+        .collect();
+    assert_eq!(
+        upgrade,
+        ["upgrade_instance", "upgrade_server", "confirm_upgrade"]
+    );
+
+    // Billing refuses the next confirmation: the upgrade is reverted, the node stays on ssd-4.
+    fake.trouble(
+        "confirm_upgrade",
+        Trouble::Error("the upgrade invoice could not be charged".into()),
+    );
+    let again = resize("ssd-8").await;
+    engine::run_until_idle(sim_ctx(store, &hw_cfg_of(&run), system_clock())).await;
+    let d = store.request_detail(&again.id).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back");
+    assert!(
+        d.request
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("could not be charged"),
+        "{:?}",
+        d.request.error
+    );
+    let vm = fake.vms().into_iter().next().expect("vm");
+    assert_eq!(vm.rid, 104, "still on ssd-4");
+    assert!(vm.upgrade.is_none(), "no order left open");
+    assert_eq!(
+        fake.actions().last().map(String::as_str),
+        Some("revert_upgrade")
+    );
+    let n = store.get_node(&node.id).await.expect("node");
+    assert_eq!(n.plan, "ssd-4");
 }
 
 #[tokio::test]

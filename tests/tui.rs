@@ -2685,3 +2685,45 @@ fn i_enters_the_access_details_of_a_request_awaiting_them() {
         .as_ref()
         .is_some_and(|s| s.error && s.text.contains("select a request awaiting input")));
 }
+
+#[test]
+fn a_resize_shows_its_two_steps() {
+    let mut snap = fixture();
+    let mut r = request(90, "acme", "grow-1", "verifying", 1);
+    r.plan = "ssd-1→ssd-4".into();
+    r.steps = StepSummary {
+        attempts: 2,
+        resize: true,
+        ..Default::default()
+    };
+    let mut failed = request(91, "acme", "grow-2", "rolled_back", 2);
+    failed.plan = "ssd-2→ssd-8".into();
+    failed.steps = StepSummary {
+        attempts: 3,
+        failed_step: Some(2),
+        resize: true,
+    };
+    snap.requests.push(r);
+    snap.requests.push(failed);
+    let mut app = app_with(snap);
+    app.update(Action::ShowRequests);
+    let screen = render(&mut app, 160, 40);
+    let row = |label: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label} on\n{screen}"))
+            .to_string()
+    };
+    let grow = row("grow-1");
+    // The first step done, the second running: two cells, not provisioning's four.
+    assert!(
+        grow.contains("✓◐ ")
+            || grow.contains("✓◓ ")
+            || grow.contains("✓◑ ")
+            || grow.contains("✓◒ "),
+        "{grow}"
+    );
+    let bad = row("grow-2");
+    assert!(bad.contains("✓✗ "), "{bad}");
+}

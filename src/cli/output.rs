@@ -120,7 +120,16 @@ pub fn request_json(r: &RequestRow, steps: &[StepRow], deps: &[String]) -> Value
         "waiting_for": r.why_waiting(),
         "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "storage_gb": r.storage_gb},
         "created_at": r.created_at, "updated_at": r.updated_at,
+        "operation": r.operation, "target": r.target, "from_plan": r.from_plan,
     })
+}
+
+/// The plan as a list shows it: a resize's as "from→to".
+fn plan_cell(r: &RequestRow) -> String {
+    match (&r.target, &r.from_plan) {
+        (Some(_), Some(from)) => format!("{}→{}", clean(from), clean(&r.plan)),
+        _ => clean(&r.plan),
+    }
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -192,9 +201,9 @@ pub async fn request_list(
                 r.state.clone(),
                 clean(&r.tenant),
                 clean(&r.region),
-                clean(&r.plan),
+                plan_cell(r),
                 clean(&r.label),
-                format!("{done}/4"),
+                format!("{done}/{}", r.operation().steps().len()),
                 ago(now, &r.created_at),
                 clean(&note),
             ]
@@ -238,6 +247,14 @@ pub fn request_show(d: &RequestDetail, as_json: bool, now: DateTime<Utc>) -> Res
     );
     if let Some(c) = &r.cluster {
         println!("  cluster {}", clean(c));
+    }
+    if let Some(target) = &r.target {
+        println!(
+            "  resize of node {} (made by request {}): {}",
+            clean(&r.label),
+            short(target),
+            plan_cell(r)
+        );
     }
     println!("  requested by {}", clean(&r.requested_by));
     if let Some(rule) = &r.approval_rule {

@@ -393,3 +393,46 @@ pub fn event_names(from: Option<RequestState>, to: RequestState) -> &'static [&'
         _ => &["provisioning.changed"],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RequestEvent as E;
+    use RequestState as S;
+
+    #[test]
+    fn a_resize_runs_two_steps_and_is_reverted_not_suspended_or_deprovisioned() {
+        let op = Operation::Resize;
+        let mut s = S::Queued;
+        for e in [E::Admit, E::StepSucceeded, E::StepSucceeded] {
+            s = transition_for(op, s, e).expect("legal");
+        }
+        assert_eq!(s, S::Completed);
+        assert_eq!(op.step(S::Allocating), Some(crate::domain::Step::Resize));
+        assert_eq!(op.step(S::Verifying), Some(crate::domain::Step::Confirm));
+        assert_eq!(op.step(S::Configuring), None);
+        // A completed resize is history.
+        for e in [E::Suspend, E::Deprovision, E::Rollback] {
+            assert!(transition_for(op, S::Completed, e).is_err(), "{e:?}");
+        }
+        // It never waits for input.
+        assert!(transition_for(op, S::Allocating, E::AwaitInput).is_err());
+        // A failed step rolls it back like any request.
+        let failed = transition_for(op, S::Verifying, E::StepFailed).expect("fails");
+        let back = transition_for(op, failed, E::Rollback).expect("rolls back");
+        let done = E::TeardownFinished {
+            remaining: 0,
+            deprovision: false,
+        };
+        assert_eq!(transition_for(op, back, done), Ok(S::RolledBack));
+        // Provisioning is unchanged.
+        assert_eq!(
+            transition_for(Operation::Provision, S::Allocating, E::StepSucceeded),
+            Ok(S::Configuring)
+        );
+        assert_eq!(
+            event_names_for(op, Some(S::Verifying), S::Completed),
+            ["resize.step-completed", "resize.completed"]
+        );
+    }
+}

@@ -8,7 +8,7 @@ use crate::domain::batch::{self, BatchItem};
 use crate::domain::hostname::effective_hostname;
 use crate::domain::ids::{new_id, short};
 use crate::domain::validate::{validate_domain, validate_label, validate_reason, NameError};
-use crate::domain::{transition, RequestEvent, RequestState, ResourceKind};
+use crate::domain::{transition_for, RequestEvent, RequestState, ResourceKind};
 use crate::store::{Claim, NewRequest, RequestRow, StoreError, TeardownAsked};
 use std::sync::Arc;
 
@@ -440,11 +440,19 @@ async fn service(
         .await?
         .ok_or_else(|| StoreError::NotFound(id.clone()))?;
     let state = req.state();
-    if transition(state, event).is_err() {
+    if transition_for(req.operation(), state, event).is_err() {
         return Err(CommandError::Invalid(format!(
             "request {} is {state}: it cannot {}",
             short(&id),
             event.verb()
+        )));
+    }
+    if let Some((resize, st)) = store.live_resize(&id).await? {
+        return Err(CommandError::Invalid(format!(
+            "request {} cannot {} while its resize {} is {st}: wait for the resize, or roll it back first",
+            short(&id),
+            event.verb(),
+            short(&resize)
         )));
     }
     let instance = store

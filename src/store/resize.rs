@@ -385,6 +385,12 @@ impl Store {
             .ok_or(StoreError::NotFound(row_id))
     }
 
+    /// The resize under way of the node `target` provisioned, if any: (id, state).
+    pub async fn live_resize(&self, target: &str) -> Result<Option<(String, String)>, StoreError> {
+        let target = target.to_string();
+        self.read(move |conn| live_resize_of(conn, &target)).await
+    }
+
     /// The node a resize works on, as its provisioning recorded it.
     pub async fn resize_target(&self, resize_id: &str) -> Result<ResizeTarget, StoreError> {
         let id = resize_id.to_string();

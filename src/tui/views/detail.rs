@@ -53,7 +53,10 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
                 c(&r.tenant),
                 c(&r.label),
                 c(&r.region),
-                c(&r.plan)
+                match (&r.target, &r.from_plan) {
+                    (Some(_), Some(from)) => format!("resize {}→{}", c(from), c(&r.plan)),
+                    _ => c(&r.plan),
+                }
             )),
         ]),
         Line::from(format!(

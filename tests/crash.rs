@@ -24,6 +24,22 @@ async fn assert_nothing_lost_or_leaked(
     let mut completed = 0;
     for r in &rows {
         let d = store.request_detail(&r.id).await.expect("detail");
+        if r.operation == "resize" {
+            // A resize ends completed (folded into the node) or reverted, holding nothing.
+            assert!(
+                matches!(r.state.as_str(), "completed" | "rolled_back"),
+                "resize {} ended {}",
+                r.label,
+                r.state
+            );
+            assert!(
+                d.resources.iter().all(|x| x.status == "released"),
+                "resize {} holds {:?}",
+                r.label,
+                d.resources
+            );
+            continue;
+        }
         match r.state.as_str() {
             "completed" => {
                 completed += 1;
@@ -194,4 +210,178 @@ async fn killing_the_worker_process_at_random_moments_loses_nothing() {
         "some work got done"
     );
     assert_nothing_lost_or_leaked(&store, &cfg, 24).await;
+}
+
+/// Every node is on one plan: its request's, its instance's at the provider and its
+/// reservation's; no upgrade is left open at the provider.
+async fn assert_one_plan_per_node(
+    store: &Store,
+    cfg: &mailfleet::config::Config,
+    db: &std::path::Path,
+) {
+    let plans: std::collections::HashMap<String, (i64, i64, i64)> = cfg
+        .plans
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                (
+                    i64::from(p.cpu),
+                    i64::from(p.memory_gb),
+                    i64::from(p.storage_gb),
+                ),
+            )
+        })
+        .collect();
+    let mut held_cpu = 0;
+    for r in all_requests(store).await {
+        if r.operation != "provision" || r.state != "completed" {
+            continue;
+        }
+        let d = store.request_detail(&r.id).await.expect("detail");
+        let node = d.node.expect("node");
+        assert_eq!(node.plan, r.plan, "{}: node and request agree", r.label);
+        assert_eq!(
+            (r.cpu, r.memory_gb, r.storage_gb),
+            plans[&r.plan],
+            "{}: the request's sizes are its plan's",
+            r.label
+        );
+        let inst = d
+            .resources
+            .iter()
+            .find(|x| x.kind == "instance")
+            .and_then(|x| x.provider_ref.clone())
+            .expect("instance");
+        let sim = store.sim_get(&inst).await.expect("read").expect("live");
+        assert_eq!(sim.plan, r.plan, "{}: the provider agrees", r.label);
+        let quota = d
+            .resources
+            .iter()
+            .find(|x| x.kind == "quota")
+            .expect("quota");
+        assert_eq!(
+            (quota.cpu, quota.memory_gb, quota.storage_gb),
+            plans[&r.plan],
+            "{}: the reservation is the plan's",
+            r.label
+        );
+        held_cpu += r.cpu;
+    }
+    let used: i64 = store
+        .tenant_usage()
+        .await
+        .expect("usage")
+        .values()
+        .map(|u| u.cpu)
+        .sum();
+    assert_eq!(used, held_cpu, "quota held is what the nodes' plans need");
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let open: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sim_instances WHERE deleted_at IS NULL AND prev_plan IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(open, 0, "no upgrade left unconfirmed at the provider");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_worker_during_resizes_leaves_every_node_on_one_plan() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let overrides = FAST
+        .replace(
+            "[providers.sim]",
+            "[providers.sim]\nfailure_rate = 0.1\nseed = 5",
+        )
+        .replace("boot_ms = [5, 40]", "boot_ms = [50, 250]");
+    let cfg_path = dir.path().join("test.toml");
+    std::fs::write(&cfg_path, &overrides).expect("config");
+    let db = db_path(&dir);
+    let cli = |args: &[&str]| -> String {
+        let out = bin()
+            .args([
+                "--db",
+                db.to_str().expect("utf-8"),
+                "--config",
+                cfg_path.to_str().expect("utf-8"),
+            ])
+            .args(args)
+            .env("XDG_STATE_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("MAILFLEET_CONFIG")
+            .output()
+            .expect("run mailfleet");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["init"]);
+    for i in 0..10 {
+        let tenant = ["acme", "globex"][i % 2];
+        cli(&[
+            "request",
+            "create",
+            "--tenant",
+            tenant,
+            "--region",
+            "seattle",
+            "--plan",
+            "ssd-1",
+            "--label",
+            &format!("r{i}"),
+        ]);
+    }
+    cli(&["work", "--until-idle"]);
+    let nodes: serde_json::Value =
+        serde_json::from_str(&cli(&["node", "list", "--json"])).expect("json");
+    let ids: Vec<String> = nodes
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["status"] != "decommissioned")
+        .filter_map(|n| n["id"].as_str().map(String::from))
+        .collect();
+    assert!(ids.len() >= 5, "most nodes were made: {ids:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let plan = ["ssd-4", "ssd-2"][i % 2];
+        cli(&["node", "resize", id, "--plan", plan]);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for _ in 0..6 {
+        let mut child = bin()
+            .args([
+                "--db",
+                db.to_str().expect("utf-8"),
+                "--config",
+                cfg_path.to_str().expect("utf-8"),
+                "work",
+            ])
+            .env("XDG_STATE_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("MAILFLEET_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    cli(&["work", "--until-idle"]);
+
+    let cfg = config(&overrides);
+    let store = open(&db, &cfg).await;
+    let rows = all_requests(&store).await;
+    let resized = rows
+        .iter()
+        .filter(|r| r.operation == "resize" && r.state == "completed")
+        .count();
+    assert!(resized > 0, "some resizes got done");
+    assert_nothing_lost_or_leaked(&store, &cfg, 10 + ids.len()).await;
+    assert_one_plan_per_node(&store, &cfg, &db).await;
 }

@@ -1390,6 +1390,14 @@ fn node_resize_files_a_request_that_moves_the_node_to_the_new_plan() {
     );
     let shown = fleet.json(&["node", "show", &node_id, "--json"]);
     assert_eq!(shown["plan"], "ssd-4");
+    assert_eq!(shown["resizes"][0]["id"].as_str(), Some(resize));
+    assert_eq!(shown["resizes"][0]["from_plan"], "ssd-1");
+    let text = fleet.ok(&["node", "show", &node_id]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ssd-1→ssd-4  completed  by ")),
+        "{text}"
+    );
 }
 
 /// `request provide` checks what it is given before anything moves: an address that is

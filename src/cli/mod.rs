@@ -1482,7 +1482,11 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
             let node = env.store.get_node(&id).await?;
             let warmup = env.store.node_warmup(&id).await?;
             let transitions = env.store.node_transitions(&id).await?;
-            output::node_show(&node, warmup.as_ref(), &transitions, *json)
+            let resizes = match &node.request_id {
+                Some(r) => env.store.resizes_of(r).await?,
+                None => vec![],
+            };
+            output::node_show(&node, warmup.as_ref(), &transitions, &resizes, *json)
         }
         NodeCmd::Pause { .. }
         | NodeCmd::Resume { .. }

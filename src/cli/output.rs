@@ -406,11 +406,21 @@ pub fn node_show(
     n: &NodeRow,
     warmup: Option<&crate::store::WarmupState>,
     transitions: &[crate::store::NodeTransitionRow],
+    resizes: &[RequestRow],
     as_json: bool,
 ) -> Result<()> {
     if as_json {
         let mut v = serde_json::to_value(n)?;
         v["transitions"] = serde_json::to_value(transitions)?;
+        v["resizes"] = Value::Array(
+            resizes
+                .iter()
+                .map(|r| {
+                    json!({"id": r.id, "state": r.state, "from_plan": r.from_plan, "plan": r.plan,
+                           "requested_by": r.requested_by, "created_at": r.created_at, "error": r.error})
+                })
+                .collect(),
+        );
         v["warmup"] = match warmup {
             Some(w) => json!({"plan": w.plan, "day": w.day, "days": w.days, "cap": w.cap,
                 "status": w.status, "reason": w.reason}),
@@ -465,6 +475,23 @@ pub fn node_show(
                 clean(&t.to),
                 clean(&t.actor),
                 clean(&t.reason)
+            );
+        }
+    }
+    if !resizes.is_empty() {
+        println!("  resizes:");
+        for r in resizes {
+            println!(
+                "    {}  {}  {}  {}  by {}{}",
+                clean(&r.created_at),
+                short(&r.id),
+                plan_cell(r),
+                r.state,
+                clean(&r.requested_by),
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {}", clean(e)))
+                    .unwrap_or_default()
             );
         }
     }

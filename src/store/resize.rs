@@ -391,6 +391,20 @@ impl Store {
         self.read(move |conn| live_resize_of(conn, &target)).await
     }
 
+    /// Every resize of the node `target` provisioned, oldest first.
+    pub async fn resizes_of(&self, target: &str) -> Result<Vec<RequestRow>, StoreError> {
+        let target = target.to_string();
+        self.read(move |conn| {
+            super::rows(
+                conn,
+                "SELECT * FROM requests WHERE target = ? ORDER BY created_at, id",
+                [&target],
+                RequestRow::from_row,
+            )
+        })
+        .await
+    }
+
     /// The node a resize works on, as its provisioning recorded it.
     pub async fn resize_target(&self, resize_id: &str) -> Result<ResizeTarget, StoreError> {
         let id = resize_id.to_string();

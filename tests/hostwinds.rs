@@ -20,11 +20,16 @@ fn key_for(test: &str) -> String {
 /// Dallas served by Hostwinds (the fake), its nodes checked by what Hostwinds reports. The
 /// key is in `env` (a variable of this test's own: tests run side by side).
 fn hw_config(fake: &HostwindsFake, env: &str, extra: &str) -> mailfleet::config::Config {
+    config(&hw_toml(fake, env, extra))
+}
+
+/// The TOML of `hw_config`.
+fn hw_toml(fake: &HostwindsFake, env: &str, extra: &str) -> String {
     let fast = FAST.replace(
         "[engine]\n",
         "[engine]\ncall_timeout = \"400ms\"\nstuck_after = \"3s\"\n",
     );
-    config(&format!(
+    format!(
         r#"{fast}
 [providers.hostwinds]
 api_key_env = "{env}"
@@ -42,7 +47,7 @@ access = "provider-view"
 capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
 {extra}"#,
         endpoint = fake.endpoint()
-    ))
+    )
 }
 
 /// A store and engine on `fake` (key in `env`), with one request for `label` run until
@@ -544,4 +549,107 @@ async fn an_open_circuit_parks_the_request_and_a_probe_that_succeeds_lets_it_fin
         .find(|c| c.name == "hw-dallas")
         .expect("cluster");
     assert_eq!((hw.circuit.state.as_str(), hw.max_in_flight), ("closed", 2));
+}
+
+/// Every file under `dir`, recursively, as bytes.
+fn tree_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all.extend(tree_bytes(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            all.extend(b);
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_stays_out_of_a_workers_logs_and_output_even_when_hostwinds_echoes_it() {
+    let key = key_for("logs");
+    let fake = HostwindsFake::start(&key, 2).await;
+    // Hostwinds answers the create with an error that quotes the key back: retried (it says
+    // to try again), and the text goes to the retry note, the log and the events.
+    fake.trouble(
+        "add_instance",
+        Trouble::Error(format!(
+            "API key {key} is over its rate limit, try again shortly"
+        )),
+    );
+    // Then refuses the firewall profile, quoting the key again: the request fails with
+    // that as its error, and is rolled back.
+    fake.trouble(
+        "set_instance_firewall",
+        Trouble::Error(format!(
+            "profile SMTP-587 is not permitted for API key {key}"
+        )),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg_path = dir.path().join("hw.toml");
+    let toml = format!(
+        "{}\n[blocklists]\nmonitor = false\n",
+        hw_toml(&fake, "MF_TEST_HW_KEY_LOGS", "")
+    );
+    std::fs::write(&cfg_path, toml).expect("config");
+    let db = db_path(&dir);
+    let state = dir.path().join("state");
+    let run = |args: &'static [&'static str]| {
+        let (db, cfg_path, state, key) = (db.clone(), cfg_path.clone(), state.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+                .arg("--db")
+                .arg(&db)
+                .arg("--config")
+                .arg(&cfg_path)
+                .args(args)
+                .env("MF_TEST_HW_KEY_LOGS", &key)
+                .env("MAILFLEET_LOG", "trace")
+                .env("XDG_STATE_HOME", &state)
+                .env("XDG_CONFIG_HOME", &state)
+                .env_remove("MAILFLEET_CONFIG")
+                .output()
+                .expect("run mailfleet")
+        })
+    };
+    let mut said = Vec::new();
+    for args in [
+        &["init"][..],
+        &[
+            "request", "create", "--tenant", "acme", "--region", "dallas", "--plan", "ssd-1",
+            "--label", "hw-logs",
+        ][..],
+        &["work", "--until-idle"][..],
+        &["request", "list", "--json"][..],
+        &["events", "--json"][..],
+    ] {
+        let out = run(args).await.expect("joined");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said.extend(out.stdout);
+        said.extend(out.stderr);
+    }
+    let text = String::from_utf8_lossy(&said).into_owned();
+    assert!(
+        text.contains("not permitted for API key [redacted]"),
+        "the echoed refusal is the request's error, redacted: {text}"
+    );
+    assert!(
+        fake.actions()
+            .iter()
+            .filter(|a| *a == "add_instance")
+            .count()
+            >= 2,
+        "the create was retried"
+    );
+    assert!(!contains(&said, &key), "the key reached the output");
+    let files = tree_bytes(dir.path());
+    assert!(
+        contains(&files, "TRACE") || contains(&files, "DEBUG"),
+        "a log was written"
+    );
+    assert!(!contains(&files, &key), "the key reached a file");
 }

@@ -935,8 +935,29 @@ async fn a_node_is_resized_by_a_request_of_its_own_and_its_plan_and_quota_follow
     let inst = d_instance(&store, &req.id).await;
     let sim = store.sim_get(&inst).await.expect("read").expect("instance");
     assert_eq!((sim.plan.as_str(), sim.cpu, sim.memory_gb), ("ssd-4", 4, 8));
-    // The node, its request and its reservation are on the new plan.
-    assert_eq!(node_of(&store, &req.id).await.plan, "ssd-4");
+    // The node, its request and its reservation are on the new plan; the node was out of
+    // rotation while its server restarted, and is back.
+    let after = node_of(&store, &req.id).await;
+    assert_eq!(
+        (after.plan.as_str(), after.status.as_str()),
+        ("ssd-4", "warming")
+    );
+    let moves: Vec<(String, String)> = store
+        .node_transitions(&node.id)
+        .await
+        .expect("transitions")
+        .into_iter()
+        .map(|t| (t.to, t.reason))
+        .collect();
+    let tail = &moves[moves.len() - 2..];
+    assert_eq!(tail[0].0, "maintenance", "{moves:?}");
+    assert!(
+        tail[0]
+            .1
+            .starts_with(&format!("resize {}", &r.id[r.id.len() - 8..])),
+        "{moves:?}"
+    );
+    assert_eq!(tail[1].0, "warming", "{moves:?}");
     let p = store
         .get_request(&req.id)
         .await
@@ -992,6 +1013,11 @@ async fn a_node_is_resized_by_a_request_of_its_own_and_its_plan_and_quota_follow
     );
     let used = store.tenant_usage().await.expect("usage");
     assert_eq!(usage(&used["acme"]), (1, 2, 2, 50));
+    // The resizes hold no hostname: once the node is gone, its name is free again.
+    ask_deprovision(&ctx, &req.id).await;
+    engine::run_until_idle(ctx.clone()).await;
+    let again = create(&ctx, "acme", "dallas", "ssd-1", "web-1").await;
+    assert_eq!(again.state, "queued");
 }
 
 fn calls_len(p: &Scripted) -> usize {
@@ -1071,7 +1097,12 @@ async fn a_resize_whose_node_does_not_answer_is_reverted_and_gives_its_room_back
         ("ssd-1", 1),
         "back on its plan"
     );
-    assert_eq!(node_of(&store, &req.id).await.plan, "ssd-1");
+    let after = node_of(&store, &req.id).await;
+    assert_eq!(
+        (after.plan.as_str(), after.status.as_str()),
+        ("ssd-1", "warming"),
+        "on its plan and back in rotation"
+    );
     let used = store.tenant_usage().await.expect("usage");
     assert_eq!(usage(&used["acme"]), (1, 1, 1, 30), "the growth given back");
     let cap = store.cluster_usage().await.expect("usage");

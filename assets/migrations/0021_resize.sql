@@ -6,6 +6,9 @@ ALTER TABLE requests ADD COLUMN operation TEXT NOT NULL DEFAULT 'provision';
 ALTER TABLE requests ADD COLUMN target TEXT REFERENCES requests (id);
 -- The plan the node was on when the resize was filed, for history and the console.
 ALTER TABLE requests ADD COLUMN from_plan TEXT;
+-- A resize that took its node out of rotation (into maintenance) while the server restarts
+-- on its new size: it brings the node back when it ends, whichever way.
+ALTER TABLE requests ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
 -- One resize of a node at a time (a provider takes one upgrade order at a time): checked
 -- when the resize is filed, and kept by the database against two filed at once.
 CREATE UNIQUE INDEX requests_one_resize ON requests (target)

@@ -147,7 +147,9 @@ pub(crate) fn illegal(id: &str, from: RequestState, e: TransitionError) -> Store
     })
 }
 
-/// The live requests (not `except`) whose hostname is `wanted`, with when each was made.
+/// The live requests (not `except`) whose hostname is `wanted`, with when each was made. A
+/// resize holds no hostname: its node's request does (and a completed resize stays
+/// completed after the node is gone).
 /// The partial index `requests_live_label` (0012) serves this: same label, live states;
 /// the domain is compared as the effective hostname.
 fn live_holders(
@@ -159,7 +161,8 @@ fn live_holders(
     let live = rows(
         conn,
         "SELECT id, tenant, state, domain, created_at FROM requests
-         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2",
+         WHERE label = ?1 AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND id <> ?2
+           AND operation = 'provision'",
         params![label, except],
         |r| {
             Ok((
@@ -229,7 +232,8 @@ fn insert_request(
     let clash: Option<(String, String)> = conn
         .prepare_cached(
             "SELECT id, state FROM requests WHERE tenant = ? AND label = ?
-               AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') LIMIT 1",
+               AND state NOT IN ('rolled_back', 'rejected', 'deprovisioned') AND operation = 'provision'
+             LIMIT 1",
         )?
         .query_row(params![new.tenant, new.label], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -269,6 +269,70 @@ pub(super) fn admit(
         Some(who.id),
         Some(cluster),
     )?;
+    drain(conn, who.id, target, &at)?;
+    Ok(())
+}
+
+/// Takes the node out of rotation while its server restarts on the new size: a serving
+/// (warming or active) node goes into maintenance, and the resize remembers it did. A node
+/// already out of rotation (paused, in maintenance, unhealthy) is left as it is.
+fn drain(conn: &Conn, resize: &str, target: &str, at: &str) -> Result<(), StoreError> {
+    let node: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM nodes WHERE request_id = ? AND status IN ('warming', 'active')",
+        )?
+        .query_row([target], |r| r.get(0))
+        .optional()?;
+    let Some(node) = node else {
+        return Ok(());
+    };
+    let reason = format!(
+        "resize {}: the server restarts on its new plan",
+        short(resize)
+    );
+    let moved = super::nodes::transition(
+        conn,
+        &node,
+        crate::domain::node::NodeEvent::EnterMaintenance,
+        "engine",
+        &reason,
+        at,
+    )?;
+    if moved.is_ok() {
+        conn.prepare_cached("UPDATE requests SET drained = 1 WHERE id = ?")?
+            .execute([resize])?;
+    }
+    Ok(())
+}
+
+/// Brings back a node the resize took out of rotation, if it is still in maintenance (an
+/// operator may have brought it back already, or moved it elsewhere: then it is theirs).
+fn undrain(conn: &Conn, resize: &str, at: &str, how: &str) -> Result<(), StoreError> {
+    let found: Option<(Option<String>, i64)> = conn
+        .prepare_cached("SELECT target, drained FROM requests WHERE id = ?")?
+        .query_row([resize], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(target), 1)) = found else {
+        return Ok(());
+    };
+    let node: Option<String> = conn
+        .prepare_cached("SELECT id FROM nodes WHERE request_id = ? AND status = 'maintenance'")?
+        .query_row([&target], |r| r.get(0))
+        .optional()?;
+    if let Some(node) = node {
+        let reason = format!("resize {} {how}", short(resize));
+        // A refusal leaves the node where it is: nothing to undo.
+        let _ = super::nodes::transition(
+            conn,
+            &node,
+            crate::domain::node::NodeEvent::LeaveMaintenance,
+            "engine",
+            &reason,
+            at,
+        )?;
+    }
+    conn.prepare_cached("UPDATE requests SET drained = 0 WHERE id = ?")?
+        .execute([resize])?;
     Ok(())
 }
 
@@ -331,6 +395,7 @@ pub(super) fn fold(conn: &Conn, f: &Fenced) -> Result<(), StoreError> {
         };
         emit(conn, "node.resized", &target, &f.actor, &payload, &at)?;
     }
+    undrain(conn, &f.id, &at, "completed")?;
     Ok(())
 }
 
@@ -344,6 +409,7 @@ pub(super) fn return_hold(conn: &Conn, f: &Fenced) -> Result<Option<String>, Sto
         )?
         .query_row([&f.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
+    undrain(conn, &f.id, &ts(f.now), "reverted")?;
     let Some((cpu, memory_gb, storage_gb)) = hold else {
         return Ok(None);
     };

@@ -84,7 +84,7 @@ pub struct Form {
 pub fn held_hostnames(requests: &[ConsoleRequest]) -> HashMap<String, String> {
     requests
         .iter()
-        .filter(|r| holds_hostname(r.state()))
+        .filter(|r| !r.steps.resize && holds_hostname(r.state()))
         .map(|r| {
             (
                 effective_hostname(&r.label, r.domain.as_deref()),
@@ -97,6 +97,10 @@ pub fn held_hostnames(requests: &[ConsoleRequest]) -> HashMap<String, String> {
 /// Keeps [`Form::held`] as request `r` changed: its hostname is held while its state
 /// holds one, and let go when it no longer does.
 pub fn update_held(held: &mut HashMap<String, String>, r: &ConsoleRequest) {
+    // A resize holds no hostname (its node's request does).
+    if r.steps.resize {
+        return;
+    }
     let host = effective_hostname(&r.label, r.domain.as_deref());
     let who = format!("{} ({})", short(&r.id.to_string()), r.tenant);
     if holds_hostname(r.state()) {

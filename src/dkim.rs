@@ -91,6 +91,19 @@ pub fn generate_ed25519() -> Result<NewKey, DkimError> {
     })
 }
 
+/// A private key's PKCS#8 DER as PEM (`PRIVATE KEY`), as OpenDKIM and Postfix read it on a
+/// node. Wiped when dropped.
+pub fn pkcs8_pem(der: &[u8]) -> zeroize::Zeroizing<String> {
+    let b64 = zeroize::Zeroizing::new(B64.encode(der));
+    let mut s = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(chunk));
+        s.push('\n');
+    }
+    s.push_str("-----END PRIVATE KEY-----\n");
+    zeroize::Zeroizing::new(s)
+}
+
 /// Where a private key was kept, and how to say so (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {

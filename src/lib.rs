@@ -6,6 +6,7 @@
 //! email-sending servers.
 
 pub mod access;
+pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1400,6 +1400,33 @@ fn node_resize_files_a_request_that_moves_the_node_to_the_new_plan() {
     );
 }
 
+/// `bootstrap render` prints what a node's bootstrap installs: Postfix named for the node,
+/// OpenDKIM for its domain, the warm-up's cap as a rate limit, and its private keys named,
+/// never shown.
+#[test]
+fn bootstrap_render_shows_what_a_node_runs_without_its_secrets() {
+    let (fleet, id) = Fleet::with_completed_request();
+    let node = node_of(&fleet, &id);
+    let node_id = node["id"].as_str().expect("node id").to_string();
+    let host = node["hostname"].as_str().expect("hostname").to_string();
+    let text = fleet.ok(&["bootstrap", "render", &node_id]);
+    for want in [
+        format!("myhostname = {host}\n"),
+        "### /etc/postfix/master.cf".to_string(),
+        "-o smtpd_client_message_rate_limit=1\n".to_string(),
+        "SigningTable refile:/etc/opendkim/SigningTable".to_string(),
+        "(the domain's DKIM private key: installed from the store, not shown here)".to_string(),
+        "tcp dport { 22, 25, 465, 587 } accept".to_string(),
+        "$ postfix -c /etc/postfix check".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in\n{text}");
+    }
+    assert!(!text.contains("PRIVATE KEY-----"), "{text}");
+    let args = ["bootstrap", "render", "ffffffff"];
+    let out = fleet.run(&args);
+    assert_one_line_error(&out, &args, &["ffffffff"]);
+}
+
 /// `request provide` checks what it is given before anything moves: an address that is
 /// not IPv4, a port out of range, and a request that is not waiting for input are each one
 /// line naming what is wrong.

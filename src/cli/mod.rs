@@ -118,6 +118,9 @@ pub enum Cmd {
     /// TLS certificates (their keys never leave their store in the clear).
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// What a sending node runs (Postfix, OpenDKIM, its certificate, firewall, Fail2Ban).
+    #[command(subcommand)]
+    Bootstrap(BootstrapCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -263,6 +266,13 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BootstrapCmd {
+    /// Print every file and command the node's bootstrap would install and run (its
+    /// private keys named, never shown).
+    Render { node: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -509,6 +519,61 @@ fn db_path(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
+/// What a node's bootstrap is made from, as the store knows it; its private keys left in
+/// the store (a preview names them).
+async fn node_config(env: &Env, node: &str) -> Result<crate::bootstrap::NodeConfig> {
+    let id = env.store.resolve_node_id(node).await?;
+    let n = env.store.get_node(&id).await?;
+    let domain = match &n.request_id {
+        Some(r) => env
+            .store
+            .get_request(r)
+            .await?
+            .and_then(|r| r.domain)
+            .unwrap_or_else(|| crate::domain::hostname::DEFAULT_DOMAIN.to_string()),
+        None => crate::domain::hostname::DEFAULT_DOMAIN.to_string(),
+    };
+    let ip = n
+        .ip_address
+        .as_deref()
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| eyre!("node {}: no IPv4 address recorded", sanitize(&n.label)))?;
+    let selector = env
+        .store
+        .dkim_keys()
+        .await?
+        .into_iter()
+        .rfind(|k| {
+            k.domain == domain
+                && k.retired_at.is_none()
+                && k.algorithm == crate::dkim::Algorithm::Rsa2048.as_str()
+        })
+        .map(|k| k.selector)
+        .ok_or_else(|| {
+            eyre!(
+                "node {}: the domain {} has no DKIM key (mailfleet dkim new {})",
+                sanitize(&n.label),
+                sanitize(&domain),
+                sanitize(&domain)
+            )
+        })?;
+    let warmup = env.store.node_warmup(&id).await?;
+    let daily_cap = warmup
+        .filter(|w| w.status != "completed")
+        .and_then(|w| u64::try_from(w.cap).ok());
+    Ok(crate::bootstrap::NodeConfig {
+        hostname: n.hostname.clone(),
+        domain,
+        ip,
+        selector,
+        dkim_key: None,
+        cert_chain: None,
+        cert_key: None,
+        daily_cap,
+        relay_networks: vec![],
+    })
+}
+
 /// A domain's DKIM public keys kept in the database: (selector, base64 key).
 #[derive(Debug, Default)]
 struct StoredDkim {
@@ -605,6 +670,7 @@ fn access_of(cli: &Cli) -> Access {
         | Cmd::Events { .. }
         | Cmd::Alerts { .. }
         | Cmd::Tls(_)
+        | Cmd::Bootstrap(_)
         | Cmd::Dns(_)
         | Cmd::Blocklist(_) => true,
     };
@@ -775,6 +841,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Node(nc) => node(&cli, &env, nc).await?,
         Cmd::Warmup(wc) => warmup(&cli, &env, wc).await?,
         Cmd::Dkim(dc) => dkim(&cli, &env, dc).await?,
+        Cmd::Bootstrap(BootstrapCmd::Render { node }) => {
+            let config = node_config(&env, node).await?;
+            let bundle = crate::bootstrap::render(&config, &crate::bootstrap::Layout::debian());
+            // Line by line: what the store gave (a hostname, a domain) cannot put a control
+            // sequence on the terminal, and the files keep their lines.
+            for line in crate::bootstrap::describe(&bundle).lines() {
+                println!("{}", sanitize(line));
+            }
+        }
         Cmd::Tls(TlsCmd::Status { json }) => {
             let list = env.store.certificates(None).await?;
             output::cert_list(

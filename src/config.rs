@@ -650,6 +650,68 @@ pub struct ProvidersConfig {
     /// The Hostwinds cloud API, for clusters with `provider = "hostwinds"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostwinds: Option<HostwindsConfig>,
+    /// The lab of real hosts on this machine (`mailfleet lab up|down|status`).
+    pub lab: LabConfig,
+}
+
+/// The lab (`[providers.lab]`): network namespaces on a bridge, as real hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabConfig {
+    /// The bridge's name, 1 to 10 letters or digits; the lab's namespaces and links are
+    /// named from it.
+    pub bridge: String,
+    /// IPv4 subnet (/16 to /29) the hosts' addresses come from; its first address is the
+    /// bridge's.
+    pub subnet: String,
+    /// The lab's folder; empty: `lab` in mailfleet's state folder.
+    pub dir: String,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            bridge: "mflab".into(),
+            subnet: "10.77.0.0/24".into(),
+            dir: String::new(),
+        }
+    }
+}
+
+impl LabConfig {
+    /// The lab as configured, or what is wrong with the config (the field named).
+    pub fn spec(&self) -> Result<crate::lab::LabSpec, ConfigError> {
+        if self.bridge.is_empty()
+            || self.bridge.len() > 10
+            || !self.bridge.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ConfigError::invalid(
+                "providers.lab.bridge",
+                format!("must be 1 to 10 letters or digits (got {:?})", self.bridge),
+            ));
+        }
+        let subnet = crate::lab::parse_subnet(&self.subnet).ok_or_else(|| {
+            ConfigError::invalid(
+                "providers.lab.subnet",
+                format!(
+                    "must be an IPv4 subnet of /16 to /29 (got {:?})",
+                    self.subnet
+                ),
+            )
+        })?;
+        let dir = if self.dir.trim().is_empty() {
+            state_dir().map(|d| d.join("lab")).ok_or_else(|| {
+                ConfigError::invalid("providers.lab.dir", "no state folder here: set one")
+            })?
+        } else {
+            PathBuf::from(&self.dir)
+        };
+        Ok(crate::lab::LabSpec {
+            bridge: self.bridge.clone(),
+            subnet,
+            dir,
+        })
+    }
 }
 
 /// Hostwinds' cloud API (`[providers.hostwinds]`): where it is, which environment variable
@@ -1367,6 +1429,7 @@ impl Config {
     }
 
     fn validate_sim(&self) -> Result<(), ConfigError> {
+        self.providers.lab.spec()?;
         if let Some(h) = &self.providers.hostwinds {
             mail::env_name("providers.hostwinds.api_key_env", &h.api_key_env)?;
             mail::http_url("providers.hostwinds.endpoint", &h.endpoint)?;

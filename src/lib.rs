@@ -15,6 +15,7 @@ pub mod dkim;
 pub mod dns;
 pub mod domain;
 pub mod engine;
+pub mod lab;
 pub mod providers;
 pub mod reputation;
 pub mod store;

@@ -121,6 +121,9 @@ pub enum Cmd {
     /// What a sending node runs (Postfix, OpenDKIM, its certificate, firewall, Fail2Ban).
     #[command(subcommand)]
     Bootstrap(BootstrapCmd),
+    /// The lab of real hosts on this machine (root): network namespaces on a bridge.
+    #[command(subcommand)]
+    Lab(LabCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
         /// Resolved ones too.
@@ -266,6 +269,16 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Make the lab's bridge and folder ([providers.lab]).
+    Up,
+    /// The bridge and each host: its address and whether its SSH server runs.
+    Status,
+    /// Remove every host (namespace, processes, files), the bridge and the folder.
+    Down,
 }
 
 #[derive(Debug, Subcommand)]
@@ -519,6 +532,65 @@ fn db_path(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
+/// `mailfleet lab up|status|down`.
+fn lab(cli: &Cli, lc: &LabCmd) -> Result<ExitCode> {
+    let cfg = config::load(cli.config.as_deref())?;
+    let spec = cfg.providers.lab.spec()?;
+    let dir = sanitize(&spec.dir.display().to_string()).into_owned();
+    match lc {
+        LabCmd::Up => {
+            refuse_read_only(cli)?;
+            spec.up()
+                .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+            println!(
+                "lab up: bridge {} at {}/{}, folder {dir}",
+                spec.bridge,
+                spec.gateway(),
+                spec.subnet.1
+            );
+        }
+        LabCmd::Down => {
+            refuse_read_only(cli)?;
+            let n = spec
+                .hosts()
+                .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?
+                .len();
+            spec.down()
+                .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+            println!(
+                "lab down: {n} host(s), bridge {} and {dir} removed",
+                spec.bridge
+            );
+        }
+        LabCmd::Status => {
+            let st = spec
+                .status()
+                .map_err(|e| eyre!("{}", sanitize(&e.to_string())))?;
+            println!(
+                "bridge {} {} (gateway {}), folder {dir}",
+                spec.bridge,
+                if st.bridge_up { "up" } else { "absent" },
+                st.gateway
+            );
+            for h in &st.hosts {
+                println!(
+                    "  {}  {}  netns {}  sshd {}",
+                    h.id,
+                    h.ip,
+                    h.netns,
+                    h.sshd_pid
+                        .map(|p| format!("running (pid {p})"))
+                        .unwrap_or_else(|| "not running".into())
+                );
+            }
+            if st.hosts.is_empty() {
+                println!("  no hosts");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What a node's bootstrap is made from, as the store knows it; its private keys left in
 /// the store (a preview names them).
 async fn node_config(env: &Env, node: &str) -> Result<crate::bootstrap::NodeConfig> {
@@ -671,6 +743,7 @@ fn access_of(cli: &Cli) -> Access {
         | Cmd::Alerts { .. }
         | Cmd::Tls(_)
         | Cmd::Bootstrap(_)
+        | Cmd::Lab(_)
         | Cmd::Dns(_)
         | Cmd::Blocklist(_) => true,
     };
@@ -752,6 +825,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         init(&cli, *json).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The lab is machinery on this machine: no database.
+    if let Cmd::Lab(lc) = command {
+        return lab(&cli, lc);
+    }
     if let Cmd::Dns(DnsCmd::Plan {
         domain,
         hostname,
@@ -832,7 +909,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let env = open(&cli).await?;
     match command {
-        Cmd::Demo { .. } | Cmd::Init { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) => {}
+        Cmd::Demo { .. } | Cmd::Init { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) | Cmd::Lab(_) => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;

@@ -31,7 +31,7 @@ pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
 pub const CONFIG_ENV: &str = "MAILFLEET_CONFIG";
 
 /// Provider kinds a cluster may name.
-pub const KNOWN_PROVIDERS: &[&str] = &["sim", "hostwinds", "manual"];
+pub const KNOWN_PROVIDERS: &[&str] = &["sim", "hostwinds", "manual", "lab"];
 
 /// Source name used in errors for the built-in defaults layer.
 const DEFAULTS_SOURCE: &str = "(built-in defaults)";

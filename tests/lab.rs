@@ -140,3 +140,97 @@ fn lab_hosts_are_real_hosts_and_down_leaves_nothing() {
     assert!(!link.status.success(), "no bridge left");
     spec.down().expect("down twice is fine");
 }
+
+mod support;
+
+/// The lab as a cloud: requests on a lab cluster are provisioned on real hosts (each its own
+/// namespace, address and SSH server), found again by idempotency key, and deprovisioning
+/// removes the hosts; the inventory and reconcile agree with the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_cluster_provisions_real_hosts_and_deprovisioning_removes_them() {
+    use mailfleet::engine;
+    use support::*;
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let n = std::process::id() % 200 + 20;
+    let bridge = format!("mfp{:x}", std::process::id() % 0xfffff);
+    let cfg = config(&format!(
+        r#"{FAST}
+[providers.lab]
+bridge = "{bridge}"
+subnet = "10.{n}.78.0/24"
+dir = "{dir}"
+[[clusters]]
+name = "lab-dallas"
+provider = "lab"
+region = "dallas"
+default = true
+access = "provider-view"
+capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
+"#,
+        dir = dir.path().join("lab").display()
+    ));
+    let spec = cfg.providers.lab.spec().expect("lab spec");
+    struct Down(LabSpec);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = self.0.down();
+        }
+    }
+    let _down = Down(spec.clone());
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let a = create(&ctx, "acme", "dallas", "ssd-1", "lab-a").await;
+    let b = create(&ctx, "acme", "dallas", "ssd-1", "lab-b").await;
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    let prefix = format!("{bridge}-");
+    let live = store.lab_list_live().await.expect("inventory");
+    assert_eq!(live.len(), 2, "{live:?}");
+    for req in [&a, &b] {
+        let d = store.request_detail(&req.id).await.expect("detail");
+        assert_eq!(d.request.state, "completed", "{:?}", d.request.error);
+        let ip: Ipv4Addr = d
+            .resources
+            .iter()
+            .find(|r| r.kind == "ip")
+            .and_then(|r| r.provider_ref.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .expect("ip");
+        let row = live
+            .iter()
+            .find(|r| r.idempotency_key == req.id)
+            .expect("one instance per request");
+        assert_eq!(row.ip, ip.to_string());
+        assert!(
+            row.rdns
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&req.label)),
+            "{row:?}"
+        );
+        // A real host answers at the address the pipeline recorded.
+        assert!(banner(ip).starts_with("SSH-2.0-OpenSSH"), "{req:?}");
+    }
+    assert_eq!(namespaces(&prefix).len(), 2);
+
+    for req in [&a, &b] {
+        ask_deprovision(&ctx, &req.id).await;
+    }
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    for req in [&a, &b] {
+        let row = store
+            .get_request(&req.id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(row.state, "deprovisioned", "{:?}", row.error);
+    }
+    assert!(namespaces(&prefix).is_empty(), "the hosts are gone");
+    assert!(store.lab_list_live().await.expect("inventory").is_empty());
+    let report = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+}

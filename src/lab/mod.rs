@@ -317,6 +317,28 @@ impl LabSpec {
         Ok(out)
     }
 
+    /// Powers a host off: every process in its namespace stops; the namespace, its address
+    /// and its files stay.
+    pub fn stop_host(&self, id: &str) -> Result<(), LabError> {
+        let ns = self.netns_of(id);
+        if self.namespaces()?.contains(&ns) {
+            stop_all_in(&ns)?;
+        }
+        Ok(())
+    }
+
+    /// Powers a stopped host back on: its SSH server starts again with the keys it had.
+    pub fn start_host(&self, id: &str) -> Result<Host, LabError> {
+        let h = self
+            .host(id)?
+            .ok_or_else(|| LabError::Failed(format!("host {id} does not exist")))?;
+        if h.sshd_pid.is_some() {
+            return Ok(h);
+        }
+        let key = std::fs::read_to_string(h.dir.join("authorized_keys")).unwrap_or_default();
+        self.create_host(id, h.ip, &key)
+    }
+
     /// Removes a host: every process in its namespace, the namespace (its link goes with
     /// it) and its folder. Removing one that is gone succeeds.
     pub fn delete_host(&self, id: &str) -> Result<(), LabError> {

@@ -6,6 +6,7 @@
 
 pub mod guard;
 pub mod hostwinds;
+pub mod lab;
 pub mod manual;
 pub mod registry;
 pub mod sim;

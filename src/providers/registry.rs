@@ -59,6 +59,7 @@ impl Registry {
         let mut guarded_sim: Option<Arc<Guard>> = None;
         let mut manual: Option<Arc<Guard>> = None;
         let mut hostwinds: Option<Arc<Guard>> = None;
+        let mut lab: Option<Arc<Guard>> = None;
         let mut reg = Registry::default();
         for (i, c) in cfg.clusters.iter().enumerate() {
             let provider: Arc<Guard> = match c.provider.as_str() {
@@ -79,6 +80,24 @@ impl Registry {
                         let h = guard(hostwinds_client(cfg, i)?);
                         hostwinds = Some(h.clone());
                         h
+                    }
+                },
+                "lab" => match &lab {
+                    Some(l) => l.clone(),
+                    None => {
+                        let spec = cfg
+                            .providers
+                            .lab
+                            .spec()
+                            .map_err(|e| RegistryError(format!("clusters[{i}]: {e}")))?;
+                        let l = guard(Arc::new(super::lab::LabProvider::new(
+                            store.clone(),
+                            spec,
+                            clock.clone(),
+                            String::new(),
+                        )));
+                        lab = Some(l.clone());
+                        l
                     }
                 },
                 other => {

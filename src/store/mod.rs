@@ -31,6 +31,7 @@ mod requests;
 mod resize;
 #[macro_use]
 mod rows;
+pub mod lab;
 pub mod sim;
 mod sim_dns;
 mod steps;
@@ -153,6 +154,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../assets/migrations/0020_manual_access.sql"),
     ),
     (21, include_str!("../../assets/migrations/0021_resize.sql")),
+    (
+        22,
+        include_str!("../../assets/migrations/0022_lab_instances.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

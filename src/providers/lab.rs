@@ -1,0 +1,245 @@
+//! The lab as a cloud (`provider = "lab"`): each instance a real host on this machine, a
+//! network namespace with its own address and SSH server (see [`crate::lab`]), recorded in
+//! the database so that a crash cannot make the lab forget what it made. Creating,
+//! deleting and listing go through the same interface as any cloud's.
+
+use super::{
+    ErrorKind, Instance, InstanceSpec, InstanceStatus, Provider, ProviderError, ProviderResult,
+};
+use crate::clock::SharedClock;
+use crate::lab::LabSpec;
+use crate::store::lab::{LabChange, LabInstanceRow, LabNew};
+use crate::store::{Store, StoreError};
+use async_trait::async_trait;
+use std::net::Ipv4Addr;
+
+pub const NAME: &str = "lab";
+
+pub struct LabProvider {
+    store: Store,
+    spec: LabSpec,
+    clock: SharedClock,
+    /// The public key (an OpenSSH line) every host takes for root.
+    authorized_key: String,
+}
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> ProviderError {
+    ProviderError::new(NAME, kind, message)
+}
+
+fn store_err(e: StoreError) -> ProviderError {
+    err(ErrorKind::Transient, format!("inventory unavailable: {e}"))
+}
+
+impl LabProvider {
+    pub fn new(store: Store, spec: LabSpec, clock: SharedClock, authorized_key: String) -> Self {
+        Self {
+            store,
+            spec,
+            clock,
+            authorized_key,
+        }
+    }
+
+    /// Runs the lab's machinery (processes, `ip`) off the async threads.
+    async fn machine<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&LabSpec) -> Result<T, crate::lab::LabError> + Send + 'static,
+    ) -> ProviderResult<T> {
+        let spec = self.spec.clone();
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || f(&spec))
+            .await
+            .map_err(|e| err(ErrorKind::Transient, format!("{what}: {e}")))?
+            .map_err(|e| err(ErrorKind::Transient, format!("{what}: {e}")))
+    }
+
+    /// The instance as the machine has it.
+    async fn to_instance(&self, row: &LabInstanceRow) -> ProviderResult<Instance> {
+        let status = if row.deleted_at.is_some() {
+            InstanceStatus::Deleted
+        } else {
+            let host_id = row.host_id.clone();
+            let host = self.machine("status", move |l| l.host(&host_id)).await?;
+            match host {
+                Some(h) if h.sshd_pid.is_some() => InstanceStatus::Running,
+                Some(_) if row.power == "stopped" => InstanceStatus::Stopped,
+                // Made in the inventory but not (or not fully) on the machine: a create
+                // that will be finished when it is asked again.
+                _ => InstanceStatus::Building,
+            }
+        };
+        Ok(Instance {
+            id: row.id.clone(),
+            idempotency_key: Some(row.idempotency_key.clone()),
+            label: row.label.clone(),
+            region: row.region.clone(),
+            status,
+            ip: if status == InstanceStatus::Running || status == InstanceStatus::Stopped {
+                row.ip.parse().ok()
+            } else {
+                None
+            },
+            firewall: row.firewall.clone(),
+            rdns: row.rdns.clone(),
+        })
+    }
+
+    async fn live(&self, id: &str) -> ProviderResult<LabInstanceRow> {
+        match self.store.lab_get(id).await.map_err(store_err)? {
+            Some(row) if row.deleted_at.is_none() => Ok(row),
+            _ => Err(err(ErrorKind::NotFound, format!("no lab instance {id}"))),
+        }
+    }
+
+    async fn change(&self, id: &str, change: LabChange) -> ProviderResult<()> {
+        if self
+            .store
+            .lab_update(id, change, self.clock.now())
+            .await
+            .map_err(store_err)?
+        {
+            Ok(())
+        } else {
+            Err(err(ErrorKind::NotFound, format!("no lab instance {id}")))
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LabProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// The inventory row first (by idempotency key: a retried create finds it), then the
+    /// host on the machine, made if it is not there yet.
+    async fn create(&self, spec: &InstanceSpec) -> ProviderResult<Instance> {
+        let new_id = crate::domain::ids::new_id();
+        let n = LabNew {
+            id: format!("lab-{}", &new_id[24..]),
+            host_id: new_id[28..].to_string(),
+            idempotency_key: spec.idempotency_key.clone(),
+            cluster: spec.cluster.clone(),
+            region: spec.region.clone(),
+            label: spec.label.clone(),
+            plan: spec.plan.clone(),
+            range: self.spec.host_range(),
+        };
+        let row = self
+            .store
+            .lab_create(n, self.clock.now())
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::Transient,
+                    format!(
+                        "create: no free address left in the lab's subnet {}/{}",
+                        self.spec.subnet.0, self.spec.subnet.1
+                    ),
+                )
+            })?;
+        if row.deleted_at.is_some() {
+            return self.to_instance(&row).await;
+        }
+        let ip: Ipv4Addr = row.ip.parse().map_err(|_| {
+            err(
+                ErrorKind::Invalid,
+                format!("create: bad address {}", row.ip),
+            )
+        })?;
+        let (host_id, key) = (row.host_id.clone(), self.authorized_key.clone());
+        self.machine("create", move |l| {
+            l.up()?;
+            l.create_host(&host_id, ip, &key)
+        })
+        .await?;
+        self.to_instance(&row).await
+    }
+
+    async fn find(&self, key: &str) -> ProviderResult<Option<Instance>> {
+        match self.store.lab_find_by_key(key).await.map_err(store_err)? {
+            Some(row) => Ok(Some(self.to_instance(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn status(&self, id: &str) -> ProviderResult<Instance> {
+        match self.store.lab_get(id).await.map_err(store_err)? {
+            Some(row) => self.to_instance(&row).await,
+            None => Err(err(ErrorKind::NotFound, format!("no lab instance {id}"))),
+        }
+    }
+
+    async fn delete(&self, id: &str) -> ProviderResult<()> {
+        let row = match self.live(id).await {
+            Ok(r) => r,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let host_id = row.host_id.clone();
+        self.machine("delete", move |l| l.delete_host(&host_id))
+            .await?;
+        self.change(id, LabChange::Delete).await
+    }
+
+    async fn suspend(&self, id: &str) -> ProviderResult<()> {
+        let row = self.live(id).await?;
+        let host_id = row.host_id.clone();
+        self.machine("suspend", move |l| l.stop_host(&host_id))
+            .await?;
+        self.change(id, LabChange::Power("stopped")).await
+    }
+
+    async fn resume(&self, id: &str) -> ProviderResult<()> {
+        let row = self.live(id).await?;
+        let host_id = row.host_id.clone();
+        self.machine("resume", move |l| l.start_host(&host_id).map(|_| ()))
+            .await?;
+        self.change(id, LabChange::Power("running")).await
+    }
+
+    /// A lab host has the machine's resources: a resize records the plan, and confirming
+    /// or reverting has nothing to do.
+    async fn resize(&self, id: &str, plan: &str, _: i64, _: i64, _: i64) -> ProviderResult<()> {
+        self.live(id).await?;
+        self.change(id, LabChange::Plan(plan.to_string())).await
+    }
+
+    async fn confirm_resize(&self, _: &str) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    async fn revert_resize(&self, _: &str) -> ProviderResult<()> {
+        Ok(())
+    }
+
+    /// Recorded: the host's own firewall is what the bootstrap installs in it.
+    async fn set_firewall(&self, id: &str, profile: &str) -> ProviderResult<()> {
+        self.change(id, LabChange::Firewall(profile.to_string()))
+            .await
+    }
+
+    async fn set_rdns(&self, id: &str, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()> {
+        let row = self.live(id).await?;
+        if row.ip != ip.to_string() {
+            return Err(err(
+                ErrorKind::Invalid,
+                format!("set_rdns: {ip} is not instance {id}'s address"),
+            ));
+        }
+        self.change(id, LabChange::Rdns(name.map(String::from)))
+            .await
+    }
+
+    async fn inventory(&self) -> ProviderResult<Vec<Instance>> {
+        let rows = self.store.lab_list_live().await.map_err(store_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.to_instance(r).await?);
+        }
+        Ok(out)
+    }
+}

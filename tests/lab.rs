@@ -148,6 +148,7 @@ mod support;
 /// removes the hosts; the inventory and reconcile agree with the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_cluster_provisions_real_hosts_and_deprovisioning_removes_them() {
+    use mailfleet::access::ssh;
     use mailfleet::engine;
     use support::*;
     if !can_run() {
@@ -213,6 +214,82 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         assert!(banner(ip).starts_with("SSH-2.0-OpenSSH"), "{req:?}");
     }
     assert_eq!(namespaces(&prefix).len(), 2);
+
+    // mailfleet logs in with its own key, kept beside the database, and pins the host key.
+    let id =
+        mailfleet::access::provisioning_identity(&store, &cfg.dkim.key_env, chrono::Utc::now())
+            .await
+            .expect("identity");
+    let again =
+        mailfleet::access::provisioning_identity(&store, &cfg.dkim.key_env, chrono::Utc::now())
+            .await
+            .expect("identity");
+    assert_eq!(id.public, again.public, "made once, then read back");
+    let row = &live[0];
+    let addr = SocketAddr::from((row.ip.parse::<Ipv4Addr>().expect("ip"), 22));
+    let wait = Duration::from_secs(10);
+    let s = ssh::connect(addr, None, &id, wait).await.expect("login");
+    let pin = s.host_key.clone();
+    assert!(pin.starts_with("SHA256:"), "{pin}");
+    // The session runs inside the host: its own address is the instance's.
+    let out = s
+        .exec("ip -4 -o addr show dev eth0", None)
+        .await
+        .expect("exec");
+    assert!(
+        out.ok() && out.stdout.contains(&format!(" {}/", row.ip)),
+        "{out:?}"
+    );
+    let put = s
+        .put("/tmp/mailfleet-lab-test/a b.txt", 0o600, b"secret\n")
+        .await
+        .expect("put");
+    assert!(put.ok(), "{put:?}");
+    let back = s
+        .exec("stat -c %a '/tmp/mailfleet-lab-test/a b.txt' && cat '/tmp/mailfleet-lab-test/a b.txt' && rm -r /tmp/mailfleet-lab-test", None)
+        .await
+        .expect("read back");
+    assert_eq!(back.stdout, "600\nsecret\n");
+    let failed = s.exec("echo nope >&2; exit 3", None).await.expect("exec");
+    assert_eq!(
+        (failed.status, failed.tail()),
+        (Some(3), "nope".to_string())
+    );
+    s.close().await;
+    ssh::connect(addr, Some(&pin), &id, wait)
+        .await
+        .expect("the pinned key")
+        .close()
+        .await;
+    // Another host's key at this address is refused, naming both.
+    let other = &live[1];
+    let other_pin = ssh::connect(
+        SocketAddr::from((other.ip.parse::<Ipv4Addr>().expect("ip"), 22)),
+        None,
+        &id,
+        wait,
+    )
+    .await
+    .expect("login")
+    .host_key
+    .clone();
+    assert_ne!(other_pin, pin, "each host has its own key");
+    let e = ssh::connect(addr, Some(&other_pin), &id, wait)
+        .await
+        .err()
+        .expect("refused");
+    let said = e.to_string();
+    assert!(
+        said.contains("host key changed") && said.contains(&pin),
+        "{said}"
+    );
+    // A key the host does not know is refused.
+    let (stranger, _) = ssh::Identity::generate().expect("key");
+    let e = ssh::connect(addr, None, &stranger, wait)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("refused mailfleet's key"), "{e}");
 
     for req in [&a, &b] {
         ask_deprovision(&ctx, &req.id).await;

@@ -8,6 +8,8 @@
 //! cannot reach (contract tests, demos against a provider's test account). SSH bootstrap
 //! and real SMTP checks come with the lab of real hosts.
 
+pub mod ssh;
+
 use crate::providers::{ErrorKind, InstanceStatus, Probe, Provider, ProviderError, ProviderResult};
 use async_trait::async_trait;
 use std::net::Ipv4Addr;
@@ -105,4 +107,46 @@ impl NodeAccess for ProviderView {
             probe, node.instance_id, node.ip
         ))
     }
+}
+
+/// mailfleet's provisioning identity: the one in the store, or a new one made and kept
+/// (sealed under `$key_env`, else in a file beside the database).
+pub async fn provisioning_identity(
+    store: &crate::store::Store,
+    key_env: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ssh::Identity, String> {
+    const NAME: &str = "provisioning";
+    let aad = "ssh/provisioning";
+    let kept = match store.ssh_identity(NAME).await.map_err(|e| e.to_string())? {
+        Some(k) => k,
+        None => {
+            let (_, der) = ssh::Identity::generate().map_err(|e| e.to_string())?;
+            let dir = store.key_dir("ssh");
+            let k = crate::dkim::keep(key_env, &dir, "provisioning", &der, aad)
+                .map_err(|e| format!("the SSH key: {e}"))?;
+            let public = ssh::Identity::from_pkcs8(&der)
+                .map_err(|e| e.to_string())?
+                .public;
+            store
+                .save_ssh_identity(
+                    NAME,
+                    crate::store::KeptIdentity {
+                        public_key: public,
+                        key_sealed: k.sealed,
+                        key_file: k.file.map(|f| store.key_record(std::path::Path::new(&f))),
+                    },
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let file = kept
+        .key_file
+        .as_deref()
+        .map(|f| store.key_path(f).display().to_string());
+    let der = crate::dkim::recover(key_env, kept.key_sealed.as_deref(), file.as_deref(), aad)
+        .map_err(|e| format!("the SSH key: {e}"))?;
+    ssh::Identity::from_pkcs8(&der).map_err(|e| e.to_string())
 }

@@ -19,8 +19,9 @@ pub struct LabProvider {
     store: Store,
     spec: LabSpec,
     clock: SharedClock,
-    /// The public key (an OpenSSH line) every host takes for root.
-    authorized_key: String,
+    /// The environment variable holding the sealing key mailfleet's SSH identity is kept
+    /// under (`[dkim] key_env`): every host takes its public half for root.
+    key_env: String,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ProviderError {
@@ -32,12 +33,12 @@ fn store_err(e: StoreError) -> ProviderError {
 }
 
 impl LabProvider {
-    pub fn new(store: Store, spec: LabSpec, clock: SharedClock, authorized_key: String) -> Self {
+    pub fn new(store: Store, spec: LabSpec, clock: SharedClock, key_env: String) -> Self {
         Self {
             store,
             spec,
             clock,
-            authorized_key,
+            key_env,
         }
     }
 
@@ -150,7 +151,12 @@ impl Provider for LabProvider {
                 format!("create: bad address {}", row.ip),
             )
         })?;
-        let (host_id, key) = (row.host_id.clone(), self.authorized_key.clone());
+        let key =
+            crate::access::provisioning_identity(&self.store, &self.key_env, self.clock.now())
+                .await
+                .map_err(|e| err(ErrorKind::Invalid, format!("create: {e}")))?
+                .public;
+        let host_id = row.host_id.clone();
         self.machine("create", move |l| {
             l.up()?;
             l.create_host(&host_id, ip, &key)
@@ -182,7 +188,9 @@ impl Provider for LabProvider {
         let host_id = row.host_id.clone();
         self.machine("delete", move |l| l.delete_host(&host_id))
             .await?;
-        self.change(id, LabChange::Delete).await
+        self.change(id, LabChange::Delete).await?;
+        // Its address may be another host's next, with another host key.
+        self.store.forget_host_key(id).await.map_err(store_err)
     }
 
     async fn suspend(&self, id: &str) -> ProviderResult<()> {

@@ -94,7 +94,7 @@ impl Registry {
                             store.clone(),
                             spec,
                             clock.clone(),
-                            String::new(),
+                            cfg.dkim.key_env.clone(),
                         )));
                         lab = Some(l.clone());
                         l

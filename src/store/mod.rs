@@ -34,6 +34,7 @@ mod rows;
 pub mod lab;
 pub mod sim;
 mod sim_dns;
+mod ssh;
 mod steps;
 mod sync;
 mod warmup;
@@ -60,6 +61,7 @@ pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use resize::{NewResize, ResizeTarget};
 pub use rows::*;
 pub use sim_dns::{SimDnsNew, SimDnsRecord};
+pub use ssh::KeptIdentity;
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
 pub use warmup::{WarmNode, WarmupDay, WarmupState};
 
@@ -158,6 +160,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         22,
         include_str!("../../assets/migrations/0022_lab_instances.sql"),
     ),
+    (23, include_str!("../../assets/migrations/0023_ssh.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

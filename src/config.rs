@@ -654,6 +654,9 @@ pub struct ProvidersConfig {
     pub lab: LabConfig,
 }
 
+/// Where the lab keeps its hosts when the config says nothing.
+pub const DEFAULT_LAB_DIR: &str = "/var/lib/mailfleet-lab";
+
 /// The lab (`[providers.lab]`): network namespaces on a bridge, as real hosts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -664,7 +667,7 @@ pub struct LabConfig {
     /// IPv4 subnet (/16 to /29) the hosts' addresses come from; its first address is the
     /// bridge's.
     pub subnet: String,
-    /// The lab's folder; empty: `lab` in mailfleet's state folder.
+    /// The lab's folder; empty: /var/lib/mailfleet-lab.
     pub dir: String,
 }
 
@@ -699,10 +702,10 @@ impl LabConfig {
                 ),
             )
         })?;
+        // Not under a home folder: the hosts' daemons run as their own accounts and must
+        // reach it.
         let dir = if self.dir.trim().is_empty() {
-            state_dir().map(|d| d.join("lab")).ok_or_else(|| {
-                ConfigError::invalid("providers.lab.dir", "no state folder here: set one")
-            })?
+            PathBuf::from(DEFAULT_LAB_DIR)
         } else {
             PathBuf::from(&self.dir)
         };
@@ -1948,7 +1951,7 @@ mod tests {
             ),
             (
                 cluster("a", "dallas", "provider = \"aws\"\n").replace("provider = \"sim\"\n", ""),
-                "config: clusters[0].provider \"aws\" is not a known provider (known: sim, hostwinds, manual)",
+                "config: clusters[0].provider \"aws\" is not a known provider (known: sim, hostwinds, manual, lab)",
             ),
             (
                 [

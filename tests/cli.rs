@@ -1417,7 +1417,7 @@ fn bootstrap_render_shows_what_a_node_runs_without_its_secrets() {
         "SigningTable refile:/etc/opendkim/SigningTable".to_string(),
         "(the domain's DKIM private key: installed from the store, not shown here)".to_string(),
         "tcp dport { 22, 25, 465, 587 } accept".to_string(),
-        "$ postfix -c /etc/postfix check".to_string(),
+        "postfix -c /etc/postfix check".to_string(),
     ] {
         assert!(text.contains(&want), "{want:?} in\n{text}");
     }

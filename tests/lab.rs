@@ -34,8 +34,11 @@ fn can_run() -> bool {
     false
 }
 
-/// A lab of its own: a bridge and subnet no other test uses.
+/// A lab of its own: a bridge and subnet no other test uses, in a folder its hosts'
+/// daemons can reach.
 fn lab(dir: &tempfile::TempDir) -> LabSpec {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let n = std::process::id() % 200 + 20;
     LabSpec {
         bridge: format!("mft{:x}", std::process::id() % 0xfffff),
@@ -310,4 +313,156 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         report.orphans.is_empty() && report.missing.is_empty(),
         "{report:?}"
     );
+}
+
+/// Reads an SMTP reply (all its lines) from `s`.
+fn smtp_reply(s: &mut TcpStream) -> String {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("reply") == 0 {
+            break;
+        }
+        all.push_str(&line);
+        if line.len() < 4 || line.as_bytes()[3] == b' ' {
+            break;
+        }
+    }
+    all
+}
+
+/// A lab host bootstrapped over SSH runs what a sending node runs: Postfix answering on 25
+/// and 587 as its hostname and offering STARTTLS, OpenDKIM on its milter port, and the
+/// firewall loaded in its own network namespace; a second bootstrap changes nothing, and a
+/// configuration Postfix refuses fails its sub-task with what Postfix said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall() {
+    use mailfleet::access::ssh;
+    use mailfleet::bootstrap::{render, Contents, Layout, NodeConfig, Task};
+    use std::io::Write;
+    if !can_run() {
+        return;
+    }
+    if !std::path::Path::new("/usr/sbin/postfix").exists()
+        || !std::path::Path::new("/usr/sbin/opendkim").exists()
+    {
+        if std::env::var("MAILFLEET_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("postfix and opendkim are needed and MAILFLEET_REQUIRE_SERVICES=1");
+        }
+        eprintln!("skipped: postfix and opendkim are not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut spec = lab(&dir);
+    spec.bridge = format!("mfb{:x}", std::process::id() % 0xfffff);
+    spec.subnet.0 = Ipv4Addr::from(u32::from(spec.subnet.0) + 256);
+    struct Down(LabSpec);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = self.0.down();
+        }
+    }
+    let _down = Down(spec.clone());
+    spec.up().expect("up");
+    let (id, _) = ssh::Identity::generate().expect("key");
+    let (ip, _) = spec.host_range();
+    let host = spec.create_host("n1", ip, &id.public).expect("host");
+    let session = ssh::connect(
+        SocketAddr::from((ip, 22)),
+        None,
+        &id,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("login");
+
+    let hostname = "mx1.lab.test";
+    let dkim = mailfleet::dkim::generate_rsa().expect("dkim key");
+    let cert = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).expect("cert");
+    let node = NodeConfig {
+        hostname: hostname.into(),
+        domain: "lab.test".into(),
+        ip,
+        selector: "mf1".into(),
+        dkim_key: Some(mailfleet::dkim::pkcs8_pem(&dkim.private_der).to_string()),
+        cert_chain: Some(cert.cert.pem()),
+        cert_key: Some(cert.signing_key.serialize_pem()),
+        daily_cap: Some(240),
+        relay_networks: vec![],
+    };
+    let layout = Layout::lab(&host.dir);
+    let bundle = render(&node, &layout);
+    let done = ssh::install(&session, &bundle)
+        .await
+        .unwrap_or_else(|(t, e)| {
+            let log = std::fs::read_to_string(host.dir.join("maillog")).unwrap_or_default();
+            panic!("{t:?}: {e}\n{log}")
+        });
+    let tasks: Vec<Task> = done.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tasks, Task::ALL);
+
+    // Postfix answers on the host's address as the node, and offers STARTTLS.
+    for port in [25u16, 587] {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(5))
+                .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let banner = smtp_reply(&mut s);
+        assert!(
+            banner.starts_with(&format!("220 {hostname} ESMTP")),
+            "{port}: {banner}"
+        );
+        s.write_all(b"EHLO probe.test\r\n").expect("ehlo");
+        let ehlo = smtp_reply(&mut s);
+        assert!(ehlo.contains("STARTTLS"), "{port}: {ehlo}");
+        let _ = s.write_all(b"QUIT\r\n");
+    }
+    // OpenDKIM listens on the host's own loopback; the firewall is loaded in its namespace.
+    let listening = session.exec("ss -ltn", None).await.expect("ss");
+    assert!(listening.stdout.contains("127.0.0.1:8891"), "{listening:?}");
+    let rules = session
+        .exec("nft list table inet mailfleet", None)
+        .await
+        .expect("nft");
+    assert!(
+        rules.ok() && rules.stdout.contains("policy drop"),
+        "{rules:?}"
+    );
+    assert!(rules.stdout.contains("22, 25, 465, 587"), "{rules:?}");
+    let machine = std::process::Command::new("nft")
+        .args(["list", "table", "inet", "mailfleet"])
+        .output()
+        .expect("nft");
+    assert!(
+        !machine.status.success(),
+        "the machine's own firewall is untouched"
+    );
+
+    // Again: nothing to change, and it still holds.
+    ssh::install(&session, &bundle)
+        .await
+        .expect("a second bootstrap");
+
+    // A master.cf Postfix refuses: the postfix sub-task fails, with what it said.
+    let mut broken = bundle.clone();
+    for f in &mut broken.files {
+        if f.path.ends_with("master.cf") {
+            if let Contents::Text(t) = &mut f.contents {
+                t.push_str("bogus      inet  x       -       n       -       -       smtpd\n");
+            }
+        }
+    }
+    let (task, said) = ssh::install(&session, &broken).await.expect_err("refused");
+    assert_eq!(task, Task::Postfix, "{said}");
+    assert!(said.contains("invalid private field"), "{said}");
+    session.close().await;
+
+    let etc = std::path::Path::new("/etc/netns").join(&host.netns);
+    assert!(etc.exists());
+    spec.down().expect("down");
+    assert!(!etc.exists(), "the host's /etc/netns is gone");
+    assert!(namespaces(&format!("{}-", spec.bridge)).is_empty());
 }

@@ -248,13 +248,13 @@ impl Session {
     }
 
     /// Writes a file on the node whole: into a file beside it with its mode, then renamed
-    /// over it; parents made. Its contents travel on the command's input, never in the
+    /// over it; parents made (readable by the daemons that need them: modes 0755). Its contents travel on the command's input, never in the
     /// command line.
     pub async fn put(&self, path: &str, mode: u32, contents: &[u8]) -> Result<Output, SshError> {
         let q = shell_quote(path);
         let aside = shell_quote(&format!("{path}.mailfleet-new"));
         let cmd = format!(
-            "umask 077 && mkdir -p \"$(dirname {q})\" && cat > {aside} && chmod {mode:o} {aside} && mv -f {aside} {q}"
+            "(umask 022 && mkdir -p \"$(dirname {q})\") && umask 077 && cat > {aside} && chmod {mode:o} {aside} && mv -f {aside} {q}"
         );
         self.exec(&cmd, Some(contents)).await
     }
@@ -265,6 +265,67 @@ impl Session {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// Installs a bootstrap through a session, sub-task by sub-task in order: its files put
+/// whole, then its commands run. Stops at the first that fails, naming the sub-task and
+/// what the node said. Returns each sub-task's evidence. Running it again changes nothing
+/// that is already as rendered (the commands are written to be run again).
+pub async fn install(
+    s: &Session,
+    b: &crate::bootstrap::Bundle,
+) -> Result<Vec<(crate::bootstrap::Task, String)>, (crate::bootstrap::Task, String)> {
+    use crate::bootstrap::{Contents, Task};
+    let mut done = Vec::new();
+    for task in Task::ALL {
+        let mut wrote = 0;
+        for f in b.files.iter().filter(|f| f.task == task) {
+            let path = f.path.display().to_string();
+            let bytes: &[u8] = match &f.contents {
+                Contents::Text(t) => t.as_bytes(),
+                Contents::Secret { pem, .. } => pem.as_bytes(),
+                Contents::Withheld { what } => {
+                    return Err((task, format!("{path}: {what} is not at hand")))
+                }
+            };
+            let out = s
+                .put(&path, f.mode, bytes)
+                .await
+                .map_err(|e| (task, e.to_string()))?;
+            if !out.ok() {
+                return Err((task, format!("writing {path}: {}", out.tail())));
+            }
+            wrote += 1;
+        }
+        let mut said = Vec::new();
+        for (_, cmd) in b.commands.iter().filter(|(t, _)| *t == task) {
+            let out = s.exec(cmd, None).await.map_err(|e| (task, e.to_string()))?;
+            if !out.ok() {
+                return Err((
+                    task,
+                    format!(
+                        "exit {}: {}",
+                        out.status
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "by signal".into()),
+                        out.tail()
+                    ),
+                ));
+            }
+            let tail = out.tail();
+            if !tail.is_empty() {
+                said.push(tail);
+            }
+        }
+        let evidence = match (wrote, said.is_empty()) {
+            (0, true) => "done".to_string(),
+            (0, false) => said.join("; "),
+            (n, true) => format!("{n} file(s) written"),
+            (n, false) => format!("{n} file(s) written; {}", said.join("; ")),
+        };
+        done.push((task, evidence));
+    }
+    Ok(done)
 }
 
 /// A word for a POSIX shell: in single quotes, any single quote spelled out.

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 /// The ports a sending node opens: SSH, SMTP, SMTPS (implicit TLS submission), submission.
 pub const OPEN_PORTS: [u16; 4] = [22, 25, 465, 587];
-/// Where OpenDKIM listens for Postfix, on the node's own loopback.
+/// Where OpenDKIM listens for Postfix, on the node's own loopback, as Postfix names it.
 pub const MILTER: &str = "inet:127.0.0.1:8891";
+/// The same socket as OpenDKIM names it (port@host: another syntax for the same place).
+pub const MILTER_SOCKET: &str = "inet:8891@127.0.0.1";
 
 /// The sub-tasks of a bootstrap, in the order it runs them; each is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,6 +72,9 @@ pub struct Layout {
     pub nftables_conf: PathBuf,
     pub fail2ban_jail: PathBuf,
     pub mailname: PathBuf,
+    /// A lab host's own folder (its queue, data, pid files and mail log): set, the node
+    /// shares the machine's programs and runs its daemons itself (no systemd, no apt).
+    pub lab_dir: Option<PathBuf>,
 }
 
 impl Layout {
@@ -86,6 +91,27 @@ impl Layout {
             nftables_conf: "/etc/nftables.conf".into(),
             fail2ban_jail: "/etc/fail2ban/jail.d/mailfleet.local".into(),
             mailname: "/etc/mailname".into(),
+            lab_dir: None,
+        }
+    }
+
+    /// A lab host's: inside its namespace `/etc/postfix` is the host's own (see
+    /// [`crate::lab`]), so everything else goes under it, and what Postfix and OpenDKIM
+    /// write at run time goes in the host's folder `dir`.
+    pub fn lab(dir: &Path) -> Layout {
+        let own = Path::new("/etc/postfix/mailfleet");
+        Layout {
+            postfix_dir: "/etc/postfix".into(),
+            queue_directory: Some(dir.join("spool")),
+            data_directory: Some(dir.join("lib")),
+            opendkim_conf: own.join("opendkim/opendkim.conf"),
+            opendkim_dir: own.join("opendkim"),
+            opendkim_run: dir.join("run"),
+            tls_dir: own.join("tls"),
+            nftables_conf: own.join("nftables.conf"),
+            fail2ban_jail: own.join("fail2ban.local"),
+            mailname: own.join("mailname"),
+            lab_dir: Some(dir.to_path_buf()),
         }
     }
 
@@ -102,6 +128,7 @@ impl Layout {
             nftables_conf: root.join("etc/nftables.conf"),
             fail2ban_jail: root.join("etc/fail2ban/jail.d/mailfleet.local"),
             mailname: root.join("etc/mailname"),
+            lab_dir: None,
         }
     }
 }
@@ -302,8 +329,17 @@ pub fn render(n: &NodeConfig, l: &Layout) -> Bundle {
         owner: "root",
         contents: Contents::Text(FAIL2BAN.to_string()),
     });
+    let commands = match &l.lab_dir {
+        None => debian_commands(n, l),
+        Some(dir) => lab_commands(n, l, dir),
+    };
+    Bundle { files, commands }
+}
+
+/// A Debian or Ubuntu server: packages from apt, daemons under systemd.
+fn debian_commands(n: &NodeConfig, l: &Layout) -> Vec<(Task, String)> {
     let pf = p(&l.postfix_dir);
-    let commands = vec![
+    vec![
         (
             Task::Packages,
             "dpkg-query -W -f='${Status}\\n' postfix opendkim opendkim-tools nftables fail2ban \
@@ -314,9 +350,16 @@ pub fn render(n: &NodeConfig, l: &Layout) -> Bundle {
         ),
         (
             Task::Opendkim,
-            format!("opendkim -n -x {}", p(&l.opendkim_conf)),
+            format!(
+                "chown opendkim: {} && opendkim -n -x {}",
+                p(&n.key_path(l)),
+                p(&l.opendkim_conf)
+            ),
         ),
-        (Task::Postfix, format!("postfix -c {pf} check")),
+        (
+            Task::Postfix,
+            format!("postconf -c {pf} -M >/dev/null && postfix -c {pf} check"),
+        ),
         (Task::Firewall, format!("nft -c -f {}", p(&l.nftables_conf))),
         (Task::Fail2ban, "fail2ban-client -t".to_string()),
         (
@@ -327,8 +370,54 @@ pub fn render(n: &NodeConfig, l: &Layout) -> Bundle {
                 p(&l.nftables_conf)
             ),
         ),
-    ];
-    Bundle { files, commands }
+    ]
+}
+
+/// A lab host: the machine's programs, its own daemons started here; Fail2Ban (which reads
+/// the machine's journal) is not run per host.
+fn lab_commands(n: &NodeConfig, l: &Layout, dir: &Path) -> Vec<(Task, String)> {
+    let run = p(&l.opendkim_run);
+    let data = l.data_directory.as_deref().map(p).unwrap_or_default();
+    let pid = format!("{run}/opendkim.pid");
+    vec![
+        (
+            Task::Packages,
+            "command -v postfix && command -v opendkim && command -v nft".to_string(),
+        ),
+        (
+            Task::Opendkim,
+            format!(
+                "mkdir -p {run} && chown opendkim: {run} {} && opendkim -n -x {}",
+                p(&n.key_path(l)),
+                p(&l.opendkim_conf)
+            ),
+        ),
+        (
+            Task::Postfix,
+            format!(
+                "mkdir -p {data} {queue} && chown postfix: {data} && chmod 755 {} \
+                 && postconf -M >/dev/null && postfix check",
+                p(dir),
+                queue = l.queue_directory.as_deref().map(p).unwrap_or_default()
+            ),
+        ),
+        (Task::Firewall, format!("nft -c -f {}", p(&l.nftables_conf))),
+        (
+            Task::Fail2ban,
+            "echo 'jail written; Fail2Ban is not run per lab host'".to_string(),
+        ),
+        (
+            Task::Reload,
+            format!(
+                "if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; sleep 0.5; fi; \
+                 opendkim -x {conf} && sleep 0.5 && kill -0 $(cat {pid}) \
+                 && (postfix status 2>/dev/null && postfix reload || postfix start) \
+                 && nft -f {nft}",
+                conf = p(&l.opendkim_conf),
+                nft = p(&l.nftables_conf)
+            ),
+        ),
+    ]
 }
 
 fn main_cf(n: &NodeConfig, l: &Layout) -> String {
@@ -391,6 +480,11 @@ fn main_cf(n: &NodeConfig, l: &Layout) -> String {
     }
     if let Some(d) = &l.data_directory {
         let _ = writeln!(s, "data_directory = {}", p(d));
+    }
+    // A lab host has no syslog of its own: Postfix writes its log in the host's folder.
+    if let Some(dir) = &l.lab_dir {
+        let _ = writeln!(s, "maillog_file = {}", p(&dir.join("maillog")));
+        let _ = writeln!(s, "maillog_file_prefixes = /var, /dev/stdout, {}", p(dir));
     }
     s
 }
@@ -465,7 +559,7 @@ fn opendkim_conf(n: &NodeConfig, l: &Layout) -> String {
          Mode sv\n\
          Canonicalization relaxed/simple\n\
          OversignHeaders From\n\
-         Socket {MILTER}\n\
+         Socket {MILTER_SOCKET}\n\
          PidFile {run}/opendkim.pid\n\
          UserID opendkim\n\
          KeyTable refile:{dir}/KeyTable\n\

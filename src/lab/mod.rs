@@ -4,8 +4,9 @@
 //! the lab's folder. Needs root and Debian's iproute2 and openssh-server.
 //!
 //! Everything the lab makes is named from its bridge (`<bridge>-<id>` namespaces, veth
-//! ends `<bridge><n>`) and kept under its folder, so `down` finds and removes all of it:
-//! no namespace, process, bridge or file is left behind.
+//! ends `<bridge><n>`) and kept under its folder (and each host's `/etc/netns/<namespace>`),
+//! so `down` finds and removes all of it: no namespace, process, bridge or file is left
+//! behind.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,15 @@ impl LabSpec {
             )));
         }
         std::fs::create_dir_all(self.hosts_dir()).map_err(io("cannot make the lab's folder"))?;
+        // The hosts' daemons (Postfix, OpenDKIM) run as their own accounts and must reach
+        // their folders.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [self.dir.clone(), self.hosts_dir()] {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io("cannot open the lab's folder to its daemons"))?;
+            }
+        }
         if !self.bridge_exists() {
             ip(&["link", "add", &self.bridge, "type", "bridge"])?;
         }
@@ -223,9 +233,38 @@ impl LabSpec {
         if !inside(&["route", "show", "default"])?.contains(&gw) {
             inside(&["route", "add", "default", "via", &gw])?;
         }
+        self.own_etc(&ns)?;
         self.start_sshd(id, &ns, &dir, addr, authorized_key)?;
         self.host(id)?
             .ok_or_else(|| LabError::Failed(format!("host {id} vanished as it was made")))
+    }
+
+    /// The host's own `/etc/postfix`: `ip netns exec` mounts `/etc/netns/NS/postfix` over
+    /// `/etc/postfix` for what it starts (the host's SSH server, so every session), which
+    /// lets each host run its own Postfix with the machine's programs. It starts as a copy
+    /// of the machine's (the files Postfix itself needs), made once.
+    fn own_etc(&self, ns: &str) -> Result<(), LabError> {
+        let mine = Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&mine).map_err(io("cannot make /etc/netns for the host"))?;
+        // Its resolver asks the gateway (the lab's DNS, when one runs there): an answer or
+        // a refusal at once, never a wait on servers it cannot reach.
+        std::fs::write(
+            mine.join("resolv.conf"),
+            format!(
+                "nameserver {}\noptions timeout:1 attempts:1\n",
+                self.gateway()
+            ),
+        )
+        .map_err(io("cannot write the host's resolv.conf"))?;
+        let postfix = mine.join("postfix");
+        if postfix.exists() || !Path::new("/etc/postfix").is_dir() {
+            return Ok(());
+        }
+        run(
+            "cp",
+            &["-a", "/etc/postfix", &postfix.display().to_string()],
+        )?;
+        Ok(())
     }
 
     fn start_sshd(
@@ -350,6 +389,10 @@ impl LabSpec {
         let dir = self.host_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io("cannot remove the host's folder"))?;
+        }
+        let etc = Path::new("/etc/netns").join(&ns);
+        if etc.exists() {
+            std::fs::remove_dir_all(&etc).map_err(io("cannot remove the host's /etc/netns"))?;
         }
         Ok(())
     }

@@ -420,6 +420,38 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
         assert!(ehlo.contains("STARTTLS"), "{port}: {ehlo}");
         let _ = s.write_all(b"QUIT\r\n");
     }
+    // As a peer checks it: the banner names the node, STARTTLS is offered, and the
+    // certificate verifies for its hostname against the root that issued it.
+    let root = cert.cert.pem();
+    for port in [25u16, 587] {
+        let addr = SocketAddr::from((ip, port));
+        let roots = mailfleet::access::smtp::roots_from_pem(&root).expect("root");
+        let seen = mailfleet::access::smtp::check(addr, hostname, roots, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{port}: {e}"));
+        assert!(
+            seen.banner.starts_with(&format!("220 {hostname} ESMTP")),
+            "{seen:?}"
+        );
+        assert!(seen.tls.starts_with("TLS 1."), "{seen:?}");
+    }
+    let smtp = SocketAddr::from((ip, 25));
+    // A certificate no trusted root issued, and a name it was not issued for, are refused.
+    let other = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).expect("cert");
+    let roots = mailfleet::access::smtp::roots_from_pem(&other.cert.pem()).expect("root");
+    let e = mailfleet::access::smtp::check(smtp, hostname, roots, Duration::from_secs(10))
+        .await
+        .expect_err("unknown issuer");
+    assert!(e.contains("STARTTLS handshake"), "{e}");
+    let roots = mailfleet::access::smtp::roots_from_pem(&root).expect("root");
+    let e = mailfleet::access::smtp::check(smtp, "mx2.lab.test", roots, Duration::from_secs(10))
+        .await
+        .expect_err("another name");
+    assert!(
+        e.contains("the banner names \"mx1.lab.test\", not mx2.lab.test"),
+        "{e}"
+    );
+
     // OpenDKIM listens on the host's own loopback; the firewall is loaded in its namespace.
     let listening = session.exec("ss -ltn", None).await.expect("ss");
     assert!(listening.stdout.contains("127.0.0.1:8891"), "{listening:?}");

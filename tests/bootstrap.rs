@@ -35,6 +35,7 @@ fn node() -> NodeConfig {
         cert_key: Some(pem),
         daily_cap: Some(2000),
         relay_networks: vec!["10.20.0.0/16".into()],
+        sink: None,
     }
 }
 

@@ -379,6 +379,13 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
     .expect("login");
 
     let hostname = "mx1.lab.test";
+    // mailfleet's sink, on the lab's gateway: where the node's test message goes.
+    let sink = mailfleet::access::sink::Sink::start(
+        SocketAddr::from((spec.gateway(), 0)),
+        "sink.mailfleet.test",
+    )
+    .await
+    .expect("sink");
     let dkim = mailfleet::dkim::generate_rsa().expect("dkim key");
     let cert = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).expect("cert");
     let node = NodeConfig {
@@ -391,6 +398,7 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
         cert_key: Some(cert.signing_key.serialize_pem()),
         daily_cap: Some(240),
         relay_networks: vec![],
+        sink: Some(("sink.mailfleet.test".into(), sink.addr())),
     };
     let layout = Layout::lab(&host.dir);
     let bundle = render(&node, &layout);
@@ -451,6 +459,41 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
         e.contains("the banner names \"mx1.lab.test\", not mx2.lab.test"),
         "{e}"
     );
+
+    // The node sends a message through its own Postfix: OpenDKIM signs it for the domain,
+    // and it arrives at the sink from the node's address.
+    let to = sink.address_for("lab1");
+    let message = format!(
+        "From: postmaster@lab.test\r\nTo: {to}\r\nSubject: mailfleet test\r\n\r\nhello from {hostname}\r\n"
+    );
+    let sent = session
+        .exec(
+            &format!("/usr/sbin/sendmail -f postmaster@lab.test {to}"),
+            Some(message.as_bytes()),
+        )
+        .await
+        .expect("sendmail");
+    assert!(sent.ok(), "{sent:?}");
+    let got = sink
+        .wait_for("lab1", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no test message at the sink:\n{}",
+                std::fs::read_to_string(host.dir.join("maillog")).unwrap_or_default()
+            )
+        });
+    assert_eq!(
+        got.peer,
+        std::net::IpAddr::V4(ip),
+        "sent from the node's address"
+    );
+    assert_eq!(got.helo, hostname);
+    assert_eq!(got.mail_from, "postmaster@lab.test");
+    let sig = got
+        .header("DKIM-Signature")
+        .expect("signed by the node's OpenDKIM");
+    assert!(sig.contains("d=lab.test") && sig.contains("s=mf1"), "{sig}");
 
     // OpenDKIM listens on the host's own loopback; the firewall is loaded in its namespace.
     let listening = session.exec("ss -ltn", None).await.expect("ss");

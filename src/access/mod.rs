@@ -8,6 +8,7 @@
 //! cannot reach (contract tests, demos against a provider's test account). SSH bootstrap
 //! and real SMTP checks come with the lab of real hosts.
 
+pub mod sink;
 pub mod smtp;
 pub mod ssh;
 

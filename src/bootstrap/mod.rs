@@ -152,6 +152,9 @@ pub struct NodeConfig {
     pub daily_cap: Option<u64>,
     /// Networks (CIDR) whose applications may relay through the node on submission.
     pub relay_networks: Vec<String>,
+    /// mailfleet's mail sink (its domain and address), where verification's test message
+    /// goes: the node routes that domain there.
+    pub sink: Option<(String, std::net::SocketAddr)>,
 }
 
 /// A file's contents: text, or a secret that is installed but never shown.
@@ -409,8 +412,11 @@ fn lab_commands(n: &NodeConfig, l: &Layout, dir: &Path) -> Vec<(Task, String)> {
         (
             Task::Reload,
             format!(
-                "if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; sleep 0.5; fi; \
-                 opendkim -x {conf} && sleep 0.5 && kill -0 $(cat {pid}) \
+                "old=$(cat {pid} 2>/dev/null); if [ -n \"$old\" ] && kill $old 2>/dev/null; then \
+                 for i in $(seq 50); do kill -0 $old 2>/dev/null || break; sleep 0.1; done; fi; \
+                 rm -f {pid}; opendkim -x {conf} \
+                 && for i in $(seq 50); do [ -s {pid} ] && break; sleep 0.1; done \
+                 && kill -0 $(cat {pid}) \
                  && (postfix status 2>/dev/null && postfix reload || postfix start) \
                  && nft -f {nft}",
                 conf = p(&l.opendkim_conf),
@@ -480,6 +486,14 @@ fn main_cf(n: &NodeConfig, l: &Layout) -> String {
     }
     if let Some(d) = &l.data_directory {
         let _ = writeln!(s, "data_directory = {}", p(d));
+    }
+    if let Some((domain, addr)) = &n.sink {
+        let _ = writeln!(
+            s,
+            "transport_maps = inline:{{ {{ {domain} = smtp:[{}]:{} }} }}",
+            addr.ip(),
+            addr.port()
+        );
     }
     // A lab host has no syslog of its own: Postfix writes its log in the host's folder.
     if let Some(dir) = &l.lab_dir {
@@ -747,6 +761,7 @@ mod tests {
             ),
             daily_cap: Some(500),
             relay_networks: vec!["10.20.0.0/16".into()],
+            sink: None,
         }
     }
 

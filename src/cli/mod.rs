@@ -643,6 +643,7 @@ async fn node_config(env: &Env, node: &str) -> Result<crate::bootstrap::NodeConf
         cert_key: None,
         daily_cap,
         relay_networks: vec![],
+        sink: None,
     })
 }
 

@@ -146,6 +146,9 @@ fn lab_hosts_are_real_hosts_and_down_leaves_nothing() {
 
 mod support;
 
+#[path = "support/pdns.rs"]
+mod pdns;
+
 /// The lab as a cloud: requests on a lab cluster are provisioned on real hosts (each its own
 /// namespace, address and SSH server), found again by idempotency key, and deprovisioning
 /// removes the hosts; the inventory and reconcile agree with the machine.
@@ -468,7 +471,7 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
     );
     let sent = session
         .exec(
-            &format!("/usr/sbin/sendmail -f postmaster@lab.test {to}"),
+            &format!("/usr/sbin/sendmail -f postmaster@{hostname} {to}"),
             Some(message.as_bytes()),
         )
         .await
@@ -489,11 +492,85 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
         "sent from the node's address"
     );
     assert_eq!(got.helo, hostname);
-    assert_eq!(got.mail_from, "postmaster@lab.test");
+    assert_eq!(got.mail_from, format!("postmaster@{hostname}"));
     let sig = got
         .header("DKIM-Signature")
         .expect("signed by the node's OpenDKIM");
     assert!(sig.contains("d=lab.test") && sig.contains("s=mf1"), "{sig}");
+
+    // The node's records, published by mailfleet's own publisher on a real PowerDNS: the
+    // signature verifies and SPF passes for the node's address; a changed body, or the same
+    // message from another address, does not.
+    if let Some(dns) = pdns::Pdns::start().expect("pdns") {
+        use mailfleet::access::verdict;
+        use mailfleet::dns::DnsProvider;
+        use mailfleet::domain::records::{plan, DmarcPolicy, RecordInput};
+        dns.add_zone("lab.test").expect("zone");
+        let records = plan(&RecordInput {
+            domain: "lab.test".into(),
+            hostname: hostname.into(),
+            ip: ip.to_string(),
+            selector: "mf1".into(),
+            dkim_rsa: Some(dkim.public_b64.clone()),
+            dkim_ed25519: None,
+            dmarc: DmarcPolicy::None,
+            dmarc_rua: None,
+            spf_extra: vec![],
+            mta_sts_id: None,
+            tls_rpt_rua: None,
+            ttl: 60,
+        })
+        .expect("plan");
+        let publisher = mailfleet::dns::powerdns::PowerDns::new(
+            &dns.api_url(),
+            "localhost",
+            dns.api_key().to_string(),
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        publisher
+            .publish("lab.test", &records)
+            .await
+            .expect("publish");
+        let auth = verdict::authenticator(dns.dns_addr()).expect("resolver");
+        let v = verdict::check(
+            &auth,
+            &got.data,
+            "lab.test",
+            got.peer,
+            &got.helo,
+            &got.mail_from,
+        )
+        .await;
+        assert!(v.passed(), "{v:?}");
+        assert_eq!(v.dkim.as_deref(), Ok("d=lab.test s=mf1: pass"));
+        let mut changed = got.data.clone();
+        let at = changed.len() - 4;
+        changed[at] ^= 0x20;
+        let v = verdict::check(
+            &auth,
+            &changed,
+            "lab.test",
+            got.peer,
+            &got.helo,
+            &got.mail_from,
+        )
+        .await;
+        assert!(v.dkim.is_err(), "{v:?}");
+        let elsewhere = std::net::IpAddr::V4(Ipv4Addr::from(u32::from(ip) + 7));
+        let v = verdict::check(
+            &auth,
+            &got.data,
+            "lab.test",
+            elsewhere,
+            &got.helo,
+            &got.mail_from,
+        )
+        .await;
+        assert!(v.spf.as_ref().is_err_and(|e| e.contains("fail")), "{v:?}");
+    } else if std::env::var("MAILFLEET_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("PowerDNS is needed and MAILFLEET_REQUIRE_SERVICES=1");
+    }
 
     // OpenDKIM listens on the host's own loopback; the firewall is loaded in its namespace.
     let listening = session.exec("ss -ltn", None).await.expect("ss");

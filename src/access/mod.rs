@@ -11,6 +11,7 @@
 pub mod sink;
 pub mod smtp;
 pub mod ssh;
+pub mod verdict;
 
 use crate::providers::{ErrorKind, InstanceStatus, Probe, Provider, ProviderError, ProviderResult};
 use async_trait::async_trait;

@@ -360,7 +360,8 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
     let dir = tempfile::tempdir().expect("tmp");
     let mut spec = lab(&dir);
     spec.bridge = format!("mfb{:x}", std::process::id() % 0xfffff);
-    spec.subnet.0 = Ipv4Addr::from(u32::from(spec.subnet.0) + 256);
+    // Its own subnet too: the lab cluster test takes the next one (78).
+    spec.subnet.0 = Ipv4Addr::from(u32::from(spec.subnet.0) + 512);
     struct Down(LabSpec);
     impl Drop for Down {
         fn drop(&mut self) {

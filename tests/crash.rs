@@ -129,6 +129,36 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mailfleet"))
 }
 
+/// Six `mailfleet work` processes one after another, each killed with SIGKILL after a
+/// random time in `ms` (the same times for the same seed).
+async fn kill_workers(
+    dir: &tempfile::TempDir,
+    db: &std::path::Path,
+    cfg_path: &std::path::Path,
+    seed: u64,
+    ms: std::ops::Range<u64>,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..6 {
+        let mut child = bin()
+            .arg("--db")
+            .arg(db)
+            .arg("--config")
+            .arg(cfg_path)
+            .arg("work")
+            .env("XDG_STATE_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("MAILFLEET_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(ms.clone()))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_worker_process_at_random_moments_loses_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -179,27 +209,7 @@ async fn killing_the_worker_process_at_random_moments_loses_nothing() {
             &format!("n{i}"),
         ]);
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for _ in 0..6 {
-        let mut child = bin()
-            .args([
-                "--db",
-                db.to_str().expect("utf-8"),
-                "--config",
-                cfg_path.to_str().expect("utf-8"),
-                "work",
-            ])
-            .env("XDG_STATE_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env_remove("MAILFLEET_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn worker");
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..700))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
+    kill_workers(&dir, &db, &cfg_path, 11, 150..700).await;
     run(&["work", "--until-idle"]);
 
     let cfg = config(&overrides);
@@ -351,27 +361,7 @@ async fn killing_the_worker_during_resizes_leaves_every_node_on_one_plan() {
         let plan = ["ssd-4", "ssd-2"][i % 2];
         cli(&["node", "resize", id, "--plan", plan]);
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    for _ in 0..6 {
-        let mut child = bin()
-            .args([
-                "--db",
-                db.to_str().expect("utf-8"),
-                "--config",
-                cfg_path.to_str().expect("utf-8"),
-                "work",
-            ])
-            .env("XDG_STATE_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env_remove("MAILFLEET_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn worker");
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
+    kill_workers(&dir, &db, &cfg_path, 3, 100..600).await;
     cli(&["work", "--until-idle"]);
 
     let cfg = config(&overrides);

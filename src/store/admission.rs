@@ -237,6 +237,45 @@ pub(super) fn decide(
     Ok(Decision::Admit(cluster))
 }
 
+/// An admitted request starts: it moves to allocating on `cluster`, and its first step runs
+/// with `reserve_capacity` done (`detail` says what was reserved). Shared by provisioning
+/// and resizes, in the caller's transaction.
+pub(super) fn start(
+    conn: &Conn,
+    id: &str,
+    cluster: &str,
+    first: crate::domain::Step,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(now);
+    let reason = format!("cluster {cluster}");
+    apply_change(
+        conn,
+        &Change {
+            id,
+            event: RequestEvent::Admit,
+            fence: None,
+            actor: "engine",
+            reason: Some(&reason),
+            at: now,
+        },
+    )?;
+    conn.prepare_cached("UPDATE requests SET cluster = ?, wait_reason = NULL WHERE id = ?")?
+        .execute(params![cluster, id])?;
+    conn.prepare_cached(
+        "UPDATE request_steps SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE request_id = ? AND step = ?",
+    )?
+    .execute(params![at, id, first.as_str()])?;
+    conn.prepare_cached(
+        "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at)
+         VALUES (?, ?, 'reserve_capacity', 1, 'done', ?, ?)
+         ON CONFLICT (request_id, step, name) DO UPDATE SET status = 'done', detail = excluded.detail, updated_at = excluded.updated_at",
+    )?
+    .execute(params![id, first.as_str(), detail, at])?;
+    Ok(())
+}
+
 /// Ends a queued request `rejected` at admission (the engine's decision), saying why.
 /// Whatever waited on it sees the change at the engine's next look at waiting requests.
 pub(super) fn reject(
@@ -294,30 +333,14 @@ pub(super) fn admit(
             at
         ])?;
     }
-    let reason = format!("cluster {cluster}");
-    apply_change(
+    start(
         conn,
-        &Change {
-            id,
-            event: RequestEvent::Admit,
-            fence: None,
-            actor: "engine",
-            reason: Some(&reason),
-            at: now,
-        },
+        id,
+        cluster,
+        crate::domain::Step::Allocate,
+        &format!("quota and capacity reserved on {cluster}"),
+        now,
     )?;
-    conn.prepare_cached("UPDATE requests SET cluster = ?, wait_reason = NULL WHERE id = ?")?
-        .execute(params![cluster, id])?;
-    conn.prepare_cached(
-        "UPDATE request_steps SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE request_id = ? AND step = 'allocate'",
-    )?
-    .execute(params![at, id])?;
-    conn.prepare_cached(
-        "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at)
-         VALUES (?, 'allocate', 'reserve_capacity', 1, 'done', ?, ?)
-         ON CONFLICT (request_id, step, name) DO UPDATE SET status = 'done', detail = excluded.detail, updated_at = excluded.updated_at",
-    )?
-    .execute(params![id, format!("quota and capacity reserved on {cluster}"), at])?;
     audit(
         conn,
         &at,

@@ -324,21 +324,34 @@ fn insert_request(
         Some(&what),
     )?;
     if let Some(m) = &new.approval {
-        let version = super::catalog::rule_version(conn, m, &at)?;
-        conn.prepare_cached(
-            "UPDATE requests SET approval_rule = ?, approval_reason = ?, approval_rule_version = ? WHERE id = ?",
-        )?
-        .execute(params![m.rule, m.reason, version, id])?;
-        let change = Change {
-            id,
-            event: RequestEvent::RequireApproval,
-            fence: None,
-            actor: "engine",
-            reason: Some(&m.reason),
-            at: now,
-        };
-        apply_change(conn, &change)?;
+        hold_for_approval(conn, id, m, now)?;
     }
+    Ok(())
+}
+
+/// Holds a new request for an approver: the rule that matched (and its version) recorded,
+/// and the request moved to pending_approval, in the caller's transaction.
+pub(super) fn hold_for_approval(
+    conn: &Conn,
+    id: &str,
+    m: &RuleMatch,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(now);
+    let version = super::catalog::rule_version(conn, m, &at)?;
+    conn.prepare_cached(
+        "UPDATE requests SET approval_rule = ?, approval_reason = ?, approval_rule_version = ? WHERE id = ?",
+    )?
+    .execute(params![m.rule, m.reason, version, id])?;
+    let change = Change {
+        id,
+        event: RequestEvent::RequireApproval,
+        fence: None,
+        actor: "engine",
+        reason: Some(&m.reason),
+        at: now,
+    };
+    apply_change(conn, &change)?;
     Ok(())
 }
 

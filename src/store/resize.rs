@@ -11,14 +11,13 @@
 use super::admission::{Books, Decision, Who};
 use super::claims::Admission;
 use super::events::{audit, emit, EventTarget};
-use super::requests::{apply_change, Change};
 use super::steps::Fenced;
 use super::{Conn, RequestRow, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::approval::RuleMatch;
 use crate::domain::capacity::{growth, growth_excess, Amounts, Health};
 use crate::domain::ids::{new_id, short};
-use crate::domain::{event_names_for, Operation, RequestEvent, RequestState, RESIZE_STEPS};
+use crate::domain::{event_names_for, Operation, RequestState, RESIZE_STEPS};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde_json::json;
@@ -237,30 +236,14 @@ pub(super) fn admit(
         detail,
         at
     ])?;
-    let reason = format!("cluster {cluster}");
-    apply_change(
+    super::admission::start(
         conn,
-        &Change {
-            id: who.id,
-            event: RequestEvent::Admit,
-            fence: None,
-            actor: "engine",
-            reason: Some(&reason),
-            at: now,
-        },
+        who.id,
+        cluster,
+        crate::domain::Step::Resize,
+        &detail,
+        now,
     )?;
-    conn.prepare_cached("UPDATE requests SET cluster = ?, wait_reason = NULL WHERE id = ?")?
-        .execute(params![cluster, who.id])?;
-    conn.prepare_cached(
-        "UPDATE request_steps SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE request_id = ? AND step = 'resize'",
-    )?
-    .execute(params![at, who.id])?;
-    conn.prepare_cached(
-        "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at)
-         VALUES (?, 'resize', 'reserve_capacity', 1, 'done', ?, ?)
-         ON CONFLICT (request_id, step, name) DO UPDATE SET status = 'done', detail = excluded.detail, updated_at = excluded.updated_at",
-    )?
-    .execute(params![who.id, detail, at])?;
     audit(
         conn,
         &at,
@@ -671,22 +654,7 @@ fn insert(conn: &Conn, id: &str, new: &NewResize, now: DateTime<Utc>) -> Result<
         Some(&what),
     )?;
     if let Some(m) = &new.approval {
-        let version = super::catalog::rule_version(conn, m, &at)?;
-        conn.prepare_cached(
-            "UPDATE requests SET approval_rule = ?, approval_reason = ?, approval_rule_version = ? WHERE id = ?",
-        )?
-        .execute(params![m.rule, m.reason, version, id])?;
-        apply_change(
-            conn,
-            &Change {
-                id,
-                event: RequestEvent::RequireApproval,
-                fence: None,
-                actor: "engine",
-                reason: Some(&m.reason),
-                at: now,
-            },
-        )?;
+        super::requests::hold_for_approval(conn, id, m, now)?;
     }
     Ok(())
 }

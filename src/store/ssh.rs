@@ -1,6 +1,6 @@
 //! mailfleet's SSH identity and the host keys it pinned.
 
-use super::{Store, StoreError};
+use super::{Conn, Store, StoreError};
 use crate::clock::ts;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -13,23 +13,24 @@ pub struct KeptIdentity {
     pub key_file: Option<String>,
 }
 
+fn identity(c: &Conn, name: &str) -> Result<Option<KeptIdentity>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT public_key, key_sealed, key_file FROM ssh_identity WHERE name = ?",
+    )?
+    .query_row([name], |r| {
+        Ok(KeptIdentity {
+            public_key: r.get(0)?,
+            key_sealed: r.get(1)?,
+            key_file: r.get(2)?,
+        })
+    })
+    .optional()?)
+}
+
 impl Store {
     pub async fn ssh_identity(&self, name: &str) -> Result<Option<KeptIdentity>, StoreError> {
         let name = name.to_string();
-        self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT public_key, key_sealed, key_file FROM ssh_identity WHERE name = ?",
-            )?
-            .query_row([name], |r| {
-                Ok(KeptIdentity {
-                    public_key: r.get(0)?,
-                    key_sealed: r.get(1)?,
-                    key_file: r.get(2)?,
-                })
-            })
-            .optional()?)
-        })
-        .await
+        self.read(move |c| identity(c, &name)).await
     }
 
     /// Records an identity unless one of that name is there already (another process made
@@ -53,16 +54,7 @@ impl Store {
                 kept.key_file,
                 ts(now)
             ])?;
-            Ok(c.prepare_cached(
-                "SELECT public_key, key_sealed, key_file FROM ssh_identity WHERE name = ?",
-            )?
-            .query_row([name], |r| {
-                Ok(KeptIdentity {
-                    public_key: r.get(0)?,
-                    key_sealed: r.get(1)?,
-                    key_file: r.get(2)?,
-                })
-            })?)
+            identity(c, &name)?.ok_or(StoreError::NotFound(name))
         })
         .await
     }

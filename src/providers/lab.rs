@@ -22,6 +22,8 @@ pub struct LabProvider {
     /// The environment variable holding the sealing key mailfleet's SSH identity is kept
     /// under (`[dkim] key_env`): every host takes its public half for root.
     key_env: String,
+    /// That public half, read (or made) once.
+    authorized_key: tokio::sync::OnceCell<String>,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ProviderError {
@@ -39,6 +41,7 @@ impl LabProvider {
             spec,
             clock,
             key_env,
+            authorized_key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -151,11 +154,16 @@ impl Provider for LabProvider {
                 format!("create: bad address {}", row.ip),
             )
         })?;
-        let key =
-            crate::access::provisioning_identity(&self.store, &self.key_env, self.clock.now())
-                .await
-                .map_err(|e| err(ErrorKind::Invalid, format!("create: {e}")))?
-                .public;
+        let key = self
+            .authorized_key
+            .get_or_try_init(|| async {
+                crate::access::provisioning_identity(&self.store, &self.key_env, self.clock.now())
+                    .await
+                    .map(|id| id.public)
+                    .map_err(|e| err(ErrorKind::Invalid, format!("create: {e}")))
+            })
+            .await?
+            .clone();
         let host_id = row.host_id.clone();
         self.machine("create", move |l| {
             l.up()?;

@@ -355,7 +355,7 @@ pub(super) fn hold_for_approval(
     Ok(())
 }
 
-fn get_request(conn: &Conn, id: &str) -> Result<Option<RequestRow>, StoreError> {
+pub(super) fn get_request(conn: &Conn, id: &str) -> Result<Option<RequestRow>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT * FROM requests WHERE id = ?")?
         .query_row([id], RequestRow::from_row)

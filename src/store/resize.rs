@@ -11,6 +11,7 @@
 use super::admission::{Books, Decision, Who};
 use super::claims::Admission;
 use super::events::{audit, emit, EventTarget};
+use super::requests::get_request;
 use super::steps::Fenced;
 use super::{Conn, RequestRow, Store, StoreError};
 use crate::clock::ts;
@@ -129,16 +130,13 @@ pub(super) fn decide(
     who: &Who<'_>,
     target: &str,
 ) -> Result<Decision, StoreError> {
-    let found: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT state, cluster FROM requests WHERE id = ?")?
-        .query_row([target], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((state, cluster)) = found else {
+    let Some(node_req) = get_request(conn, target)? else {
         return Ok(Decision::Reject(format!(
             "the node's request {} is gone",
             short(target)
         )));
     };
+    let (state, cluster) = (node_req.state, node_req.cluster);
     if state != RequestState::Completed.as_str() {
         return Ok(Decision::Reject(format!(
             "the node's request {} is {state}: only a node in service is resized",
@@ -323,27 +321,15 @@ fn undrain(conn: &Conn, resize: &str, at: &str, how: &str) -> Result<(), StoreEr
 /// capacity rows hold exactly the new plan, the node shows it, and the hold and the upgrade
 /// are released. In the transaction that completes the resize.
 pub(super) fn fold(conn: &Conn, f: &Fenced) -> Result<(), StoreError> {
-    let r: (Option<String>, String, String, i64, i64, i64, Option<String>) = conn
-        .prepare_cached(
-            "SELECT target, plan, kind, cpu, memory_gb, storage_gb, from_plan FROM requests WHERE id = ?",
-        )?
-        .query_row([&f.id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })?;
-    let (Some(target), plan, kind, cpu, memory_gb, storage_gb, from_plan) = r else {
+    let r = get_request(conn, &f.id)?.ok_or_else(|| StoreError::NotFound(f.id.clone()))?;
+    let Some(target) = r.target else {
         return Err(StoreError::Rejected(format!(
             "resize {} names no node",
             short(&f.id)
         )));
     };
+    let (plan, kind, from_plan) = (r.plan, r.kind, r.from_plan);
+    let (cpu, memory_gb, storage_gb) = (r.cpu, r.memory_gb, r.storage_gb);
     let at = ts(f.now);
     conn.prepare_cached(
         "UPDATE requests SET plan = ?, kind = ?, cpu = ?, memory_gb = ?, storage_gb = ?, updated_at = ? WHERE id = ?",
@@ -458,17 +444,14 @@ impl Store {
     pub async fn resize_target(&self, resize_id: &str) -> Result<ResizeTarget, StoreError> {
         let id = resize_id.to_string();
         self.read(move |conn| {
-            let target: Option<String> = conn
-                .prepare_cached("SELECT target FROM requests WHERE id = ?")?
-                .query_row([&id], |r| r.get(0))
-                .optional()?
-                .flatten();
-            let target = target.ok_or_else(|| {
-                StoreError::Rejected(format!("request {} is not a resize", short(&id)))
-            })?;
-            let (plan, label, domain): (String, String, Option<String>) = conn
-                .prepare_cached("SELECT plan, label, domain FROM requests WHERE id = ?")?
-                .query_row([&target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let target = get_request(conn, &id)?
+                .and_then(|r| r.target)
+                .ok_or_else(|| {
+                    StoreError::Rejected(format!("request {} is not a resize", short(&id)))
+                })?;
+            let node_req =
+                get_request(conn, &target)?.ok_or_else(|| StoreError::NotFound(target.clone()))?;
+            let (plan, label, domain) = (node_req.plan, node_req.label, node_req.domain);
             let held = |kind: &str| -> Result<Option<String>, StoreError> {
                 Ok(conn
                     .prepare_cached(
@@ -540,31 +523,19 @@ fn insert(conn: &Conn, id: &str, new: &NewResize, now: DateTime<Utc>) -> Result<
             "node {label} was not provisioned by a request: it has no instance to resize"
         )));
     };
-    type ReqRead = (
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let (state, tenant, region, plan, domain, cluster, op): ReqRead = conn
-        .prepare_cached(
-            "SELECT state, tenant, region, plan, domain, cluster, operation FROM requests WHERE id = ?",
-        )?
-        .query_row([&target], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })?;
-    if op != Operation::Provision.as_str() {
+    let node_req =
+        get_request(conn, &target)?.ok_or_else(|| StoreError::NotFound(target.clone()))?;
+    let op = node_req.operation();
+    let RequestRow {
+        state,
+        tenant,
+        region,
+        plan,
+        domain,
+        cluster,
+        ..
+    } = node_req;
+    if op != Operation::Provision {
         return Err(StoreError::Rejected(format!(
             "node {label}'s request {} is not a provisioning request",
             short(&target)

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 pub mod mail;
-pub use mail::{ChallengeKind, DnsConfig, DnsProviderKind, TlsConfig};
+pub use mail::{ChallengeKind, DnsConfig, DnsProviderKind, TlsConfig, VerifyConfig, LAB_SINK_PORT};
 
 /// The built-in defaults, always the first layer.
 pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
@@ -411,6 +411,7 @@ pub struct Config {
     pub dkim: DkimConfig,
     pub dns: DnsConfig,
     pub tls: TlsConfig,
+    pub verify: VerifyConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -669,6 +670,11 @@ pub struct LabConfig {
     pub subnet: String,
     /// The lab's folder; empty: /var/lib/mailfleet-lab.
     pub dir: String,
+    /// Failures to rehearse, each `"LABEL:TASK"`: the bootstrap sub-task TASK (packages,
+    /// tls_install, opendkim, postfix, nftables, fail2ban, reload) of the node labelled
+    /// LABEL fails as a real one would (Postfix refuses its master.cf; any other runs a
+    /// command that fails).
+    pub faults: Vec<String>,
 }
 
 impl Default for LabConfig {
@@ -677,6 +683,7 @@ impl Default for LabConfig {
             bridge: "mflab".into(),
             subnet: "10.77.0.0/24".into(),
             dir: String::new(),
+            faults: Vec::new(),
         }
     }
 }
@@ -702,6 +709,10 @@ impl LabConfig {
                 ),
             )
         })?;
+        for (i, f) in self.faults.iter().enumerate() {
+            crate::access::remote::Fault::parse(f)
+                .map_err(|e| ConfigError::invalid(format!("providers.lab.faults[{i}]"), e))?;
+        }
         // Not under a home folder: the hosts' daemons run as their own accounts and must
         // reach it.
         let dir = if self.dir.trim().is_empty() {
@@ -1244,6 +1255,7 @@ impl Config {
         self.validate_engine()?;
         self.dns.validate()?;
         self.tls.validate(&self.dns)?;
+        self.verify.validate()?;
         self.validate_blocklists()?;
         self.validate_warmup()?;
         self.validate_approvals()?;
@@ -1386,14 +1398,16 @@ impl Config {
                     c.provider
                 ),
             )),
-            (_, AccessKind::Ssh) => Err(ConfigError::invalid(
-                key,
+            ("lab", AccessKind::Ssh) => Ok(()),
+            (_, AccessKind::Ssh) if self.verify.sink_listen.is_empty() => Err(ConfigError::invalid(
+                "verify.sink_listen",
                 format!(
-                    "cluster {:?}: installing the mail stack over SSH is not built yet; set \
-                     access = \"provider-view\" to check nodes by what {} reports of them",
-                    c.name, c.provider
+                    "cluster {:?} reaches its nodes over SSH, and they send their test message to \
+                     mailfleet's sink: set an \"IP:PORT\" they can reach (or access = \"provider-view\")",
+                    c.name
                 ),
             )),
+            (_, AccessKind::Ssh) => Ok(()),
             (_, AccessKind::ProviderView) => Ok(()),
         }
     }

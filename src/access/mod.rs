@@ -8,6 +8,7 @@
 //! cannot reach (contract tests, demos against a provider's test account). SSH bootstrap
 //! and real SMTP checks come with the lab of real hosts.
 
+pub mod remote;
 pub mod sink;
 pub mod smtp;
 pub mod ssh;
@@ -25,6 +26,8 @@ pub struct NodeRef {
     pub instance_id: String,
     pub ip: Ipv4Addr,
     pub hostname: String,
+    /// The domain it sends for (and signs as).
+    pub domain: String,
 }
 
 #[async_trait]
@@ -35,6 +38,11 @@ pub trait NodeAccess: Send + Sync {
     async fn bootstrap(&self, node: &NodeRef, user_data: &str) -> ProviderResult<()>;
     /// Runs a verify check; returns what the server answered.
     async fn probe(&self, node: &NodeRef, probe: Probe) -> ProviderResult<String>;
+    /// The access that reaches the machine itself over SSH, installing the mail stack sub-task
+    /// by sub-task instead of by cloud-init.
+    fn ssh(&self) -> Option<&remote::SshAccess> {
+        None
+    }
 }
 
 /// Checks a node by what its provider reports: running, with the IP the pipeline recorded.

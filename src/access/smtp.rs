@@ -17,6 +17,8 @@ pub struct SmtpSeen {
     pub offered: Vec<String>,
     /// The TLS version agreed, once the certificate verified for the hostname.
     pub tls: String,
+    /// The certificate the server presented (DER).
+    pub leaf: Option<Vec<u8>>,
 }
 
 impl SmtpSeen {
@@ -151,6 +153,12 @@ async fn check_inner(
         .protocol_version()
         .map(|v| format!("{v:?}"))
         .unwrap_or_else(|| "TLS".into());
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
     let mut io = BufReader::new(tls);
     send(io.get_mut(), "EHLO mailfleet.invalid").await?;
     let (code, lines) = reply(&mut io).await?;
@@ -162,6 +170,7 @@ async fn check_inner(
         banner,
         offered,
         tls: version.replace("TLSv1_", "TLS 1.").replace("TLSv", "TLS "),
+        leaf,
     })
 }
 

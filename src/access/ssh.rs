@@ -267,65 +267,84 @@ impl Session {
     }
 }
 
-/// Installs a bootstrap through a session, sub-task by sub-task in order: its files put
-/// whole, then its commands run. Stops at the first that fails, naming the sub-task and
-/// what the node said. Returns each sub-task's evidence. Running it again changes nothing
-/// that is already as rendered (the commands are written to be run again).
+/// Installs a bootstrap through a session, sub-task by sub-task in order (see
+/// [`install_task`]). Stops at the first that fails, naming the sub-task and what the node
+/// said. Returns each sub-task's evidence.
 pub async fn install(
     s: &Session,
     b: &crate::bootstrap::Bundle,
 ) -> Result<Vec<(crate::bootstrap::Task, String)>, (crate::bootstrap::Task, String)> {
-    use crate::bootstrap::{Contents, Task};
     let mut done = Vec::new();
-    for task in Task::ALL {
-        let mut wrote = 0;
-        for f in b.files.iter().filter(|f| f.task == task) {
-            let path = f.path.display().to_string();
-            let bytes: &[u8] = match &f.contents {
-                Contents::Text(t) => t.as_bytes(),
-                Contents::Secret { pem, .. } => pem.as_bytes(),
-                Contents::Withheld { what } => {
-                    return Err((task, format!("{path}: {what} is not at hand")))
-                }
-            };
-            let out = s
-                .put(&path, f.mode, bytes)
-                .await
-                .map_err(|e| (task, e.to_string()))?;
-            if !out.ok() {
-                return Err((task, format!("writing {path}: {}", out.tail())));
-            }
-            wrote += 1;
+    for task in crate::bootstrap::Task::ALL {
+        match install_task(s, b, task).await {
+            Ok(evidence) => done.push((task, evidence)),
+            Err(e) => return Err((task, e.to_string())),
         }
-        let mut said = Vec::new();
-        for (_, cmd) in b.commands.iter().filter(|(t, _)| *t == task) {
-            let out = s.exec(cmd, None).await.map_err(|e| (task, e.to_string()))?;
-            if !out.ok() {
-                return Err((
-                    task,
-                    format!(
-                        "exit {}: {}",
-                        out.status
-                            .map(|c| c.to_string())
-                            .unwrap_or_else(|| "by signal".into()),
-                        out.tail()
-                    ),
-                ));
-            }
-            let tail = out.tail();
-            if !tail.is_empty() {
-                said.push(tail);
-            }
-        }
-        let evidence = match (wrote, said.is_empty()) {
-            (0, true) => "done".to_string(),
-            (0, false) => said.join("; "),
-            (n, true) => format!("{n} file(s) written"),
-            (n, false) => format!("{n} file(s) written; {}", said.join("; ")),
-        };
-        done.push((task, evidence));
     }
     Ok(done)
+}
+
+/// Why a bootstrap sub-task failed: the connection (worth trying again), or the node's own
+/// answer (a file it would not take, a command that failed: trying again changes nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    #[error("{0}")]
+    Node(String),
+}
+
+/// One sub-task of a bootstrap: its files put whole, then its commands run. Running it
+/// again changes nothing that is already as rendered (the commands are written to be run
+/// again). Returns its evidence.
+pub async fn install_task(
+    s: &Session,
+    b: &crate::bootstrap::Bundle,
+    task: crate::bootstrap::Task,
+) -> Result<String, InstallError> {
+    use crate::bootstrap::Contents;
+    let mut wrote = 0;
+    for f in b.files.iter().filter(|f| f.task == task) {
+        let path = f.path.display().to_string();
+        let bytes: &[u8] = match &f.contents {
+            Contents::Text(t) => t.as_bytes(),
+            Contents::Secret { pem, .. } => pem.as_bytes(),
+            Contents::Withheld { what } => {
+                return Err(InstallError::Node(format!("{path}: {what} is not at hand")))
+            }
+        };
+        let out = s.put(&path, f.mode, bytes).await?;
+        if !out.ok() {
+            return Err(InstallError::Node(format!(
+                "writing {path}: {}",
+                out.tail()
+            )));
+        }
+        wrote += 1;
+    }
+    let mut said = Vec::new();
+    for (_, cmd) in b.commands.iter().filter(|(t, _)| *t == task) {
+        let out = s.exec(cmd, None).await?;
+        if !out.ok() {
+            return Err(InstallError::Node(format!(
+                "exit {}: {}",
+                out.status
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "by signal".into()),
+                out.tail()
+            )));
+        }
+        let tail = out.tail();
+        if !tail.is_empty() {
+            said.push(tail);
+        }
+    }
+    Ok(match (wrote, said.is_empty()) {
+        (0, true) => "done".to_string(),
+        (0, false) => said.join("; "),
+        (n, true) => format!("{n} file(s) written"),
+        (n, false) => format!("{n} file(s) written; {}", said.join("; ")),
+    })
 }
 
 /// A word for a POSIX shell: in single quotes, any single quote spelled out.

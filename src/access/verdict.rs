@@ -32,6 +32,11 @@ pub fn authenticator(dns: SocketAddr) -> Result<MessageAuthenticator, String> {
     MessageAuthenticator::new(config, opts).map_err(|e| format!("DNS resolver: {e}"))
 }
 
+/// An authenticator that asks the system's resolvers.
+pub fn system_authenticator() -> Result<MessageAuthenticator, String> {
+    MessageAuthenticator::new_system_conf().map_err(|e| format!("the system resolver: {e}"))
+}
+
 /// Checks a message received from `peer` (which said HELO `helo`, MAIL FROM `mail_from`):
 /// a DKIM signature of `domain` must verify, and SPF must pass for the sender's domain.
 pub async fn check(

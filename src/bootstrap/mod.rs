@@ -48,7 +48,7 @@ impl Task {
             Task::Tls => "tls_install",
             Task::Opendkim => "opendkim",
             Task::Postfix => "postfix",
-            Task::Firewall => "firewall",
+            Task::Firewall => "nftables",
             Task::Fail2ban => "fail2ban",
             Task::Reload => "reload",
         }
@@ -743,6 +743,22 @@ pub fn describe(b: &Bundle) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sub_tasks_are_recorded_in_the_configure_step_in_order_before_mail_stack() {
+        use crate::domain::{Step, BOOTSTRAP_TASKS};
+        assert_eq!(Task::ALL.map(Task::as_str), BOOTSTRAP_TASKS);
+        let c = Step::Configure;
+        let at = |t: &str| c.task_position(t);
+        assert!(at("tls_certificate") < at("packages"));
+        for w in BOOTSTRAP_TASKS.windows(2) {
+            assert!(at(w[0]) < at(w[1]), "{w:?}");
+        }
+        assert!(at("reload") < at("mail_stack"));
+        // The other steps keep their own order.
+        assert_eq!(Step::Verify.task_position("test_message"), 6);
+        assert_eq!(Step::Configure.task_position("firewall"), 1);
+    }
 
     fn node() -> NodeConfig {
         NodeConfig {

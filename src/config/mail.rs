@@ -330,3 +330,80 @@ impl TlsConfig {
         Ok(())
     }
 }
+
+/// `[verify]`: how a node reached over SSH proves it sends authenticated mail. The node
+/// sends a test message through its own Postfix to mailfleet's sink, which checks its DKIM
+/// signature and SPF; the PTR of its address is looked up over DNS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Where the sink listens ("IP:PORT"), an address the nodes can reach; nodes route
+    /// `sink_domain` to it. Empty: a lab cluster's sink is on the lab's gateway, port 2525;
+    /// other clusters need it set.
+    pub sink_listen: String,
+    /// The domain the test messages are addressed to (never resolved: the nodes route it).
+    pub sink_domain: String,
+    /// How long the sink waits for a node's test message.
+    #[serde(with = "duration_serde")]
+    pub message_timeout: Duration,
+    /// The DNS server ("IP" or "IP:PORT") asked for the PTR, DKIM and SPF checks. Empty:
+    /// the first of `[dns] nameservers`, else the system resolver.
+    pub resolver: String,
+}
+
+/// The sink's port on a lab's gateway when `[verify] sink_listen` is empty.
+pub const LAB_SINK_PORT: u16 = 2525;
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            sink_listen: String::new(),
+            sink_domain: "sink.mailfleet.invalid".into(),
+            message_timeout: Duration::from_secs(60),
+            resolver: String::new(),
+        }
+    }
+}
+
+impl VerifyConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.sink_listen.is_empty() {
+            let a: std::net::SocketAddr = self.sink_listen.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "verify.sink_listen",
+                    format!("{:?} is not \"IP:PORT\"", self.sink_listen),
+                )
+            })?;
+            if a.port() == 0 || a.ip().is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "verify.sink_listen",
+                    "must name an address and port the nodes can reach (not 0.0.0.0, not port 0)",
+                ));
+            }
+        }
+        crate::domain::validate::validate_domain("sink_domain", &self.sink_domain)
+            .map_err(|e| ConfigError::invalid("verify.sink_domain", e.to_string()))?;
+        if self.message_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "verify.message_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if !self.resolver.is_empty() {
+            parse_nameserver(&self.resolver)
+                .map_err(|e| ConfigError::invalid("verify.resolver", e))?;
+        }
+        Ok(())
+    }
+
+    /// The DNS server the checks ask: `resolver`, else the first configured nameserver;
+    /// `None`: the system resolver.
+    pub fn resolver(&self, dns: &DnsConfig) -> Option<std::net::SocketAddr> {
+        if !self.resolver.is_empty() {
+            return parse_nameserver(&self.resolver).ok();
+        }
+        dns.nameservers
+            .first()
+            .and_then(|n| parse_nameserver(n).ok())
+    }
+}

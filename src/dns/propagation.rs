@@ -197,3 +197,34 @@ pub async fn zone_servers(zone: &str) -> Result<Vec<SocketAddr>, String> {
     }
     Ok(out)
 }
+
+/// Forward-confirmed reverse DNS, asked over DNS: the PTR names of `ip`, and for each the
+/// IPv4 addresses its A records give. Asks `server` (an authoritative server for both
+/// zones), else the system resolver.
+pub async fn reverse_and_forward(
+    server: Option<SocketAddr>,
+    ip: std::net::Ipv4Addr,
+    timeout: Duration,
+) -> Result<Vec<(String, Vec<std::net::Ipv4Addr>)>, String> {
+    let r = match server {
+        Some(s) => resolver(s, timeout),
+        None => TokioResolver::builder(TokioConnectionProvider::default())
+            .map_err(|e| format!("the system resolver: {e}"))?
+            .build(),
+    };
+    let names = r
+        .reverse_lookup(std::net::IpAddr::V4(ip))
+        .await
+        .map_err(|e| format!("PTR of {ip}: {e}"))?;
+    let mut out = Vec::new();
+    for name in names.iter() {
+        let host = name.0.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let host = crate::domain::validate::sanitize(&host).into_owned();
+        let forward = match r.ipv4_lookup(format!("{host}.")).await {
+            Ok(l) => l.iter().map(|a| a.0).collect(),
+            Err(_) => Vec::new(),
+        };
+        out.push((host, forward));
+    }
+    Ok(out)
+}

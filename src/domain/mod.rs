@@ -22,4 +22,4 @@ pub use state::{
     event_names, event_names_for, transition, transition_for, Operation, RequestEvent,
     RequestState, TransitionError, ALL_STATES,
 };
-pub use step::{Step, StepStatus, RESIZE_STEPS, STEPS};
+pub use step::{Step, StepStatus, BOOTSTRAP_TASKS, RESIZE_STEPS, STEPS};

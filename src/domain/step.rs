@@ -80,7 +80,35 @@ impl Step {
             Self::Confirm => &["smtp_probe", "confirm_upgrade", "record_plan"],
         }
     }
+
+    /// Where a sub-task sits in its step, for ordering (from 1): its place in
+    /// [`tasks`](Self::tasks); an SSH bootstrap's sub-tasks ([`BOOTSTRAP_TASKS`]) sit
+    /// between `tls_certificate` and the `mail_stack` summary that follows them.
+    pub fn task_position(self, task: &str) -> i64 {
+        let tasks = self.tasks();
+        let at = |t: &str| tasks.iter().position(|x| *x == t);
+        let pos = match (self, BOOTSTRAP_TASKS.iter().position(|x| *x == task)) {
+            (Self::Configure, Some(i)) => at("mail_stack").unwrap_or(0) + i,
+            (Self::Configure, None) if task == "mail_stack" => {
+                at("mail_stack").unwrap_or(0) + BOOTSTRAP_TASKS.len()
+            }
+            _ => at(task).unwrap_or(0),
+        };
+        pos as i64 + 1
+    }
 }
+
+/// The sub-tasks of a bootstrap over SSH, recorded in the configure step in this order
+/// (the names of [`crate::bootstrap::Task`]).
+pub const BOOTSTRAP_TASKS: [&str; 7] = [
+    "packages",
+    "tls_install",
+    "opendkim",
+    "postfix",
+    "nftables",
+    "fail2ban",
+    "reload",
+];
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

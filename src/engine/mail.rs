@@ -605,6 +605,141 @@ impl StepRun<'_> {
         }
     }
 
+    /// The mail stack installed over SSH, one recorded sub-task at a time (see
+    /// [`crate::bootstrap::Task`]): the node's files rendered from its hostname, the
+    /// domain's DKIM key, its certificate, today's warm-up cap and mailfleet's sink; each
+    /// sub-task retried while the node does not answer, and failing the step with what the
+    /// node said when it answers wrongly. Every sub-task is idempotent: a resumed configure
+    /// runs them all again.
+    pub(super) async fn install_over_ssh(
+        &self,
+        ssh: &crate::access::remote::SshAccess,
+        node: &crate::access::NodeRef,
+        keys: &crate::dkim::ActiveKeys,
+    ) -> Result<(), Stop> {
+        use crate::bootstrap::{render, NodeConfig, Task};
+        let first = Task::ALL[0].as_str();
+        let fail = |task: &str, e: String| Stop::Failed(format!("{task}: {e}"));
+        let Some((selector, _)) = keys.rsa.clone() else {
+            return Err(fail(
+                first,
+                format!("the domain {} has no RSA DKIM key", node.domain),
+            ));
+        };
+        let key_env = &self.ctx.cfg.dkim.key_env;
+        let dkim = crate::access::remote::dkim_private_pem(
+            &self.ctx.store,
+            key_env,
+            &node.domain,
+            &selector,
+        )
+        .await
+        .map_err(|e| fail("opendkim", e))?;
+        let Some((chain, cert_key)) =
+            crate::access::remote::cert_pems(&self.ctx.store, key_env, &node.hostname)
+                .await
+                .map_err(|e| fail("tls_install", e))?
+        else {
+            return Err(fail(
+                "tls_install",
+                format!(
+                    "no certificate for {}: a node reached over SSH serves the one mailfleet obtains ([tls] acme)",
+                    node.hostname
+                ),
+            ));
+        };
+        let sink = ssh.sink_route().map_err(|e| fail(first, e.to_string()))?;
+        let layout = self.call(first, || ssh.layout(node)).await?;
+        let daily_cap = self.ctx.cfg.default_warmup_plan().map(|p| p.cap(1));
+        let config = NodeConfig {
+            hostname: node.hostname.clone(),
+            domain: node.domain.clone(),
+            ip: node.ip,
+            selector,
+            dkim_key: Some(dkim.to_string()),
+            cert_chain: Some(chain),
+            cert_key: Some(cert_key.to_string()),
+            daily_cap,
+            relay_networks: Vec::new(),
+            sink: Some(sink),
+        };
+        let bundle = render(&config, &layout);
+        drop(config);
+        for task in Task::ALL {
+            let evidence = self
+                .call(task.as_str(), || ssh.install(node, &bundle, task))
+                .await?;
+            self.done(
+                task.as_str(),
+                crate::untrusted::untrusted_text(&evidence),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `rdns_confirm` for a node reached over SSH: the PTR of its address, asked over DNS,
+    /// names the hostname, and the hostname's A record gives the address back; asked again
+    /// until `[dns] propagation_timeout`.
+    async fn rdns_over_dns(
+        &self,
+        resolver: Option<SocketAddr>,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<(), Stop> {
+        const TASK: &str = "rdns_confirm";
+        let host = self.hostname();
+        let d = &self.ctx.cfg.dns;
+        let deadline = tokio::time::Instant::now() + d.propagation_timeout;
+        let asked = resolver
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "the system resolver".into());
+        loop {
+            let answer = crate::dns::propagation::reverse_and_forward(
+                resolver,
+                ip,
+                d.propagation_interval.min(Duration::from_secs(5)),
+            )
+            .await;
+            let why = match &answer {
+                Ok(names) => match names.iter().find(|(n, _)| *n == host) {
+                    Some((_, fwd)) if fwd.contains(&ip) => {
+                        self.done_soon(TASK, format!("PTR {ip} → {host} → {ip} (asked {asked})"));
+                        return Ok(());
+                    }
+                    Some((_, fwd)) => format!(
+                        "{host} resolves to {}, not back to {ip}",
+                        if fwd.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            fwd.iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                    None if names.is_empty() => format!("{ip} has no PTR"),
+                    None => format!(
+                        "the PTR of {ip} names {}, not {host}",
+                        names
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+                Err(e) => e.clone(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Stop::Failed(format!("{TASK}: {why} (asked {asked})")));
+            }
+            if let Some(c) = self.signals.cancelled() {
+                return Err(Stop::Cancelled(c));
+            }
+            tokio::time::sleep(d.propagation_interval).await;
+        }
+    }
+
     /// `rdns_confirm`: the PTR the provider holds names the hostname, and the hostname's A
     /// record gives the same IP back (forward-confirmed reverse DNS).
     pub(super) async fn rdns_confirm(
@@ -615,6 +750,9 @@ impl StepRun<'_> {
     ) -> Result<(), Stop> {
         const TASK: &str = "rdns_confirm";
         let host = self.hostname();
+        if let Some(ssh) = self.binding()?.access.ssh() {
+            return self.rdns_over_dns(ssh.resolver(), ip).await;
+        }
         let p = &self.binding()?.provider;
         if p.vendor_managed() {
             self.done_soon(

@@ -594,13 +594,22 @@ impl StepRun<'_> {
         let keys = self.dkim_key().await?;
         self.dns_publish(ip, &keys).await?;
         self.tls_certificate().await?;
-        let user_data = cloud_init(&host);
         let node = crate::access::NodeRef {
             instance_id: id.clone(),
             ip,
             hostname: host.clone(),
+            domain: self.domain(),
         };
         let access = &self.binding()?.access;
+        if let Some(ssh) = access.ssh() {
+            self.install_over_ssh(ssh, &node, &keys).await?;
+            return Ok(self.last(
+                "mail_stack",
+                format!("postfix, opendkim, nftables and fail2ban configured over SSH on {ip}"),
+                None,
+            ));
+        }
+        let user_data = cloud_init(&host);
         self.call("mail_stack", || access.bootstrap(&node, &user_data))
             .await?;
         Ok(self.last(
@@ -653,6 +662,7 @@ impl StepRun<'_> {
             instance_id: id.clone(),
             ip,
             hostname: self.hostname(),
+            domain: self.domain(),
         };
         let access = &self.binding()?.access;
         self.rdns_confirm(&id, ip, &records).await?;
@@ -766,6 +776,7 @@ impl StepRun<'_> {
             instance_id: t.instance_id.clone(),
             ip,
             hostname: t.hostname.clone(),
+            domain: self.domain(),
         };
         let access = &binding.access;
         let answer = self

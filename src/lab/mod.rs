@@ -124,6 +124,17 @@ impl LabSpec {
         (Ipv4Addr::from(net + 2), Ipv4Addr::from(net + size - 2))
     }
 
+    /// The reverse zone the hosts' PTR records are in: the subnet's /24 (or /16 for a
+    /// wider subnet), as `C.B.A.in-addr.arpa`.
+    pub fn reverse_zone(&self) -> String {
+        let o = self.subnet.0.octets();
+        if self.subnet.1 >= 24 {
+            format!("{}.{}.{}.in-addr.arpa", o[2], o[1], o[0])
+        } else {
+            format!("{}.{}.in-addr.arpa", o[1], o[0])
+        }
+    }
+
     fn netns_of(&self, id: &str) -> String {
         format!("{}-{id}", self.bridge)
     }
@@ -132,7 +143,8 @@ impl LabSpec {
         self.dir.join("hosts")
     }
 
-    fn host_dir(&self, id: &str) -> PathBuf {
+    /// The folder of host `id`.
+    pub fn host_dir(&self, id: &str) -> PathBuf {
         self.hosts_dir().join(id)
     }
 

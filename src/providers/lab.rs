@@ -7,11 +7,13 @@ use super::{
     ErrorKind, Instance, InstanceSpec, InstanceStatus, Provider, ProviderError, ProviderResult,
 };
 use crate::clock::SharedClock;
+use crate::dns::DnsProvider;
 use crate::lab::LabSpec;
 use crate::store::lab::{LabChange, LabInstanceRow, LabNew};
 use crate::store::{Store, StoreError};
 use async_trait::async_trait;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub const NAME: &str = "lab";
 
@@ -24,6 +26,9 @@ pub struct LabProvider {
     key_env: String,
     /// That public half, read (or made) once.
     authorized_key: tokio::sync::OnceCell<String>,
+    /// The DNS server the lab's reverse zone is on (`[dns] provider = "powerdns"`):
+    /// `set_rdns` writes a real PTR there. `None`: the PTR is only recorded.
+    ptr: Option<Arc<dyn DnsProvider>>,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> ProviderError {
@@ -42,7 +47,51 @@ impl LabProvider {
             clock,
             key_env,
             authorized_key: tokio::sync::OnceCell::new(),
+            ptr: None,
         }
+    }
+
+    /// PTR records written into `dns`, in the lab's reverse zone.
+    pub fn with_ptr(mut self, dns: Arc<dyn DnsProvider>) -> Self {
+        self.ptr = Some(dns);
+        self
+    }
+
+    /// Makes the PTR of `ip` name `name` (and only it), or removes it.
+    async fn write_ptr(&self, ip: Ipv4Addr, name: Option<&str>) -> ProviderResult<()> {
+        let Some(dns) = &self.ptr else {
+            return Ok(());
+        };
+        let zone = self.spec.reverse_zone();
+        let o = ip.octets();
+        let at = format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]);
+        let want = name.map(|n| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase()));
+        let dns_err = |e: crate::dns::DnsError| {
+            let kind = if e.retryable() {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Invalid
+            };
+            err(kind, format!("PTR of {ip} in {zone}: {e}"))
+        };
+        let there = dns.lookup(&zone, &at, "PTR").await.map_err(dns_err)?;
+        let stale: Vec<_> = there
+            .into_iter()
+            .filter(|p| Some(p.content.to_ascii_lowercase()) != want)
+            .collect();
+        dns.remove(&zone, &stale).await.map_err(dns_err)?;
+        if let Some(content) = want {
+            let record = crate::domain::records::PlannedRecord {
+                purpose: "ptr",
+                name: at,
+                rtype: "PTR",
+                ttl: 60,
+                content,
+                strings: Vec::new(),
+            };
+            dns.publish(&zone, &[record]).await.map_err(dns_err)?;
+        }
+        Ok(())
     }
 
     /// Runs the lab's machinery (processes, `ip`) off the async threads.
@@ -193,6 +242,9 @@ impl Provider for LabProvider {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Ok(ip) = row.ip.parse() {
+            self.write_ptr(ip, None).await?;
+        }
         let host_id = row.host_id.clone();
         self.machine("delete", move |l| l.delete_host(&host_id))
             .await?;
@@ -246,6 +298,7 @@ impl Provider for LabProvider {
                 format!("set_rdns: {ip} is not instance {id}'s address"),
             ));
         }
+        self.write_ptr(ip, name).await?;
         self.change(id, LabChange::Rdns(name.map(String::from)))
             .await
     }

@@ -60,6 +60,7 @@ impl Registry {
         let mut manual: Option<Arc<Guard>> = None;
         let mut hostwinds: Option<Arc<Guard>> = None;
         let mut lab: Option<Arc<Guard>> = None;
+        let mut ssh: [Option<Arc<crate::access::remote::SshAccess>>; 2] = [None, None];
         let mut reg = Registry::default();
         for (i, c) in cfg.clusters.iter().enumerate() {
             let provider: Arc<Guard> = match c.provider.as_str() {
@@ -90,12 +91,18 @@ impl Registry {
                             .lab
                             .spec()
                             .map_err(|e| RegistryError(format!("clusters[{i}]: {e}")))?;
-                        let l = guard(Arc::new(super::lab::LabProvider::new(
+                        let mut provider = super::lab::LabProvider::new(
                             store.clone(),
                             spec,
                             clock.clone(),
                             cfg.dkim.key_env.clone(),
-                        )));
+                        );
+                        if let Some(dns) = lab_ptr_dns(cfg)
+                            .map_err(|e| RegistryError(format!("clusters[{i}]: {e}")))?
+                        {
+                            provider = provider.with_ptr(dns);
+                        }
+                        let l = guard(Arc::new(provider));
                         lab = Some(l.clone());
                         l
                     }
@@ -114,10 +121,33 @@ impl Registry {
                 AccessKind::Sim => sim.clone(),
                 AccessKind::ProviderView => Arc::new(ProviderView::new(provider.clone())),
                 AccessKind::Ssh => {
-                    return Err(RegistryError(format!(
-                        "clusters[{i}].access: cluster {:?}: SSH access is not built yet",
-                        c.name
-                    )))
+                    // One per kind of machine, shared: each runs the sink on one address.
+                    let is_lab = c.provider == "lab";
+                    let slot = &mut ssh[usize::from(is_lab)];
+                    match slot {
+                        Some(a) => a.clone(),
+                        None => {
+                            let lab =
+                                if is_lab {
+                                    Some(cfg.providers.lab.spec().map_err(|e| {
+                                        RegistryError(format!("clusters[{i}]: {e}"))
+                                    })?)
+                                } else {
+                                    None
+                                };
+                            let a = Arc::new(
+                                crate::access::remote::SshAccess::new(
+                                    store.clone(),
+                                    cfg,
+                                    clock.clone(),
+                                    lab,
+                                )
+                                .map_err(|e| RegistryError(format!("clusters[{i}]: {e}")))?,
+                            );
+                            *slot = Some(a.clone());
+                            a
+                        }
+                    }
                 }
             };
             reg.bind(&c.name, provider, access);
@@ -185,6 +215,30 @@ impl Registry {
     pub fn all_sim(&self) -> bool {
         self.providers.iter().all(|p| p.name() == super::sim::NAME)
     }
+}
+
+/// The PowerDNS a lab writes its hosts' PTR records into: the one `[dns]` publishes with.
+fn lab_ptr_dns(cfg: &Config) -> Result<Option<Arc<dyn crate::dns::DnsProvider>>, String> {
+    let d = &cfg.dns;
+    if d.provider != crate::config::DnsProviderKind::Powerdns {
+        return Ok(None);
+    }
+    let key = match std::env::var(&d.powerdns.api_key_env) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => {
+            return Err(format!(
+                "dns.powerdns.api_key_env names {}, which is not set (the lab writes its PTR records with it)",
+                d.powerdns.api_key_env
+            ))
+        }
+    };
+    let p = crate::dns::powerdns::PowerDns::new(
+        &d.powerdns.api_url,
+        &d.powerdns.server,
+        key,
+        cfg.engine.call_timeout,
+    )?;
+    Ok(Some(Arc::new(p)))
 }
 
 fn hostwinds_client(cfg: &Config, i: usize) -> Result<Arc<dyn Provider>, RegistryError> {

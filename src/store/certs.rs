@@ -437,6 +437,23 @@ impl Store {
         self.read(move |c| for_request(c, &id)).await
     }
 
+    /// The active certificate of a hostname: its id and chain (what its node must serve).
+    pub async fn active_cert_for_host(
+        &self,
+        hostname: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let host = hostname.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, chain_pem FROM certificates WHERE hostname = ? AND status = 'active'
+                 ORDER BY not_after DESC LIMIT 1",
+            )?
+            .query_row(params![host], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
     /// The chain and the kept key of a certificate (for the renewal and the verify step).
     pub async fn cert_material(
         &self,

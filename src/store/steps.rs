@@ -108,7 +108,7 @@ fn set_task_at(
     detail: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let pos = step.tasks().iter().position(|t| *t == task).unwrap_or(0) as i64 + 1;
+    let pos = step.task_position(task);
     conn.prepare_cached(
         "INSERT INTO step_tasks (request_id, step, name, position, status, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (request_id, step, name) DO UPDATE SET status = excluded.status, detail = excluded.detail,

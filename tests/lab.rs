@@ -619,3 +619,335 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
     assert!(!etc.exists(), "the host's /etc/netns is gone");
     assert!(namespaces(&format!("{}-", spec.bridge)).is_empty());
 }
+
+#[path = "support/pebble.rs"]
+mod pebble;
+
+/// Every record of `zone` on the server but its SOA and NS, as (name, type, content).
+fn zone_records(dns: &pdns::Pdns, zone: &str) -> Vec<(String, String, String)> {
+    let (status, text) = dns
+        .api(
+            "GET",
+            &format!("/api/v1/servers/localhost/zones/{zone}."),
+            None,
+        )
+        .expect("api");
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let mut out = Vec::new();
+    for rr in v["rrsets"].as_array().into_iter().flatten() {
+        for r in rr["records"].as_array().into_iter().flatten() {
+            out.push((
+                rr["name"].as_str().unwrap_or("").to_string(),
+                rr["type"].as_str().unwrap_or("").to_string(),
+                r["content"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    out.retain(|(_, t, _)| t != "SOA" && t != "NS");
+    out.sort();
+    out
+}
+
+/// Issue 15's rehearsal, end to end on real hosts: three nodes of one domain go through the
+/// whole pipeline — a lab host each, the mail stack installed over SSH, records on a real
+/// PowerDNS (a real PTR among them), a certificate from Pebble — and each proves it sends
+/// authenticated mail: a test message through its own Postfix reaches mailfleet's sink
+/// with a DKIM signature and SPF that mail-auth verifies. The engine is killed with SIGKILL
+/// during one node's configure, and the next one finishes it. A fourth node, whose Postfix
+/// refuses its configuration (a fault the lab injects), fails that sub-task and rolls back,
+/// leaving no host, no record and no certificate. Deprovisioning removes everything, and
+/// reconcile finds nothing amiss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_real_nodes_are_provisioned_verified_and_torn_down_through_the_pipeline() {
+    use mailfleet::engine;
+    use support::*;
+    if !can_run() {
+        return;
+    }
+    for bin in ["/usr/sbin/postfix", "/usr/sbin/opendkim"] {
+        if !std::path::Path::new(bin).exists() {
+            if std::env::var("MAILFLEET_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{bin} is needed and MAILFLEET_REQUIRE_SERVICES=1");
+            }
+            eprintln!("skipped: {bin} is not installed");
+            return;
+        }
+    }
+    let Some(dns) = pdns::Pdns::start().expect("pdns") else {
+        return;
+    };
+    let n = std::process::id() % 200 + 20;
+    let reverse = format!("80.{n}.10.in-addr.arpa");
+    dns.add_zone("lab.test").expect("zone");
+    dns.add_zone(&reverse).expect("reverse zone");
+    let Some(ca) = pebble::Pebble::start(dns.dns_addr()).expect("pebble") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let root = dir.path().join("pebble-https.pem");
+    std::fs::write(&root, ca.https_root_pem()).expect("root");
+    let key_env = "MAILFLEET_TEST_LAB_PDNS_KEY";
+    std::env::set_var(key_env, dns.api_key());
+    let bridge = format!("mfe{:x}", std::process::id() % 0xfffff);
+    let fast = FAST.split("\n[dns]\n").next().unwrap_or(FAST);
+    let overrides = format!(
+        r#"{fast}
+[providers.lab]
+bridge = "{bridge}"
+subnet = "10.{n}.80.0/24"
+dir = "{lab}"
+faults = ["mx4:postfix"]
+[[clusters]]
+name = "lab-dallas"
+provider = "lab"
+region = "dallas"
+default = true
+capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
+[dns]
+provider = "powerdns"
+nameservers = ["{ns}"]
+propagation_timeout = "20s"
+propagation_interval = "100ms"
+[dns.powerdns]
+api_url = "{api}"
+api_key_env = "{key_env}"
+[tls]
+acme = "{acme}"
+ca_roots = ["{root}"]
+contact = ["mailto:ops@lab.test"]
+order_timeout = "60s"
+[verify]
+message_timeout = "30s"
+"#,
+        lab = dir.path().join("lab").display(),
+        ns = dns.dns_addr(),
+        api = dns.api_url(),
+        acme = ca.directory_url(),
+        root = root.display(),
+    );
+    let cfg = config(&overrides);
+    let spec = cfg.providers.lab.spec().expect("lab spec");
+    struct Down(LabSpec);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = self.0.down();
+        }
+    }
+    let _down = Down(spec.clone());
+    let cfg_path = dir.path().join("lab.toml");
+    std::fs::write(&cfg_path, &overrides).expect("config");
+    let db = db_path(&dir);
+    let store = open(&db, &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let prefix = format!("{bridge}-");
+
+    // The engine as its own process, killed with SIGKILL once mx1's bootstrap is under way.
+    let mx1 = create_in(&ctx, "mx1", "lab.test").await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("work")
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the engine");
+    let started = std::time::Instant::now();
+    loop {
+        let d = store.request_detail(&mx1).await.expect("detail");
+        let bootstrapping = d
+            .tasks
+            .iter()
+            .any(|t| t.step == "configure" && t.name == "packages" && t.status == "done");
+        if bootstrapping {
+            assert_eq!(d.request.state, "configuring");
+            break;
+        }
+        assert!(
+            !matches!(
+                d.request.state.as_str(),
+                "completed" | "failed" | "rolling_back" | "rolled_back"
+            ),
+            "mx1 left configure before it was killed: {} {:?}",
+            d.request.state,
+            d.request.error
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "mx1 never began its bootstrap: {} {:?}",
+            d.request.state,
+            d.request.error
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let killed_at = chrono::Utc::now();
+    let cut = store.get_request(&mx1).await.expect("read").expect("row");
+    assert_eq!(cut.state, "configuring", "killed during configure");
+
+    // Three more: two that succeed, one whose Postfix refuses what it is given.
+    let mx2 = create_in(&ctx, "mx2", "lab.test").await;
+    let mx3 = create_in(&ctx, "mx3", "lab.test").await;
+    let mx4 = create_in(&ctx, "mx4", "lab.test").await;
+    // The killed engine's lease lapses; the next engine takes mx1 up where it stopped.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+
+    let live = store.lab_list_live().await.expect("inventory");
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert_eq!(namespaces(&prefix).len(), 3);
+    for (label, id) in [("mx1", &mx1), ("mx2", &mx2), ("mx3", &mx3)] {
+        let d = store.request_detail(id).await.expect("detail");
+        assert_eq!(
+            d.request.state, "completed",
+            "{label}: {:?}",
+            d.request.error
+        );
+        let node = d.node.as_ref().expect("a node");
+        assert_eq!(node.status, "warming", "{label}");
+        let task = |step: &str, name: &str| {
+            d.tasks
+                .iter()
+                .find(|t| t.step == step && t.name == name)
+                .unwrap_or_else(|| panic!("{label}: no {step}/{name} in {:?}", d.tasks))
+        };
+        for name in mailfleet::domain::BOOTSTRAP_TASKS {
+            assert_eq!(task("configure", name).status, "done", "{label} {name}");
+        }
+        let said = |step: &str, name: &str| task(step, name).detail.clone().unwrap_or_default();
+        let host = format!("{label}.lab.test");
+        assert!(
+            said("verify", "rdns_confirm").contains(&format!("→ {host} →")),
+            "{label}"
+        );
+        for probe in ["smtp_probe", "submission_probe"] {
+            let s = said("verify", probe);
+            assert!(
+                s.starts_with(&format!("220 {host} ESMTP")) && s.contains("TLS 1."),
+                "{label} {probe}: {s}"
+            );
+        }
+        let m = said("verify", "test_message");
+        assert!(
+            m.contains("DKIM d=lab.test")
+                && m.contains(": pass; SPF")
+                && m.ends_with(&format!(
+                    "pass for {}",
+                    node.ip_address.clone().unwrap_or_default()
+                )),
+            "{label}: {m}"
+        );
+        let ip = node.ip_address.clone().unwrap_or_default();
+        let o: Vec<&str> = ip.split('.').collect();
+        let ptr = format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]);
+        assert!(
+            zone_records(&dns, &reverse).contains(&(ptr, "PTR".into(), format!("{host}."))),
+            "{label}: a real PTR"
+        );
+    }
+    // mx1's bootstrap ran again, whole, after the kill (every sub-task is idempotent).
+    let mx1_detail = store.request_detail(&mx1).await.expect("detail");
+    let packages = mx1_detail
+        .tasks
+        .iter()
+        .find(|t| t.step == "configure" && t.name == "packages")
+        .expect("packages");
+    let at = chrono::DateTime::parse_from_rfc3339(&packages.updated_at).expect("time");
+    assert!(at > killed_at, "{packages:?} after {killed_at}");
+    let took = |d: &mailfleet::store::RequestDetail| {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time");
+        let first = d
+            .transitions
+            .first()
+            .map(|t| t.at.clone())
+            .unwrap_or_default();
+        let last = d
+            .transitions
+            .last()
+            .map(|t| t.at.clone())
+            .unwrap_or_default();
+        (t(&last) - t(&first)).num_milliseconds()
+    };
+    let one = store.request_detail(&mx2).await.expect("detail");
+    for t in one
+        .tasks
+        .iter()
+        .filter(|t| t.step == "configure" || t.step == "verify")
+    {
+        println!(
+            "  {} {}/{}: {}",
+            t.updated_at.get(11..23).unwrap_or(""),
+            t.step,
+            t.name,
+            t.detail.as_deref().unwrap_or("")
+        );
+    }
+    println!(
+        "one full provisioning on a real lab host (queued to completed, mx2): {:.1} s",
+        took(&one) as f64 / 1000.0
+    );
+
+    // The fault: the postfix sub-task failed with what Postfix said, and the rollback left
+    // nothing of mx4.
+    let d = store.request_detail(&mx4).await.expect("detail");
+    assert_eq!(d.request.state, "rolled_back", "{:?}", d.request.error);
+    let error = d.request.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("postfix") && error.contains("broken"),
+        "{error}"
+    );
+    assert!(
+        d.certificates.iter().all(|c| c.status != "active"),
+        "{:?}",
+        d.certificates
+    );
+    assert!(
+        d.records.iter().all(|r| r.status == "removed" || !r.owned),
+        "{:?}",
+        d.records
+    );
+    let zone = zone_records(&dns, "lab.test");
+    assert!(!zone.iter().any(|(n, _, _)| n.contains("mx4")), "{zone:?}");
+    assert!(!zone_records(&dns, &reverse)
+        .iter()
+        .any(|(_, _, c)| c.contains("mx4")));
+
+    for id in [&mx1, &mx2, &mx3] {
+        ask_deprovision(&ctx, id).await;
+    }
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    for id in [&mx1, &mx2, &mx3] {
+        let row = store.get_request(id).await.expect("read").expect("row");
+        assert_eq!(row.state, "deprovisioned", "{:?}", row.error);
+    }
+    assert!(namespaces(&prefix).is_empty(), "the hosts are gone");
+    assert!(store.lab_list_live().await.expect("inventory").is_empty());
+    // The nodes' records are gone; the domain's own (its DKIM key's and its DMARC policy)
+    // stay with the domain, whose key outlives its nodes.
+    let left: Vec<String> = zone_records(&dns, "lab.test")
+        .into_iter()
+        .map(|(n, t, _)| format!("{n} {t}"))
+        .collect();
+    assert_eq!(
+        left,
+        ["_dmarc.lab.test. TXT", "mf1._domainkey.lab.test. TXT"],
+        "only the domain's own records are left"
+    );
+    assert_eq!(zone_records(&dns, &reverse), vec![], "no PTR left");
+    let report = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+}

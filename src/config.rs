@@ -673,7 +673,8 @@ pub struct LabConfig {
     /// Failures to rehearse, each `"LABEL:TASK"`: the bootstrap sub-task TASK (packages,
     /// tls_install, opendkim, postfix, nftables, fail2ban, reload) of the node labelled
     /// LABEL fails as a real one would (Postfix refuses its master.cf; any other runs a
-    /// command that fails).
+    /// command that fails); `test_message`: the node routes the sink's domain to a port
+    /// where nothing listens, so its test message never arrives.
     pub faults: Vec<String>,
 }
 

@@ -702,7 +702,7 @@ async fn three_real_nodes_are_provisioned_verified_and_torn_down_through_the_pip
 bridge = "{bridge}"
 subnet = "10.{n}.80.0/24"
 dir = "{lab}"
-faults = ["mx4:postfix"]
+faults = ["mx4:postfix", "mx5:test_message", "mx6:packages"]
 [[clusters]]
 name = "lab-dallas"
 provider = "lab"
@@ -723,7 +723,7 @@ ca_roots = ["{root}"]
 contact = ["mailto:ops@lab.test"]
 order_timeout = "60s"
 [verify]
-message_timeout = "30s"
+message_timeout = "8s"
 "#,
         lab = dir.path().join("lab").display(),
         ns = dns.dns_addr(),
@@ -796,10 +796,13 @@ message_timeout = "30s"
     let cut = store.get_request(&mx1).await.expect("read").expect("row");
     assert_eq!(cut.state, "configuring", "killed during configure");
 
-    // Three more: two that succeed, one whose Postfix refuses what it is given.
+    // Five more: two that succeed; one whose Postfix refuses what it is given, one whose
+    // test message never arrives, one whose packages fail to install.
     let mx2 = create_in(&ctx, "mx2", "lab.test").await;
     let mx3 = create_in(&ctx, "mx3", "lab.test").await;
     let mx4 = create_in(&ctx, "mx4", "lab.test").await;
+    let mx5 = create_in(&ctx, "mx5", "lab.test").await;
+    let mx6 = create_in(&ctx, "mx6", "lab.test").await;
     // The killed engine's lease lapses; the next engine takes mx1 up where it stopped.
     tokio::time::sleep(Duration::from_millis(800)).await;
     engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
@@ -898,30 +901,51 @@ message_timeout = "30s"
         took(&one) as f64 / 1000.0
     );
 
-    // The fault: the postfix sub-task failed with what Postfix said, and the rollback left
-    // nothing of mx4.
-    let d = store.request_detail(&mx4).await.expect("detail");
-    assert_eq!(d.request.state, "rolled_back", "{:?}", d.request.error);
-    let error = d.request.error.clone().unwrap_or_default();
+    // The faults: each failed its sub-task with the evidence, and the rollback left nothing
+    // of the node: no host, no record, no PTR, no certificate in force.
+    for (label, id, task, evidence) in [
+        ("mx4", &mx4, "postfix: ", "broken"),
+        ("mx5", &mx5, "test_message: ", "the node's queue"),
+        ("mx6", &mx6, "packages: ", "fault injected"),
+    ] {
+        let d = store.request_detail(id).await.expect("detail");
+        assert_eq!(
+            d.request.state, "rolled_back",
+            "{label}: {:?}",
+            d.request.error
+        );
+        let error = d.request.error.clone().unwrap_or_default();
+        assert!(
+            error.contains(task) && error.contains(evidence),
+            "{label}: {error}"
+        );
+        println!("{label} rolled back: {error}");
+        assert!(
+            d.certificates.iter().all(|c| c.status != "active"),
+            "{label}: {:?}",
+            d.certificates
+        );
+        assert!(
+            d.records.iter().all(|r| r.status == "removed" || !r.owned),
+            "{label}: {:?}",
+            d.records
+        );
+        let zone = zone_records(&dns, "lab.test");
+        assert!(!zone.iter().any(|(n, _, _)| n.contains(label)), "{zone:?}");
+        assert!(!zone_records(&dns, &reverse)
+            .iter()
+            .any(|(_, _, c)| c.contains(label)));
+    }
+    let mx5_error = store
+        .get_request(&mx5)
+        .await
+        .expect("read")
+        .and_then(|r| r.error)
+        .unwrap_or_default();
     assert!(
-        error.contains("postfix") && error.contains("broken"),
-        "{error}"
+        mx5_error.contains("no test message reached the sink") && mx5_error.contains("within 8s"),
+        "{mx5_error}"
     );
-    assert!(
-        d.certificates.iter().all(|c| c.status != "active"),
-        "{:?}",
-        d.certificates
-    );
-    assert!(
-        d.records.iter().all(|r| r.status == "removed" || !r.owned),
-        "{:?}",
-        d.records
-    );
-    let zone = zone_records(&dns, "lab.test");
-    assert!(!zone.iter().any(|(n, _, _)| n.contains("mx4")), "{zone:?}");
-    assert!(!zone_records(&dns, &reverse)
-        .iter()
-        .any(|(_, _, c)| c.contains("mx4")));
 
     for id in [&mx1, &mx2, &mx3] {
         ask_deprovision(&ctx, id).await;

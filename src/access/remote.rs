@@ -43,24 +43,39 @@ fn ssh_err(e: SshError) -> ProviderError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub label: String,
-    pub task: Task,
+    pub task: FaultAt,
+}
+
+/// Where a lab fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAt {
+    /// A bootstrap sub-task fails.
+    Task(Task),
+    /// The node routes the sink's domain to a port where nothing listens: its test message
+    /// never arrives.
+    TestMessage,
 }
 
 impl Fault {
-    /// `LABEL:TASK`, TASK one of the bootstrap's sub-tasks.
+    /// `LABEL:TASK`, TASK one of the bootstrap's sub-tasks or `test_message`.
     pub fn parse(s: &str) -> Result<Fault, String> {
         let (label, task) = s
             .split_once(':')
             .ok_or_else(|| format!("{s:?} is not \"LABEL:TASK\""))?;
-        let task = Task::ALL
-            .into_iter()
-            .find(|t| t.as_str() == task)
-            .ok_or_else(|| {
-                format!(
-                    "{task:?} is not a bootstrap sub-task ({})",
-                    Task::ALL.map(Task::as_str).join(", ")
-                )
-            })?;
+        let task = if task == "test_message" {
+            FaultAt::TestMessage
+        } else {
+            Task::ALL
+                .into_iter()
+                .find(|t| t.as_str() == task)
+                .map(FaultAt::Task)
+                .ok_or_else(|| {
+                    format!(
+                        "{task:?} is not a bootstrap sub-task ({}) nor test_message",
+                        Task::ALL.map(Task::as_str).join(", ")
+                    )
+                })?
+        };
         crate::domain::validate::validate_label("label", label).map_err(|e| e.to_string())?;
         Ok(Fault {
             label: label.to_string(),
@@ -121,6 +136,20 @@ impl SshAccess {
     /// The DNS server the PTR, DKIM and SPF checks ask (`None`: the system's).
     pub fn resolver(&self) -> Option<SocketAddr> {
         self.resolver
+    }
+
+    fn faulted(&self, node: &NodeRef, at: FaultAt) -> bool {
+        let label = node.hostname.split('.').next().unwrap_or("");
+        self.faults.iter().any(|f| f.task == at && f.label == label)
+    }
+
+    /// mailfleet's sink as `node` routes to it: its domain and address.
+    pub fn sink_route_for(&self, node: &NodeRef) -> ProviderResult<(String, SocketAddr)> {
+        let (domain, mut addr) = self.sink_route()?;
+        if self.faulted(node, FaultAt::TestMessage) {
+            addr.set_port(addr.port().wrapping_add(1).max(1));
+        }
+        Ok((domain, addr))
     }
 
     /// mailfleet's sink as the nodes route to it: its domain and address.
@@ -210,12 +239,7 @@ impl SshAccess {
         bundle: &Bundle,
         task: Task,
     ) -> ProviderResult<String> {
-        let label = node.hostname.split('.').next().unwrap_or("");
-        let faulted = self
-            .faults
-            .iter()
-            .any(|f| f.task == task && f.label == label);
-        let bundle = if faulted {
+        let bundle = if self.faulted(node, FaultAt::Task(task)) {
             &inject(bundle, task)
         } else {
             bundle
@@ -561,7 +585,12 @@ mod tests {
     #[test]
     fn a_fault_names_a_label_and_a_bootstrap_sub_task() {
         let f = Fault::parse("mx3:postfix").expect("fault");
-        assert_eq!((f.label.as_str(), f.task), ("mx3", Task::Postfix));
+        assert_eq!(
+            (f.label.as_str(), f.task),
+            ("mx3", FaultAt::Task(Task::Postfix))
+        );
+        let f = Fault::parse("mx3:test_message").expect("fault");
+        assert_eq!(f.task, FaultAt::TestMessage);
         assert!(Fault::parse("mx3")
             .expect_err("no task")
             .contains("LABEL:TASK"));

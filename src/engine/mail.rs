@@ -648,7 +648,9 @@ impl StepRun<'_> {
                 ),
             ));
         };
-        let sink = ssh.sink_route().map_err(|e| fail(first, e.to_string()))?;
+        let sink = ssh
+            .sink_route_for(node)
+            .map_err(|e| fail(first, e.to_string()))?;
         let layout = self.call(first, || ssh.layout(node)).await?;
         let daily_cap = self.ctx.cfg.default_warmup_plan().map(|p| p.cap(1));
         let config = NodeConfig {

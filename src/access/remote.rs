@@ -287,6 +287,49 @@ impl SshAccess {
         ))
     }
 
+    /// A renewed certificate put on the node in place of the old one, Postfix reloaded, and
+    /// the node checked to serve it on port 25. Its evidence.
+    pub async fn install_certificate(
+        &self,
+        node: &NodeRef,
+        cert_id: &str,
+        chain: &str,
+        key_pem: &str,
+    ) -> ProviderResult<String> {
+        let layout = self.layout(node).await?;
+        let config = crate::bootstrap::NodeConfig {
+            hostname: node.hostname.clone(),
+            domain: node.domain.clone(),
+            ip: node.ip,
+            selector: String::new(),
+            dkim_key: None,
+            cert_chain: Some(chain.to_string()),
+            cert_key: Some(key_pem.to_string()),
+            daily_cap: None,
+            relay_networks: Vec::new(),
+            sink: None,
+        };
+        let mut bundle = crate::bootstrap::render(&config, &layout);
+        bundle.files.retain(|f| f.task == Task::Tls);
+        bundle.commands = vec![(
+            Task::Tls,
+            format!(
+                "postfix -c {} reload",
+                ssh::shell_quote(&layout.postfix_dir.display().to_string())
+            ),
+        )];
+        let s = self.session(node).await?;
+        let out = ssh::install_task(&s, &bundle, Task::Tls).await;
+        s.close().await;
+        match out {
+            Ok(_) => {}
+            Err(InstallError::Ssh(e)) => return Err(ssh_err(e)),
+            Err(InstallError::Node(e)) => return Err(err(ErrorKind::Invalid, e)),
+        }
+        let seen = self.smtp_serving(node, 25, cert_id, chain).await?;
+        Ok(format!("installed and Postfix reloaded; {seen}"))
+    }
+
     /// The SMTP service on `port`, checked as a peer would: the banner names the node,
     /// STARTTLS is offered, and the certificate it serves is the one mailfleet issued for
     /// its hostname, valid for it under the CA that issued it.
@@ -305,7 +348,18 @@ impl SshAccess {
                     ),
                 )
             })?;
-        let certs = pem_certs(&chain);
+        self.smtp_serving(node, port, &cert_id, &chain).await
+    }
+
+    /// [`smtp`](Self::smtp), the node expected to serve certificate `cert_id` (`chain`).
+    async fn smtp_serving(
+        &self,
+        node: &NodeRef,
+        port: u16,
+        cert_id: &str,
+        chain: &str,
+    ) -> ProviderResult<String> {
+        let certs = pem_certs(chain);
         let (Some(leaf), Some(issuer)) = (certs.first(), certs.last()) else {
             return Err(err(
                 ErrorKind::Invalid,

@@ -101,13 +101,88 @@ async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, Strin
         .obtain(dns.as_deref(), &zone, &c.names)
         .await
         .map_err(|e| e.to_string())?;
+    let (chain, key_pem) = (
+        issued.chain_pem.clone(),
+        zeroize::Zeroizing::new(issued.key_pem.clone()),
+    );
     let cert = keep_cert_off_thread(&ctx.store, &ctx.cfg, &c.hostname, issued).await?;
+    // A node reached over SSH gets the new certificate before it is recorded as the one in
+    // force: what the store says is active is what the node serves.
+    if let Some((ssh, node)) = ssh_node(ctx, c, &domain).await? {
+        if let Err(e) = ssh
+            .install_certificate(&node, &cert.id, &chain, &key_pem)
+            .await
+        {
+            if let Some(f) = &cert.key_file {
+                let _ = std::fs::remove_file(ctx.store.key_path(f));
+            }
+            return Err(format!(
+                "the new certificate could not be installed on {}: {e}; it keeps serving the old one",
+                c.hostname
+            ));
+        }
+        tracing::info!(host = %c.hostname, "renewed certificate installed on the node");
+    }
     let until = cert.not_after.to_rfc3339();
     ctx.store
         .cert_renewed(&c.id, cert, ctx.clock.now())
         .await
         .map_err(|e| e.to_string())?;
     Ok(until)
+}
+
+/// The node a certificate is for, when its cluster reaches its machines over SSH.
+async fn ssh_node<'a>(
+    ctx: &'a Ctx,
+    c: &crate::store::CertRow,
+    domain: &str,
+) -> Result<Option<(&'a crate::access::remote::SshAccess, crate::access::NodeRef)>, String> {
+    let Some(request_id) = &c.request_id else {
+        return Ok(None);
+    };
+    let Some(req) = ctx
+        .store
+        .get_request(request_id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let Some(ssh) = ctx
+        .cluster(req.cluster.as_deref())
+        .ok()
+        .and_then(|b| b.access.ssh())
+    else {
+        return Ok(None);
+    };
+    let live = ctx
+        .store
+        .live_resources(request_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let get = |k: crate::domain::ResourceKind| {
+        live.iter()
+            .find(|r| r.kind == k.as_str())
+            .and_then(|r| r.provider_ref.clone())
+    };
+    let (Some(instance_id), Some(ip)) = (
+        get(crate::domain::ResourceKind::Instance),
+        get(crate::domain::ResourceKind::Ip).and_then(|ip| ip.parse().ok()),
+    ) else {
+        return Err(format!(
+            "{}: no instance recorded to install the new certificate on",
+            c.hostname
+        ));
+    };
+    Ok(Some((
+        ssh,
+        crate::access::NodeRef {
+            instance_id,
+            ip,
+            hostname: c.hostname.clone(),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+        },
+    )))
 }
 
 /// How long a renewal's claim holds: two full orders' time, and ten minutes besides for

@@ -286,8 +286,16 @@ async fn resize_orders_applies_and_confirms_and_reverts_when_it_fails() {
         cpu: 1,
         memory_gb: 1,
         storage_gb: 25,
+        ssh_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMailfleetTestKey mailfleet".into()),
     };
     let inst = p.create(&spec).await.expect("create");
+    // The instance is made with mailfleet's key for root.
+    let (_, add) = fake
+        .calls()
+        .into_iter()
+        .find(|(a, _)| a == "add_instance")
+        .expect("add_instance");
+    assert_eq!(add.get("keys"), spec.ssh_key.as_ref(), "{add:?}");
     assert_eq!(
         p.status(&inst.id).await.expect("status").status,
         InstanceStatus::Running

@@ -999,6 +999,36 @@ message_timeout = "8s"
         "{seen}"
     );
 
+    // `bootstrap render` shows what the lab host runs, in the host's own places, with its
+    // secrets named and never printed.
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["bootstrap", "render"])
+        .arg(&one.node.as_ref().expect("mx2's node").id)
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .output()
+        .expect("render");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let host_dir = spec.host_dir(&row.host_id);
+    assert!(
+        text.contains(&format!(
+            "queue_directory = {}",
+            host_dir.join("spool").display()
+        )) && text.contains("myhostname = mx2.lab.test")
+            && !text.contains("BEGIN PRIVATE KEY"),
+        "{text}"
+    );
+
     for id in [&mx1, &mx2, &mx3] {
         ask_deprovision(&ctx, id).await;
     }

@@ -195,6 +195,11 @@ impl SshAccess {
         Ok(Layout::lab(&lab.host_dir(&row.host_id)))
     }
 
+    /// mailfleet's SSH public key, as an OpenSSH line (made the first time it is needed).
+    pub async fn public_key(&self) -> ProviderResult<String> {
+        Ok(self.identity().await?.public.clone())
+    }
+
     async fn identity(&self) -> ProviderResult<&Identity> {
         self.identity
             .get_or_try_init(|| async {

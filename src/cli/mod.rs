@@ -647,6 +647,25 @@ async fn node_config(env: &Env, node: &str) -> Result<crate::bootstrap::NodeConf
     })
 }
 
+/// Where a node keeps its files: a lab host's under its folder, any other in the Debian
+/// packages' places.
+async fn node_layout(env: &Env, node: &str) -> Result<crate::bootstrap::Layout> {
+    let id = env.store.resolve_node_id(node).await?;
+    let n = env.store.get_node(&id).await?;
+    let lab = n
+        .cluster
+        .as_deref()
+        .and_then(|c| env.cfg.clusters.iter().find(|k| k.name == c))
+        .is_some_and(|c| c.provider == "lab");
+    if let (true, Some(instance)) = (lab, n.provider_id.as_deref()) {
+        if let Some(row) = env.store.lab_get(instance).await? {
+            let spec = env.cfg.providers.lab.spec()?;
+            return Ok(crate::bootstrap::Layout::lab(&spec.host_dir(&row.host_id)));
+        }
+    }
+    Ok(crate::bootstrap::Layout::debian())
+}
+
 /// A domain's DKIM public keys kept in the database: (selector, base64 key).
 #[derive(Debug, Default)]
 struct StoredDkim {
@@ -921,7 +940,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Dkim(dc) => dkim(&cli, &env, dc).await?,
         Cmd::Bootstrap(BootstrapCmd::Render { node }) => {
             let config = node_config(&env, node).await?;
-            let bundle = crate::bootstrap::render(&config, &crate::bootstrap::Layout::debian());
+            let layout = node_layout(&env, node).await?;
+            let bundle = crate::bootstrap::render(&config, &layout);
             // Line by line: what the store gave (a hostname, a domain) cannot put a control
             // sequence on the terminal, and the files keep their lines.
             for line in crate::bootstrap::describe(&bundle).lines() {

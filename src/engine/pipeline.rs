@@ -465,8 +465,18 @@ impl StepRun<'_> {
     }
 
     async fn allocate(&self) -> Result<LastTask, Stop> {
-        let p = &self.binding()?.provider;
+        let binding = self.binding()?;
+        let p = &binding.provider;
         let req = self.req;
+        // A machine reached over SSH is made with mailfleet's key for root.
+        let ssh_key = match binding.access.ssh() {
+            Some(ssh) => Some(
+                ssh.public_key()
+                    .await
+                    .map_err(|e| Stop::Failed(format!("create_instance: {e}")))?,
+            ),
+            None => None,
+        };
         let spec = crate::providers::InstanceSpec {
             idempotency_key: req.id.clone(),
             label: req.label.clone(),
@@ -477,6 +487,7 @@ impl StepRun<'_> {
             cpu: req.cpu,
             memory_gb: req.memory_gb,
             storage_gb: req.storage_gb,
+            ssh_key,
         };
         // The intent goes on record before the call: a crash after the provider made the
         // instance still leaves a trace that the teardown follows (by idempotency key).

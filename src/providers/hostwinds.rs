@@ -339,13 +339,17 @@ impl Provider for Hostwinds {
                 return Ok(inst);
             }
         }
-        let params = [
+        let mut params = vec![
             ("template", self.cfg.template.clone()),
             ("rid", self.rid(&spec.plan)?.to_string()),
             ("location_id", self.location(&spec.region)?.to_string()),
             ("srvrname", spec.idempotency_key.clone()),
             ("qty", "1".to_string()),
         ];
+        // mailfleet's key for root: the bootstrap logs in with it.
+        if let Some(key) = &spec.ssh_key {
+            params.push(("keys", key.clone()));
+        }
         let v = self.call("add_instance", &params).await?;
         if let Some(id) = service_ids(&v).into_iter().next() {
             return self.get(&id).await;

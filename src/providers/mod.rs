@@ -30,6 +30,9 @@ pub struct InstanceSpec {
     pub cpu: i64,
     pub memory_gb: i64,
     pub storage_gb: i64,
+    /// mailfleet's SSH public key (an OpenSSH line) for the instance's root account, when
+    /// its cluster reaches its machines over SSH.
+    pub ssh_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -999,6 +999,40 @@ message_timeout = "8s"
         "{seen}"
     );
 
+    // A host presenting another key than the one pinned is refused, naming both; nothing is
+    // sent to it.
+    let mx3_row = live.iter().find(|r| r.label == "mx3").expect("mx3's host");
+    let mx3_pin = store
+        .pinned_host_key(&mx3_row.id)
+        .await
+        .expect("read")
+        .expect("pinned on first contact");
+    let mx2_pin = store
+        .pinned_host_key(&row.id)
+        .await
+        .expect("read")
+        .expect("pinned");
+    store.forget_host_key(&row.id).await.expect("forget");
+    store
+        .pin_host_key(&row.id, &row.ip, &mx3_pin, chrono::Utc::now())
+        .await
+        .expect("pin another");
+    let e = access
+        .probe(&node, mailfleet::providers::Probe::TestMessage)
+        .await
+        .expect_err("another host key");
+    assert!(
+        e.kind == mailfleet::providers::ErrorKind::Invalid
+            && e.to_string().contains("host key changed")
+            && e.to_string().contains(&mx2_pin),
+        "{e}"
+    );
+    store.forget_host_key(&row.id).await.expect("forget");
+    store
+        .pin_host_key(&row.id, &row.ip, &mx2_pin, chrono::Utc::now())
+        .await
+        .expect("pin back");
+
     // `bootstrap render` shows what the lab host runs, in the host's own places, with its
     // secrets named and never printed.
     let shown = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))

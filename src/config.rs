@@ -1400,6 +1400,14 @@ impl Config {
                 ),
             )),
             ("lab", AccessKind::Ssh) => Ok(()),
+            ("manual", AccessKind::Ssh) => Err(ConfigError::invalid(
+                key,
+                format!(
+                    "cluster {:?}: a manual provider's servers are the vendor's and do not take \
+                     mailfleet's SSH key at creation: set access = \"provider-view\"",
+                    c.name
+                ),
+            )),
             (_, AccessKind::Ssh) if self.verify.sink_listen.is_empty() => Err(ConfigError::invalid(
                 "verify.sink_listen",
                 format!(
@@ -1794,6 +1802,34 @@ mod tests {
         let message = user_error("[engine]\ntick = \"1s\"\n[providers.sim\nseed = 1\n");
         assert!(message.contains("config.toml: line 3: "), "{message}");
         assert!(message.contains("invalid table header"), "{message}");
+    }
+
+    #[test]
+    fn ssh_access_fits_its_provider_and_has_a_sink_to_send_to() {
+        let cluster = |provider: &str, extra: &str| {
+            format!(
+                "[[clusters]]\nname = \"c1\"\nprovider = \"{provider}\"\nregion = \"dallas\"\n\
+                 default = true\ncapacity = {{ cpu = 8, memory_gb = 8, storage_gb = 100, vm_slots = 2 }}\n{extra}"
+            )
+        };
+        // A lab's nodes are SSH's by default, its sink on the lab's gateway.
+        let lab = with_user(&cluster("lab", "")).expect("lab over ssh");
+        assert_eq!(lab.clusters[0].access(), AccessKind::Ssh);
+        let manual = user_error(&cluster("manual", "access = \"ssh\"\n"));
+        assert!(
+            manual.contains("clusters[0].access") && manual.contains("provider-view"),
+            "{manual}"
+        );
+        let bad_sink = user_error(&format!(
+            "{}[verify]\nsink_listen = \"0.0.0.0:2525\"\n",
+            cluster("lab", "")
+        ));
+        assert!(bad_sink.contains("verify.sink_listen"), "{bad_sink}");
+        let bad_fault = user_error(&format!(
+            "[providers.lab]\nfaults = [\"mx1:dns\"]\n{}",
+            cluster("lab", "")
+        ));
+        assert!(bad_fault.contains("providers.lab.faults[0]"), "{bad_fault}");
     }
 
     #[test]

@@ -72,6 +72,15 @@ fn namespaces(prefix: &str) -> Vec<String> {
 
 use mailfleet::lab::alive;
 
+/// Takes the lab down when the test ends, however it ends.
+struct Down(LabSpec);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = self.0.down();
+    }
+}
+
 #[test]
 fn lab_hosts_are_real_hosts_and_down_leaves_nothing() {
     if !can_run() {
@@ -88,12 +97,6 @@ fn lab_hosts_are_real_hosts_and_down_leaves_nothing() {
     assert!(made.success());
     let public = std::fs::read_to_string(key_file.with_extension("pub")).expect("public key");
     // Whatever happens below, the machine is left as it was.
-    struct Down(LabSpec);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = self.0.down();
-        }
-    }
     let _down = Down(spec.clone());
 
     spec.up().expect("up");
@@ -180,12 +183,6 @@ capacity = {{ cpu = 64, memory_gb = 256, storage_gb = 4000, vm_slots = 20 }}
         dir = dir.path().join("lab").display()
     ));
     let spec = cfg.providers.lab.spec().expect("lab spec");
-    struct Down(LabSpec);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = self.0.down();
-        }
-    }
     let _down = Down(spec.clone());
     let store = open(&db_path(&dir), &cfg).await;
     let ctx = sim_ctx(&store, &cfg, system_clock());
@@ -362,12 +359,6 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
     spec.bridge = format!("mfb{:x}", std::process::id() % 0xfffff);
     // Its own subnet too: the lab cluster test takes the next one (78).
     spec.subnet.0 = Ipv4Addr::from(u32::from(spec.subnet.0) + 512);
-    struct Down(LabSpec);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = self.0.down();
-        }
-    }
     let _down = Down(spec.clone());
     spec.up().expect("up");
     let (id, _) = ssh::Identity::generate().expect("key");
@@ -623,32 +614,6 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
 #[path = "support/pebble.rs"]
 mod pebble;
 
-/// Every record of `zone` on the server but its SOA and NS, as (name, type, content).
-fn zone_records(dns: &pdns::Pdns, zone: &str) -> Vec<(String, String, String)> {
-    let (status, text) = dns
-        .api(
-            "GET",
-            &format!("/api/v1/servers/localhost/zones/{zone}."),
-            None,
-        )
-        .expect("api");
-    assert_eq!(status, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let mut out = Vec::new();
-    for rr in v["rrsets"].as_array().into_iter().flatten() {
-        for r in rr["records"].as_array().into_iter().flatten() {
-            out.push((
-                rr["name"].as_str().unwrap_or("").to_string(),
-                rr["type"].as_str().unwrap_or("").to_string(),
-                r["content"].as_str().unwrap_or("").to_string(),
-            ));
-        }
-    }
-    out.retain(|(_, t, _)| t != "SOA" && t != "NS");
-    out.sort();
-    out
-}
-
 /// Issue 15's rehearsal, end to end on real hosts: three nodes of one domain go through the
 /// whole pipeline — a lab host each, the mail stack installed over SSH, records on a real
 /// PowerDNS (a real PTR among them), a certificate from Pebble — and each proves it sends
@@ -744,12 +709,6 @@ message_timeout = "8s"
     );
     let cfg = config(&overrides);
     let spec = cfg.providers.lab.spec().expect("lab spec");
-    struct Down(LabSpec);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = self.0.down();
-        }
-    }
     let _down = Down(spec.clone());
     let cfg_path = dir.path().join("lab.toml");
     std::fs::write(&cfg_path, &overrides).expect("config");
@@ -866,7 +825,8 @@ message_timeout = "8s"
         let o: Vec<&str> = ip.split('.').collect();
         let ptr = format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]);
         assert!(
-            zone_records(&dns, &reverse).contains(&(ptr, "PTR".into(), format!("{host}."))),
+            dns.records(&reverse)
+                .contains(&(ptr, "PTR".into(), format!("{host}."))),
             "{label}: a real PTR"
         );
     }
@@ -941,9 +901,10 @@ message_timeout = "8s"
             "{label}: {:?}",
             d.records
         );
-        let zone = zone_records(&dns, "lab.test");
+        let zone = dns.records("lab.test");
         assert!(!zone.iter().any(|(n, _, _)| n.contains(label)), "{zone:?}");
-        assert!(!zone_records(&dns, &reverse)
+        assert!(!dns
+            .records(&reverse)
             .iter()
             .any(|(_, _, c)| c.contains(label)));
     }
@@ -1075,7 +1036,8 @@ message_timeout = "8s"
     assert!(store.lab_list_live().await.expect("inventory").is_empty());
     // The nodes' records are gone; the domain's own (its DKIM key's and its DMARC policy)
     // stay with the domain, whose key outlives its nodes.
-    let left: Vec<String> = zone_records(&dns, "lab.test")
+    let left: Vec<String> = dns
+        .records("lab.test")
         .into_iter()
         .map(|(n, t, _)| format!("{n} {t}"))
         .collect();
@@ -1084,7 +1046,7 @@ message_timeout = "8s"
         ["_dmarc.lab.test. TXT", "mf1._domainkey.lab.test. TXT"],
         "only the domain's own records are left"
     );
-    assert_eq!(zone_records(&dns, &reverse), vec![], "no PTR left");
+    assert_eq!(dns.records(&reverse), vec![], "no PTR left");
     let report = engine::reconcile::reconcile(&ctx).await.expect("reconcile");
     assert!(
         report.orphans.is_empty() && report.missing.is_empty(),

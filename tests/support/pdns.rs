@@ -136,6 +136,27 @@ impl Pdns {
         }
     }
 
+    /// Every record `zone` holds but its SOA and NS, as (name, type, content), sorted.
+    pub fn records(&self, zone: &str) -> Vec<(String, String, String)> {
+        let path = format!("/api/v1/servers/localhost/zones/{}.", normalize(zone));
+        let (status, text) = self.api("GET", &path, None).expect("api");
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let mut out = Vec::new();
+        for rr in v["rrsets"].as_array().into_iter().flatten() {
+            for r in rr["records"].as_array().into_iter().flatten() {
+                out.push((
+                    rr["name"].as_str().unwrap_or("").to_string(),
+                    rr["type"].as_str().unwrap_or("").to_string(),
+                    r["content"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+        out.retain(|(_, t, _)| t != "SOA" && t != "NS");
+        out.sort();
+        out
+    }
+
     /// A handle on the API that outlives a borrow of the server (for spawned tasks).
     pub fn api_client(&self) -> PdnsApi {
         PdnsApi {

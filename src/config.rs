@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 pub mod mail;
-pub use mail::{ChallengeKind, DnsConfig, DnsProviderKind, TlsConfig, VerifyConfig, LAB_SINK_PORT};
+pub use mail::{
+    ChallengeKind, DnsConfig, DnsProviderKind, ServeConfig, TlsConfig, VerifyConfig, LAB_SINK_PORT,
+};
 
 /// The built-in defaults, always the first layer.
 pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
@@ -412,6 +414,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub tls: TlsConfig,
     pub verify: VerifyConfig,
+    pub serve: ServeConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -1257,6 +1260,7 @@ impl Config {
         self.dns.validate()?;
         self.tls.validate(&self.dns)?;
         self.verify.validate()?;
+        self.serve.validate()?;
         self.validate_blocklists()?;
         self.validate_warmup()?;
         self.validate_approvals()?;

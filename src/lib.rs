@@ -6,6 +6,7 @@
 //! email-sending servers.
 
 pub mod access;
+pub mod agent;
 pub mod bootstrap;
 pub mod cli;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod lab;
 pub mod providers;
 pub mod reputation;
+pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod tui;

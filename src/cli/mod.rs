@@ -74,6 +74,37 @@ pub enum Cmd {
         #[arg(long)]
         until_idle: bool,
     },
+    /// The engine headless, with an HTTPS listener ([serve] listen) for the nodes' agents,
+    /// /healthz and /metrics; nodes whose agents go quiet are marked unhealthy.
+    Serve,
+    /// The monitoring agent a node runs: reports its health and deliveries to `serve`
+    /// every interval, signed with the node's token (no database).
+    Agent {
+        /// `https://HOST:PORT` of `mailfleet serve`.
+        #[arg(long)]
+        server: String,
+        /// The node's provisioning request id (its agent's name).
+        #[arg(long)]
+        id: String,
+        /// A file holding the node's token.
+        #[arg(long)]
+        token_file: std::path::PathBuf,
+        /// The PEM root serve's certificate chains to.
+        #[arg(long)]
+        ca_file: std::path::PathBuf,
+        /// Where it keeps its sequence number, its place in the log and unsent reports.
+        #[arg(long)]
+        state_dir: std::path::PathBuf,
+        /// The Postfix log to count deliveries in.
+        #[arg(long)]
+        maillog: Option<std::path::PathBuf>,
+        /// The mail queue's folder (its disk's free space is reported).
+        #[arg(long, default_value = "/var/spool/postfix")]
+        queue_dir: std::path::PathBuf,
+        /// How often it reports ("30s", "1m").
+        #[arg(long, default_value = "30s")]
+        interval: String,
+    },
     /// Provisioning requests.
     #[command(subcommand)]
     Request(RequestCmd),
@@ -240,6 +271,13 @@ pub enum NodeCmd {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Issue the node a new agent token (the old one stops working) and write it to a
+    /// file, mode 0600, for installing on the node.
+    AgentToken {
+        id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Take a warming or active node out of rotation.
     Pause {
@@ -746,7 +784,9 @@ fn access_of(cli: &Cli) -> Access {
         return Access::Write;
     };
     let reads = match command {
-        Cmd::Init { .. } | Cmd::Demo { .. } | Cmd::Work { .. } => return Access::Create,
+        Cmd::Init { .. } | Cmd::Demo { .. } | Cmd::Work { .. } | Cmd::Serve => {
+            return Access::Create
+        }
         Cmd::Request(rc) => matches!(rc, RequestCmd::List { .. } | RequestCmd::Show { .. }),
         Cmd::Node(nc) => matches!(nc, NodeCmd::List { .. } | NodeCmd::Show { .. }),
         Cmd::Warmup(wc) => matches!(
@@ -764,6 +804,7 @@ fn access_of(cli: &Cli) -> Access {
         | Cmd::Tls(_)
         | Cmd::Bootstrap(_)
         | Cmd::Lab(_)
+        | Cmd::Agent { .. }
         | Cmd::Dns(_)
         | Cmd::Blocklist(_) => true,
     };
@@ -849,6 +890,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Cmd::Lab(lc) = command {
         return lab(&cli, lc);
     }
+    // The agent runs on a node: no database either.
+    if let Cmd::Agent {
+        server,
+        id,
+        token_file,
+        ca_file,
+        state_dir,
+        maillog,
+        queue_dir,
+        interval,
+    } = command
+    {
+        let interval = config::parse_duration(interval).map_err(|e| eyre!("--interval: {e}"))?;
+        if interval.is_zero() {
+            return Err(eyre!("--interval: must be greater than zero"));
+        }
+        if !server.starts_with("https://") {
+            return Err(eyre!(
+                "--server: {:?} is not an https:// address",
+                sanitize(server)
+            ));
+        }
+        let settings = crate::agent::Settings {
+            server: server.clone(),
+            agent: id.clone(),
+            token_file: token_file.clone(),
+            ca_file: ca_file.clone(),
+            state_dir: state_dir.clone(),
+            maillog: maillog.clone(),
+            queue_dir: queue_dir.clone(),
+            interval,
+        };
+        tracing::info!(server = %settings.server, agent = %settings.agent, "agent starting");
+        crate::agent::run(settings, shutdown_signal())
+            .await
+            .map_err(|e| eyre!("{}", sanitize(&e)))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Cmd::Dns(DnsCmd::Plan {
         domain,
         hostname,
@@ -929,10 +1008,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let env = open(&cli).await?;
     match command {
-        Cmd::Demo { .. } | Cmd::Init { .. } | Cmd::Blocklist(_) | Cmd::Dns(_) | Cmd::Lab(_) => {}
+        Cmd::Demo { .. }
+        | Cmd::Init { .. }
+        | Cmd::Blocklist(_)
+        | Cmd::Dns(_)
+        | Cmd::Lab(_)
+        | Cmd::Agent { .. } => {}
         Cmd::Work { until_idle } => {
             refuse_read_only(&cli)?;
             work(&env, *until_idle).await?;
+        }
+        Cmd::Serve => {
+            refuse_read_only(&cli)?;
+            serve(&env).await?;
         }
         Cmd::Request(rc) => request(&cli, &env, rc).await?,
         Cmd::Node(nc) => node(&cli, &env, nc).await?,
@@ -1085,6 +1173,63 @@ fn until_idle_report(out: &engine::IdleOutcome) -> Result<()> {
         if n == 1 { "" } else { "s" },
         list.join("; ")
     ))
+}
+
+/// Writes a secret to a new file only its owner can read (never over an existing one).
+fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| eyre!("{}: {e}", sanitize(&path.display().to_string())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| eyre!("{}: {e}", sanitize(&path.display().to_string())))
+}
+
+/// `mailfleet serve`: the engine, the agents' listener and the heartbeat watch, until a
+/// signal.
+async fn serve(env: &Env) -> Result<()> {
+    let ctx = env.ctx()?;
+    if let Some(p) = ctx.mail.problem() {
+        return Err(eyre!("{}", sanitize(&p)));
+    }
+    let id = crate::serve::identity(&env.cfg, &env.store).map_err(|e| eyre!("{}", sanitize(&e)))?;
+    let addr: std::net::SocketAddr = env
+        .cfg
+        .serve
+        .listen
+        .parse()
+        .map_err(|_| eyre!("serve.listen: not IP:PORT"))?;
+    let server = crate::serve::Server::new(env.store.clone(), &env.cfg, env.clock.clone());
+    let listening = crate::serve::listen(addr, &id, server)
+        .await
+        .map_err(|e| eyre!("{}", sanitize(&e)))?;
+    let root = match &id.root_pem {
+        Some(_) => crate::serve::own_dir(&env.store)
+            .join("root.pem")
+            .display()
+            .to_string(),
+        None => "the configured chain's root".to_string(),
+    };
+    // Said on stdout, for whoever started it (the port when it was 0).
+    println!("serving https://{} (agents trust {root})", listening.addr);
+    tracing::info!(owner = %ctx.owner, addr = %listening.addr, "serve starting");
+    let watch = tokio::spawn(crate::serve::watch_heartbeats(
+        env.store.clone(),
+        env.cfg.clone(),
+        env.clock.clone(),
+    ));
+    let handle = engine::spawn(ctx);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight steps");
+    watch.abort();
+    drop(listening);
+    handle.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -1370,6 +1515,31 @@ async fn node(cli: &Cli, env: &Env, nc: &NodeCmd) -> Result<()> {
                 ));
             }
             println!("{}", sanitize(&outcome.describe()));
+            return Ok(());
+        }
+        NodeCmd::AgentToken { id, out } => {
+            refuse_read_only(cli)?;
+            let node_id = env.store.resolve_node_id(id).await?;
+            let node = env.store.get_node(&node_id).await?;
+            let Some(agent) = node.request_id.clone() else {
+                return Err(eyre!(
+                    "node {}: no provisioning request to name its agent by",
+                    sanitize(id)
+                ));
+            };
+            let token = crate::agent::issue_token(
+                &env.store,
+                &env.cfg.dkim.key_env,
+                &agent,
+                env.clock.now(),
+            )
+            .await
+            .map_err(|e| eyre!("{}", sanitize(&e)))?;
+            write_secret_file(out, token.as_bytes())?;
+            println!(
+                "agent {agent}: token written to {} (mode 0600); the old one no longer works",
+                sanitize(&out.display().to_string())
+            );
             return Ok(());
         }
         NodeCmd::List { .. } | NodeCmd::Show { .. } => return node_read(env, nc).await,
@@ -1662,6 +1832,7 @@ async fn node_read(env: &Env, nc: &NodeCmd) -> Result<()> {
             output::node_show(&node, warmup.as_ref(), &transitions, &resizes, *json)
         }
         NodeCmd::Pause { .. }
+        | NodeCmd::AgentToken { .. }
         | NodeCmd::Resume { .. }
         | NodeCmd::Maintenance { .. }
         | NodeCmd::Check { .. }

@@ -407,3 +407,80 @@ impl VerifyConfig {
             .and_then(|n| parse_nameserver(n).ok())
     }
 }
+
+/// `[serve]`: `mailfleet serve`, the engine with an HTTPS listener for agents, `/healthz`
+/// and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// "IP:PORT" it listens on.
+    pub listen: String,
+    /// PEM files of its certificate chain and key. Empty: a certificate of its own, from a
+    /// root made on first start and kept beside the database (`serve/root.pem` is what
+    /// agents trust).
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// Names and addresses its own certificate is for, beside the listen address.
+    pub names: Vec<String>,
+    /// How often agents report.
+    #[serde(with = "duration_serde")]
+    pub heartbeat_interval: Duration,
+    /// Reports missed in a row before a node is marked unhealthy.
+    pub missed_heartbeats: u32,
+    /// How far a report's signing time may be from ours.
+    #[serde(with = "duration_serde")]
+    pub max_skew: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8443".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            names: Vec::new(),
+            heartbeat_interval: Duration::from_secs(30),
+            missed_heartbeats: 3,
+            max_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ServeConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "serve.listen",
+                format!("{:?} is not \"IP:PORT\"", self.listen),
+            )
+        })?;
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "serve.tls_key",
+                "tls_cert and tls_key go together: set both, or neither",
+            ));
+        }
+        for (i, n) in self.names.iter().enumerate() {
+            if n.parse::<std::net::IpAddr>().is_err() {
+                crate::domain::validate::validate_domain("name", n).map_err(|e| {
+                    ConfigError::invalid(format!("serve.names[{i}]"), e.to_string())
+                })?;
+            }
+        }
+        for (key, d) in [
+            ("serve.heartbeat_interval", self.heartbeat_interval),
+            ("serve.max_skew", self.max_skew),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.missed_heartbeats == 0 {
+            return Err(ConfigError::invalid(
+                "serve.missed_heartbeats",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@
 
 mod acme_orders;
 mod admission;
+mod agents;
 mod breakers;
 mod catalog;
 pub(crate) mod certs;
@@ -40,6 +41,7 @@ mod sync;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
+pub use agents::{heartbeat_subject, Accepted, KeptToken};
 pub use breakers::{circuit_open, BreakerChange, BreakerRow, BREAKER_WAIT};
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimAsk, ClaimOutcome, ClusterSpec};
@@ -161,6 +163,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../assets/migrations/0022_lab_instances.sql"),
     ),
     (23, include_str!("../../assets/migrations/0023_ssh.sql")),
+    (24, include_str!("../../assets/migrations/0024_agents.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,543 @@
+//! `mailfleet serve`'s HTTPS listener (axum on rustls): agents' reports, `/healthz` and
+//! `/metrics` (Prometheus text).
+//!
+//! A report is taken only when everything about it holds: the agent is known, its signing
+//! time is within `[serve] max_skew` of ours, its HMAC-SHA256 under the node's own token
+//! verifies over that time and the body, the body is at most [`MAX_BODY`] bytes of a
+//! well-formed report, and its sequence number is above the last one taken. Anything else
+//! is refused with a status and a reason, counted by reason, and never written.
+
+use crate::agent::report::{self, Report, MAX_BODY};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::store::{Accepted, Store};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+/// Why reports were refused (the `result` label of `mailfleet_agent_reports_total`).
+pub const RESULTS: [&str; 8] = [
+    "accepted",
+    "unknown_agent",
+    "stale",
+    "bad_signature",
+    "malformed",
+    "oversized",
+    "replay",
+    "not_registered",
+];
+
+/// What the listener shares.
+pub struct Server {
+    store: Store,
+    clock: SharedClock,
+    key_env: String,
+    max_skew: chrono::Duration,
+    tokens: Mutex<HashMap<String, Arc<Zeroizing<Vec<u8>>>>>,
+    counts: [AtomicU64; RESULTS.len()],
+}
+
+impl Server {
+    pub fn new(store: Store, cfg: &Config, clock: SharedClock) -> Arc<Server> {
+        Arc::new(Server {
+            store,
+            clock,
+            key_env: cfg.dkim.key_env.clone(),
+            max_skew: chrono::Duration::from_std(cfg.serve.max_skew)
+                .unwrap_or_else(|_| chrono::Duration::minutes(5)),
+            tokens: Mutex::new(HashMap::new()),
+            counts: Default::default(),
+        })
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(i) = RESULTS.iter().position(|r| *r == result) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many reports ended each way, by result.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        RESULTS
+            .iter()
+            .zip(&self.counts)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The agent's token, read (and unsealed) once.
+    async fn token(&self, agent: &str) -> Result<Option<Arc<Zeroizing<Vec<u8>>>>, String> {
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent)
+        {
+            return Ok(Some(t.clone()));
+        }
+        let Some(t) = crate::agent::token_of(&self.store, &self.key_env, agent).await? else {
+            return Ok(None);
+        };
+        let t = Arc::new(t);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent.to_string(), t.clone());
+        Ok(Some(t))
+    }
+
+    /// Forgets a cached token (a new one was issued).
+    pub fn forget_token(&self, agent: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent);
+    }
+
+    /// Judges one report; the status and what to say.
+    async fn take(&self, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String) {
+        let refuse = |result: &str, status: StatusCode, why: String| {
+            self.count(result);
+            (status, format!("{result}: {why}"))
+        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(agent) = header(report::AGENT_HEADER).filter(|a| {
+            !a.is_empty()
+                && a.len() <= 64
+                && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        }) else {
+            return refuse(
+                "unknown_agent",
+                StatusCode::UNAUTHORIZED,
+                format!("no well-formed {} header", report::AGENT_HEADER),
+            );
+        };
+        let Some(time) = header(report::TIME_HEADER).and_then(|t| t.parse::<i64>().ok()) else {
+            return refuse(
+                "stale",
+                StatusCode::UNAUTHORIZED,
+                format!("no {} header", report::TIME_HEADER),
+            );
+        };
+        let now = self.clock.now();
+        let skew = (now.timestamp() - time).abs();
+        if skew > self.max_skew.num_seconds() {
+            return refuse(
+                "stale",
+                StatusCode::UNAUTHORIZED,
+                format!("signed {skew} s away from this server's clock"),
+            );
+        }
+        if body.len() > MAX_BODY {
+            return refuse(
+                "oversized",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{} bytes, at most {MAX_BODY}", body.len()),
+            );
+        }
+        let token = match self.token(agent).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return refuse(
+                    "unknown_agent",
+                    StatusCode::UNAUTHORIZED,
+                    "no such agent".into(),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent token unreadable");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the agent's token cannot be read".into(),
+                );
+            }
+        };
+        let signature = header(report::SIGNATURE_HEADER).unwrap_or("");
+        if !report::verify(&token, time, body, signature) {
+            return refuse(
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                "the signature does not verify".into(),
+            );
+        }
+        let r: Report = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = crate::domain::validate::sanitize(&e.to_string()).into_owned();
+                return refuse("malformed", StatusCode::BAD_REQUEST, why);
+            }
+        };
+        if let Some(why) = r.problem() {
+            return refuse("malformed", StatusCode::BAD_REQUEST, why);
+        }
+        match self.store.accept_report(agent, r, now).await {
+            Ok(Accepted::Recorded { recovered, .. }) => {
+                self.count("accepted");
+                let said = if recovered {
+                    "taken; node healthy again"
+                } else {
+                    "taken"
+                };
+                (StatusCode::OK, said.into())
+            }
+            Ok(Accepted::Replay { last_seq }) => refuse(
+                "replay",
+                StatusCode::CONFLICT,
+                format!("sequence not above {last_seq}"),
+            ),
+            Ok(Accepted::NoNode) => refuse(
+                "not_registered",
+                StatusCode::CONFLICT,
+                "its node is not registered yet".into(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "report not recorded");
+                (StatusCode::SERVICE_UNAVAILABLE, "not recorded".into())
+            }
+        }
+    }
+
+    /// `/metrics` in Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, String> {
+        use std::fmt::Write as _;
+        let g = self
+            .store
+            .gauges(self.clock.now())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut s = String::new();
+        let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        };
+        let label = |k: &str, v: &str| format!("{{{k}=\"{}\"}}", v.replace(['"', '\\', '\n'], "_"));
+        family(
+            "mailfleet_requests",
+            "Provisioning requests by state.",
+            "gauge",
+            g.requests
+                .iter()
+                .map(|(k, v)| (label("state", k), *v as f64))
+                .collect(),
+        );
+        family(
+            "mailfleet_nodes",
+            "Nodes by status.",
+            "gauge",
+            g.nodes
+                .iter()
+                .map(|(k, v)| (label("status", k), *v as f64))
+                .collect(),
+        );
+        family(
+            "mailfleet_alerts_open",
+            "Open alerts by severity.",
+            "gauge",
+            g.alerts
+                .iter()
+                .map(|(k, v)| (label("severity", k), *v as f64))
+                .collect(),
+        );
+        family(
+            "mailfleet_provider_circuit_open",
+            "1 when a provider's circuit breaker is open.",
+            "gauge",
+            g.circuits
+                .iter()
+                .map(|(k, open)| (label("provider", k), if *open { 1.0 } else { 0.0 }))
+                .collect(),
+        );
+        family(
+            "mailfleet_agents",
+            "Live nodes with a monitoring agent.",
+            "gauge",
+            vec![(String::new(), g.agents as f64)],
+        );
+        family(
+            "mailfleet_heartbeat_age_max_seconds",
+            "Age of the oldest last heartbeat among live nodes with an agent.",
+            "gauge",
+            vec![(String::new(), g.oldest_heartbeat_secs)],
+        );
+        family(
+            "mailfleet_agent_reports_total",
+            "Agent reports received, by what became of them.",
+            "counter",
+            self.counts()
+                .into_iter()
+                .map(|(k, v)| (label("result", k), v as f64))
+                .collect(),
+        );
+        Ok(s)
+    }
+}
+
+async fn report_handler(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let (status, said) = server.take(&headers, &body).await;
+    (status, said)
+}
+
+async fn oversized_guard(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    // The body limit refused it before the handler saw it: counted here.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        server.count("oversized");
+    }
+    resp
+}
+
+async fn healthz(State(server): State<Arc<Server>>) -> impl IntoResponse {
+    match server.store.gauges(server.clock.now()).await {
+        Ok(_) => (StatusCode::OK, "ok\n".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database cannot be read: {e}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(server): State<Arc<Server>>) -> impl IntoResponse {
+    match server.metrics().await {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+/// The routes.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route(
+            "/v1/report",
+            post(report_handler).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            oversized_guard,
+        ))
+        .with_state(server)
+}
+
+/// The listener's certificate chain and key (PEM), and the root agents trust (PEM).
+pub struct Identity {
+    pub chain_pem: String,
+    pub key_pem: Zeroizing<String>,
+    /// The root of a certificate `serve` made for itself; `None` for one from the config.
+    pub root_pem: Option<String>,
+}
+
+/// Where `serve` keeps a certificate of its own.
+pub fn own_dir(store: &Store) -> PathBuf {
+    store.key_dir("serve")
+}
+
+/// The configured certificate, or one of its own: made (with a root) on first start, kept
+/// in `serve/` beside the database (the key 0600), and made again when it no longer covers
+/// the listen address and names.
+pub fn identity(cfg: &Config, store: &Store) -> Result<Identity, String> {
+    let s = &cfg.serve;
+    if !s.tls_cert.is_empty() {
+        let chain_pem =
+            std::fs::read_to_string(&s.tls_cert).map_err(|e| format!("serve.tls_cert: {e}"))?;
+        let key_pem = Zeroizing::new(
+            std::fs::read_to_string(&s.tls_key).map_err(|e| format!("serve.tls_key: {e}"))?,
+        );
+        return Ok(Identity {
+            chain_pem,
+            key_pem,
+            root_pem: None,
+        });
+    }
+    let dir = own_dir(store);
+    let listen: SocketAddr = s
+        .listen
+        .parse()
+        .map_err(|_| format!("serve.listen: {:?} is not IP:PORT", s.listen))?;
+    let mut names = vec![listen.ip().to_string(), "localhost".to_string()];
+    names.extend(s.names.iter().cloned());
+    let names_file = dir.join("names");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f));
+    if let (Ok(chain), Ok(key), Ok(root), Ok(had)) = (
+        read("serve.crt"),
+        read("serve.key"),
+        read("root.pem"),
+        std::fs::read_to_string(&names_file),
+    ) {
+        if had.trim() == names.join(",") {
+            return Ok(Identity {
+                chain_pem: chain,
+                key_pem: Zeroizing::new(key),
+                root_pem: Some(root),
+            });
+        }
+    }
+    let made = make_identity(&names).map_err(|e| format!("serve's certificate: {e}"))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |f: &str, text: &str, mode: u32| -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(f);
+        let aside = dir.join(format!("{f}.new"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&aside)
+            .map_err(|e| format!("{}: {e}", aside.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(|e| format!("{}: {e}", aside.display()))?;
+        std::fs::rename(&aside, &path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("serve.key", &made.key_pem, 0o600)?;
+    write("serve.crt", &made.chain_pem, 0o644)?;
+    write("root.pem", made.root_pem.as_deref().unwrap_or(""), 0o644)?;
+    write("names", &names.join(","), 0o644)?;
+    Ok(made)
+}
+
+fn make_identity(names: &[String]) -> Result<Identity, rcgen::Error> {
+    let root_key = rcgen::KeyPair::generate()?;
+    let mut root = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    root.distinguished_name
+        .push(rcgen::DnType::CommonName, "mailfleet serve root");
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let root_pem = root.self_signed(&root_key)?.pem();
+    let key = rcgen::KeyPair::generate()?;
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "mailfleet serve");
+    leaf.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) => Ok(rcgen::SanType::DnsName(n.clone().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    let issuer = rcgen::Issuer::from_params(&root, &root_key);
+    let cert = leaf.signed_by(&key, &issuer)?;
+    Ok(Identity {
+        chain_pem: format!("{}{}", cert.pem(), root_pem),
+        key_pem: Zeroizing::new(key.serialize_pem()),
+        root_pem: Some(root_pem),
+    })
+}
+
+fn tls_config(id: &Identity) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(id.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the certificate chain: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+        .map_err(|e| format!("the private key: {e}"))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate and key: {e}"))
+}
+
+/// A running listener; it stops when dropped.
+pub struct Listening {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Listens on `addr` with TLS from `id`, serving `server`'s routes.
+pub async fn listen(
+    addr: SocketAddr,
+    id: &Identity,
+    server: Arc<Server>,
+) -> Result<Listening, String> {
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(id)?));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("serve.listen {addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(server);
+    let task = tokio::spawn(async move {
+        // The connections are the listener's: stopping it ends them too.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let Ok((tcp, _)) = accepted else {
+                continue;
+            };
+            let (tls, app) = (tls.clone(), app.clone());
+            connections.spawn(async move {
+                let Ok(Ok(stream)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await
+                else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Listening { addr, task })
+}
+
+/// Marks nodes whose agents went quiet unhealthy, every heartbeat interval.
+pub async fn watch_heartbeats(store: Store, cfg: Arc<Config>, clock: SharedClock) {
+    let every = cfg.serve.heartbeat_interval;
+    let quiet = chrono::Duration::from_std(every * cfg.serve.missed_heartbeats)
+        .unwrap_or_else(|_| chrono::Duration::minutes(2));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = clock.now();
+        match store.mark_silent_nodes(now - quiet, now).await {
+            Ok(marked) if !marked.is_empty() => {
+                tracing::warn!(nodes = ?marked, "nodes whose agents went quiet are unhealthy")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "heartbeat check failed"),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Agents and their heartbeats: each node's token (kept like DKIM keys), its reports
+//! accepted once each in sequence order, and the health check that marks a node whose
+//! agent has gone quiet unhealthy (and back when it speaks again).
+
+use super::nodes::transition;
+use super::reputation::{raise_alert, resolve_alert};
+use super::{Store, StoreError};
+use crate::agent::report::Report;
+use crate::clock::ts;
+use crate::domain::node::NodeEvent;
+use crate::reputation::dnsbl::Severity;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+/// A node's agent token as kept: sealed, or in a file (recorded path).
+#[derive(Debug, Clone)]
+pub struct KeptToken {
+    pub sealed: Option<Vec<u8>>,
+    pub file: Option<String>,
+    pub last_seq: u64,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Recorded as the node's heartbeat; `recovered` when it brought an unhealthy node back.
+    Recorded { node_id: String, recovered: bool },
+    /// Its sequence number is not above the last one accepted: a replay (or a report sent
+    /// twice), not written.
+    Replay { last_seq: u64 },
+    /// No live node has this agent's request yet (it is still being provisioned).
+    NoNode,
+}
+
+/// The subject of a node's missed-heartbeats alert.
+pub fn heartbeat_subject(node_id: &str) -> String {
+    format!("heartbeat:node:{node_id}")
+}
+
+impl Store {
+    /// Records an agent's token (a new one replaces the old: the node was bootstrapped
+    /// again); its sequence starts over.
+    pub async fn save_agent_token(
+        &self,
+        agent: &str,
+        sealed: Option<Vec<u8>>,
+        file: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let agent = agent.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO agent_tokens (agent, key_sealed, key_file, issued_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (agent) DO UPDATE SET key_sealed = excluded.key_sealed,
+                     key_file = excluded.key_file, issued_at = excluded.issued_at, last_seq = 0,
+                     last_at = NULL",
+            )?
+            .execute(params![agent, sealed, file, ts(now)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An agent's kept token, if it has one.
+    pub async fn agent_token(&self, agent: &str) -> Result<Option<KeptToken>, StoreError> {
+        let agent = agent.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT key_sealed, key_file, last_seq FROM agent_tokens WHERE agent = ?",
+            )?
+            .query_row([agent], |r| {
+                Ok(KeptToken {
+                    sealed: r.get(0)?,
+                    file: r.get(1)?,
+                    last_seq: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Accepts a report whose signature the caller checked: written once, in sequence
+    /// order, as its node's heartbeat; its deliveries added to the node's warm-up day; an
+    /// unhealthy node brought back.
+    pub async fn accept_report(
+        &self,
+        agent: &str,
+        report: Report,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, StoreError> {
+        let agent = agent.to_string();
+        self.write(move |c| {
+            let last: Option<i64> = c
+                .prepare_cached("SELECT last_seq FROM agent_tokens WHERE agent = ?")?
+                .query_row([&agent], |r| r.get(0))
+                .optional()?;
+            let Some(last) = last else {
+                return Err(StoreError::NotFound(agent.clone()));
+            };
+            let last = u64::try_from(last).unwrap_or(0);
+            if report.seq <= last {
+                return Ok(Accepted::Replay { last_seq: last });
+            }
+            let node: Option<(String, String)> = c
+                .prepare_cached(
+                    "SELECT id, status FROM nodes WHERE request_id = ? AND status <> 'decommissioned'",
+                )?
+                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((node_id, status)) = node else {
+                return Ok(Accepted::NoNode);
+            };
+            let at = ts(now);
+            let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            c.prepare_cached(
+                "INSERT INTO node_heartbeats (node_id, seq, measured_at, received_at, cpu_pct, mem_used,
+                    mem_total, queue_free, queue_len, net_rx, net_tx, delivered, bounced, deferred, complaints)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                node_id,
+                i(report.seq),
+                report.measured_at,
+                at,
+                report.cpu_pct,
+                i(report.mem_used),
+                i(report.mem_total),
+                i(report.queue_free),
+                i(report.queue_len),
+                i(report.net_rx),
+                i(report.net_tx),
+                i(report.delivered),
+                i(report.bounced),
+                i(report.deferred),
+                i(report.complaints),
+            ])?;
+            c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
+                .execute(params![i(report.seq), at, agent])?;
+            c.prepare_cached("UPDATE nodes SET last_heartbeat = ? WHERE id = ?")?
+                .execute(params![at, node_id])?;
+            // The deliveries, added to the node's open warm-up day (its own date, at the day
+            // boundary's offset).
+            let sent = report.delivered + report.bounced + report.deferred;
+            if sent > 0 || report.complaints > 0 {
+                c.prepare_cached(
+                    "INSERT INTO warmup_days (node_id, date, day, cap, scheduled, sent, delivered, deferred, bounced, complaints)
+                     SELECT w.node_id, COALESCE(w.day_date, ?2), w.day, w.cap, w.cap, ?3, ?4, ?5, ?6, ?7
+                     FROM node_warmup w WHERE w.node_id = ?1 AND w.status <> 'completed'
+                     ON CONFLICT (node_id, date) DO UPDATE SET sent = sent + ?3, delivered = delivered + ?4,
+                         deferred = deferred + ?5, bounced = bounced + ?6, complaints = MIN(delivered + ?4, complaints + ?7)",
+                )?
+                .execute(params![
+                    node_id,
+                    now.date_naive().to_string(),
+                    i(sent),
+                    i(report.delivered),
+                    i(report.deferred),
+                    i(report.bounced),
+                    i(report.complaints)
+                ])?;
+            }
+            let mut recovered = false;
+            if status == "unhealthy" {
+                let moved = transition(
+                    c,
+                    &node_id,
+                    NodeEvent::HeartbeatsBack,
+                    "engine",
+                    "its agent reports again",
+                    &at,
+                )?;
+                recovered = moved.is_ok();
+                resolve_alert(c, &heartbeat_subject(&node_id), "its agent reports again", &at)?;
+            }
+            Ok(Accepted::Recorded { node_id, recovered })
+        })
+        .await
+    }
+
+    /// Nodes in rotation whose agent has not reported since `before` (nor, if it never
+    /// has, since its token was issued) are marked unhealthy, with a high alert naming how
+    /// long it has been quiet. Returns the nodes marked.
+    pub async fn mark_silent_nodes(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |c| {
+            let silent: Vec<(String, String, String)> = c
+                .prepare_cached(
+                    "SELECT n.id, n.hostname, COALESCE(t.last_at, t.issued_at) FROM agent_tokens t
+                     JOIN nodes n ON n.request_id = t.agent
+                     WHERE n.status IN ('warming', 'active') AND COALESCE(t.last_at, t.issued_at) < ?",
+                )?
+                .query_map([ts(before)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let at = ts(now);
+            let mut marked = Vec::new();
+            for (node_id, host, since) in silent {
+                let why = format!("no heartbeat from its agent since {since}");
+                if transition(c, &node_id, NodeEvent::HeartbeatsMissed, "engine", &why, &at)?.is_ok() {
+                    raise_alert(
+                        c,
+                        Severity::High,
+                        "heartbeat",
+                        &heartbeat_subject(&node_id),
+                        Some(&node_id),
+                        &format!("{host}: {why}; out of rotation"),
+                        &at,
+                    )?;
+                    marked.push(node_id);
+                }
+            }
+            Ok(marked)
+        })
+        .await
+    }
+}
+
+/// The figures `/metrics` shows, read in one go.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// Requests by state.
+    pub requests: Vec<(String, i64)>,
+    /// Nodes by status (decommissioned ones left out).
+    pub nodes: Vec<(String, i64)>,
+    /// Open alerts by severity.
+    pub alerts: Vec<(String, i64)>,
+    /// Each provider's circuit: (provider, open).
+    pub circuits: Vec<(String, bool)>,
+    /// Live nodes with an agent, and the age in seconds of the oldest last heartbeat among
+    /// them (since its token was issued, for one that never reported).
+    pub agents: i64,
+    pub oldest_heartbeat_secs: f64,
+}
+
+impl Store {
+    pub async fn gauges(&self, now: DateTime<Utc>) -> Result<Gauges, StoreError> {
+        self.read(move |c| {
+            let pairs = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
+                Ok(c.prepare_cached(sql)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?)
+            };
+            let requests = pairs("SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state")?;
+            let nodes = pairs(
+                "SELECT status, COUNT(*) FROM nodes WHERE status <> 'decommissioned' GROUP BY status ORDER BY status",
+            )?;
+            let alerts = pairs(
+                "SELECT severity, COUNT(*) FROM alerts WHERE resolved_at IS NULL GROUP BY severity ORDER BY severity",
+            )?;
+            let circuits = c
+                .prepare_cached("SELECT provider, open FROM provider_breakers ORDER BY provider")?
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?
+                .collect::<Result<_, _>>()?;
+            let (agents, oldest): (i64, Option<f64>) = c
+                .prepare_cached(
+                    "SELECT COUNT(*), MAX(unixepoch(?) - unixepoch(COALESCE(t.last_at, t.issued_at)))
+                     FROM agent_tokens t JOIN nodes n ON n.request_id = t.agent
+                     WHERE n.status <> 'decommissioned'",
+                )?
+                .query_row([ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(Gauges {
+                requests,
+                nodes,
+                alerts,
+                circuits,
+                agents,
+                oldest_heartbeat_secs: oldest.unwrap_or(0.0).max(0.0),
+            })
+        })
+        .await
+    }
+}

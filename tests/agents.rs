@@ -427,3 +427,124 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
     watch.abort();
     drop(listening);
 }
+
+/// `mailfleet serve` as an operator runs it: it says where it listens and which root its
+/// agents trust, answers /healthz over HTTPS with that root, and `node agent-token` writes a
+/// node's token to a file only root can read (a new one replaces the old).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_says_where_it_listens_and_answers_health_checks() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tmp");
+    let overrides = format!("{FAST}\n[serve]\nlisten = \"127.0.0.1:0\"\n");
+    let cfg_path = dir.path().join("serve.toml");
+    std::fs::write(&cfg_path, &overrides).expect("config");
+    let cfg = config(&overrides);
+    let db = db_path(&dir);
+    let store = open(&db, &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let req = create(&ctx, "acme", "dallas", "ssd-1", "hb-cli").await;
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    let node = store
+        .request_detail(&req.id)
+        .await
+        .expect("detail")
+        .node
+        .expect("node");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&cfg_path)
+            .args(args)
+            .env("XDG_STATE_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("MAILFLEET_CONFIG")
+            .output()
+            .expect("run")
+    };
+    let out_file = dir.path().join("node.token");
+    let out = cli(&[
+        "node",
+        "agent-token",
+        &node.id,
+        "--out",
+        out_file.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("mode 0600"), "{said}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out_file)
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&out_file).expect("token");
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    assert!(!said.contains(&token), "the token is not printed");
+    // Never over an existing file.
+    let again = cli(&[
+        "node",
+        "agent-token",
+        &node.id,
+        "--out",
+        out_file.to_str().expect("utf-8"),
+    ]);
+    assert!(!again.status.success());
+
+    let mut serve = Agent(
+        Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("serve")
+            .env("XDG_STATE_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("MAILFLEET_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(serve.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("its first line");
+    let url = line
+        .split_whitespace()
+        .nth(1)
+        .expect("an address")
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    let root_path = dir.path().join("serve").join("root.pem");
+    assert!(line.contains(&root_path.display().to_string()), "{line}");
+    let root =
+        reqwest::Certificate::from_pem(&std::fs::read(&root_path).expect("root")).expect("root");
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .build()
+        .expect("client");
+    let health = http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    // Without the root, the listener is not trusted.
+    let stranger = reqwest::Client::builder()
+        .use_rustls_tls()
+        .build()
+        .expect("client");
+    assert!(stranger.get(format!("{url}/healthz")).send().await.is_err());
+    serve.stop();
+}

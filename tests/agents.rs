@@ -395,6 +395,40 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
     .await;
     assert_eq!(status, 200, "{said}");
 
+    // A node near its CPU's limit raises a low alert; one with room again lifts it.
+    let mut busy = make(last + 2);
+    busy.cpu_pct = 97.0;
+    let busy = serde_json::to_vec(&busy).expect("json");
+    let (status, said) = send(
+        req.id.clone(),
+        now,
+        busy.clone(),
+        report::sign(key, now, &busy),
+    )
+    .await;
+    assert_eq!(status, 200, "{said}");
+    let open_alerts = store.alerts(true, 50).await.expect("alerts");
+    let cpu = open_alerts
+        .iter()
+        .find(|a| a.kind == "cpu")
+        .expect("a cpu alert");
+    assert_eq!(cpu.severity, "low");
+    assert!(cpu.message.contains("CPU 97% busy"), "{cpu:?}");
+    let calm = serde_json::to_vec(&make(last + 3)).expect("json");
+    let (status, said) = send(
+        req.id.clone(),
+        now,
+        calm.clone(),
+        report::sign(key, now, &calm),
+    )
+    .await;
+    assert_eq!(status, 200, "{said}");
+    let open_alerts = store.alerts(true, 50).await.expect("alerts");
+    assert!(
+        !open_alerts.iter().any(|a| a.kind == "cpu"),
+        "{open_alerts:?}"
+    );
+
     // /healthz and /metrics.
     let health = http
         .get(format!("{url}/healthz"))

@@ -32,6 +32,11 @@ pub enum Accepted {
     NoNode,
 }
 
+/// CPU busy (percent) at which a node's report raises a low alert, and under which the
+/// alert is lifted.
+pub const CPU_ALERT: f64 = 90.0;
+pub const CPU_CLEAR: f64 = 75.0;
+
 /// The subject of a node's missed-heartbeats alert.
 pub fn heartbeat_subject(node_id: &str) -> String {
     format!("heartbeat:node:{node_id}")
@@ -159,6 +164,20 @@ impl Store {
                     i(report.bounced),
                     i(report.complaints)
                 ])?;
+            }
+            // A node busy near its limit: a low alert, lifted once it has room again.
+            let cpu_subject = format!("cpu:node:{node_id}");
+            if report.cpu_pct >= CPU_ALERT {
+                let host: String = c
+                    .prepare_cached("SELECT hostname FROM nodes WHERE id = ?")?
+                    .query_row([&node_id], |r| r.get(0))?;
+                let message = format!(
+                    "{host}: CPU {:.0}% busy (alert at {CPU_ALERT:.0}%)",
+                    report.cpu_pct
+                );
+                raise_alert(c, Severity::Low, "cpu", &cpu_subject, Some(&node_id), &message, &at)?;
+            } else if report.cpu_pct < CPU_CLEAR {
+                resolve_alert(c, &cpu_subject, "CPU back under the threshold", &at)?;
             }
             let mut recovered = false;
             if status == "unhealthy" {

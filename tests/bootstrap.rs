@@ -36,6 +36,7 @@ fn node() -> NodeConfig {
         daily_cap: Some(2000),
         relay_networks: vec!["10.20.0.0/16".into()],
         sink: None,
+        agent: None,
     }
 }
 

@@ -394,6 +394,7 @@ async fn a_lab_host_bootstrapped_over_ssh_runs_postfix_opendkim_and_its_firewall
         daily_cap: Some(240),
         relay_networks: vec![],
         sink: Some(("sink.mailfleet.test".into(), sink.addr())),
+        agent: None,
     };
     let layout = Layout::lab(&host.dir);
     let bundle = render(&node, &layout);
@@ -700,8 +701,14 @@ contact = ["mailto:ops@lab.test"]
 order_timeout = "60s"
 [verify]
 message_timeout = "8s"
+[serve]
+listen = "10.{n}.80.1:8443"
+agent_url = "https://10.{n}.80.1:8443"
+agent_program = "{program}"
+heartbeat_interval = "1s"
 "#,
         lab = dir.path().join("lab").display(),
+        program = env!("CARGO_BIN_EXE_mailfleet"),
         ns = dns.dns_addr(),
         api = dns.api_url(),
         acme = ca.directory_url(),
@@ -710,12 +717,24 @@ message_timeout = "8s"
     let cfg = config(&overrides);
     let spec = cfg.providers.lab.spec().expect("lab spec");
     let _down = Down(spec.clone());
+    // serve, on the lab's gateway, for the agents the bootstrap installs.
+    spec.up().expect("lab up");
+    let serve_id = mailfleet::serve::identity(&cfg, &open(&db_path(&dir), &cfg).await)
+        .expect("serve identity");
     let cfg_path = dir.path().join("lab.toml");
     std::fs::write(&cfg_path, &overrides).expect("config");
     let db = db_path(&dir);
     let store = open(&db, &cfg).await;
     let ctx = sim_ctx(&store, &cfg, system_clock());
     let prefix = format!("{bridge}-");
+    let server = mailfleet::serve::Server::new(store.clone(), &cfg, system_clock());
+    let _listening = mailfleet::serve::listen(
+        cfg.serve.listen.parse().expect("addr"),
+        &serve_id,
+        server.clone(),
+    )
+    .await
+    .expect("serve listens on the gateway");
 
     // The engine as its own process, killed with SIGKILL once mx1's bootstrap is under way.
     let mx1 = create_in(&ctx, "mx1", "lab.test").await;
@@ -778,7 +797,12 @@ message_timeout = "8s"
     engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
 
     let live = store.lab_list_live().await.expect("inventory");
-    assert_eq!(live.len(), 3, "{live:?}");
+    let states: Vec<String> = all_requests(&store)
+        .await
+        .iter()
+        .map(|r| format!("{} {} {:?}", r.label, r.state, r.error))
+        .collect();
+    assert_eq!(live.len(), 3, "{states:#?}");
     assert_eq!(namespaces(&prefix).len(), 3);
     for (label, id) in [("mx1", &mx1), ("mx2", &mx2), ("mx3", &mx3)] {
         let d = store.request_detail(id).await.expect("detail");
@@ -830,6 +854,55 @@ message_timeout = "8s"
             "{label}: a real PTR"
         );
     }
+    // Each node's agent reports to serve: its heartbeats arrive, and the test message its
+    // Postfix delivered is counted on its warm-up day from its own log.
+    for id in [&mx1, &mx2, &mx3] {
+        let node = store
+            .request_detail(id)
+            .await
+            .expect("detail")
+            .node
+            .expect("node");
+        let start = std::time::Instant::now();
+        loop {
+            let n = store.get_node(&node.id).await.expect("node");
+            let w = store
+                .node_warmup(&node.id)
+                .await
+                .expect("warmup")
+                .expect("warming");
+            let delivered = w.log.last().map(|d| d.delivered).unwrap_or(0);
+            if n.last_heartbeat.is_some() && delivered >= 1 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{}: no heartbeat with its delivery: {:?} {:?}; agent said: {}",
+                node.hostname,
+                n.last_heartbeat,
+                w.log.last(),
+                std::fs::read_to_string(
+                    spec.host_dir(
+                        &live
+                            .iter()
+                            .find(|r| r.idempotency_key == **id)
+                            .expect("host")
+                            .host_id
+                    )
+                    .join("agent.out")
+                )
+                .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        server.counts().get("accepted").copied().unwrap_or(0) >= 3,
+        true,
+        "{:?}",
+        server.counts()
+    );
+
     // mx1's bootstrap ran again, whole, after the kill (every sub-task is idempotent).
     let mx1_detail = store.request_detail(&mx1).await.expect("detail");
     let packages = mx1_detail

@@ -94,6 +94,8 @@ pub struct SshAccess {
     faults: Vec<Fault>,
     verify: VerifyConfig,
     resolver: Option<SocketAddr>,
+    /// The `mailfleet` program agents run (`[serve] agent_program`, else this one).
+    program: Option<std::path::PathBuf>,
     timeout: Duration,
     identity: tokio::sync::OnceCell<Identity>,
     sink: tokio::sync::Mutex<Option<Arc<Sink>>>,
@@ -127,6 +129,11 @@ impl SshAccess {
             faults,
             verify: cfg.verify.clone(),
             resolver: cfg.verify.resolver(&cfg.dns),
+            program: if cfg.serve.agent_program.is_empty() {
+                std::env::current_exe().ok()
+            } else {
+                Some(cfg.serve.agent_program.clone().into())
+            },
             timeout: cfg.engine.call_timeout,
             identity: tokio::sync::OnceCell::new(),
             sink: tokio::sync::Mutex::new(None),
@@ -237,6 +244,45 @@ impl SshAccess {
         Ok(s)
     }
 
+    /// Where the node runs `mailfleet` from: a lab host shares this machine's program; any
+    /// other node gets a copy at [`crate::bootstrap::AGENT_PROGRAM`].
+    pub fn agent_program(&self) -> std::path::PathBuf {
+        match (&self.lab, &self.program) {
+            (Some(_), Some(exe)) => exe.clone(),
+            _ => crate::bootstrap::AGENT_PROGRAM.into(),
+        }
+    }
+
+    /// Copies this `mailfleet` program to the node for its agent, unless the same one is
+    /// there already.
+    async fn put_program(&self, s: &Session) -> Result<(), InstallError> {
+        let exe = self
+            .program
+            .clone()
+            .ok_or_else(|| InstallError::Node("this program's path is not known".into()))?;
+        let bytes = tokio::fs::read(&exe)
+            .await
+            .map_err(|e| InstallError::Node(format!("{}: {e}", exe.display())))?;
+        let digest = super::super::agent::report::hex(
+            ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref(),
+        );
+        let target = crate::bootstrap::AGENT_PROGRAM;
+        let there = s
+            .exec(&format!("sha256sum {target} 2>/dev/null"), None)
+            .await?;
+        if there.stdout.split_whitespace().next() == Some(digest.as_str()) {
+            return Ok(());
+        }
+        let out = s.put(target, 0o755, &bytes).await?;
+        if !out.ok() {
+            return Err(InstallError::Node(format!(
+                "writing {target}: {}",
+                out.tail()
+            )));
+        }
+        Ok(())
+    }
+
     /// One bootstrap sub-task on the node; its evidence.
     pub async fn install(
         &self,
@@ -251,7 +297,17 @@ impl SshAccess {
         };
         let s = self.session(node).await?;
         let first = s.host_key.clone();
-        let out = ssh::install_task(&s, bundle, task).await;
+        let wants_program = task == Task::Agent
+            && self.lab.is_none()
+            && bundle.files.iter().any(|f| f.task == Task::Agent);
+        let out = if wants_program {
+            match self.put_program(&s).await {
+                Ok(()) => ssh::install_task(&s, bundle, task).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            ssh::install_task(&s, bundle, task).await
+        };
         s.close().await;
         match out {
             Ok(evidence) if task == Task::Packages => Ok(format!("{evidence} (host key {first})")),
@@ -313,6 +369,7 @@ impl SshAccess {
             daily_cap: None,
             relay_networks: Vec::new(),
             sink: None,
+            agent: None,
         };
         let mut bundle = crate::bootstrap::render(&config, &layout);
         bundle.files.retain(|f| f.task == Task::Tls);
@@ -672,6 +729,7 @@ mod tests {
             daily_cap: None,
             relay_networks: vec![],
             sink: None,
+            agent: None,
         };
         let b = crate::bootstrap::render(&n, &Layout::debian());
         let broken = inject(&b, Task::Postfix);

@@ -29,10 +29,12 @@ pub enum Task {
     Firewall,
     Fail2ban,
     Reload,
+    /// The monitoring agent, reporting to `mailfleet serve`.
+    Agent,
 }
 
 impl Task {
-    pub const ALL: [Task; 7] = [
+    pub const ALL: [Task; 8] = [
         Task::Packages,
         Task::Tls,
         Task::Opendkim,
@@ -40,6 +42,7 @@ impl Task {
         Task::Firewall,
         Task::Fail2ban,
         Task::Reload,
+        Task::Agent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Task {
             Task::Firewall => "nftables",
             Task::Fail2ban => "fail2ban",
             Task::Reload => "reload",
+            Task::Agent => "agent",
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Layout {
     pub nftables_conf: PathBuf,
     pub fail2ban_jail: PathBuf,
     pub mailname: PathBuf,
+    /// The agent's token and the root it trusts.
+    pub agent_dir: PathBuf,
     /// A lab host's own folder (its queue, data, pid files and mail log): set, the node
     /// shares the machine's programs and runs its daemons itself (no systemd, no apt).
     pub lab_dir: Option<PathBuf>,
@@ -91,6 +97,7 @@ impl Layout {
             nftables_conf: "/etc/nftables.conf".into(),
             fail2ban_jail: "/etc/fail2ban/jail.d/mailfleet.local".into(),
             mailname: "/etc/mailname".into(),
+            agent_dir: "/etc/mailfleet/agent".into(),
             lab_dir: None,
         }
     }
@@ -111,6 +118,7 @@ impl Layout {
             nftables_conf: own.join("nftables.conf"),
             fail2ban_jail: own.join("fail2ban.local"),
             mailname: own.join("mailname"),
+            agent_dir: own.join("agent"),
             lab_dir: Some(dir.to_path_buf()),
         }
     }
@@ -128,6 +136,7 @@ impl Layout {
             nftables_conf: root.join("etc/nftables.conf"),
             fail2ban_jail: root.join("etc/fail2ban/jail.d/mailfleet.local"),
             mailname: root.join("etc/mailname"),
+            agent_dir: root.join("etc/mailfleet/agent"),
             lab_dir: None,
         }
     }
@@ -155,6 +164,35 @@ pub struct NodeConfig {
     /// mailfleet's mail sink (its domain and address), where verification's test message
     /// goes: the node routes that domain there.
     pub sink: Option<(String, std::net::SocketAddr)>,
+    /// The monitoring agent to install, when `[serve] agent_url` is set.
+    pub agent: Option<AgentInstall>,
+}
+
+/// Where a Debian node keeps the `mailfleet` program its agent runs.
+pub const AGENT_PROGRAM: &str = "/usr/local/bin/mailfleet";
+
+/// What the node's agent needs: where to report, as whom, with which token, trusting
+/// which root, how often; and the program (`mailfleet`) on the node.
+#[derive(Clone)]
+pub struct AgentInstall {
+    pub url: String,
+    pub id: String,
+    /// The node's token (hex); `None` in a preview.
+    pub token: Option<String>,
+    pub root_pem: String,
+    pub interval_secs: u64,
+    /// Where the `mailfleet` program is on the node.
+    pub program: PathBuf,
+}
+
+impl std::fmt::Debug for AgentInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentInstall")
+            .field("url", &self.url)
+            .field("id", &self.id)
+            .field("program", &self.program)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A file's contents: text, or a secret that is installed but never shown.
@@ -332,10 +370,105 @@ pub fn render(n: &NodeConfig, l: &Layout) -> Bundle {
         owner: "root",
         contents: Contents::Text(FAIL2BAN.to_string()),
     });
-    let commands = match &l.lab_dir {
+    let mut commands = match &l.lab_dir {
         None => debian_commands(n, l),
         Some(dir) => lab_commands(n, l, dir),
     };
+    match &n.agent {
+        Some(a) => {
+            files.push(File {
+                task: Task::Agent,
+                path: l.agent_dir.join("token"),
+                mode: 0o600,
+                owner: "root",
+                contents: match &a.token {
+                    Some(t) => Contents::Secret {
+                        what: "the node's agent token",
+                        pem: t.clone(),
+                    },
+                    None => Contents::Withheld {
+                        what: "the node's agent token",
+                    },
+                },
+            });
+            files.push(File {
+                task: Task::Agent,
+                path: l.agent_dir.join("root.pem"),
+                mode: 0o644,
+                owner: "root",
+                contents: Contents::Text(a.root_pem.clone()),
+            });
+            let queue = l
+                .queue_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/spool/postfix"));
+            let args = |state: &Path, log: &Path| {
+                format!(
+                    "agent --server {} --id {} --token-file {} --ca-file {} --state-dir {} \
+                     --maillog {} --queue-dir {} --interval {}s",
+                    a.url,
+                    a.id,
+                    p(&l.agent_dir.join("token")),
+                    p(&l.agent_dir.join("root.pem")),
+                    p(state),
+                    p(log),
+                    p(&queue),
+                    a.interval_secs
+                )
+            };
+            match &l.lab_dir {
+                Some(dir) => {
+                    // Started by hand, its own session, in the host's namespace; stopped
+                    // with the host.
+                    let pid = p(&dir.join("agent.pid"));
+                    commands.push((
+                        Task::Agent,
+                        format!(
+                            "old=$(cat {pid} 2>/dev/null); if [ -n \"$old\" ]; then kill $old 2>/dev/null; fi; \
+                             XDG_STATE_HOME={dir} setsid {prog} {args} </dev/null >{out} 2>&1 & echo $! > {pid}; \
+                             sleep 0.5; kill -0 $(cat {pid}) 2>/dev/null || {{ echo 'the agent stopped:' >&2; \
+                             tail -n 3 {out} >&2; exit 1; }}",
+                            dir = p(dir),
+                            prog = p(&a.program),
+                            args = args(&dir.join("agent-state"), &dir.join("maillog")),
+                            out = p(&dir.join("agent.out")),
+                        ),
+                    ));
+                }
+                None => {
+                    files.push(File {
+                        task: Task::Agent,
+                        path: "/etc/systemd/system/mailfleet-agent.service".into(),
+                        mode: 0o644,
+                        owner: "root",
+                        contents: Contents::Text(format!(
+                            "# Written by mailfleet: changes are overwritten.\n[Unit]\n\
+                             Description=mailfleet monitoring agent\nAfter=network-online.target postfix.service\n\n\
+                             [Service]\nExecStart={} {}\nRestart=always\nRestartSec=5\n\n\
+                             [Install]\nWantedBy=multi-user.target\n",
+                            p(&a.program),
+                            args(
+                                Path::new("/var/lib/mailfleet-agent"),
+                                Path::new("/var/log/mail.log")
+                            )
+                        )),
+                    });
+                    commands.push((
+                        Task::Agent,
+                        format!(
+                            "test -x {prog} && systemctl daemon-reload && systemctl enable mailfleet-agent \
+                             && systemctl restart mailfleet-agent",
+                            prog = p(&a.program)
+                        ),
+                    ));
+                }
+            }
+        }
+        None => commands.push((
+            Task::Agent,
+            "echo 'skipped: [serve] agent_url is not set'".to_string(),
+        )),
+    }
     Bundle { files, commands }
 }
 
@@ -778,6 +911,7 @@ mod tests {
             daily_cap: Some(500),
             relay_networks: vec!["10.20.0.0/16".into()],
             sink: None,
+            agent: None,
         }
     }
 

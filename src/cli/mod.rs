@@ -682,6 +682,15 @@ async fn node_config(env: &Env, node: &str) -> Result<crate::bootstrap::NodeConf
         daily_cap,
         relay_networks: vec![],
         sink: None,
+        agent: (!env.cfg.serve.agent_url.is_empty()).then(|| crate::bootstrap::AgentInstall {
+            url: env.cfg.serve.agent_url.clone(),
+            id: n.request_id.clone().unwrap_or_default(),
+            token: None,
+            root_pem: std::fs::read_to_string(crate::serve::own_dir(&env.store).join("root.pem"))
+                .unwrap_or_else(|_| "(serve's root, made when serve first starts)\n".into()),
+            interval_secs: env.cfg.serve.heartbeat_interval.as_secs().max(1),
+            program: crate::bootstrap::AGENT_PROGRAM.into(),
+        }),
     })
 }
 

@@ -422,6 +422,12 @@ pub struct ServeConfig {
     pub tls_key: String,
     /// Names and addresses its own certificate is for, beside the listen address.
     pub names: Vec<String>,
+    /// The address nodes' agents report to (`https://HOST:PORT`, reaching `listen`). Set,
+    /// the bootstrap installs an agent on each node reached over SSH; empty, none.
+    pub agent_url: String,
+    /// The `mailfleet` program agents run: a lab host runs it in place, any other node gets
+    /// a copy. Empty: this program.
+    pub agent_program: String,
     /// How often agents report.
     #[serde(with = "duration_serde")]
     pub heartbeat_interval: Duration,
@@ -439,6 +445,8 @@ impl Default for ServeConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             names: Vec::new(),
+            agent_url: String::new(),
+            agent_program: String::new(),
             heartbeat_interval: Duration::from_secs(30),
             missed_heartbeats: 3,
             max_skew: Duration::from_secs(300),
@@ -473,6 +481,16 @@ impl ServeConfig {
         ] {
             if d.is_zero() {
                 return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if !self.agent_url.is_empty() {
+            let rest = self.agent_url.strip_prefix("https://").unwrap_or("");
+            if rest.is_empty() || rest.contains(['/', ' ', '\'', '"', '\\']) || !rest.contains(':')
+            {
+                return Err(ConfigError::invalid(
+                    "serve.agent_url",
+                    format!("{:?} is not \"https://HOST:PORT\"", self.agent_url),
+                ));
             }
         }
         if self.missed_heartbeats == 0 {

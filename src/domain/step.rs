@@ -100,7 +100,7 @@ impl Step {
 
 /// The sub-tasks of a bootstrap over SSH, recorded in the configure step in this order
 /// (the names of [`crate::bootstrap::Task`]).
-pub const BOOTSTRAP_TASKS: [&str; 7] = [
+pub const BOOTSTRAP_TASKS: [&str; 8] = [
     "packages",
     "tls_install",
     "opendkim",
@@ -108,6 +108,7 @@ pub const BOOTSTRAP_TASKS: [&str; 7] = [
     "nftables",
     "fail2ban",
     "reload",
+    "agent",
 ];
 
 impl fmt::Display for Step {

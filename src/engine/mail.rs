@@ -664,6 +664,7 @@ impl StepRun<'_> {
             daily_cap,
             relay_networks: Vec::new(),
             sink: Some(sink),
+            agent: self.agent_install(ssh, node).await?,
         };
         let bundle = render(&config, &layout);
         drop(config);
@@ -679,6 +680,46 @@ impl StepRun<'_> {
             .await?;
         }
         Ok(())
+    }
+
+    /// The agent to install on the node, when `[serve] agent_url` is set: a new token
+    /// for it (kept sealed; the one it had stops working), and `serve`'s root.
+    async fn agent_install(
+        &self,
+        ssh: &crate::access::remote::SshAccess,
+        _node: &crate::access::NodeRef,
+    ) -> Result<Option<crate::bootstrap::AgentInstall>, Stop> {
+        let cfg = &self.ctx.cfg;
+        if cfg.serve.agent_url.is_empty() {
+            return Ok(None);
+        }
+        let fail = |e: String| Stop::Failed(format!("agent: {e}"));
+        let id = crate::serve::identity(cfg, &self.ctx.store).map_err(fail)?;
+        let root_pem = match id.root_pem {
+            Some(r) => r,
+            // A configured chain: its last certificate is what agents anchor at.
+            None => id
+                .chain_pem
+                .rfind("-----BEGIN CERTIFICATE-----")
+                .map(|i| id.chain_pem[i..].to_string())
+                .ok_or_else(|| fail("serve.tls_cert holds no certificate".into()))?,
+        };
+        let token = crate::agent::issue_token(
+            &self.ctx.store,
+            &cfg.dkim.key_env,
+            &self.claim.id,
+            self.ctx.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+        Ok(Some(crate::bootstrap::AgentInstall {
+            url: cfg.serve.agent_url.clone(),
+            id: self.claim.id.clone(),
+            token: Some(token.to_string()),
+            root_pem,
+            interval_secs: cfg.serve.heartbeat_interval.as_secs().max(1),
+            program: ssh.agent_program(),
+        }))
     }
 
     /// `rdns_confirm` for a node reached over SSH: the PTR of its address, asked over DNS,

@@ -896,9 +896,8 @@ heartbeat_interval = "1s"
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(
+    assert!(
         server.counts().get("accepted").copied().unwrap_or(0) >= 3,
-        true,
         "{:?}",
         server.counts()
     );

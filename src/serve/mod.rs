@@ -36,6 +36,19 @@ pub const RESULTS: [&str; 8] = [
     "not_registered",
 ];
 
+/// How long the first report of a batch waits for others to be written with it, and the
+/// most written together: one commit a tenth of a second instead of one a report (10,000
+/// nodes at 30 s are 333 reports a second).
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const BATCH_MOST: usize = 1000;
+
+/// A checked report waiting to be written, and where its outcome goes.
+struct Pending {
+    agent: String,
+    report: Report,
+    reply: tokio::sync::oneshot::Sender<Result<Accepted, String>>,
+}
+
 /// What the listener shares.
 pub struct Server {
     store: Store,
@@ -44,11 +57,48 @@ pub struct Server {
     max_skew: chrono::Duration,
     tokens: Mutex<HashMap<String, Arc<Zeroizing<Vec<u8>>>>>,
     counts: [AtomicU64; RESULTS.len()],
+    ingest: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Writes checked reports in batches (see [`BATCH_WAIT`]).
+async fn ingest(store: Store, clock: SharedClock, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < BATCH_MOST {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                _ => break,
+            }
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.agent, p.report), p.reply))
+            .unzip();
+        match store.accept_reports(items, clock.now()).await {
+            Ok(results) => {
+                for (r, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(why.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl Server {
+    /// The listener's state, and the task that writes its reports (it must be called
+    /// inside the runtime).
     pub fn new(store: Store, cfg: &Config, clock: SharedClock) -> Arc<Server> {
+        let (tx, rx) = tokio::sync::mpsc::channel(BATCH_MOST * 4);
+        tokio::spawn(ingest(store.clone(), clock.clone(), rx));
         Arc::new(Server {
+            ingest: tx,
             store,
             clock,
             key_env: cfg.dkim.key_env.clone(),
@@ -179,7 +229,22 @@ impl Server {
         if let Some(why) = r.problem() {
             return refuse("malformed", StatusCode::BAD_REQUEST, why);
         }
-        match self.store.accept_report(agent, r, now).await {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = self
+            .ingest
+            .send(Pending {
+                agent: agent.to_string(),
+                report: r,
+                reply,
+            })
+            .await;
+        let written = match queued {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err("the writer stopped".to_string())),
+            Err(_) => Err("the writer stopped".to_string()),
+        };
+        match written {
             Ok(Accepted::Recorded { recovered, .. }) => {
                 self.count("accepted");
                 let said = if recovered {

@@ -37,6 +37,125 @@ pub enum Accepted {
 pub const CPU_ALERT: f64 = 90.0;
 pub const CPU_CLEAR: f64 = 75.0;
 
+fn accept_one(
+    c: &super::Conn,
+    agent: &str,
+    report: Report,
+    now: DateTime<Utc>,
+) -> Result<Accepted, StoreError> {
+    let agent = agent.to_string();
+    let last: Option<i64> = c
+        .prepare_cached("SELECT last_seq FROM agent_tokens WHERE agent = ?")?
+        .query_row([&agent], |r| r.get(0))
+        .optional()?;
+    let Some(last) = last else {
+        return Err(StoreError::NotFound(agent.clone()));
+    };
+    let last = u64::try_from(last).unwrap_or(0);
+    if report.seq <= last {
+        return Ok(Accepted::Replay { last_seq: last });
+    }
+    let node: Option<(String, String)> = c
+        .prepare_cached(
+            "SELECT id, status FROM nodes WHERE request_id = ? AND status <> 'decommissioned'",
+        )?
+        .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((node_id, status)) = node else {
+        return Ok(Accepted::NoNode);
+    };
+    let at = ts(now);
+    let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    c.prepare_cached(
+        "INSERT INTO node_heartbeats (node_id, seq, measured_at, received_at, cpu_pct, mem_used,
+            mem_total, queue_free, queue_len, net_rx, net_tx, delivered, bounced, deferred, complaints)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        node_id,
+        i(report.seq),
+        report.measured_at,
+        at,
+        report.cpu_pct,
+        i(report.mem_used),
+        i(report.mem_total),
+        i(report.queue_free),
+        i(report.queue_len),
+        i(report.net_rx),
+        i(report.net_tx),
+        i(report.delivered),
+        i(report.bounced),
+        i(report.deferred),
+        i(report.complaints),
+    ])?;
+    c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
+        .execute(params![i(report.seq), at, agent])?;
+    c.prepare_cached("UPDATE nodes SET last_heartbeat = ? WHERE id = ?")?
+        .execute(params![at, node_id])?;
+    // The deliveries, added to the node's open warm-up day (its own date, at the day
+    // boundary's offset).
+    let sent = report.delivered + report.bounced + report.deferred;
+    if sent > 0 || report.complaints > 0 {
+        c.prepare_cached(
+            "INSERT INTO warmup_days (node_id, date, day, cap, scheduled, sent, delivered, deferred, bounced, complaints)
+             SELECT w.node_id, COALESCE(w.day_date, ?2), w.day, w.cap, w.cap, ?3, ?4, ?5, ?6, ?7
+             FROM node_warmup w WHERE w.node_id = ?1 AND w.status <> 'completed'
+             ON CONFLICT (node_id, date) DO UPDATE SET sent = sent + ?3, delivered = delivered + ?4,
+                 deferred = deferred + ?5, bounced = bounced + ?6, complaints = MIN(delivered + ?4, complaints + ?7)",
+        )?
+        .execute(params![
+            node_id,
+            now.date_naive().to_string(),
+            i(sent),
+            i(report.delivered),
+            i(report.deferred),
+            i(report.bounced),
+            i(report.complaints)
+        ])?;
+    }
+    // A node busy near its limit: a low alert, lifted once it has room again.
+    let cpu_subject = format!("cpu:node:{node_id}");
+    if report.cpu_pct >= CPU_ALERT {
+        let host: String = c
+            .prepare_cached("SELECT hostname FROM nodes WHERE id = ?")?
+            .query_row([&node_id], |r| r.get(0))?;
+        let message = format!(
+            "{host}: CPU {:.0}% busy (alert at {CPU_ALERT:.0}%)",
+            report.cpu_pct
+        );
+        raise_alert(
+            c,
+            Severity::Low,
+            "cpu",
+            &cpu_subject,
+            Some(&node_id),
+            &message,
+            &at,
+        )?;
+    } else if report.cpu_pct < CPU_CLEAR {
+        resolve_alert(c, &cpu_subject, "CPU back under the threshold", &at)?;
+    }
+    let mut recovered = false;
+    if status == "unhealthy" {
+        let moved = transition(
+            c,
+            &node_id,
+            NodeEvent::HeartbeatsBack,
+            "engine",
+            "its agent reports again",
+            &at,
+        )?;
+        recovered = moved.is_ok();
+        resolve_alert(
+            c,
+            &heartbeat_subject(&node_id),
+            "its agent reports again",
+            &at,
+        )?;
+    }
+    Ok(Accepted::Recorded { node_id, recovered })
+}
+
 /// The subject of a node's missed-heartbeats alert.
 pub fn heartbeat_subject(node_id: &str) -> String {
     format!("heartbeat:node:{node_id}")
@@ -94,105 +213,30 @@ impl Store {
         report: Report,
         now: DateTime<Utc>,
     ) -> Result<Accepted, StoreError> {
-        let agent = agent.to_string();
+        let mut out = self
+            .accept_reports(vec![(agent.to_string(), report)], now)
+            .await?;
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::NotFound(agent.to_string())))
+    }
+
+    /// [`accept_report`](Self::accept_report) for many reports in one transaction (what
+    /// `serve` takes in a moment, written together); each its own outcome, in order.
+    pub async fn accept_reports(
+        &self,
+        reports: Vec<(String, Report)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
         self.write(move |c| {
-            let last: Option<i64> = c
-                .prepare_cached("SELECT last_seq FROM agent_tokens WHERE agent = ?")?
-                .query_row([&agent], |r| r.get(0))
-                .optional()?;
-            let Some(last) = last else {
-                return Err(StoreError::NotFound(agent.clone()));
-            };
-            let last = u64::try_from(last).unwrap_or(0);
-            if report.seq <= last {
-                return Ok(Accepted::Replay { last_seq: last });
+            let mut out = Vec::with_capacity(reports.len());
+            for (agent, report) in reports {
+                out.push(match accept_one(c, &agent, report, now) {
+                    Err(StoreError::NotFound(a)) => Err(StoreError::NotFound(a)),
+                    Err(e) => return Err(e),
+                    ok => ok,
+                });
             }
-            let node: Option<(String, String)> = c
-                .prepare_cached(
-                    "SELECT id, status FROM nodes WHERE request_id = ? AND status <> 'decommissioned'",
-                )?
-                .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((node_id, status)) = node else {
-                return Ok(Accepted::NoNode);
-            };
-            let at = ts(now);
-            let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            c.prepare_cached(
-                "INSERT INTO node_heartbeats (node_id, seq, measured_at, received_at, cpu_pct, mem_used,
-                    mem_total, queue_free, queue_len, net_rx, net_tx, delivered, bounced, deferred, complaints)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                node_id,
-                i(report.seq),
-                report.measured_at,
-                at,
-                report.cpu_pct,
-                i(report.mem_used),
-                i(report.mem_total),
-                i(report.queue_free),
-                i(report.queue_len),
-                i(report.net_rx),
-                i(report.net_tx),
-                i(report.delivered),
-                i(report.bounced),
-                i(report.deferred),
-                i(report.complaints),
-            ])?;
-            c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
-                .execute(params![i(report.seq), at, agent])?;
-            c.prepare_cached("UPDATE nodes SET last_heartbeat = ? WHERE id = ?")?
-                .execute(params![at, node_id])?;
-            // The deliveries, added to the node's open warm-up day (its own date, at the day
-            // boundary's offset).
-            let sent = report.delivered + report.bounced + report.deferred;
-            if sent > 0 || report.complaints > 0 {
-                c.prepare_cached(
-                    "INSERT INTO warmup_days (node_id, date, day, cap, scheduled, sent, delivered, deferred, bounced, complaints)
-                     SELECT w.node_id, COALESCE(w.day_date, ?2), w.day, w.cap, w.cap, ?3, ?4, ?5, ?6, ?7
-                     FROM node_warmup w WHERE w.node_id = ?1 AND w.status <> 'completed'
-                     ON CONFLICT (node_id, date) DO UPDATE SET sent = sent + ?3, delivered = delivered + ?4,
-                         deferred = deferred + ?5, bounced = bounced + ?6, complaints = MIN(delivered + ?4, complaints + ?7)",
-                )?
-                .execute(params![
-                    node_id,
-                    now.date_naive().to_string(),
-                    i(sent),
-                    i(report.delivered),
-                    i(report.deferred),
-                    i(report.bounced),
-                    i(report.complaints)
-                ])?;
-            }
-            // A node busy near its limit: a low alert, lifted once it has room again.
-            let cpu_subject = format!("cpu:node:{node_id}");
-            if report.cpu_pct >= CPU_ALERT {
-                let host: String = c
-                    .prepare_cached("SELECT hostname FROM nodes WHERE id = ?")?
-                    .query_row([&node_id], |r| r.get(0))?;
-                let message = format!(
-                    "{host}: CPU {:.0}% busy (alert at {CPU_ALERT:.0}%)",
-                    report.cpu_pct
-                );
-                raise_alert(c, Severity::Low, "cpu", &cpu_subject, Some(&node_id), &message, &at)?;
-            } else if report.cpu_pct < CPU_CLEAR {
-                resolve_alert(c, &cpu_subject, "CPU back under the threshold", &at)?;
-            }
-            let mut recovered = false;
-            if status == "unhealthy" {
-                let moved = transition(
-                    c,
-                    &node_id,
-                    NodeEvent::HeartbeatsBack,
-                    "engine",
-                    "its agent reports again",
-                    &at,
-                )?;
-                recovered = moved.is_ok();
-                resolve_alert(c, &heartbeat_subject(&node_id), "its agent reports again", &at)?;
-            }
-            Ok(Accepted::Recorded { node_id, recovered })
+            Ok(out)
         })
         .await
     }

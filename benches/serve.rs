@@ -1,0 +1,272 @@
+//! Issue 16's bench: `mailfleet serve` taking heartbeats from 10,000 nodes at 30 s
+//! intervals, and what that costs it in CPU.
+//!
+//! A demo fleet of `MAILFLEET_BENCH_NODES` nodes (default 10000) is made in a temp dir,
+//! each live node issued an agent token (sealed in the database). The real `mailfleet
+//! serve` process then runs on it (its engine, the heartbeat watch and the HTTPS listener),
+//! and this process plays the agents: every node sends one signed report every 30 s, spread
+//! evenly over the interval, over `MAILFLEET_BENCH_CONNS` keep-alive TLS connections
+//! (default 500; a real agent keeps its own connection open between reports). After a
+//! 10 s warm-up, for `MAILFLEET_BENCH_S` seconds (default 60), it measures:
+//!
+//! - **CPU** of the serve process (user+system, `/proc/PID/stat`), as a percentage of one
+//!   core. Target < 5%.
+//! - reports accepted per second, and the latency of each report (p50, p99), as an agent
+//!   sees it.
+//!
+//! Every report must be accepted, and each is a heartbeat row afterwards. Ends with one
+//! JSON line.
+
+use mailfleet::agent::report::{self, Report};
+use mailfleet::config::{self, Config};
+use mailfleet::demo::DemoSpec;
+use serde_json::json;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("name") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Duration::from_secs_f64((utime + stime) as f64 / hz)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn main() {
+    let nodes = knob("MAILFLEET_BENCH_NODES", 10_000) as usize;
+    let conns = knob("MAILFLEET_BENCH_CONNS", 500) as usize;
+    let window = Duration::from_secs(knob("MAILFLEET_BENCH_S", 60));
+    let warm = Duration::from_secs(10);
+    let interval = Duration::from_secs(30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let base = std::env::var("MAILFLEET_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    let dir = tempfile::Builder::new()
+        .prefix("mailfleet-serve-bench-")
+        .tempdir_in(base)
+        .expect("temp dir");
+    // Tokens sealed in the database, as a production engine keeps them.
+    let key_env = "MAILFLEET_BENCH_SEALING_KEY";
+    std::env::set_var(key_env, "c2VydmUtYmVuY2gtc2VhbGluZy1rZXktMzItYnl0ZXM=");
+    let port = free_port();
+    let defaults =
+        config::from_layers(&[("(built-in defaults)".into(), config::DEFAULT_TOML.into())])
+            .expect("defaults");
+    let spec = DemoSpec { nodes, seed: 7 };
+    let mut cfg: Config = mailfleet::demo::config_for(&defaults, &spec);
+    cfg.dkim.key_env = key_env.into();
+    cfg.serve.listen = format!("127.0.0.1:{port}");
+    cfg.serve.heartbeat_interval = interval;
+    // No DNSBL queries from the bench machine: the ingest path is what is measured.
+    cfg.blocklists.monitor = false;
+    let cfg_path = dir.path().join("serve.toml");
+    std::fs::write(&cfg_path, toml::to_string(&cfg).expect("toml")).expect("settings");
+    let db = dir.path().join("mailfleet.db");
+
+    let t = Instant::now();
+    let agents: Vec<(String, Vec<u8>)> = rt.block_on(async {
+        let store = mailfleet::store::Store::open(&db, &cfg.store)
+            .await
+            .expect("store");
+        mailfleet::demo::generate(&store, &cfg, &spec, chrono::Utc::now())
+            .await
+            .expect("demo fleet");
+        let live = store.list_nodes(&Default::default()).await.expect("nodes");
+        let mut out = Vec::new();
+        for n in live.iter().filter(|n| n.status != "decommissioned") {
+            let Some(agent) = n.request_id.clone() else {
+                continue;
+            };
+            let token = mailfleet::agent::issue_token(&store, key_env, &agent, chrono::Utc::now())
+                .await
+                .expect("token");
+            out.push((agent, token.as_bytes().to_vec()));
+        }
+        out
+    });
+    eprintln!(
+        "fleet of {} nodes with agents made in {:.1} s",
+        agents.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("serve")
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let pid = serve.id();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("serve's first line");
+    let url = format!("https://127.0.0.1:{port}/v1/report");
+    // The same process with no agent reporting: what its engine and heartbeat watch cost.
+    std::thread::sleep(Duration::from_secs(5));
+    let (i0, c0) = (Instant::now(), cpu_time(pid));
+    std::thread::sleep(Duration::from_secs(knob("MAILFLEET_BENCH_IDLE_S", 15)));
+    let idle_pct = (cpu_time(pid) - c0).as_secs_f64() / i0.elapsed().as_secs_f64() * 100.0;
+    let root = std::fs::read(dir.path().join("serve").join("root.pem")).expect("root");
+
+    let result = rt.block_on(async move {
+        let root = reqwest::Certificate::from_pem(&root).expect("root");
+        let clients: Vec<reqwest::Client> = (0..conns)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(root.clone())
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("client")
+            })
+            .collect();
+        let clients = Arc::new(clients);
+        let agents = Arc::new(agents);
+        let n = agents.len();
+        // Every agent once per interval, evenly spread: one report every interval/n.
+        let gap = interval.as_secs_f64() / n as f64;
+        let start = tokio::time::Instant::now();
+        let total = warm + window;
+        let sent = (total.as_secs_f64() / gap) as usize;
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(sent)));
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut cpu_start = None;
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..sent {
+            let due = start + Duration::from_secs_f64(k as f64 * gap);
+            tokio::time::sleep_until(due).await;
+            if cpu_start.is_none() && due >= start + warm {
+                cpu_start = Some((Instant::now(), cpu_time(pid)));
+            }
+            let measured = cpu_start.is_some();
+            let (clients, agents, url) = (clients.clone(), agents.clone(), url.clone());
+            let (latencies, failures) = (latencies.clone(), failures.clone());
+            tasks.spawn(async move {
+                let (agent, token) = &agents[k % n];
+                let r = Report {
+                    seq: (k / n) as u64 + 1,
+                    measured_at: chrono::Utc::now().to_rfc3339(),
+                    cpu_pct: 3.0,
+                    mem_used: 512 << 20,
+                    mem_total: 2 << 30,
+                    queue_free: 10 << 30,
+                    queue_len: 4,
+                    net_rx: 100_000,
+                    net_tx: 400_000,
+                    delivered: 40,
+                    bounced: 1,
+                    deferred: 2,
+                    complaints: 0,
+                };
+                let body = serde_json::to_vec(&r).expect("json");
+                let time = chrono::Utc::now().timestamp();
+                let t = Instant::now();
+                let answer = clients[k % clients.len()]
+                    .post(&url)
+                    .header(report::AGENT_HEADER, agent)
+                    .header(report::TIME_HEADER, time.to_string())
+                    .header(report::SIGNATURE_HEADER, report::sign(token, time, &body))
+                    .body(body)
+                    .send()
+                    .await;
+                let ok = matches!(&answer, Ok(a) if a.status().is_success());
+                if !ok {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if measured {
+                    latencies
+                        .lock()
+                        .expect("lock")
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            });
+            // Reap finished ones as we go.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        let (t0, c0) = cpu_start.expect("the window began");
+        let elapsed = t0.elapsed();
+        let cpu = cpu_time(pid) - c0;
+        let mut l = latencies.lock().expect("lock").clone();
+        l.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| {
+            l.get(((l.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (
+            sent,
+            failures.load(std::sync::atomic::Ordering::Relaxed),
+            l.len() as f64 / elapsed.as_secs_f64(),
+            cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+            q(0.5),
+            q(0.99),
+        )
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let (sent, failed, rate, cpu_pct, p50, p99) = result;
+    // Every report is a heartbeat row.
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT COUNT(*) FROM node_heartbeats", [], |r| r.get(0))
+        .expect("count");
+    println!("serve: {nodes} nodes reporting every 30 s over {conns} connections");
+    println!("  reports sent {sent}, refused or failed {failed}, heartbeat rows {rows}");
+    println!("  accepted {rate:.0} reports/s over {} s", window.as_secs());
+    println!("  serve CPU {cpu_pct:.2}% of one core (target < 5%); {idle_pct:.2}% with no agent reporting");
+    println!("  latency p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let ok = failed == 0 && rows == sent as i64 && cpu_pct < 5.0;
+    println!(
+        "{}",
+        json!({
+            "bench": "serve",
+            "nodes": nodes,
+            "connections": conns,
+            "window_s": window.as_secs(),
+            "reports": sent,
+            "failed": failed,
+            "heartbeat_rows": rows,
+            "reports_per_s": rate,
+            "serve_cpu_pct_of_core": cpu_pct,
+            "serve_idle_cpu_pct_of_core": idle_pct,
+            "target_cpu_pct": 5.0,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "defaults": nodes == 10_000 && conns == 500 && window.as_secs() == 60,
+            "ok": ok,
+        })
+    );
+}

@@ -23,7 +23,8 @@ use toml::{Table, Value};
 
 pub mod mail;
 pub use mail::{
-    ChallengeKind, DnsConfig, DnsProviderKind, ServeConfig, TlsConfig, VerifyConfig, LAB_SINK_PORT,
+    AlertingConfig, ChallengeKind, DnsConfig, DnsProviderKind, ServeConfig, TlsConfig,
+    VerifyConfig, LAB_SINK_PORT,
 };
 
 /// The built-in defaults, always the first layer.
@@ -415,6 +416,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub verify: VerifyConfig,
     pub serve: ServeConfig,
+    pub alerting: AlertingConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -1261,6 +1263,7 @@ impl Config {
         self.tls.validate(&self.dns)?;
         self.verify.validate()?;
         self.serve.validate()?;
+        self.alerting.validate()?;
         self.validate_blocklists()?;
         self.validate_warmup()?;
         self.validate_approvals()?;

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod alerting;
 pub mod bootstrap;
 pub mod cli;
 pub mod clock;

@@ -157,6 +157,8 @@ pub enum Cmd {
     Lab(LabCmd),
     /// Alerts (blocklist listings, bounce rates, unusable zones), newest first.
     Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsCmd>,
         /// Resolved ones too.
         #[arg(long)]
         all: bool,
@@ -256,6 +258,13 @@ pub struct Decision {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Send a synthetic alert through the configured sinks ([alerting]) now, and say what
+    /// became of it.
+    Test,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum NodeCmd {
     /// List nodes.
     List {
@@ -1054,7 +1063,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 i64::from(env.cfg.tls.renew_before_days),
             )?;
         }
-        Cmd::Alerts { all, limit, json } => {
+        Cmd::Alerts {
+            action: Some(AlertsCmd::Test),
+            ..
+        } => {
+            let Some(router) = crate::alerting::Router::from_config(&env.cfg.alerting)
+                .map_err(|e| eyre!("{}", sanitize(&e)))?
+            else {
+                return Err(eyre!(
+                    "alerting: no sink is configured (set [alerting] email_relay and email_to)"
+                ));
+            };
+            let said = router
+                .send(&crate::alerting::test_alert(env.clock.now()))
+                .await
+                .map_err(|e| eyre!("the test alert was not sent: {}", sanitize(&e)))?;
+            println!("test alert {}", sanitize(&said));
+        }
+        Cmd::Alerts {
+            action: None,
+            all,
+            limit,
+            json,
+        } => {
             let list = env.store.alerts(!*all, *limit).await?;
             output::alert_list(&list, *json, env.clock.now())?;
         }
@@ -1152,11 +1183,28 @@ async fn work(env: &Env, until_idle: bool) -> Result<()> {
     if until_idle {
         return until_idle_report(&engine::run_until_idle(ctx).await);
     }
+    let alerts = alert_router(env)?;
     let handle = engine::spawn(ctx);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
+    if let Some(a) = alerts {
+        a.abort();
+    }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Sends alerts to the configured sinks while the engine runs (`work`, `serve`).
+fn alert_router(env: &Env) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    Ok(crate::alerting::Router::from_config(&env.cfg.alerting)
+        .map_err(|e| eyre!("{}", sanitize(&e)))?
+        .map(|r| {
+            tokio::spawn(crate::alerting::run(
+                env.store.clone(),
+                r,
+                env.clock.clone(),
+            ))
+        }))
 }
 
 /// Says on stderr what a run until idle left: requests waiting for a person as notes (the
@@ -1232,10 +1280,14 @@ async fn serve(env: &Env) -> Result<()> {
         env.cfg.clone(),
         env.clock.clone(),
     ));
+    let alerts = alert_router(env)?;
     let handle = engine::spawn(ctx);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
     watch.abort();
+    if let Some(a) = alerts {
+        a.abort();
+    }
     drop(listening);
     handle.shutdown().await;
     Ok(())

@@ -502,3 +502,90 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+/// `[alerting]`: where alerts go beside the console and `mailfleet alerts`. Email through
+/// an SMTP relay; its credentials are named by environment variables, never written here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// "HOST:PORT" of the SMTP relay. Empty: no email.
+    pub email_relay: String,
+    /// "required" (STARTTLS or nothing), "opportunistic", or "none" (a relay on loopback).
+    pub email_tls: String,
+    pub email_from: String,
+    pub email_to: Vec<String>,
+    /// Environment variables holding the relay's user name and password (both, or neither).
+    pub email_user_env: String,
+    pub email_password_env: String,
+    /// The least severity sent: "low", "medium" or "high".
+    pub min_severity: String,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            email_relay: String::new(),
+            email_tls: "required".into(),
+            email_from: "mailfleet@localhost".into(),
+            email_to: Vec::new(),
+            email_user_env: String::new(),
+            email_password_env: String::new(),
+            min_severity: "low".into(),
+        }
+    }
+}
+
+impl AlertingConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.min_severity.as_str(), "low" | "medium" | "high") {
+            return Err(ConfigError::invalid(
+                "alerting.min_severity",
+                format!("{:?} is not low, medium or high", self.min_severity),
+            ));
+        }
+        if !matches!(
+            self.email_tls.as_str(),
+            "required" | "opportunistic" | "none"
+        ) {
+            return Err(ConfigError::invalid(
+                "alerting.email_tls",
+                format!(
+                    "{:?} is not required, opportunistic or none",
+                    self.email_tls
+                ),
+            ));
+        }
+        if self.email_user_env.is_empty() != self.email_password_env.is_empty() {
+            return Err(ConfigError::invalid(
+                "alerting.email_password_env",
+                "email_user_env and email_password_env go together: set both, or neither",
+            ));
+        }
+        if self.email_relay.is_empty() {
+            return Ok(());
+        }
+        let (host, port) = self.email_relay.rsplit_once(':').unwrap_or(("", ""));
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(ConfigError::invalid(
+                "alerting.email_relay",
+                format!("{:?} is not \"HOST:PORT\"", self.email_relay),
+            ));
+        }
+        let address = |field: &str, a: &str| {
+            a.parse::<lettre::Address>()
+                .map(|_| ())
+                .map_err(|e| ConfigError::invalid(field.to_string(), format!("{a:?}: {e}")))
+        };
+        address("alerting.email_from", &self.email_from)?;
+        if self.email_to.is_empty() {
+            return Err(ConfigError::invalid(
+                "alerting.email_to",
+                "an email relay is set, but nobody to send to",
+            ));
+        }
+        for (i, a) in self.email_to.iter().enumerate() {
+            address(&format!("alerting.email_to[{i}]"), a)?;
+        }
+        Ok(())
+    }
+}

@@ -336,3 +336,77 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Claims up to `most` alerts not yet sent (oldest first), each until `until`, for this
+    /// sender; an alert another sender claimed is left to it until its claim lapses.
+    pub async fn claim_alerts_to_send(
+        &self,
+        most: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<super::AlertRow>, StoreError> {
+        self.write(move |c| {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "UPDATE alerts SET notify_until = ?1 WHERE id IN (
+                         SELECT id FROM alerts WHERE notified_at IS NULL
+                           AND (notify_until IS NULL OR notify_until < ?2)
+                         ORDER BY raised_at LIMIT ?3)
+                     RETURNING id",
+                )?
+                .query_map(params![ts(until), ts(now), most], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(c.prepare_cached(
+                    "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
+                            a.resolved_at, a.resolution
+                     FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id WHERE a.id = ?",
+                )?
+                .query_row([id], |r| {
+                    Ok(super::AlertRow {
+                        id: r.get(0)?,
+                        severity: r.get(1)?,
+                        kind: r.get(2)?,
+                        subject: r.get(3)?,
+                        node_id: r.get(4)?,
+                        node_label: r.get(5)?,
+                        message: r.get(6)?,
+                        raised_at: r.get(7)?,
+                        resolved_at: r.get(8)?,
+                        resolution: r.get(9)?,
+                    })
+                })?);
+            }
+            out.sort_by(|a, b| a.raised_at.cmp(&b.raised_at));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records what became of sending an alert: sent (`Ok`), or why not (tried again once
+    /// the claim lapses).
+    pub async fn alert_sent(
+        &self,
+        id: &str,
+        outcome: Result<(), String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |c| {
+            match outcome {
+                Ok(()) => c
+                    .prepare_cached(
+                        "UPDATE alerts SET notified_at = ?, notify_error = NULL WHERE id = ?",
+                    )?
+                    .execute(params![ts(now), id])?,
+                Err(why) => c
+                    .prepare_cached("UPDATE alerts SET notify_error = ? WHERE id = ?")?
+                    .execute(params![why, id])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}

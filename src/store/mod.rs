@@ -164,6 +164,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (23, include_str!("../../assets/migrations/0023_ssh.sql")),
     (24, include_str!("../../assets/migrations/0024_agents.sql")),
+    (
+        25,
+        include_str!("../../assets/migrations/0025_alert_routing.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -902,6 +902,65 @@ heartbeat_interval = "1s"
         server.counts()
     );
 
+    // The warm-up's cap is enforced on each node: its Postfix gets the hourly limit, and a
+    // new one when a day closes and the cap moves.
+    let master = |label: &str| {
+        let row = live.iter().find(|r| r.label == label).expect("host");
+        let host = spec.host(&row.host_id).expect("host").expect("there");
+        std::fs::read_to_string(
+            std::path::Path::new("/etc/netns")
+                .join(&host.netns)
+                .join("postfix/master.cf"),
+        )
+        .expect("master.cf")
+    };
+    let limit_of = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("-o smtpd_client_message_rate_limit="))
+            .and_then(|v| v.parse().ok())
+    };
+    let pushed = engine::caps::pass(&ctx).await;
+    assert_eq!(pushed.len(), 3, "{pushed:?}");
+    assert!(pushed.iter().all(|(_, r)| r.is_ok()), "{pushed:?}");
+    let mx2_node = store
+        .request_detail(&mx2)
+        .await
+        .expect("detail")
+        .node
+        .expect("node");
+    let cap = |w: &mailfleet::store::WarmupState| u64::try_from(w.cap).expect("cap");
+    let day1 = store
+        .node_warmup(&mx2_node.id)
+        .await
+        .expect("warmup")
+        .expect("warming");
+    assert_eq!(
+        limit_of(&master("mx2")),
+        mailfleet::bootstrap::hourly_limit(Some(cap(&day1)))
+    );
+    assert!(engine::caps::pass(&ctx).await.is_empty(), "nothing changed");
+    mailfleet::warmup::close_days(
+        &store,
+        &cfg,
+        &mailfleet::warmup::Reported,
+        chrono::Utc::now() + chrono::Duration::days(1),
+    )
+    .await
+    .expect("a day closes");
+    let day2 = store
+        .node_warmup(&mx2_node.id)
+        .await
+        .expect("warmup")
+        .expect("warming");
+    assert_ne!(cap(&day2), cap(&day1), "{day2:?}");
+    let pushed = engine::caps::pass(&ctx).await;
+    assert!(pushed.iter().all(|(_, r)| r.is_ok()), "{pushed:?}");
+    assert_eq!(
+        limit_of(&master("mx2")),
+        mailfleet::bootstrap::hourly_limit(Some(cap(&day2))),
+        "{pushed:?}"
+    );
+
     // mx1's bootstrap ran again, whole, after the kill (every sub-task is idempotent).
     let mx1_detail = store.request_detail(&mx1).await.expect("detail");
     let packages = mx1_detail

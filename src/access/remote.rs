@@ -392,6 +392,52 @@ impl SshAccess {
         Ok(format!("installed and Postfix reloaded; {seen}"))
     }
 
+    /// The warm-up's daily cap enforced on the node: its master.cf rendered with the cap's
+    /// hourly limit (none once the warm-up is over) and Postfix reloaded. Its evidence.
+    pub async fn install_rate_limit(
+        &self,
+        node: &NodeRef,
+        daily_cap: Option<u64>,
+    ) -> ProviderResult<String> {
+        let layout = self.layout(node).await?;
+        let config = crate::bootstrap::NodeConfig {
+            hostname: node.hostname.clone(),
+            domain: node.domain.clone(),
+            ip: node.ip,
+            selector: String::new(),
+            dkim_key: None,
+            cert_chain: None,
+            cert_key: None,
+            daily_cap,
+            relay_networks: Vec::new(),
+            sink: None,
+            agent: None,
+        };
+        let mut bundle = crate::bootstrap::render(&config, &layout);
+        bundle
+            .files
+            .retain(|f| f.task == Task::Postfix && f.path.ends_with("master.cf"));
+        let dir = ssh::shell_quote(&layout.postfix_dir.display().to_string());
+        bundle.commands = vec![(
+            Task::Postfix,
+            format!("postfix -c {dir} check && postfix -c {dir} reload"),
+        )];
+        let s = self.session(node).await?;
+        let out = ssh::install_task(&s, &bundle, Task::Postfix).await;
+        s.close().await;
+        match out {
+            Ok(_) => Ok(match crate::bootstrap::hourly_limit(daily_cap) {
+                Some(h) => format!(
+                    "{h} messages an hour per client (daily cap {})",
+                    daily_cap.unwrap_or(0)
+                ),
+                None => "no rate limit (warm-up over)".to_string(),
+            }),
+            Err(InstallError::Ssh(e)) => Err(ssh_err(e)),
+            Err(InstallError::Node(e)) => Err(err(ErrorKind::Invalid, e)),
+        }
+    }
+
     /// The SMTP service on `port`, checked as a peer would: the banner names the node,
     /// STARTTLS is offered, and the certificate it serves is the one mailfleet issued for
     /// its hostname, valid for it under the CA that issued it.

@@ -13,6 +13,7 @@ pub mod idle;
 pub mod mail;
 mod pipeline;
 pub use pipeline::SMTP_FIREWALL;
+pub mod caps;
 pub mod reconcile;
 pub mod renew;
 pub mod retry;
@@ -192,6 +193,8 @@ pub struct EngineHandle {
     warmup: tokio::task::JoinHandle<()>,
     /// Certificate renewals.
     renew: tokio::task::JoinHandle<()>,
+    /// Warm-up caps installed on the nodes.
+    caps: tokio::task::JoinHandle<()>,
     /// The blocklist monitor, when it is on.
     monitor: Option<crate::reputation::monitor::MonitorHandle>,
     ctx: Arc<Ctx>,
@@ -234,6 +237,7 @@ impl EngineHandle {
         let _ = self.task.await;
         let _ = self.warmup.await;
         let _ = self.renew.await;
+        let _ = self.caps.await;
     }
 
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
@@ -245,6 +249,7 @@ impl EngineHandle {
         self.task.abort();
         self.warmup.abort();
         self.renew.abort();
+        self.caps.abort();
     }
 }
 
@@ -264,6 +269,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         stop_rx.clone(),
     ));
     let renew = tokio::spawn(renew::run(ctx.clone(), stop_rx.clone()));
+    let caps = tokio::spawn(caps::run(ctx.clone(), stop_rx.clone()));
     let task = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -276,6 +282,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         task,
         warmup,
         renew,
+        caps,
         monitor,
         ctx,
     }

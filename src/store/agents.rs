@@ -410,3 +410,60 @@ impl Store {
         .await
     }
 }
+
+/// A node whose warm-up cap on record is not the one its Postfix enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapToPush {
+    pub node_id: String,
+    pub request_id: Option<String>,
+    pub cluster: Option<String>,
+    pub hostname: String,
+    /// The daily cap to enforce; `None` once the warm-up is over (no limit).
+    pub cap: Option<u64>,
+}
+
+impl Store {
+    /// Nodes in service whose cap changed since it was last installed (or never was).
+    pub async fn caps_to_push(&self, most: i64) -> Result<Vec<CapToPush>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT n.id, n.request_id, n.cluster, n.hostname,
+                        CASE WHEN w.status = 'completed' THEN -1 ELSE w.cap END
+                 FROM node_warmup w JOIN nodes n ON n.id = w.node_id
+                 WHERE n.status IN ('warming', 'active', 'paused')
+                   AND (w.pushed_cap IS NULL OR w.pushed_cap <>
+                        CASE WHEN w.status = 'completed' THEN -1 ELSE w.cap END)
+                 LIMIT ?",
+            )?
+            .query_map([most], |r| {
+                let cap: i64 = r.get(4)?;
+                Ok(CapToPush {
+                    node_id: r.get(0)?,
+                    request_id: r.get(1)?,
+                    cluster: r.get(2)?,
+                    hostname: r.get(3)?,
+                    cap: u64::try_from(cap).ok(),
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Records the caps now enforced on these nodes (or, for nodes mailfleet does not
+    /// reach, seen), in one write.
+    pub async fn caps_pushed(&self, done: Vec<(String, Option<u64>)>) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            for (node_id, cap) in done {
+                let v = cap.and_then(|c| i64::try_from(c).ok()).unwrap_or(-1);
+                c.prepare_cached("UPDATE node_warmup SET pushed_cap = ? WHERE node_id = ?")?
+                    .execute(params![v, node_id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

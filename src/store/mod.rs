@@ -41,7 +41,7 @@ mod sync;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
-pub use agents::{heartbeat_subject, Accepted, KeptToken};
+pub use agents::{heartbeat_subject, Accepted, CapToPush, KeptToken};
 pub use breakers::{circuit_open, BreakerChange, BreakerRow, BREAKER_WAIT};
 pub use certs::{CertRow, NewCert, NewCertIns};
 pub use claims::{Admission, Claim, ClaimAsk, ClaimOutcome, ClusterSpec};
@@ -167,6 +167,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         25,
         include_str!("../../assets/migrations/0025_alert_routing.sql"),
+    ),
+    (
+        26,
+        include_str!("../../assets/migrations/0026_pushed_caps.sql"),
     ),
 ];
 

@@ -359,17 +359,9 @@ impl SshAccess {
     ) -> ProviderResult<String> {
         let layout = self.layout(node).await?;
         let config = crate::bootstrap::NodeConfig {
-            hostname: node.hostname.clone(),
-            domain: node.domain.clone(),
-            ip: node.ip,
-            selector: String::new(),
-            dkim_key: None,
             cert_chain: Some(chain.to_string()),
             cert_key: Some(key_pem.to_string()),
-            daily_cap: None,
-            relay_networks: Vec::new(),
-            sink: None,
-            agent: None,
+            ..bare_config(node)
         };
         let mut bundle = crate::bootstrap::render(&config, &layout);
         bundle.files.retain(|f| f.task == Task::Tls);
@@ -401,17 +393,8 @@ impl SshAccess {
     ) -> ProviderResult<String> {
         let layout = self.layout(node).await?;
         let config = crate::bootstrap::NodeConfig {
-            hostname: node.hostname.clone(),
-            domain: node.domain.clone(),
-            ip: node.ip,
-            selector: String::new(),
-            dkim_key: None,
-            cert_chain: None,
-            cert_key: None,
             daily_cap,
-            relay_networks: Vec::new(),
-            sink: None,
-            agent: None,
+            ..bare_config(node)
         };
         let mut bundle = crate::bootstrap::render(&config, &layout);
         bundle
@@ -682,6 +665,24 @@ pub async fn cert_pems(
     )
     .map_err(|e| format!("the key of certificate {id}: {e}"))?;
     Ok(Some((chain, crate::dkim::pkcs8_pem(&der))))
+}
+
+/// A node's configuration with only its names: for re-rendering one part of it (its
+/// certificate, its rate limit) where the rest is not needed.
+fn bare_config(node: &NodeRef) -> crate::bootstrap::NodeConfig {
+    crate::bootstrap::NodeConfig {
+        hostname: node.hostname.clone(),
+        domain: node.domain.clone(),
+        ip: node.ip,
+        selector: String::new(),
+        dkim_key: None,
+        cert_chain: None,
+        cert_key: None,
+        daily_cap: None,
+        relay_networks: Vec::new(),
+        sink: None,
+        agent: None,
+    }
 }
 
 /// The certificates of a PEM chain, in order.

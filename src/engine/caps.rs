@@ -56,33 +56,12 @@ async fn push(
     n: &crate::store::CapToPush,
     request: &str,
 ) -> Result<String, String> {
-    let live = ctx
-        .store
-        .live_resources(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let get = |k: crate::domain::ResourceKind| {
-        live.iter()
-            .find(|r| r.kind == k.as_str())
-            .and_then(|r| r.provider_ref.clone())
-    };
-    let (Some(instance_id), Some(ip)) = (
-        get(crate::domain::ResourceKind::Instance),
-        get(crate::domain::ResourceKind::Ip).and_then(|ip| ip.parse().ok()),
-    ) else {
-        return Err("no instance recorded".into());
-    };
     let domain = n
         .hostname
         .split_once('.')
         .map(|(_, d)| d.to_string())
         .unwrap_or_default();
-    let node = crate::access::NodeRef {
-        instance_id,
-        ip,
-        hostname: n.hostname.clone(),
-        domain,
-    };
+    let node = super::node_ref(&ctx.store, request, &n.hostname, &domain).await?;
     ssh.install_rate_limit(&node, n.cap)
         .await
         .map_err(|e| e.to_string())

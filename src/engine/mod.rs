@@ -17,6 +17,37 @@ pub mod caps;
 pub mod reconcile;
 pub mod renew;
 pub mod retry;
+
+/// A live node as its provisioning request recorded it (its instance and address), for
+/// reaching it; an error when the request has no instance or address on record.
+pub async fn node_ref(
+    store: &crate::store::Store,
+    request_id: &str,
+    hostname: &str,
+    domain: &str,
+) -> Result<crate::access::NodeRef, String> {
+    let live = store
+        .live_resources(request_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let get = |k: crate::domain::ResourceKind| {
+        live.iter()
+            .find(|r| r.kind == k.as_str())
+            .and_then(|r| r.provider_ref.clone())
+    };
+    let (Some(instance_id), Some(ip)) = (
+        get(crate::domain::ResourceKind::Instance),
+        get(crate::domain::ResourceKind::Ip).and_then(|ip| ip.parse().ok()),
+    ) else {
+        return Err(format!("{hostname}: no instance or address recorded"));
+    };
+    Ok(crate::access::NodeRef {
+        instance_id,
+        ip,
+        hostname: hostname.to_string(),
+        domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+    })
+}
 mod teardown;
 mod wakes;
 

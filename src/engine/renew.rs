@@ -155,34 +155,10 @@ async fn ssh_node<'a>(
     else {
         return Ok(None);
     };
-    let live = ctx
-        .store
-        .live_resources(request_id)
+    let node = super::node_ref(&ctx.store, request_id, &c.hostname, domain)
         .await
-        .map_err(|e| e.to_string())?;
-    let get = |k: crate::domain::ResourceKind| {
-        live.iter()
-            .find(|r| r.kind == k.as_str())
-            .and_then(|r| r.provider_ref.clone())
-    };
-    let (Some(instance_id), Some(ip)) = (
-        get(crate::domain::ResourceKind::Instance),
-        get(crate::domain::ResourceKind::Ip).and_then(|ip| ip.parse().ok()),
-    ) else {
-        return Err(format!(
-            "{}: no instance recorded to install the new certificate on",
-            c.hostname
-        ));
-    };
-    Ok(Some((
-        ssh,
-        crate::access::NodeRef {
-            instance_id,
-            ip,
-            hostname: c.hostname.clone(),
-            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
-        },
-    )))
+        .map_err(|e| format!("installing the new certificate: {e}"))?;
+    Ok(Some((ssh, node)))
 }
 
 /// How long a renewal's claim holds: two full orders' time, and ten minutes besides for

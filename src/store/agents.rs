@@ -359,25 +359,13 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                out.push(c.prepare_cached(
-                    "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
-                            a.resolved_at, a.resolution
-                     FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id WHERE a.id = ?",
-                )?
-                .query_row([id], |r| {
-                    Ok(super::AlertRow {
-                        id: r.get(0)?,
-                        severity: r.get(1)?,
-                        kind: r.get(2)?,
-                        subject: r.get(3)?,
-                        node_id: r.get(4)?,
-                        node_label: r.get(5)?,
-                        message: r.get(6)?,
-                        raised_at: r.get(7)?,
-                        resolved_at: r.get(8)?,
-                        resolution: r.get(9)?,
-                    })
-                })?);
+                out.push(
+                    c.prepare_cached(&format!(
+                        "SELECT {} FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id WHERE a.id = ?",
+                        super::reputation::ALERT_COLUMNS
+                    ))?
+                    .query_row([id], super::reputation::alert_row)?,
+                );
             }
             out.sort_by(|a, b| a.raised_at.cmp(&b.raised_at));
             Ok(out)

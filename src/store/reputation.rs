@@ -499,24 +499,29 @@ pub(crate) fn alert_rows(
         ""
     };
     let sql = format!(
-        "SELECT a.id, a.severity, a.kind, a.subject, a.node_id, n.label, a.message, a.raised_at,
-                a.resolved_at, a.resolution
-         FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id
+        "SELECT {ALERT_COLUMNS} FROM alerts a LEFT JOIN nodes n ON n.id = a.node_id
          {filter} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?"
     );
-    rows(c, &sql, [limit], |r| {
-        Ok(AlertRow {
-            id: r.get(0)?,
-            severity: r.get(1)?,
-            kind: r.get(2)?,
-            subject: r.get(3)?,
-            node_id: r.get(4)?,
-            node_label: r.get(5)?,
-            message: r.get(6)?,
-            raised_at: r.get(7)?,
-            resolved_at: r.get(8)?,
-            resolution: r.get(9)?,
-        })
+    rows(c, &sql, [limit], alert_row)
+}
+
+/// The columns an alert is read with, joined with its node's label (as `n`).
+pub(crate) const ALERT_COLUMNS: &str = "a.id, a.severity, a.kind, a.subject, a.node_id, n.label, \
+     a.message, a.raised_at, a.resolved_at, a.resolution";
+
+/// An alert read with [`ALERT_COLUMNS`].
+pub(crate) fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.get(0)?,
+        severity: r.get(1)?,
+        kind: r.get(2)?,
+        subject: r.get(3)?,
+        node_id: r.get(4)?,
+        node_label: r.get(5)?,
+        message: r.get(6)?,
+        raised_at: r.get(7)?,
+        resolved_at: r.get(8)?,
+        resolution: r.get(9)?,
     })
 }
 

@@ -395,6 +395,36 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
     .await;
     assert_eq!(status, 200, "{said}");
 
+    // The node is given a new token (bootstrapped again): serve takes reports signed with
+    // it at once, and no longer those signed with the old one.
+    let new_token =
+        mailfleet::agent::issue_token(&store, &cfg.dkim.key_env, &req.id, chrono::Utc::now())
+            .await
+            .expect("a new token");
+    let first = serde_json::to_vec(&make(1)).expect("json");
+    let (status, said) = send(
+        req.id.clone(),
+        now,
+        first.clone(),
+        report::sign(key, now, &first),
+    )
+    .await;
+    assert_eq!(
+        (status, said.starts_with("bad_signature")),
+        (401, true),
+        "{said}"
+    );
+    let (status, said) = send(
+        req.id.clone(),
+        now,
+        first.clone(),
+        report::sign(new_token.as_bytes(), now, &first),
+    )
+    .await;
+    assert_eq!(status, 200, "{said}");
+    let key = new_token.as_bytes();
+    let last = 0;
+
     // A node near its CPU's limit raises a low alert; one with room again lifts it.
     let mut busy = make(last + 2);
     busy.cpu_pct = 97.0;
@@ -448,7 +478,7 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
         "mailfleet_nodes{status=\"warming\"} 1",
         "mailfleet_requests{state=\"completed\"} 1",
         "mailfleet_agents 1",
-        "mailfleet_agent_reports_total{result=\"bad_signature\"} 2",
+        "mailfleet_agent_reports_total{result=\"bad_signature\"} 3",
         "mailfleet_agent_reports_total{result=\"stale\"} 1",
         "mailfleet_agent_reports_total{result=\"oversized\"} 1",
         "mailfleet_agent_reports_total{result=\"malformed\"} 2",

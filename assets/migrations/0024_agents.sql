@@ -26,7 +26,6 @@ CREATE TABLE node_heartbeats (
     delivered    INTEGER NOT NULL,     -- since the agent's previous report
     bounced      INTEGER NOT NULL,
     deferred     INTEGER NOT NULL,
-    complaints   INTEGER NOT NULL,
-    PRIMARY KEY (node_id, seq)
+    complaints   INTEGER NOT NULL
 );
 CREATE INDEX node_heartbeats_by_time ON node_heartbeats (node_id, received_at);

@@ -53,12 +53,12 @@ pub async fn issue_token(
     Ok(token)
 }
 
-/// An agent's token as kept, if it has one.
+/// An agent's token as kept, if it has one, and when it was issued (which token it is).
 pub async fn token_of(
     store: &crate::store::Store,
     key_env: &str,
     agent: &str,
-) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+) -> Result<Option<(Zeroizing<Vec<u8>>, String)>, String> {
     let Some(kept) = store.agent_token(agent).await.map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -73,7 +73,7 @@ pub async fn token_of(
         &format!("agent/{agent}"),
     )
     .map_err(|e| format!("the agent token of {agent}: {e}"))?;
-    Ok(Some(bytes))
+    Ok(Some((bytes, kept.issued_at)))
 }
 
 /// How an agent runs.

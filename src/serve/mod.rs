@@ -45,9 +45,14 @@ const BATCH_MOST: usize = 1000;
 /// A checked report waiting to be written, and where its outcome goes.
 struct Pending {
     agent: String,
+    /// When the token it was checked with was issued.
+    issued: String,
     report: Report,
     reply: tokio::sync::oneshot::Sender<Result<Accepted, String>>,
 }
+
+/// An agent's token (unsealed) and when it was issued: which token it is.
+type Token = (Zeroizing<Vec<u8>>, String);
 
 /// What the listener shares.
 pub struct Server {
@@ -55,7 +60,8 @@ pub struct Server {
     clock: SharedClock,
     key_env: String,
     max_skew: chrono::Duration,
-    tokens: Mutex<HashMap<String, Arc<Zeroizing<Vec<u8>>>>>,
+    /// Each agent's token, unsealed, with when it was issued.
+    tokens: Mutex<HashMap<String, Arc<Token>>>,
     counts: [AtomicU64; RESULTS.len()],
     ingest: tokio::sync::mpsc::Sender<Pending>,
 }
@@ -73,7 +79,7 @@ async fn ingest(store: Store, clock: SharedClock, mut rx: tokio::sync::mpsc::Rec
         }
         let (items, replies): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .map(|p| ((p.agent, p.report), p.reply))
+            .map(|p| ((p.agent, p.issued, p.report), p.reply))
             .unzip();
         match store.accept_reports(items, clock.now()).await {
             Ok(results) => {
@@ -125,7 +131,10 @@ impl Server {
     }
 
     /// The agent's token, read (and unsealed) once.
-    async fn token(&self, agent: &str) -> Result<Option<Arc<Zeroizing<Vec<u8>>>>, String> {
+    async fn token(
+        &self,
+        agent: &str,
+    ) -> Result<Option<Arc<Token>>, String> {
         if let Some(t) = self
             .tokens
             .lock()
@@ -194,55 +203,92 @@ impl Server {
                 format!("{} bytes, at most {MAX_BODY}", body.len()),
             );
         }
-        let token = match self.token(agent).await {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                return refuse(
-                    "unknown_agent",
-                    StatusCode::UNAUTHORIZED,
-                    "no such agent".into(),
-                )
+        let mut r: Option<Report> = None;
+        // Checked against the token as read; if the agent has been given a new one since
+        // (bootstrapped again), read again, once.
+        for fresh in [false, true] {
+            if fresh {
+                self.forget_token(agent);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "agent token unreadable");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the agent's token cannot be read".into(),
-                );
+            let token = match self.token(agent).await {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    return refuse(
+                        "unknown_agent",
+                        StatusCode::UNAUTHORIZED,
+                        "no such agent".into(),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent token unreadable");
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the agent's token cannot be read".into(),
+                    );
+                }
+            };
+            let signature = header(report::SIGNATURE_HEADER).unwrap_or("");
+            if !report::verify(&token.0, time, body, signature) {
+                if fresh {
+                    return refuse(
+                        "bad_signature",
+                        StatusCode::UNAUTHORIZED,
+                        "the signature does not verify".into(),
+                    );
+                }
+                continue;
             }
-        };
-        let signature = header(report::SIGNATURE_HEADER).unwrap_or("");
-        if !report::verify(&token, time, body, signature) {
-            return refuse(
-                "bad_signature",
-                StatusCode::UNAUTHORIZED,
-                "the signature does not verify".into(),
-            );
-        }
-        let r: Report = match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(e) => {
-                let why = crate::domain::validate::sanitize(&e.to_string()).into_owned();
+            // Only a body whose signature verified is read.
+            let report = match r.take() {
+                Some(r) => r,
+                None => match serde_json::from_slice::<Report>(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let why = crate::domain::validate::sanitize(&e.to_string()).into_owned();
+                        return refuse("malformed", StatusCode::BAD_REQUEST, why);
+                    }
+                },
+            };
+            if let Some(why) = report.problem() {
                 return refuse("malformed", StatusCode::BAD_REQUEST, why);
             }
-        };
-        if let Some(why) = r.problem() {
-            return refuse("malformed", StatusCode::BAD_REQUEST, why);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let queued = self
+                .ingest
+                .send(Pending {
+                    agent: agent.to_string(),
+                    issued: token.1.clone(),
+                    report: report.clone(),
+                    reply,
+                })
+                .await;
+            let written = match queued {
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_| Err("the writer stopped".to_string())),
+                Err(_) => Err("the writer stopped".to_string()),
+            };
+            if matches!(written, Ok(Accepted::OldToken)) {
+                if fresh {
+                    return refuse(
+                        "bad_signature",
+                        StatusCode::UNAUTHORIZED,
+                        "signed with a token that is no longer the agent's".into(),
+                    );
+                }
+                r = Some(report);
+                continue;
+            }
+            return self.answer(written);
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let queued = self
-            .ingest
-            .send(Pending {
-                agent: agent.to_string(),
-                report: r,
-                reply,
-            })
-            .await;
-        let written = match queued {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| Err("the writer stopped".to_string())),
-            Err(_) => Err("the writer stopped".to_string()),
+        (StatusCode::SERVICE_UNAVAILABLE, "not recorded".into())
+    }
+
+    /// The answer to a report the writer took (or not).
+    fn answer(&self, written: Result<Accepted, String>) -> (StatusCode, String) {
+        let refuse = |result: &str, status: StatusCode, why: String| {
+            self.count(result);
+            (status, format!("{result}: {why}"))
         };
         match written {
             Ok(Accepted::Recorded { recovered, .. }) => {
@@ -263,6 +309,11 @@ impl Server {
                 "not_registered",
                 StatusCode::CONFLICT,
                 "its node is not registered yet".into(),
+            ),
+            Ok(Accepted::OldToken) => refuse(
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                "signed with a token that is no longer the agent's".into(),
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "report not recorded");

@@ -18,6 +18,8 @@ pub struct KeptToken {
     pub sealed: Option<Vec<u8>>,
     pub file: Option<String>,
     pub last_seq: u64,
+    /// When it was issued: which token it is.
+    pub issued_at: String,
 }
 
 /// What became of a report.
@@ -30,6 +32,9 @@ pub enum Accepted {
     Replay { last_seq: u64 },
     /// No live node has this agent's request yet (it is still being provisioned).
     NoNode,
+    /// The report was checked against a token that is no longer the agent's (a new one
+    /// was issued): not written.
+    OldToken,
 }
 
 /// CPU busy (percent) at which a node's report raises a low alert, and under which the
@@ -40,17 +45,21 @@ pub const CPU_CLEAR: f64 = 75.0;
 fn accept_one(
     c: &super::Conn,
     agent: &str,
+    token_issued_at: &str,
     report: Report,
     now: DateTime<Utc>,
 ) -> Result<Accepted, StoreError> {
     let agent = agent.to_string();
-    let last: Option<i64> = c
-        .prepare_cached("SELECT last_seq FROM agent_tokens WHERE agent = ?")?
-        .query_row([&agent], |r| r.get(0))
+    let last: Option<(i64, String)> = c
+        .prepare_cached("SELECT last_seq, issued_at FROM agent_tokens WHERE agent = ?")?
+        .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(last) = last else {
+    let Some((last, issued)) = last else {
         return Err(StoreError::NotFound(agent.clone()));
     };
+    if issued != token_issued_at {
+        return Ok(Accepted::OldToken);
+    }
     let last = u64::try_from(last).unwrap_or(0);
     if report.seq <= last {
         return Ok(Accepted::Replay { last_seq: last });
@@ -190,13 +199,14 @@ impl Store {
         let agent = agent.to_string();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT key_sealed, key_file, last_seq FROM agent_tokens WHERE agent = ?",
+                "SELECT key_sealed, key_file, last_seq, issued_at FROM agent_tokens WHERE agent = ?",
             )?
             .query_row([agent], |r| {
                 Ok(KeptToken {
                     sealed: r.get(0)?,
                     file: r.get(1)?,
                     last_seq: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    issued_at: r.get(3)?,
                 })
             })
             .optional()?)
@@ -210,11 +220,15 @@ impl Store {
     pub async fn accept_report(
         &self,
         agent: &str,
+        token_issued_at: &str,
         report: Report,
         now: DateTime<Utc>,
     ) -> Result<Accepted, StoreError> {
         let mut out = self
-            .accept_reports(vec![(agent.to_string(), report)], now)
+            .accept_reports(
+                vec![(agent.to_string(), token_issued_at.to_string(), report)],
+                now,
+            )
             .await?;
         out.pop()
             .unwrap_or_else(|| Err(StoreError::NotFound(agent.to_string())))
@@ -224,13 +238,13 @@ impl Store {
     /// `serve` takes in a moment, written together); each its own outcome, in order.
     pub async fn accept_reports(
         &self,
-        reports: Vec<(String, Report)>,
+        reports: Vec<(String, String, Report)>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
         self.write(move |c| {
             let mut out = Vec::with_capacity(reports.len());
-            for (agent, report) in reports {
-                out.push(match accept_one(c, &agent, report, now) {
+            for (agent, issued, report) in reports {
+                out.push(match accept_one(c, &agent, &issued, report, now) {
                     Err(StoreError::NotFound(a)) => Err(StoreError::NotFound(a)),
                     Err(e) => return Err(e),
                     ok => ok,

@@ -619,3 +619,21 @@ async fn serve_says_where_it_listens_and_answers_health_checks() {
     assert!(stranger.get(format!("{url}/healthz")).send().await.is_err());
     serve.stop();
 }
+
+/// serve's own certificate is for the address agents are told to report to, beside the
+/// one it listens on.
+#[tokio::test]
+async fn serve_s_certificate_covers_the_agents_address() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&format!(
+        "{FAST}\n[serve]\nlisten = \"0.0.0.0:8443\"\nagent_url = \"https://mailfleet.example.test:8443\"\n"
+    ));
+    let store = open(&db_path(&dir), &cfg).await;
+    let id = mailfleet::serve::identity(&cfg, &store).expect("identity");
+    let info = mailfleet::tls::inspect(&id.chain_pem).expect("a certificate");
+    assert!(
+        info.names.iter().any(|n| n == "mailfleet.example.test"),
+        "{:?}",
+        info.names
+    );
+}

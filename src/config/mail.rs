@@ -420,7 +420,8 @@ pub struct ServeConfig {
     /// agents trust).
     pub tls_cert: String,
     pub tls_key: String,
-    /// Names and addresses its own certificate is for, beside the listen address.
+    /// Names and addresses its own certificate is for, beside the listen address and
+    /// `agent_url`'s host.
     pub names: Vec<String>,
     /// The address nodes' agents report to (`https://HOST:PORT`, reaching `listen`). Set,
     /// the bootstrap installs an agent on each node reached over SSH; empty, none.

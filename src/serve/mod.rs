@@ -131,10 +131,7 @@ impl Server {
     }
 
     /// The agent's token, read (and unsealed) once.
-    async fn token(
-        &self,
-        agent: &str,
-    ) -> Result<Option<Arc<Token>>, String> {
+    async fn token(&self, agent: &str) -> Result<Option<Arc<Token>>, String> {
         if let Some(t) = self
             .tokens
             .lock()
@@ -496,6 +493,17 @@ pub fn identity(cfg: &Config, store: &Store) -> Result<Identity, String> {
         .map_err(|_| format!("serve.listen: {:?} is not IP:PORT", s.listen))?;
     let mut names = vec![listen.ip().to_string(), "localhost".to_string()];
     names.extend(s.names.iter().cloned());
+    // The name agents are told to report to is one it answers for.
+    if let Some(host) = s
+        .agent_url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+    {
+        if !host.is_empty() && !names.contains(&host) {
+            names.push(host);
+        }
+    }
     let names_file = dir.join("names");
     let read = |f: &str| std::fs::read_to_string(dir.join(f));
     if let (Ok(chain), Ok(key), Ok(root), Ok(had)) = (

@@ -67,16 +67,25 @@ async fn push(
         .map_err(|e| e.to_string())
 }
 
-/// Pushes changed caps every half minute while the engine runs.
+/// Pushes changed caps while the engine runs: once at the start, then after the store
+/// changes (a cap only moves in a write), at most every half minute. An idle engine reads
+/// nothing for it.
 pub async fn run(ctx: std::sync::Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut changes = ctx.store.changes();
+    changes.borrow_and_update();
     loop {
         if *stop.borrow() {
             return;
         }
         pass(&ctx).await;
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            _ = stop.changed() => {}
+            r = changes.changed() => if r.is_err() { return },
+            _ = stop.changed() => continue,
         }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => continue,
+        }
+        changes.borrow_and_update();
     }
 }

@@ -664,7 +664,7 @@ impl StepRun<'_> {
             daily_cap,
             relay_networks: Vec::new(),
             sink: Some(sink),
-            agent: self.agent_install(ssh, node).await?,
+            agent: self.agent_install(ssh).await?,
         };
         let bundle = render(&config, &layout);
         drop(config);
@@ -687,7 +687,6 @@ impl StepRun<'_> {
     async fn agent_install(
         &self,
         ssh: &crate::access::remote::SshAccess,
-        _node: &crate::access::NodeRef,
     ) -> Result<Option<crate::bootstrap::AgentInstall>, Stop> {
         let cfg = &self.ctx.cfg;
         if cfg.serve.agent_url.is_empty() {

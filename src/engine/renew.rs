@@ -75,16 +75,15 @@ pub async fn pass(ctx: &Ctx) -> Renewals {
 }
 
 async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, String> {
-    let domain = match &c.request_id {
-        Some(id) => ctx
-            .store
-            .get_request(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .and_then(|r| r.domain)
-            .unwrap_or_else(|| super::pipeline::DEFAULT_DOMAIN.to_string()),
-        None => super::pipeline::DEFAULT_DOMAIN.to_string(),
+    // The node's request, read once: its domain, and its cluster for the install below.
+    let req = match &c.request_id {
+        Some(id) => ctx.store.get_request(id).await.map_err(|e| e.to_string())?,
+        None => None,
     };
+    let domain = req
+        .as_ref()
+        .and_then(|r| r.domain.clone())
+        .unwrap_or_else(|| super::pipeline::DEFAULT_DOMAIN.to_string());
     let zone = zone_for(&ctx.cfg, &c.hostname, &domain)?;
     let dns = ctx.mail.dns()?.cloned();
     if let Some(dns) = dns.as_deref() {
@@ -108,7 +107,7 @@ async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, Strin
     let cert = keep_cert_off_thread(&ctx.store, &ctx.cfg, &c.hostname, issued).await?;
     // A node reached over SSH gets the new certificate before it is recorded as the one in
     // force: what the store says is active is what the node serves.
-    if let Some((ssh, node)) = ssh_node(ctx, c, &domain).await? {
+    if let Some((ssh, node)) = ssh_node(ctx, c, req.as_ref(), &domain).await? {
         if let Err(e) = ssh
             .install_certificate(&node, &cert.id, &chain, &key_pem)
             .await
@@ -135,19 +134,13 @@ async fn renew_one(ctx: &Ctx, c: &crate::store::CertRow) -> Result<String, Strin
 async fn ssh_node<'a>(
     ctx: &'a Ctx,
     c: &crate::store::CertRow,
+    req: Option<&crate::store::RequestRow>,
     domain: &str,
 ) -> Result<Option<(&'a crate::access::remote::SshAccess, crate::access::NodeRef)>, String> {
-    let Some(request_id) = &c.request_id else {
+    let Some(req) = req else {
         return Ok(None);
     };
-    let Some(req) = ctx
-        .store
-        .get_request(request_id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
-    };
+    let request_id = &req.id;
     let Some(ssh) = ctx
         .cluster(req.cluster.as_deref())
         .ok()

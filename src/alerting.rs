@@ -203,7 +203,6 @@ pub fn test_alert(now: chrono::DateTime<chrono::Utc>) -> AlertRow {
         node_label: None,
         message: "a test alert from mailfleet alerts test: alert routing works".into(),
         raised_at: crate::clock::ts(now),
-        resolved_at: None,
-        resolution: None,
+        ..Default::default()
     }
 }

@@ -143,6 +143,222 @@ async fn alerts_are_sent_once_by_email_and_a_failed_send_is_tried_again() {
     );
 }
 
+/// Issue 16, item 6: on-call acknowledges an alert (who, when, a note) and silences one
+/// for a while (who, until when, why): both recorded on the alert, in the audit log and as
+/// events; a silenced alert is not paged until its silence ends; a resolved alert and bad
+/// input are refused with the field named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_and_silenced_alerts_say_who_and_why_and_a_silence_holds_the_page() {
+    use mailfleet::engine::Command;
+    let sink = Sink::start("127.0.0.1:0".parse().expect("addr"), "ops.test")
+        .await
+        .expect("sink");
+    let dir = tempfile::tempdir().expect("tmp");
+    let overrides = format!("{FAST}\n{}", alerting(&sink.addr().to_string()));
+    let cfg_path = dir.path().join("alerts.toml");
+    std::fs::write(&cfg_path, &overrides).expect("config");
+    let cfg = config(&overrides);
+    let db = db_path(&dir);
+    let store = open(&db, &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let mut alerts = Vec::new();
+    for label in ["quiet-1", "quiet-2"] {
+        let req = create(&ctx, "acme", "dallas", "ssd-1", label).await;
+        engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+        mailfleet::agent::issue_token(&store, &cfg.dkim.key_env, &req.id, chrono::Utc::now())
+            .await
+            .expect("token");
+    }
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let marked = store
+        .mark_silent_nodes(later - chrono::Duration::minutes(1), later)
+        .await
+        .expect("check");
+    assert_eq!(marked.len(), 2);
+    for a in store.alerts(true, 10).await.expect("alerts") {
+        alerts.push(a.id);
+    }
+    assert_eq!(alerts.len(), 2);
+    let (silenced, acked) = (alerts[0].clone(), alerts[1].clone());
+
+    // Bad input names its field; nothing is written.
+    let refused = |r: Result<mailfleet::engine::Outcome, mailfleet::engine::CommandError>| {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let e = refused(
+        execute_as(
+            &ctx,
+            "carol",
+            Command::SilenceAlert {
+                id: silenced.clone(),
+                duration: Duration::from_secs(3600),
+                reason: "  ".into(),
+            },
+        )
+        .await,
+    );
+    assert!(e.starts_with("reason:"), "{e}");
+    let e = refused(
+        execute_as(
+            &ctx,
+            "carol",
+            Command::SilenceAlert {
+                id: silenced.clone(),
+                duration: Duration::from_secs(8 * 24 * 3600),
+                reason: "forever".into(),
+            },
+        )
+        .await,
+    );
+    assert!(e.starts_with("for:"), "{e}");
+    assert!(store
+        .alert(&silenced)
+        .await
+        .expect("read")
+        .is_some_and(|a| a.silenced_until.is_none()));
+
+    // carol silences one for 2h, by a prefix of its id as lists show it.
+    let prefix = &silenced[silenced.len() - 8..];
+    let out = execute_as(
+        &ctx,
+        "carol",
+        Command::SilenceAlert {
+            id: prefix.to_string(),
+            duration: Duration::from_secs(2 * 3600),
+            reason: "provider maintenance until 05:00".into(),
+        },
+    )
+    .await
+    .expect("silence");
+    assert!(
+        out.describe().contains("silenced for 2h"),
+        "{}",
+        out.describe()
+    );
+    let a = store.alert(&silenced).await.expect("read").expect("alert");
+    assert_eq!(a.silenced_by.as_deref(), Some("carol"));
+    assert_eq!(
+        a.silence_reason.as_deref(),
+        Some("provider maintenance until 05:00")
+    );
+    assert_eq!(
+        a.state_at(&mailfleet::clock::ts(chrono::Utc::now())),
+        "silenced"
+    );
+
+    // The other is acknowledged from the command line, with a note.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["alerts", "ack", &acked, "--reason", "looking at it"])
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .output()
+        .expect("alerts ack");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("acknowledged by"), "{said}");
+    let a = store.alert(&acked).await.expect("read").expect("alert");
+    assert!(a.acked_by.as_deref().is_some_and(|w| !w.is_empty()));
+    assert_eq!(a.ack_note.as_deref(), Some("looking at it"));
+    // `alerts` lists who has each.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("alerts")
+        .env("XDG_STATE_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("MAILFLEET_CONFIG")
+        .output()
+        .expect("alerts");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("silenced by carol") && list.contains("acked by"),
+        "{list}"
+    );
+
+    // Recorded: the audit log and the outbox say who did what.
+    let audit = store.list_audit(20).await.expect("audit");
+    assert!(audit.iter().any(|r| r.action == "alert.silence"
+        && r.actor == "carol"
+        && r.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("provider maintenance"))));
+    assert!(audit.iter().any(|r| r.action == "alert.ack"));
+    let events = store
+        .list_events(&mailfleet::store::EventFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    for name in ["alert.silenced", "alert.acknowledged"] {
+        assert!(events.iter().any(|e| e.name == name), "{name}");
+    }
+
+    // The router pages the acknowledged one (acknowledging is not muting) and holds the
+    // silenced one until its silence ends.
+    let router = mailfleet::alerting::Router::from_config(&cfg.alerting)
+        .expect("router")
+        .expect("a sink");
+    let now: mailfleet::clock::SharedClock = Arc::new(Ahead(chrono::Duration::zero()));
+    assert_eq!(mailfleet::alerting::pass(&store, &router, &now).await, 1);
+    let got = sink
+        .wait_for("ops", Duration::from_secs(10))
+        .await
+        .expect("the acknowledged alert is paged");
+    assert!(got
+        .header("Subject")
+        .is_some_and(|s| s.contains("heartbeat")));
+    assert_eq!(mailfleet::alerting::pass(&store, &router, &now).await, 0);
+    let after: mailfleet::clock::SharedClock = Arc::new(Ahead(chrono::Duration::minutes(121)));
+    assert_eq!(mailfleet::alerting::pass(&store, &router, &after).await, 1);
+
+    // A resolved alert is not acknowledged or silenced.
+    let path = db.clone();
+    let id = acked.clone();
+    tokio::task::spawn_blocking(move || {
+        rusqlite::Connection::open(path)
+            .expect("db")
+            .execute(
+                "UPDATE alerts SET resolved_at = '2026-01-01T00:00:00Z' WHERE id = ?",
+                [id],
+            )
+            .expect("resolve")
+    })
+    .await
+    .expect("join");
+    let e = refused(
+        execute_as(
+            &ctx,
+            "carol",
+            Command::AckAlert {
+                id: acked.clone(),
+                note: None,
+            },
+        )
+        .await,
+    );
+    assert!(e.contains("is resolved"), "{e}");
+}
+
+async fn execute_as(
+    ctx: &Arc<mailfleet::engine::Ctx>,
+    actor: &str,
+    c: mailfleet::engine::Command,
+) -> Result<mailfleet::engine::Outcome, mailfleet::engine::CommandError> {
+    mailfleet::engine::commands::execute(ctx, actor, c).await
+}
+
 #[test]
 fn bad_alerting_settings_name_their_field() {
     let bad = |extra: &str| {

@@ -50,6 +50,7 @@ fn shown(app: &App, v: View) -> (Vec<String>, Option<String>) {
         View::Blacklist => app.snap.listings[*i].id.clone(),
         View::Alerts => app.snap.alerts[*i].id.clone(),
         View::Events => String::new(),
+        View::Triage => app.triage.rows[*i].key.clone(),
     };
     (
         t.visible.iter().map(id).collect(),

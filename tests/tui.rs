@@ -205,6 +205,7 @@ fn every_view_snapshot() {
             View::Events => Action::ShowEvents,
             View::Pipeline => Action::ShowPipeline,
             View::Alerts => Action::ShowAlerts,
+            View::Triage => Action::ShowTriage,
         });
         app.now = now();
         insta::assert_snapshot!(format!("view_{}", v.name()), render(&mut app, 110, 22));
@@ -1364,6 +1365,7 @@ fn alert(
         raised_at: at(min_ago),
         resolved_at: resolved_min_ago.map(at),
         resolution: resolved_min_ago.map(|_| "delisted".to_string()),
+        ..Default::default()
     }
 }
 
@@ -1502,17 +1504,30 @@ fn blacklist_view_lists_what_is_listed_now_first_with_its_delist_url() {
 }
 
 #[test]
-fn alerts_view_puts_open_alerts_first_and_says_when_the_others_resolved() {
+fn alerts_view_puts_the_worst_open_alerts_first_and_shows_resolved_ones_when_asked() {
     let mut app = app_with(reputation_fixture());
     key(&mut app, crossterm::event::KeyCode::Char('8'));
     assert_eq!(app.view, View::Alerts);
     let screen = render(&mut app, 120, 20);
     insta::assert_snapshot!("alerts_open_then_resolved", screen);
+    // The high alert before the low one, though the low one is newer.
     let rows: Vec<u16> = [
-        "dnsbl.example.net is unusable",
         "listed on zen.spamhaus.org",
-        "bounce rate",
+        "dnsbl.example.net is unusable",
+    ]
+    .iter()
+    .map(|t| row_of(&screen, t))
+    .collect();
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}\n{screen}");
+    // Resolved alerts are history: not listed until the filter asks about state.
+    assert!(!screen.contains("bounce rate"), "{screen}");
+    app.apply_filter("state:");
+    let screen = render(&mut app, 120, 20);
+    let rows: Vec<u16> = [
+        "listed on zen.spamhaus.org",
+        "dnsbl.example.net is unusable",
         "listed on b.barracudacentral",
+        "bounce rate",
     ]
     .iter()
     .map(|t| row_of(&screen, t))
@@ -1665,7 +1680,8 @@ fn enter_on_a_listing_shows_every_listing_of_its_node_oldest_first_and_why_it_is
     app.update(Action::ShowBlacklist);
     // The history row (barracuda): the timeline is the node's, every zone.
     app.update(Action::Down);
-    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing to load");
+    // The heartbeats, transitions and certificate are loaded for it.
+    assert_eq!(key(&mut app, KeyCode::Enter), [Effect::LoadNode(id(1002))]);
     let t = app.timeline.clone().expect("a timeline");
     assert_eq!(t.node_id, id(1002));
     let texts: Vec<&str> = t.entries.iter().map(|e| e.text.as_str()).collect();
@@ -1725,22 +1741,23 @@ fn enter_on_a_listing_shows_every_listing_of_its_node_oldest_first_and_why_it_is
     let t = app.timeline.clone().expect("still open");
     assert!(t.listed_now.is_empty() && t.entries.len() == 4);
 
-    // From the Alerts view: Enter on an alert about a node opens that node's timeline; on
-    // one about a zone it says there is no node.
+    // From the Alerts view (the worst first): Enter on an alert about a node opens that
+    // node's timeline; on one about a zone it says there is no node.
     let mut app = app_with(reputation_fixture());
     app.update(Action::ShowAlerts);
+    app.update(Action::Open);
+    assert_eq!(
+        app.timeline.as_ref().map(|t| t.node_id.clone()),
+        Some(id(1002))
+    );
+    app.update(Action::Back);
+    app.update(Action::Down);
     app.update(Action::Open);
     assert!(app.timeline.is_none());
     assert!(app
         .status
         .as_ref()
         .is_some_and(|s| s.error && s.text.contains("not about a node")));
-    app.update(Action::Down);
-    app.update(Action::Open);
-    assert_eq!(
-        app.timeline.as_ref().map(|t| t.node_id.clone()),
-        Some(id(1002))
-    );
     // Switching views closes it.
     app.update(Action::ShowFleet);
     assert!(app.timeline.is_none() && !app.pane_open());
@@ -1864,7 +1881,11 @@ fn c_checks_p_pauses_and_u_resumes_the_selected_node_p_and_u_after_a_confirmatio
 #[test]
 fn alerts_filter_on_severity_kind_and_words() {
     use crossterm::event::KeyCode;
-    let mut app = app_with(reputation_fixture());
+    let mut snap = reputation_fixture();
+    // On-call has the zone alert.
+    snap.alerts[0].acked_by = Some("carol".into());
+    snap.alerts[0].acked_at = Some(snap.alerts[0].raised_at.clone());
+    let mut app = app_with(snap);
     app.update(Action::ShowAlerts);
     key(&mut app, KeyCode::Char('/'));
     for c in "severity:high".chars() {
@@ -1879,13 +1900,22 @@ fn alerts_filter_on_severity_kind_and_words() {
             .collect()
     };
     assert_eq!(ids(&app), [id(8002)]);
+    // Resolved alerts are history: hidden unless the filter asks about state (`state:`
+    // alone shows them all). Open ones first, the worst first, then the longest open.
     let cases: &[(&str, &[u32])] = &[
-        ("severity:medium", &[8003, 8004]),
-        ("kind:blocklist", &[8002, 8004]),
-        ("severity:medium kind:bounce", &[8003]),
-        ("!severity:medium", &[8001, 8002]),
-        ("barracuda", &[8004]),
-        ("node:dal-001", &[8003]),
+        ("", &[8002, 8001]),
+        ("severity:medium", &[]),
+        ("severity:medium state:", &[8004, 8003]),
+        ("state:resolved", &[8004, 8003]),
+        ("state:open", &[8002]),
+        ("state:acked", &[8001]),
+        ("carol", &[8001]),
+        ("kind:blocklist", &[8002]),
+        ("kind:blocklist state:", &[8002, 8004]),
+        ("severity:medium kind:bounce state:", &[8003]),
+        ("!severity:medium", &[8002, 8001]),
+        ("barracuda state:resolved", &[8004]),
+        ("node:dal-001 state:", &[8003]),
         ("kind:zone unusable", &[8001]),
     ];
     for (text, want) in cases {
@@ -1949,9 +1979,21 @@ async fn pause_and_resume_from_the_console_go_through_the_engine() {
         a.snap.nodes.iter().any(|n| &*n.status == "paused")
     })
     .await;
-    app.update(Action::Open);
-    app.set_detail(store.request_detail(&req).await.expect("detail"));
+    // Enter on the node: the node's own detail, with why it is out of rotation and the
+    // transition that put it there.
+    let effects = app.update(Action::Open);
+    pump(&mut app, &store, &handle, effects).await;
     app.now = chrono::Utc::now();
+    let screen = render(&mut app, 110, 40);
+    assert!(screen.contains("why: paused by alice"), "{screen}");
+    assert!(screen.contains("no heartbeat received"), "{screen}");
+    assert!(
+        screen.contains("→ paused  alice: paused by alice"),
+        "{screen}"
+    );
+    // r: the request that made it.
+    assert!(key(&mut app, KeyCode::Char('r')).contains(&Effect::LoadDetail(req.clone())));
+    app.set_detail(store.request_detail(&req).await.expect("detail"));
     let screen = render(&mut app, 110, 30);
     assert!(screen.contains("paused: paused by alice"), "{screen}");
 
@@ -2011,10 +2053,19 @@ fn listing_reasons_and_alert_messages_cannot_drive_the_terminal() {
     let clean = |screen: &str| {
         !screen.contains('\x1b') && !screen.contains('\x07') && !screen.contains('\u{9b}')
     };
+    // Triage shows the alert's message and the paused node's reason.
+    let mut app = app_with(snap.clone());
+    app.update(Action::ShowTriage);
+    let screen = render(&mut app, 200, 30);
+    assert!(clean(&screen), "{screen}");
+    assert!(screen.contains("blocklist]2;pwned"), "{screen}");
     for v in [Action::ShowBlacklist, Action::ShowAlerts] {
         let mut app = app_with(snap.clone());
         app.update(v);
-        app.update(Action::Down);
+        if v == Action::ShowBlacklist {
+            // The history row; in the Alerts view the first is the open one about a node.
+            app.update(Action::Down);
+        }
         let list = render(&mut app, 200, 20);
         assert!(clean(&list), "{list}");
         app.update(Action::Open);

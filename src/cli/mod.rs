@@ -262,6 +262,24 @@ pub enum AlertsCmd {
     /// Send a synthetic alert through the configured sinks ([alerting]) now, and say what
     /// became of it.
     Test,
+    /// Acknowledge an open alert: on-call has it. Recorded with who, when and the note.
+    Ack {
+        /// The alert's id (or a unique prefix of it, as lists show it).
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Keep an open alert from the alert sinks for a while (it stays listed, marked
+    /// silenced); `--for 0s` ends a silence.
+    Silence {
+        id: String,
+        /// How long: "30m", "2h", "1d" (at most 7d).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (required): what is being done about it.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -815,6 +833,11 @@ fn access_of(cli: &Cli) -> Access {
         // Removes the challenge records a killed order left (from the database, with the
         // simulated DNS).
         Cmd::Reconcile { .. } => false,
+        // Acknowledging and silencing write to the alert.
+        Cmd::Alerts {
+            action: Some(AlertsCmd::Ack { .. } | AlertsCmd::Silence { .. }),
+            ..
+        } => false,
         Cmd::Tenant(_)
         | Cmd::Cluster(_)
         | Cmd::Events { .. }
@@ -1079,6 +1102,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
                 .map_err(|e| eyre!("the test alert was not sent: {}", sanitize(&e)))?;
             println!("test alert {}", sanitize(&said));
+        }
+        Cmd::Alerts {
+            action: Some(AlertsCmd::Ack { id, reason }),
+            ..
+        } => {
+            refuse_read_only(&cli)?;
+            let command = Command::AckAlert {
+                id: id.clone(),
+                note: reason.clone(),
+            };
+            let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
+            println!("{}", sanitize(&outcome.describe()));
+        }
+        Cmd::Alerts {
+            action:
+                Some(AlertsCmd::Silence {
+                    id,
+                    duration,
+                    reason,
+                }),
+            ..
+        } => {
+            refuse_read_only(&cli)?;
+            let duration = crate::config::parse_duration(duration)
+                .map_err(|e| eyre!("--for: {}", sanitize(&e)))?;
+            let command = Command::SilenceAlert {
+                id: id.clone(),
+                duration,
+                reason: reason.clone(),
+            };
+            let outcome = engine::commands::execute(&env.ctx()?, &env.actor, command).await?;
+            println!("{}", sanitize(&outcome.describe()));
         }
         Cmd::Alerts {
             action: None,
@@ -1408,7 +1463,7 @@ async fn request(cli: &Cli, env: &Env, rc: &RequestCmd) -> Result<()> {
             println!("{}", r.describe());
             return Ok(());
         }
-        engine::Outcome::Node { text, .. } => {
+        engine::Outcome::Node { text, .. } | engine::Outcome::Alert { text, .. } => {
             println!("{}", sanitize(text));
             return Ok(());
         }

@@ -876,16 +876,37 @@ pub fn alert_list(
     if as_json {
         return print_json(&serde_json::to_value(list)?);
     }
-    let body = list
+    // Open before resolved, the worst first, the longest open first: what to look at.
+    let rank = |a: &crate::store::AlertRow| crate::tui::table::severity_rank(Some(&a.severity));
+    let mut order: Vec<&crate::store::AlertRow> = list.iter().collect();
+    order.sort_by(|a, b| {
+        (a.resolved_at.is_some(), rank(a), &a.raised_at).cmp(&(
+            b.resolved_at.is_some(),
+            rank(b),
+            &b.raised_at,
+        ))
+    });
+    let at = crate::clock::ts(now);
+    let body = order
         .iter()
         .map(|a| {
+            let state = match a.state_at(&at) {
+                "resolved" => format!(
+                    "resolved {} ago",
+                    ago(now, a.resolved_at.as_deref().unwrap_or(""))
+                ),
+                "silenced" => format!(
+                    "silenced by {}",
+                    clean(a.silenced_by.as_deref().unwrap_or("?"))
+                ),
+                "acked" => format!("acked by {}", clean(a.acked_by.as_deref().unwrap_or("?"))),
+                other => other.to_string(),
+            };
             vec![
+                crate::domain::ids::short(&a.id).to_string(),
                 a.severity.to_uppercase(),
                 ago(now, &a.raised_at),
-                a.resolved_at
-                    .as_deref()
-                    .map(|t| format!("resolved {} ago", ago(now, t)))
-                    .unwrap_or_else(|| "open".into()),
+                state,
                 clean(&a.kind),
                 clean(&a.message),
             ]
@@ -893,7 +914,7 @@ pub fn alert_list(
         .collect();
     println!(
         "{}",
-        table(&["SEVERITY", "RAISED", "STATE", "KIND", "WHAT"], body)
+        table(&["ID", "SEVERITY", "RAISED", "STATE", "KIND", "WHAT"], body)
     );
     Ok(())
 }

@@ -98,7 +98,22 @@ pub enum Command {
         id: String,
         percent: u32,
     },
+    /// On-call takes an open alert ("I have it"), with an optional note.
+    AckAlert {
+        id: String,
+        note: Option<String>,
+    },
+    /// Keep an open alert from the alert sinks for a while, saying why; a zero duration
+    /// ends a silence.
+    SilenceAlert {
+        id: String,
+        duration: std::time::Duration,
+        reason: String,
+    },
 }
+
+/// The longest silence: a week. Anything longer is a rule to change, not an alert to mute.
+pub const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Command {
     /// The reason the operator gave, for the commands that take one.
@@ -112,7 +127,9 @@ impl Command {
             | Command::Deprovision { reason, .. }
             | Command::PauseNode { reason, .. }
             | Command::MaintainNode { reason, .. }
-            | Command::ResizeNode { reason, .. } => reason.as_deref(),
+            | Command::ResizeNode { reason, .. }
+            | Command::AckAlert { note: reason, .. } => reason.as_deref(),
+            Command::SilenceAlert { reason, .. } => Some(reason),
             Command::Create(_)
             | Command::Provide { .. }
             | Command::TestCluster { .. }
@@ -142,6 +159,11 @@ pub enum Outcome {
         id: String,
         text: String,
     },
+    /// An alert was acknowledged or silenced.
+    Alert {
+        id: String,
+        text: String,
+    },
 }
 
 impl Outcome {
@@ -158,7 +180,7 @@ impl Outcome {
             Outcome::Created(r) => format!("request {} created ({})", short(&r.id), r.state),
             Outcome::Changed { id, state } => format!("request {} is now {state}", short(id)),
             Outcome::ClusterTested(r) => r.describe(),
-            Outcome::Node { text, .. } => text.clone(),
+            Outcome::Node { text, .. } | Outcome::Alert { text, .. } => text.clone(),
             Outcome::TeardownSignalled { id } => {
                 format!(
                     "request {}: rollback requested; the worker stops after its current call",
@@ -251,6 +273,55 @@ pub async fn execute(
             node_moved(node, moved, "in maintenance")
         }
         Command::CheckNode { id } => check_node(ctx, &id).await,
+        Command::AckAlert { id, note } => {
+            let id = store.resolve_alert_id(&id).await?;
+            match store.ack_alert(&id, actor, note, now).await? {
+                Ok(a) => Ok(Outcome::Alert {
+                    text: format!(
+                        "alert {} acknowledged by {}",
+                        short(&id),
+                        crate::domain::validate::sanitize(actor)
+                    ),
+                    id: a.id,
+                }),
+                Err(refused) => Err(CommandError::Invalid(refused.to_string())),
+            }
+        }
+        Command::SilenceAlert {
+            id,
+            duration,
+            reason,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(CommandError::Invalid(
+                    "reason: a silence needs a reason (--reason TEXT)".into(),
+                ));
+            }
+            if duration > MAX_SILENCE {
+                return Err(CommandError::Invalid(format!(
+                    "for: {} is longer than a silence may last (7d)",
+                    crate::config::format_duration(duration)
+                )));
+            }
+            let id = store.resolve_alert_id(&id).await?;
+            let until = now + chrono::Duration::from_std(duration).unwrap_or_default();
+            match store.silence_alert(&id, actor, until, reason, now).await? {
+                Ok(a) => Ok(Outcome::Alert {
+                    text: if duration.is_zero() {
+                        format!("alert {}: silence ended", short(&id))
+                    } else {
+                        format!(
+                            "alert {} silenced for {} (until {})",
+                            short(&id),
+                            crate::config::format_duration(duration),
+                            until.format("%Y-%m-%d %H:%M UTC")
+                        )
+                    },
+                    id: a.id,
+                }),
+                Err(refused) => Err(CommandError::Invalid(refused.to_string())),
+            }
+        }
         Command::ResizeNode { id, plan, reason } => resize(ctx, actor, &id, &plan, reason).await,
         Command::WarmupResume { id, from } => {
             let id = store.resolve_node_id(&id).await?;

@@ -366,6 +366,7 @@ impl Store {
                     "UPDATE alerts SET notify_until = ?1 WHERE id IN (
                          SELECT id FROM alerts WHERE notified_at IS NULL
                            AND (notify_until IS NULL OR notify_until < ?2)
+                           AND (silenced_until IS NULL OR silenced_until <= ?2)
                          ORDER BY raised_at LIMIT ?3)
                      RETURNING id",
                 )?

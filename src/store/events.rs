@@ -62,6 +62,8 @@ pub struct EventFilter {
     pub name: Option<String>,
     pub tenant: Option<String>,
     pub request_id: Option<String>,
+    /// Only events at or after this stored time.
+    pub since: Option<String>,
 }
 
 impl Store {
@@ -76,6 +78,10 @@ impl Store {
             }
             if let Some(t) = &f.tenant {
                 sql.push_str(" AND tenant = ?");
+                args.push(t.clone().into());
+            }
+            if let Some(t) = &f.since {
+                sql.push_str(" AND at >= ?");
                 args.push(t.clone().into());
             }
             if let Some(r) = &f.request_id {

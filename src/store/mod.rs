@@ -38,6 +38,7 @@ mod sim_dns;
 mod ssh;
 mod steps;
 mod sync;
+mod triage;
 mod warmup;
 
 pub use acme_orders::ChallengeHolder;
@@ -65,6 +66,7 @@ pub use rows::*;
 pub use sim_dns::{SimDnsNew, SimDnsRecord};
 pub use ssh::KeptIdentity;
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
+pub use triage::{AlertRefusal, HeartbeatRow, NodeCert, NodeDetail};
 pub use warmup::{WarmNode, WarmupDay, WarmupState};
 
 use crate::config::StoreConfig;
@@ -171,6 +173,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         26,
         include_str!("../../assets/migrations/0026_pushed_caps.sql"),
+    ),
+    (
+        27,
+        include_str!("../../assets/migrations/0027_alert_triage.sql"),
     ),
 ];
 

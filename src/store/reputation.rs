@@ -24,7 +24,7 @@ pub struct CheckTarget {
 }
 
 /// An alert, open or resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AlertRow {
     pub id: String,
     pub severity: String,
@@ -36,6 +36,30 @@ pub struct AlertRow {
     pub raised_at: String,
     pub resolved_at: Option<String>,
     pub resolution: Option<String>,
+    /// Who acknowledged it, when, and what they said.
+    pub acked_by: Option<String>,
+    pub acked_at: Option<String>,
+    pub ack_note: Option<String>,
+    /// Until when it is silenced (not sent to the alert sinks), by whom and why.
+    pub silenced_until: Option<String>,
+    pub silenced_by: Option<String>,
+    pub silence_reason: Option<String>,
+}
+
+impl AlertRow {
+    /// Where it stands, as the console's `state:` filter and the triage screen name it:
+    /// resolved, silenced (at `now`, a stored time), acked, or open.
+    pub fn state_at(&self, now: &str) -> &'static str {
+        if self.resolved_at.is_some() {
+            "resolved"
+        } else if self.silenced_until.as_deref().is_some_and(|u| u > now) {
+            "silenced"
+        } else if self.acked_at.is_some() {
+            "acked"
+        } else {
+            "open"
+        }
+    }
 }
 
 /// Open alerts by severity.
@@ -507,7 +531,8 @@ pub(crate) fn alert_rows(
 
 /// The columns an alert is read with, joined with its node's label (as `n`).
 pub(crate) const ALERT_COLUMNS: &str = "a.id, a.severity, a.kind, a.subject, a.node_id, n.label, \
-     a.message, a.raised_at, a.resolved_at, a.resolution";
+     a.message, a.raised_at, a.resolved_at, a.resolution, a.acked_by, a.acked_at, a.ack_note, \
+     a.silenced_until, a.silenced_by, a.silence_reason";
 
 /// An alert read with [`ALERT_COLUMNS`].
 pub(crate) fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
@@ -522,6 +547,12 @@ pub(crate) fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         raised_at: r.get(7)?,
         resolved_at: r.get(8)?,
         resolution: r.get(9)?,
+        acked_by: r.get(10)?,
+        acked_at: r.get(11)?,
+        ack_note: r.get(12)?,
+        silenced_until: r.get(13)?,
+        silenced_by: r.get(14)?,
+        silence_reason: r.get(15)?,
     })
 }
 

@@ -408,6 +408,10 @@ impl Store {
         self.resolve_prefix("node", "nodes", prefix).await
     }
 
+    pub async fn resolve_alert_id(&self, prefix: &str) -> Result<String, StoreError> {
+        self.resolve_prefix("alert", "alerts", prefix).await
+    }
+
     async fn resolve_prefix(
         &self,
         what: &'static str,

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum View {
+    /// What is broken and why: open alerts, failed and stalled requests, nodes out of
+    /// rotation, open circuit breakers, and the last hour. First in the tab order.
+    Triage,
     Fleet,
     Requests,
     Approvals,
@@ -16,7 +19,8 @@ pub enum View {
     Alerts,
 }
 
-pub const VIEWS: [View; 8] = [
+pub const VIEWS: [View; 9] = [
+    View::Triage,
     View::Fleet,
     View::Requests,
     View::Approvals,
@@ -30,6 +34,7 @@ pub const VIEWS: [View; 8] = [
 impl View {
     pub fn name(self) -> &'static str {
         match self {
+            View::Triage => "triage",
             View::Fleet => "fleet",
             View::Requests => "requests",
             View::Approvals => "approvals",
@@ -43,6 +48,7 @@ impl View {
 
     pub fn title(self) -> &'static str {
         match self {
+            View::Triage => "Triage",
             View::Fleet => "Fleet",
             View::Requests => "Requests",
             View::Approvals => "Approvals",
@@ -57,6 +63,7 @@ impl View {
     /// The title in a tab line too narrow for the full ones.
     pub fn short_title(self) -> &'static str {
         match self {
+            View::Triage => "Triage",
             View::Fleet => "Fleet",
             View::Requests => "Reqs",
             View::Approvals => "Approv",
@@ -73,7 +80,7 @@ impl View {
     pub fn lists_nodes(self) -> bool {
         matches!(
             self,
-            View::Fleet | View::Warmup | View::Blacklist | View::Alerts
+            View::Fleet | View::Warmup | View::Blacklist | View::Alerts | View::Triage
         )
     }
 
@@ -103,6 +110,7 @@ pub enum Action {
     ShowEvents,
     ShowPipeline,
     ShowAlerts,
+    ShowTriage,
     CommandLine,
     Up,
     Down,
@@ -147,6 +155,12 @@ pub enum Action {
     Provide,
     Follow,
     ToggleMouse,
+    /// Acknowledge the selected alert (Triage, Alerts), with an optional note.
+    AckAlert,
+    /// Silence the selected alert for a while, saying why (Triage, Alerts).
+    SilenceAlert,
+    /// The request that made the selected row's node, in its detail pane (Fleet, Triage).
+    OpenRequest,
 }
 
 impl Action {
@@ -164,6 +178,8 @@ impl Action {
                 | Action::PauseNode
                 | Action::ResumeNode
                 | Action::Provide
+                | Action::AckAlert
+                | Action::SilenceAlert
         )
     }
 
@@ -182,6 +198,7 @@ impl Action {
             Action::ShowEvents => "events",
             Action::ShowPipeline => "pipeline",
             Action::ShowAlerts => "alerts",
+            Action::ShowTriage => "triage",
             Action::CommandLine => "command",
             Action::Up => "up",
             Action::Down => "down",
@@ -213,6 +230,9 @@ impl Action {
             Action::Provide => "enter access details",
             Action::Follow => "follow",
             Action::ToggleMouse => "mouse",
+            Action::AckAlert => "acknowledge alert",
+            Action::SilenceAlert => "silence alert",
+            Action::OpenRequest => "node's request",
         }
     }
 }

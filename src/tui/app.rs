@@ -34,6 +34,11 @@ pub enum Effect {
     LoadEvents {
         older_than: Option<i64>,
     },
+    /// The last hour's events, for the Triage view.
+    LoadRecent,
+    /// What the node detail shows beyond the snapshot (heartbeats, transitions, its
+    /// certificate).
+    LoadNode(String),
     Quit {
         drain: bool,
     },
@@ -47,6 +52,8 @@ pub enum Mode {
     Form(Box<Form>),
     Confirm(Confirm),
     Reason(Reason),
+    /// The `A` (note) or `S` (duration and reason) prompt for an alert.
+    Alert(super::triage::AlertPrompt),
     Help,
 }
 
@@ -112,6 +119,8 @@ pub struct App {
     pub loading_total: Option<usize>,
     pub tables: Vec<TableState>,
     pub events: EventsState,
+    /// The Triage view's rows and its last hour (see `tui::triage`).
+    pub triage: super::triage::TriageState,
     pub pipeline_state: usize,
     pub mode: Mode,
     pub detail: Option<(String, Option<Box<RequestDetail>>)>,
@@ -321,6 +330,7 @@ impl App {
                 follow: true,
                 ..Default::default()
             },
+            triage: Default::default(),
             pipeline_state: 0,
             mode: Mode::Normal,
             detail: None,
@@ -495,6 +505,7 @@ impl App {
             self.capacity = s.capacity;
             self.sparks = std::mem::take(&mut s.sparks);
             self.quotas = std::mem::take(&mut s.quotas);
+            self.triage.take_index(&mut s.triage);
             self.loaded = true;
             self.loading_total = None;
             if let Mode::Form(form) = &mut self.mode {
@@ -646,9 +657,11 @@ impl App {
             form.held = super::form::held_hostnames(&snap.requests);
             form.validate();
         }
+        self.triage.index_all(&snap.nodes, &snap.requests);
         self.snap = snap;
         self.loaded = true;
         self.loading_total = None;
+        self.rebuild_triage();
         for (v, keep) in VIEWS.into_iter().zip(keep) {
             let i = v.index();
             let mut t = std::mem::take(&mut self.tables[i]);
@@ -713,6 +726,9 @@ impl App {
                 self.sparks.resize(i + 1, None);
             }
             self.sparks[i] = spark;
+            if let Some(n) = self.snap.nodes.get(i) {
+                self.triage.note_node(i, n);
+            }
             self.place_row(&[View::Fleet, View::Warmup], i);
         }
         for mut r in d.requests {
@@ -740,6 +756,9 @@ impl App {
                     i
                 }
             };
+            if let Some(r) = self.snap.requests.get(i) {
+                self.triage.note_request(i, r);
+            }
             if whole {
                 self.place_row(&[View::Requests, View::Pipeline], i);
             } else {
@@ -805,6 +824,9 @@ impl App {
             self.tables[i] = t;
         }
         self.rebuild_timeline();
+        // What is broken may have changed with any of it: the triage rows are few.
+        self.rebuild_triage();
+        self.refresh(View::Triage);
     }
 
     /// Moves row `i` (new or changed) where each of `views` now shows it.
@@ -836,6 +858,17 @@ impl App {
                 *slot = Some(Box::new(d));
             }
         }
+    }
+
+    /// The Triage view's rows made again (the clock moved).
+    pub fn retriage(&mut self) {
+        self.rebuild_triage();
+        self.refresh(View::Triage);
+    }
+
+    /// View `v` made again now, on the loop.
+    pub(super) fn refresh_now(&mut self, v: View) {
+        self.refresh(v);
     }
 
     fn refresh(&mut self, v: View) {
@@ -896,7 +929,40 @@ impl App {
                 let node = self.snap.alerts.get(idx)?.node_id.as_deref()?;
                 self.node_by_id(node)?.request_id.map(|r| r.to_string())
             }
+            View::Triage => match &self.triage.rows.get(idx)?.subject {
+                super::triage::Subject::Request(id) => Some(id.to_string()),
+                super::triage::Subject::Node(id) => self
+                    .node_index(*id)
+                    .and_then(|i| self.snap.nodes.get(i)?.request_id)
+                    .map(|r| r.to_string()),
+                super::triage::Subject::Alert {
+                    node_id: Some(node),
+                    ..
+                } => self.node_by_id(node)?.request_id.map(|r| r.to_string()),
+                _ => None,
+            },
         }
+    }
+
+    /// The selected row's request (or its node's) in the detail pane; Enter on the
+    /// request already shown hands the pane the keys, to scroll.
+    pub(super) fn open_request(&mut self) -> Vec<Effect> {
+        let Some(id) = self.selected_request() else {
+            if self.view != View::Events {
+                self.say("open: the selected row has no request", true);
+            }
+            return vec![];
+        };
+        if self.detail.as_ref().is_some_and(|(open, _)| *open == id) {
+            self.detail_focus = true;
+            return vec![];
+        }
+        self.detail_focus = false;
+        self.detail_scroll = 0;
+        self.timeline = None;
+        self.warm_history = false;
+        self.detail = Some((id.clone(), None));
+        vec![Effect::LoadDetail(id)]
     }
 
     /// The requests an action applies to: the marked rows' (in the order the view shows
@@ -979,6 +1045,10 @@ impl App {
             Action::ShowEvents => return self.show(View::Events),
             Action::ShowPipeline => return self.show(View::Pipeline),
             Action::ShowAlerts => return self.show(View::Alerts),
+            Action::ShowTriage => return self.show(View::Triage),
+            Action::AckAlert => return self.ask_alert(false),
+            Action::SilenceAlert => return self.ask_alert(true),
+            Action::OpenRequest => return self.open_request(),
             Action::CommandLine => self.mode = Mode::Command(Input::default()),
             Action::Filter => {
                 let current = if self.view == View::Events {
@@ -1026,22 +1096,10 @@ impl App {
             Action::Open if matches!(self.view, View::Blacklist | View::Alerts) => {
                 return self.open_timeline()
             }
+            Action::Open if self.view == View::Fleet => return self.open_node(),
+            Action::Open if self.view == View::Triage => return self.jump_from_triage(),
             Action::Open if self.view == View::Warmup => return self.open_history(),
-            Action::Open => {
-                if let Some(id) = self.selected_request() {
-                    if self.detail.as_ref().is_some_and(|(open, _)| *open == id) {
-                        // Enter on the open pane hands it the keys, to scroll.
-                        self.detail_focus = true;
-                        return vec![];
-                    }
-                    self.detail_focus = false;
-                    self.detail_scroll = 0;
-                    self.timeline = None;
-                    self.warm_history = false;
-                    self.detail = Some((id.clone(), None));
-                    return vec![Effect::LoadDetail(id)];
-                }
-            }
+            Action::Open => return self.open_request(),
             Action::Back => {
                 if self.detail_focus && self.pane_open() {
                     self.detail_focus = false;
@@ -1060,6 +1118,9 @@ impl App {
                     } else if !t.filter.is_empty() {
                         t.filter.clear();
                         self.rebuild_view(self.view);
+                    } else if let Some(v) = self.triage.back_to.take() {
+                        // Nothing left to close after a jump from Triage: back there.
+                        return self.show(v);
                     }
                 }
             }
@@ -1186,17 +1247,19 @@ impl App {
         vec![]
     }
 
-    fn show(&mut self, v: View) -> Vec<Effect> {
+    pub(super) fn show(&mut self, v: View) -> Vec<Effect> {
         self.view = v;
         self.detail = None;
         self.timeline = None;
         self.warm_history = false;
         self.detail_focus = false;
         self.detail_scroll = 0;
-        if v == View::Events {
-            return vec![Effect::LoadEvents { older_than: None }];
+        self.triage.back_to = None;
+        match v {
+            View::Events => vec![Effect::LoadEvents { older_than: None }],
+            View::Triage => vec![Effect::LoadRecent],
+            _ => vec![],
         }
-        vec![]
     }
 
     /// The row of the current view drawn at screen cell (`x`, `y`), if any.

@@ -46,10 +46,13 @@ const LISTING_FIELDS: &[(&str, Field)] = &[
     ("zone", Field::Zone),
     ("node", Field::Node),
 ];
+/// `state:` is open, acked, silenced or resolved; asking about state also shows the
+/// resolved alerts the view otherwise hides (`state:resolved`, or `state:` for all).
 const ALERT_FIELDS: &[(&str, Field)] = &[
     ("severity", Field::Severity),
     ("kind", Field::Kind),
     ("node", Field::Node),
+    ("state", Field::State),
 ];
 
 /// The `name:` terms a view understands, for parsing and for the help.
@@ -59,7 +62,7 @@ pub fn fields(v: View) -> &'static [(&'static str, Field)] {
         View::Fleet | View::Warmup => NODE_FIELDS,
         View::Blacklist => LISTING_FIELDS,
         View::Alerts => ALERT_FIELDS,
-        View::Events => &[],
+        View::Events | View::Triage => &[],
     }
 }
 
@@ -188,10 +191,11 @@ fn value(app: &App, v: View, i: usize, field: Field) -> Option<&str> {
                 Field::Severity => Some(&a.severity),
                 Field::Kind => Some(&a.kind),
                 Field::Node => a.node_label.as_deref(),
+                Field::State => Some(a.state_at(&crate::clock::ts(app.now))),
                 _ => None,
             }
         }
-        View::Events => None,
+        View::Events | View::Triage => None,
     }
 }
 

@@ -87,6 +87,7 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("6", Action::ShowEvents),
     ("7", Action::ShowPipeline),
     ("8", Action::ShowAlerts),
+    ("0", Action::ShowTriage),
     ("tab", Action::NextView),
     ("backtab", Action::PrevView),
     (":", Action::CommandLine),
@@ -127,6 +128,9 @@ pub const DEFAULT_BINDINGS: &[(&str, Action)] = &[
     ("c", Action::CheckNode),
     ("P", Action::PauseNode),
     ("U", Action::ResumeNode),
+    ("A", Action::AckAlert),
+    ("S", Action::SilenceAlert),
+    ("r", Action::OpenRequest),
     ("f", Action::Follow),
     ("M", Action::ToggleMouse),
 ];
@@ -162,6 +166,30 @@ pub const WARMUP_FOOTER: &[Action] = &[
     Action::Filter,
     Action::Open,
     Action::Mark,
+    Action::PauseNode,
+    Action::ResumeNode,
+    Action::Quit,
+];
+
+/// The footer of the Alerts view: owning an alert, and acting on its node.
+pub const ALERTS_FOOTER: &[Action] = &[
+    Action::Help,
+    Action::Filter,
+    Action::Open,
+    Action::AckAlert,
+    Action::SilenceAlert,
+    Action::PauseNode,
+    Action::ResumeNode,
+    Action::Quit,
+];
+
+/// The footer of the Triage view: looking into what is broken, and owning it.
+pub const TRIAGE_FOOTER: &[Action] = &[
+    Action::Help,
+    Action::Filter,
+    Action::Open,
+    Action::AckAlert,
+    Action::SilenceAlert,
     Action::PauseNode,
     Action::ResumeNode,
     Action::Quit,

@@ -17,6 +17,7 @@ pub mod quota;
 pub mod rowindex;
 pub mod table;
 pub mod theme;
+pub mod triage;
 pub mod views;
 pub mod warmup;
 
@@ -51,6 +52,10 @@ pub enum Msg {
     Built(Box<app::Job>),
     Events(Vec<EventRow>, bool),
     Detail(Box<RequestDetail>),
+    /// The last hour's events (the Triage view).
+    Recent(Vec<EventRow>),
+    /// What the node detail loaded.
+    Node(Box<crate::store::NodeDetail>),
     /// A node's warm-up and its daily log (`None`: the node has no warm-up).
     Warmup(String, Option<Box<WarmupState>>),
     Outcome(String, bool),
@@ -311,6 +316,16 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             *dirty = true;
             vec![]
         }
+        Msg::Recent(rows) => {
+            app.set_recent(rows);
+            *dirty = true;
+            vec![]
+        }
+        Msg::Node(d) => {
+            app.set_node_detail(*d);
+            *dirty = true;
+            vec![]
+        }
         Msg::Warmup(id, state) => {
             app.set_warmup(id, state.map(|s| *s));
             *dirty = true;
@@ -329,11 +344,21 @@ pub fn handle(app: &mut App, msg: Msg, dirty: &mut bool) -> Vec<Effect> {
             if app.view == action::View::Events && app.events.follow {
                 out.push(Effect::LoadEvents { older_than: None });
             }
+            if app.view == action::View::Triage {
+                out.push(Effect::LoadRecent);
+            }
+            if let Some(t) = &app.timeline {
+                out.push(Effect::LoadNode(t.node_id.clone()));
+            }
             out.extend(app.reload_warmup());
             out
         }
         Msg::Tick => {
             app.tick += 1;
+            if app.view == action::View::Triage {
+                // Silences end and ages grow with the clock alone.
+                app.retriage();
+            }
             app.expire_status(std::time::Instant::now());
             *dirty = true;
             vec![]
@@ -467,6 +492,17 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 vec![]
             }
         },
+        Mode::Alert(p) => match k.code {
+            KeyCode::Esc => {
+                app.mode = Mode::Normal;
+                vec![]
+            }
+            KeyCode::Enter => app.submit_alert(),
+            _ => {
+                p.input.handle_event(&ev);
+                vec![]
+            }
+        },
     }
 }
 
@@ -546,6 +582,33 @@ pub fn perform(
                 match store.node_warmup(&id).await {
                     Ok(state) => {
                         let _ = tx.send(Msg::Warmup(id, state.map(Box::new)));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Outcome(e.to_string(), true));
+                    }
+                }
+            });
+        }
+        Effect::LoadRecent => {
+            let store = store.clone();
+            let since = crate::clock::ts(app.now - chrono::Duration::hours(1));
+            tokio::spawn(async move {
+                let filter = EventFilter {
+                    since: Some(since),
+                    limit: 200,
+                    ..Default::default()
+                };
+                if let Ok(rows) = store.list_events(&filter).await {
+                    let _ = tx.send(Msg::Recent(rows));
+                }
+            });
+        }
+        Effect::LoadNode(id) => {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match store.node_detail(&id).await {
+                    Ok(d) => {
+                        let _ = tx.send(Msg::Node(Box::new(d)));
                     }
                     Err(e) => {
                         let _ = tx.send(Msg::Outcome(e.to_string(), true));

@@ -29,7 +29,7 @@ pub struct TimelineEntry {
 }
 
 /// Everything the console knows about one node's standing on the blocklists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     pub node_id: String,
     pub label: String,
@@ -45,6 +45,8 @@ pub struct Timeline {
     pub alerts: Vec<(String, String)>,
     /// Every listing of the node the snapshot holds, on every zone, oldest first.
     pub entries: Vec<TimelineEntry>,
+    /// What was loaded from the store for it: heartbeats, transitions, certificate.
+    pub more: Option<Box<crate::store::NodeDetail>>,
 }
 
 fn clean(s: &str) -> String {
@@ -177,6 +179,7 @@ impl Timeline {
                 })
                 .collect(),
             entries,
+            more: None,
         }
     }
 }
@@ -201,6 +204,11 @@ impl App {
             View::Fleet | View::Warmup => s.nodes.get(idx).map(|n| n.id.to_string()),
             View::Blacklist => s.listings.get(idx)?.node_id.clone(),
             View::Alerts => s.alerts.get(idx)?.node_id.clone(),
+            View::Triage => match &self.triage.rows.get(idx)?.subject {
+                super::triage::Subject::Node(id) => Some(id.to_string()),
+                super::triage::Subject::Alert { node_id, .. } => node_id.clone(),
+                _ => None,
+            },
             View::Requests | View::Approvals | View::Events | View::Pipeline => None,
         }
     }
@@ -227,21 +235,50 @@ impl App {
             );
             return vec![];
         };
+        self.show_node(node_id)
+    }
+
+    /// Enter in the Fleet view: the selected node's detail (status and why, heartbeats
+    /// and metrics, warm-up, listings, transitions, certificate).
+    pub(super) fn open_node(&mut self) -> Vec<Effect> {
+        match self.selected_node_id() {
+            Some(id) => self.show_node(id),
+            None => vec![],
+        }
+    }
+
+    /// Node `node_id` in the pane; Enter on the node already shown gives the pane the
+    /// keys, to scroll.
+    fn show_node(&mut self, node_id: String) -> Vec<Effect> {
         if self.timeline.as_ref().is_some_and(|t| t.node_id == node_id) {
             self.detail_focus = true;
             return vec![];
         }
         self.detail = None;
+        self.warm_history = false;
         self.detail_focus = false;
         self.detail_scroll = 0;
         self.timeline = Some(Timeline::build(self, &node_id));
-        vec![]
+        vec![Effect::LoadNode(node_id)]
     }
 
-    /// The open timeline again, from new data.
+    /// The open timeline again, from new data (what was loaded for it stays until it is
+    /// loaded again).
     pub(super) fn rebuild_timeline(&mut self) {
-        if let Some(id) = self.timeline.as_ref().map(|t| t.node_id.clone()) {
-            self.timeline = Some(Timeline::build(self, &id));
+        if let Some(old) = self.timeline.take() {
+            let mut t = Timeline::build(self, &old.node_id);
+            t.more = old.more;
+            self.timeline = Some(t);
+        }
+    }
+
+    /// The node detail's heartbeats, transitions and certificate arrived: kept if that
+    /// node is still the one shown.
+    pub fn set_node_detail(&mut self, d: crate::store::NodeDetail) {
+        if let Some(t) = &mut self.timeline {
+            if t.node_id == d.node_id {
+                t.more = Some(Box::new(d));
+            }
         }
     }
 

@@ -173,14 +173,16 @@ const FLEET_COLUMNS: &[Column] = &[
     col("TENANT", 8, 4),
     col("STATUS", 14, 0),
     col("REP", 4, 2),
-    col("WARM-UP", 14, 6),
+    col("WARM-UP", 14, 3),
     col("LOAD", 5, 5),
     col("HEARTBEAT", 9, 2),
     // Days until its certificate expires.
     col("CERT", 5, 6),
     // Why a node is paused (or unhealthy, or what last changed it); on narrow screens the
     // detail pane says it.
-    col("REASON", 24, 7),
+    // Kept before the warm-up, load and certificate columns: at 120 columns an on-call
+    // engineer sees why a node is out of rotation without opening it.
+    col("REASON", 24, 3),
 ];
 const REQUESTS_COLUMNS: &[Column] = &[
     col("ID", 8, 0),
@@ -235,6 +237,14 @@ const WARMUP_COLUMNS: &[Column] = &[
     col("TENANT", 8, 3),
     col("REGION", 10, 4),
 ];
+/// What is broken, what it is, since when, who has it, and why (which takes the rest).
+const TRIAGE_COLUMNS: &[Column] = &[
+    col("WHAT", 12, 0),
+    col("SUBJECT", 20, 0),
+    col("FOR", 4, 1),
+    col("OWNER/STATE", 18, 2),
+    grow(col("WHY", 30, 0)),
+];
 const EVENTS_COLUMNS: &[Column] = &[
     col("TIME", 19, 0),
     col("EVENT", 28, 0),
@@ -252,6 +262,7 @@ pub fn columns(v: View) -> &'static [Column] {
         View::Warmup => WARMUP_COLUMNS,
         View::Events => EVENTS_COLUMNS,
         View::Alerts => ALERTS_COLUMNS,
+        View::Triage => TRIAGE_COLUMNS,
     }
 }
 
@@ -262,7 +273,10 @@ pub fn default_sort(v: View) -> (usize, bool) {
         View::Approvals => (0, false),
         // The warm-ups that stopped first: paused, then held, then the healthy ones.
         View::Warmup => (4, true),
-        View::Blacklist | View::Events | View::Alerts => (usize::MAX, true),
+        // The worst first, then the longest open (open ones before resolved ones).
+        View::Alerts => (0, true),
+        // Triage keeps the order it was built in (see `tui::triage`).
+        View::Blacklist | View::Events | View::Triage => (usize::MAX, true),
     }
 }
 
@@ -287,10 +301,13 @@ pub fn sort_letters(v: View, taken: impl Fn(char) -> bool) -> Vec<Option<char>> 
         .collect()
 }
 
-/// Which columns fit in `width`, dropping the least important first.
+/// Which columns fit in `width`, dropping the least important first; then any dropped
+/// column that fits in the room a wide one left is taken back, the most important first
+/// (a wide column dropped does not leave its width empty).
 pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
     let mut keep: Vec<usize> = (0..cols.len()).collect();
     let need = |keep: &[usize]| keep.iter().map(|i| cols[*i].width + 1).sum::<u16>();
+    let mut dropped = Vec::new();
     while need(&keep) > width && keep.len() > 1 {
         let drop = keep
             .iter()
@@ -298,7 +315,14 @@ pub fn fit(cols: &[Column], width: u16) -> Vec<usize> {
             .max_by_key(|(pos, i)| (cols[**i].priority, *pos))
             .map(|(pos, _)| pos)
             .unwrap_or(0);
-        keep.remove(drop);
+        dropped.push(keep.remove(drop));
+    }
+    // Dropped last is the most important of them.
+    for c in dropped.into_iter().rev() {
+        if need(&keep) + cols[c].width < width {
+            let at = keep.partition_point(|k| *k < c);
+            keep.insert(at, c);
+        }
     }
     keep
 }
@@ -312,7 +336,7 @@ pub fn mark_key(app: &App, v: View, i: usize) -> Option<String> {
             app.snap.requests.get(i).map(|r| r.id.to_string())
         }
         View::Fleet | View::Warmup => app.snap.nodes.get(i).map(|n| n.id.to_string()),
-        View::Blacklist | View::Events | View::Alerts => None,
+        View::Blacklist | View::Events | View::Alerts | View::Triage => None,
     }
 }
 
@@ -325,6 +349,7 @@ fn key(app: &App, v: View, i: usize) -> String {
         View::Blacklist => app.snap.listings.get(i).map(|l| l.id.clone()),
         View::Events => app.events.rows.get(i).map(|e| e.id.clone()),
         View::Alerts => app.snap.alerts.get(i).map(|a| a.id.clone()),
+        View::Triage => app.triage.rows.get(i).map(|r| r.key.clone()),
     }
     .unwrap_or_default()
 }
@@ -349,6 +374,7 @@ fn in_view(app: &App, v: View, i: usize) -> bool {
         View::Blacklist => i < s.listings.len(),
         View::Alerts => i < s.alerts.len(),
         View::Events => i < app.events.rows.len(),
+        View::Triage => i < app.triage.rows.len(),
     }
 }
 
@@ -361,6 +387,7 @@ fn row_count(app: &App, v: View) -> usize {
         View::Blacklist => s.listings.len(),
         View::Alerts => s.alerts.len(),
         View::Events => app.events.rows.len(),
+        View::Triage => app.triage.rows.len(),
     }
 }
 
@@ -369,6 +396,10 @@ fn row_count(app: &App, v: View) -> usize {
 /// keeps the rows that do not). The Events view's filter is the store's.
 pub fn member(app: &App, v: View, t: &TableState, i: usize) -> bool {
     in_view(app, v, i)
+        // Resolved alerts are history: shown when the filter asks about state.
+        && (v != View::Alerts
+            || app.snap.alerts.get(i).is_some_and(|a| a.resolved_at.is_none())
+            || t.parsed.terms.iter().any(|(f, _)| *f == super::filter::Field::State))
         && (v == View::Events
             || t.parsed.is_empty()
             || match v {
@@ -429,15 +460,24 @@ fn haystack(app: &App, v: View, i: usize) -> String {
         }),
         View::Alerts => s.alerts.get(i).map(|a| {
             format!(
-                "{} {} {} {} {}",
+                "{} {} {} {} {} {}",
                 a.severity,
                 a.kind,
                 a.node_label.as_deref().unwrap_or(""),
                 a.subject,
-                a.message
+                a.message,
+                a.acked_by
+                    .as_deref()
+                    .or(a.silenced_by.as_deref())
+                    .unwrap_or("")
             )
             .to_lowercase()
         }),
+        View::Triage => app
+            .triage
+            .rows
+            .get(i)
+            .map(|r| format!("{} {} {} {}", r.what, r.name, r.state, r.why).to_lowercase()),
         View::Events => None,
     };
     made.unwrap_or_default()
@@ -654,7 +694,17 @@ fn compare(app: &App, v: View, c: usize, a: usize, b: usize) -> Ordering {
                 return Ordering::Equal;
             };
             match c {
-                0 => severity_rank(Some(&x.severity)).cmp(&severity_rank(Some(&y.severity))),
+                // Open before resolved, the worst first, then the longest open.
+                0 => (
+                    x.resolved_at.is_some(),
+                    severity_rank(Some(&x.severity)),
+                    &x.raised_at,
+                )
+                    .cmp(&(
+                        y.resolved_at.is_some(),
+                        severity_rank(Some(&y.severity)),
+                        &y.raised_at,
+                    )),
                 1 => y.raised_at.cmp(&x.raised_at),
                 // Open first, then the most recently resolved.
                 2 => (x.resolved_at.is_some(), &y.resolved_at)
@@ -662,7 +712,7 @@ fn compare(app: &App, v: View, c: usize, a: usize, b: usize) -> Ordering {
                 _ => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
             }
         }
-        View::Events => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
+        View::Events | View::Triage => cell(app, v, a, c).cmp(&cell(app, v, b, c)),
     }
 }
 
@@ -962,11 +1012,33 @@ pub fn cell(app: &App, v: View, i: usize, c: usize) -> String {
                 1 => ago(app, &a.raised_at),
                 2 => match &a.resolved_at {
                     Some(t) => format!("resolved {} ago", ago(app, t)),
-                    None => "open".into(),
+                    None => match a.state_at(&crate::clock::ts(app.now)) {
+                        "silenced" => {
+                            format!("silenced by {}", a.silenced_by.as_deref().unwrap_or("?"))
+                        }
+                        "acked" => format!("acked by {}", a.acked_by.as_deref().unwrap_or("?")),
+                        other => other.to_string(),
+                    },
                 },
                 3 => a.kind.clone(),
                 4 => a.node_label.clone().unwrap_or_else(|| "-".into()),
                 5 => a.message.clone(),
+                _ => String::new(),
+            }
+        }
+        View::Triage => {
+            let Some(r) = app.triage.rows.get(i) else {
+                return String::new();
+            };
+            match c {
+                0 => r.what.clone(),
+                1 => r.name.clone(),
+                2 => r
+                    .since
+                    .map(|t| age(app.now, t))
+                    .unwrap_or_else(|| "-".into()),
+                3 => r.state.clone(),
+                4 => r.why.clone(),
                 _ => String::new(),
             }
         }
@@ -1046,6 +1118,10 @@ pub fn cell_style(app: &App, v: View, i: usize, c: usize) -> Option<Style> {
             let a = app.snap.alerts.get(i)?;
             return closed_or_severity(a.resolved_at.is_some(), Some(&a.severity), c == 0);
         }
+        View::Triage => {
+            let r = app.triage.rows.get(i)?;
+            return (c == 0).then(|| th.severity(r.severity));
+        }
         _ => return None,
     }
     let r = app.snap.requests.get(i)?;
@@ -1090,7 +1166,7 @@ pub fn status_of(app: &App, v: View, i: usize) -> &str {
                 "resolved"
             }
         }),
-        View::Events => None,
+        View::Events | View::Triage => None,
     }
     .unwrap_or_default()
 }

@@ -7,11 +7,14 @@ mod pipeline;
 mod quotas;
 mod table;
 mod timeline;
+mod triage;
 mod warmup;
 
 use super::action::{View, VIEWS};
 use super::app::{App, Mode};
-use super::keymap::{APPROVALS_FOOTER, FOOTER, REPUTATION_FOOTER, WARMUP_FOOTER};
+use super::keymap::{
+    ALERTS_FOOTER, APPROVALS_FOOTER, FOOTER, REPUTATION_FOOTER, TRIAGE_FOOTER, WARMUP_FOOTER,
+};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -67,6 +70,7 @@ fn view_body(f: &mut Frame, app: &mut App, area: Rect) {
             table::draw(f, app, View::Approvals, queue);
         }
         View::Warmup => warmup::draw(f, app, area),
+        View::Triage => triage::draw(f, app, area),
         v => table::draw(f, app, v, area),
     }
 }
@@ -326,7 +330,7 @@ fn tab_line(f: &mut Frame, app: &App, area: Rect) {
         lead + VIEWS
             .iter()
             .enumerate()
-            .map(|(i, v)| tabs.label(i + 1, *v, app.view).chars().count())
+            .map(|(i, v)| tabs.label(i, *v, app.view).chars().count())
             .sum::<usize>()
     };
     let tabs = [Tabs::Full, Tabs::Short]
@@ -343,7 +347,7 @@ fn tab_line(f: &mut Frame, app: &App, area: Rect) {
         } else {
             th.dim()
         };
-        spans.push(Span::styled(tabs.label(i + 1, *v, app.view), style));
+        spans.push(Span::styled(tabs.label(i, *v, app.view), style));
     }
     spans.extend(
         filter
@@ -385,7 +389,9 @@ fn footer(f: &mut Frame, app: &App, area: Rect) {
     let mut spans = Vec::new();
     let actions = match app.view {
         View::Approvals => APPROVALS_FOOTER,
-        View::Blacklist | View::Alerts => REPUTATION_FOOTER,
+        View::Blacklist => REPUTATION_FOOTER,
+        View::Alerts => ALERTS_FOOTER,
+        View::Triage => TRIAGE_FOOTER,
         View::Warmup => WARMUP_FOOTER,
         _ => FOOTER,
     };

@@ -291,6 +291,32 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             );
             f.set_cursor_position((r.x + 1 + rs.input.visual_cursor() as u16, r.y + 2));
         }
+        Mode::Alert(p) => {
+            let r = centered(area, 76, 6);
+            f.render_widget(Clear, r);
+            let (title, ask) = if p.silence {
+                (
+                    " Silence ",
+                    "For how long, and why (\"2h deploying the fix\"):",
+                )
+            } else {
+                (" Acknowledge ", "Note (optional; enter acknowledges):")
+            };
+            let lines = vec![
+                Line::from(Span::styled(p.what.clone(), th.dim())),
+                Line::from(ask),
+                Line::from(Span::raw(p.input.value().to_string())),
+            ];
+            f.render_widget(
+                Paragraph::new(lines).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(Span::styled(title, th.warn())),
+                ),
+                r,
+            );
+            f.set_cursor_position((r.x + 1 + p.input.visual_cursor() as u16, r.y + 3));
+        }
         _ => {}
     }
 }

@@ -46,7 +46,10 @@ pub fn draw(f: &mut Frame, app: &mut App, v: View, area: Rect) {
             _ if !app.loaded => "Loading…",
             View::Approvals => "Nothing awaits approval.",
             View::Blacklist if t.filter.is_empty() => "No blocklist listings recorded.",
-            View::Alerts if t.filter.is_empty() => "No alerts: nothing needs looking at.",
+            View::Alerts if t.filter.is_empty() => "No open alerts (/state: shows resolved ones).",
+            View::Triage if t.filter.is_empty() => {
+                "Nothing is broken: no open alert, failed or stalled request, node out of rotation or open breaker."
+            }
             View::Warmup => "No node is warming up.",
             View::Events if !app.events.filter.is_empty() => "No event matches the filter.",
             _ if !t.filter.is_empty() => "No row matches the filter (esc clears it).",

@@ -33,6 +33,7 @@ mod resize;
 #[macro_use]
 mod rows;
 pub mod lab;
+mod scaling;
 pub mod sim;
 mod sim_dns;
 mod ssh;
@@ -62,6 +63,7 @@ pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use resize::{NewResize, ResizeTarget};
 pub use rows::*;
+pub use scaling::{CauseState, FleetUsage, HighQueue};
 pub use sim_dns::{SimDnsNew, SimDnsRecord};
 pub use ssh::KeptIdentity;
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
@@ -172,6 +174,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         26,
         include_str!("../../assets/migrations/0026_pushed_caps.sql"),
     ),
+    // 27 is taken by another change under way.
+    (28, include_str!("../../assets/migrations/0028_scaling.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -60,6 +60,25 @@ queue_threshold = 1000
 queue_minutes = 15
 "#;
 
+/// The test settings (`support::config`'s), this world, and `extra` laid over them.
+fn world(extra: &str) -> Config {
+    let mut layers = vec![
+        (
+            "(built-in defaults)".to_string(),
+            mailfleet::config::DEFAULT_TOML.to_string(),
+        ),
+        (
+            "(tests)".to_string(),
+            "[blocklists]\nmonitor = false\n".to_string(),
+        ),
+        ("world".to_string(), WORLD.to_string()),
+    ];
+    if !extra.is_empty() {
+        layers.push(("extra".to_string(), extra.to_string()));
+    }
+    mailfleet::config::from_layers(&layers).expect("test config is valid")
+}
+
 /// Noon, so that no warm-up day boundary falls inside a test.
 fn noon() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0)
@@ -84,7 +103,7 @@ struct Agent {
 /// `count` nodes provisioned in dallas and serving (warming), each with an agent token.
 async fn fleet(count: usize, extra: &str) -> Fleet {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg: Config = config(&format!("{WORLD}\n{extra}"));
+    let cfg = world(extra);
     let store = open(&db_path(&dir), &cfg).await;
     let clock: SharedClock = Arc::new(TokioClock::new(noon()));
     let ctx = sim_ctx(&store, &cfg, clock);
@@ -471,8 +490,9 @@ fn activity(store: &Store) -> (u64, u64, u64) {
 async fn an_idle_engine_with_scaling_on_reads_nothing() {
     let f = fleet(2, "").await;
     let handle = engine::spawn(f.ctx.clone());
-    // Let the start (the first look included) settle.
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Let the start settle: the first look, and the one the start's own writes call for
+    // after `[scaling] interval`.
+    tokio::time::sleep(Duration::from_secs(150)).await;
     let before = activity(&f.store);
     tokio::time::sleep(Duration::from_secs(20 * 60)).await;
     assert_eq!(

@@ -417,6 +417,7 @@ pub struct Config {
     pub verify: VerifyConfig,
     pub serve: ServeConfig,
     pub alerting: AlertingConfig,
+    pub scaling: ScalingConfig,
     /// Console key bindings laid over the defaults: `"ctrl-r" = "rollback"`, `"x" = "none"`.
     pub keys: std::collections::BTreeMap<String, String>,
 }
@@ -931,6 +932,61 @@ impl Default for ApprovalsConfig {
     }
 }
 
+/// Scaling (seed 001): the engine files a provisioning request when the fleet's used
+/// capacity stays at or above `capacity_threshold` over `window`, and a resize of a node
+/// whose queue stays at or above `queue_threshold` messages for `queue_minutes`. Each goes
+/// through the approval rules as an operator's request would. Off by default: a scale-out
+/// spends money, on a tenant, region and plan only an operator can choose.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScalingConfig {
+    pub enabled: bool,
+    /// The share of the fleet's capacity (0.0 to 1.0, above 0) that, used over `window`,
+    /// files a scale-out.
+    pub capacity_threshold: f64,
+    /// How long the fleet's use is measured over.
+    #[serde(with = "duration_serde")]
+    pub window: Duration,
+    /// What a scale-out orders: the tenant, region and plan of `request create`, a label
+    /// made of `label_prefix` and the time it is filed, and a domain (empty: none).
+    pub tenant: String,
+    pub region: String,
+    pub plan: String,
+    pub label_prefix: String,
+    pub domain: String,
+    /// Messages in a node's queue that, held for `queue_minutes`, file a resize of it.
+    pub queue_threshold: u64,
+    pub queue_minutes: u32,
+    /// The plan a node is resized to; empty: the next larger plan of its own kind.
+    pub resize_plan: String,
+    /// The engine looks again after the store changes, at most this often.
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            enabled: false,
+            capacity_threshold: 0.8,
+            window: Duration::from_secs(30 * 60),
+            tenant: String::new(),
+            region: String::new(),
+            plan: String::new(),
+            label_prefix: "scale".into(),
+            domain: String::new(),
+            queue_threshold: 1000,
+            queue_minutes: 15,
+            resize_plan: String::new(),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The longest label prefix: the label adds "-YYYYMMDDHHMMSS" and stays a 63-character
+/// DNS label.
+pub const SCALING_PREFIX_MAX: usize = 63 - 15;
+
 /// Who may act for someone else.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -1341,6 +1397,109 @@ impl Config {
                     return Err(ConfigError::invalid(
                         format!("approval_rules[{i}].tenant"),
                         format!("{tenant:?} is not a defined tenant"),
+                    ));
+                }
+            }
+        }
+        self.validate_scaling()
+    }
+
+    /// `[scaling]`: every key checked whether or not it is on (a mistake shows before it is
+    /// switched on); the scale-out's tenant, region and plan are required only when it is.
+    fn validate_scaling(&self) -> Result<(), ConfigError> {
+        let s = &self.scaling;
+        if !(s.capacity_threshold > 0.0 && s.capacity_threshold <= 1.0) {
+            return Err(ConfigError::invalid(
+                "scaling.capacity_threshold",
+                format!(
+                    "must be above 0.0 and at most 1.0 (got {})",
+                    s.capacity_threshold
+                ),
+            ));
+        }
+        // Caps are per day: a window longer than a day would span caps of several days.
+        if s.window < Duration::from_secs(60) || s.window > Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid(
+                "scaling.window",
+                "must be between 1m and 1d",
+            ));
+        }
+        if s.queue_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "scaling.queue_threshold",
+                "must be at least 1 message",
+            ));
+        }
+        if !(1..=1440).contains(&s.queue_minutes) {
+            return Err(ConfigError::invalid(
+                "scaling.queue_minutes",
+                "must be between 1 and 1440",
+            ));
+        }
+        if s.interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "scaling.interval",
+                "must be at least 1s",
+            ));
+        }
+        let prefix = &s.label_prefix;
+        crate::domain::validate::validate_label("the prefix", prefix)
+            .map_err(|e| ConfigError::invalid("scaling.label_prefix", e.to_string()))?;
+        if prefix.len() > SCALING_PREFIX_MAX {
+            return Err(ConfigError::invalid(
+                "scaling.label_prefix",
+                format!("must be at most {SCALING_PREFIX_MAX} characters (the label adds the time it is filed)"),
+            ));
+        }
+        if !s.domain.is_empty() {
+            crate::domain::validate::validate_domain("the domain", &s.domain)
+                .map_err(|e| ConfigError::invalid("scaling.domain", e.to_string()))?;
+        }
+        let known = |v: Vec<&str>| v.join(", ");
+        if !s.tenant.is_empty() && self.tenant(&s.tenant).is_none() {
+            return Err(ConfigError::invalid(
+                "scaling.tenant",
+                format!(
+                    "{:?} is not a defined tenant (known: {})",
+                    s.tenant,
+                    known(self.tenants.iter().map(|t| t.name.as_str()).collect())
+                ),
+            ));
+        }
+        if !s.region.is_empty() && !self.regions().contains(&s.region.as_str()) {
+            return Err(ConfigError::invalid(
+                "scaling.region",
+                format!(
+                    "{:?} is not a region with a cluster (known: {})",
+                    s.region,
+                    known(self.regions())
+                ),
+            ));
+        }
+        for (key, plan) in [
+            ("scaling.plan", &s.plan),
+            ("scaling.resize_plan", &s.resize_plan),
+        ] {
+            if !plan.is_empty() && self.plan(plan).is_none() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{plan:?} is not a defined plan (known: {})",
+                        known(self.plans.iter().map(|p| p.name.as_str()).collect())
+                    ),
+                ));
+            }
+        }
+        if s.enabled {
+            for (key, value) in [
+                ("scaling.tenant", &s.tenant),
+                ("scaling.region", &s.region),
+                ("scaling.plan", &s.plan),
+            ] {
+                if value.is_empty() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "must be set when scaling is enabled (what a scale-out orders)",
                     ));
                 }
             }

@@ -322,7 +322,9 @@ pub async fn execute(
                 Err(refused) => Err(CommandError::Invalid(refused.to_string())),
             }
         }
-        Command::ResizeNode { id, plan, reason } => resize(ctx, actor, &id, &plan, reason).await,
+        Command::ResizeNode { id, plan, reason } => {
+            resize(ctx, actor, &id, &plan, reason, None).await
+        }
         Command::WarmupResume { id, from } => {
             let id = store.resolve_node_id(&id).await?;
             let node = store.get_node(&id).await?;
@@ -592,6 +594,43 @@ async fn service(
     }
 }
 
+/// Why the engine files a request on its own (seed 001's scaling): the cause it answers
+/// (`capacity`, `queue:<node id>`; the store keeps at most one live request per cause) and
+/// the reason, with its figures, that the request's history shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Files a provisioning request for `cause` exactly as `request create` files one: the
+/// same checks against the config, the same approval rules, the same store write.
+pub async fn create_for(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    c: CreateRequest,
+    cause: Cause,
+) -> Result<Outcome, CommandError> {
+    validate_reason("reason", &cause.reason)?;
+    let mut new = prepare(ctx, actor, &c, &[]).await?;
+    new.reason = Some(cause.reason);
+    new.scaling_cause = Some(cause.key);
+    let row = ctx.store.create_request(new, ctx.clock.now()).await?;
+    Ok(Outcome::Created(Box::new(row)))
+}
+
+/// Files a resize of node `id` onto `plan` for `cause`, as `node resize` files one.
+pub async fn resize_for(
+    ctx: &Arc<Ctx>,
+    actor: &str,
+    id: &str,
+    plan: &str,
+    cause: Cause,
+) -> Result<Outcome, CommandError> {
+    validate_reason("reason", &cause.reason)?;
+    resize(ctx, actor, id, plan, Some(cause.reason), Some(cause.key)).await
+}
+
 /// Files a resize of a node onto `plan`, through the approval rules as a create of that
 /// plan would go. A node whose servers a vendor manages is not resized by mailfleet.
 async fn resize(
@@ -600,6 +639,7 @@ async fn resize(
     id: &str,
     plan: &str,
     reason: Option<String>,
+    scaling_cause: Option<String>,
 ) -> Result<Outcome, CommandError> {
     let cfg = &ctx.cfg;
     let Some(p) = cfg.plan(plan) else {
@@ -644,6 +684,7 @@ async fn resize(
         requested_by: actor.to_string(),
         reason,
         approval: first_match(&rules, &facts),
+        scaling_cause,
     };
     let row = ctx.store.create_resize(new, ctx.clock.now()).await?;
     Ok(Outcome::Created(Box::new(row)))
@@ -730,6 +771,8 @@ async fn prepare(
         depends_on: deps,
         requested_by: actor.to_string(),
         approval,
+        reason: None,
+        scaling_cause: None,
     })
 }
 

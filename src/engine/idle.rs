@@ -238,6 +238,7 @@ mod tests {
             created_at: ts(now),
             updated_at: ts(now),
             operation: "provision".into(),
+            scaling_cause: None,
             target: None,
             from_plan: None,
         }

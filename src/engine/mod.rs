@@ -17,6 +17,7 @@ pub mod caps;
 pub mod reconcile;
 pub mod renew;
 pub mod retry;
+pub mod scaling;
 
 /// A live node as its provisioning request recorded it (its instance and address), for
 /// reaching it; an error when the request has no instance or address on record.
@@ -226,6 +227,7 @@ pub struct EngineHandle {
     renew: tokio::task::JoinHandle<()>,
     /// Warm-up caps installed on the nodes.
     caps: tokio::task::JoinHandle<()>,
+    scaling: tokio::task::JoinHandle<()>,
     /// The blocklist monitor, when it is on.
     monitor: Option<crate::reputation::monitor::MonitorHandle>,
     ctx: Arc<Ctx>,
@@ -269,6 +271,7 @@ impl EngineHandle {
         let _ = self.warmup.await;
         let _ = self.renew.await;
         let _ = self.caps.await;
+        let _ = self.scaling.await;
     }
 
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
@@ -281,6 +284,7 @@ impl EngineHandle {
         self.warmup.abort();
         self.renew.abort();
         self.caps.abort();
+        self.scaling.abort();
     }
 }
 
@@ -301,6 +305,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
     ));
     let renew = tokio::spawn(renew::run(ctx.clone(), stop_rx.clone()));
     let caps = tokio::spawn(caps::run(ctx.clone(), stop_rx.clone()));
+    let scaling = tokio::spawn(scaling::run(ctx.clone(), stop_rx.clone()));
     let task = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -314,6 +319,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         warmup,
         renew,
         caps,
+        scaling,
         monitor,
         ctx,
     }

@@ -33,6 +33,7 @@ mod resize;
 #[macro_use]
 mod rows;
 pub mod lab;
+mod scaling;
 pub mod sim;
 mod sim_dns;
 mod ssh;
@@ -63,6 +64,7 @@ pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
 pub use requests::{NewRequest, RequestFilter, TeardownAsked};
 pub use resize::{NewResize, ResizeTarget};
 pub use rows::*;
+pub use scaling::{CauseState, FleetUsage, HighQueue};
 pub use sim_dns::{SimDnsNew, SimDnsRecord};
 pub use ssh::KeptIdentity;
 pub use steps::{Fenced, LastTask, ResourceWrite, TaskMark};
@@ -178,6 +180,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         27,
         include_str!("../../assets/migrations/0027_alert_triage.sql"),
     ),
+    (28, include_str!("../../assets/migrations/0028_scaling.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,10 @@ pub struct NewRequest {
     pub depends_on: Vec<String>,
     pub requested_by: String,
     pub approval: Option<RuleMatch>,
+    /// Why it was filed, when its filer says (the engine's scaling always does).
+    pub reason: Option<String>,
+    /// The scaling cause it answers: at most one live request per cause.
+    pub scaling_cause: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -251,6 +255,9 @@ fn insert_request(
         let host = effective_hostname(&new.label, new.domain.as_deref());
         return Err(StoreError::Rejected(holder.refusal(&host)));
     }
+    if let Some(cause) = &new.scaling_cause {
+        super::scaling::refuse_second(conn, cause)?;
+    }
     for dep in &new.depends_on {
         let st: Option<String> = conn
             .prepare_cached("SELECT state FROM requests WHERE id = ?")?
@@ -272,8 +279,9 @@ fn insert_request(
     let seq = super::stamp(conn)?;
     conn.prepare_cached(
         "INSERT INTO requests (id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain,
-            state, requested_by, next_run_at, progress_at, created_at, updated_at, change_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?12, ?12, ?12, ?12, ?13)",
+            state, requested_by, next_run_at, progress_at, created_at, updated_at, change_seq,
+            scaling_cause)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?12, ?12, ?12, ?12, ?13, ?14)",
     )?
     .execute(params![
         id,
@@ -288,7 +296,8 @@ fn insert_request(
         new.domain,
         new.requested_by,
         at,
-        seq
+        seq,
+        new.scaling_cause
     ])?;
     for step in STEPS {
         conn.prepare_cached("INSERT INTO request_steps (request_id, step, position, status) VALUES (?, ?, ?, 'pending')")?
@@ -298,13 +307,20 @@ fn insert_request(
         conn.prepare_cached("INSERT INTO request_deps (request_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING")?
             .execute(params![id, dep])?;
     }
+    // The first transition carries the filer's reason, where the request's history (the
+    // console's detail pane, `request show`) shows it.
+    let created = match &new.reason {
+        Some(r) => format!("created: {r}"),
+        None => "created".to_string(),
+    };
     conn.prepare_cached(
-        "INSERT INTO transitions (request_id, from_state, to_state, actor, reason, at) VALUES (?, NULL, 'queued', ?, 'created', ?)",
+        "INSERT INTO transitions (request_id, from_state, to_state, actor, reason, at) VALUES (?, NULL, 'queued', ?, ?, ?)",
     )?
-    .execute(params![id, new.requested_by, at])?;
+    .execute(params![id, new.requested_by, created, at])?;
     let payload = json!({
         "request_id": id, "tenant": new.tenant, "region": new.region, "plan": new.plan,
         "label": new.label, "domain": new.domain, "depends_on": new.depends_on,
+        "reason": new.reason, "scaling_cause": new.scaling_cause,
     });
     let target = EventTarget {
         request_id: Some(id),
@@ -323,6 +339,16 @@ fn insert_request(
         Some(id),
         Some(&what),
     )?;
+    if let Some(cause) = &new.scaling_cause {
+        super::scaling::announce(
+            conn,
+            &target,
+            cause,
+            new.reason.as_deref(),
+            &new.requested_by,
+            &at,
+        )?;
+    }
     if let Some(m) = &new.approval {
         hold_for_approval(conn, id, m, now)?;
     }

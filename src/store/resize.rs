@@ -36,6 +36,8 @@ pub struct NewResize {
     pub requested_by: String,
     pub reason: Option<String>,
     pub approval: Option<RuleMatch>,
+    /// The scaling cause it answers: at most one live request per cause.
+    pub scaling_cause: Option<String>,
 }
 
 /// What a resize works on: the node's request, instance and address, as the node's
@@ -563,14 +565,17 @@ fn insert(conn: &Conn, id: &str, new: &NewResize, now: DateTime<Utc>) -> Result<
             short(&other)
         )));
     }
+    if let Some(cause) = &new.scaling_cause {
+        super::scaling::refuse_second(conn, cause)?;
+    }
     let at = ts(now);
     let seq = super::stamp(conn)?;
     conn.prepare_cached(
         "INSERT INTO requests (id, tenant, region, plan, kind, cpu, memory_gb, storage_gb, label, domain,
             state, requested_by, cluster, next_run_at, progress_at, created_at, updated_at, change_seq,
-            operation, target, from_plan)
+            operation, target, from_plan, scaling_cause)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?12, ?13, ?13, ?13, ?13, ?14,
-            'resize', ?15, ?16)",
+            'resize', ?15, ?16, ?17)",
     )?
     .execute(params![
         id,
@@ -588,7 +593,8 @@ fn insert(conn: &Conn, id: &str, new: &NewResize, now: DateTime<Utc>) -> Result<
         at,
         seq,
         target,
-        plan
+        plan,
+        new.scaling_cause
     ])?;
     for step in RESIZE_STEPS {
         conn.prepare_cached(
@@ -624,6 +630,16 @@ fn insert(conn: &Conn, id: &str, new: &NewResize, now: DateTime<Utc>) -> Result<
         Some(id),
         Some(&what),
     )?;
+    if let Some(cause) = &new.scaling_cause {
+        super::scaling::announce(
+            conn,
+            &ev,
+            cause,
+            new.reason.as_deref(),
+            &new.requested_by,
+            &at,
+        )?;
+    }
     if let Some(m) = &new.approval {
         super::requests::hold_for_approval(conn, id, m, now)?;
     }

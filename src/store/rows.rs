@@ -52,6 +52,9 @@ pub struct RequestRow {
     pub target: Option<String>,
     /// A resize: the plan the node was on when it was filed.
     pub from_plan: Option<String>,
+    /// Filed by the engine's scaling (seed 001): the cause it answers, `capacity` or
+    /// `queue:<node id>`.
+    pub scaling_cause: Option<String>,
 }
 
 impl RequestRow {
@@ -259,7 +262,8 @@ from_row!(RequestRow {
     updated_at,
     operation,
     target,
-    from_plan
+    from_plan,
+    scaling_cause
 });
 from_row!(StepRow {
     request_id,

@@ -2778,3 +2778,148 @@ fn a_resize_shows_its_two_steps() {
     let bad = row("grow-2");
     assert!(bad.contains("✓✗ "), "{bad}");
 }
+
+/// Issue 16, item 6: the Triage view answers "what is broken and why" on one screen, the
+/// worst first; Enter goes to the subject and Esc comes back; `A` and `S` acknowledge and
+/// silence an alert with who and why (the engine records them: tests/alerting.rs).
+#[test]
+fn triage_lists_what_is_broken_worst_first_and_enter_jumps_to_it() {
+    use crossterm::event::KeyCode;
+    use mailfleet::engine::Command;
+    let mut snap = reputation_fixture();
+    // node-dal-001's agent went quiet; request 6 failed; the Hostwinds breaker is open.
+    snap.nodes[0].status = "unhealthy".into();
+    snap.nodes[0].status_reason = Some("no heartbeat for 1m30s (3 missed)".into());
+    snap.requests[5].state = "failed".into();
+    snap.requests[5].error = Some("allocate: provider refused the plan".into());
+    snap.requests[6].needs_attention = true;
+    snap.requests[6].wait_reason = Some("provider unreachable (3 stalls)".into());
+    snap.circuits = vec![mailfleet::store::BreakerRow {
+        provider: "hostwinds".into(),
+        open: true,
+        failures: 5,
+        opened_at: Some(at(4)),
+        retry_at: Some(at(-1)),
+        last_error: Some("HTTP 503 from add_instance".into()),
+        updated_at: at(4),
+    }];
+    let mut app = app_with(snap);
+    assert!(key(&mut app, KeyCode::Char('0')).contains(&Effect::LoadRecent));
+    assert_eq!(app.view, View::Triage);
+    // First in the tab order.
+    assert_eq!(mailfleet::tui::action::VIEWS[0], View::Triage);
+    app.now = now();
+    // What the rows say of time is made with them: again, at the fixture's clock.
+    app.retriage();
+    let screen = render(&mut app, 120, 30);
+    insta::assert_snapshot!("triage", screen);
+    // Open alerts by severity, then failed and stalled requests, then nodes out of
+    // rotation (unhealthy before paused) with why, then open breakers.
+    let rows: Vec<u16> = [
+        "HIGH alert",
+        "LOW alert",
+        "allocate: provider refused the plan",
+        "provider unreachable (3 stalls)",
+        "no heartbeat for 1m30s",
+        "blocklist: listed on zen.spamhaus.org",
+        "HTTP 503 from add_instance",
+    ]
+    .iter()
+    .map(|t| row_of(&screen, t))
+    .collect();
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}\n{screen}");
+    assert!(
+        !screen.contains("bounce rate"),
+        "resolved alerts are not broken:\n{screen}"
+    );
+
+    // Enter on the high alert (about node-dal-002): the Fleet view, that node selected,
+    // its detail loading; Esc closes it, Esc again is back at Triage.
+    assert_eq!(key(&mut app, KeyCode::Enter), [Effect::LoadNode(id(1002))]);
+    assert_eq!(app.view, View::Fleet);
+    assert_eq!(app.selected_node_id(), Some(id(1002)));
+    assert!(app.timeline.is_some());
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.pane_open() && app.view == View::Fleet);
+    assert!(key(&mut app, KeyCode::Esc).contains(&Effect::LoadRecent));
+    assert_eq!(app.view, View::Triage);
+    // Enter on the failed request: the Requests view with its detail.
+    app.update(Action::Down);
+    app.update(Action::Down);
+    let effects = key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Requests);
+    assert_eq!(effects, [Effect::LoadDetail(uid(6).to_string())]);
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.view, View::Triage);
+
+    // A on the high alert: a note, then the engine is asked to record it.
+    app.update(Action::Top);
+    assert!(key(&mut app, KeyCode::Char('A')).is_empty());
+    assert!(matches!(app.mode, Mode::Alert(_)));
+    for c in "on it".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        [Effect::Send(vec![Command::AckAlert {
+            id: id(8002),
+            note: Some("on it".into()),
+        }])]
+    );
+    // S wants a duration and a reason: a bad one is said and the prompt stays.
+    key(&mut app, KeyCode::Char('S'));
+    for c in "soon".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert!(key(&mut app, KeyCode::Enter).is_empty());
+    assert!(matches!(app.mode, Mode::Alert(_)));
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.starts_with("for:")));
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    for c in "2h provider maintenance".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(
+        key(&mut app, KeyCode::Enter),
+        [Effect::Send(vec![Command::SilenceAlert {
+            id: id(8002),
+            duration: std::time::Duration::from_secs(7200),
+            reason: "provider maintenance".into(),
+        }])]
+    );
+    // Not on a row that is no alert.
+    app.update(Action::Bottom);
+    assert!(key(&mut app, KeyCode::Char('A')).is_empty());
+    assert!(matches!(app.mode, Mode::Normal));
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.error && s.text.contains("not an alert")));
+
+    // An acknowledged alert says who has it; a silenced one goes after the others.
+    let mut snap = (*app.snap).clone();
+    snap.alerts[1].acked_by = Some("carol".into());
+    snap.alerts[1].acked_at = Some(at(1));
+    snap.alerts[0].silenced_by = Some("dave".into());
+    snap.alerts[0].silenced_until = Some(at(-60));
+    snap.alerts[0].silence_reason = Some("zone owner paged".into());
+    app.set_snapshot(Arc::new(snap));
+    let screen = render(&mut app, 120, 30);
+    assert!(screen.contains("acked by carol"), "{screen}");
+    assert!(screen.contains("silenced 1h by dave"), "{screen}");
+    assert!(
+        row_of(&screen, "acked by carol") < row_of(&screen, "silenced 1h by dave"),
+        "{screen}"
+    );
+
+    // At 120 columns the Fleet view shows why a node is out of rotation.
+    app.update(Action::ShowFleet);
+    let screen = render(&mut app, 120, 20);
+    assert!(screen.contains("REASON"), "{screen}");
+    assert!(screen.contains("no heartbeat for 1m30s"), "{screen}");
+}

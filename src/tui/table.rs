@@ -240,9 +240,9 @@ const WARMUP_COLUMNS: &[Column] = &[
 /// What is broken, what it is, since when, who has it, and why (which takes the rest).
 const TRIAGE_COLUMNS: &[Column] = &[
     col("WHAT", 12, 0),
-    col("SUBJECT", 20, 0),
+    col("SUBJECT", 22, 0),
     col("FOR", 4, 1),
-    col("OWNER/STATE", 18, 2),
+    col("OWNER/STATE", 22, 2),
     grow(col("WHY", 30, 0)),
 ];
 const EVENTS_COLUMNS: &[Column] = &[

@@ -2347,7 +2347,7 @@ fn the_header_shows_the_fleets_capacity_and_warns_from_80_percent_used() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        header.contains("cap 1.2M/day · used 63% (scale out at 80%)"),
+        header.contains("cap 1.2M/day · used 63% (scaling off; 80% is high)"),
         "{header}"
     );
     let buf = render_buffer(&mut app, 160, 24);
@@ -2357,6 +2357,10 @@ fn the_header_shows_the_fleets_capacity_and_warns_from_80_percent_used() {
 
     snap.warmup.closed_sent = 1_020_000;
     let mut app = colour_app(snap.clone());
+    // With [scaling] on, the hint is when the engine files a scale-out.
+    let mut cfg = (*app.cfg).clone();
+    cfg.scaling.enabled = true;
+    app.cfg = Arc::new(cfg);
     let header = render(&mut app, 160, 24)
         .lines()
         .next()
@@ -2922,4 +2926,28 @@ fn triage_lists_what_is_broken_worst_first_and_enter_jumps_to_it() {
     let screen = render(&mut app, 120, 20);
     assert!(screen.contains("REASON"), "{screen}");
     assert!(screen.contains("no heartbeat for 1m30s"), "{screen}");
+}
+
+/// `name:value` with a name the view does not know is plain text: the status line says so
+/// and names the fields the view knows, rather than leaving an empty list to be believed.
+#[test]
+fn a_filter_field_the_view_does_not_know_is_said_not_silently_empty() {
+    let mut app = app_with(fixture());
+    app.update(Action::ShowFleet);
+    app.apply_filter("state:open");
+    assert!(app.table().visible.is_empty());
+    let said = app.status.clone().expect("a hint");
+    assert!(!said.error);
+    assert!(
+        said.text
+            .contains("Fleet knows tenant: region: status: label:")
+            && said.text.contains("\"state:\" is matched as plain text"),
+        "{}",
+        said.text
+    );
+    // A field the view knows says nothing.
+    app.status = None;
+    app.apply_filter("status:active");
+    assert!(app.status.is_none());
+    assert_eq!(app.table().visible.len(), 1);
 }

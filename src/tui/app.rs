@@ -1567,7 +1567,36 @@ impl App {
         self.table_mut().filter = text.to_string();
         self.table_mut().selected = 0;
         self.refilter_view(self.view);
+        self.hint_unknown_field(text);
         self.follow_selection().into_iter().collect()
+    }
+
+    /// A `name:value` word whose name this view does not know matches as plain text (so
+    /// `state:open` in the Fleet view finds nothing): the status line says so, and which
+    /// names the view knows, instead of an empty list that seems to answer.
+    fn hint_unknown_field(&mut self, text: &str) {
+        let known = super::filter::fields(self.view);
+        let unknown = text.split_whitespace().find_map(|w| {
+            let (name, _) = w.trim_start_matches('!').split_once(':')?;
+            let named = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphabetic());
+            let name = name.to_lowercase();
+            (named && !known.iter().any(|(n, _)| *n == name)).then_some(name)
+        });
+        if let Some(name) = unknown {
+            let names: Vec<String> = known.iter().map(|(n, _)| format!("{n}:")).collect();
+            let knows = if names.is_empty() {
+                "no name: fields".to_string()
+            } else {
+                names.join(" ")
+            };
+            self.say(
+                format!(
+                    "filter: {} knows {knows}; \"{name}:\" is matched as plain text",
+                    self.view.title()
+                ),
+                false,
+            );
+        }
     }
 
     /// Runs a `:` command: a view name, `q`/`quit`, `help`, `cluster test NAME`, `warmup

@@ -14,8 +14,11 @@ use crate::engine::Command;
 use crate::store::{ConsoleNode, WarmupState};
 use ratatui::style::Style;
 
-/// Seed 001: the fleet scales out (horizontally) at 80% of its sending capacity.
-pub const SCALE_OUT_PERCENT: i64 = 80;
+/// Seed 001: the fleet scales out (horizontally) at a share of its sending capacity,
+/// `[scaling] capacity_threshold` (80% unless configured), as a whole percentage.
+pub fn scale_out_percent(cfg: &crate::config::Config) -> i64 {
+    (cfg.scaling.capacity_threshold * 100.0).round() as i64
+}
 
 /// How many days of the sparkline the Fleet view's WARM-UP column shows at most.
 const FLEET_SPARK_DAYS: usize = 7;

@@ -84,7 +84,8 @@ fn capacity_parts(app: &App) -> Vec<Part> {
     };
     let mut parts = vec![part(4, vec![Span::raw(format!("{cap} "))])];
     if let Some(used) = used {
-        let high = used >= super::warmup::SCALE_OUT_PERCENT;
+        let at = super::warmup::scale_out_percent(&app.cfg);
+        let high = used >= at;
         parts.push(part(
             if high { 2 } else { 4 },
             vec![Span::styled(
@@ -92,12 +93,17 @@ fn capacity_parts(app: &App) -> Vec<Part> {
                 if high { th.warn() } else { Style::default() },
             )],
         ));
+        // The engine files a scale-out only when scaling is on ([scaling] enabled).
         parts.push(Part {
             glued: true,
             ..part(
                 7,
                 vec![Span::styled(
-                    format!("(scale out at {}%) ", super::warmup::SCALE_OUT_PERCENT),
+                    if app.cfg.scaling.enabled {
+                        format!("(scale out at {at}%) ")
+                    } else {
+                        format!("(scaling off; {at}% is high) ")
+                    },
                     th.dim(),
                 )],
             )

@@ -64,7 +64,7 @@ fn last_hour(f: &mut Frame, app: &App, area: Rect) {
         };
         lines.push(Line::from(vec![
             Span::styled(format!("{time}  "), th.dim()),
-            Span::styled(format!("{:<26} ", sanitize(&e.name)), name_style),
+            Span::styled(format!("{:<28} ", sanitize(&e.name)), name_style),
             Span::raw(format!("{subject}  ")),
             Span::styled(format!("({})", sanitize(&e.actor)), th.dim()),
         ]));

@@ -93,6 +93,9 @@ pub struct Settings {
     pub maillog: Option<PathBuf>,
     /// The mail queue's folder (its filesystem's free space is reported).
     pub queue_dir: PathBuf,
+    /// A Maildir where complaint feedback (ARF reports from mailbox providers' feedback
+    /// loops) is delivered; each new report is a complaint (none: complaints stay 0).
+    pub feedback_maildir: Option<PathBuf>,
     pub interval: Duration,
 }
 
@@ -121,6 +124,55 @@ pub fn count_log(text: &str) -> Counted {
         }
     }
     c
+}
+
+/// The most of a feedback message read to tell whether it is an ARF report: the report's
+/// parts come first, and a message longer than this is no report of ours to parse.
+const FEEDBACK_PEEK: u64 = 64 * 1024;
+
+/// Whether a message is an abuse complaint in the Abuse Reporting Format (RFC 5965): a
+/// `multipart/report` with `report-type=feedback-report` whose feedback part says
+/// `Feedback-Type: abuse` (other types, such as `not-spam` or `virus`, are no complaint).
+pub fn is_abuse_report(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("multipart/report")
+        && lower.contains("report-type=feedback-report")
+        && lower
+            .lines()
+            .any(|l| l.trim_start().starts_with("feedback-type:") && l.contains("abuse"))
+}
+
+/// Counts the complaints newly delivered to a feedback Maildir: each message in `new/`
+/// is read (its start), counted if it is an abuse report, and moved to `cur/` marked seen,
+/// so it is counted once. Moved before the report that counts it is written: an agent
+/// killed in between under-counts those complaints rather than counting them twice (a
+/// doubled complaint could pause a node that did nothing wrong).
+fn count_feedback(maildir: &Path) -> u64 {
+    use std::io::Read;
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return 0;
+    };
+    let cur = maildir.join("cur");
+    let _ = std::fs::create_dir_all(&cur);
+    let mut complaints = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let mut head = String::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(FEEDBACK_PEEK).read_to_string(&mut head));
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if std::fs::rename(&path, cur.join(format!("{name}:2,S"))).is_err() {
+            // Not moved: left for the next round, and not counted now.
+            continue;
+        }
+        if read.is_ok() && is_abuse_report(&head) {
+            complaints += 1;
+        }
+    }
+    complaints
 }
 
 /// The agent's state on disk.
@@ -276,6 +328,11 @@ fn make_report(s: &Settings, state: &State, m: &mut Machine) -> Result<u64, Stri
         counted = count_log(&text);
         offset = next;
     }
+    let complaints = s
+        .feedback_maildir
+        .as_deref()
+        .map(count_feedback)
+        .unwrap_or(0);
     let seq = state.read_u64("seq") + 1;
     let r = Report {
         seq,
@@ -290,7 +347,7 @@ fn make_report(s: &Settings, state: &State, m: &mut Machine) -> Result<u64, Stri
         delivered: counted.delivered,
         bounced: counted.bounced,
         deferred: counted.deferred,
-        complaints: 0,
+        complaints,
     };
     let body = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
     // The report first, then the sequence and the log's place: a crash in between sends a
@@ -402,6 +459,29 @@ Dec  7 10:00:05 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.9]
                 deferred: 1
             }
         );
+    }
+
+    #[test]
+    fn abuse_reports_in_the_feedback_maildir_are_counted_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let md = dir.path();
+        std::fs::create_dir_all(md.join("new")).expect("new");
+        let arf = |kind: &str| {
+            format!(
+                "From: fbl@mailbox.example\r\nContent-Type: multipart/report; report-type=feedback-report;\r\n\tboundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n--b1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: {kind}\r\nUser-Agent: fbl/1.0\r\nVersion: 1\r\n--b1--\r\n"
+            )
+        };
+        std::fs::write(md.join("new/1.fbl"), arf("abuse")).expect("write");
+        std::fs::write(md.join("new/2.fbl"), arf("abuse")).expect("write");
+        std::fs::write(md.join("new/3.fbl"), arf("not-spam")).expect("write");
+        std::fs::write(md.join("new/4.txt"), "Subject: hello\r\n\r\nnot a report").expect("write");
+        assert_eq!(count_feedback(md), 2);
+        // Counted once: all moved to cur/, seen.
+        assert_eq!(count_feedback(md), 0);
+        assert_eq!(std::fs::read_dir(md.join("cur")).expect("cur").count(), 4);
+        assert!(md.join("cur/1.fbl:2,S").exists());
+        // No Maildir: nothing, and no error.
+        assert_eq!(count_feedback(&dir.path().join("absent")), 0);
     }
 
     #[test]

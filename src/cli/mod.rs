@@ -101,6 +101,10 @@ pub enum Cmd {
         /// The mail queue's folder (its disk's free space is reported).
         #[arg(long, default_value = "/var/spool/postfix")]
         queue_dir: std::path::PathBuf,
+        /// A Maildir receiving complaint feedback (ARF reports from feedback loops): each
+        /// abuse report delivered there counts as a complaint.
+        #[arg(long)]
+        feedback_maildir: Option<std::path::PathBuf>,
         /// How often it reports ("30s", "1m").
         #[arg(long, default_value = "30s")]
         interval: String,
@@ -940,6 +944,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         state_dir,
         maillog,
         queue_dir,
+        feedback_maildir,
         interval,
     } = command
     {
@@ -961,6 +966,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             state_dir: state_dir.clone(),
             maillog: maillog.clone(),
             queue_dir: queue_dir.clone(),
+            feedback_maildir: feedback_maildir.clone(),
             interval,
         };
         tracing::info!(server = %settings.server, agent = %settings.agent, "agent starting");

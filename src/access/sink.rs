@@ -5,6 +5,11 @@
 //!
 //! Input is a stranger's: lines are bounded, a message is bounded, recipients outside the
 //! sink's domain are refused, and nothing it receives is ever interpreted.
+//!
+//! It also refuses on request, so that a node's real Postfix can be made to bounce: a
+//! recipient whose local part starts with [`BOUNCE_PREFIX`] gets a permanent 550 at RCPT,
+//! which the node logs as `status=bounced` and answers with a DSN to the sender, as it
+//! would for a mailbox that does not exist.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +23,10 @@ use tokio::sync::Notify;
 pub const MAX_MESSAGE: usize = 10 * 1024 * 1024;
 /// The longest command line it reads (RFC 5321 allows 512; data lines 1000).
 const MAX_LINE: usize = 4096;
+/// Recipients whose local part starts with this (any case) are refused with a 550.
+pub const BOUNCE_PREFIX: &str = "bounce-";
+/// The most refused recipients remembered (a stranger could send any number).
+const MAX_REFUSED: usize = 10_000;
 
 /// A message the sink took.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +67,8 @@ impl Received {
 #[derive(Default)]
 struct Inbox {
     by_token: Mutex<HashMap<String, Received>>,
+    /// Recipients refused because they asked to be (see [`BOUNCE_PREFIX`]), in order.
+    refused: Mutex<Vec<String>>,
     arrived: Notify,
 }
 
@@ -112,6 +123,20 @@ impl Sink {
     /// The address whose messages `token` names.
     pub fn address_for(&self, token: &str) -> String {
         format!("probe-{token}@{}", self.domain)
+    }
+
+    /// An address the sink refuses with a permanent 550 at RCPT: mail to it bounces.
+    pub fn bounce_address_for(&self, token: &str) -> String {
+        format!("{BOUNCE_PREFIX}{token}@{}", self.domain)
+    }
+
+    /// The recipients refused so far because they asked to be, in the order refused.
+    pub fn refused(&self) -> Vec<String> {
+        self.inbox
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The message sent to `address_for(token)`, once it has arrived; `None` after `wait`.
@@ -172,8 +197,17 @@ async fn session(
             match (from.is_some(), path(&line[8..])) {
                 (false, _) => "503 5.5.1 MAIL first\r\n".into(),
                 (true, Some(p)) if p.to_ascii_lowercase().ends_with(&format!("@{domain}")) => {
-                    rcpt.push(p);
-                    "250 2.1.5 Ok\r\n".into()
+                    if p.to_ascii_lowercase().starts_with(BOUNCE_PREFIX) {
+                        // 5.1.1, "bad destination mailbox": a hard bounce, never retried.
+                        let said = format!(
+                            "550 5.1.1 <{p}>: mailbox unavailable (refused on request)\r\n"
+                        );
+                        note_refused(inbox, p);
+                        said
+                    } else {
+                        rcpt.push(p);
+                        "250 2.1.5 Ok\r\n".into()
+                    }
                 }
                 (true, Some(_)) => "550 5.7.1 Not a mailbox of this sink\r\n".into(),
                 (true, None) => "501 5.1.3 Bad recipient address syntax\r\n".into(),
@@ -220,6 +254,13 @@ fn path(arg: &str) -> Option<String> {
     let arg = arg.trim();
     let inner = arg.strip_prefix('<')?.split_once('>')?.0;
     (!inner.contains(char::is_whitespace) && inner.len() <= 320).then(|| inner.to_string())
+}
+
+fn note_refused(inbox: &Inbox, rcpt: String) {
+    let mut refused = inbox.refused.lock().unwrap_or_else(|p| p.into_inner());
+    if refused.len() < MAX_REFUSED {
+        refused.push(rcpt);
+    }
 }
 
 fn keep(inbox: &Inbox, got: Received) {
@@ -324,5 +365,61 @@ mod tests {
             .wait_for("t2", Duration::from_millis(50))
             .await
             .is_none());
+    }
+
+    /// Mail to a `bounce-` recipient is refused for good at RCPT (a 5.1.1 that a node's
+    /// Postfix logs as bounced), and only that recipient: the message's other recipients
+    /// are kept; a message with none left is refused at DATA; a `bounce-` address of
+    /// another domain is refused as a stranger's, not counted among those asked for.
+    #[tokio::test]
+    async fn bounce_recipients_are_refused_at_rcpt_and_the_rest_kept() {
+        let sink = Sink::start("127.0.0.1:0".parse().expect("addr"), "Sink.Test")
+            .await
+            .expect("sink");
+        let hard = sink.bounce_address_for("a1");
+        assert_eq!(hard, "bounce-a1@sink.test");
+        let mut s = TcpStream::connect(sink.addr()).await.expect("connect");
+        let script = format!(
+            "EHLO node.test\r\nMAIL FROM:<a@node.test>\r\nRCPT TO:<{hard}>\r\n\
+             RCPT TO:<BOUNCE-B2@SINK.TEST>\r\nDATA\r\nRCPT TO:<bounce-c3@elsewhere.test>\r\n\
+             RCPT TO:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\nSubject: half\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+            sink.address_for("t3"),
+            sink.address_for("bounce-t4"),
+        );
+        s.write_all(script.as_bytes()).await.expect("send");
+        let mut said = String::new();
+        s.read_to_string(&mut said).await.expect("read");
+        let replies: Vec<&str> = said.lines().filter(|l| !l.starts_with("250-")).collect();
+        assert_eq!(
+            replies,
+            [
+                "220 sink.test mailfleet sink ESMTP",
+                "250 8BITMIME",
+                "250 2.1.0 Ok",
+                "550 5.1.1 <bounce-a1@sink.test>: mailbox unavailable (refused on request)",
+                "550 5.1.1 <BOUNCE-B2@SINK.TEST>: mailbox unavailable (refused on request)",
+                "503 5.5.1 RCPT first",
+                "550 5.7.1 Not a mailbox of this sink",
+                "250 2.1.5 Ok",
+                "250 2.1.5 Ok",
+                "354 End data with <CR><LF>.<CR><LF>",
+                "250 2.0.0 Ok: kept",
+                "221 2.0.0 Bye",
+            ],
+            "{said}"
+        );
+        assert_eq!(
+            sink.refused(),
+            ["bounce-a1@sink.test", "BOUNCE-B2@SINK.TEST"]
+        );
+        let got = sink
+            .wait_for("t3", Duration::from_secs(5))
+            .await
+            .expect("the accepted recipient's message");
+        assert_eq!(
+            got.rcpt,
+            [sink.address_for("t3"), sink.address_for("bounce-t4")],
+            "only the refused recipients are left out"
+        );
     }
 }

@@ -160,6 +160,12 @@ fn resumed_warmup(conn: &Conn, node_id: &str, at: &str) -> Result<(), StoreError
 }
 
 /// The bounce rate of the node's latest day with mail sent, if any.
+/// The subject of a node's high-bounce-rate alert: one alert, whether the blocklist
+/// monitor's check or the warm-up's pause raised it.
+pub(crate) fn bounce_subject(node_id: &str) -> String {
+    format!("node:{node_id}:bounce")
+}
+
 fn latest_bounce_rate(conn: &Conn, node_id: &str) -> Result<Option<f64>, StoreError> {
     let row: Option<(i64, i64)> = conn
         .prepare_cached(
@@ -290,7 +296,7 @@ impl Store {
                     }
                 }
             }
-            let bounce_subject = format!("node:{node_id}:bounce");
+            let bounce_subject = bounce_subject(&node_id);
             match latest_bounce_rate(conn, &node_id)? {
                 Some(rate) if rate > bounce_alert => {
                     let message = format!(

@@ -4,10 +4,12 @@
 
 use super::events::{audit, emit, EventTarget};
 use super::nodes::transition;
+use super::reputation::{bounce_subject, raise_alert, resolve_alert};
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::node::{NodeEvent, PauseCause};
 use crate::domain::warmup::{DayCounts, Decision, ResumeFrom};
+use crate::reputation::dnsbl::Severity;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -215,12 +217,14 @@ impl Store {
 
     /// Closes a node's day `date` with its counts and the boundary's decision, all in one
     /// transaction with the decision's event. Does nothing (returns false) if the node's
-    /// current day is no longer `date` — another engine closed it first.
+    /// current day is no longer `date` — another engine closed it first. A pause given a
+    /// `bounce_alert` message also raises the node's medium bounce alert with it.
     pub async fn close_warmup_day(
         &self,
         node: &WarmNode,
         counts: DayCounts,
         decision: Decision,
+        bounce_alert: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let node = node.clone();
@@ -286,6 +290,13 @@ impl Store {
                     let event = NodeEvent::Pause(PauseCause::Warmup);
                     // A node already out of rotation stays as it is.
                     let _ = transition(conn, &node.node_id, event, "engine", &why, &at)?;
+                    if let Some(message) = &bounce_alert {
+                        // With the pause itself, so that no pause for bounces goes without
+                        // its alert (the blocklist monitor's check may never come round:
+                        // it runs only with usable zones).
+                        raise_alert(conn, Severity::Medium, "bounce", &bounce_subject(&node.node_id),
+                            Some(&node.node_id), message, &at)?;
+                    }
                 }
                 Decision::Complete => {
                     conn.prepare_cached(
@@ -342,6 +353,11 @@ impl Store {
             .execute(params![day, i(cap), caps.len() as i64, today.to_string(), at, at, node_id])?;
             let (tenant, request_id) = target(conn, &node_id)?;
             let tgt = EventTarget { request_id: request_id.as_deref(), node_id: Some(&node_id), tenant: Some(&tenant) };
+            if wstatus == "paused" {
+                // The operator has dealt with what paused it: its bounce alert, if it had
+                // one, is over (a rate still high is raised again by the next check).
+                resolve_alert(conn, &bounce_subject(&node_id), &format!("warm-up resumed by {actor}"), &at)?;
+            }
             if nstatus == "paused" {
                 let why = format!("warm-up resumed by {actor}");
                 if let Err(refusal) = transition(conn, &node_id, NodeEvent::Resume(None), &actor, &why, &at)? {

@@ -8,7 +8,7 @@ pub mod sim;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::domain::warmup::{decide, DayCounts, Decision, WarmupPlan};
+use crate::domain::warmup::{decide, DayCounts, Decision, Thresholds, WarmupPlan};
 use crate::store::{Store, StoreError, WarmNode};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -64,6 +64,25 @@ fn caps_of(cfg: &Config, node: &WarmNode) -> Option<WarmupPlan> {
     cfg.warmup_plans().into_iter().find(|p| p.name == node.plan)
 }
 
+/// The medium alert a pause raises when the day's bounces alone were above the pause rate
+/// (issue 16: a high bounce rate is a medium alert), naming the rate; `None` otherwise (a
+/// pause for complaints or a listing with few bounces is not a bounce alert).
+fn bounce_alert(label: &str, counts: &DayCounts, th: &Thresholds) -> Option<String> {
+    if counts.sent == 0 {
+        return None;
+    }
+    let rate = counts.bounced as f64 / counts.sent as f64;
+    (rate > th.pause_bounce_rate).then(|| {
+        format!(
+            "{label} bounce rate {:.1}% ({} of {} sent) is above {:.1}%: warm-up paused",
+            rate * 100.0,
+            counts.bounced,
+            counts.sent,
+            th.pause_bounce_rate * 100.0
+        )
+    })
+}
+
 /// Closes every finished day of every warming node, up to today; returns the decisions
 /// made, in order. A node that missed several boundaries (the engine was down) has each
 /// day closed in turn.
@@ -104,8 +123,14 @@ pub async fn close_days(
                 node.listed_on.as_deref(),
                 &cfg.warmup.thresholds,
             );
+            let alert = match &decision {
+                Decision::Pause { .. } => {
+                    bounce_alert(&node.label, &counts, &cfg.warmup.thresholds)
+                }
+                _ => None,
+            };
             if store
-                .close_warmup_day(&node, counts, decision.clone(), now)
+                .close_warmup_day(&node, counts, decision.clone(), alert, now)
                 .await?
             {
                 out.push((node.node_id.clone(), node.date, decision));

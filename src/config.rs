@@ -816,6 +816,9 @@ pub struct SimConfig {
     pub boot_ms: [u64; 2],
     /// IPv4 CIDR pools that instance addresses are drawn from.
     pub ip_pools: Vec<String>,
+    /// The engine plays each simulated node's monitoring agent: heartbeats and sending
+    /// counts recorded as a real agent's are (see `engine::sim_agents`).
+    pub agents: bool,
 }
 
 impl Default for SimConfig {
@@ -826,6 +829,7 @@ impl Default for SimConfig {
             delay_ms: [50, 400],
             boot_ms: [2000, 8000],
             ip_pools: vec!["198.51.100.0/24".to_string(), "203.0.113.0/24".to_string()],
+            agents: true,
         }
     }
 }

@@ -107,13 +107,36 @@ pub struct Counted {
     pub deferred: u64,
 }
 
+/// The queue id of a Postfix log line: "4F2A" in "postfix/smtp[1]: 4F2A: to=<…>".
+fn queue_id(line: &str) -> Option<&str> {
+    let rest = &line[line.find("]: ")? + 3..];
+    let id = &rest[..rest.find(':')?];
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())).then_some(id)
+}
+
 /// Counts the delivery results in Postfix log lines (`status=sent`, `status=bounced`,
-/// `status=deferred` of the smtp and local delivery agents).
-pub fn count_log(text: &str) -> Counted {
+/// `status=deferred` of the smtp and local delivery agents). Mail from the null sender
+/// (`from=<>`: the node's own bounce notices, DSNs) is not the node's sending and is not
+/// counted: `null_senders` keeps the queue ids of such mail, seen here or in the stretch
+/// before (a notice's `from=<>` and its delivery may fall either side of a read).
+pub fn count_log(text: &str, null_senders: &mut std::collections::HashSet<String>) -> Counted {
     let mut c = Counted::default();
+    let mut seen_now = std::collections::HashSet::new();
+    for line in text.lines() {
+        if line.contains(" from=<>,") {
+            if let Some(id) = queue_id(line) {
+                seen_now.insert(id.to_string());
+            }
+        }
+    }
     for line in text.lines() {
         if !line.contains(" to=<") {
             continue;
+        }
+        if let Some(id) = queue_id(line) {
+            if seen_now.contains(id) || null_senders.contains(id) {
+                continue;
+            }
         }
         if line.contains(" status=sent ") || line.ends_with(" status=sent") {
             c.delivered += 1;
@@ -123,6 +146,8 @@ pub fn count_log(text: &str) -> Counted {
             c.deferred += 1;
         }
     }
+    // This stretch's, for the next: older ones have long been delivered or bounced.
+    *null_senders = seen_now;
     c
 }
 
@@ -272,6 +297,8 @@ struct Machine {
     sys: sysinfo::System,
     disks: sysinfo::Disks,
     nets: sysinfo::Networks,
+    /// Queue ids of null-sender mail in the last stretch of log read (see `count_log`).
+    null_senders: std::collections::HashSet<String>,
 }
 
 impl Machine {
@@ -283,6 +310,7 @@ impl Machine {
             sys,
             disks: sysinfo::Disks::new_with_refreshed_list(),
             nets: sysinfo::Networks::new_with_refreshed_list(),
+            null_senders: Default::default(),
         }
     }
 
@@ -325,7 +353,7 @@ fn make_report(s: &Settings, state: &State, m: &mut Machine) -> Result<u64, Stri
     let mut offset = state.read_u64("maillog.offset");
     if let Some(log) = &s.maillog {
         let (text, next) = read_log_since(log, offset);
-        counted = count_log(&text);
+        counted = count_log(&text, &mut m.null_senders);
         offset = next;
     }
     let complaints = s
@@ -450,15 +478,24 @@ Dec  7 10:00:02 mx1 postfix/smtp[1]: 4F2B: to=<b@example.com>, relay=none, delay
 Dec  7 10:00:03 mx1 postfix/smtp[1]: 4F2C: to=<c@example.com>, relay=mx.example.com[192.0.2.1]:25, status=bounced (host said: 550 5.1.1 no such user)
 Dec  7 10:00:04 mx1 postfix/qmgr[1]: 4F2A: removed
 Dec  7 10:00:05 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.9]
+Dec  7 10:00:06 mx1 postfix/bounce[1]: 4F2C: sender non-delivery notification: 5D1E
+Dec  7 10:00:06 mx1 postfix/qmgr[1]: 5D1E: from=<>, size=2401, nrcpt=1 (queue active)
+Dec  7 10:00:07 mx1 postfix/smtp[1]: 5D1E: to=<sender@example.org>, relay=mx.example.org[192.0.2.3]:25, status=sent (250 ok)
+Dec  7 10:00:08 mx1 postfix/qmgr[1]: 6E2F: from=<>, size=2401, nrcpt=1 (queue active)
 ";
+        let mut null = Default::default();
         assert_eq!(
-            count_log(log),
+            count_log(log, &mut null),
             Counted {
                 delivered: 1,
                 bounced: 1,
                 deferred: 1
-            }
+            },
+            "the bounce notice 5D1E is not the node's sending"
         );
+        // A notice whose delivery is in the next stretch read is not counted either.
+        let next = "Dec  7 10:00:09 mx1 postfix/smtp[1]: 6E2F: to=<x@example.org>, relay=r[192.0.2.3]:25, status=sent (250 ok)\n";
+        assert_eq!(count_log(next, &mut null), Counted::default());
     }
 
     #[test]

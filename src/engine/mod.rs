@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod renew;
 pub mod retry;
 pub mod scaling;
+pub mod sim_agents;
 
 /// A live node as its provisioning request recorded it (its instance and address), for
 /// reaching it; an error when the request has no instance or address on record.
@@ -228,6 +229,8 @@ pub struct EngineHandle {
     /// Warm-up caps installed on the nodes.
     caps: tokio::task::JoinHandle<()>,
     scaling: tokio::task::JoinHandle<()>,
+    /// The simulated nodes' agents, when `[providers.sim] agents` is on.
+    sim_agents: Option<tokio::task::JoinHandle<()>>,
     /// The blocklist monitor, when it is on.
     monitor: Option<crate::reputation::monitor::MonitorHandle>,
     ctx: Arc<Ctx>,
@@ -272,6 +275,9 @@ impl EngineHandle {
         let _ = self.renew.await;
         let _ = self.caps.await;
         let _ = self.scaling.await;
+        if let Some(t) = self.sim_agents {
+            let _ = t.await;
+        }
     }
 
     /// Stops at once, as a crash would: tasks are dropped mid-step and leases are kept until
@@ -285,6 +291,9 @@ impl EngineHandle {
         self.renew.abort();
         self.caps.abort();
         self.scaling.abort();
+        if let Some(t) = &self.sim_agents {
+            t.abort();
+        }
     }
 }
 
@@ -306,6 +315,12 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
     let renew = tokio::spawn(renew::run(ctx.clone(), stop_rx.clone()));
     let caps = tokio::spawn(caps::run(ctx.clone(), stop_rx.clone()));
     let scaling = tokio::spawn(scaling::run(ctx.clone(), stop_rx.clone()));
+    let sim_agents = ctx
+        .cfg
+        .providers
+        .sim
+        .agents
+        .then(|| tokio::spawn(sim_agents::run(ctx.clone(), stop_rx.clone())));
     let task = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -320,6 +335,7 @@ pub fn spawn(ctx: Arc<Ctx>) -> EngineHandle {
         renew,
         caps,
         scaling,
+        sim_agents,
         monitor,
         ctx,
     }

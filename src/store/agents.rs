@@ -73,6 +73,28 @@ fn accept_one(
     let Some((node_id, status)) = node else {
         return Ok(Accepted::NoNode);
     };
+    c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
+        .execute(params![
+            i64::try_from(report.seq).unwrap_or(i64::MAX),
+            ts(now),
+            agent
+        ])?;
+    let recovered = record_report(c, &node_id, &status, &report, now)?;
+    Ok(Accepted::Recorded { node_id, recovered })
+}
+
+/// What a report does once it is accepted (an agent's, checked by `accept_one`, or a
+/// simulated node's, made by the engine): its heartbeat row, the node's last heartbeat,
+/// its deliveries on the node's open warm-up day, its CPU alert raised or lifted, and an
+/// unhealthy node brought back. Returns whether the node came back.
+pub(crate) fn record_report(
+    c: &super::Conn,
+    node_id: &str,
+    status: &str,
+    report: &Report,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let node_id = node_id.to_string();
     let at = ts(now);
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     c.prepare_cached(
@@ -97,8 +119,6 @@ fn accept_one(
         i(report.deferred),
         i(report.complaints),
     ])?;
-    c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
-        .execute(params![i(report.seq), at, agent])?;
     c.prepare_cached("UPDATE nodes SET last_heartbeat = ? WHERE id = ?")?
         .execute(params![at, node_id])?;
     // The deliveries, added to the node's open warm-up day (its own date, at the day
@@ -162,7 +182,7 @@ fn accept_one(
             &at,
         )?;
     }
-    Ok(Accepted::Recorded { node_id, recovered })
+    Ok(recovered)
 }
 
 /// The subject of a node's missed-heartbeats alert.

@@ -867,11 +867,7 @@ impl App {
     }
 
     /// View `v` made again now, on the loop.
-    pub(super) fn refresh_now(&mut self, v: View) {
-        self.refresh(v);
-    }
-
-    fn refresh(&mut self, v: View) {
+    pub(super) fn refresh(&mut self, v: View) {
         let i = v.index();
         let mut t = std::mem::take(&mut self.tables[i]);
         table::rebuild(self, v, &mut t);

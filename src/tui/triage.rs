@@ -452,7 +452,7 @@ impl App {
         let k = v.index();
         if self.tables[k].position(i).is_none() && !self.tables[k].filter.is_empty() {
             self.tables[k].filter.clear();
-            self.refresh_now(v);
+            self.refresh(v);
         }
         if let Some(p) = self.tables[k].position(i) {
             self.tables[k].selected = p;

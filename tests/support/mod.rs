@@ -36,12 +36,14 @@ pub fn config(overrides: &str) -> Config {
             "(built-in defaults)".to_string(),
             config::DEFAULT_TOML.to_string(),
         ),
-        // The engine starts the blocklist monitor (`engine::spawn`); tests that want it
-        // turn it back on with a resolver of their own. A provider's circuit, opened by a
+        // The engine starts the blocklist monitor and the sim nodes' agents
+        // (`engine::spawn`); tests that want them turn them back on (the monitor with a
+        // resolver of their own). A provider's circuit, opened by a
         // flaky simulated cloud, is probed again in moments rather than 30 s.
         (
             "(tests)".to_string(),
-            "[blocklists]\nmonitor = false\n[providers.limits]\nbreaker_cooldown = \"50ms\"\n"
+            "[blocklists]\nmonitor = false\n[providers.limits]\nbreaker_cooldown = \"50ms\"\n\
+             [providers.sim]\nagents = false\n"
                 .to_string(),
         ),
         ("test".to_string(), overrides.to_string()),

@@ -69,7 +69,7 @@ fn world(extra: &str) -> Config {
         ),
         (
             "(tests)".to_string(),
-            "[blocklists]\nmonitor = false\n".to_string(),
+            "[blocklists]\nmonitor = false\n[providers.sim]\nagents = false\n".to_string(),
         ),
         ("world".to_string(), WORLD.to_string()),
     ];

@@ -99,4 +99,27 @@ async fn sim_nodes_report_through_the_heartbeat_path_and_their_counts_reach_the_
         "unhealthy",
         "a down agent brings nothing back"
     );
+
+    // A node given an agent token has a real agent: the engine no longer plays its own.
+    mailfleet::agent::issue_token(&store, &cfg.dkim.key_env, &ids[0], chrono::Utc::now())
+        .await
+        .expect("token");
+    let later = now + chrono::Duration::minutes(1);
+    let reported = engine::sim_agents::round(&ctx, now, later).await;
+    assert_eq!(reported, 1, "only the paused node's agent is still played");
+    assert_eq!(seen(0).await.heartbeats.len(), 1);
+
+    // Heartbeats older than [serve] heartbeat_retention (7d) go, the recent ones stay.
+    engine::sim_agents::prune(&store, &cfg, now + chrono::Duration::days(7)).await;
+    assert_eq!(
+        seen(2).await.heartbeats.len(),
+        2,
+        "exactly a week old: kept"
+    );
+    engine::sim_agents::prune(&store, &cfg, later + chrono::Duration::days(7)).await;
+    assert_eq!(seen(2).await.heartbeats.len(), 1, "the older one went");
+    engine::sim_agents::prune(&store, &cfg, later + chrono::Duration::days(8)).await;
+    for i in 0..3 {
+        assert!(seen(i).await.heartbeats.is_empty());
+    }
 }

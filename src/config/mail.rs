@@ -437,6 +437,10 @@ pub struct ServeConfig {
     /// How far a report's signing time may be from ours.
     #[serde(with = "duration_serde")]
     pub max_skew: Duration,
+    /// How long heartbeats are kept; older ones are deleted by the processes that write
+    /// them (at least a day: scaling and the node detail read the recent ones).
+    #[serde(with = "duration_serde")]
+    pub heartbeat_retention: Duration,
 }
 
 impl Default for ServeConfig {
@@ -451,6 +455,7 @@ impl Default for ServeConfig {
             heartbeat_interval: Duration::from_secs(30),
             missed_heartbeats: 3,
             max_skew: Duration::from_secs(300),
+            heartbeat_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -493,6 +498,12 @@ impl ServeConfig {
                     format!("{:?} is not \"https://HOST:PORT\"", self.agent_url),
                 ));
             }
+        }
+        if self.heartbeat_retention < Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid(
+                "serve.heartbeat_retention",
+                "must be at least 1d (scaling and the node detail read the recent heartbeats)",
+            ));
         }
         if self.missed_heartbeats == 0 {
             return Err(ConfigError::invalid(

@@ -9,7 +9,8 @@
 //! The figures are the simulated cloud's (`warmup::sim::SimCounts`): each node's day is
 //! the day's counts for its cap, reported a share at a time; the same seed, node and time
 //! give the same report. A node whose status is `unhealthy` has an agent that is down: it
-//! reports nothing (so the demo's unhealthy nodes stay so until an operator acts).
+//! reports nothing (so the demo's unhealthy nodes stay so until an operator acts). A node
+//! issued an agent token has a real agent of its own, and is left to it.
 //!
 //! A round costs one read and one write per thousand nodes; rounds are `[serve]
 //! heartbeat_interval` apart, stretched on large fleets so that the simulation writes at
@@ -146,11 +147,36 @@ fn is_sim(ctx: &Ctx, cluster: Option<&str>) -> bool {
         .is_ok_and(|b| b.provider.name() == crate::providers::sim::NAME)
 }
 
-/// Plays the sim nodes' agents while the engine runs.
+/// Deletes the heartbeats older than `[serve] heartbeat_retention`: done by whoever
+/// writes them (this task, `serve`), so that an engine writing none reads nothing for it.
+pub async fn prune(store: &crate::store::Store, cfg: &crate::config::Config, now: DateTime<Utc>) {
+    let keep = chrono::Duration::from_std(cfg.serve.heartbeat_retention)
+        .unwrap_or_else(|_| chrono::Duration::days(7));
+    match store.prune_heartbeats(now - keep).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "old heartbeats pruned"),
+        Err(e) => tracing::warn!(error = %e, "old heartbeats not pruned"),
+    }
+}
+
+/// Plays the sim nodes' agents while the engine runs. A round that found no node to play
+/// waits for the store to change (a node can only come into service in a write) before the
+/// next: an engine with no simulated node in service reads nothing for it.
 pub async fn run(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut changes = ctx.store.changes();
+    changes.borrow_and_update();
     let mut since = ctx.clock.now();
     let mut nodes = 0;
     loop {
+        if nodes == 0 {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
         let wait = round_every(ctx.cfg.serve.heartbeat_interval, nodes);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -159,9 +185,11 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
+        changes.borrow_and_update();
         let now = ctx.clock.now();
         nodes = round(&ctx, since, now).await;
         since = now;
+        prune(&ctx.store, &ctx.cfg, now).await;
     }
 }
 

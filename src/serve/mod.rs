@@ -663,5 +663,6 @@ pub async fn watch_heartbeats(store: Store, cfg: Arc<Config>, clock: SharedClock
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "heartbeat check failed"),
         }
+        crate::engine::sim_agents::prune(&store, &cfg, now).await;
     }
 }

@@ -185,6 +185,46 @@ pub(crate) fn record_report(
     Ok(recovered)
 }
 
+/// Heartbeats deleted per statement when old ones are pruned: a short write at a time.
+const PRUNE_BATCH: i64 = 5_000;
+
+impl Store {
+    /// Deletes heartbeats received before `before`, oldest first, a batch per statement;
+    /// returns how many. Rows go in time order (row ids grow with time), so finding
+    /// nothing to delete is a read of the oldest row.
+    pub async fn prune_heartbeats(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cutoff = ts(before);
+        let mut total = 0u64;
+        for _ in 0..100 {
+            let cutoff = cutoff.clone();
+            let deleted = self
+                .write(move |c| {
+                    let oldest: Option<String> = c
+                        .prepare_cached(
+                            "SELECT received_at FROM node_heartbeats ORDER BY rowid LIMIT 1",
+                        )?
+                        .query_row([], |r| r.get(0))
+                        .optional()?;
+                    if oldest.is_none_or(|o| o >= cutoff) {
+                        return Ok(0);
+                    }
+                    Ok(c.prepare_cached(
+                        "DELETE FROM node_heartbeats WHERE rowid IN (
+                             SELECT rowid FROM node_heartbeats ORDER BY rowid LIMIT ?1)
+                           AND received_at < ?2",
+                    )?
+                    .execute(params![PRUNE_BATCH, cutoff])?)
+                })
+                .await?;
+            total += deleted as u64;
+            if (deleted as i64) < PRUNE_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
 /// The subject of a node's missed-heartbeats alert.
 pub fn heartbeat_subject(node_id: &str) -> String {
     format!("heartbeat:node:{node_id}")

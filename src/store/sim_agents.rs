@@ -19,7 +19,8 @@ pub struct SimAgentNode {
 }
 
 impl Store {
-    /// Up to `limit` nodes in service with ids after `after`, in id order.
+    /// Up to `limit` nodes in service with ids after `after`, in id order; not those with
+    /// an agent token (a real agent of their own reports for them).
     pub async fn sim_agent_nodes(
         &self,
         after: &str,
@@ -32,6 +33,7 @@ impl Store {
                 "SELECT n.id, n.status, n.cluster, w.cap FROM nodes n
                  LEFT JOIN node_warmup w ON w.node_id = n.id
                  WHERE n.id > ?1 AND n.status IN ('warming', 'active', 'paused', 'maintenance')
+                   AND NOT EXISTS (SELECT 1 FROM agent_tokens t WHERE t.agent = n.request_id)
                  ORDER BY n.id LIMIT ?2",
                 params![after, limit],
                 |r| {

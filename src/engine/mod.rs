@@ -372,8 +372,15 @@ async fn main_loop(
     let mut others = wakes::OtherProcesses::new(&ctx);
     let mut local = wakes::LocalCommits::new(&ctx);
     let mut commands_open = true;
+    // What a claim reads, as of the last commit that made the loop look (see
+    // `Store::claim_inputs`).
+    let mut inputs: Option<String> = None;
     loop {
         let mut trouble: Option<String> = None;
+        // Woken by nothing but a commit: the loop looks again only if the commit changed
+        // something a claim reads. `serve` commits heartbeats ten times a second at 10,000
+        // nodes; each would otherwise re-decide every request waiting for admission.
+        let mut by_commit = false;
         let deadline = wakes.deadline(&ctx);
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
@@ -386,9 +393,9 @@ async fn main_loop(
                 if !changed {
                     continue;
                 }
-                wakes.dirty = true;
+                by_commit = true;
             }
-            () = local.committed() => wakes.dirty = true,
+            () = local.committed() => by_commit = true,
             () = ctx.wake.notified() => wakes.dirty = true,
             Some(done) = workers.join_next(), if !workers.is_empty() => {
                 let mut ended = vec![done];
@@ -421,7 +428,22 @@ async fn main_loop(
             },
             _ = stop.changed() => break,
         }
-        if local.take() {
+        if local.take() && !by_commit {
+            // Another wake looks anyway; the commit it also saw is looked at with it.
+            wakes.dirty = true;
+        }
+        if by_commit {
+            match ctx.store.claim_inputs().await {
+                // Unchanged since a look that saw them (nothing left `dirty` unlooked at):
+                // the claim would find what it found then, and its next due moment is
+                // already in `wakes`.
+                Ok(now) if !wakes.dirty && inputs.as_ref() == Some(&now) => continue,
+                Ok(now) => inputs = Some(now),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading what claims depend on failed; looking anyway");
+                    inputs = None;
+                }
+            }
             wakes.dirty = true;
         }
         let claimed = match schedule(&ctx, &mut workers, wakes.dirty).await {

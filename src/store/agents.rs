@@ -42,12 +42,18 @@ pub enum Accepted {
 pub const CPU_ALERT: f64 = 90.0;
 pub const CPU_CLEAR: f64 = 75.0;
 
+/// `stamp` is the batch's change stamp, opened by the first report recorded (see
+/// migration 0015): its node's row takes it in the same UPDATE that records the heartbeat,
+/// so the stamping triggers on nodes and warmup_days find the row stamped already and
+/// write nothing more, where without it each report bumped the counter and rewrote its
+/// node's row twice.
 fn accept_one(
     c: &super::Conn,
     agent: &str,
     token_issued_at: &str,
     report: Report,
     now: DateTime<Utc>,
+    stamp: &mut Option<i64>,
 ) -> Result<Accepted, StoreError> {
     let agent = agent.to_string();
     let last: Option<(i64, String)> = c
@@ -79,20 +85,22 @@ fn accept_one(
             ts(now),
             agent
         ])?;
-    let recovered = record_report(c, &node_id, &status, &report, now)?;
+    let recovered = record_report(c, &node_id, &status, &report, now, stamp)?;
     Ok(Accepted::Recorded { node_id, recovered })
 }
 
 /// What a report does once it is accepted (an agent's, checked by `accept_one`, or a
 /// simulated node's, made by the engine): its heartbeat row, the node's last heartbeat,
 /// its deliveries on the node's open warm-up day, its CPU alert raised or lifted, and an
-/// unhealthy node brought back. Returns whether the node came back.
+/// unhealthy node brought back. Returns whether the node came back. `stamp` is the
+/// batch's change stamp (see `accept_one`).
 pub(crate) fn record_report(
     c: &super::Conn,
     node_id: &str,
     status: &str,
     report: &Report,
     now: DateTime<Utc>,
+    stamp: &mut Option<i64>,
 ) -> Result<bool, StoreError> {
     let node_id = node_id.to_string();
     let at = ts(now);
@@ -119,8 +127,12 @@ pub(crate) fn record_report(
         i(report.deferred),
         i(report.complaints),
     ])?;
-    c.prepare_cached("UPDATE nodes SET last_heartbeat = ? WHERE id = ?")?
-        .execute(params![at, node_id])?;
+    let seq = match *stamp {
+        Some(seq) => seq,
+        None => *stamp.insert(super::stamp(c)?),
+    };
+    c.prepare_cached("UPDATE nodes SET last_heartbeat = ?, change_seq = ? WHERE id = ?")?
+        .execute(params![at, seq, node_id])?;
     // The deliveries, added to the node's open warm-up day (its own date, at the day
     // boundary's offset).
     let sent = report.delivered + report.bounced + report.deferred;
@@ -303,12 +315,15 @@ impl Store {
     ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
         self.write(move |c| {
             let mut out = Vec::with_capacity(reports.len());
+            let mut stamp = None;
             for (agent, issued, report) in reports {
-                out.push(match accept_one(c, &agent, &issued, report, now) {
-                    Err(StoreError::NotFound(a)) => Err(StoreError::NotFound(a)),
-                    Err(e) => return Err(e),
-                    ok => ok,
-                });
+                out.push(
+                    match accept_one(c, &agent, &issued, report, now, &mut stamp) {
+                        Err(StoreError::NotFound(a)) => Err(StoreError::NotFound(a)),
+                        Err(e) => return Err(e),
+                        ok => ok,
+                    },
+                );
             }
             Ok(out)
         })

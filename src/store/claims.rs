@@ -328,6 +328,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Everything a claim reads besides the time, in one small value: the newest stamp on
+    /// a request (every write to a request's row moves it, and request_deps rows are only
+    /// written with their request), the held totals (a teardown releases resources without
+    /// touching its request's row), and the providers' circuits. Equal values mean a claim
+    /// would find what the last one found. Three index or tiny-table reads: what the engine
+    /// asks after a commit it did not make sense of (a heartbeat batch from `serve`,
+    /// another process's write), instead of looking at every waiting request again.
+    pub async fn claim_inputs(&self) -> Result<String, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT COALESCE((SELECT MAX(change_seq) FROM requests), 0) || '|' ||
+                        COALESCE((SELECT group_concat(kind || ':' || owner || ':' || units || ':'
+                            || cpu || ':' || memory_gb || ':' || storage_gb, ',') FROM held_totals), '')
+                        || '|' ||
+                        COALESCE((SELECT group_concat(provider || ':' || open || ':' || failures
+                            || ':' || COALESCE(retry_at, '') || ':' || change_seq, ',')
+                            FROM provider_breakers), '')",
+            )?
+            .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
     /// When stuck detection next has something to look at: the earliest moment a request in
     /// flight would have gone `stuck_after` without progress. With nothing in flight, a
     /// request that starts now could be stuck at `now + stuck_after` at the soonest. Progress

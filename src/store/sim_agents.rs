@@ -57,6 +57,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
+            let mut stamp = None;
             for (node_id, report) in reports {
                 let status: Option<String> = c
                     .prepare_cached("SELECT status FROM nodes WHERE id = ?")?
@@ -68,7 +69,7 @@ impl Store {
                 }) else {
                     continue;
                 };
-                super::agents::record_report(c, &node_id, &status, &report, now)?;
+                super::agents::record_report(c, &node_id, &status, &report, now, &mut stamp)?;
             }
             Ok(())
         })

@@ -104,14 +104,25 @@ impl Router {
     /// Sends one alert; what the relay said, or why it was not sent.
     pub async fn send(&self, a: &AlertRow) -> Result<String, String> {
         let clean = |s: &str| crate::domain::validate::sanitize(s).replace(['\r', '\n'], " ");
+        // A resolved alert's notice says so first, and how it ended.
+        let (tag, ended) = match (&a.resolved_at, &a.resolution) {
+            (Some(at), why) => (
+                "RESOLVED ".to_string(),
+                format!(
+                    "resolved: {at} ({})\n",
+                    why.as_deref().map(clean).unwrap_or_else(|| "-".into())
+                ),
+            ),
+            (None, _) => (String::new(), String::new()),
+        };
         let subject = format!(
-            "[mailfleet {}] {}: {}",
+            "[mailfleet {tag}{}] {}: {}",
             a.severity.to_ascii_uppercase(),
             clean(&a.kind),
             clean(&a.message).chars().take(120).collect::<String>()
         );
         let body = format!(
-            "{}\n\nseverity: {}\nkind: {}\nsubject: {}\nnode: {}\nraised: {}\nalert: {}\n\n\
+            "{}\n\nseverity: {}\nkind: {}\nsubject: {}\nnode: {}\nraised: {}\n{ended}alert: {}\n\n\
              See it with `mailfleet alerts`, or in the console.\n",
             clean(&a.message),
             a.severity,

@@ -141,6 +141,65 @@ async fn alerts_are_sent_once_by_email_and_a_failed_send_is_tried_again() {
         mailfleet::alerting::pass(&store, &router, &much_later).await,
         0
     );
+
+    // The agent reports again: the node comes back, the alert resolves, and its resolution
+    // is sent, once.
+    let issued = store
+        .agent_token(&req.id)
+        .await
+        .expect("read")
+        .expect("kept")
+        .issued_at;
+    let back = store
+        .accept_report(
+            &req.id,
+            &issued,
+            mailfleet::agent::report::Report {
+                seq: 1,
+                measured_at: chrono::Utc::now().to_rfc3339(),
+                cpu_pct: 10.0,
+                mem_used: 1,
+                mem_total: 2,
+                queue_free: 1,
+                queue_len: 0,
+                net_rx: 0,
+                net_tx: 0,
+                delivered: 0,
+                bounced: 0,
+                deferred: 0,
+                complaints: 0,
+            },
+            chrono::Utc::now() + chrono::Duration::hours(2),
+        )
+        .await
+        .expect("report");
+    assert!(
+        matches!(
+            back,
+            mailfleet::store::Accepted::Recorded {
+                recovered: true,
+                ..
+            }
+        ),
+        "{back:?}"
+    );
+    assert_eq!(
+        mailfleet::alerting::pass(&store, &router, &much_later).await,
+        1
+    );
+    let got = sink
+        .wait_for("ops", Duration::from_secs(10))
+        .await
+        .expect("the resolution arrives");
+    let subject = got.header("Subject").expect("subject");
+    assert!(
+        subject.starts_with("[mailfleet RESOLVED HIGH] heartbeat:"),
+        "{subject}"
+    );
+    assert_eq!(
+        mailfleet::alerting::pass(&store, &router, &much_later).await,
+        0
+    );
 }
 
 /// Issue 16, item 6: on-call acknowledges an alert (who, when, a note) and silences one

@@ -426,9 +426,19 @@ impl Store {
     }
 }
 
+/// The alerts with a notice to send at `?1` (now), unclaimed or their claim lapsed, not
+/// silenced: an open alert not yet sent (its raising), or a resolved one that was sent when
+/// raised and not yet since (its resolution). An alert resolved before its raising was sent
+/// has nothing to tell.
+const TO_SEND: &str = "(notify_until IS NULL OR notify_until < ?1)
+    AND (silenced_until IS NULL OR silenced_until <= ?1)
+    AND ((notified_at IS NULL AND resolved_at IS NULL)
+      OR (notified_at IS NOT NULL AND resolved_at IS NOT NULL AND resolve_notified_at IS NULL))";
+
 impl Store {
-    /// Claims up to `most` alerts not yet sent (oldest first), each until `until`, for this
-    /// sender; an alert another sender claimed is left to it until its claim lapses.
+    /// Claims up to `most` alerts with a notice to send (their raising or their resolution;
+    /// oldest first), each until `until`, for this sender; an alert another sender claimed is
+    /// left to it until its claim lapses.
     pub async fn claim_alerts_to_send(
         &self,
         most: i64,
@@ -440,11 +450,9 @@ impl Store {
         let now_ts = ts(now);
         let any: bool = self
             .read(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM alerts WHERE notified_at IS NULL
-                        AND (notify_until IS NULL OR notify_until < ?1)
-                        AND (silenced_until IS NULL OR silenced_until <= ?1))",
-                )?
+                Ok(c.prepare_cached(&format!(
+                    "SELECT EXISTS (SELECT 1 FROM alerts WHERE {TO_SEND})"
+                ))?
                 .query_row([now_ts], |r| r.get(0))?)
             })
             .await?;
@@ -454,14 +462,14 @@ impl Store {
         self.write(move |c| {
             let ids: Vec<String> = c
                 .prepare_cached(
-                    "UPDATE alerts SET notify_until = ?1 WHERE id IN (
-                         SELECT id FROM alerts WHERE notified_at IS NULL
-                           AND (notify_until IS NULL OR notify_until < ?2)
-                           AND (silenced_until IS NULL OR silenced_until <= ?2)
-                         ORDER BY raised_at LIMIT ?3)
-                     RETURNING id",
+                    &format!(
+                        "UPDATE alerts SET notify_until = ?2 WHERE id IN (
+                             SELECT id FROM alerts WHERE {TO_SEND}
+                             ORDER BY COALESCE(resolved_at, raised_at) LIMIT ?3)
+                         RETURNING id"
+                    ),
                 )?
-                .query_map(params![ts(until), ts(now), most], |r| r.get(0))?
+                .query_map(params![ts(now), ts(until), most], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -473,7 +481,10 @@ impl Store {
                     .query_row([id], super::reputation::alert_row)?,
                 );
             }
-            out.sort_by(|a, b| a.raised_at.cmp(&b.raised_at));
+            out.sort_by(|a, b| {
+                let at = |a: &super::AlertRow| a.resolved_at.clone().unwrap_or(a.raised_at.clone());
+                at(a).cmp(&at(b))
+            });
             Ok(out)
         })
         .await
@@ -490,9 +501,14 @@ impl Store {
         let id = id.to_string();
         self.write(move |c| {
             match outcome {
+                // A resolution's notice when the alert had been resolved (see `TO_SEND`).
                 Ok(()) => c
                     .prepare_cached(
-                        "UPDATE alerts SET notified_at = ?, notify_error = NULL WHERE id = ?",
+                        "UPDATE alerts SET notify_error = NULL,
+                             notified_at = COALESCE(notified_at, ?1),
+                             resolve_notified_at = CASE WHEN resolved_at IS NOT NULL
+                                 AND notified_at IS NOT NULL THEN ?1 END
+                         WHERE id = ?2",
                     )?
                     .execute(params![ts(now), id])?,
                 Err(why) => c

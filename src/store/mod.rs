@@ -183,6 +183,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../assets/migrations/0027_alert_triage.sql"),
     ),
     (28, include_str!("../../assets/migrations/0028_scaling.sql")),
+    (
+        29,
+        include_str!("../../assets/migrations/0029_resolved_notices.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

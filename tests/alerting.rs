@@ -21,6 +21,26 @@ impl mailfleet::clock::Clock for Ahead {
     }
 }
 
+/// Runs the `mailfleet` program on the test's database and config, as an operator would.
+fn mailfleet(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    cfg: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+        .arg("--db")
+        .arg(db)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("XDG_STATE_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
+        .env_remove("MAILFLEET_CONFIG")
+        .output()
+        .expect("mailfleet runs")
+}
+
 fn alerting(relay: &str) -> String {
     format!(
         "[alerting]\nemail_relay = \"{relay}\"\nemail_tls = \"none\"\n\
@@ -42,17 +62,7 @@ async fn alerts_are_sent_once_by_email_and_a_failed_send_is_tried_again() {
     let store = open(&db, &cfg).await;
 
     // `alerts test`, as an operator checks the routing before an incident needs it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&cfg_path)
-        .args(["alerts", "test"])
-        .env("XDG_STATE_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .env_remove("MAILFLEET_CONFIG")
-        .output()
-        .expect("alerts test");
+    let out = mailfleet(dir.path(), &db, &cfg_path, &["alerts", "test"]);
     assert!(
         out.status.success(),
         "{}",
@@ -306,17 +316,12 @@ async fn acknowledged_and_silenced_alerts_say_who_and_why_and_a_silence_holds_th
     );
 
     // The other is acknowledged from the command line, with a note.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&cfg_path)
-        .args(["alerts", "ack", &acked, "--reason", "looking at it"])
-        .env("XDG_STATE_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .env_remove("MAILFLEET_CONFIG")
-        .output()
-        .expect("alerts ack");
+    let out = mailfleet(
+        dir.path(),
+        &db,
+        &cfg_path,
+        &["alerts", "ack", &acked, "--reason", "looking at it"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -328,17 +333,7 @@ async fn acknowledged_and_silenced_alerts_say_who_and_why_and_a_silence_holds_th
     assert!(a.acked_by.as_deref().is_some_and(|w| !w.is_empty()));
     assert_eq!(a.ack_note.as_deref(), Some("looking at it"));
     // `alerts` lists who has each.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailfleet"))
-        .arg("--db")
-        .arg(&db)
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("alerts")
-        .env("XDG_STATE_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .env_remove("MAILFLEET_CONFIG")
-        .output()
-        .expect("alerts");
+    let out = mailfleet(dir.path(), &db, &cfg_path, &["alerts"]);
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
         list.contains("silenced by carol") && list.contains("acked by"),

@@ -825,8 +825,7 @@ impl App {
         }
         self.rebuild_timeline();
         // What is broken may have changed with any of it: the triage rows are few.
-        self.rebuild_triage();
-        self.refresh(View::Triage);
+        self.retriage();
     }
 
     /// Moves row `i` (new or changed) where each of `views` now shows it.

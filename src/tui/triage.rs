@@ -132,8 +132,8 @@ fn clean(s: &str) -> String {
 }
 
 /// "acked by alice", "silenced 2h by bob: deploying the fix", or "open".
-fn alert_state(a: &AlertRow, now: DateTime<Utc>) -> String {
-    match a.state_at(&crate::clock::ts(now)) {
+fn alert_state(a: &AlertRow, state: &str, now: DateTime<Utc>) -> String {
+    match state {
         "silenced" => {
             let left = a
                 .silenced_until
@@ -151,7 +151,8 @@ fn alert_state(a: &AlertRow, now: DateTime<Utc>) -> String {
     }
 }
 
-fn alert_row(app: &App, a: &AlertRow) -> TriageRow {
+/// The row of alert `a`; `now_ts` is the console's time as stored times are written.
+fn alert_row(app: &App, a: &AlertRow, now_ts: &str) -> TriageRow {
     let now = app.now;
     let name = a
         .node_label
@@ -159,7 +160,8 @@ fn alert_row(app: &App, a: &AlertRow) -> TriageRow {
         .map(clean)
         .unwrap_or_else(|| clean(&a.subject));
     let mut why = format!("{}: {}", clean(&a.kind), clean(&a.message));
-    let note = match a.state_at(&crate::clock::ts(now)) {
+    let state = a.state_at(now_ts);
+    let note = match state {
         "silenced" => a.silence_reason.as_deref(),
         "acked" => a.ack_note.as_deref(),
         _ => None,
@@ -180,7 +182,7 @@ fn alert_row(app: &App, a: &AlertRow) -> TriageRow {
         },
         name,
         since: parse_ts(&a.raised_at),
-        state: alert_state(a, now),
+        state: alert_state(a, state, now),
         why,
         key: format!("alert:{}", a.id),
     }
@@ -227,19 +229,16 @@ impl App {
             .iter()
             .filter(|a| a.resolved_at.is_none())
             .collect();
-        alerts.sort_by(|a, b| {
-            let key = |a: &AlertRow| {
-                let state = a.state_at(&now_ts);
-                (
-                    state == "silenced",
-                    severity_rank(Some(&a.severity)),
-                    state == "acked",
-                    a.raised_at.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
+        alerts.sort_by_key(|a| {
+            let state = a.state_at(&now_ts);
+            (
+                state == "silenced",
+                severity_rank(Some(&a.severity)),
+                state == "acked",
+                a.raised_at.as_str(),
+            )
         });
-        let mut rows: Vec<TriageRow> = alerts.iter().map(|a| alert_row(self, a)).collect();
+        let mut rows: Vec<TriageRow> = alerts.iter().map(|a| alert_row(self, a, &now_ts)).collect();
         let mut requests: Vec<&ConsoleRequest> = self
             .triage
             .requests

@@ -621,6 +621,34 @@ async fn serve_says_where_it_listens_and_answers_health_checks() {
         .await
         .expect("healthz");
     assert_eq!(health.status().as_u16(), 200);
+    // A path it does not serve, and a route asked with the wrong method.
+    let missing = http
+        .get(format!("{url}/v1/nothing"))
+        .send()
+        .await
+        .expect("unknown path");
+    assert_eq!(missing.status().as_u16(), 404);
+    let wrong = http
+        .get(format!("{url}/v1/report"))
+        .send()
+        .await
+        .expect("wrong method");
+    assert_eq!(wrong.status().as_u16(), 405);
+    assert_eq!(
+        wrong.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .expect("text")
+        .contains("mailfleet_agent_reports_total"));
     // Without the root, the listener is not trusted.
     let stranger = reqwest::Client::builder()
         .use_rustls_tls()

@@ -56,11 +56,19 @@ fn accept_one(
     stamp: &mut Option<i64>,
 ) -> Result<Accepted, StoreError> {
     let agent = agent.to_string();
-    let last: Option<(i64, String)> = c
-        .prepare_cached("SELECT last_seq, issued_at FROM agent_tokens WHERE agent = ?")?
-        .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
+    // The token's state and its live node, in one read.
+    type Found = (i64, String, Option<String>, Option<String>);
+    let found: Option<Found> = c
+        .prepare_cached(
+            "SELECT t.last_seq, t.issued_at, n.id, n.status FROM agent_tokens t
+             LEFT JOIN nodes n ON n.request_id = t.agent AND n.status <> 'decommissioned'
+             WHERE t.agent = ?",
+        )?
+        .query_row([&agent], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    let Some((last, issued)) = last else {
+    let Some((last, issued, node_id, status)) = found else {
         return Err(StoreError::NotFound(agent.clone()));
     };
     if issued != token_issued_at {
@@ -70,13 +78,7 @@ fn accept_one(
     if report.seq <= last {
         return Ok(Accepted::Replay { last_seq: last });
     }
-    let node: Option<(String, String)> = c
-        .prepare_cached(
-            "SELECT id, status FROM nodes WHERE request_id = ? AND status <> 'decommissioned'",
-        )?
-        .query_row([&agent], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((node_id, status)) = node else {
+    let (Some(node_id), Some(status)) = (node_id, status) else {
         return Ok(Accepted::NoNode);
     };
     c.prepare_cached("UPDATE agent_tokens SET last_seq = ?, last_at = ? WHERE agent = ?")?
@@ -136,22 +138,37 @@ pub(crate) fn record_report(
     // The deliveries, added to the node's open warm-up day (its own date, at the day
     // boundary's offset).
     let sent = report.delivered + report.bounced + report.deferred;
-    if sent > 0 || report.complaints > 0 {
+    // (Read first, then written from values: an INSERT ... SELECT into a table with
+    // triggers goes through a temporary table, a page cache made and freed per report.)
+    let open_day: Option<(String, i64, i64)> = if sent > 0 || report.complaints > 0 {
+        c.prepare_cached(
+            "SELECT COALESCE(day_date, ?2), day, cap FROM node_warmup
+             WHERE node_id = ?1 AND status <> 'completed'",
+        )?
+        .query_row(params![node_id, now.date_naive().to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?
+    } else {
+        None
+    };
+    if let Some((date, day, cap)) = open_day {
         c.prepare_cached(
             "INSERT INTO warmup_days (node_id, date, day, cap, scheduled, sent, delivered, deferred, bounced, complaints)
-             SELECT w.node_id, COALESCE(w.day_date, ?2), w.day, w.cap, w.cap, ?3, ?4, ?5, ?6, ?7
-             FROM node_warmup w WHERE w.node_id = ?1 AND w.status <> 'completed'
+             VALUES (?1, ?2, ?8, ?9, ?9, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (node_id, date) DO UPDATE SET sent = sent + ?3, delivered = delivered + ?4,
                  deferred = deferred + ?5, bounced = bounced + ?6, complaints = MIN(delivered + ?4, complaints + ?7)",
         )?
         .execute(params![
             node_id,
-            now.date_naive().to_string(),
+            date,
             i(sent),
             i(report.delivered),
             i(report.deferred),
             i(report.bounced),
-            i(report.complaints)
+            i(report.complaints),
+            day,
+            cap
         ])?;
     }
     // A node busy near its limit: a low alert, lifted once it has room again.

@@ -194,7 +194,7 @@ pub enum StoreError {
     #[error("{path} is not a mailfleet database: {why}")]
     NotADatabase { path: String, why: String },
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(DbError),
     #[error("request {0} was taken over by another worker (its lease expired)")]
     FenceLost(String),
     #[error("no request matches {0:?}")]
@@ -232,6 +232,70 @@ pub enum StoreError {
     },
     #[error("the store's writer has stopped")]
     Closed,
+}
+
+/// What went wrong in the database, in mailfleet's own terms whichever engine said it: the
+/// kind the store's callers act on, and the engine's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    message: String,
+}
+
+/// The kinds of database error the store tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// Another connection holds a lock it needs; trying again later may work.
+    Busy,
+    /// A constraint (unique, foreign key, check, not null) refused the change.
+    Constraint,
+    /// The database (or its disk) is full, or at its configured size limit.
+    Full,
+    /// A row held a value of another type than the code expects.
+    Type,
+    /// Anything else.
+    Other,
+}
+
+impl DbError {
+    pub fn new(kind: DbErrorKind, message: impl Into<String>) -> DbError {
+        DbError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> DbError {
+        use rusqlite::ErrorCode;
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DbErrorKind::Busy,
+            Some(ErrorCode::ConstraintViolation) => DbErrorKind::Constraint,
+            Some(ErrorCode::DiskFull) => DbErrorKind::Full,
+            _ => match e {
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..) => DbErrorKind::Type,
+                _ => DbErrorKind::Other,
+            },
+        };
+        DbError::new(kind, e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sql(e.into())
+    }
 }
 
 type Payload = Box<dyn Any + Send>;
@@ -826,6 +890,37 @@ pub(crate) fn rows<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_errors_are_told_apart_by_kind_in_mailfleet_s_own_terms() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("kinds.db");
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch("CREATE TABLE t (v INTEGER UNIQUE NOT NULL)")
+            .expect("table");
+        c.execute("INSERT INTO t VALUES (1)", []).expect("row");
+        let e = StoreError::from(c.execute("INSERT INTO t VALUES (1)", []).expect_err("dup"));
+        let StoreError::Sql(e) = e else {
+            panic!("not a database error: {e}")
+        };
+        assert_eq!(e.kind, DbErrorKind::Constraint);
+        assert!(e.to_string().contains("UNIQUE"), "{e}");
+        let e = DbError::from(
+            c.query_row("SELECT 'x'", [], |r| r.get::<_, i64>(0))
+                .expect_err("text as a number"),
+        );
+        assert_eq!(e.kind, DbErrorKind::Type);
+        // A second connection meets the first one's write lock.
+        c.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let other = rusqlite::Connection::open(&path).expect("open");
+        other
+            .busy_timeout(std::time::Duration::ZERO)
+            .expect("no wait");
+        let e = DbError::from(other.execute_batch("BEGIN IMMEDIATE").expect_err("busy"));
+        assert_eq!(e.kind, DbErrorKind::Busy);
+        let e = DbError::from(other.execute_batch("SELEC 1").expect_err("syntax"));
+        assert_eq!(e.kind, DbErrorKind::Other);
+    }
 
     fn job(
         run: impl FnOnce(&Conn) -> Result<(), StoreError> + Send + 'static,

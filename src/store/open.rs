@@ -21,7 +21,7 @@ fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnlyFile {
             path: path.display().to_string(),
         },
-        _ => StoreError::Sql(e),
+        _ => e.into(),
     }
 }
 
@@ -329,8 +329,7 @@ pub(super) fn open_writer(
     loop {
         match open_writer_once(path, cfg, flags) {
             Err(StoreError::Sql(e))
-                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-                    && std::time::Instant::now() < deadline =>
+                if e.kind == super::DbErrorKind::Busy && std::time::Instant::now() < deadline =>
             {
                 let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 2..25);
                 std::thread::sleep(std::time::Duration::from_millis(pause));

@@ -7,8 +7,8 @@
 //! and this process plays the agents: every node sends one signed report every 30 s, spread
 //! evenly over the interval, over `MAILFLEET_BENCH_CONNS` keep-alive TLS connections
 //! (default 500; a real agent keeps its own connection open between reports). The first
-//! round (one interval) is measured on its own: a serve just started reads each agent's
-//! token from the store and unseals it on its first report. After that round and 10 s
+//! round (one interval) is measured on its own: a serve just started loads the agents'
+//! tokens and meets each agent's connection for the first time. After that round and 10 s
 //! more, for `MAILFLEET_BENCH_S` seconds (default 60), it measures:
 //!
 //! - **CPU** of the serve process (user+system, `/proc/PID/stat`), as a percentage of one
@@ -348,7 +348,9 @@ fn main() {
     println!("  reports sent {sent}, refused or failed {failed}, heartbeat rows {rows}");
     println!("  accepted {rate:.0} reports/s over {} s", window.as_secs());
     println!("  serve CPU {cpu_pct:.2}% of one core (target < 5%); {idle_pct:.2}% with no agent reporting");
-    println!("  first round after start (each token read and unsealed once): {first_pct:.2}%");
+    println!(
+        "  first round after start (tokens loaded, each agent's first report): {first_pct:.2}%"
+    );
     println!("  latency p50 {p50:.2} ms, p99 {p99:.2} ms");
     println!("  serve's threads switched {per_report:.1} times per report");
     let ok = failed == 0 && rows == sent as i64 && cpu_pct < 5.0;

@@ -675,3 +675,31 @@ async fn serve_s_certificate_covers_the_agents_address() {
         info.names
     );
 }
+
+/// serve loads every live agent's token at its start in one read: both nodes' here. A
+/// token it cannot read is left to be read, and refused with its reason, at the agent's
+/// first report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_loads_the_live_agents_tokens_at_its_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(FAST);
+    let store = open(&db_path(&dir), &cfg).await;
+    let ctx = sim_ctx(&store, &cfg, system_clock());
+    let a = create(&ctx, "acme", "dallas", "ssd-1", "tok-a").await;
+    let b = create(&ctx, "acme", "dallas", "ssd-1", "tok-b").await;
+    engine::run_until_idle(sim_ctx(&store, &cfg, system_clock())).await;
+    for req in [&a, &b] {
+        mailfleet::agent::issue_token(&store, &cfg.dkim.key_env, &req.id, chrono::Utc::now())
+            .await
+            .expect("token");
+    }
+    let server = mailfleet::serve::Server::new(store.clone(), &cfg, system_clock());
+    assert_eq!(server.preload_tokens().await, Ok(2));
+    // A token whose file is gone cannot be read: it is left to the agent's first report.
+    let kept = store.agent_token(&b.id).await.expect("read").expect("kept");
+    // (No sealing key in the tests' settings: tokens are kept in files beside the database.)
+    let f = kept.file.expect("kept in a file");
+    std::fs::remove_file(store.key_path(&f)).expect("remove");
+    let again = mailfleet::serve::Server::new(store.clone(), &cfg, system_clock());
+    assert_eq!(again.preload_tokens().await, Ok(1));
+}

@@ -180,6 +180,46 @@ impl Server {
         Ok(Some(t))
     }
 
+    /// Loads every live agent's token into the cache in one read (unsealed on a blocking
+    /// thread), so that a serve just started does not read and unseal them one by one on
+    /// each agent's first report. A token cached meanwhile (perhaps a newer one) is kept.
+    /// Returns how many were loaded.
+    pub async fn preload_tokens(&self) -> Result<usize, String> {
+        let kept = self
+            .store
+            .live_agent_tokens()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (store, key_env) = (self.store.clone(), self.key_env.clone());
+        let unsealed = tokio::task::spawn_blocking(move || {
+            kept.into_iter()
+                .filter_map(|(agent, k)| {
+                    let file = k
+                        .file
+                        .as_deref()
+                        .map(|f| store.key_path(f).display().to_string());
+                    let bytes = crate::dkim::recover(
+                        &key_env,
+                        k.sealed.as_deref(),
+                        file.as_deref(),
+                        &format!("agent/{agent}"),
+                    );
+                    // One that cannot be unsealed is read again at its first report, and
+                    // its error said there.
+                    bytes.ok().map(|b| (agent, Arc::new((b, k.issued_at))))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let n = unsealed.len();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        for (agent, token) in unsealed {
+            tokens.entry(agent).or_insert(token);
+        }
+        Ok(n)
+    }
+
     /// Forgets a cached token (a new one was issued).
     pub fn forget_token(&self, agent: &str) {
         self.tokens
@@ -709,6 +749,13 @@ pub async fn listen(
                     tracing::error!("serve: the listening socket cannot be used");
                     return;
                 };
+                let preload = held.clone();
+                tokio::spawn(async move {
+                    match preload.preload_tokens().await {
+                        Ok(n) => tracing::info!(tokens = n, "serve: agents' tokens loaded"),
+                        Err(e) => tracing::warn!(error = %e, "serve: agents' tokens not loaded"),
+                    }
+                });
                 tokio::select! {
                     _ = accept_loop(listener, tls, held) => {}
                     _ = stopped => {}

@@ -303,6 +303,31 @@ impl Store {
         .await
     }
 
+    /// Every kept token whose node is not decommissioned, by agent: what `serve` loads at
+    /// its start in one read, rather than one read at each agent's first report.
+    pub async fn live_agent_tokens(&self) -> Result<Vec<(String, KeptToken)>, StoreError> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT t.agent, t.key_sealed, t.key_file, t.last_seq, t.issued_at
+                 FROM agent_tokens t JOIN nodes n ON n.request_id = t.agent
+                 WHERE n.status <> 'decommissioned'",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    KeptToken {
+                        sealed: r.get(1)?,
+                        file: r.get(2)?,
+                        last_seq: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        issued_at: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     /// Accepts a report whose signature the caller checked: written once, in sequence
     /// order, as its node's heartbeat; its deliveries added to the node's warm-up day; an
     /// unhealthy node brought back.

@@ -615,34 +615,21 @@ async fn serve_says_where_it_listens_and_answers_health_checks() {
         .add_root_certificate(root)
         .build()
         .expect("client");
-    let health = http
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let get = |path: &str| {
+        let request = http.get(format!("{url}{path}"));
+        async move { request.send().await.expect("an answer") }
+    };
+    let health = get("/healthz").await;
     assert_eq!(health.status().as_u16(), 200);
     // A path it does not serve, and a route asked with the wrong method.
-    let missing = http
-        .get(format!("{url}/v1/nothing"))
-        .send()
-        .await
-        .expect("unknown path");
-    assert_eq!(missing.status().as_u16(), 404);
-    let wrong = http
-        .get(format!("{url}/v1/report"))
-        .send()
-        .await
-        .expect("wrong method");
+    assert_eq!(get("/v1/nothing").await.status().as_u16(), 404);
+    let wrong = get("/v1/report").await;
     assert_eq!(wrong.status().as_u16(), 405);
     assert_eq!(
         wrong.headers().get("allow").and_then(|v| v.to_str().ok()),
         Some("POST")
     );
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    let metrics = get("/metrics").await;
     assert_eq!(metrics.status().as_u16(), 200);
     assert!(metrics
         .text()

@@ -771,6 +771,9 @@ pub async fn listen(
     })
 }
 
+/// How long the listener waits after a failed accept before the next.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Accepts connections and serves each on its own task, until dropped.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
@@ -784,8 +787,26 @@ async fn accept_loop(
             a = listener.accept() => a,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Ok((tcp, _)) = accepted else {
-            continue;
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            // One connection that went away before it was taken: the next one.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // Out of file descriptors (or memory) fails every accept until some are
+                // freed: wait a little rather than spin.
+                tracing::warn!(error = %e, "serve: accept failed");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
         let (tls, server) = (tls.clone(), server.clone());
         connections.spawn(async move {

@@ -920,6 +920,18 @@ mod tests {
         assert_eq!(e.kind, DbErrorKind::Busy);
         let e = DbError::from(other.execute_batch("SELEC 1").expect_err("syntax"));
         assert_eq!(e.kind, DbErrorKind::Other);
+        // A database at its size limit.
+        c.execute_batch("COMMIT").expect("unlock");
+        let pages: i64 = c
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("pages");
+        c.pragma_update(None, "max_page_count", pages)
+            .expect("limit");
+        let e = DbError::from(
+            c.execute("INSERT INTO t VALUES (zeroblob(1000000))", [])
+                .expect_err("full"),
+        );
+        assert_eq!(e.kind, DbErrorKind::Full);
     }
 
     fn job(

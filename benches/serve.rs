@@ -161,10 +161,8 @@ fn main() {
     settle.engine.retry_backoff = vec![Duration::from_millis(100)];
     let settle_path = dir.path().join("settle.toml");
     std::fs::write(&settle_path, toml::to_string(&settle).expect("toml")).expect("settings");
-    let settled = if reuse {
-        std::process::ExitStatus::default()
-    } else {
-        Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+    if !reuse {
+        let settled = Command::new(env!("CARGO_BIN_EXE_mailfleet"))
             .arg("--db")
             .arg(&db)
             .arg("--config")
@@ -176,14 +174,14 @@ fn main() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .expect("work --until-idle")
-    };
-    assert!(settled.success(), "work --until-idle: {settled}");
-    if let Some(k) = kept.as_ref().filter(|_| !reuse) {
-        rusqlite::Connection::open(&db)
-            .expect("db")
-            .execute("VACUUM INTO ?", [k.display().to_string()])
-            .expect("keep the settled fleet");
+            .expect("work --until-idle");
+        assert!(settled.success(), "work --until-idle: {settled}");
+        if let Some(k) = &kept {
+            rusqlite::Connection::open(&db)
+                .expect("db")
+                .execute("VACUUM INTO ?", [k.display().to_string()])
+                .expect("keep the settled fleet");
+        }
     }
     eprintln!(
         "the fleet's requests in flight finished in {:.1} s",

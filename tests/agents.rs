@@ -245,7 +245,7 @@ async fn an_agent_reports_its_node_goes_unhealthy_when_it_stops_and_comes_back()
     // count holds still for longer than a batch waits.
     let mut written = heartbeats(&store, &node.id).await.len();
     loop {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(mailfleet::serve::BATCH_WAIT + Duration::from_millis(400)).await;
         let now = heartbeats(&store, &node.id).await.len();
         if now == written {
             break;

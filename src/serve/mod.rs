@@ -40,7 +40,7 @@ pub const RESULTS: [&str; 8] = [
 /// splits that random inserts into the heartbeats' index make, a walk of the writer's
 /// whole page cache inside SQLite (`pcache1TruncateUnsafe`, milliseconds at 16 MiB); so
 /// fewer, larger commits cost less per report (measured with `cargo bench --bench serve`).
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+pub const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 const BATCH_MOST: usize = 1000;
 
 /// A checked report waiting to be written, and where its outcome goes.

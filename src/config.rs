@@ -616,7 +616,7 @@ pub fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
-/// The SQLite store.
+/// The store: SQLite's settings, and PostgreSQL's login.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -626,6 +626,15 @@ pub struct StoreConfig {
     /// Largest the database file may grow to, in KiB; 0 means no limit. A write that would
     /// grow it further fails as on a full disk (a database already larger stays as it is).
     pub max_size_kib: u64,
+    /// With `--db postgres://...`: the environment variable that holds the database
+    /// password (a URL may not: it is shown, logged and seen in `ps`).
+    pub password_env: String,
+    /// With `--db postgres://...`: the folder for private-key files (DKIM, TLS, SSH, agent
+    /// tokens) when no sealing key keeps them in the database. Default: a folder named
+    /// after the database, in the data directory. Files are this host's own: a team with
+    /// workers on several hosts sets the sealing keys instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_dir: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -634,6 +643,8 @@ impl Default for StoreConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             max_size_kib: 0,
+            password_env: "PGPASSWORD".to_owned(),
+            key_dir: None,
         }
     }
 }

@@ -286,14 +286,10 @@ async fn assert_one_plan_per_node(
         .map(|u| u.cpu)
         .sum();
     assert_eq!(used, held_cpu, "quota held is what the nodes' plans need");
-    let conn = rusqlite::Connection::open(db).expect("open");
-    let open: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sim_instances WHERE deleted_at IS NULL AND prev_plan IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    let open = raw_count(
+        db,
+        "SELECT COUNT(*) FROM sim_instances WHERE deleted_at IS NULL AND prev_plan IS NOT NULL",
+    );
     assert_eq!(open, 0, "no upgrade left unconfirmed at the provider");
 }
 

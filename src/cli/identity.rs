@@ -1,6 +1,8 @@
 //! Who runs this process: the operating-system account of the real uid, read from the user
 //! database (never `$USER`, which anyone can set), and `--as` only for the accounts the
-//! config lets act for someone else.
+//! config lets act for someone else. On PostgreSQL, the account is the database role the
+//! server authenticated (`session_user`): one shared engine, many hosts, and a host's
+//! accounts mean nothing to the others.
 
 use crate::config::Config;
 use crate::domain::actor::{normalise, Actor};
@@ -60,7 +62,18 @@ pub fn os_account() -> Result<String> {
 /// Who acts: the account, or with `--as NAME` that name via the account when the config
 /// lists the account in `[identity] impersonators`.
 pub fn actor(cfg: &Config, as_user: Option<&str>) -> Result<Actor> {
-    let account = os_account()?;
+    acting(cfg, os_account()?, as_user)
+}
+
+/// Who acts on a PostgreSQL database: its authenticated role, or with `--as NAME` that name
+/// via the role when the config lists the role in `[identity] impersonators`.
+pub fn database_actor(cfg: &Config, role: &str, as_user: Option<&str>) -> Result<Actor> {
+    let account =
+        normalise(role).map_err(|e| eyre!("the database role {role:?} cannot be an actor: {e}"))?;
+    acting(cfg, account, as_user)
+}
+
+fn acting(cfg: &Config, account: String, as_user: Option<&str>) -> Result<Actor> {
     let Some(name) = as_user else {
         return Ok(Actor::account(account));
     };

@@ -27,8 +27,9 @@ use std::sync::Arc;
     after_help = after_help()
 )]
 pub struct Cli {
-    /// Database: an SQLite file path (default: mailfleet.db in the XDG data dir).
-    #[arg(long, global = true, env = "MAILFLEET_DB", value_name = "PATH")]
+    /// Database: an SQLite file path (default: mailfleet.db in the XDG data dir), or a
+    /// PostgreSQL URL (postgres://USER@HOST[:PORT]/DATABASE; the password from PGPASSWORD).
+    #[arg(long, global = true, env = "MAILFLEET_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// Settings file, layered over the built-in defaults and your config.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -587,10 +588,8 @@ fn db_path(cli: &Cli) -> Result<PathBuf> {
     match &cli.db {
         Some(p) => {
             let s = p.to_string_lossy();
-            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                return Err(eyre!(
-                    "--db: PostgreSQL is not supported yet; use an SQLite file path"
-                ));
+            if crate::store::pg::is_url(&s) {
+                return Ok(PathBuf::from(s.into_owned()));
             }
             Ok(PathBuf::from(
                 s.strip_prefix("sqlite://").unwrap_or(&s).to_string(),
@@ -756,7 +755,8 @@ struct StoredDkim {
 /// database does not exist: planning needs none.
 async fn stored_dkim(cli: &Cli, domain: &str, selector: Option<&str>) -> Result<StoredDkim> {
     let path = db_path(cli)?;
-    if !path.exists() {
+    let on_pg = crate::store::pg::is_url(&path.to_string_lossy());
+    if !on_pg && !path.exists() {
         return Ok(StoredDkim::default());
     }
     let cfg = config::load(cli.config.as_deref())?;
@@ -868,9 +868,16 @@ async fn open(cli: &Cli) -> Result<Env> {
 /// records the config's catalog first.
 async fn open_at(cli: &Cli, path: PathBuf) -> Result<(Env, crate::store::Opened)> {
     let cfg = Arc::new(config::load(cli.config.as_deref())?);
-    let actor = identity::actor(&cfg, cli.as_user.as_deref())?.to_string();
+    // Who acts is settled before anything is opened (an unknown --as changes nothing).
+    let mut actor = identity::actor(&cfg, cli.as_user.as_deref())?.to_string();
     let access = access_of(cli);
     let (store, opened) = Store::open_as(&path, &cfg.store, access).await?;
+    if store.dialect() == crate::store::sql::Dialect::Postgres {
+        // On a shared PostgreSQL the one who acts is the database role the server
+        // authenticated, not this host's account (see `identity::database_actor`).
+        let role = store.session_user().await?;
+        actor = identity::database_actor(&cfg, &role, cli.as_user.as_deref())?.to_string();
+    }
     let clock: SharedClock = Arc::new(SystemClock);
     if matches!(access, Access::Create | Access::Write) {
         store
@@ -1205,6 +1212,11 @@ async fn demo(cli: &Cli, nodes: usize, seed: u64) -> Result<ExitCode> {
         Some(_) => db_path(cli)?,
         None => std::env::temp_dir().join(format!("mailfleet-demo-{}.db", std::process::id())),
     };
+    if crate::store::pg::is_url(&path.to_string_lossy()) {
+        return Err(eyre!(
+            "--db: the demo builds its fleet in an SQLite file of its own; give a file path or leave --db out"
+        ));
+    }
     crate::demo::prepare_path(&path).await?;
     let (mut env, _) = open_at(cli, path.clone()).await?;
     eprintln!(

@@ -3,8 +3,8 @@
 
 use super::{rows, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 /// A request whose node's names may carry `_acme-challenge` records, and whether an order
 /// for them may be under way.
@@ -89,7 +89,7 @@ impl Store {
             let found = rows(
                 c,
                 "SELECT r.id, r.label, r.domain, r.state,
-                        COALESCE(r.lease_expires_at >= ?1, 0) AS leased,
+                        COALESCE(r.lease_expires_at >= ?1, FALSE) AS leased,
                         EXISTS (SELECT 1 FROM certificates k WHERE k.request_id = r.id AND k.status = 'active'
                                   AND k.renewing_until > ?1) AS renewing
                  FROM requests r

@@ -16,8 +16,8 @@ use crate::domain::capacity::{
 };
 use crate::domain::ids::{new_id, short};
 use crate::domain::RequestEvent;
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use std::collections::HashMap;
 
 use super::claims::{Admission, IN_FLIGHT};
@@ -37,7 +37,7 @@ pub(super) struct Books {
 /// cluster) add up to: one row of the running totals (migration 0017), not a sum over the
 /// fleet.
 fn held(conn: &Conn, kind: &'static str, owner: &str) -> Result<Amounts, StoreError> {
-    use rusqlite::OptionalExtension;
+    use crate::store::sql::OptionalExtension;
     let found = conn
         .prepare_cached(
             "SELECT units, cpu, memory_gb, storage_gb FROM held_totals WHERE kind = ?1 AND owner = ?2",

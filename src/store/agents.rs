@@ -9,8 +9,8 @@ use crate::agent::report::Report;
 use crate::clock::ts;
 use crate::domain::node::NodeEvent;
 use crate::reputation::dnsbl::Severity;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 /// A node's agent token as kept: sealed, or in a file (recorded path).
 #[derive(Debug, Clone)]

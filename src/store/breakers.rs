@@ -4,8 +4,8 @@
 use super::events::{emit, EventTarget};
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::{parse_ts, ts};
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;

@@ -5,8 +5,8 @@ use super::{rows, Conn, Store, StoreError, Usage};
 use crate::clock::ts;
 use crate::config::{ClusterHealth, Config};
 use crate::domain::approval::RuleMatch;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
 impl Store {

@@ -6,8 +6,8 @@ use super::steps::{set_task, touch, upsert_resource};
 use super::{rows, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::{ResourceKind, Step};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// A certificate to record. The key is sealed or in a file: never both, never in the clear.
@@ -131,7 +131,7 @@ impl CertRow {
     }
 }
 
-fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertRow> {
+fn cert_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<CertRow> {
     let names: String = r.get(3)?;
     Ok(CertRow {
         id: r.get(0)?,

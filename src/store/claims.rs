@@ -12,8 +12,8 @@ use crate::clock::{parse_ts, ts};
 use crate::domain::capacity::{Amounts, Health};
 use crate::domain::ids::short;
 use crate::domain::{RequestEvent, RequestState};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ struct Candidate {
 }
 
 impl Candidate {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    fn from_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<Candidate> {
         let state: String = r.get(1)?;
         Ok(Candidate {
             id: r.get(0)?,

@@ -5,8 +5,8 @@
 
 use super::{rows, Store, StoreError, Usage};
 use crate::domain::RequestState;
-use rusqlite::params;
-use rusqlite::types::{Type, ValueRef};
+use crate::store::sql::params;
+use crate::store::sql::ValueRef;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -416,7 +416,7 @@ impl Days {
     }
 }
 
-fn window_pos(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<usize> {
+fn window_pos(r: &crate::store::sql::Row<'_>, col: usize) -> crate::store::sql::SqlResult<usize> {
     Ok(usize::try_from(r.get::<_, i64>(col)?)
         .unwrap_or(0)
         .min(WINDOW - 1))
@@ -447,13 +447,13 @@ fn recent_log_all(
     )?;
     let mut found = stmt.query([start])?;
     while let Some(r) = found.next()? {
-        let pos = window_pos(r, 1)?;
+        let pos = window_pos(&r, 1)?;
         let (sent, cap): (i64, i64) = (r.get(2)?, r.get(3)?);
         if r.get::<_, bool>(4)? {
             let day = &mut closed[pos];
             *day = (day.0 + sent, day.1 + cap, day.2 + 1);
         }
-        if let Some(slot) = uuid_at(r, 0).ok().and_then(|id| slot_of.get(&id)) {
+        if let Some(slot) = uuid_at(&r, 0).ok().and_then(|id| slot_of.get(&id)) {
             slots[*slot].add(pos, sent);
         }
     }
@@ -496,7 +496,7 @@ fn recent_log_of(
         let mut days = Days::NONE;
         let mut found = stmt.query(params![n.id.to_string(), start])?;
         while let Some(r) = found.next()? {
-            days.add(window_pos(r, 0)?, r.get(1)?);
+            days.add(window_pos(&r, 0)?, r.get(1)?);
         }
         w.recent_sent = days.sent();
     }
@@ -553,11 +553,19 @@ impl Words {
         }
     }
 
-    fn at(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Word> {
+    fn at(
+        &mut self,
+        r: &crate::store::sql::Row<'_>,
+        col: usize,
+    ) -> crate::store::sql::SqlResult<Word> {
         Ok(self.get(text_at(r, col)?))
     }
 
-    fn opt(&mut self, r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Word>> {
+    fn opt(
+        &mut self,
+        r: &crate::store::sql::Row<'_>,
+        col: usize,
+    ) -> crate::store::sql::SqlResult<Option<Word>> {
         Ok(match r.get_ref(col)? {
             ValueRef::Null => None,
             _ => Some(self.at(r, col)?),
@@ -565,28 +573,37 @@ impl Words {
     }
 }
 
-fn text_at<'r>(r: &'r rusqlite::Row<'_>, col: usize) -> rusqlite::Result<&'r str> {
-    r.get_ref(col)?.as_str().map_err(rusqlite::Error::from)
+fn text_at<'r>(
+    r: &'r crate::store::sql::Row<'_>,
+    col: usize,
+) -> crate::store::sql::SqlResult<&'r str> {
+    r.get_ref(col)?.as_str()
 }
 
-fn boxed(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Box<str>> {
+fn boxed(r: &crate::store::sql::Row<'_>, col: usize) -> crate::store::sql::SqlResult<Box<str>> {
     Ok(Box::from(text_at(r, col)?))
 }
 
-fn boxed_opt(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Box<str>>> {
+fn boxed_opt(
+    r: &crate::store::sql::Row<'_>,
+    col: usize,
+) -> crate::store::sql::SqlResult<Option<Box<str>>> {
     Ok(match r.get_ref(col)? {
         ValueRef::Null => None,
-        v => Some(Box::from(v.as_str().map_err(rusqlite::Error::from)?)),
+        v => Some(Box::from(v.as_str()?)),
     })
 }
 
-fn uuid_at(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Uuid> {
+fn uuid_at(r: &crate::store::sql::Row<'_>, col: usize) -> crate::store::sql::SqlResult<Uuid> {
     let text = text_at(r, col)?;
     Uuid::parse_str(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(col, Type::Text, Box::new(e)))
+        .map_err(|e| super::DbError::new(super::DbErrorKind::Type, format!("column {col}: {e}")))
 }
 
-fn uuid_opt(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Option<Uuid>> {
+fn uuid_opt(
+    r: &crate::store::sql::Row<'_>,
+    col: usize,
+) -> crate::store::sql::SqlResult<Option<Uuid>> {
     match r.get_ref(col)? {
         ValueRef::Null => Ok(None),
         _ => uuid_at(r, col).map(Some),
@@ -623,7 +640,10 @@ fn changed_requests_sql() -> String {
     )
 }
 
-fn node_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<ConsoleNode> {
+fn node_row(
+    r: &crate::store::sql::Row<'_>,
+    words: &mut Words,
+) -> crate::store::sql::SqlResult<ConsoleNode> {
     let warmup = match r.get_ref(15)? {
         ValueRef::Null => None,
         _ => {
@@ -675,7 +695,10 @@ const REQUEST_COLUMNS: &str =
        r.operation = 'resize'";
 
 /// A request row of `REQUEST_COLUMNS`, then its steps' attempts and failed position.
-fn request_row(r: &rusqlite::Row<'_>, words: &mut Words) -> rusqlite::Result<ConsoleRequest> {
+fn request_row(
+    r: &crate::store::sql::Row<'_>,
+    words: &mut Words,
+) -> crate::store::sql::SqlResult<ConsoleRequest> {
     let steps = StepSummary {
         attempts: r.get(18)?,
         failed_step: r.get(19)?,
@@ -712,15 +735,15 @@ fn sized_rows<T>(
     c: &super::Conn,
     count_sql: &str,
     sql: &str,
-    params: impl rusqlite::Params,
-    mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    params: impl crate::store::sql::Params,
+    mut map: impl FnMut(&crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<T>,
 ) -> Result<Vec<T>, StoreError> {
     let n: i64 = c.query_row(count_sql, [], |r| r.get(0))?;
     let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut stmt = c.prepare(sql)?;
     let mut found = stmt.query(params)?;
     while let Some(row) = found.next()? {
-        out.push(map(row)?);
+        out.push(map(&row)?);
     }
     Ok(out)
 }
@@ -978,9 +1001,9 @@ mod tests {
         let mut stmt = c
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("plan");
-        let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let unbound = vec![crate::store::sql::Null; stmt.parameter_count()];
         let lines: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(unbound), |r| {
+            .query_map(crate::store::sql::params_from_iter(unbound), |r| {
                 r.get::<_, String>(3)
             })
             .expect("plan rows")

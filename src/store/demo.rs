@@ -5,7 +5,7 @@
 
 use super::{Conn, Store, StoreError};
 use crate::demo::DemoBatch;
-use rusqlite::{params, OptionalExtension};
+use crate::store::sql::{params, OptionalExtension};
 
 const DEMO_KEY: &str = "demo";
 
@@ -60,8 +60,12 @@ impl Store {
     /// big indexes off the disk.
     pub(crate) async fn demo_cache_size(&self, size: i64) -> Result<i64, StoreError> {
         self.write(move |conn| {
-            let before: i64 = conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
-            conn.pragma_update(None, "cache_size", size)?;
+            // PostgreSQL sizes its buffers for the whole server, not per connection.
+            let Some(lite) = conn.sqlite() else {
+                return Ok(size);
+            };
+            let before: i64 = lite.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+            lite.pragma_update(None, "cache_size", size)?;
             Ok(before)
         })
         .await

@@ -2,8 +2,8 @@
 
 use super::{rows, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 
 /// A DKIM key as listed: never the private half.
@@ -109,7 +109,7 @@ impl Store {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let (domain, selector) = (domain.to_string(), selector.to_string());
         self.read(move |c| {
-            use rusqlite::OptionalExtension;
+            use crate::store::sql::OptionalExtension;
             Ok(
                 c.prepare_cached("SELECT sealed FROM dkim_keys WHERE domain = ? AND selector = ?")?
                     .query_row(params![domain, selector], |r| {

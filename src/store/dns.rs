@@ -7,7 +7,7 @@ use super::steps::{set_task, touch, upsert_resource};
 use super::{rows, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::Step;
-use rusqlite::params;
+use crate::store::sql::params;
 use serde::Serialize;
 
 /// A record to plan.
@@ -54,7 +54,7 @@ const COLUMNS: &str =
     "request_id, position, zone, purpose, name, rtype, ttl, content, want, provider, owned, status,
                        seen, published_at, verified_at, removed_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DnsRecordRow> {
+fn row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<DnsRecordRow> {
     Ok(DnsRecordRow {
         request_id: r.get(0)?,
         position: r.get(1)?,
@@ -216,7 +216,7 @@ impl Store {
             let mut out = Vec::new();
             for r in mine {
                 let heir: Option<(String, i64)> = {
-                    use rusqlite::OptionalExtension;
+                    use crate::store::sql::OptionalExtension;
                     conn.prepare_cached(
                         "SELECT request_id, position FROM dns_records
                          WHERE name = ? AND rtype = ? AND content = ? AND request_id <> ?

@@ -3,7 +3,7 @@
 
 use super::{rows, Conn, EventRow, Store, StoreError};
 use crate::domain::ids::new_id;
-use rusqlite::params;
+use crate::store::sql::params;
 
 /// Who and what an event is about.
 pub(crate) struct EventTarget<'a> {
@@ -71,7 +71,7 @@ impl Store {
         let f = f.clone();
         self.read(move |c| {
             let mut sql = String::from("SELECT * FROM events WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<crate::store::sql::Value> = Vec::new();
             if let Some(n) = &f.name {
                 sql.push_str(" AND name LIKE ?");
                 args.push(format!("%{n}%").into());
@@ -105,7 +105,7 @@ impl Store {
             rows(
                 c,
                 &sql,
-                rusqlite::params_from_iter(args),
+                crate::store::sql::params_from_iter(args),
                 EventRow::from_row,
             )
         })

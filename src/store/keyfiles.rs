@@ -2,7 +2,8 @@
 //! folder beside the database (`dkim/`, `tls/`) and is recorded relative to the database's
 //! folder, so the record means the same file whichever directory a command runs from, and
 //! still means it when the database and its folders move together. A path outside that
-//! folder is recorded whole (absolute).
+//! folder is recorded whole (absolute). On PostgreSQL, the folder is this host's
+//! (`StoreConfig::key_dir`).
 
 use super::Store;
 use std::path::{Component, Path, PathBuf};
@@ -10,6 +11,9 @@ use std::path::{Component, Path, PathBuf};
 impl Store {
     /// The database's folder, absolute (the current directory joined to a relative `--db`).
     pub fn base_dir(&self) -> PathBuf {
+        if let Some(t) = self.pg_target() {
+            return t.key_base(self.settings());
+        }
         let db = std::path::absolute(self.path()).unwrap_or_else(|_| self.path().to_path_buf());
         match db.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

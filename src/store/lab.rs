@@ -3,8 +3,8 @@
 
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use super::{Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::short;
 use crate::domain::{RequestEvent, RequestState};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use std::net::Ipv4Addr;
 
 /// What an administrator entered for a request.
@@ -24,7 +24,9 @@ pub struct ManualAccess {
 const ACCESS_COLUMNS: &str = "request_id, ip, ssh_port, provided_by, released_at";
 
 /// One `manual_access` row (`ACCESS_COLUMNS`), checked.
-fn access_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ManualAccess, StoreError>> {
+fn access_row(
+    r: &crate::store::sql::Row<'_>,
+) -> crate::store::sql::SqlResult<Result<ManualAccess, StoreError>> {
     let (request_id, ip, port, by, released): (String, String, i64, String, Option<String>) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
     let bad = |what: &str| {

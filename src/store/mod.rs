@@ -26,10 +26,12 @@ mod keyfiles;
 mod manual;
 mod nodes;
 mod open;
+pub mod pg;
 mod probe;
 mod reputation;
 mod requests;
 mod resize;
+pub mod sql;
 #[macro_use]
 mod rows;
 pub mod lab;
@@ -58,7 +60,7 @@ pub use events::EventFilter;
 pub use keyfiles::is_current_record;
 pub use manual::{unusable_ip, ManualAccess};
 pub use nodes::{Moved, NewNode, NodeFilter, NodeTransitionRow};
-use open::{check_is_ours, connect, not_db, open_writer, schema_state};
+use open::{check_is_ours, connect, connect_lite, not_db, open_writer, schema_state};
 pub use open::{Access, Opened, Schema, SCHEMA_VERSION};
 pub use probe::VersionProbe;
 pub use reputation::{AlertCounts, AlertRow, CheckApplied, CheckTarget};
@@ -74,14 +76,13 @@ pub use triage::{AlertRefusal, HeartbeatRow, NodeCert, NodeDetail};
 pub use warmup::{WarmNode, WarmupDay, WarmupState};
 
 use crate::config::StoreConfig;
-use rusqlite::Connection;
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub type Conn = Connection;
+pub use sql::Conn;
 
 /// Most writes the writer groups into one transaction.
 const MAX_BATCH: usize = 512;
@@ -253,6 +254,11 @@ pub enum DbErrorKind {
     Full,
     /// A row held a value of another type than the code expects.
     Type,
+    /// A one-row read found no row (see `sql::OptionalExtension`).
+    NoRows,
+    /// The connection to the database server was lost (or the server is shutting down);
+    /// a new connection may work.
+    Lost,
     /// Anything else.
     Other,
 }
@@ -282,6 +288,7 @@ impl From<rusqlite::Error> for DbError {
             Some(ErrorCode::ConstraintViolation) => DbErrorKind::Constraint,
             Some(ErrorCode::DiskFull) => DbErrorKind::Full,
             _ => match e {
+                rusqlite::Error::QueryReturnedNoRows => DbErrorKind::NoRows,
                 rusqlite::Error::FromSqlConversionFailure(..)
                 | rusqlite::Error::InvalidColumnType(..)
                 | rusqlite::Error::IntegralValueOutOfRange(..) => DbErrorKind::Type,
@@ -289,6 +296,12 @@ impl From<rusqlite::Error> for DbError {
             },
         };
         DbError::new(kind, e.to_string())
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> StoreError {
+        StoreError::Sql(e)
     }
 }
 
@@ -341,7 +354,10 @@ pub struct Store {
 }
 
 struct Inner {
+    /// The SQLite file, or the PostgreSQL URL as it may be shown.
     path: PathBuf,
+    /// PostgreSQL: where it is and how to log in.
+    pg: Option<Arc<pg::Target>>,
     settings: StoreConfig,
     readers: Mutex<Vec<Conn>>,
     read_slots: Arc<tokio::sync::Semaphore>,
@@ -393,10 +409,13 @@ impl Store {
         access: Access,
         sync: sync::SyncFn,
     ) -> Result<(Store, Opened), StoreError> {
+        if let Some(url) = path.to_str().filter(|s| pg::is_url(s)) {
+            return Self::open_postgres(url, cfg, access).await;
+        }
         let (path, settings) = (path.to_path_buf(), cfg.clone());
         let p2 = path.clone();
-        let (writer_conn, opened) =
-            tokio::task::spawn_blocking(move || -> Result<(Option<Conn>, Opened), StoreError> {
+        let (writer_conn, opened) = tokio::task::spawn_blocking(
+            move || -> Result<(Option<rusqlite::Connection>, Opened), StoreError> {
                 match access {
                     Access::Create | Access::Write => {
                         let (conn, opened) = open_writer(&p2, &settings, access == Access::Create)?;
@@ -408,7 +427,7 @@ impl Store {
                                 path: p2.display().to_string(),
                             });
                         }
-                        let conn = connect(&p2, &settings, true)?;
+                        let conn = connect_lite(&p2, &settings, true)?;
                         check_is_ours(&conn, &p2)?;
                         let state = schema_state(&conn, &p2)?;
                         drop(conn);
@@ -441,9 +460,10 @@ impl Store {
                         }
                     }
                 }
-            })
-            .await
-            .map_err(|_| StoreError::Closed)??;
+            },
+        )
+        .await
+        .map_err(|_| StoreError::Closed)??;
         let (changes_tx, changes) = watch::channel(0u64);
         let (copied_tx, copied) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());
@@ -478,7 +498,14 @@ impl Store {
                     changes_tx.subscribe(),
                     copied_tx,
                 ));
-                tokio::spawn(writer_task(conn, rx, changes_tx, stats.clone(), syncer));
+                tokio::spawn(writer_task(
+                    Conn::from(conn),
+                    rx,
+                    changes_tx,
+                    stats.clone(),
+                    syncer,
+                    None,
+                ));
                 Some(tx)
             }
             None => None,
@@ -486,6 +513,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 path,
+                pg: None,
                 settings: cfg.clone(),
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
@@ -499,8 +527,66 @@ impl Store {
         Ok((store, opened))
     }
 
+    /// Opens a PostgreSQL database (`--db postgres://...`) as `access` says.
+    async fn open_postgres(
+        url: &str,
+        cfg: &StoreConfig,
+        access: Access,
+    ) -> Result<(Store, Opened), StoreError> {
+        let target = Arc::new(pg::Target::parse(url, cfg)?);
+        let t = target.clone();
+        let (writer_conn, opened) = tokio::task::spawn_blocking(move || pg::open(&t, access))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        let (changes_tx, changes) = watch::channel(0u64);
+        // Nothing to copy on PostgreSQL: `settled` returns at once.
+        let (_copied_tx, copied) = watch::channel(0u64);
+        let stats = Arc::new(WriterStats::default());
+        let writer = writer_conn.map(|conn| {
+            let (tx, rx) = mpsc::channel::<Job>(4096);
+            tokio::spawn(writer_task(
+                conn,
+                rx,
+                changes_tx,
+                stats.clone(),
+                None,
+                Some(target.clone()),
+            ));
+            tx
+        });
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: PathBuf::from(target.shown()),
+                pg: Some(target),
+                settings: cfg.clone(),
+                readers: Mutex::new(Vec::new()),
+                read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
+                writer,
+                changes,
+                copied,
+                stats,
+                reads: AtomicU64::new(0),
+            }),
+        };
+        Ok((store, opened))
+    }
+
+    /// The SQLite file, or the PostgreSQL URL (as it may be shown).
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Which engine the store runs on.
+    pub fn dialect(&self) -> sql::Dialect {
+        match self.inner.pg {
+            Some(_) => sql::Dialect::Postgres,
+            None => sql::Dialect::Sqlite,
+        }
+    }
+
+    /// PostgreSQL: where it is (for the version probe's listening connection).
+    pub(crate) fn pg_target(&self) -> Option<Arc<pg::Target>> {
+        self.inner.pg.clone()
     }
 
     /// A counter that moves after every commit of this process that changed rows.
@@ -514,7 +600,7 @@ impl Store {
     /// of the file, or a check that something left it untouched, means what it says.
     /// Returns at once for a read-only store; gives up when the store closes.
     pub async fn settled(&self) {
-        if self.inner.writer.is_none() {
+        if self.inner.writer.is_none() || self.inner.pg.is_some() {
             return;
         }
         let target = *self.inner.changes.borrow();
@@ -558,14 +644,19 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => connect(&inner.path, &inner.settings, true)?,
+            let conn = match (pooled, &inner.pg) {
+                (Some(c), _) => c,
+                (None, Some(t)) => t.connect(true)?,
+                (None, None) => connect(&inner.path, &inner.settings, true)?,
             };
             let out = f(&conn);
-            let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_READERS {
-                idle.push(conn);
+            // A PostgreSQL connection the server or the network closed is let go; the next
+            // read connects again.
+            if !conn.is_broken() {
+                let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < MAX_READERS {
+                    idle.push(conn);
+                }
             }
             out
         })
@@ -665,6 +756,7 @@ async fn writer_task(
     changes: watch::Sender<u64>,
     stats: Arc<WriterStats>,
     syncer: Option<sync::Syncer>,
+    reconnect: Option<Arc<pg::Target>>,
 ) {
     let mut held = Some((conn, changes, syncer));
     while let Some(first) = rx.recv().await {
@@ -672,9 +764,21 @@ async fn writer_task(
             return;
         };
         let stats = stats.clone();
+        let reconnect = reconnect.clone();
         let done = tokio::task::spawn_blocking(move || {
+            let mut conn = conn;
             let mut next = Some(first);
             while let Some(first) = next {
+                if conn.is_broken() {
+                    // PostgreSQL went away: connect again for this batch. A batch that
+                    // finds no server fails, and the one after tries again.
+                    if let Some(t) = &reconnect {
+                        match t.connect(false) {
+                            Ok(c) => conn = c,
+                            Err(e) => tracing::warn!(error = %e, "store: cannot reconnect"),
+                        }
+                    }
+                }
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -750,7 +854,20 @@ fn run_counted(
 /// Runs one group of jobs in one transaction; returns the replies (not sent yet) and
 /// whether the transaction committed.
 fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Reply>, bool) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    let begun = match conn.dialect() {
+        sql::Dialect::Sqlite => conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from),
+        sql::Dialect::Postgres => conn
+            .execute_batch("BEGIN")
+            .map_err(StoreError::from)
+            .and_then(|()| {
+                pg::lock_for_write(conn).inspect_err(|_| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                })
+            }),
+    };
+    if let Err(e) = begun {
         let msg = e.to_string();
         for job in batch {
             let _ = job
@@ -877,8 +994,8 @@ pub(crate) fn placeholders(n: usize) -> String {
 pub(crate) fn rows<T>(
     conn: &Conn,
     sql: &str,
-    params: impl rusqlite::Params,
-    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    params: impl sql::Params,
+    map: impl FnMut(&sql::Row<'_>) -> sql::SqlResult<T>,
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let out = stmt
@@ -954,7 +1071,7 @@ mod tests {
     /// not run outside a transaction (each statement would commit alone).
     #[test]
     fn a_transaction_sqlite_rolled_back_fails_the_whole_batch_and_writes_nothing() {
-        let conn = Connection::open_in_memory().expect("open");
+        let conn = Conn::from(rusqlite::Connection::open_in_memory().expect("open"));
         conn.execute_batch(
             "CREATE TABLE t (x INTEGER);
              CREATE TABLE change_counter (id INTEGER PRIMARY KEY, seq INTEGER, open INTEGER);

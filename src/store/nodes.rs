@@ -8,8 +8,8 @@ use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
 use crate::domain::node::{self, NodeEvent, NodeRefusal, NodeState, NodeStatus, PauseCause};
 use crate::domain::RequestEvent;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -280,7 +280,7 @@ impl Store {
         let f = f.clone();
         self.read(move |c| {
             let mut sql = String::from("SELECT * FROM nodes WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<crate::store::sql::Value> = Vec::new();
             if let Some(s) = &f.status {
                 sql.push_str(" AND status = ?");
                 args.push(s.clone().into());
@@ -291,7 +291,12 @@ impl Store {
             }
             sql.push_str(" ORDER BY created_at, id LIMIT ?");
             args.push(f.limit.unwrap_or(i64::MAX).into());
-            rows(c, &sql, rusqlite::params_from_iter(args), NodeRow::from_row)
+            rows(
+                c,
+                &sql,
+                crate::store::sql::params_from_iter(args),
+                NodeRow::from_row,
+            )
         })
         .await
     }

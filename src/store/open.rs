@@ -2,10 +2,14 @@
 //! and not newer than this build, the writer's settings, and the migrations, applied under
 //! one exclusive transaction.
 
-use super::{rows, Conn, StoreError, MIGRATIONS, WAL_RESTART_FRAMES};
+use super::{StoreError, MIGRATIONS, WAL_RESTART_FRAMES};
 use crate::config::{StoreConfig, Synchronous};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
+
+/// Opening is SQLite's own business: it works on rusqlite's connection, and hands the
+/// store its connection through the seam (`super::Conn`) once done.
+type Conn = Connection;
 
 pub(super) fn not_db(path: &Path, why: impl Into<String>) -> StoreError {
     StoreError::NotADatabase {
@@ -78,7 +82,19 @@ fn finish_conn(conn: &Conn) -> Result<(), StoreError> {
 /// Each reader's page cache, KiB.
 const READER_CACHE_KIB: i64 = 256;
 
-pub(super) fn connect(path: &Path, cfg: &StoreConfig, read_only: bool) -> Result<Conn, StoreError> {
+pub(super) fn connect(
+    path: &Path,
+    cfg: &StoreConfig,
+    read_only: bool,
+) -> Result<super::Conn, StoreError> {
+    connect_lite(path, cfg, read_only).map(super::Conn::from)
+}
+
+pub(super) fn connect_lite(
+    path: &Path,
+    cfg: &StoreConfig,
+    read_only: bool,
+) -> Result<Conn, StoreError> {
     let conn = if read_only {
         let conn = open_read_conn(path, cfg)?;
         // Readers keep little: every commit empties a reader's cache before its next read,
@@ -201,12 +217,10 @@ pub(super) fn schema_state(conn: &Conn, path: &Path) -> Result<Schema, StoreErro
     if !has_table {
         return Ok(Schema::Empty);
     }
-    let applied: Vec<i64> = rows(
-        conn,
-        "SELECT version FROM schema_migrations ORDER BY version",
-        [],
-        |r| r.get(0),
-    )?;
+    let applied: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let newest = applied.last().copied().unwrap_or(0);
     if let Some(unknown) = applied
         .iter()

@@ -10,8 +10,8 @@ use crate::domain::ids::new_id;
 use crate::domain::node::{NodeEvent, NodeRefusal, NodeStatus, PauseCause};
 use crate::reputation::dnsbl::{Severity, Verdict, ZoneHealth};
 use crate::reputation::policy::{plan, Change, NodeView, OpenListing};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
 
@@ -541,7 +541,7 @@ pub(crate) const ALERT_COLUMNS: &str = "a.id, a.severity, a.kind, a.subject, a.n
      a.silenced_until, a.silenced_by, a.silence_reason";
 
 /// An alert read with [`ALERT_COLUMNS`].
-pub(crate) fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+pub(crate) fn alert_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<AlertRow> {
     Ok(AlertRow {
         id: r.get(0)?,
         severity: r.get(1)?,

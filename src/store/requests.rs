@@ -12,8 +12,8 @@ use crate::domain::state::{
     TransitionError,
 };
 use crate::domain::STEPS;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -482,7 +482,7 @@ impl Store {
         let f = f.clone();
         self.read(move |c| {
             let mut sql = String::from("SELECT * FROM requests WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<crate::store::sql::Value> = Vec::new();
             if let Some(s) = f.state {
                 sql.push_str(" AND state = ?");
                 args.push(s.as_str().to_string().into());
@@ -496,7 +496,7 @@ impl Store {
             rows(
                 c,
                 &sql,
-                rusqlite::params_from_iter(args),
+                crate::store::sql::params_from_iter(args),
                 RequestRow::from_row,
             )
         })
@@ -513,7 +513,7 @@ impl Store {
                     "SELECT * FROM request_steps WHERE request_id IN ({}) ORDER BY request_id, position",
                     placeholders(chunk.len())
                 );
-                out.extend(rows(c, &sql, rusqlite::params_from_iter(chunk), super::StepRow::from_row)?);
+                out.extend(rows(c, &sql, crate::store::sql::params_from_iter(chunk), super::StepRow::from_row)?);
             }
             Ok(out)
         })

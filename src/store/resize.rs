@@ -19,8 +19,8 @@ use crate::domain::approval::RuleMatch;
 use crate::domain::capacity::{growth, growth_excess, Amounts, Health};
 use crate::domain::ids::{new_id, short};
 use crate::domain::{event_names_for, Operation, RequestState, RESIZE_STEPS};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
 /// A resize as a command files it: the node and the plan it moves to, validated against the

@@ -8,7 +8,7 @@ use serde::Serialize;
 macro_rules! from_row {
     ($t:ident { $($f:ident),* $(,)? }) => {
         impl $t {
-            pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+            pub(crate) fn from_row(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<Self> {
                 Ok(Self { $($f: r.get(stringify!($f))?),* })
             }
         }

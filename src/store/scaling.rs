@@ -6,8 +6,8 @@
 use super::events::{audit, emit, EventTarget};
 use super::{Conn, Store, StoreError};
 use crate::domain::ids::short;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 
 /// The serving fleet's mail over a window, as the engine measures its used capacity.
@@ -108,8 +108,9 @@ impl Store {
                     "SELECT COUNT(*), COALESCE(SUM(w.cap), 0),
                         COALESCE(SUM((SELECT COALESCE(SUM(h.delivered), 0) FROM node_heartbeats h
                                       WHERE h.node_id = n.id AND h.received_at > ?1 AND h.received_at <= ?2)), 0),
-                        COALESCE(MAX(EXISTS (SELECT 1 FROM node_heartbeats h
-                                      WHERE h.node_id = n.id AND h.received_at >= ?3 AND h.received_at <= ?1)), 0)
+                        COALESCE(MAX(CASE WHEN EXISTS (SELECT 1 FROM node_heartbeats h
+                                      WHERE h.node_id = n.id AND h.received_at >= ?3 AND h.received_at <= ?1)
+                                     THEN 1 ELSE 0 END), 0)
                      FROM nodes n JOIN node_warmup w ON w.node_id = n.id
                      WHERE n.status IN ('warming', 'active')",
                 )?

@@ -2,8 +2,8 @@
 
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 

@@ -4,8 +4,8 @@
 
 use super::{rows, Store, StoreError};
 use crate::agent::report::Report;
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 /// A node in service whose agent the engine may play.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 
 /// One record the simulated provider holds.
@@ -30,7 +30,7 @@ pub struct SimDnsNew {
 
 const COLUMNS: &str = "zone, name, rtype, ttl, content, created_at";
 
-fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SimDnsRecord> {
+fn record(r: &crate::store::sql::Row<'_>) -> crate::store::sql::SqlResult<SimDnsRecord> {
     Ok(SimDnsRecord {
         zone: r.get(0)?,
         name: r.get(1)?,

@@ -2,8 +2,8 @@
 
 use super::{Conn, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 /// The identity as kept: its public line, and where its private half is.
 #[derive(Debug, Clone, PartialEq, Eq)]

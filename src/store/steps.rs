@@ -8,8 +8,8 @@ use super::{rows, Conn, Store, StoreError};
 use crate::clock::ts;
 use crate::domain::ids::{new_id, short};
 use crate::domain::{Operation, RequestEvent, RequestState, ResourceKind, Step};
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 /// Who is writing, and until when its lease should now run.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use super::events::{audit, emit, EventTarget};
 use super::reputation::{alert_row, ALERT_COLUMNS};
 use super::{rows, AlertRow, Conn, NodeTransitionRow, Store, StoreError};
 use crate::clock::ts;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
 

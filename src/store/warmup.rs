@@ -10,8 +10,8 @@ use crate::clock::ts;
 use crate::domain::node::{NodeEvent, PauseCause};
 use crate::domain::warmup::{DayCounts, Decision, ResumeFrom};
 use crate::reputation::dnsbl::Severity;
+use crate::store::sql::{params, OptionalExtension};
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
 

@@ -46,13 +46,118 @@ pub fn config(overrides: &str) -> Config {
              [providers.sim]\nagents = false\n"
                 .to_string(),
         ),
+        ("(postgres tests)".to_string(), pg_layer()),
         ("test".to_string(), overrides.to_string()),
     ])
     .expect("test config is valid")
 }
 
+#[path = "postgres.rs"]
+pub mod pg;
+
+/// Whether this run's store tests go to PostgreSQL (`MAILFLEET_TEST_BACKEND=postgres`)
+/// rather than to SQLite files.
+pub fn on_postgres() -> bool {
+    std::env::var("MAILFLEET_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// The test's database: an SQLite file in `dir`, or, on PostgreSQL, a new database of the
+/// test's own (its URL), dropped when the test process ends.
 pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    if on_postgres() {
+        // One database per test directory: a test that opens its store twice (two
+        // engines, a restart) opens the same one.
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        static BY_DIR: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+        let mut by_dir = BY_DIR.lock().unwrap_or_else(|p| p.into_inner());
+        let url = by_dir
+            .get_or_insert_with(HashMap::new)
+            .entry(dir.path().to_path_buf())
+            .or_insert_with(pg_database)
+            .clone();
+        return PathBuf::from(url);
+    }
     dir.path().join("mailfleet.db")
+}
+
+/// On PostgreSQL, key files go to a folder of this test process's own (on SQLite they sit
+/// beside each test's database file).
+fn pg_layer() -> String {
+    if !on_postgres() {
+        return String::new();
+    }
+    format!(
+        "[store]\nkey_dir = {:?}\n",
+        pg_key_dir().display().to_string()
+    )
+}
+
+fn pg_key_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("mailfleet-test-keys-{}", std::process::id()))
+}
+
+/// Runs `sql` on the test's database directly, behind the store's back (what an older
+/// mailfleet, or a person with a SQL shell, could have left): SQLite or PostgreSQL.
+pub fn raw_execute(db: &Path, sql: &str) {
+    let (db, sql) = (db.to_string_lossy().into_owned(), sql.to_owned());
+    // The synchronous PostgreSQL client may not run on a runtime's thread.
+    std::thread::spawn(move || {
+        if db.starts_with("postgres://") {
+            let mut c = postgres::Client::connect(&db, postgres::NoTls).expect("connect");
+            c.batch_execute(&sql).expect("raw sql");
+        } else {
+            let c = rusqlite::Connection::open(&db).expect("open");
+            c.execute_batch(&sql).expect("raw sql");
+        }
+    })
+    .join()
+    .expect("no panic");
+}
+
+/// One integer `sql` answers, read from the test's database directly: SQLite or
+/// PostgreSQL.
+pub fn raw_count(db: &Path, sql: &str) -> i64 {
+    let (db, sql) = (db.to_string_lossy().into_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        if db.starts_with("postgres://") {
+            let mut c = postgres::Client::connect(&db, postgres::NoTls).expect("connect");
+            c.query_one(&sql, &[]).expect("raw sql").get::<_, i64>(0)
+        } else {
+            let c = rusqlite::Connection::open(&db).expect("open");
+            c.query_row(&sql, [], |r| r.get(0)).expect("raw sql")
+        }
+    })
+    .join()
+    .expect("no panic")
+}
+
+/// A new database on the test PostgreSQL server (see `pg::PgServer::shared`), dropped at
+/// exit.
+pub fn pg_database() -> String {
+    use std::sync::{Mutex, Once};
+    static MADE: Mutex<Vec<pg::TestDb>> = Mutex::new(Vec::new());
+    static AT_EXIT: Once = Once::new();
+    extern "C" fn drop_all() {
+        let made = std::mem::take(&mut *MADE.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(made);
+        let _ = std::fs::remove_dir_all(pg_key_dir());
+    }
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(drop_all) };
+    });
+    // The synchronous client may not run on a runtime's thread, where most tests ask.
+    let db = std::thread::spawn(pg::TestDb::new)
+        .join()
+        .expect("no panic")
+        .expect("a PostgreSQL server for the tests")
+        .expect(
+            "MAILFLEET_TEST_BACKEND=postgres needs a PostgreSQL server (or initdb to start one)",
+        );
+    let url = db.url();
+    MADE.lock().unwrap_or_else(|p| p.into_inner()).push(db);
+    url
 }
 
 pub async fn open(path: &Path, cfg: &Config) -> Store {

@@ -769,12 +769,24 @@ async fn writer_task(
             let mut conn = conn;
             let mut next = Some(first);
             while let Some(first) = next {
-                if conn.is_broken() {
-                    // PostgreSQL went away: connect again for this batch. A batch that
-                    // finds no server fails, and the one after tries again.
-                    if let Some(t) = &reconnect {
+                if let Some(t) = &reconnect {
+                    // PostgreSQL: the server (or the network) may have closed the
+                    // connection since the last batch, which only a statement finds out.
+                    // The transaction is begun here, where a lost connection can still be
+                    // made again with nothing of the batch done; a batch that finds no
+                    // server at all fails (`run_batch` begins again and says why), and
+                    // the one after tries again.
+                    let lost = match begin_write(&conn) {
+                        Err(StoreError::Sql(e)) => e.kind == DbErrorKind::Lost,
+                        Err(_) => false,
+                        Ok(()) => false,
+                    } || conn.is_broken();
+                    if lost {
                         match t.connect(false) {
-                            Ok(c) => conn = c,
+                            Ok(c) => {
+                                conn = c;
+                                let _ = begin_write(&conn);
+                            }
                             Err(e) => tracing::warn!(error = %e, "store: cannot reconnect"),
                         }
                     }
@@ -854,25 +866,20 @@ fn run_counted(
 /// Runs one group of jobs in one transaction; returns the replies (not sent yet) and
 /// whether the transaction committed.
 fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Reply>, bool) {
-    let begun = match conn.dialect() {
-        sql::Dialect::Sqlite => conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(StoreError::from),
-        sql::Dialect::Postgres => conn
-            .execute_batch("BEGIN")
-            .map_err(StoreError::from)
-            .and_then(|()| {
-                pg::lock_for_write(conn).inspect_err(|_| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                })
-            }),
+    let begun = if conn.is_autocommit() {
+        begin_write(conn)
+    } else {
+        // The writer began it already (PostgreSQL: see `writer_task`).
+        Ok(())
     };
     if let Err(e) = begun {
-        let msg = e.to_string();
+        let why = match &e {
+            StoreError::Sql(d) if d.kind == DbErrorKind::Lost => "database unreachable",
+            _ => "database busy",
+        };
+        let msg = format!("{why}: {e}");
         for job in batch {
-            let _ = job
-                .reply
-                .send(Err(StoreError::Rejected(format!("database busy: {msg}"))));
+            let _ = job.reply.send(Err(StoreError::Rejected(msg.clone())));
         }
         return (Vec::new(), false);
     }
@@ -942,6 +949,20 @@ fn run_batch(conn: &Conn, batch: Vec<Job>, stats: &WriterStats) -> (Vec<sync::Re
         }
     };
     (results, committed && any_ok)
+}
+
+/// Begins the writer's transaction: SQLite's write lock at once (`BEGIN IMMEDIATE`); on
+/// PostgreSQL, the stamp row's lock (see `pg`).
+fn begin_write(conn: &Conn) -> Result<(), StoreError> {
+    match conn.dialect() {
+        sql::Dialect::Sqlite => Ok(conn.execute_batch("BEGIN IMMEDIATE")?),
+        sql::Dialect::Postgres => {
+            conn.execute_batch("BEGIN")?;
+            pg::lock_for_write(conn).inspect_err(|_| {
+                let _ = conn.execute_batch("ROLLBACK");
+            })
+        }
+    }
 }
 
 /// Opens the change stamp of the writer's transaction, if it is not open yet, and returns

@@ -833,9 +833,13 @@ impl PgConn {
                 Ok(())
             }
             Err(e) => {
-                // A failed COMMIT ends the transaction; so does a failed BEGIN leave none.
+                // A failed COMMIT or ROLLBACK ends the transaction (or the connection is
+                // gone with it); a failed BEGIN leaves none.
                 let up = sql.trim_start().to_ascii_uppercase();
-                if up.starts_with("COMMIT") || up.starts_with("END") {
+                if up.starts_with("COMMIT")
+                    || up.starts_with("END")
+                    || (up.starts_with("ROLLBACK") && !up.contains(" TO "))
+                {
                     self.in_tx.set(false);
                 }
                 Err(pg_error(&e))

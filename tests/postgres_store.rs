@@ -196,3 +196,114 @@ async fn a_password_in_the_url_is_refused_without_being_shown() {
         .expect_err("no database named");
     assert!(err.to_string().contains("names no database"), "{err}");
 }
+
+/// `db migrate-to`: a SQLite history (requests carried out on the simulated cloud, with
+/// their nodes, steps, events and key files) copied into an empty PostgreSQL database, where
+/// the engine carries on; a second copy into the now full database is refused and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_history_moves_to_postgres_whole_and_a_full_target_is_refused() {
+    let Some(url) = database() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("history.db");
+    let cfg = config(FAST);
+    let lite = open(&file, &cfg).await;
+    let ctx = sim_ctx(&lite, &cfg, system_clock());
+    for i in 0..4 {
+        create(
+            &ctx,
+            ["acme", "globex"][i % 2],
+            "dallas",
+            "ssd-1",
+            &format!("m{i}"),
+        )
+        .await;
+    }
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    let before = all_requests(&lite).await;
+    assert!(
+        before.iter().any(|r| r.state == "completed"),
+        "work was done"
+    );
+    let events = lite
+        .list_events(&mailfleet::store::EventFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    let keys = lite.dkim_keys().await.expect("keys");
+    lite.settled().await;
+    drop((ctx, lite));
+
+    let migrate = |db: &std::path::Path| {
+        let home = tempfile::tempdir().expect("home");
+        Command::new(env!("CARGO_BIN_EXE_mailfleet"))
+            .args(["--db", &file.to_string_lossy(), "db", "migrate-to"])
+            .arg(db)
+            .arg("--json")
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("XDG_STATE_HOME", home.path())
+            .env_remove("MAILFLEET_DB")
+            .env_remove("MAILFLEET_CONFIG")
+            .output()
+            .expect("run")
+    };
+    let out = migrate(&url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let copied = |t: &str| {
+        said["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|x| x["table"] == t)
+            .map(|x| x["rows"].as_u64().expect("rows"))
+    };
+    assert_eq!(copied("requests"), Some(before.len() as u64));
+    assert_eq!(copied("events"), Some(events.len() as u64));
+
+    let pg = open(&url, &cfg).await;
+    let after = all_requests(&pg).await;
+    let view = |rows: &[mailfleet::store::RequestRow]| {
+        let mut v: Vec<(String, String, i64, String)> = rows
+            .iter()
+            .map(|r| (r.id.clone(), r.state.clone(), r.fence, r.updated_at.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(view(&after), view(&before), "every request as it was");
+    let done = before
+        .iter()
+        .find(|r| r.state == "completed")
+        .expect("a completed one");
+    let d = pg.request_detail(&done.id).await.expect("detail");
+    assert!(d.node.is_some() && !d.resources.is_empty() && !d.transitions.is_empty());
+    // Key files recorded relative to the SQLite file's folder are found from PostgreSQL.
+    let moved = pg.dkim_keys().await.expect("keys");
+    assert_eq!(moved.len(), keys.len());
+    for k in moved.iter().filter_map(|k| k.key_file.as_deref()) {
+        assert!(
+            pg.key_path(k).exists(),
+            "{k} does not name the key file any more"
+        );
+    }
+    // The engine carries on there: new rows take numbers after the copied ones.
+    let ctx = sim_ctx(&pg, &cfg, system_clock());
+    create(&ctx, "acme", "dallas", "ssd-1", "after-move").await;
+    mailfleet::engine::run_until_idle(ctx.clone()).await;
+    assert_eq!(all_requests(&pg).await.len(), before.len() + 1);
+
+    // A second copy into the now full database is refused, and changes nothing.
+    let rows = raw_count(&url, "SELECT COUNT(*) FROM requests");
+    let out = migrate(&url);
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("not empty"), "{why}");
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM requests"), rows);
+}

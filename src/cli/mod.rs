@@ -122,6 +122,9 @@ pub enum Cmd {
     /// Clusters: capacity, use, health; connectivity tests.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The database itself: `db migrate-to postgres://...`.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// The event outbox, oldest first.
     Events {
         /// Keep printing new events as they are written.
@@ -516,6 +519,18 @@ pub enum TenantCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Copies this SQLite database (--db) into an empty PostgreSQL database, checked by
+    /// row counts and checksums before it commits; the SQLite file is left as it is.
+    MigrateTo {
+        /// postgres://USER@HOST[:PORT]/DATABASE (the password from PGPASSWORD).
+        url: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     /// Every cluster with its capacity, what is reserved on it, and its health.
     List {
@@ -844,6 +859,7 @@ fn access_of(cli: &Cli) -> Access {
         } => false,
         Cmd::Tenant(_)
         | Cmd::Cluster(_)
+        | Cmd::Db(_)
         | Cmd::Events { .. }
         | Cmd::Alerts { .. }
         | Cmd::Tls(_)
@@ -932,6 +948,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     if let Cmd::Demo { nodes, seed } = command {
         return demo(&cli, *nodes as usize, *seed).await;
+    }
+    if let Cmd::Db(DbCmd::MigrateTo { url, json }) = command {
+        refuse_read_only(&cli)?;
+        return migrate_to(&cli, url, *json).await;
     }
     if let Cmd::Init { json } = command {
         refuse_read_only(&cli)?;
@@ -1064,6 +1084,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match command {
         Cmd::Demo { .. }
         | Cmd::Init { .. }
+        | Cmd::Db(_)
         | Cmd::Blocklist(_)
         | Cmd::Dns(_)
         | Cmd::Lab(_)
@@ -1202,6 +1223,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let report = engine::reconcile::reconcile_with(&*env.ctx()?, !cli.read_only).await?;
             output::reconcile(&report, *json)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailfleet db migrate-to URL`: this SQLite history into an empty PostgreSQL database.
+async fn migrate_to(cli: &Cli, url: &str, json: bool) -> Result<ExitCode> {
+    let from = db_path(cli)?;
+    if crate::store::pg::is_url(&from.to_string_lossy()) {
+        return Err(eyre!(
+            "--db: migrate-to copies an SQLite file; --db names a PostgreSQL database"
+        ));
+    }
+    if !crate::store::pg::is_url(url) {
+        return Err(eyre!("URL: want postgres://USER@HOST[:PORT]/DATABASE"));
+    }
+    if !from.exists() {
+        return Err(eyre!(
+            "--db: {} does not exist",
+            sanitize(&from.display().to_string())
+        ));
+    }
+    let cfg = config::load(cli.config.as_deref())?;
+    // Brings the file's schema up to date first (the copy is of the current schema).
+    let source = Store::open_as(&from, &cfg.store, Access::Write).await?.0;
+    source.settled().await;
+    let base = source.base_dir();
+    drop(source);
+    let (url_owned, store_cfg) = (url.to_owned(), cfg.store.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        crate::store::migrate_to(&from, &url_owned, &store_cfg, &base)
+    })
+    .await
+    .map_err(|e| eyre!("the copy stopped: {e}"))??;
+    let total: u64 = report.iter().map(|c| c.rows).sum();
+    if json {
+        output::print_json(&serde_json::json!({ "to": url, "rows": total, "tables": report }))?;
+    } else {
+        for c in &report {
+            println!("{:<22} {:>9} rows  {}", c.table, c.rows, &c.checksum[..16]);
+        }
+        println!(
+            "copied {total} rows into {}; counts and checksums match. Use --db {} from now on.",
+            sanitize(url),
+            sanitize(url)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ mod catalog;
 pub(crate) mod certs;
 mod claims;
 mod console;
+mod copy;
 mod demo;
 mod dkim;
 mod dns;
@@ -54,6 +55,7 @@ pub use console::{
     ConsoleDelta, ConsoleNode, ConsoleReader, ConsoleRequest, ConsoleSnapshot, ConsoleUpdate,
     FirstPage, ListingRow, NodeWarmup, Searched, StepSummary, WarmupFigures, Word,
 };
+pub use copy::{migrate_to, Copied};
 pub use dkim::DkimKeyRow;
 pub use dns::{DnsRecordRow, PlannedWrite};
 pub use events::EventFilter;

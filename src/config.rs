@@ -1312,6 +1312,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        mail::env_name("store.password_env", &self.store.password_env)?;
         let k = &self.dkim.key_env;
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError::invalid(
@@ -1800,6 +1801,13 @@ mod tests {
                 message
             }
         }
+    }
+
+    #[test]
+    fn the_store_s_password_variable_must_be_a_variable_name() {
+        let message = user_error("[store]\npassword_env = \"PG PASS\"\n");
+        assert!(message.contains("store.password_env"), "{message}");
+        assert!(with_user("[store]\npassword_env = \"TEAM_PGPASS\"\n").is_ok());
     }
 
     #[test]

@@ -512,10 +512,24 @@ impl Store {
             }
             None => None,
         };
-        let store = Store {
+        let store = Store::assemble(path, None, cfg, writer, changes, copied, stats);
+        Ok((store, opened))
+    }
+
+    /// A store from its parts, as opening made them.
+    fn assemble(
+        path: PathBuf,
+        pg: Option<Arc<pg::Target>>,
+        cfg: &StoreConfig,
+        writer: Option<mpsc::Sender<Job>>,
+        changes: watch::Receiver<u64>,
+        copied: watch::Receiver<u64>,
+        stats: Arc<WriterStats>,
+    ) -> Store {
+        Store {
             inner: Arc::new(Inner {
                 path,
-                pg: None,
+                pg,
                 settings: cfg.clone(),
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
@@ -525,8 +539,7 @@ impl Store {
                 stats,
                 reads: AtomicU64::new(0),
             }),
-        };
-        Ok((store, opened))
+        }
     }
 
     /// Opens a PostgreSQL database (`--db postgres://...`) as `access` says.
@@ -556,20 +569,8 @@ impl Store {
             ));
             tx
         });
-        let store = Store {
-            inner: Arc::new(Inner {
-                path: PathBuf::from(target.shown()),
-                pg: Some(target),
-                settings: cfg.clone(),
-                readers: Mutex::new(Vec::new()),
-                read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
-                writer,
-                changes,
-                copied,
-                stats,
-                reads: AtomicU64::new(0),
-            }),
-        };
+        let path = PathBuf::from(target.shown());
+        let store = Store::assemble(path, Some(target), cfg, writer, changes, copied, stats);
         Ok((store, opened))
     }
 

@@ -827,8 +827,11 @@ impl PgConn {
         let r = self.client.borrow_mut().batch_execute(sql);
         match r {
             Ok(()) => {
-                for part in sql.split(';') {
-                    self.track(part);
+                // Only a lone statement can be BEGIN, COMMIT or ROLLBACK as far as the
+                // store goes (a script's function bodies say BEGIN and END too).
+                let lone = sql.trim().trim_end_matches(';');
+                if !lone.contains(';') {
+                    self.track(lone);
                 }
                 Ok(())
             }
@@ -848,16 +851,7 @@ impl PgConn {
     }
 
     fn execute(&self, stmt: &postgres::Statement, values: &[&dyn ToSql]) -> SqlResult<u64> {
-        let params = pg_params(values);
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        let n = self
-            .client
-            .borrow_mut()
-            .execute(stmt, &refs)
-            .map_err(|e| pg_error(&e))?;
+        let n = with_pg_params(values, |refs| self.client.borrow_mut().execute(stmt, refs))?;
         self.changes.set(self.changes.get() + n);
         Ok(n)
     }
@@ -868,16 +862,7 @@ impl PgConn {
         values: &[&dyn ToSql],
         writes: bool,
     ) -> SqlResult<Vec<postgres::Row>> {
-        let params = pg_params(values);
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        let rows = self
-            .client
-            .borrow_mut()
-            .query(stmt, &refs)
-            .map_err(|e| pg_error(&e))?;
+        let rows = with_pg_params(values, |refs| self.client.borrow_mut().query(stmt, refs))?;
         if writes {
             self.changes.set(self.changes.get() + rows.len() as u64);
         }
@@ -896,8 +881,17 @@ fn writes(sql: &str) -> bool {
     matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE" | "WITH")
 }
 
-fn pg_params<'a>(values: &'a [&'a dyn ToSql]) -> Vec<PgParam<'a>> {
-    values.iter().map(|v| PgParam(v.to_sql())).collect()
+/// Runs `f` with `values` as the `postgres` client takes parameters.
+fn with_pg_params<T>(
+    values: &[&dyn ToSql],
+    f: impl FnOnce(&[&(dyn postgres::types::ToSql + Sync)]) -> Result<T, postgres::Error>,
+) -> SqlResult<T> {
+    let params: Vec<PgParam<'_>> = values.iter().map(|v| PgParam(v.to_sql())).collect();
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    f(&refs).map_err(|e| pg_error(&e))
 }
 
 /// A statement as the scripts write it (SQLite's spelling), as PostgreSQL takes it:

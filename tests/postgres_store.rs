@@ -14,15 +14,7 @@ use support::*;
 /// A fresh database's URL, or `None` where no server can be had (the tests then say so
 /// and stop, unless MAILFLEET_REQUIRE_SERVICES=1, when `pg_database` fails instead).
 fn database() -> Option<PathBuf> {
-    let found = std::thread::spawn(pg::PgServer::shared)
-        .join()
-        .expect("no panic")
-        .expect("a PostgreSQL server");
-    if found.is_none() {
-        eprintln!("no PostgreSQL server and no initdb: skipped");
-        return None;
-    }
-    Some(PathBuf::from(pg_database()))
+    postgres_available().then(|| PathBuf::from(pg_database()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

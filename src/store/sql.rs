@@ -808,13 +808,7 @@ impl PgConn {
     }
 
     fn track(&self, sql: &str) {
-        let first = sql
-            .trim_start()
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        match first.as_str() {
+        match first_word(sql).as_str() {
             "BEGIN" | "START" => self.in_tx.set(true),
             "COMMIT" | "END" => self.in_tx.set(false),
             // `ROLLBACK TO x` leaves the transaction open.
@@ -872,13 +866,19 @@ impl PgConn {
 
 /// Whether a statement changes rows (its `RETURNING` rows are counted as changes).
 fn writes(sql: &str) -> bool {
-    let first = sql
-        .trim_start()
+    matches!(
+        first_word(sql).as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "WITH"
+    )
+}
+
+/// A statement's first keyword, upper-cased.
+fn first_word(sql: &str) -> String {
+    sql.trim_start()
         .split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or("")
-        .to_ascii_uppercase();
-    matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE" | "WITH")
+        .to_ascii_uppercase()
 }
 
 /// Runs `f` with `values` as the `postgres` client takes parameters.

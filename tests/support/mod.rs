@@ -132,6 +132,20 @@ pub fn raw_count(db: &Path, sql: &str) -> i64 {
     .expect("no panic")
 }
 
+/// Whether a PostgreSQL server can be had for a test that needs one whatever the backend;
+/// `false` (and a word on stderr) where there is none and no initdb to start one. Under
+/// MAILFLEET_REQUIRE_SERVICES=1 a missing server fails instead (see `pg::PgServer`).
+pub fn postgres_available() -> bool {
+    let found = std::thread::spawn(pg::PgServer::shared)
+        .join()
+        .expect("no panic")
+        .expect("a PostgreSQL server");
+    if found.is_none() {
+        eprintln!("no PostgreSQL server and no initdb: skipped");
+    }
+    found.is_some()
+}
+
 /// A new database on the test PostgreSQL server (see `pg::PgServer::shared`), dropped at
 /// exit.
 pub fn pg_database() -> String {
